@@ -1,0 +1,60 @@
+//! # fl-core
+//!
+//! The vocabulary and the math of daofl, shared by the client, the aggregator and every later
+//! layer (privacy, secure aggregation, anchoring):
+//!
+//! - [`ParamVec`] and its [`Schema`]: model parameters as a flat `f32` vector plus the ordered
+//!   (name, shape) list identified by a SHA-256 schema hash; never a framework's record type.
+//! - [`ContentHash`]: SHA-256 over canonical bytes, printed as an IPFS-compatible CIDv1 (`raw`).
+//! - [`ClientId`], [`RoundConfig`], [`FitConfig`], [`FitResult`], [`EvaluateResult`]: what a
+//!   round asks and what clients answer.
+//! - [`Strategy`] with [`FedAvg`], aggregating over a streaming [`WeightedSum`] in `f64`.
+//! - [`Trainer`]: the model-agnostic local training interface (burn implementations live in
+//!   `fl-client`).
+//! - [`protocol`] messages and the [`ClientSession`] state machine: the client side of a round,
+//!   without IO, driven alike by the in-process simulation and by network transports.
+//!
+//! It does no IO, starts no threads and reads no clock.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use fl_core::{ClientId, FedAvg, FedAvgConfig, Metrics, ParamVec, Schema, Strategy, TensorSpec, WeightedSum};
+//!
+//! let schema = Arc::new(Schema::new(vec![TensorSpec::new("fc.weight", [2, 2])])?);
+//! let a = ParamVec::new(schema.clone(), vec![1.0, 1.0, 1.0, 1.0])?;
+//! let b = ParamVec::new(schema.clone(), vec![3.0, 3.0, 3.0, 3.0])?;
+//!
+//! // Two clients with 10 and 30 examples: FedAvg weights by examples.
+//! let mut sum = WeightedSum::new(schema.clone());
+//! sum.add(&a, 10, &Metrics::new())?;
+//! sum.add(&b, 30, &Metrics::new())?;
+//! let mut fedavg = FedAvg::new(FedAvgConfig::default());
+//! let next = fedavg.aggregate_fit(1, &a, &sum)?;
+//! assert_eq!(next.values(), &[2.5; 4]);
+//! println!("new model {}", next.content_hash()); // bafkrei...
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod aggregate;
+pub mod hash;
+pub mod params;
+pub mod protocol;
+pub mod round;
+pub mod session;
+pub mod strategy;
+pub mod trainer;
+
+pub use aggregate::{AggregateError, WeightedSum};
+pub use hash::{CidError, ContentHash, ContentHasher};
+pub use params::{ParamError, ParamVec, Schema, SchemaHash, TensorSpec};
+pub use protocol::{ClientMessage, ServerMessage};
+pub use round::{
+    ClientId, EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, FitResult, Metrics,
+    RoundConfig, Stage,
+};
+pub use session::{ClientSession, EvaluateTask, FitTask, SessionError, SessionEvent};
+pub use strategy::{
+    EvaluatePlan, FedAvg, FedAvgConfig, FitPlan, Strategy, StrategyError, derive_seed,
+    select_clients, weighted_evaluation,
+};
+pub use trainer::{Trainer, TrainerError};

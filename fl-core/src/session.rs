@@ -1,0 +1,463 @@
+//! The client side of the protocol as a state machine without IO.
+//!
+//! A driver (the simulation, or the gRPC node) feeds [`ServerMessage`]s in with
+//! [`ClientSession::handle_message`], takes work out with [`ClientSession::poll_event`], runs it
+//! on a [`Trainer`] (see [`FitTask::run`]), hands the outcome back with
+//! [`ClientSession::complete_fit`] / [`ClientSession::complete_evaluate`], and sends whatever
+//! [`ClientSession::poll_transmit`] yields. The session checks every instruction before any
+//! training starts: stage, round order, schema and the content hash of the parameters.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::params::{ParamVec, SchemaHash};
+use crate::protocol::{ClientMessage, ServerMessage};
+use crate::round::{
+    EvaluateConfig, EvaluateResult, FitConfig, FitResult, RoundConfig, Stage,
+};
+use crate::trainer::{Trainer, TrainerError};
+
+/// Local training the session asks its driver to run.
+#[derive(Debug, Clone)]
+pub struct FitTask {
+    /// Round of the instruction.
+    pub round: u64,
+    /// Verified global parameters to start from.
+    pub params: Arc<ParamVec>,
+    /// Local training settings.
+    pub config: FitConfig,
+}
+
+impl FitTask {
+    /// Runs the task on `trainer`: load the global parameters, train, read the new ones.
+    pub fn run(&self, trainer: &mut dyn Trainer) -> Result<FitResult, TrainerError> {
+        trainer.set_parameters(&self.params)?;
+        let outcome = trainer.fit(&self.config)?;
+        Ok(FitResult {
+            params: trainer.get_parameters(),
+            num_examples: outcome.num_examples,
+            metrics: outcome.metrics,
+        })
+    }
+}
+
+/// Evaluation the session asks its driver to run.
+#[derive(Debug, Clone)]
+pub struct EvaluateTask {
+    /// Round of the instruction.
+    pub round: u64,
+    /// Verified global parameters to evaluate.
+    pub params: Arc<ParamVec>,
+    /// Evaluation settings.
+    pub config: EvaluateConfig,
+}
+
+impl EvaluateTask {
+    /// Runs the task on `trainer`: load the global parameters and evaluate them.
+    pub fn run(&self, trainer: &mut dyn Trainer) -> Result<EvaluateResult, TrainerError> {
+        trainer.set_parameters(&self.params)?;
+        trainer.evaluate(&self.config)
+    }
+}
+
+/// Work and news for the session's driver.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    /// Run this training task and report with [`ClientSession::complete_fit`].
+    Fit(FitTask),
+    /// Run this evaluation and report with [`ClientSession::complete_evaluate`].
+    Evaluate(EvaluateTask),
+    /// The federation finished; the driver may close the connection.
+    Finished,
+}
+
+/// Why the session refused an instruction or a completion.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// An instruction for a round/stage at or before one already received.
+    #[error("instruction for round {round} ({stage:?}) arrived after round {last_round} ({last_stage:?})")]
+    OutOfOrder {
+        /// Round of the refused instruction.
+        round: u64,
+        /// Stage of the refused instruction.
+        stage: Stage,
+        /// Latest round received.
+        last_round: u64,
+        /// Stage of the latest round received.
+        last_stage: Stage,
+    },
+    /// The header's stage does not match the message kind.
+    #[error("message kind and header stage disagree ({0:?})")]
+    StageMismatch(Stage),
+    /// The parameters are for another model than this member trains.
+    #[error("schema mismatch: this member trains schema {ours}, instruction is for {theirs}")]
+    WrongSchema {
+        /// This member's schema hash.
+        ours: SchemaHash,
+        /// The schema hash that arrived.
+        theirs: SchemaHash,
+    },
+    /// The parameters' content hash differs from the one announced in the header.
+    #[error("parameters hash to {got}, header announced {announced}")]
+    HashMismatch {
+        /// Hash in the header.
+        announced: crate::hash::ContentHash,
+        /// Hash of the parameters received.
+        got: crate::hash::ContentHash,
+    },
+    /// A completion for a task that is not (or no longer) running.
+    #[error("no running {stage:?} task for round {round}")]
+    NoSuchTask {
+        /// Round of the completion.
+        round: u64,
+        /// Stage of the completion.
+        stage: Stage,
+    },
+    /// A message after the federation finished.
+    #[error("the session has finished")]
+    Finished,
+}
+
+/// The client's protocol state for one federation.
+#[derive(Debug)]
+pub struct ClientSession {
+    schema_hash: SchemaHash,
+    last: Option<(u64, Stage)>,
+    running: Option<(u64, Stage)>,
+    finished: bool,
+    events: VecDeque<SessionEvent>,
+    outbox: VecDeque<ClientMessage>,
+}
+
+impl ClientSession {
+    /// A session for a member whose trainer has schema `schema_hash`.
+    pub fn new(schema_hash: SchemaHash) -> Self {
+        Self {
+            schema_hash,
+            last: None,
+            running: None,
+            finished: false,
+            events: VecDeque::new(),
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// Whether the federation has told this session it is over.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The task currently running, as (round, stage).
+    pub fn running(&self) -> Option<(u64, Stage)> {
+        self.running
+    }
+
+    /// Takes one message from the aggregator.
+    ///
+    /// A refused instruction also queues a [`ClientMessage::Failed`] so the aggregator learns
+    /// at once instead of waiting for its deadline. A newer instruction replaces a running task:
+    /// the aggregator has moved on, and the old task's completion will be refused.
+    pub fn handle_message(&mut self, msg: ServerMessage) -> Result<(), SessionError> {
+        if self.finished {
+            return Err(SessionError::Finished);
+        }
+        match msg {
+            ServerMessage::Fit {
+                header,
+                params,
+                config,
+            } => {
+                self.accept(&header, Stage::Fit, &params)?;
+                self.events.push_back(SessionEvent::Fit(FitTask {
+                    round: header.round,
+                    params,
+                    config,
+                }));
+            }
+            ServerMessage::Evaluate {
+                header,
+                params,
+                config,
+            } => {
+                self.accept(&header, Stage::Evaluate, &params)?;
+                self.events.push_back(SessionEvent::Evaluate(EvaluateTask {
+                    round: header.round,
+                    params,
+                    config,
+                }));
+            }
+            ServerMessage::Finished => {
+                self.finished = true;
+                self.running = None;
+                self.events.push_back(SessionEvent::Finished);
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(
+        &mut self,
+        header: &RoundConfig,
+        stage: Stage,
+        params: &ParamVec,
+    ) -> Result<(), SessionError> {
+        let result = self.check(header, stage, params);
+        if let Err(e) = &result {
+            // Only answer instructions that are newer than what we hold; a replayed old
+            // instruction gets no answer at all.
+            if !matches!(e, SessionError::OutOfOrder { .. }) {
+                self.outbox.push_back(ClientMessage::Failed {
+                    round: header.round,
+                    stage,
+                    reason: e.to_string(),
+                });
+                self.last = Some((header.round, stage));
+            }
+        } else {
+            self.last = Some((header.round, stage));
+            self.running = Some((header.round, stage));
+            // A superseded task's work item may still be queued: drop it.
+            self.events.retain(|e| matches!(e, SessionEvent::Finished));
+        }
+        result
+    }
+
+    fn check(
+        &self,
+        header: &RoundConfig,
+        stage: Stage,
+        params: &ParamVec,
+    ) -> Result<(), SessionError> {
+        let key = (header.round, stage_rank(header.stage));
+        if let Some((last_round, last_stage)) = self.last {
+            if key <= (last_round, stage_rank(last_stage)) {
+                return Err(SessionError::OutOfOrder {
+                    round: header.round,
+                    stage: header.stage,
+                    last_round,
+                    last_stage,
+                });
+            }
+        }
+        if header.stage != stage {
+            return Err(SessionError::StageMismatch(header.stage));
+        }
+        if header.schema_hash != self.schema_hash || params.schema().hash() != self.schema_hash {
+            return Err(SessionError::WrongSchema {
+                ours: self.schema_hash,
+                theirs: params.schema().hash(),
+            });
+        }
+        let got = params.content_hash();
+        if got != header.params_hash {
+            return Err(SessionError::HashMismatch {
+                announced: header.params_hash,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reports the outcome of the fit task of `round`.
+    pub fn complete_fit(
+        &mut self,
+        round: u64,
+        outcome: Result<FitResult, TrainerError>,
+    ) -> Result<(), SessionError> {
+        self.complete(round, Stage::Fit)?;
+        self.outbox.push_back(match outcome {
+            Ok(result) => ClientMessage::FitDone { round, result },
+            Err(e) => ClientMessage::Failed {
+                round,
+                stage: Stage::Fit,
+                reason: e.to_string(),
+            },
+        });
+        Ok(())
+    }
+
+    /// Reports the outcome of the evaluate task of `round`.
+    pub fn complete_evaluate(
+        &mut self,
+        round: u64,
+        outcome: Result<EvaluateResult, TrainerError>,
+    ) -> Result<(), SessionError> {
+        self.complete(round, Stage::Evaluate)?;
+        self.outbox.push_back(match outcome {
+            Ok(result) => ClientMessage::EvaluateDone { round, result },
+            Err(e) => ClientMessage::Failed {
+                round,
+                stage: Stage::Evaluate,
+                reason: e.to_string(),
+            },
+        });
+        Ok(())
+    }
+
+    fn complete(&mut self, round: u64, stage: Stage) -> Result<(), SessionError> {
+        if self.running != Some((round, stage)) {
+            return Err(SessionError::NoSuchTask { round, stage });
+        }
+        self.running = None;
+        Ok(())
+    }
+
+    /// The next piece of work or news for the driver.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next message to send to the aggregator.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<ClientMessage> {
+        self.outbox.pop_front()
+    }
+}
+
+fn stage_rank(stage: Stage) -> u8 {
+    match stage {
+        Stage::Fit => 0,
+        Stage::Evaluate => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{Schema, TensorSpec};
+    use crate::round::Metrics;
+
+    fn params(v: f32) -> Arc<ParamVec> {
+        let schema = Arc::new(Schema::new(vec![TensorSpec::new("w", [2])]).unwrap());
+        Arc::new(ParamVec::new(schema, vec![v, v]).unwrap())
+    }
+
+    fn fit(round: u64, p: &Arc<ParamVec>) -> ServerMessage {
+        ServerMessage::Fit {
+            header: RoundConfig {
+                round,
+                stage: Stage::Fit,
+                params_hash: p.content_hash(),
+                schema_hash: p.schema().hash(),
+            },
+            params: p.clone(),
+            config: FitConfig::default(),
+        }
+    }
+
+    fn result(p: &ParamVec) -> FitResult {
+        FitResult {
+            params: p.clone(),
+            num_examples: 3,
+            metrics: Metrics::new(),
+        }
+    }
+
+    #[test]
+    fn fit_instruction_becomes_a_task_and_an_answer() {
+        let p = params(1.0);
+        let mut s = ClientSession::new(p.schema().hash());
+        s.handle_message(fit(1, &p)).unwrap();
+        let Some(SessionEvent::Fit(task)) = s.poll_event() else {
+            panic!("expected a fit task")
+        };
+        assert_eq!(task.round, 1);
+        s.complete_fit(1, Ok(result(&p))).unwrap();
+        assert!(matches!(
+            s.poll_transmit(),
+            Some(ClientMessage::FitDone { round: 1, .. })
+        ));
+        assert!(s.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn tampered_parameters_are_refused_with_a_failure_message() {
+        let p = params(1.0);
+        let mut s = ClientSession::new(p.schema().hash());
+        let ServerMessage::Fit { header, config, .. } = fit(1, &p) else {
+            unreachable!()
+        };
+        let tampered = ServerMessage::Fit {
+            header,
+            params: params(2.0),
+            config,
+        };
+        assert!(matches!(
+            s.handle_message(tampered),
+            Err(SessionError::HashMismatch { .. })
+        ));
+        assert!(s.poll_event().is_none());
+        assert!(matches!(
+            s.poll_transmit(),
+            Some(ClientMessage::Failed { round: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_schema_stale_rounds_and_stray_completions_are_refused() {
+        let p = params(1.0);
+        let other = Arc::new(Schema::new(vec![TensorSpec::new("v", [2])]).unwrap());
+        let mut s = ClientSession::new(other.hash());
+        assert!(matches!(
+            s.handle_message(fit(1, &p)),
+            Err(SessionError::WrongSchema { .. })
+        ));
+
+        let mut s = ClientSession::new(p.schema().hash());
+        s.handle_message(fit(3, &p)).unwrap();
+        assert!(matches!(
+            s.handle_message(fit(2, &p)),
+            Err(SessionError::OutOfOrder { round: 2, .. })
+        ));
+        assert!(matches!(
+            s.handle_message(fit(3, &p)),
+            Err(SessionError::OutOfOrder { round: 3, .. })
+        ));
+        assert_eq!(
+            s.complete_fit(2, Ok(result(&p))),
+            Err(SessionError::NoSuchTask {
+                round: 2,
+                stage: Stage::Fit
+            })
+        );
+        s.handle_message(ServerMessage::Finished).unwrap();
+        assert_eq!(
+            s.handle_message(fit(4, &p)),
+            Err(SessionError::Finished)
+        );
+    }
+
+    #[test]
+    fn a_newer_instruction_supersedes_the_running_task() {
+        let p = params(1.0);
+        let mut s = ClientSession::new(p.schema().hash());
+        s.handle_message(fit(1, &p)).unwrap();
+        s.handle_message(fit(2, &p)).unwrap();
+        let Some(SessionEvent::Fit(task)) = s.poll_event() else {
+            panic!()
+        };
+        assert_eq!(task.round, 2);
+        assert!(s.poll_event().is_none());
+        assert!(s.complete_fit(1, Ok(result(&p))).is_err());
+        s.complete_fit(2, Ok(result(&p))).unwrap();
+    }
+
+    #[test]
+    fn trainer_errors_become_failure_messages() {
+        let p = params(1.0);
+        let mut s = ClientSession::new(p.schema().hash());
+        s.handle_message(fit(1, &p)).unwrap();
+        let _ = s.poll_event();
+        s.complete_fit(1, Err(TrainerError::NoData("train"))).unwrap();
+        assert!(matches!(
+            s.poll_transmit(),
+            Some(ClientMessage::Failed {
+                round: 1,
+                stage: Stage::Fit,
+                ..
+            })
+        ));
+    }
+}

@@ -307,7 +307,10 @@ mod tests {
     #[test]
     fn slices_follow_the_schema() {
         let p = ParamVec::new(schema(), (0..8).map(|i| i as f32).collect()).unwrap();
-        let t: Vec<_> = p.tensors().map(|(s, v)| (s.name.clone(), v.to_vec())).collect();
+        let t: Vec<_> = p
+            .tensors()
+            .map(|(s, v)| (s.name.clone(), v.to_vec()))
+            .collect();
         assert_eq!(t[0], ("fc.weight".into(), vec![0., 1., 2., 3., 4., 5.]));
         assert_eq!(t[1], ("fc.bias".into(), vec![6., 7.]));
         assert_eq!(p.tensor("fc.bias"), Some(&[6.0f32, 7.0][..]));

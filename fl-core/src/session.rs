@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use crate::params::{ParamVec, SchemaHash};
 use crate::protocol::{ClientMessage, ServerMessage};
-use crate::round::{
-    EvaluateConfig, EvaluateResult, FitConfig, FitResult, RoundConfig, Stage,
-};
+use crate::round::{EvaluateConfig, EvaluateResult, FitConfig, FitResult, RoundConfig, Stage};
 use crate::trainer::{Trainer, TrainerError};
 
 /// Local training the session asks its driver to run.
@@ -76,7 +74,9 @@ pub enum SessionEvent {
 #[non_exhaustive]
 pub enum SessionError {
     /// An instruction for a round/stage at or before one already received.
-    #[error("instruction for round {round} ({stage:?}) arrived after round {last_round} ({last_stage:?})")]
+    #[error(
+        "instruction for round {round} ({stage:?}) arrived after round {last_round} ({last_stage:?})"
+    )]
     OutOfOrder {
         /// Round of the refused instruction.
         round: u64,
@@ -423,10 +423,7 @@ mod tests {
             })
         );
         s.handle_message(ServerMessage::Finished).unwrap();
-        assert_eq!(
-            s.handle_message(fit(4, &p)),
-            Err(SessionError::Finished)
-        );
+        assert_eq!(s.handle_message(fit(4, &p)), Err(SessionError::Finished));
     }
 
     #[test]
@@ -450,7 +447,8 @@ mod tests {
         let mut s = ClientSession::new(p.schema().hash());
         s.handle_message(fit(1, &p)).unwrap();
         let _ = s.poll_event();
-        s.complete_fit(1, Err(TrainerError::NoData("train"))).unwrap();
+        s.complete_fit(1, Err(TrainerError::NoData("train")))
+            .unwrap();
         assert!(matches!(
             s.poll_transmit(),
             Some(ClientMessage::Failed {

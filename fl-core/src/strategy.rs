@@ -291,8 +291,14 @@ mod tests {
         assert_eq!(select_clients(&all, 0.01, 3, 7).len(), 3);
         assert_eq!(select_clients(&all, 1.0, 0, 7), all);
         assert_eq!(select_clients(&ids(2), 0.5, 10, 7).len(), 2);
-        assert_eq!(select_clients(&all, 0.3, 1, 7), select_clients(&all, 0.3, 1, 7));
-        assert_ne!(select_clients(&all, 0.3, 1, 7), select_clients(&all, 0.3, 1, 8));
+        assert_eq!(
+            select_clients(&all, 0.3, 1, 7),
+            select_clients(&all, 0.3, 1, 7)
+        );
+        assert_ne!(
+            select_clients(&all, 0.3, 1, 7),
+            select_clients(&all, 0.3, 1, 8)
+        );
         let s = select_clients(&all, 0.5, 1, 9);
         assert!(s.windows(2).all(|w| w[0] < w[1]), "ascending, no repeats");
         assert!(select_clients(&all, f64::NAN, 0, 1).len() == 20);

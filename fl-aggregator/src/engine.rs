@@ -1,0 +1,646 @@
+//! The round engine: federated rounds as a state machine without IO.
+//!
+//! The engine never touches a socket, a clock or a thread. A driver tells it what happened
+//! (`handle_*`, with the current time passed in) and asks what to do next (`poll_*`):
+//!
+//! 1. `handle_connect` / `handle_disconnect` as clients come and go,
+//!    `handle_message` for each [`ClientMessage`], `handle_timeout` once
+//!    [`poll_timeout`](Engine::poll_timeout)'s instant has passed;
+//! 2. then drain [`poll_transmit`](Engine::poll_transmit) (messages to send) and
+//!    [`poll_event`](Engine::poll_event) (progress for logs, metrics and checkpoints).
+//!
+//! Each round: wait until enough clients are connected, let the [`Strategy`] select the fit
+//! clients (seeded), send them the global parameters, fold every valid result into a streaming
+//! [`WeightedSum`] as it arrives, and close the stage when all selected clients answered or the
+//! deadline passed. Clients that fail, disconnect or miss the deadline are dropped from the
+//! round; the round still aggregates if at least the plan's `min_results` arrived, and is
+//! aborted (parameters unchanged) otherwise. An optional federated evaluation stage follows.
+//! Time is a [`Duration`] since an epoch the driver chooses.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fl_core::{
+    ClientId, ClientMessage, ContentHash, EvaluateResult, Metrics, ParamVec, RoundConfig,
+    ServerMessage, Stage, Strategy, WeightedSum, derive_seed,
+};
+use serde::{Deserialize, Serialize};
+
+/// Settings of the round engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Rounds to run.
+    pub num_rounds: u64,
+    /// A round starts only once at least this many clients are connected.
+    pub min_available_clients: usize,
+    /// Time clients have to return a fit result, from the moment the round starts.
+    #[serde(with = "duration_secs")]
+    pub fit_timeout: Duration,
+    /// Time clients have to return an evaluation, from the moment the stage starts.
+    #[serde(with = "duration_secs")]
+    pub evaluate_timeout: Duration,
+    /// Run seed: client selection and local data order derive from it.
+    pub seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            num_rounds: 10,
+            min_available_clients: 2,
+            fit_timeout: Duration::from_secs(600),
+            evaluate_timeout: Duration::from_secs(300),
+            seed: 0,
+        }
+    }
+}
+
+/// Why a client was dropped from a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropReason {
+    /// No answer before the deadline.
+    Deadline,
+    /// The client disconnected.
+    Disconnected,
+    /// The client reported that it failed.
+    ClientFailed(String),
+    /// The client's result was invalid (wrong schema, non-finite values, no examples).
+    InvalidResult(String),
+}
+
+/// Progress reported by the engine, in order.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// A round began; `selected` were asked to train.
+    RoundStarted {
+        /// Round number.
+        round: u64,
+        /// Clients asked to train.
+        selected: Vec<ClientId>,
+    },
+    /// A client was dropped from the current stage.
+    ClientDropped {
+        /// Round number.
+        round: u64,
+        /// Stage it was dropped from.
+        stage: Stage,
+        /// The client.
+        client: ClientId,
+        /// Why.
+        reason: DropReason,
+    },
+    /// The fit stage aggregated into new global parameters.
+    FitAggregated {
+        /// Round number.
+        round: u64,
+        /// The new global parameters.
+        params: Arc<ParamVec>,
+        /// Results aggregated.
+        num_results: usize,
+        /// Selected clients that were dropped.
+        num_dropped: usize,
+        /// Example-weighted mean of the clients' training metrics.
+        metrics: Metrics,
+    },
+    /// The round could not aggregate; the global parameters are unchanged.
+    RoundAborted {
+        /// Round number.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Federated evaluation finished.
+    Evaluated {
+        /// Round number.
+        round: u64,
+        /// Example-weighted evaluation over the clients that answered.
+        result: EvaluateResult,
+    },
+    /// The round is over (aggregated or aborted); `params` is the global model now.
+    RoundCompleted {
+        /// Round number.
+        round: u64,
+        /// Global parameters after the round.
+        params: Arc<ParamVec>,
+    },
+    /// All rounds ran.
+    Finished {
+        /// Final global parameters.
+        params: Arc<ParamVec>,
+    },
+}
+
+/// Why the engine refused a client message. The engine's state is unchanged by a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The sender is not connected.
+    #[error("{0} is not connected")]
+    UnknownClient(ClientId),
+    /// The message answers an instruction this client does not (or no longer) owe: a late
+    /// answer after its deadline, a duplicate, or one for another round or stage.
+    #[error("unexpected {stage:?} message for round {round} from {client}")]
+    Unexpected {
+        /// Sender.
+        client: ClientId,
+        /// Round the message names.
+        round: u64,
+        /// Stage the message answers.
+        stage: Stage,
+    },
+    /// The result was expected but invalid; the client is dropped from the round.
+    #[error("invalid result from {client}: {reason}")]
+    InvalidResult {
+        /// Sender.
+        client: ClientId,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+struct FitStage {
+    round: u64,
+    pending: BTreeSet<ClientId>,
+    sum: WeightedSum,
+    min_results: usize,
+    dropped: usize,
+    deadline: Duration,
+}
+
+struct EvaluateStage {
+    round: u64,
+    pending: BTreeSet<ClientId>,
+    results: Vec<(ClientId, EvaluateResult)>,
+    deadline: Duration,
+}
+
+enum State {
+    /// Waiting for enough clients to start round `round + 1`.
+    Idle,
+    Fit(FitStage),
+    Evaluate(EvaluateStage),
+    Finished,
+}
+
+/// The aggregator's round state machine.
+pub struct Engine {
+    config: EngineConfig,
+    strategy: Box<dyn Strategy>,
+    params: Arc<ParamVec>,
+    params_hash: ContentHash,
+    round: u64,
+    connected: BTreeSet<ClientId>,
+    state: State,
+    outbox: VecDeque<(ClientId, ServerMessage)>,
+    events: VecDeque<EngineEvent>,
+}
+
+impl Engine {
+    /// An engine that will run `config.num_rounds` rounds of `strategy` from `initial`.
+    pub fn new(config: EngineConfig, strategy: Box<dyn Strategy>, initial: ParamVec) -> Self {
+        Self::resume(config, strategy, initial, 0)
+    }
+
+    /// An engine that continues after `completed_rounds` rounds with parameters `params`,
+    /// as when restarting from a checkpoint.
+    pub fn resume(
+        config: EngineConfig,
+        strategy: Box<dyn Strategy>,
+        params: ParamVec,
+        completed_rounds: u64,
+    ) -> Self {
+        let params_hash = params.content_hash();
+        let mut engine = Self {
+            config,
+            strategy,
+            params: Arc::new(params),
+            params_hash,
+            round: completed_rounds,
+            connected: BTreeSet::new(),
+            state: State::Idle,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        if engine.round >= engine.config.num_rounds {
+            engine.finish();
+        }
+        engine
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    /// The current global parameters.
+    pub fn params(&self) -> &Arc<ParamVec> {
+        &self.params
+    }
+
+    /// The latest round started (0 before the first).
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// Whether every round has run.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished)
+    }
+
+    /// Connected clients, ascending.
+    pub fn connected(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.connected.iter().copied()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    // ---- inputs --------------------------------------------------------------------------
+
+    /// A client connected (idempotent). May start a round.
+    pub fn handle_connect(&mut self, now: Duration, client: ClientId) {
+        self.connected.insert(client);
+        match self.state {
+            State::Idle => self.try_start_round(now),
+            State::Finished => self.outbox.push_back((client, ServerMessage::Finished)),
+            _ => {}
+        }
+    }
+
+    /// A client disconnected; if the current stage waits on it, it is dropped.
+    pub fn handle_disconnect(&mut self, now: Duration, client: ClientId) {
+        if !self.connected.remove(&client) {
+            return;
+        }
+        self.drop_pending(client, DropReason::Disconnected);
+        self.maybe_close_stage(now);
+    }
+
+    /// A message from `client`.
+    pub fn handle_message(
+        &mut self,
+        now: Duration,
+        client: ClientId,
+        msg: ClientMessage,
+    ) -> Result<(), EngineError> {
+        if !self.connected.contains(&client) {
+            return Err(EngineError::UnknownClient(client));
+        }
+        let result = match msg {
+            ClientMessage::FitDone { round, result } => {
+                let State::Fit(stage) = &mut self.state else {
+                    return Err(unexpected(client, round, Stage::Fit));
+                };
+                if stage.round != round || !stage.pending.remove(&client) {
+                    return Err(unexpected(client, round, Stage::Fit));
+                }
+                match stage
+                    .sum
+                    .add(&result.params, result.num_examples, &result.metrics)
+                {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        stage.dropped += 1;
+                        let reason = e.to_string();
+                        self.events.push_back(EngineEvent::ClientDropped {
+                            round,
+                            stage: Stage::Fit,
+                            client,
+                            reason: DropReason::InvalidResult(reason.clone()),
+                        });
+                        Err(EngineError::InvalidResult { client, reason })
+                    }
+                }
+            }
+            ClientMessage::EvaluateDone { round, result } => {
+                let State::Evaluate(stage) = &mut self.state else {
+                    return Err(unexpected(client, round, Stage::Evaluate));
+                };
+                if stage.round != round || !stage.pending.remove(&client) {
+                    return Err(unexpected(client, round, Stage::Evaluate));
+                }
+                if result.loss.is_finite() && result.num_examples > 0 {
+                    stage.results.push((client, result));
+                    Ok(())
+                } else {
+                    let reason = format!(
+                        "evaluation with loss {} over {} examples",
+                        result.loss, result.num_examples
+                    );
+                    self.events.push_back(EngineEvent::ClientDropped {
+                        round,
+                        stage: Stage::Evaluate,
+                        client,
+                        reason: DropReason::InvalidResult(reason.clone()),
+                    });
+                    Err(EngineError::InvalidResult { client, reason })
+                }
+            }
+            ClientMessage::Failed {
+                round,
+                stage,
+                reason,
+            } => {
+                let owed = match &mut self.state {
+                    State::Fit(s) if stage == Stage::Fit && s.round == round => {
+                        let owed = s.pending.remove(&client);
+                        if owed {
+                            s.dropped += 1;
+                        }
+                        owed
+                    }
+                    State::Evaluate(s) if stage == Stage::Evaluate && s.round == round => {
+                        s.pending.remove(&client)
+                    }
+                    _ => false,
+                };
+                if !owed {
+                    return Err(unexpected(client, round, stage));
+                }
+                self.events.push_back(EngineEvent::ClientDropped {
+                    round,
+                    stage,
+                    client,
+                    reason: DropReason::ClientFailed(reason),
+                });
+                Ok(())
+            }
+        };
+        self.maybe_close_stage(now);
+        result
+    }
+
+    /// Time passed; closes the current stage if its deadline is reached.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        let expired = match &self.state {
+            State::Fit(s) => now >= s.deadline,
+            State::Evaluate(s) => now >= s.deadline,
+            _ => false,
+        };
+        if !expired {
+            return;
+        }
+        let late: Vec<ClientId> = match &self.state {
+            State::Fit(s) => s.pending.iter().copied().collect(),
+            State::Evaluate(s) => s.pending.iter().copied().collect(),
+            _ => Vec::new(),
+        };
+        for client in late {
+            self.drop_pending(client, DropReason::Deadline);
+        }
+        self.maybe_close_stage(now);
+    }
+
+    // ---- outputs -------------------------------------------------------------------------
+
+    /// The next message to send, with its recipient.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<(ClientId, ServerMessage)> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        match &self.state {
+            State::Fit(s) => Some(s.deadline),
+            State::Evaluate(s) => Some(s.deadline),
+            _ => None,
+        }
+    }
+
+    /// The next progress event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- transitions ---------------------------------------------------------------------
+
+    fn header(&self, stage: Stage) -> RoundConfig {
+        RoundConfig {
+            round: self.round,
+            stage,
+            params_hash: self.params_hash,
+            schema_hash: self.params.schema().hash(),
+        }
+    }
+
+    fn try_start_round(&mut self, now: Duration) {
+        if self.connected.len() < self.config.min_available_clients.max(1) {
+            self.state = State::Idle;
+            return;
+        }
+        self.round += 1;
+        let round = self.round;
+        let available: Vec<ClientId> = self.connected.iter().copied().collect();
+        let round_seed = derive_seed(self.config.seed, "select", round);
+        let mut plan = self.strategy.configure_fit(round, &available, round_seed);
+        plan.clients.retain(|c| self.connected.contains(c));
+        plan.clients.sort_unstable();
+        plan.clients.dedup();
+        self.events.push_back(EngineEvent::RoundStarted {
+            round,
+            selected: plan.clients.clone(),
+        });
+        if plan.clients.is_empty() {
+            self.abort_round(now, "the strategy selected no clients".into());
+            return;
+        }
+        let header = self.header(Stage::Fit);
+        let shuffle_base = derive_seed(self.config.seed, "shuffle", round);
+        for &client in &plan.clients {
+            let mut config = plan.config.clone();
+            config.shuffle_seed = derive_seed(shuffle_base, "client", client.0);
+            self.outbox.push_back((
+                client,
+                ServerMessage::Fit {
+                    header: header.clone(),
+                    params: self.params.clone(),
+                    config,
+                },
+            ));
+        }
+        self.state = State::Fit(FitStage {
+            round,
+            pending: plan.clients.iter().copied().collect(),
+            sum: WeightedSum::new(self.params.schema().clone()),
+            min_results: plan.min_results.max(1),
+            dropped: 0,
+            deadline: now + self.config.fit_timeout,
+        });
+    }
+
+    fn drop_pending(&mut self, client: ClientId, reason: DropReason) {
+        let (round, stage) = match &mut self.state {
+            State::Fit(s) => {
+                if !s.pending.remove(&client) {
+                    return;
+                }
+                s.dropped += 1;
+                (s.round, Stage::Fit)
+            }
+            State::Evaluate(s) => {
+                if !s.pending.remove(&client) {
+                    return;
+                }
+                (s.round, Stage::Evaluate)
+            }
+            _ => return,
+        };
+        self.events.push_back(EngineEvent::ClientDropped {
+            round,
+            stage,
+            client,
+            reason,
+        });
+    }
+
+    fn maybe_close_stage(&mut self, now: Duration) {
+        let done = match &self.state {
+            State::Fit(s) => s.pending.is_empty(),
+            State::Evaluate(s) => s.pending.is_empty(),
+            _ => false,
+        };
+        if !done {
+            return;
+        }
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Fit(stage) => self.close_fit(now, stage),
+            State::Evaluate(stage) => self.close_evaluate(now, stage),
+            other => self.state = other,
+        }
+    }
+
+    fn close_fit(&mut self, now: Duration, stage: FitStage) {
+        let round = stage.round;
+        if stage.sum.count() < stage.min_results {
+            let reason = format!(
+                "only {} of the {} required results arrived",
+                stage.sum.count(),
+                stage.min_results
+            );
+            self.abort_round(now, reason);
+            return;
+        }
+        match self.strategy.aggregate_fit(round, &self.params, &stage.sum) {
+            Ok(next)
+                if next.all_finite() && next.schema().hash() == self.params.schema().hash() =>
+            {
+                self.params_hash = next.content_hash();
+                self.params = Arc::new(next);
+                self.events.push_back(EngineEvent::FitAggregated {
+                    round,
+                    params: self.params.clone(),
+                    num_results: stage.sum.count(),
+                    num_dropped: stage.dropped,
+                    metrics: stage.sum.mean_metrics(),
+                });
+            }
+            Ok(_) => {
+                self.abort_round(now, "aggregation produced an invalid model".into());
+                return;
+            }
+            Err(e) => {
+                self.abort_round(now, format!("aggregation failed: {e}"));
+                return;
+            }
+        }
+        let available: Vec<ClientId> = self.connected.iter().copied().collect();
+        let round_seed = derive_seed(self.config.seed, "evaluate", round);
+        let mut plan = self
+            .strategy
+            .configure_evaluate(round, &available, round_seed);
+        plan.clients.retain(|c| self.connected.contains(c));
+        plan.clients.sort_unstable();
+        plan.clients.dedup();
+        if plan.clients.is_empty() {
+            self.complete_round(now);
+            return;
+        }
+        let header = self.header(Stage::Evaluate);
+        for &client in &plan.clients {
+            self.outbox.push_back((
+                client,
+                ServerMessage::Evaluate {
+                    header: header.clone(),
+                    params: self.params.clone(),
+                    config: plan.config.clone(),
+                },
+            ));
+        }
+        self.state = State::Evaluate(EvaluateStage {
+            round,
+            pending: plan.clients.into_iter().collect(),
+            results: Vec::new(),
+            deadline: now + self.config.evaluate_timeout,
+        });
+    }
+
+    fn close_evaluate(&mut self, now: Duration, stage: EvaluateStage) {
+        if let Some(result) = self
+            .strategy
+            .aggregate_evaluate(stage.round, &stage.results)
+        {
+            self.events.push_back(EngineEvent::Evaluated {
+                round: stage.round,
+                result,
+            });
+        }
+        self.complete_round(now);
+    }
+
+    fn abort_round(&mut self, now: Duration, reason: String) {
+        self.events.push_back(EngineEvent::RoundAborted {
+            round: self.round,
+            reason,
+        });
+        self.complete_round(now);
+    }
+
+    fn complete_round(&mut self, now: Duration) {
+        self.events.push_back(EngineEvent::RoundCompleted {
+            round: self.round,
+            params: self.params.clone(),
+        });
+        if self.round >= self.config.num_rounds {
+            self.finish();
+        } else {
+            self.try_start_round(now);
+        }
+    }
+
+    fn finish(&mut self) {
+        self.state = State::Finished;
+        for &client in &self.connected {
+            self.outbox.push_back((client, ServerMessage::Finished));
+        }
+        self.events.push_back(EngineEvent::Finished {
+            params: self.params.clone(),
+        });
+    }
+}
+
+fn unexpected(client: ClientId, round: u64, stage: Stage) -> EngineError {
+    EngineError::Unexpected {
+        client,
+        round,
+        stage,
+    }
+}
+
+mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,62 @@
+//! The in-process federation: every client in this process, on a perfect network, training in
+//! parallel on up to as many threads as there are cores. Built on [`Sim`], so it runs the very
+//! engine and client sessions a networked federation runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fl_core::{ClientId, ParamVec, Trainer};
+
+use crate::engine::{Engine, EngineEvent};
+use crate::sim::{Sim, SimConfig, SimStats};
+
+/// Simulated time each in-process task takes; only orders events, never waits.
+const TASK_TIME: Duration = Duration::from_millis(1);
+
+/// N local clients and an engine, run to the end.
+pub struct InProcessFederation<T: Trainer> {
+    sim: Sim<T>,
+}
+
+/// What a finished in-process federation leaves.
+#[derive(Debug, Clone)]
+pub struct FederationOutcome {
+    /// Final global parameters.
+    pub params: Arc<ParamVec>,
+    /// Rounds run.
+    pub rounds: u64,
+    /// Counters and wall-time split (training vs engine).
+    pub stats: SimStats,
+}
+
+impl<T: Trainer> InProcessFederation<T> {
+    /// Clients `ClientId(0)..ClientId(n)` with the given trainers; `workers` threads train in
+    /// parallel (0: one per available core).
+    pub fn new(engine: Engine, trainers: Vec<T>, workers: usize) -> Self {
+        let config = SimConfig {
+            workers,
+            ..SimConfig::ideal()
+        };
+        let mut sim = Sim::new(engine, config);
+        for (i, trainer) in trainers.into_iter().enumerate() {
+            sim.add_client(ClientId(i as u64), trainer, TASK_TIME);
+        }
+        Self { sim }
+    }
+
+    /// The simulation underneath, e.g. to inspect a client's trainer.
+    pub fn sim(&self) -> &Sim<T> {
+        &self.sim
+    }
+
+    /// Runs every round, handing each engine event to `on_event` as it happens.
+    pub fn run(mut self, mut on_event: impl FnMut(&EngineEvent)) -> FederationOutcome {
+        self.sim.drive_with(|_, e| on_event(&e));
+        let engine = self.sim.engine();
+        FederationOutcome {
+            params: engine.params().clone(),
+            rounds: engine.round(),
+            stats: self.sim.stats().clone(),
+        }
+    }
+}

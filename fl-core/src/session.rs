@@ -230,15 +230,15 @@ impl ClientSession {
         params: &ParamVec,
     ) -> Result<(), SessionError> {
         let key = (header.round, stage_rank(header.stage));
-        if let Some((last_round, last_stage)) = self.last {
-            if key <= (last_round, stage_rank(last_stage)) {
-                return Err(SessionError::OutOfOrder {
-                    round: header.round,
-                    stage: header.stage,
-                    last_round,
-                    last_stage,
-                });
-            }
+        if let Some((last_round, last_stage)) = self.last
+            && key <= (last_round, stage_rank(last_stage))
+        {
+            return Err(SessionError::OutOfOrder {
+                round: header.round,
+                stage: header.stage,
+                last_round,
+                last_stage,
+            });
         }
         if header.stage != stage {
             return Err(SessionError::StageMismatch(header.stage));

@@ -1,1 +1,28 @@
-//! tmp
+//! # examples
+//!
+//! Runnable daofl programs for researchers and DAOs, and the code they share:
+//!
+//! - `quickstart` (`cargo run --release --example quickstart`): 20 members, Dirichlet α = 0.5
+//!   over the UCI digits, an MLP, FedAvg, 30 rounds, reaching ≥ 95% held-out accuracy.
+//! - [`digits`]: that federation as a library call, with its knobs in [`digits::DigitsConfig`].
+//! - [`report`]: run folders with `metrics.csv`, an SVG plot of accuracy and loss, a summary.
+//! - [`progress`]: a progress bar over rounds with one line per round.
+//!
+//! ```no_run
+//! use examples::digits::{self, DigitsConfig};
+//!
+//! let config = DigitsConfig { rounds: 5, ..DigitsConfig::default() };
+//! let prepared = digits::prepare(&config)?;
+//! let result = digits::run_federated(&config, prepared, |r| println!("round {} acc {:.3}", r.round, r.accuracy))?;
+//! println!("final model {}", result.final_hash);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod digits;
+pub mod progress;
+pub mod report;
+
+/// The README's code blocks, compiled and run as doctests so they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

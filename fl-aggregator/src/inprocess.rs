@@ -49,9 +49,10 @@ impl<T: Trainer> InProcessFederation<T> {
         &self.sim
     }
 
-    /// Runs every round, handing each engine event to `on_event` as it happens.
-    pub fn run(mut self, mut on_event: impl FnMut(&EngineEvent)) -> FederationOutcome {
-        self.sim.drive_with(|_, e| on_event(&e));
+    /// Runs every round, handing each engine event to `on_event` as it happens, with the
+    /// counters so far (for wall-time splits).
+    pub fn run(mut self, mut on_event: impl FnMut(&EngineEvent, &SimStats)) -> FederationOutcome {
+        self.sim.drive_with(|sim, e| on_event(&e, sim.stats()));
         let engine = self.sim.engine();
         FederationOutcome {
             params: engine.params().clone(),

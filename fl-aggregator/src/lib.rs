@@ -31,7 +31,7 @@
 //! ];
 //! let config = EngineConfig { num_rounds: 3, min_available_clients: 2, ..Default::default() };
 //! let engine = Engine::new(config, Box::new(FedAvg::new(FedAvgConfig::default())), ParamVec::zeros(schema));
-//! let outcome = InProcessFederation::new(engine, trainers, 0).run(|_event| {});
+//! let outcome = InProcessFederation::new(engine, trainers, 0).run(|_event, _stats| {});
 //! assert_eq!(outcome.params.values(), &[4.0]); // (1 + 2 + 3 + 10) / 4
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

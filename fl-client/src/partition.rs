@@ -64,10 +64,10 @@ pub fn dirichlet(
     for (i, &l) in labels.iter().enumerate() {
         by_class[usize::from(l)].push(i);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     if clients == 1 {
         return Ok(vec![(0..labels.len()).collect()]);
     }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let shares =
         Dirichlet::new(&vec![alpha; clients]).map_err(|_| PartitionError::InvalidAlpha(alpha))?;
     let mut parts = vec![Vec::new(); clients];
@@ -358,7 +358,10 @@ mod tests {
         assert!(high < 0.2 && low > 0.6, "{high} {mid} {low}");
         let iid_skew = label_skew(&labels, 10, &iid(labels.len(), 20, 0).unwrap());
         let shard_skew = label_skew(&labels, 10, &shards(&labels, 20, 2, 0).unwrap());
-        assert!(iid_skew < 0.25 && shard_skew > 0.7, "{iid_skew} {shard_skew}");
+        assert!(
+            iid_skew < 0.25 && shard_skew > 0.7,
+            "{iid_skew} {shard_skew}"
+        );
     }
 
     #[test]

@@ -190,13 +190,25 @@ mod tests {
         let ok = line(&zeros(), "1");
         let cases = [
             (ok.clone() + &line(&vec!["0"; 63].join(","), "1"), "line 2"),
-            (ok.clone() + &line(&zeros().replacen('0', "x", 1), "1"), "line 2, column 1"),
-            (ok.clone() + &line(&zeros().replacen('0', "17", 1), "1"), "outside"),
-            (ok.clone() + &line(&zeros().replacen('0', "-1", 1), "1"), "outside"),
+            (
+                ok.clone() + &line(&zeros().replacen('0', "x", 1), "1"),
+                "line 2, column 1",
+            ),
+            (
+                ok.clone() + &line(&zeros().replacen('0', "17", 1), "1"),
+                "outside",
+            ),
+            (
+                ok.clone() + &line(&zeros().replacen('0', "-1", 1), "1"),
+                "outside",
+            ),
             (ok.clone() + &line(&zeros(), "10"), "label `10`"),
             (ok.clone() + &line(&zeros(), "1.5"), "label `1.5`"),
             (ok.clone() + &line(&zeros(), "NaN"), "label `NaN`"),
-            (ok.clone() + &line(&zeros().replacen('0', "nan", 1), "1"), "outside"),
+            (
+                ok.clone() + &line(&zeros().replacen('0', "nan", 1), "1"),
+                "outside",
+            ),
         ];
         for (text, needle) in cases {
             let err = from_reader(text.as_bytes(), "t").unwrap_err().to_string();

@@ -103,7 +103,11 @@ pub fn to_dataset(
             what: "IDX images file".into(),
         });
     }
-    let features = images.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let features = images
+        .pixels
+        .iter()
+        .map(|&p| f32::from(p) / 255.0)
+        .collect();
     Dataset::new(
         features,
         vec![1, images.rows, images.cols],
@@ -321,7 +325,7 @@ mod tests {
         // A hostile header declaring ~2^96 bytes is refused before any allocation.
         let huge = idx(IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[]);
         assert!(matches!(r(&huge), Err(DataError::IdxTooLarge { .. })));
-        let big = idx(IMAGES_MAGIC, &[1 << 20, 32, 32], &[]);
+        let big = idx(IMAGES_MAGIC, &[(1 << 20) + 1, 32, 32], &[]);
         assert!(matches!(r(&big), Err(DataError::IdxTooLarge { .. })));
         assert!(matches!(
             r(&idx(IMAGES_MAGIC, &[1, 0, 2], &[])),

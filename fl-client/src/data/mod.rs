@@ -9,8 +9,6 @@
 pub mod digits;
 pub mod idx;
 
-use std::path::PathBuf;
-
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -369,7 +367,7 @@ pub enum DataError {
 impl DataError {
     fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         Self::Io {
-            what: PathBuf::from(path).display().to_string(),
+            what: path.display().to_string(),
             source,
         }
     }

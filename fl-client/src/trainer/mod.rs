@@ -110,7 +110,9 @@ pub enum ModelError {
         reason: String,
     },
     /// The evaluation data does not match the training data.
-    #[error("evaluation data has shape {eval_shape:?} and {eval_classes} classes, training data {train_shape:?} and {train_classes}")]
+    #[error(
+        "evaluation data has shape {eval_shape:?} and {eval_classes} classes, training data {train_shape:?} and {train_classes}"
+    )]
     DataMismatch {
         /// Feature shape of the training data.
         train_shape: Vec<usize>,
@@ -334,7 +336,7 @@ impl Trainer for BurnTrainer {
                 let value: f32 = loss.clone().into_scalar();
                 if !value.is_finite() {
                     return Err(TrainerError::Diverged(format!(
-                        "loss {value} in epoch {} (learning rate {})",
+                        "loss {value} in epoch {} at learning rate {}; try a lower one",
                         epoch + 1,
                         config.learning_rate
                     )));
@@ -345,8 +347,8 @@ impl Trainer for BurnTrainer {
             }
             epoch_loss = loss_sum / self.train.len() as f64;
         }
-        let values = params::flatten(&model, self.schema.num_values())
-            .map_err(TrainerError::Other)?;
+        let values =
+            params::flatten(&model, self.schema.num_values()).map_err(TrainerError::Other)?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(TrainerError::Diverged(format!(
                 "parameter {i} is {} after training",

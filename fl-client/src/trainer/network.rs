@@ -15,6 +15,10 @@ const UNUSED_INIT: Initializer = Initializer::Zeros;
 /// level (see [`super::params`]), so an MLP's tensors are `hidden.weight`, not
 /// `Mlp.hidden.weight`.
 #[derive(Module, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per trainer; burn has no Module impl for Box"
+)]
 pub(crate) enum Network {
     /// Multi-layer perceptron.
     Mlp(Mlp),
@@ -102,8 +106,12 @@ impl Cnn {
         let [batch, _] = input.dims();
         let [c, h, w] = self.image;
         let x = input.reshape([batch, c, h, w]);
-        let x = self.pool.forward(self.activation.forward(self.conv1.forward(x)));
-        let x = self.pool.forward(self.activation.forward(self.conv2.forward(x)));
+        let x = self
+            .pool
+            .forward(self.activation.forward(self.conv1.forward(x)));
+        let x = self
+            .pool
+            .forward(self.activation.forward(self.conv2.forward(x)));
         self.output.forward(x.flatten(1, 3))
     }
 }

@@ -118,7 +118,10 @@ pub(crate) fn unflatten<M: Module>(module: M, values: &[f32]) -> M {
     }
     let mut u = Unflatten { rest: values };
     let module = module.map(&mut u);
-    debug_assert!(u.rest.is_empty(), "values longer than the module's parameters");
+    debug_assert!(
+        u.rest.is_empty(),
+        "values longer than the module's parameters"
+    );
     module
 }
 

@@ -1,0 +1,264 @@
+//! The digits federation of the quickstart: UCI optical digits split across members by a
+//! Dirichlet label skew, an MLP trained with burn on each member, FedAvg over the in-process
+//! federation, and the global model evaluated on a held-out set after every round.
+
+use std::time::{Duration, Instant};
+
+use fl_aggregator::{Engine, EngineConfig, EngineEvent, InProcessFederation};
+use fl_client::data::digits;
+use fl_client::{BurnTrainer, Dataset, DeviceSpec, ModelSpec, Trainer, partition};
+use fl_core::{
+    ContentHash, EvaluateConfig, EvaluateResult, FedAvg, FedAvgConfig, FitConfig, ParamVec,
+    derive_seed,
+};
+
+use crate::report::RoundRecord;
+
+/// Everything that defines a digits federation run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigitsConfig {
+    /// Members of the federation.
+    pub clients: usize,
+    /// Dirichlet concentration of the label skew (smaller: more skewed).
+    pub alpha: f64,
+    /// Rounds to run.
+    pub rounds: u64,
+    /// Run seed: data split, partition, initialisation, selection and data order.
+    pub seed: u64,
+    /// Share of the digits held out for evaluating the global model.
+    pub test_fraction: f64,
+    /// The model every member trains.
+    pub model: ModelSpec,
+    /// Local training settings.
+    pub fit: FitConfig,
+    /// Fraction of members selected each round.
+    pub fraction_fit: f64,
+    /// Threads training members in parallel (0: one per core).
+    pub workers: usize,
+}
+
+impl Default for DigitsConfig {
+    /// The quickstart: 20 members, Dirichlet α = 0.5, an MLP (64-256-10), FedAvg, 30 rounds
+    /// of 5 local epochs (Adam, learning rate 0.02, batches of 32).
+    fn default() -> Self {
+        Self {
+            clients: 20,
+            alpha: 0.5,
+            rounds: 30,
+            seed: 2026,
+            test_fraction: 0.2,
+            model: ModelSpec::Mlp { hidden: 256 },
+            // Chosen by a sweep over hidden ∈ {64, 128, 256}, epochs, batch and learning rate
+            // on six seeds: every seed ends at ≥ 96.9% held-out accuracy, passing 95% by
+            // round 4 to 7.
+            fit: FitConfig {
+                local_epochs: 5,
+                batch_size: 32,
+                learning_rate: 0.02,
+                shuffle_seed: 0,
+            },
+            fraction_fit: 1.0,
+            workers: 0,
+        }
+    }
+}
+
+/// Members' trainers, the held-out evaluator and the initial global model.
+pub struct Prepared {
+    /// One trainer per member, each holding only its own partition.
+    pub trainers: Vec<BurnTrainer>,
+    /// A trainer that only evaluates, on the held-out set.
+    pub evaluator: BurnTrainer,
+    /// The initial global parameters (seeded).
+    pub initial: ParamVec,
+    /// Examples per member.
+    pub sizes: Vec<usize>,
+}
+
+/// Why a digits run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Building data, partitions or models failed.
+    #[error(transparent)]
+    Client(#[from] fl_client::Error),
+    /// The evaluator failed.
+    #[error("held-out evaluation failed: {0}")]
+    Evaluate(#[from] fl_core::TrainerError),
+}
+
+/// Splits the digits, partitions the training side and builds every trainer.
+pub fn prepare(config: &DigitsConfig) -> Result<Prepared, RunError> {
+    let all = digits::embedded();
+    let (train, test) = all
+        .train_test_split(config.test_fraction, derive_seed(config.seed, "split", 0))
+        .map_err(fl_client::Error::from)?;
+    let parts = partition::dirichlet(
+        train.labels(),
+        train.num_classes(),
+        config.clients,
+        config.alpha,
+        derive_seed(config.seed, "partition", 0),
+    )
+    .map_err(fl_client::Error::from)?;
+    let init_seed = derive_seed(config.seed, "init", 0);
+    let members: Vec<Dataset> = train.split_by(&parts).map_err(fl_client::Error::from)?;
+    let sizes = members.iter().map(Dataset::len).collect();
+    let trainers = members
+        .into_iter()
+        .map(|data| BurnTrainer::new(&config.model, DeviceSpec::Cpu, data, None, init_seed))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fl_client::Error::from)?;
+    let evaluator = BurnTrainer::new(
+        &config.model,
+        DeviceSpec::Cpu,
+        test.clone(),
+        Some(test),
+        init_seed,
+    )
+    .map_err(fl_client::Error::from)?;
+    let initial = evaluator.get_parameters();
+    Ok(Prepared {
+        trainers,
+        evaluator,
+        initial,
+        sizes,
+    })
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// One record per round.
+    pub records: Vec<RoundRecord>,
+    /// Content hash (CIDv1) of the final global parameters.
+    pub final_hash: ContentHash,
+    /// Held-out accuracy of the final model.
+    pub final_accuracy: f64,
+    /// Wall time of all rounds (preparation excluded).
+    pub wall: Duration,
+    /// Of which: local training.
+    pub train_wall: Duration,
+    /// Of which: inside the engine (selection, aggregation, bookkeeping).
+    pub aggregate_wall: Duration,
+    /// Of which: held-out evaluation.
+    pub eval_wall: Duration,
+}
+
+impl RunResult {
+    /// The first round whose held-out accuracy reached `target`.
+    pub fn first_round_reaching(&self, target: f64) -> Option<u64> {
+        self.records
+            .iter()
+            .find(|r| r.accuracy >= target)
+            .map(|r| r.round)
+    }
+}
+
+/// Evaluates `params` on the held-out set.
+pub fn evaluate_global(
+    evaluator: &mut BurnTrainer,
+    params: &ParamVec,
+) -> Result<EvaluateResult, RunError> {
+    evaluator.set_parameters(params)?;
+    Ok(evaluator.evaluate(&EvaluateConfig::default())?)
+}
+
+/// Runs the federation in process with the round engine and FedAvg, calling `on_round` after
+/// each round with its record.
+pub fn run_federated(
+    config: &DigitsConfig,
+    prepared: Prepared,
+    mut on_round: impl FnMut(&RoundRecord),
+) -> Result<RunResult, RunError> {
+    let Prepared {
+        trainers,
+        mut evaluator,
+        initial,
+        ..
+    } = prepared;
+    let engine_config = EngineConfig {
+        num_rounds: config.rounds,
+        min_available_clients: trainers.len(),
+        fit_timeout: Duration::from_secs(3600),
+        evaluate_timeout: Duration::from_secs(3600),
+        seed: config.seed,
+    };
+    let strategy = FedAvg::new(FedAvgConfig {
+        fraction_fit: config.fraction_fit,
+        min_fit_clients: 1,
+        min_fit_results: 1,
+        fit: config.fit.clone(),
+        ..Default::default()
+    });
+    let engine = Engine::new(engine_config, Box::new(strategy), initial);
+    let federation = InProcessFederation::new(engine, trainers, config.workers);
+
+    let start = Instant::now();
+    let mut records = Vec::new();
+    let mut failure = None;
+    let mut eval_wall = Duration::ZERO;
+    let mut round_start = (Instant::now(), Duration::ZERO, Duration::ZERO);
+    let mut pending = RoundRecord {
+        round: 0,
+        accuracy: 0.0,
+        loss: 0.0,
+        train_loss: f64::NAN,
+        participants: 0,
+        dropped: 0,
+        round_seconds: 0.0,
+        train_seconds: 0.0,
+        aggregate_seconds: 0.0,
+        eval_seconds: 0.0,
+    };
+    let outcome = federation.run(|event, stats| match event {
+        EngineEvent::RoundStarted { round, .. } => {
+            round_start = (Instant::now(), stats.compute_wall, stats.engine_wall);
+            pending.round = *round;
+            pending.participants = 0;
+            pending.dropped = 0;
+            pending.train_loss = f64::NAN;
+        }
+        EngineEvent::FitAggregated {
+            num_results,
+            num_dropped,
+            metrics,
+            ..
+        } => {
+            pending.participants = *num_results;
+            pending.dropped = *num_dropped;
+            pending.train_loss = metrics.get("train_loss").copied().unwrap_or(f64::NAN);
+        }
+        EngineEvent::RoundCompleted { params, .. } if failure.is_none() => {
+            let t = Instant::now();
+            match evaluate_global(&mut evaluator, params) {
+                Ok(result) => {
+                    let eval = t.elapsed();
+                    eval_wall += eval;
+                    pending.accuracy = result.accuracy().unwrap_or(0.0);
+                    pending.loss = result.loss;
+                    pending.eval_seconds = eval.as_secs_f64();
+                    pending.round_seconds = round_start.0.elapsed().as_secs_f64();
+                    pending.train_seconds = (stats.compute_wall - round_start.1).as_secs_f64();
+                    pending.aggregate_seconds = (stats.engine_wall - round_start.2).as_secs_f64();
+                    on_round(&pending);
+                    records.push(pending.clone());
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        _ => {}
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(RunResult {
+        final_hash: outcome.params.content_hash(),
+        final_accuracy: records.last().map_or(0.0, |r| r.accuracy),
+        records,
+        wall: start.elapsed(),
+        train_wall: outcome.stats.compute_wall,
+        aggregate_wall: outcome.stats.engine_wall,
+        eval_wall,
+    })
+}

@@ -4,7 +4,8 @@
 //! [`Strategy`](crate::Strategy) averages and what a checkpoint stores. It never holds a
 //! framework's record type, so the aggregator needs no ML framework at all.
 
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -116,10 +117,32 @@ impl Schema {
 /// The schema is shared (`Arc`) so that copies of parameters for many clients do not copy it.
 /// Parameters are stored and sent as their canonical bytes ([`ParamVec::to_le_bytes`]), never
 /// through a text format.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The content hash is computed once and cached (values can only change through
+/// [`ParamVec::values_mut`], which clears it), so parameters shared by `Arc` with many
+/// in-process clients are hashed once, not once per client.
+#[derive(Clone)]
 pub struct ParamVec {
     schema: Arc<Schema>,
     values: Vec<f32>,
+    hash: OnceLock<ContentHash>,
+}
+
+impl PartialEq for ParamVec {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema.hash() == other.schema.hash() && self.values == other.values
+    }
+}
+
+impl fmt::Debug for ParamVec {
+    /// Prints the shape of the parameters, not a million values.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParamVec")
+            .field("schema", &self.schema.hash())
+            .field("len", &self.values.len())
+            .field("head", &&self.values[..self.values.len().min(4)])
+            .finish_non_exhaustive()
+    }
 }
 
 impl ParamVec {
@@ -131,7 +154,11 @@ impl ParamVec {
                 got: values.len(),
             });
         }
-        Ok(Self { schema, values })
+        Ok(Self {
+            schema,
+            values,
+            hash: OnceLock::new(),
+        })
     }
 
     /// All-zero parameters of a schema.
@@ -140,6 +167,7 @@ impl ParamVec {
         Self {
             schema,
             values: vec![0.0; n],
+            hash: OnceLock::new(),
         }
     }
 
@@ -155,7 +183,11 @@ impl ParamVec {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        Ok(Self { schema, values })
+        Ok(Self {
+            schema,
+            values,
+            hash: OnceLock::new(),
+        })
     }
 
     /// The schema.
@@ -168,8 +200,9 @@ impl ParamVec {
         &self.values
     }
 
-    /// Mutable access to the values (the length cannot change).
+    /// Mutable access to the values (the length cannot change). Clears the cached hash.
     pub fn values_mut(&mut self) -> &mut [f32] {
+        self.hash = OnceLock::new();
         &mut self.values
     }
 
@@ -215,10 +248,15 @@ impl ParamVec {
         out
     }
 
-    /// SHA-256 of [`ParamVec::to_le_bytes`], computed without materialising the bytes.
+    /// SHA-256 of [`ParamVec::to_le_bytes`], computed without materialising the bytes
+    /// (once; later calls return the cached value).
     ///
     /// Printed, it is the CIDv1 (`raw`) of the parameter file a checkpoint stores.
     pub fn content_hash(&self) -> ContentHash {
+        *self.hash.get_or_init(|| self.compute_hash())
+    }
+
+    fn compute_hash(&self) -> ContentHash {
         let mut h = ContentHasher::new();
         let mut buf = [0u8; 4096];
         for chunk in self.values.chunks(buf.len() / 4) {
@@ -342,7 +380,12 @@ mod tests {
         assert_eq!(back, p);
         // Large enough to span several internal buffers.
         let big_schema = Arc::new(Schema::new(vec![TensorSpec::new("w", [3001])]).unwrap());
-        let big = ParamVec::new(big_schema, (0..3001).map(|i| i as f32).collect()).unwrap();
+        let mut big = ParamVec::new(big_schema, (0..3001).map(|i| i as f32).collect()).unwrap();
+        assert_eq!(big.content_hash(), ContentHash::of(&big.to_le_bytes()));
+        // Changing a value invalidates the cached hash.
+        let before = big.content_hash();
+        big.values_mut()[3000] = -1.0;
+        assert_ne!(big.content_hash(), before);
         assert_eq!(big.content_hash(), ContentHash::of(&big.to_le_bytes()));
     }
 

@@ -36,9 +36,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod checkpoint;
 pub mod engine;
 pub mod inprocess;
+pub mod service;
 pub mod sim;
+pub mod tls;
 
 pub use engine::{DropReason, Engine, EngineConfig, EngineError, EngineEvent};
 pub use inprocess::{FederationOutcome, InProcessFederation};

@@ -42,6 +42,7 @@
 //! ```
 
 pub mod data;
+pub mod node;
 pub mod partition;
 pub mod trainer;
 

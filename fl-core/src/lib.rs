@@ -14,6 +14,9 @@
 //! - [`protocol`] messages and the [`ClientSession`] state machine: the client side of a round,
 //!   without IO, driven alike by the in-process simulation and by network transports.
 //!
+//! - [`wire`]: the protobuf messages (`proto/daofl.proto`, compiled with prost through protox,
+//!   so no system `protoc` is needed) and the chunked, hash-checked transfer of parameters.
+//!
 //! It does no IO, starts no threads and reads no clock.
 //!
 //! ```
@@ -37,15 +40,21 @@
 
 pub mod aggregate;
 pub mod hash;
+pub mod identity;
 pub mod params;
 pub mod protocol;
 pub mod round;
 pub mod session;
 pub mod strategy;
 pub mod trainer;
+pub mod wire;
 
 pub use aggregate::{AggregateError, WeightedSum};
 pub use hash::{CidError, ContentHash, ContentHasher};
+pub use identity::{
+    Address, AllowList, IdentityError, JoinChallenge, MemberKey, MemberSignature, UpdateKind,
+    UpdateStatement,
+};
 pub use params::{ParamError, ParamVec, Schema, SchemaHash, TensorSpec};
 pub use protocol::{ClientMessage, ServerMessage};
 pub use round::{

@@ -1,0 +1,359 @@
+//! The JSON manifest that describes one checkpointed round.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fl_core::{ClientId, ContentHash, Metrics, ParamVec, Schema, SchemaHash};
+use serde::{Deserialize, Serialize};
+
+use super::error::Problem;
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Largest manifest read (a schema of many thousand tensors is well below it); a larger object
+/// under `rounds/` is reported as unreadable rather than read into memory.
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// The record of one completed round: which parameters it produced, for which model, from whom,
+/// under which configuration, with which metrics.
+///
+/// Stored as pretty JSON at `rounds/<round:010>.json`. It carries the full [`Schema`], so a
+/// checkpoint can be read without the model's code. Hashes are hex SHA-256 digests except
+/// `params_cid`, which is the CIDv1 (`raw`, base32) the parameter object is stored under, as
+/// IPFS prints it. Non-finite metric values are written as the strings `"NaN"`, `"Infinity"`
+/// and `"-Infinity"` (JSON has no such numbers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Manifest {
+    /// Manifest format version ([`MANIFEST_VERSION`] when written by this build).
+    pub version: u32,
+    /// The federation this checkpoint belongs to.
+    pub federation_id: String,
+    /// The round completed (the engine resumes with `completed_rounds = round`).
+    pub round: u64,
+    /// Content identifier of the parameters: CIDv1 of their canonical little-endian bytes, also
+    /// the name of the parameter object (`params/<cid>`).
+    #[serde(with = "cid_string")]
+    pub params_cid: ContentHash,
+    /// The model's tensors (names and shapes) in order.
+    pub schema: Schema,
+    /// Hash of `schema` (see [`Schema::hash`]).
+    pub schema_hash: SchemaHash,
+    /// Who contributed to the round.
+    pub participants: Vec<Participant>,
+    /// Round metrics (aggregated training and evaluation metrics).
+    #[serde(with = "json_f64::map")]
+    pub metrics: Metrics,
+    /// Hash of the federation configuration the round ran under (as given by the caller).
+    pub config_hash: ContentHash,
+    /// When the checkpoint was written, RFC 3339 (UTC).
+    pub created_at: String,
+    /// Differential-privacy budget spent up to and including this round, when DP is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySpent>,
+    /// Reserved for chain anchoring (transaction receipt of the anchor of this round).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<serde_json::Value>,
+}
+
+impl Manifest {
+    /// The manifest [`CheckpointStore::save`](super::CheckpointStore::save) writes for `params`.
+    pub fn new(meta: CheckpointMeta, params: &ParamVec) -> Self {
+        let schema = params.schema().as_ref().clone();
+        Self {
+            version: MANIFEST_VERSION,
+            federation_id: meta.federation_id,
+            round: meta.round,
+            params_cid: params.content_hash(),
+            schema_hash: schema.hash(),
+            schema,
+            participants: meta.participants,
+            metrics: meta.metrics,
+            config_hash: meta.config_hash,
+            created_at: meta.created_at.unwrap_or_else(|| rfc3339_utc(SystemTime::now())),
+            privacy: meta.privacy,
+            anchor: meta.anchor,
+        }
+    }
+
+    /// Bytes the parameter object must have: 4 per value of the schema.
+    pub fn params_len(&self) -> u64 {
+        self.schema.num_values() as u64 * 4
+    }
+
+    /// Parses a stored manifest, never panicking on hostile input.
+    ///
+    /// The version is read first, so a manifest from a newer daofl is reported as such rather
+    /// than as unreadable. Tensor shapes are size-checked before the [`Schema`] is built.
+    pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Self, Problem> {
+        let unreadable = |reason: String| Problem::ManifestUnreadable {
+            path: path.to_owned(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
+        let version = value
+            .get("version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| unreadable("no numeric `version` field".into()))?;
+        if version > u64::from(MANIFEST_VERSION) {
+            return Err(Problem::UnsupportedVersion {
+                path: path.to_owned(),
+                found: version,
+            });
+        }
+        check_schema_size(&value).map_err(unreadable)?;
+        serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))
+    }
+}
+
+/// Refuses schemas whose byte size overflows `u64`/`usize` before [`Schema`] computes it (an
+/// overflowing product would panic in a debug build).
+fn check_schema_size(manifest: &serde_json::Value) -> Result<(), String> {
+    let Some(tensors) = manifest
+        .get("schema")
+        .and_then(|s| s.get("tensors"))
+        .and_then(serde_json::Value::as_array)
+    else {
+        return Ok(()); // the typed parse reports the missing field
+    };
+    let too_big = || "the schema's tensor shapes describe more values than fit in memory".to_owned();
+    let mut total: u64 = 0;
+    for t in tensors {
+        let Some(shape) = t.get("shape").and_then(serde_json::Value::as_array) else {
+            continue;
+        };
+        let mut n: u64 = 1;
+        for d in shape {
+            let d = d.as_u64().unwrap_or(0);
+            n = n.checked_mul(d).ok_or_else(too_big)?;
+        }
+        total = total.checked_add(n).ok_or_else(too_big)?;
+    }
+    let bytes = total.checked_mul(4).ok_or_else(too_big)?;
+    if usize::try_from(bytes).is_err() {
+        return Err(too_big());
+    }
+    Ok(())
+}
+
+/// What the caller of [`CheckpointStore::save`](super::CheckpointStore::save) says about a round;
+/// the store adds the parameter CID and schema.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CheckpointMeta {
+    /// The federation the round belongs to.
+    pub federation_id: String,
+    /// The round completed.
+    pub round: u64,
+    /// Hash of the federation configuration bytes.
+    pub config_hash: ContentHash,
+    /// Who contributed.
+    pub participants: Vec<Participant>,
+    /// Round metrics.
+    pub metrics: Metrics,
+    /// RFC 3339 time of the checkpoint; `None` takes the system clock at save time.
+    pub created_at: Option<String>,
+    /// Privacy budget spent so far.
+    pub privacy: Option<PrivacySpent>,
+    /// Reserved for chain anchoring.
+    pub anchor: Option<serde_json::Value>,
+}
+
+impl CheckpointMeta {
+    /// Metadata for `round` of `federation_id` run under the configuration hashed to
+    /// `config_hash`, with no participants, metrics or privacy record yet.
+    pub fn new(federation_id: impl Into<String>, round: u64, config_hash: ContentHash) -> Self {
+        Self {
+            federation_id: federation_id.into(),
+            round,
+            config_hash,
+            participants: Vec::new(),
+            metrics: Metrics::new(),
+            created_at: None,
+            privacy: None,
+            anchor: None,
+        }
+    }
+
+    /// Sets the participants.
+    pub fn with_participants(mut self, participants: impl IntoIterator<Item = Participant>) -> Self {
+        self.participants = participants.into_iter().collect();
+        self
+    }
+
+    /// Sets the metrics.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Sets the creation time (RFC 3339), e.g. for reproducible manifests in tests.
+    pub fn with_created_at(mut self, created_at: impl Into<String>) -> Self {
+        self.created_at = Some(created_at.into());
+        self
+    }
+
+    /// Sets the privacy budget spent.
+    pub fn with_privacy(mut self, privacy: PrivacySpent) -> Self {
+        self.privacy = Some(privacy);
+        self
+    }
+}
+
+/// A contributor to a round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Participant {
+    /// Who: a client id (`client-7`) or a member address (`0x…`).
+    pub id: String,
+    /// Hash of the update it sent, when the aggregator saw one (never under secure aggregation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_hash: Option<ContentHash>,
+}
+
+impl Participant {
+    /// A participant known by `id`, without an update hash.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            update_hash: None,
+        }
+    }
+
+    /// Records the hash of the participant's update.
+    pub fn with_update_hash(mut self, hash: ContentHash) -> Self {
+        self.update_hash = Some(hash);
+        self
+    }
+}
+
+impl From<ClientId> for Participant {
+    fn from(id: ClientId) -> Self {
+        Self::new(id.to_string())
+    }
+}
+
+/// Differential-privacy budget spent (reserved: filled in once the privacy accountant is wired).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySpent {
+    /// ε spent so far (may be infinite).
+    #[serde(with = "json_f64")]
+    pub epsilon: f64,
+    /// δ of the (ε, δ) guarantee.
+    #[serde(with = "json_f64")]
+    pub delta: f64,
+}
+
+/// `time` as RFC 3339 UTC with seconds (`2025-01-31T12:00:00Z`); times before 1970 print as the
+/// epoch.
+pub fn rfc3339_utc(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A [`ContentHash`] as its CID string.
+mod cid_string {
+    use fl_core::ContentHash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &ContentHash, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(h)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ContentHash, D::Error> {
+        let s = String::deserialize(d)?;
+        ContentHash::from_cid_str(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `f64` in JSON with non-finite values as strings.
+mod json_f64 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(f64),
+        Text(String),
+    }
+
+    fn to_repr(v: f64) -> Repr {
+        if v.is_nan() {
+            Repr::Text("NaN".into())
+        } else if v == f64::INFINITY {
+            Repr::Text("Infinity".into())
+        } else if v == f64::NEG_INFINITY {
+            Repr::Text("-Infinity".into())
+        } else {
+            Repr::Number(v)
+        }
+    }
+
+    fn from_repr<E: serde::de::Error>(r: Repr) -> Result<f64, E> {
+        match r {
+            Repr::Number(v) => Ok(v),
+            Repr::Text(t) => match t.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" | "inf" => Ok(f64::INFINITY),
+                "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(E::custom(format!(
+                    "expected a number, \"NaN\", \"Infinity\" or \"-Infinity\", got {other:?}"
+                ))),
+            },
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        to_repr(*v).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        from_repr(Repr::deserialize(d)?)
+    }
+
+    /// A metrics map with values through [`super::json_f64`].
+    pub mod map {
+        use fl_core::Metrics;
+        use serde::ser::SerializeMap;
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::collections::BTreeMap;
+
+        pub fn serialize<S: Serializer>(m: &Metrics, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(m.len()))?;
+            for (k, v) in m {
+                map.serialize_entry(k, &super::to_repr(*v))?;
+            }
+            map.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Metrics, D::Error> {
+            BTreeMap::<String, super::Repr>::deserialize(d)?
+                .into_iter()
+                .map(|(k, v)| Ok((k, super::from_repr(v)?)))
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! The aggregator's gRPC service: the round [`Engine`] behind a tonic server.
+//!
+//! IO only moves bytes here. Each client session is one bidirectional stream
+//! (`daofl.v1.Federation/Session`) served by two tasks: a reader that authenticates the member
+//! (signed, session-bound join), decodes frames, reassembles chunked updates and verifies
+//! their signatures before anything reaches the engine, and a writer that turns the engine's
+//! [`ServerMessage`]s into an instruction frame plus parameter chunks with backpressure. One
+//! [`Coordinator`] task owns the engine and is the only place its state changes; it never
+//! waits on a client.
+//!
+//! Refusals map to gRPC statuses: `PERMISSION_DENIED` (address not allowed),
+//! `UNAUTHENTICATED` (bad signature), `ALREADY_EXISTS` (member already connected),
+//! `INVALID_ARGUMENT` (malformed or off-plan frames), `FAILED_PRECONDITION` (wrong protocol
+//! version, federation or schema), `RESOURCE_EXHAUSTED` (session limit),
+//! `DEADLINE_EXCEEDED` (handshake or idle timeout). A refused session ends; the others go on.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fl_core::identity::{
+    Address, AllowList, JoinChallenge, MemberSignature, UpdateKind, UpdateStatement,
+    random_nonce, verify_join, verify_update_by,
+};
+use fl_core::wire::{self, ParamAssembler, pb};
+use fl_core::{
+    ClientId, ClientMessage, EvaluateResult, FitResult, ParamVec, Schema, ServerMessage, Stage,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::{Engine, EngineEvent};
+
+/// Generated gRPC stubs of `daofl.v1.Federation` (messages live in [`fl_core::wire::pb`]).
+#[allow(missing_docs, clippy::all)]
+pub mod grpc {
+    tonic::include_proto!("daofl.v1");
+}
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Identifier of the federation, bound into every signature.
+    pub federation_id: String,
+    /// Members allowed to join; a member's `ClientId` is its position in this list.
+    pub allowed: AllowList,
+    /// Endpoint names clients may have dialled (bound into the join signature); empty
+    /// accepts any name.
+    pub server_names: Vec<String>,
+    /// Most concurrent sessions, authenticated or not.
+    pub max_sessions: usize,
+    /// How often clients should send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Time a new session has to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// A session that sends nothing (not even heartbeats) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest chunk payload in either direction.
+    pub max_chunk_bytes: usize,
+}
+
+impl ServiceConfig {
+    /// Defaults for everything but the federation and its members.
+    pub fn new(federation_id: impl Into<String>, allowed: AllowList) -> Self {
+        Self {
+            federation_id: federation_id.into(),
+            allowed,
+            server_names: Vec::new(),
+            max_sessions: 1024,
+            heartbeat_interval: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_chunk_bytes: wire::MAX_CHUNK_BYTES,
+        }
+    }
+}
+
+enum Input {
+    Join {
+        address: Address,
+        outbound: mpsc::UnboundedSender<ServerMessage>,
+        reply: oneshot::Sender<Result<ClientId, Status>>,
+    },
+    Leave {
+        client: ClientId,
+    },
+    Message {
+        client: ClientId,
+        msg: ClientMessage,
+    },
+}
+
+/// Owns the engine: joins, leaves, messages and deadlines in; instructions out.
+pub struct Coordinator {
+    engine: Engine,
+    rx: mpsc::Receiver<Input>,
+    ids: BTreeMap<Address, ClientId>,
+    sessions: BTreeMap<ClientId, mpsc::UnboundedSender<ServerMessage>>,
+    epoch: Instant,
+}
+
+impl Coordinator {
+    /// Runs until the engine has finished every round (or every service handle is dropped),
+    /// handing each event to `on_event`. Returns the final parameters.
+    pub async fn run(mut self, mut on_event: impl FnMut(&EngineEvent)) -> Arc<ParamVec> {
+        loop {
+            self.flush(&mut on_event);
+            if self.engine.is_finished() {
+                break;
+            }
+            let deadline = self.engine.poll_timeout().map(|t| self.epoch + t);
+            let input = match deadline {
+                Some(at) => tokio::select! {
+                    input = self.rx.recv() => input,
+                    () = tokio::time::sleep_until(at) => {
+                        let now = self.now();
+                        self.engine.handle_timeout(now);
+                        continue;
+                    }
+                },
+                None => self.rx.recv().await,
+            };
+            let Some(input) = input else { break };
+            self.handle(input);
+        }
+        self.flush(&mut on_event);
+        self.engine.params().clone()
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Join {
+                address,
+                outbound,
+                reply,
+            } => {
+                let Some(&client) = self.ids.get(&address) else {
+                    let _ = reply.send(Err(Status::permission_denied(format!(
+                        "{address} is not a member of this federation"
+                    ))));
+                    return;
+                };
+                if self.sessions.contains_key(&client) {
+                    let _ = reply.send(Err(Status::already_exists(format!(
+                        "{address} is already connected; close the other session first"
+                    ))));
+                    return;
+                }
+                if reply.send(Ok(client)).is_ok() {
+                    self.sessions.insert(client, outbound);
+                    self.engine.handle_connect(now, client);
+                }
+            }
+            Input::Leave { client } => {
+                if self.sessions.remove(&client).is_some() {
+                    self.engine.handle_disconnect(now, client);
+                }
+            }
+            Input::Message { client, msg } => {
+                if let Err(e) = self.engine.handle_message(now, client, msg) {
+                    tracing::warn!(%client, "refused: {e}");
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, on_event: &mut impl FnMut(&EngineEvent)) {
+        while let Some((to, msg)) = self.engine.poll_transmit() {
+            if let Some(tx) = self.sessions.get(&to) {
+                // The session's writer task applies backpressure; this never blocks.
+                let _ = tx.send(msg);
+            }
+        }
+        while let Some(event) = self.engine.poll_event() {
+            on_event(&event);
+        }
+    }
+}
+
+struct Shared {
+    config: ServiceConfig,
+    schema: Arc<Schema>,
+    coordinator: mpsc::Sender<Input>,
+    sessions: AtomicUsize,
+}
+
+/// The tonic service; clone it freely (it is a handle).
+#[derive(Clone)]
+pub struct FederationService {
+    shared: Arc<Shared>,
+}
+
+/// Builds the service and the coordinator that owns `engine`.
+pub fn federation(engine: Engine, config: ServiceConfig) -> (FederationService, Coordinator) {
+    let (tx, rx) = mpsc::channel(1024);
+    let ids = config
+        .allowed
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (*a, ClientId(i as u64)))
+        .collect();
+    let schema = engine.params().schema().clone();
+    let coordinator = Coordinator {
+        engine,
+        rx,
+        ids,
+        sessions: BTreeMap::new(),
+        epoch: Instant::now(),
+    };
+    let service = FederationService {
+        shared: Arc::new(Shared {
+            config,
+            schema,
+            coordinator: tx,
+            sessions: AtomicUsize::new(0),
+        }),
+    };
+    (service, coordinator)
+}
+
+impl FederationService {
+    /// The tonic server wrapper, with message size limits set just above one chunk.
+    pub fn into_server(self) -> grpc::federation_server::FederationServer<Self> {
+        let limit = self.shared.config.max_chunk_bytes + 64 * 1024;
+        grpc::federation_server::FederationServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl grpc::federation_server::Federation for FederationService {
+    type SessionStream = FrameStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::ClientFrame>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let shared = self.shared.clone();
+        if shared.sessions.fetch_add(1, Ordering::SeqCst) >= shared.config.max_sessions {
+            shared.sessions.fetch_sub(1, Ordering::SeqCst);
+            return Err(Status::resource_exhausted(
+                "the aggregator is at its session limit; retry later",
+            ));
+        }
+        let (out_tx, out_rx) = mpsc::channel(8);
+        let inbound = request.into_inner();
+        tokio::spawn(async move {
+            let result = run_session(&shared, inbound, out_tx.clone()).await;
+            if let Err(status) = result {
+                tracing::info!("session refused: {}", status.message());
+                let _ = out_tx.send(Err(status)).await;
+            }
+            shared.sessions.fetch_sub(1, Ordering::SeqCst);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+type Outbound = mpsc::Sender<Result<pb::ServerFrame, Status>>;
+
+fn frame(kind: pb::server_frame::Kind) -> pb::ServerFrame {
+    pb::ServerFrame { kind: Some(kind) }
+}
+
+async fn next_frame(
+    inbound: &mut Streaming<pb::ClientFrame>,
+    wait: Duration,
+    what: &str,
+) -> Result<Option<pb::client_frame::Kind>, Status> {
+    match timeout(wait, inbound.message()).await {
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no {what} within {wait:?}"
+        ))),
+        Ok(Err(status)) => Err(Status::invalid_argument(format!(
+            "unreadable frame: {}",
+            status.message()
+        ))),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Ok(Some(f))) => f
+            .kind
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument("empty frame")),
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Handshake, then frames until the client leaves or breaks the protocol.
+async fn run_session(
+    shared: &Shared,
+    mut inbound: Streaming<pb::ClientFrame>,
+    out: Outbound,
+) -> Result<(), Status> {
+    let cfg = &shared.config;
+    let Some(pb::client_frame::Kind::Hello(hello)) =
+        next_frame(&mut inbound, cfg.handshake_timeout, "hello").await?
+    else {
+        return Err(Status::invalid_argument("the first frame must be Hello"));
+    };
+    if hello.protocol_version != wire::PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "protocol version {} is not supported (this aggregator speaks {})",
+            hello.protocol_version,
+            wire::PROTOCOL_VERSION
+        )));
+    }
+    if hello.federation_id != cfg.federation_id {
+        return Err(Status::failed_precondition(format!(
+            "this aggregator serves federation `{}`, not `{}`",
+            cfg.federation_id, hello.federation_id
+        )));
+    }
+    let schema_hash = wire::hash_from_bytes("schema_hash", &hello.schema_hash).map_err(invalid)?;
+    if schema_hash != shared.schema.hash() {
+        return Err(Status::failed_precondition(format!(
+            "schema mismatch: the federation trains schema {}, the client {}",
+            shared.schema.hash(),
+            schema_hash
+        )));
+    }
+    if !cfg.server_names.is_empty() && !cfg.server_names.contains(&hello.server) {
+        return Err(Status::failed_precondition(format!(
+            "`{}` is not a name of this aggregator",
+            hello.server
+        )));
+    }
+    let address: [u8; 20] = hello.address.as_slice().try_into().map_err(|_| {
+        Status::invalid_argument(format!(
+            "an address is 20 bytes, got {}",
+            hello.address.len()
+        ))
+    })?;
+    let address = Address::from(address);
+    if !cfg.allowed.contains(&address) {
+        return Err(Status::permission_denied(format!(
+            "{address} is not a member of this federation"
+        )));
+    }
+    let client_nonce: [u8; 32] = hello
+        .client_nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| Status::invalid_argument("the client nonce must be 32 bytes"))?;
+
+    let session_id = random_nonce();
+    let challenge = JoinChallenge {
+        federation_id: cfg.federation_id.clone(),
+        session_id,
+        client_nonce,
+        server: hello.server.clone(),
+    };
+    out.send(Ok(frame(pb::server_frame::Kind::Challenge(pb::Challenge {
+        session_id: session_id.to_vec(),
+    }))))
+    .await
+    .map_err(|_| Status::cancelled("client went away"))?;
+
+    let Some(pb::client_frame::Kind::Join(join)) =
+        next_frame(&mut inbound, cfg.handshake_timeout, "join").await?
+    else {
+        return Err(Status::invalid_argument("expected Join after Challenge"));
+    };
+    let signature = MemberSignature::from_bytes(&join.signature)
+        .map_err(|e| Status::unauthenticated(e.to_string()))?;
+    let signer = verify_join(&challenge, &signature)
+        .map_err(|e| Status::unauthenticated(e.to_string()))?;
+    if signer != address {
+        return Err(Status::unauthenticated(format!(
+            "the join signature is by {signer}, not {address}"
+        )));
+    }
+
+    let (msg_tx, msg_rx) = mpsc::unbounded_channel();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    shared
+        .coordinator
+        .send(Input::Join {
+            address,
+            outbound: msg_tx,
+            reply: reply_tx,
+        })
+        .await
+        .map_err(|_| Status::unavailable("the federation is shutting down"))?;
+    let client = reply_rx
+        .await
+        .map_err(|_| Status::unavailable("the federation is shutting down"))??;
+    tracing::info!(%client, %address, "member joined");
+    out.send(Ok(frame(pb::server_frame::Kind::Welcome(pb::Welcome {
+        client_id: client.0,
+        heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as u32,
+        max_chunk_bytes: cfg.max_chunk_bytes as u64,
+    }))))
+    .await
+    .map_err(|_| Status::cancelled("client went away"))?;
+
+    let writer = tokio::spawn(write_instructions(msg_rx, out.clone(), cfg.max_chunk_bytes));
+    let ctx = SessionCtx {
+        shared,
+        client,
+        address,
+        session_id,
+    };
+    let result = ctx.read_loop(&mut inbound).await;
+    writer.abort();
+    let _ = shared.coordinator.send(Input::Leave { client }).await;
+    tracing::info!(%client, "member left");
+    result
+}
+
+/// Turns engine messages into frames: an instruction, then the parameters in chunks.
+async fn write_instructions(
+    mut rx: mpsc::UnboundedReceiver<ServerMessage>,
+    out: Outbound,
+    max_chunk_bytes: usize,
+) {
+    while let Some(msg) = rx.recv().await {
+        let (header, params, settings) = match msg {
+            ServerMessage::Fit {
+                header,
+                params,
+                config,
+            } => (
+                header,
+                params,
+                pb::instruction::Settings::Fit(pb::FitSettings {
+                    local_epochs: config.local_epochs,
+                    batch_size: config.batch_size,
+                    learning_rate: config.learning_rate,
+                    shuffle_seed: config.shuffle_seed,
+                }),
+            ),
+            ServerMessage::Evaluate {
+                header,
+                params,
+                config,
+            } => (
+                header,
+                params,
+                pb::instruction::Settings::Evaluate(pb::EvaluateSettings {
+                    batch_size: config.batch_size,
+                }),
+            ),
+            ServerMessage::Finished => {
+                let _ = out
+                    .send(Ok(frame(pb::server_frame::Kind::Finished(pb::Finished {
+                        final_params_hash: Vec::new(),
+                    }))))
+                    .await;
+                continue;
+            }
+        };
+        let num_chunks = wire::ChunkPlan::new(params.schema(), max_chunk_bytes).len() as u32;
+        let instruction = pb::Instruction {
+            round: header.round,
+            stage: match header.stage {
+                Stage::Fit => pb::Stage::Fit,
+                Stage::Evaluate => pb::Stage::Evaluate,
+            } as i32,
+            params_hash: header.params_hash.as_bytes().to_vec(),
+            schema_hash: header.schema_hash.as_bytes().to_vec(),
+            num_chunks,
+            settings: Some(settings),
+        };
+        if out
+            .send(Ok(frame(pb::server_frame::Kind::Instruction(instruction))))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for chunk in wire::encode_chunks(&params, header.round, max_chunk_bytes) {
+            if out
+                .send(Ok(frame(pb::server_frame::Kind::Chunk(chunk))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+struct SessionCtx<'a> {
+    shared: &'a Shared,
+    client: ClientId,
+    address: Address,
+    session_id: [u8; 32],
+}
+
+struct PendingUpdate {
+    round: u64,
+    num_examples: u64,
+    metrics: fl_core::Metrics,
+    assembler: ParamAssembler,
+}
+
+impl SessionCtx<'_> {
+    async fn read_loop(&self, inbound: &mut Streaming<pb::ClientFrame>) -> Result<(), Status> {
+        let cfg = &self.shared.config;
+        let mut pending: Option<PendingUpdate> = None;
+        loop {
+            let Some(kind) = next_frame(inbound, cfg.idle_timeout, "frame (not even a heartbeat)").await?
+            else {
+                return Ok(());
+            };
+            match kind {
+                pb::client_frame::Kind::Heartbeat(_) => {}
+                pb::client_frame::Kind::Update(header) => {
+                    if pending.is_some() {
+                        return Err(invalid("a new update began before the previous one ended"));
+                    }
+                    pending = Some(self.begin_update(header)?);
+                }
+                pb::client_frame::Kind::Chunk(chunk) => {
+                    let Some(p) = pending.as_mut() else {
+                        return Err(invalid("a chunk arrived outside an update"));
+                    };
+                    p.assembler.push(&chunk).map_err(invalid)?;
+                    if p.assembler.is_complete() {
+                        let p = pending.take().expect("checked");
+                        let params = p.assembler.finish().map_err(invalid)?;
+                        self.forward(ClientMessage::FitDone {
+                            round: p.round,
+                            result: FitResult {
+                                params,
+                                num_examples: p.num_examples,
+                                metrics: p.metrics,
+                            },
+                        })
+                        .await?;
+                    }
+                }
+                pb::client_frame::Kind::Evaluate(report) => {
+                    let metrics = wire::metrics_from_pb(&report.metrics).map_err(invalid)?;
+                    self.forward(ClientMessage::EvaluateDone {
+                        round: report.round,
+                        result: EvaluateResult {
+                            loss: report.loss,
+                            num_examples: report.num_examples,
+                            metrics,
+                        },
+                    })
+                    .await?;
+                }
+                pb::client_frame::Kind::Failure(f) => {
+                    let stage = match pb::Stage::try_from(f.stage) {
+                        Ok(pb::Stage::Fit) => Stage::Fit,
+                        Ok(pb::Stage::Evaluate) => Stage::Evaluate,
+                        _ => return Err(invalid("a failure must name its stage")),
+                    };
+                    let mut reason = f.reason;
+                    reason.truncate(1024);
+                    self.forward(ClientMessage::Failed {
+                        round: f.round,
+                        stage,
+                        reason,
+                    })
+                    .await?;
+                }
+                pb::client_frame::Kind::Hello(_) | pb::client_frame::Kind::Join(_) => {
+                    return Err(invalid("the handshake is over"));
+                }
+            }
+        }
+    }
+
+    fn begin_update(&self, header: pb::UpdateHeader) -> Result<PendingUpdate, Status> {
+        let cfg = &self.shared.config;
+        let hashes = wire::chunk_hashes_from_bytes(&header.chunk_hashes).map_err(invalid)?;
+        let params_hash = wire::hash_from_bytes("params_hash", &header.params_hash).map_err(invalid)?;
+        let statement = UpdateStatement {
+            federation_id: cfg.federation_id.clone(),
+            session_id: self.session_id,
+            round: header.round,
+            kind: UpdateKind::Fit,
+            update_hash: wire::update_digest(&hashes),
+            num_examples: header.num_examples,
+        };
+        let signature = MemberSignature::from_bytes(&header.signature)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        verify_update_by(&statement, &signature, self.address)
+            .map_err(|e| Status::unauthenticated(format!("update signature: {e}")))?;
+        let metrics = wire::metrics_from_pb(&header.metrics).map_err(invalid)?;
+        let assembler = ParamAssembler::new(
+            self.shared.schema.clone(),
+            header.round,
+            params_hash,
+            cfg.max_chunk_bytes,
+            Some(hashes),
+        )
+        .map_err(invalid)?;
+        Ok(PendingUpdate {
+            round: header.round,
+            num_examples: header.num_examples,
+            metrics,
+            assembler,
+        })
+    }
+
+    async fn forward(&self, msg: ClientMessage) -> Result<(), Status> {
+        self.shared
+            .coordinator
+            .send(Input::Message {
+                client: self.client,
+                msg,
+            })
+            .await
+            .map_err(|_| Status::unavailable("the federation is shutting down"))
+    }
+}

@@ -1,0 +1,395 @@
+//! A member's node: the [`ClientSession`] and a [`Trainer`] driven over gRPC.
+//!
+//! The node dials the aggregator (TLS when a CA is configured), proves its member key by
+//! signing the server's session challenge, then serves instructions until the federation
+//! finishes: parameters arrive in hash-checked chunks, training runs on a blocking thread,
+//! and each update is announced with its chunk hashes and a signature bound to the session
+//! and round before its chunks are streamed. Heartbeats keep the session alive meanwhile.
+
+use std::time::Duration;
+
+use fl_core::identity::{JoinChallenge, MemberKey, UpdateKind, UpdateStatement, random_nonce};
+use fl_core::wire::{self, ParamAssembler, pb};
+use fl_core::{
+    ClientMessage, ClientSession, EvaluateConfig, FitConfig, RoundConfig,
+    ServerMessage, SessionEvent, Stage, Trainer,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Generated gRPC client stub of `daofl.v1.Federation`.
+#[allow(missing_docs, clippy::all)]
+pub mod grpc {
+    tonic::include_proto!("daofl.v1");
+}
+
+/// TLS settings of a node.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    /// PEM of the CA that signed the aggregator's certificate.
+    pub ca_pem: Vec<u8>,
+    /// Name to verify the aggregator's certificate against (e.g. `localhost`).
+    pub domain: String,
+    /// Client certificate and key (PEM), for aggregators that require mutual TLS.
+    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Where and how a node connects.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Aggregator endpoint, e.g. `https://localhost:50051`.
+    pub endpoint: String,
+    /// Federation to join.
+    pub federation_id: String,
+    /// TLS settings; `None` connects in plaintext (loopback development only).
+    pub tls: Option<NodeTls>,
+    /// Time to wait for the connection and the handshake.
+    pub connect_timeout: Duration,
+}
+
+/// Why a node stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The endpoint or TLS settings are unusable.
+    #[error("cannot connect to {endpoint}: {reason}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The aggregator refused or ended the session.
+    #[error("the aggregator ended the session: {0}")]
+    Refused(#[from] tonic::Status),
+    /// The aggregator broke the protocol (unexpected frame, bad chunk).
+    #[error("protocol violation by the aggregator: {0}")]
+    Protocol(String),
+    /// The connection closed before the federation finished.
+    #[error("the connection closed before the federation finished")]
+    Closed,
+}
+
+/// What a node did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeReport {
+    /// Training tasks completed.
+    pub fits: u64,
+    /// Evaluations completed.
+    pub evaluations: u64,
+    /// Instructions the session refused.
+    pub refused: u64,
+}
+
+async fn connect(config: &NodeConfig) -> Result<Channel, NodeError> {
+    let err = |reason: String| NodeError::Connect {
+        endpoint: config.endpoint.clone(),
+        reason,
+    };
+    let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+        .map_err(|e| err(e.to_string()))?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true);
+    if let Some(tls) = &config.tls {
+        let mut tls_config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+            .domain_name(tls.domain.clone());
+        if let Some((cert, key)) = &tls.client_identity {
+            tls_config = tls_config.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(tls_config)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    endpoint.connect().await.map_err(|e| err(format!("{e:?}")))
+}
+
+fn client_frame(kind: pb::client_frame::Kind) -> pb::ClientFrame {
+    pb::ClientFrame { kind: Some(kind) }
+}
+
+/// Joins the federation and serves it until it finishes.
+pub async fn run_node<T: Trainer + 'static>(
+    config: NodeConfig,
+    key: MemberKey,
+    mut trainer: T,
+) -> Result<(NodeReport, T), NodeError> {
+    let channel = connect(&config).await?;
+    let limit = wire::MAX_FRAME_BYTES;
+    let mut client = grpc::federation_client::FederationClient::new(channel)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+
+    let (tx, rx) = mpsc::channel(8);
+    let client_nonce = random_nonce();
+    let schema = trainer.schema().clone();
+    tx.send(client_frame(pb::client_frame::Kind::Hello(pb::Hello {
+        protocol_version: wire::PROTOCOL_VERSION,
+        federation_id: config.federation_id.clone(),
+        address: key.address().to_vec(),
+        client_nonce: client_nonce.to_vec(),
+        schema_hash: schema.hash().as_bytes().to_vec(),
+        server: config.endpoint.clone(),
+    })))
+    .await
+    .map_err(|_| NodeError::Closed)?;
+    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+
+    let next = |f: Option<pb::ServerFrame>| -> Result<pb::server_frame::Kind, NodeError> {
+        f.ok_or(NodeError::Closed)?
+            .kind
+            .ok_or_else(|| NodeError::Protocol("empty frame".into()))
+    };
+    let pb::server_frame::Kind::Challenge(challenge) = next(inbound.message().await?)? else {
+        return Err(NodeError::Protocol("expected a challenge".into()));
+    };
+    let session_id: [u8; 32] = challenge
+        .session_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| NodeError::Protocol("the session id must be 32 bytes".into()))?;
+    let signature = key.sign_join(&JoinChallenge {
+        federation_id: config.federation_id.clone(),
+        session_id,
+        client_nonce,
+        server: config.endpoint.clone(),
+    });
+    tx.send(client_frame(pb::client_frame::Kind::Join(pb::Join {
+        signature: signature.to_bytes().to_vec(),
+    })))
+    .await
+    .map_err(|_| NodeError::Closed)?;
+    let pb::server_frame::Kind::Welcome(welcome) = next(inbound.message().await?)? else {
+        return Err(NodeError::Protocol("expected a welcome".into()));
+    };
+    tracing::info!(client = welcome.client_id, "joined {}", config.federation_id);
+    let max_chunk = (welcome.max_chunk_bytes as usize).clamp(4, wire::MAX_CHUNK_BYTES);
+
+    let heartbeat = {
+        let tx = tx.clone();
+        let every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms).max(100));
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                seq += 1;
+                let beat = client_frame(pb::client_frame::Kind::Heartbeat(pb::Heartbeat {
+                    sequence: seq,
+                }));
+                if tx.send(beat).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+
+    let mut session = ClientSession::new(schema.hash());
+    let mut report = NodeReport::default();
+    let result = loop {
+        let kind = match inbound.message().await {
+            Ok(Some(frame)) => match frame.kind {
+                Some(kind) => kind,
+                None => break Err(NodeError::Protocol("empty frame".into())),
+            },
+            Ok(None) => break Err(NodeError::Closed),
+            Err(status) => break Err(NodeError::Refused(status)),
+        };
+        let msg = match kind {
+            pb::server_frame::Kind::Finished(_) => ServerMessage::Finished,
+            pb::server_frame::Kind::Heartbeat(_) => continue,
+            pb::server_frame::Kind::Instruction(ins) => {
+                match receive_instruction(&mut inbound, &schema, ins, max_chunk).await {
+                    Ok(msg) => msg,
+                    Err(e) => break Err(e),
+                }
+            }
+            other => {
+                break Err(NodeError::Protocol(format!(
+                    "unexpected frame {other:?}"
+                )));
+            }
+        };
+        if session.handle_message(msg).is_err() {
+            report.refused += 1;
+        }
+        let mut finished = false;
+        while let Some(event) = session.poll_event() {
+            match event {
+                SessionEvent::Fit(task) => {
+                    let (t, result) = tokio::task::spawn_blocking(move || {
+                        let r = task.run(&mut trainer);
+                        (trainer, (task.round, r))
+                    })
+                    .await
+                    .map_err(|e| NodeError::Protocol(format!("training task panicked: {e}")))?;
+                    trainer = t;
+                    report.fits += 1;
+                    let _ = session.complete_fit(result.0, result.1);
+                }
+                SessionEvent::Evaluate(task) => {
+                    let (t, result) = tokio::task::spawn_blocking(move || {
+                        let r = task.run(&mut trainer);
+                        (trainer, (task.round, r))
+                    })
+                    .await
+                    .map_err(|e| NodeError::Protocol(format!("evaluation panicked: {e}")))?;
+                    trainer = t;
+                    report.evaluations += 1;
+                    let _ = session.complete_evaluate(result.0, result.1);
+                }
+                SessionEvent::Finished => finished = true,
+            }
+        }
+        while let Some(answer) = session.poll_transmit() {
+            if send_answer(&tx, &key, &config.federation_id, session_id, answer, max_chunk)
+                .await
+                .is_err()
+            {
+                heartbeat.abort();
+                return Err(NodeError::Closed);
+            }
+        }
+        if finished {
+            break Ok(());
+        }
+    };
+    heartbeat.abort();
+    result.map(|()| (report, trainer))
+}
+
+async fn receive_instruction(
+    inbound: &mut tonic::Streaming<pb::ServerFrame>,
+    schema: &std::sync::Arc<fl_core::Schema>,
+    ins: pb::Instruction,
+    max_chunk: usize,
+) -> Result<ServerMessage, NodeError> {
+    let protocol = |e: wire::WireError| NodeError::Protocol(e.to_string());
+    let params_hash = wire::hash_from_bytes("params_hash", &ins.params_hash).map_err(protocol)?;
+    let schema_hash = wire::hash_from_bytes("schema_hash", &ins.schema_hash).map_err(protocol)?;
+    let mut asm =
+        ParamAssembler::new(schema.clone(), ins.round, params_hash, max_chunk, None).map_err(protocol)?;
+    if ins.num_chunks as usize != asm.remaining() {
+        return Err(NodeError::Protocol(format!(
+            "instruction announces {} chunks, the schema needs {}",
+            ins.num_chunks,
+            asm.remaining()
+        )));
+    }
+    while !asm.is_complete() {
+        match inbound.message().await? {
+            Some(pb::ServerFrame {
+                kind: Some(pb::server_frame::Kind::Chunk(c)),
+            }) => asm.push(&c).map_err(protocol)?,
+            Some(pb::ServerFrame {
+                kind: Some(pb::server_frame::Kind::Heartbeat(_)),
+            }) => {}
+            Some(_) => return Err(NodeError::Protocol("expected a parameter chunk".into())),
+            None => return Err(NodeError::Closed),
+        }
+    }
+    let params = std::sync::Arc::new(asm.finish().map_err(protocol)?);
+    let (stage, msg) = match ins.settings {
+        Some(pb::instruction::Settings::Fit(f)) => (
+            Stage::Fit,
+            FitConfig {
+                local_epochs: f.local_epochs,
+                batch_size: f.batch_size,
+                learning_rate: f.learning_rate,
+                shuffle_seed: f.shuffle_seed,
+            },
+        ),
+        Some(pb::instruction::Settings::Evaluate(e)) => {
+            let header = RoundConfig {
+                round: ins.round,
+                stage: Stage::Evaluate,
+                params_hash,
+                schema_hash,
+            };
+            return Ok(ServerMessage::Evaluate {
+                header,
+                params,
+                config: EvaluateConfig {
+                    batch_size: e.batch_size,
+                },
+            });
+        }
+        None => return Err(NodeError::Protocol("an instruction needs settings".into())),
+    };
+    Ok(ServerMessage::Fit {
+        header: RoundConfig {
+            round: ins.round,
+            stage,
+            params_hash,
+            schema_hash,
+        },
+        params,
+        config: msg,
+    })
+}
+
+async fn send_answer(
+    tx: &mpsc::Sender<pb::ClientFrame>,
+    key: &MemberKey,
+    federation_id: &str,
+    session_id: [u8; 32],
+    answer: ClientMessage,
+    max_chunk: usize,
+) -> Result<(), mpsc::error::SendError<pb::ClientFrame>> {
+    match answer {
+        ClientMessage::FitDone { round, result } => {
+            let hashes = wire::chunk_hashes(&result.params, max_chunk);
+            let statement = UpdateStatement {
+                federation_id: federation_id.to_string(),
+                session_id,
+                round,
+                kind: UpdateKind::Fit,
+                update_hash: wire::update_digest(&hashes),
+                num_examples: result.num_examples,
+            };
+            let signature = key.sign_update(&statement);
+            let header = pb::UpdateHeader {
+                round,
+                num_examples: result.num_examples,
+                metrics: wire::metrics_to_pb(&result.metrics),
+                chunk_hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+                params_hash: result.params.content_hash().as_bytes().to_vec(),
+                signature: signature.to_bytes().to_vec(),
+            };
+            tx.send(client_frame(pb::client_frame::Kind::Update(header)))
+                .await?;
+            for chunk in wire::encode_chunks(&result.params, round, max_chunk) {
+                tx.send(client_frame(pb::client_frame::Kind::Chunk(chunk)))
+                    .await?;
+            }
+        }
+        ClientMessage::EvaluateDone { round, result } => {
+            tx.send(client_frame(pb::client_frame::Kind::Evaluate(
+                pb::EvaluateReport {
+                    round,
+                    loss: result.loss,
+                    num_examples: result.num_examples,
+                    metrics: wire::metrics_to_pb(&result.metrics),
+                },
+            )))
+            .await?;
+        }
+        ClientMessage::Failed {
+            round,
+            stage,
+            reason,
+        } => {
+            tx.send(client_frame(pb::client_frame::Kind::Failure(pb::Failure {
+                round,
+                stage: match stage {
+                    Stage::Fit => pb::Stage::Fit,
+                    Stage::Evaluate => pb::Stage::Evaluate,
+                } as i32,
+                reason,
+            })))
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,548 @@
+//! The wire form of the protocol: prost messages compiled from `proto/daofl.proto`, and the
+//! chunked transfer of parameters.
+//!
+//! Parameters travel tensor by tensor as [`pb::Chunk`]s of little-endian `f32` bytes, at most
+//! [`MAX_CHUNK_BYTES`] each. Both ends derive the same [`ChunkPlan`] from the schema, so a
+//! receiver knows exactly which chunk must come next and refuses anything else (another round,
+//! another tensor, a gap, a duplicate, an oversized or misaligned chunk) before copying a byte.
+//! [`ParamAssembler`] checks each chunk against the hash list announced up front (so a bad
+//! chunk is caught where it arrives) and the whole vector against its content hash.
+//!
+//! Decoding a frame (`prost::Message::decode`) is bounded by the transport's message size
+//! limit, which the drivers set just above one chunk.
+
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::hash::{ContentHash, ContentHasher};
+use crate::params::{ParamVec, Schema};
+use crate::round::Metrics;
+
+/// Messages generated from `proto/daofl.proto` (package `daofl.v1`).
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/daofl.v1.rs"));
+}
+
+/// Version number sent in [`pb::Hello`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest chunk payload: 4 MiB.
+pub const MAX_CHUNK_BYTES: usize = 4 << 20;
+
+/// Largest encoded frame a transport must accept: one full chunk plus headroom for fields.
+pub const MAX_FRAME_BYTES: usize = MAX_CHUNK_BYTES + 64 * 1024;
+
+/// Why a frame or chunk was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A chunk's payload exceeds the agreed maximum.
+    #[error("chunk of {got} bytes exceeds the {max}-byte limit")]
+    OversizedChunk {
+        /// Payload size received.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A chunk other than the next one expected.
+    #[error(
+        "unexpected chunk: expected round {expected_round} chunk {expected_index} (tensor {expected_tensor} at {expected_offset}), got round {round} chunk {index} (tensor {tensor} at {offset})"
+    )]
+    UnexpectedChunk {
+        /// Round expected.
+        expected_round: u64,
+        /// Chunk index expected.
+        expected_index: u32,
+        /// Tensor expected.
+        expected_tensor: u32,
+        /// Offset expected.
+        expected_offset: u64,
+        /// Round received.
+        round: u64,
+        /// Chunk index received.
+        index: u32,
+        /// Tensor received.
+        tensor: u32,
+        /// Offset received.
+        offset: u64,
+    },
+    /// A chunk's payload length differs from the plan.
+    #[error("chunk {index} carries {got} bytes, the plan says {expected}")]
+    ChunkLength {
+        /// Chunk index.
+        index: u32,
+        /// Bytes expected.
+        expected: usize,
+        /// Bytes received.
+        got: usize,
+    },
+    /// More chunks than the plan holds.
+    #[error("chunk {index} is beyond the {planned} planned chunks")]
+    TooManyChunks {
+        /// Chunk index received.
+        index: u32,
+        /// Chunks planned.
+        planned: usize,
+    },
+    /// A chunk's data does not hash to the value announced in the header.
+    #[error("chunk {index} does not match its announced hash")]
+    ChunkHashMismatch {
+        /// Chunk index.
+        index: u32,
+    },
+    /// The announced chunk count or hash list does not fit the schema.
+    #[error("the header announces {announced} chunks, the schema needs {planned}")]
+    ChunkCount {
+        /// Chunks announced.
+        announced: usize,
+        /// Chunks the schema needs.
+        planned: usize,
+    },
+    /// The transfer ended early.
+    #[error("transfer incomplete: {received} of {planned} chunks")]
+    Incomplete {
+        /// Chunks received.
+        received: usize,
+        /// Chunks planned.
+        planned: usize,
+    },
+    /// The assembled parameters do not hash to the announced content hash.
+    #[error("assembled parameters hash to {got}, {expected} was announced")]
+    ContentHashMismatch {
+        /// Announced hash.
+        expected: ContentHash,
+        /// Actual hash.
+        got: ContentHash,
+    },
+    /// A field is missing or malformed.
+    #[error("malformed {field}: {reason}")]
+    Malformed {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One planned chunk: which tensor, from which value, how many values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedChunk {
+    /// Tensor index in schema order.
+    pub tensor: u32,
+    /// First value within the tensor.
+    pub offset: u64,
+    /// Number of values.
+    pub len: usize,
+    /// First value within the flat vector.
+    pub flat_start: usize,
+}
+
+/// The sequence of chunks a parameter vector of a schema is sent as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkPlan {
+    chunks: Vec<PlannedChunk>,
+}
+
+impl ChunkPlan {
+    /// Splits every tensor into pieces of at most `max_bytes` (rounded down to whole `f32`s;
+    /// at least one value per chunk). Empty tensors take no chunk.
+    pub fn new(schema: &Schema, max_bytes: usize) -> Self {
+        let per_chunk = (max_bytes / 4).max(1);
+        let mut chunks = Vec::new();
+        let mut flat = 0usize;
+        for (t, spec) in schema.tensors().iter().enumerate() {
+            let n = spec.num_values();
+            let mut offset = 0usize;
+            while offset < n {
+                let len = per_chunk.min(n - offset);
+                chunks.push(PlannedChunk {
+                    tensor: t as u32,
+                    offset: offset as u64,
+                    len,
+                    flat_start: flat + offset,
+                });
+                offset += len;
+            }
+            flat += n;
+        }
+        Self { chunks }
+    }
+
+    /// The chunks in order.
+    pub fn chunks(&self) -> &[PlannedChunk] {
+        &self.chunks
+    }
+
+    /// Number of chunks.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Whether the plan is empty (a schema without values).
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+/// Encodes `params` as the chunks of [`ChunkPlan::new`]`(schema, max_bytes)`, lazily.
+pub fn encode_chunks(
+    params: &ParamVec,
+    round: u64,
+    max_bytes: usize,
+) -> impl Iterator<Item = pb::Chunk> + '_ {
+    let plan = ChunkPlan::new(params.schema(), max_bytes);
+    plan.chunks.into_iter().enumerate().map(move |(i, c)| {
+        let values = &params.values()[c.flat_start..c.flat_start + c.len];
+        let mut data = Vec::with_capacity(c.len * 4);
+        for v in values {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        pb::Chunk {
+            round,
+            index: i as u32,
+            tensor: c.tensor,
+            offset: c.offset,
+            data,
+        }
+    })
+}
+
+/// SHA-256 of each chunk's payload, in plan order: what an [`pb::UpdateHeader`] announces.
+pub fn chunk_hashes(params: &ParamVec, max_bytes: usize) -> Vec<[u8; 32]> {
+    encode_chunks(params, 0, max_bytes)
+        .map(|c| Sha256::digest(&c.data).into())
+        .collect()
+}
+
+/// The digest a member signs for an update: SHA-256 over its chunk hashes in order, so that
+/// every chunk is covered by the signature and can be checked as it arrives.
+pub fn update_digest(chunk_hashes: &[[u8; 32]]) -> ContentHash {
+    let mut h = ContentHasher::new();
+    for c in chunk_hashes {
+        h.update(c);
+    }
+    h.finish()
+}
+
+/// Rebuilds a parameter vector from its chunks, refusing anything off-plan.
+#[derive(Debug)]
+pub struct ParamAssembler {
+    schema: Arc<Schema>,
+    round: u64,
+    plan: ChunkPlan,
+    max_bytes: usize,
+    next: usize,
+    values: Vec<f32>,
+    chunk_hashes: Option<Vec<[u8; 32]>>,
+    expected: ContentHash,
+}
+
+impl ParamAssembler {
+    /// Expects the parameters of `schema` for `round`, hashing to `expected`, in chunks of at
+    /// most `max_bytes`. With `chunk_hashes`, every chunk is checked as it arrives.
+    pub fn new(
+        schema: Arc<Schema>,
+        round: u64,
+        expected: ContentHash,
+        max_bytes: usize,
+        chunk_hashes: Option<Vec<[u8; 32]>>,
+    ) -> Result<Self, WireError> {
+        let plan = ChunkPlan::new(&schema, max_bytes);
+        if let Some(h) = &chunk_hashes
+            && h.len() != plan.len()
+        {
+            return Err(WireError::ChunkCount {
+                announced: h.len(),
+                planned: plan.len(),
+            });
+        }
+        Ok(Self {
+            values: Vec::with_capacity(schema.num_values()),
+            schema,
+            round,
+            plan,
+            max_bytes,
+            next: 0,
+            chunk_hashes,
+            expected,
+        })
+    }
+
+    /// Chunks still expected.
+    pub fn remaining(&self) -> usize {
+        self.plan.len() - self.next
+    }
+
+    /// Whether every chunk arrived.
+    pub fn is_complete(&self) -> bool {
+        self.next == self.plan.len()
+    }
+
+    /// Takes the next chunk. On error nothing is kept from it.
+    pub fn push(&mut self, chunk: &pb::Chunk) -> Result<(), WireError> {
+        if chunk.data.len() > self.max_bytes {
+            return Err(WireError::OversizedChunk {
+                got: chunk.data.len(),
+                max: self.max_bytes,
+            });
+        }
+        let Some(planned) = self.plan.chunks.get(self.next) else {
+            return Err(WireError::TooManyChunks {
+                index: chunk.index,
+                planned: self.plan.len(),
+            });
+        };
+        if chunk.round != self.round
+            || chunk.index as usize != self.next
+            || chunk.tensor != planned.tensor
+            || chunk.offset != planned.offset
+        {
+            return Err(WireError::UnexpectedChunk {
+                expected_round: self.round,
+                expected_index: self.next as u32,
+                expected_tensor: planned.tensor,
+                expected_offset: planned.offset,
+                round: chunk.round,
+                index: chunk.index,
+                tensor: chunk.tensor,
+                offset: chunk.offset,
+            });
+        }
+        if chunk.data.len() != planned.len * 4 {
+            return Err(WireError::ChunkLength {
+                index: chunk.index,
+                expected: planned.len * 4,
+                got: chunk.data.len(),
+            });
+        }
+        if let Some(hashes) = &self.chunk_hashes {
+            let got: [u8; 32] = Sha256::digest(&chunk.data).into();
+            if got != hashes[self.next] {
+                return Err(WireError::ChunkHashMismatch { index: chunk.index });
+            }
+        }
+        self.values.extend(
+            chunk
+                .data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        self.next += 1;
+        Ok(())
+    }
+
+    /// The assembled parameters, once complete and matching the announced content hash.
+    pub fn finish(self) -> Result<ParamVec, WireError> {
+        if !self.is_complete() {
+            return Err(WireError::Incomplete {
+                received: self.next,
+                planned: self.plan.len(),
+            });
+        }
+        let params = ParamVec::new(self.schema, self.values).map_err(|e| WireError::Malformed {
+            field: "parameters",
+            reason: e.to_string(),
+        })?;
+        let got = params.content_hash();
+        if got != self.expected {
+            return Err(WireError::ContentHashMismatch {
+                expected: self.expected,
+                got,
+            });
+        }
+        Ok(params)
+    }
+}
+
+/// Reads a 32-byte hash field.
+pub fn hash_from_bytes(field: &'static str, bytes: &[u8]) -> Result<ContentHash, WireError> {
+    let digest: [u8; 32] = bytes.try_into().map_err(|_| WireError::Malformed {
+        field,
+        reason: format!("expected 32 bytes, got {}", bytes.len()),
+    })?;
+    Ok(ContentHash::from_digest(digest))
+}
+
+/// Reads a list of 32-byte chunk hashes.
+pub fn chunk_hashes_from_bytes(list: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, WireError> {
+    list.iter()
+        .map(|b| hash_from_bytes("chunk hash", b).map(|h| *h.as_bytes()))
+        .collect()
+}
+
+/// Metrics as wire messages, refusing none (names are free text).
+pub fn metrics_to_pb(metrics: &Metrics) -> Vec<pb::Metric> {
+    metrics
+        .iter()
+        .map(|(name, value)| pb::Metric {
+            name: name.clone(),
+            value: *value,
+        })
+        .collect()
+}
+
+/// Metrics from wire messages; refuses duplicate or overlong names.
+pub fn metrics_from_pb(list: &[pb::Metric]) -> Result<Metrics, WireError> {
+    const MAX_METRICS: usize = 64;
+    const MAX_NAME: usize = 64;
+    if list.len() > MAX_METRICS {
+        return Err(WireError::Malformed {
+            field: "metrics",
+            reason: format!("{} metrics, at most {MAX_METRICS} allowed", list.len()),
+        });
+    }
+    let mut out = Metrics::new();
+    for m in list {
+        if m.name.is_empty() || m.name.len() > MAX_NAME {
+            return Err(WireError::Malformed {
+                field: "metric name",
+                reason: format!("length {} not in 1..={MAX_NAME}", m.name.len()),
+            });
+        }
+        if out.insert(m.name.clone(), m.value).is_some() {
+            return Err(WireError::Malformed {
+                field: "metrics",
+                reason: format!("`{}` appears twice", m.name),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::params::TensorSpec;
+
+    fn params() -> ParamVec {
+        let schema = Arc::new(
+            Schema::new(vec![
+                TensorSpec::new("a", [5]),
+                TensorSpec::new("empty", [0]),
+                TensorSpec::new("b", [2, 3]),
+            ])
+            .unwrap(),
+        );
+        ParamVec::new(schema, (0..11).map(|i| i as f32 * 0.25).collect()).unwrap()
+    }
+
+    fn assembler(p: &ParamVec, max: usize, hashes: bool) -> ParamAssembler {
+        ParamAssembler::new(
+            p.schema().clone(),
+            7,
+            p.content_hash(),
+            max,
+            hashes.then(|| chunk_hashes(p, max)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn plan_splits_tensors_and_skips_empty_ones() {
+        let p = params();
+        let plan = ChunkPlan::new(p.schema(), 8);
+        let shape: Vec<(u32, u64, usize)> =
+            plan.chunks().iter().map(|c| (c.tensor, c.offset, c.len)).collect();
+        assert_eq!(
+            shape,
+            vec![(0, 0, 2), (0, 2, 2), (0, 4, 1), (2, 0, 2), (2, 2, 2), (2, 4, 2)]
+        );
+        assert_eq!(ChunkPlan::new(p.schema(), 1).len(), 11, "at least one value a chunk");
+    }
+
+    #[test]
+    fn chunks_round_trip_through_protobuf_bytes() {
+        let p = params();
+        let mut asm = assembler(&p, 12, true);
+        for chunk in encode_chunks(&p, 7, 12) {
+            let bytes = pb::ServerFrame {
+                kind: Some(pb::server_frame::Kind::Chunk(chunk)),
+            }
+            .encode_to_vec();
+            let frame = pb::ServerFrame::decode(bytes.as_slice()).unwrap();
+            let Some(pb::server_frame::Kind::Chunk(c)) = frame.kind else {
+                panic!()
+            };
+            asm.push(&c).unwrap();
+        }
+        assert_eq!(asm.finish().unwrap(), p);
+    }
+
+    #[test]
+    fn malformed_protobuf_is_an_error() {
+        assert!(pb::ClientFrame::decode(&[0xff, 0xff, 0xff, 0xff][..]).is_err());
+        assert!(pb::ClientFrame::decode(&[0x0a, 0x80][..]).is_err(), "truncated length");
+    }
+
+    #[test]
+    fn off_plan_chunks_are_refused_and_leave_no_trace() {
+        let p = params();
+        let chunks: Vec<_> = encode_chunks(&p, 7, 8).collect();
+        let mut asm = assembler(&p, 8, true);
+
+        let mut wrong_round = chunks[0].clone();
+        wrong_round.round = 6;
+        assert!(matches!(asm.push(&wrong_round), Err(WireError::UnexpectedChunk { .. })));
+        let mut wrong_tensor = chunks[0].clone();
+        wrong_tensor.tensor = 2;
+        assert!(matches!(asm.push(&wrong_tensor), Err(WireError::UnexpectedChunk { .. })));
+        assert!(matches!(asm.push(&chunks[1]), Err(WireError::UnexpectedChunk { .. })), "gap");
+        let mut big = chunks[0].clone();
+        big.data = vec![0; 12];
+        assert!(matches!(asm.push(&big), Err(WireError::OversizedChunk { got: 12, max: 8 })));
+        let mut short = chunks[0].clone();
+        short.data.truncate(6);
+        assert!(matches!(asm.push(&short), Err(WireError::ChunkLength { .. })));
+        let mut flipped = chunks[0].clone();
+        flipped.data[0] ^= 1;
+        assert_eq!(asm.push(&flipped), Err(WireError::ChunkHashMismatch { index: 0 }));
+
+        // The refusals changed nothing: the honest sequence still assembles.
+        for c in &chunks {
+            asm.push(c).unwrap();
+        }
+        assert!(matches!(asm.push(&chunks[0]), Err(WireError::TooManyChunks { .. })));
+        assert_eq!(asm.finish().unwrap(), p);
+    }
+
+    #[test]
+    fn incomplete_or_tampered_transfers_do_not_assemble() {
+        let p = params();
+        let chunks: Vec<_> = encode_chunks(&p, 7, 8).collect();
+        let mut asm = assembler(&p, 8, false);
+        asm.push(&chunks[0]).unwrap();
+        assert!(matches!(asm.finish(), Err(WireError::Incomplete { received: 1, planned: 6 })));
+
+        // Without per-chunk hashes a flipped byte is caught by the content hash at the end.
+        let mut asm = assembler(&p, 8, false);
+        for (i, c) in chunks.iter().enumerate() {
+            let mut c = c.clone();
+            if i == 3 {
+                c.data[1] ^= 0x40;
+            }
+            asm.push(&c).unwrap();
+        }
+        assert!(matches!(asm.finish(), Err(WireError::ContentHashMismatch { .. })));
+
+        assert!(matches!(
+            ParamAssembler::new(p.schema().clone(), 7, p.content_hash(), 8, Some(vec![[0; 32]])),
+            Err(WireError::ChunkCount { announced: 1, planned: 6 })
+        ));
+    }
+
+    #[test]
+    fn field_decoders_check_lengths_and_duplicates() {
+        assert!(hash_from_bytes("params_hash", &[1; 31]).is_err());
+        assert!(hash_from_bytes("params_hash", &[1; 32]).is_ok());
+        let m = |n: &str| pb::Metric { name: n.into(), value: 1.0 };
+        assert!(metrics_from_pb(&[m("a"), m("a")]).is_err());
+        assert!(metrics_from_pb(&[m("")]).is_err());
+        assert_eq!(metrics_from_pb(&[m("a"), m("b")]).unwrap().len(), 2);
+        let update = update_digest(&chunk_hashes(&params(), 8));
+        assert_ne!(update, update_digest(&chunk_hashes(&params(), 12)));
+    }
+}

@@ -1,0 +1,296 @@
+//! The privacy budget: a ledger that authorises a round before it runs and refuses the round
+//! that would take the run past its total `(ε, δ)`.
+//!
+//! ## Protocol
+//!
+//! 1. Before a round, [`PrivacyLedger::authorize`] composes the committed history with the
+//!    round's [`DpEvent`] and returns an [`Authorization`] if the resulting epsilon is within
+//!    the total, or [`Error::BudgetExceeded`] saying what was spent, what it would become and
+//!    what the total is. Authorising spends nothing.
+//! 2. **Commit when noise is released**, not when the round completes:
+//!    [`PrivacyLedger::commit`] must be called before the first noised output of the round
+//!    (the noised aggregate, the new clip norm, a model checkpoint) leaves the aggregator.
+//!    A round that aborts *before* releasing anything (quorum missed, deadline passed) is
+//!    dropped by dropping its authorization, and spends nothing. A round that aborts *after*
+//!    releasing has been committed already: its noise is out, so its privacy cost is paid
+//!    even though the round produced no model. This is the conservative choice.
+//! 3. Authorizations are tied to the ledger state they were computed from: committing one
+//!    after another commit ([`Error::StaleAuthorization`]) is refused, so two rounds authorised
+//!    against the same history cannot both be committed and together exceed the budget.
+//!
+//! The ledger is plain data (serde) so it can be written into checkpoint manifests and read
+//! back on resume; the epsilon is recomputed from the committed events, never trusted from
+//! a file.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::accounting::{AccountantKind, DpEvent};
+
+/// A round refused because it would take the run past its budget.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "privacy budget exceeded: spent epsilon {spent:.6}, this round would make it {would_be:.6}, \
+     total is {total} (delta {delta}); stop the run or raise the budget"
+)]
+pub struct BudgetExceeded {
+    /// Epsilon spent by the committed rounds.
+    pub spent: f64,
+    /// Epsilon after composing the refused round.
+    pub would_be: f64,
+    /// The budget's total epsilon.
+    pub total: f64,
+    /// The budget's delta.
+    pub delta: f64,
+}
+
+/// Permission to run one round; commit it when the round's noise is released.
+#[must_use = "commit the authorization when the round releases noise, or drop it if the round aborts before"]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authorization {
+    event: DpEvent,
+    issued_at: u64,
+    epsilon_after: f64,
+}
+
+impl Authorization {
+    /// The epsilon the run will have spent once this round is committed.
+    pub fn epsilon_after(&self) -> f64 {
+        self.epsilon_after
+    }
+
+    /// The round's privacy event.
+    pub fn event(&self) -> &DpEvent {
+        &self.event
+    }
+}
+
+/// One run of identical committed events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Entry {
+    event: DpEvent,
+    count: u64,
+}
+
+/// A privacy budget `(total ε, δ)` and the rounds committed against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyLedger {
+    total_epsilon: f64,
+    delta: f64,
+    accountant: AccountantKind,
+    entries: Vec<Entry>,
+    rounds: u64,
+    spent_epsilon: f64,
+}
+
+impl PrivacyLedger {
+    /// An empty ledger with budget `(total_epsilon, delta)`, accounted with `accountant`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `total_epsilon` is finite and positive and `delta` is
+    /// in `(0, 1)`.
+    pub fn new(total_epsilon: f64, delta: f64, accountant: AccountantKind) -> Result<Self, Error> {
+        crate::positive("total_epsilon", total_epsilon)?;
+        if !(delta > 0.0 && delta < 1.0) {
+            return Err(Error::param("delta", delta, "a number in (0, 1)"));
+        }
+        Ok(Self { total_epsilon, delta, accountant, entries: Vec::new(), rounds: 0, spent_epsilon: 0.0 })
+    }
+
+    /// Epsilon spent by the committed rounds (at the ledger's delta).
+    pub fn spent_epsilon(&self) -> f64 {
+        self.spent_epsilon
+    }
+
+    /// Epsilon left before the total is reached.
+    pub fn remaining_epsilon(&self) -> f64 {
+        (self.total_epsilon - self.spent_epsilon).max(0.0)
+    }
+
+    /// The total epsilon.
+    pub fn total_epsilon(&self) -> f64 {
+        self.total_epsilon
+    }
+
+    /// The delta at which epsilon is measured.
+    pub fn delta(&self) -> f64 {
+        self.delta
+    }
+
+    /// The accountant used.
+    pub fn accountant(&self) -> AccountantKind {
+        self.accountant
+    }
+
+    /// Number of committed rounds.
+    pub fn committed_rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    /// Authorises a round whose privacy event is `round_event`, if the run stays within budget.
+    ///
+    /// # Errors
+    /// [`Error::BudgetExceeded`] if composing the round would exceed the total;
+    /// accounting errors ([`Error::InvalidParameter`], [`Error::UnsupportedEvent`]) for a bad
+    /// event.
+    pub fn authorize(&self, round_event: &DpEvent) -> Result<Authorization, Error> {
+        let entries = with_event(&self.entries, round_event);
+        let would_be = epsilon_of(&entries, self.delta, self.accountant)?;
+        if would_be.is_nan() || would_be > self.total_epsilon {
+            return Err(BudgetExceeded {
+                spent: self.spent_epsilon,
+                would_be,
+                total: self.total_epsilon,
+                delta: self.delta,
+            }
+            .into());
+        }
+        Ok(Authorization { event: round_event.clone(), issued_at: self.rounds, epsilon_after: would_be })
+    }
+
+    /// Records an authorised round as spent (call when its noise is released); returns the new
+    /// spent epsilon.
+    ///
+    /// # Errors
+    /// [`Error::StaleAuthorization`] if another round was committed since `authorization` was
+    /// issued (authorise again).
+    pub fn commit(&mut self, authorization: Authorization) -> Result<f64, Error> {
+        if authorization.issued_at != self.rounds {
+            return Err(Error::StaleAuthorization {
+                issued_rounds: authorization.issued_at,
+                ledger_rounds: self.rounds,
+            });
+        }
+        self.entries = with_event(&self.entries, &authorization.event);
+        self.rounds += 1;
+        self.spent_epsilon = authorization.epsilon_after;
+        Ok(self.spent_epsilon)
+    }
+
+    /// Recomputes the spent epsilon from the committed events (after deserialising, so a
+    /// manifest's number is never trusted); returns it.
+    ///
+    /// # Errors
+    /// Accounting errors for a corrupted event, [`Error::InvalidParameter`] for a corrupted
+    /// budget.
+    pub fn verify(&mut self) -> Result<f64, Error> {
+        let fresh = Self::new(self.total_epsilon, self.delta, self.accountant)?;
+        let spent = epsilon_of(&self.entries, self.delta, self.accountant)?;
+        let rounds: u64 = self.entries.iter().map(|e| e.count).sum();
+        *self = Self { entries: std::mem::take(&mut self.entries), rounds, spent_epsilon: spent, ..fresh };
+        Ok(spent)
+    }
+}
+
+fn with_event(entries: &[Entry], event: &DpEvent) -> Vec<Entry> {
+    let mut out = entries.to_vec();
+    match out.last_mut() {
+        Some(last) if last.event == *event => last.count += 1,
+        _ => out.push(Entry { event: event.clone(), count: 1 }),
+    }
+    out
+}
+
+fn epsilon_of(entries: &[Entry], delta: f64, kind: AccountantKind) -> Result<f64, Error> {
+    let mut acc = kind.new_accountant();
+    for e in entries {
+        acc.compose(&DpEvent::self_composed(e.event.clone(), e.count))?;
+    }
+    acc.epsilon(delta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+
+    #[test]
+    fn refuses_the_round_that_would_exceed_the_budget() {
+        let round = DpEvent::poisson_gaussian(0.1, 1.0);
+        let mut ledger = PrivacyLedger::new(1.0, 1e-5, AccountantKind::Rdp).unwrap();
+        let mut committed = 0;
+        loop {
+            match ledger.authorize(&round) {
+                Ok(auth) => {
+                    ledger.commit(auth).unwrap();
+                    committed += 1;
+                }
+                Err(Error::BudgetExceeded(b)) => {
+                    assert_eq!(b.spent, ledger.spent_epsilon());
+                    assert!(b.would_be > 1.0 && b.spent <= 1.0);
+                    let msg = Error::BudgetExceeded(b).to_string();
+                    assert!(msg.contains("spent") && msg.contains("would") && msg.contains("total"));
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(committed > 0);
+        assert_eq!(ledger.committed_rounds(), committed);
+    }
+
+    #[test]
+    fn aborted_rounds_spend_nothing_and_stale_authorizations_are_refused() {
+        let round = DpEvent::poisson_gaussian(0.05, 1.2);
+        let mut ledger = PrivacyLedger::new(3.0, 1e-5, AccountantKind::Pld).unwrap();
+        let a = ledger.authorize(&round).unwrap();
+        drop(a); // aborted before release
+        assert_eq!(ledger.spent_epsilon(), 0.0);
+        let a = ledger.authorize(&round).unwrap();
+        let b = ledger.authorize(&round).unwrap();
+        ledger.commit(a).unwrap();
+        assert!(matches!(ledger.commit(b), Err(Error::StaleAuthorization { .. })));
+        assert_eq!(ledger.committed_rounds(), 1);
+    }
+
+    #[test]
+    fn never_exceeds_the_total_over_random_sequences() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        for trial in 0..40 {
+            let kind = if trial % 4 == 0 { AccountantKind::Pld } else { AccountantKind::Rdp };
+            let total = rng.random_range(0.5..4.0);
+            let mut ledger = PrivacyLedger::new(total, 1e-5, kind).unwrap();
+            let mut pending: Vec<Authorization> = Vec::new();
+            for _ in 0..30 {
+                let q = [0.01, 0.1, 0.5, 1.0][rng.random_range(0..4)];
+                let z = rng.random_range(0.8..4.0);
+                let event = DpEvent::poisson_gaussian(q, z);
+                match rng.random_range(0..3) {
+                    0 => {
+                        if let Ok(a) = ledger.authorize(&event) {
+                            pending.push(a);
+                        }
+                    }
+                    1 => {
+                        if let Some(a) = pending.pop() {
+                            let _ = ledger.commit(a);
+                        }
+                    }
+                    _ => {
+                        pending.clear(); // abort
+                    }
+                }
+                assert!(ledger.spent_epsilon() <= total, "trial {trial}");
+            }
+            let spent = ledger.spent_epsilon();
+            assert!((ledger.verify().unwrap() - spent).abs() <= 1e-12 * spent.max(1.0));
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut ledger = PrivacyLedger::new(2.0, 1e-5, AccountantKind::Rdp).unwrap();
+        for _ in 0..3 {
+            let a = ledger.authorize(&DpEvent::poisson_gaussian(0.1, 1.5)).unwrap();
+            ledger.commit(a).unwrap();
+        }
+        let json = serde_json::to_string(&ledger).unwrap();
+        let mut back: PrivacyLedger = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ledger);
+        assert_eq!(back.verify().unwrap(), ledger.spent_epsilon());
+        assert!(PrivacyLedger::new(0.0, 1e-5, AccountantKind::Rdp).is_err());
+        assert!(PrivacyLedger::new(1.0, 1.0, AccountantKind::Rdp).is_err());
+    }
+}

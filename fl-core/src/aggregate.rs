@@ -1,18 +1,52 @@
-//! Streaming, example-weighted sums of client parameters, accumulated in `f64`.
+//! Streaming, example-weighted sums of client parameters in exact fixed point.
 //!
-//! The round engine adds each client's result as it arrives and drops it right after, so an
-//! aggregator's memory holds one sum per round, not one model per client.
+//! The round engine adds each client's result as it arrives, chunk by chunk, and drops it right
+//! after, so an aggregator's memory holds one sum per round, not one model per client.
+//!
+//! Each term `w·x` (an example count times an `f32` value) is exact in `f64`; it is rounded to
+//! a multiple of 2⁻³² and summed in `i64`. Integer addition is associative, so the sum, and the
+//! model that comes out of it, do not depend on the order in which clients' chunks arrive: an
+//! aggregator that restarts and sees results in another order produces the same bytes. It is
+//! also the encoding secure aggregation and discrete-Gaussian noise work in.
+//!
+//! A client whose upload breaks off mid-way leaves the values it had delivered in the sum; each
+//! value is averaged over the weight of the clients that delivered it (see [`WeightedSum::mean`]).
 
 use std::sync::Arc;
 
 use crate::params::{ParamError, ParamVec, Schema};
 use crate::round::Metrics;
 
+/// Fractional bits of the fixed-point sum: terms are multiples of 2⁻³².
+pub const FRACTION_BITS: u32 = 32;
+
+const SCALE: f64 = (1u64 << FRACTION_BITS) as f64;
+
+/// Largest weight (example count) of one result: `2²⁹`, so that `weight · value` is exact in
+/// `f64`.
+pub const MAX_WEIGHT: u64 = 1 << 29;
+
+/// Largest magnitude of one term `weight · value`: `2³⁰`, so a term fits in 62 bits.
+pub const MAX_TERM: f64 = (1u64 << 30) as f64;
+
+/// A client's running contribution to a [`WeightedSum`], from [`WeightedSum::begin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Contribution(usize);
+
+#[derive(Debug, Clone)]
+struct Part {
+    weight: u64,
+    /// Values delivered so far: the contribution covers `[0, end)`.
+    end: usize,
+    complete: bool,
+}
+
 /// The running sum `Σ wᵢ·xᵢ` of client parameters `xᵢ` with weights `wᵢ` (example counts).
 #[derive(Debug, Clone)]
 pub struct WeightedSum {
     schema: Arc<Schema>,
-    sum: Vec<f64>,
+    sum: Vec<i64>,
+    parts: Vec<Part>,
     total_weight: u64,
     count: usize,
     metric_sums: Metrics,
@@ -24,16 +58,18 @@ impl WeightedSum {
         let n = schema.num_values();
         Self {
             schema,
-            sum: vec![0.0; n],
+            sum: vec![0; n],
+            parts: Vec::new(),
             total_weight: 0,
             count: 0,
             metric_sums: Metrics::new(),
         }
     }
 
-    /// Adds `params` with weight `weight`, and `metrics` weighted the same way.
+    /// Adds a whole result: `params` with weight `weight`, and `metrics` weighted the same way.
     ///
-    /// Refuses another schema, non-finite values and a zero weight, leaving the sum unchanged.
+    /// Refuses another schema, non-finite or out-of-range values and a zero or oversized
+    /// weight, leaving the sum unchanged.
     pub fn add(
         &mut self,
         params: &ParamVec,
@@ -46,32 +82,128 @@ impl WeightedSum {
                 got: params.schema().hash(),
             }));
         }
-        if weight == 0 {
-            return Err(AggregateError::ZeroWeight);
+        check_weight(weight)?;
+        let c = Contribution(self.parts.len());
+        self.parts.push(Part {
+            weight,
+            end: 0,
+            complete: false,
+        });
+        match self
+            .extend(c, params.values())
+            .and_then(|()| self.complete(c, metrics))
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // `extend` is all-or-nothing, so nothing of this result is in the sum.
+                self.parts.pop();
+                Err(e)
+            }
         }
-        if !params.all_finite() {
-            return Err(AggregateError::NonFinite);
+    }
+
+    /// Starts a result that will arrive in pieces, with weight `weight`.
+    pub fn begin(&mut self, weight: u64) -> Result<Contribution, AggregateError> {
+        check_weight(weight)?;
+        self.parts.push(Part {
+            weight,
+            end: 0,
+            complete: false,
+        });
+        Ok(Contribution(self.parts.len() - 1))
+    }
+
+    /// Adds the next `values` of contribution `c` (they continue where its last piece ended).
+    ///
+    /// All or nothing: non-finite or out-of-range values, values past the end of the schema, a
+    /// finished contribution or an overflowing sum leave the sum unchanged.
+    pub fn extend(&mut self, c: Contribution, values: &[f32]) -> Result<(), AggregateError> {
+        let n = self.sum.len();
+        let part = self
+            .parts
+            .get(c.0)
+            .ok_or(AggregateError::UnknownContribution)?;
+        if part.complete {
+            return Err(AggregateError::AlreadyComplete);
         }
-        let w = weight as f64;
-        for (s, v) in self.sum.iter_mut().zip(params.values()) {
-            *s += w * f64::from(*v);
+        let start = part.end;
+        if values.len() > n - start {
+            return Err(AggregateError::TooManyValues {
+                expected: n - start,
+                got: values.len(),
+            });
         }
+        let w = part.weight as f64;
+        let mut terms = Vec::with_capacity(values.len());
+        for v in values {
+            if !v.is_finite() {
+                return Err(AggregateError::NonFinite);
+            }
+            // Exact: a 24-bit mantissa times a weight below 2^29, then a power of two.
+            let t = w * f64::from(*v);
+            if t.abs() > MAX_TERM {
+                return Err(AggregateError::OutOfRange { value: *v });
+            }
+            terms.push((t * SCALE).round() as i64);
+        }
+        let target = &mut self.sum[start..start + values.len()];
+        for (i, (s, t)) in target.iter_mut().zip(&terms).enumerate() {
+            match s.checked_add(*t) {
+                Some(v) => *s = v,
+                None => {
+                    for (s, t) in target[..i].iter_mut().zip(&terms) {
+                        *s -= t;
+                    }
+                    return Err(AggregateError::Overflow);
+                }
+            }
+        }
+        self.parts[c.0].end = start + values.len();
+        Ok(())
+    }
+
+    /// Marks contribution `c` complete once every value arrived, and adds its `metrics`.
+    pub fn complete(&mut self, c: Contribution, metrics: &Metrics) -> Result<(), AggregateError> {
+        let n = self.sum.len();
+        let part = self
+            .parts
+            .get_mut(c.0)
+            .ok_or(AggregateError::UnknownContribution)?;
+        if part.complete {
+            return Err(AggregateError::AlreadyComplete);
+        }
+        if part.end != n {
+            return Err(AggregateError::Incomplete {
+                received: part.end,
+                expected: n,
+            });
+        }
+        part.complete = true;
+        let w = part.weight as f64;
         for (k, v) in metrics {
             if v.is_finite() {
                 *self.metric_sums.entry(k.clone()).or_insert(0.0) += w * v;
             }
         }
-        self.total_weight += weight;
+        self.total_weight += part.weight;
         self.count += 1;
         Ok(())
     }
 
-    /// Number of results added.
+    /// Number of complete results.
     pub fn count(&self) -> usize {
         self.count
     }
 
-    /// Sum of the weights added.
+    /// Number of results that broke off after delivering some but not all values.
+    pub fn partial(&self) -> usize {
+        self.parts
+            .iter()
+            .filter(|p| !p.complete && p.end > 0)
+            .count()
+    }
+
+    /// Sum of the weights of complete results.
     pub fn total_weight(&self) -> u64 {
         self.total_weight
     }
@@ -81,22 +213,66 @@ impl WeightedSum {
         &self.schema
     }
 
-    /// The raw weighted sum, one `f64` per parameter.
-    pub fn sum(&self) -> &[f64] {
+    /// The raw fixed-point sum, one `i64` per parameter in units of 2⁻³².
+    pub fn raw(&self) -> &[i64] {
         &self.sum
     }
 
-    /// The weighted mean `Σ wᵢ·xᵢ / Σ wᵢ` rounded to `f32`, or `None` if nothing was added.
+    /// The weight behind each value, as runs `(end, weight)`: values before `end` (and after
+    /// the previous run's end) were delivered by results of total weight `weight`.
+    fn coverage(&self) -> Vec<(usize, u64)> {
+        let n = self.sum.len();
+        let mut ends: Vec<(usize, u64)> = self
+            .parts
+            .iter()
+            .filter(|p| p.end > 0)
+            .map(|p| (p.end, p.weight))
+            .collect();
+        ends.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        // Walk from the end of the vector backwards, adding each part's weight where it begins
+        // to cover.
+        let mut runs = Vec::new();
+        let mut weight = 0u64;
+        let mut i = 0;
+        let mut hi = n;
+        while i < ends.len() {
+            let at = ends[i].0;
+            if at < hi && weight > 0 {
+                runs.push((hi, weight));
+            }
+            hi = hi.min(at);
+            while i < ends.len() && ends[i].0 == at {
+                weight += ends[i].1;
+                i += 1;
+            }
+        }
+        if hi > 0 && weight > 0 {
+            runs.push((hi, weight));
+        }
+        runs.reverse();
+        runs
+    }
+
+    /// The weighted mean rounded to `f32`, or `None` if no result is complete.
+    ///
+    /// Each value is divided by the weight of the results that delivered it: with only complete
+    /// results that is `Σ wᵢ·xᵢ / Σ wᵢ`; values also delivered by a result that broke off
+    /// include it.
     pub fn mean(&self) -> Option<ParamVec> {
-        if self.total_weight == 0 {
+        if self.count == 0 {
             return None;
         }
-        let w = self.total_weight as f64;
-        let values = self.sum.iter().map(|s| (s / w) as f32).collect();
+        let mut values = Vec::with_capacity(self.sum.len());
+        let mut start = 0;
+        for (end, weight) in self.coverage() {
+            let d = weight as f64 * SCALE;
+            values.extend(self.sum[start..end].iter().map(|&s| (s as f64 / d) as f32));
+            start = end;
+        }
         ParamVec::new(self.schema.clone(), values).ok()
     }
 
-    /// The weighted mean of every reported metric.
+    /// The weighted mean of every reported metric over complete results.
     pub fn mean_metrics(&self) -> Metrics {
         if self.total_weight == 0 {
             return Metrics::new();
@@ -109,8 +285,18 @@ impl WeightedSum {
     }
 }
 
+fn check_weight(weight: u64) -> Result<(), AggregateError> {
+    if weight == 0 {
+        return Err(AggregateError::ZeroWeight);
+    }
+    if weight > MAX_WEIGHT {
+        return Err(AggregateError::WeightTooLarge { weight });
+    }
+    Ok(())
+}
+
 /// Why a result could not be added to a sum.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AggregateError {
     /// The parameters are for another model.
@@ -119,9 +305,46 @@ pub enum AggregateError {
     /// A result claims zero examples, so it cannot be weighted.
     #[error("a result with zero examples cannot be weighted")]
     ZeroWeight,
+    /// A result claims more examples than the fixed-point sum can weight exactly.
+    #[error("a weight of {weight} examples exceeds the limit of {MAX_WEIGHT}")]
+    WeightTooLarge {
+        /// The weight claimed.
+        weight: u64,
+    },
     /// A result holds NaN or infinite values.
     #[error("parameters contain NaN or infinite values")]
     NonFinite,
+    /// A value whose weighted term exceeds [`MAX_TERM`].
+    #[error("value {value} times its weight is outside the fixed-point range (±2^30)")]
+    OutOfRange {
+        /// The offending value.
+        value: f32,
+    },
+    /// The sum of a value over results left the `i64` range.
+    #[error("the fixed-point sum overflowed")]
+    Overflow,
+    /// More values than the schema has left.
+    #[error("{got} values arrived where at most {expected} remain")]
+    TooManyValues {
+        /// Values the schema has left.
+        expected: usize,
+        /// Values received.
+        got: usize,
+    },
+    /// A result was marked complete before all of its values arrived.
+    #[error("result incomplete: {received} of {expected} values")]
+    Incomplete {
+        /// Values received.
+        received: usize,
+        /// Values expected.
+        expected: usize,
+    },
+    /// The contribution was already complete.
+    #[error("the result is already complete")]
+    AlreadyComplete,
+    /// A contribution handle from another sum.
+    #[error("unknown contribution")]
+    UnknownContribution,
 }
 
 #[cfg(test)]
@@ -181,5 +404,101 @@ mod tests {
         let mut sum = WeightedSum::new(s);
         sum.add(&p, 1797, &Metrics::new()).unwrap();
         assert_eq!(sum.mean().unwrap(), p);
+    }
+
+    #[test]
+    fn order_of_arrival_does_not_change_a_bit() {
+        let s = Arc::new(Schema::new(vec![TensorSpec::new("w", [1000])]).unwrap());
+        let results: Vec<(ParamVec, u64)> = (0..7u64)
+            .map(|i| {
+                let values = (0..1000)
+                    .map(|j| ((i * 7919 + j * 104_729) % 9973) as f32 * 1.37e-3 - 6.1)
+                    .collect();
+                (ParamVec::new(s.clone(), values).unwrap(), 17 + i * 31)
+            })
+            .collect();
+        let mut forward = WeightedSum::new(s.clone());
+        for (p, w) in &results {
+            forward.add(p, *w, &Metrics::new()).unwrap();
+        }
+        // Backwards, and chunked in a different way.
+        let mut backward = WeightedSum::new(s.clone());
+        for (p, w) in results.iter().rev() {
+            let c = backward.begin(*w).unwrap();
+            for piece in p.values().chunks(333) {
+                backward.extend(c, piece).unwrap();
+            }
+            backward.complete(c, &Metrics::new()).unwrap();
+        }
+        assert_eq!(forward.raw(), backward.raw());
+        assert_eq!(
+            forward.mean().unwrap().content_hash(),
+            backward.mean().unwrap().content_hash()
+        );
+    }
+
+    #[test]
+    fn a_broken_off_result_counts_only_where_it_delivered() {
+        let s = Arc::new(Schema::new(vec![TensorSpec::new("w", [4])]).unwrap());
+        let mut sum = WeightedSum::new(s.clone());
+        let full = ParamVec::new(s.clone(), vec![1.0; 4]).unwrap();
+        sum.add(&full, 1, &Metrics::new()).unwrap();
+        let c = sum.begin(3).unwrap();
+        sum.extend(c, &[5.0, 5.0]).unwrap();
+        assert_eq!(
+            sum.complete(c, &Metrics::new()),
+            Err(AggregateError::Incomplete {
+                received: 2,
+                expected: 4
+            })
+        );
+        assert_eq!(sum.count(), 1);
+        assert_eq!(sum.partial(), 1);
+        // (1 + 3·5) / 4 = 4 where both delivered, 1 elsewhere.
+        assert_eq!(sum.mean().unwrap().values(), &[4.0, 4.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn extend_is_all_or_nothing() {
+        let s = schema();
+        let mut sum = WeightedSum::new(s.clone());
+        let c = sum.begin(1).unwrap();
+        assert_eq!(
+            sum.extend(c, &[1.0, f32::INFINITY]),
+            Err(AggregateError::NonFinite)
+        );
+        assert_eq!(
+            sum.extend(c, &[1.0, 2e9]),
+            Err(AggregateError::OutOfRange { value: 2e9 })
+        );
+        assert_eq!(
+            sum.extend(c, &[1.0; 4]),
+            Err(AggregateError::TooManyValues {
+                expected: 3,
+                got: 4
+            })
+        );
+        assert!(sum.raw().iter().all(|&v| v == 0));
+        // Overflow midway through a piece rolls the piece back.
+        let big = (1u64 << 29) as f32;
+        let mut sum = WeightedSum::new(s.clone());
+        let mut pushed = 0;
+        let err = loop {
+            let c = sum.begin(2).unwrap();
+            match sum.extend(c, &[1.0, big, big]) {
+                Ok(()) => pushed += 1,
+                Err(e) => break e,
+            }
+            assert!(pushed < 100, "never overflowed");
+        };
+        assert_eq!(err, AggregateError::Overflow);
+        let expected = pushed as i64 * (2 << FRACTION_BITS);
+        assert_eq!(sum.raw()[0], expected);
+        assert_eq!(
+            sum.begin(MAX_WEIGHT + 1),
+            Err(AggregateError::WeightTooLarge {
+                weight: MAX_WEIGHT + 1
+            })
+        );
     }
 }

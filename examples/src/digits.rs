@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use fl_aggregator::{Engine, EngineConfig, EngineEvent, InProcessFederation};
-use fl_client::data::digits;
-use fl_client::{BurnTrainer, Dataset, DeviceSpec, ModelSpec, Trainer, partition};
+use fl_client::{BurnTrainer, Dataset, DeviceSpec, ModelSpec, Trainer};
 use fl_core::{
     ContentHash, EvaluateConfig, EvaluateResult, FedAvg, FedAvgConfig, FitConfig, ParamVec,
     derive_seed,
@@ -89,20 +88,14 @@ pub enum RunError {
 
 /// Splits the digits, partitions the training side and builds every trainer.
 pub fn prepare(config: &DigitsConfig) -> Result<Prepared, RunError> {
-    let all = digits::embedded();
-    let (train, test) = all
-        .train_test_split(config.test_fraction, derive_seed(config.seed, "split", 0))
-        .map_err(fl_client::Error::from)?;
-    let parts = partition::dirichlet(
-        train.labels(),
-        train.num_classes(),
+    let (members, test) = fl_client::federation::digits_split(
         config.clients,
+        fl_client::federation::PartitionKind::Dirichlet,
         config.alpha,
-        derive_seed(config.seed, "partition", 0),
-    )
-    .map_err(fl_client::Error::from)?;
+        config.test_fraction,
+        config.seed,
+    )?;
     let init_seed = derive_seed(config.seed, "init", 0);
-    let members: Vec<Dataset> = train.split_by(&parts).map_err(fl_client::Error::from)?;
     let sizes = members.iter().map(Dataset::len).collect();
     let trainers = members
         .into_iter()

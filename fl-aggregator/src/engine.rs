@@ -17,13 +17,13 @@
 //! aborted (parameters unchanged) otherwise. An optional federated evaluation stage follows.
 //! Time is a [`Duration`] since an epoch the driver chooses.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fl_core::{
-    ClientId, ClientMessage, ContentHash, EvaluateResult, Metrics, ParamVec, RoundConfig,
-    ServerMessage, Stage, Strategy, WeightedSum, derive_seed,
+    ClientId, ClientMessage, ContentHash, Contribution, EvaluateResult, Metrics, ParamVec,
+    RoundConfig, ServerMessage, Stage, Strategy, WeightedSum, derive_seed,
 };
 use serde::{Deserialize, Serialize};
 
@@ -97,8 +97,11 @@ pub enum EngineEvent {
         round: u64,
         /// The new global parameters.
         params: Arc<ParamVec>,
-        /// Results aggregated.
+        /// Complete results aggregated.
         num_results: usize,
+        /// Results that broke off mid-upload; the values they delivered are in the aggregate
+        /// (see [`WeightedSum::mean`]) and they count among the dropped.
+        num_partial: usize,
         /// Selected clients that were dropped.
         num_dropped: usize,
         /// Example-weighted mean of the clients' training metrics.
@@ -163,6 +166,8 @@ pub enum EngineError {
 struct FitStage {
     round: u64,
     pending: BTreeSet<ClientId>,
+    /// Pending clients whose result is arriving in pieces, with their metrics.
+    streaming: BTreeMap<ClientId, (Contribution, Metrics)>,
     sum: WeightedSum,
     min_results: usize,
     dropped: usize,
@@ -289,29 +294,49 @@ impl Engine {
         }
         let result = match msg {
             ClientMessage::FitDone { round, result } => {
-                let State::Fit(stage) = &mut self.state else {
+                let stage = self.fit_stage_owing(client, round)?;
+                if stage.streaming.contains_key(&client) {
+                    return Err(unexpected(client, round, Stage::Fit));
+                }
+                let added = stage
+                    .sum
+                    .add(&result.params, result.num_examples, &result.metrics);
+                self.settle_fit(client, round, added)
+            }
+            ClientMessage::FitBegin {
+                round,
+                num_examples,
+                metrics,
+            } => {
+                let stage = self.fit_stage_owing(client, round)?;
+                if stage.streaming.contains_key(&client) {
+                    return Err(unexpected(client, round, Stage::Fit));
+                }
+                match stage.sum.begin(num_examples) {
+                    Ok(c) => {
+                        stage.streaming.insert(client, (c, metrics));
+                        Ok(())
+                    }
+                    Err(e) => self.settle_fit(client, round, Err(e)),
+                }
+            }
+            ClientMessage::FitChunk { round, values } => {
+                let stage = self.fit_stage_owing(client, round)?;
+                let Some((c, _)) = stage.streaming.get(&client) else {
                     return Err(unexpected(client, round, Stage::Fit));
                 };
-                if stage.round != round || !stage.pending.remove(&client) {
-                    return Err(unexpected(client, round, Stage::Fit));
-                }
-                match stage
-                    .sum
-                    .add(&result.params, result.num_examples, &result.metrics)
-                {
+                match stage.sum.extend(*c, &values) {
                     Ok(()) => Ok(()),
-                    Err(e) => {
-                        stage.dropped += 1;
-                        let reason = e.to_string();
-                        self.events.push_back(EngineEvent::ClientDropped {
-                            round,
-                            stage: Stage::Fit,
-                            client,
-                            reason: DropReason::InvalidResult(reason.clone()),
-                        });
-                        Err(EngineError::InvalidResult { client, reason })
-                    }
+                    Err(e) => self.settle_fit(client, round, Err(e)),
                 }
+            }
+            ClientMessage::FitEnd { round } => {
+                let stage = self.fit_stage_owing(client, round)?;
+                let Some((c, metrics)) = stage.streaming.remove(&client) else {
+                    return Err(unexpected(client, round, Stage::Fit));
+                };
+                let done = stage.sum.complete(c, &metrics);
+                self.settle_fit(client, round, done)
             }
             ClientMessage::EvaluateDone { round, result } => {
                 let State::Evaluate(stage) = &mut self.state else {
@@ -345,6 +370,7 @@ impl Engine {
                 let owed = match &mut self.state {
                     State::Fit(s) if stage == Stage::Fit && s.round == round => {
                         let owed = s.pending.remove(&client);
+                        s.streaming.remove(&client);
                         if owed {
                             s.dropped += 1;
                         }
@@ -369,6 +395,48 @@ impl Engine {
         };
         self.maybe_close_stage(now);
         result
+    }
+
+    /// The fit stage, if it is round `round` and still waits on `client`.
+    fn fit_stage_owing(
+        &mut self,
+        client: ClientId,
+        round: u64,
+    ) -> Result<&mut FitStage, EngineError> {
+        match &mut self.state {
+            State::Fit(stage) if stage.round == round && stage.pending.contains(&client) => {
+                Ok(stage)
+            }
+            _ => Err(unexpected(client, round, Stage::Fit)),
+        }
+    }
+
+    /// Ends `client`'s part in the fit stage when its result was added (`Ok`) or refused.
+    fn settle_fit(
+        &mut self,
+        client: ClientId,
+        round: u64,
+        outcome: Result<(), fl_core::AggregateError>,
+    ) -> Result<(), EngineError> {
+        let State::Fit(stage) = &mut self.state else {
+            return Err(unexpected(client, round, Stage::Fit));
+        };
+        stage.pending.remove(&client);
+        stage.streaming.remove(&client);
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                stage.dropped += 1;
+                let reason = e.to_string();
+                self.events.push_back(EngineEvent::ClientDropped {
+                    round,
+                    stage: Stage::Fit,
+                    client,
+                    reason: DropReason::InvalidResult(reason.clone()),
+                });
+                Err(EngineError::InvalidResult { client, reason })
+            }
+        }
     }
 
     /// Time passed; closes the current stage if its deadline is reached.
@@ -465,6 +533,7 @@ impl Engine {
         self.state = State::Fit(FitStage {
             round,
             pending: plan.clients.iter().copied().collect(),
+            streaming: BTreeMap::new(),
             sum: WeightedSum::new(self.params.schema().clone()),
             min_results: plan.min_results.max(1),
             dropped: 0,
@@ -478,6 +547,7 @@ impl Engine {
                 if !s.pending.remove(&client) {
                     return;
                 }
+                s.streaming.remove(&client);
                 s.dropped += 1;
                 (s.round, Stage::Fit)
             }
@@ -524,7 +594,10 @@ impl Engine {
             self.abort_round(now, reason);
             return;
         }
-        match self.strategy.aggregate_fit(round, &self.params, &stage.sum) {
+        let num_results = stage.sum.count();
+        let num_partial = stage.sum.partial();
+        let metrics = stage.sum.mean_metrics();
+        match self.strategy.aggregate_fit(round, &self.params, stage.sum) {
             Ok(next)
                 if next.all_finite() && next.schema().hash() == self.params.schema().hash() =>
             {
@@ -533,9 +606,10 @@ impl Engine {
                 self.events.push_back(EngineEvent::FitAggregated {
                     round,
                     params: self.params.clone(),
-                    num_results: stage.sum.count(),
+                    num_results,
+                    num_partial,
                     num_dropped: stage.dropped,
-                    metrics: stage.sum.mean_metrics(),
+                    metrics,
                 });
             }
             Ok(_) => {

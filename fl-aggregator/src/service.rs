@@ -21,12 +21,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fl_core::identity::{
-    Address, AllowList, JoinChallenge, MemberSignature, UpdateKind, UpdateStatement,
+    Address, JoinChallenge, MemberSignature, UpdateKind, UpdateStatement,
     random_nonce, verify_join, verify_update_by,
 };
-use fl_core::wire::{self, ParamAssembler, pb};
+use fl_core::wire::{self, ChunkVerifier, pb};
 use fl_core::{
-    ClientId, ClientMessage, EvaluateResult, FitResult, ParamVec, Schema, ServerMessage, Stage,
+    ClientId, ClientMessage, EvaluateResult, ParamVec, Schema, ServerMessage, Stage,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
@@ -48,7 +48,7 @@ pub struct ServiceConfig {
     /// Identifier of the federation, bound into every signature.
     pub federation_id: String,
     /// Members allowed to join; a member's `ClientId` is its position in this list.
-    pub allowed: AllowList,
+    pub members: Vec<Address>,
     /// Endpoint names clients may have dialled (bound into the join signature); empty
     /// accepts any name.
     pub server_names: Vec<String>,
@@ -66,10 +66,10 @@ pub struct ServiceConfig {
 
 impl ServiceConfig {
     /// Defaults for everything but the federation and its members.
-    pub fn new(federation_id: impl Into<String>, allowed: AllowList) -> Self {
+    pub fn new(federation_id: impl Into<String>, members: Vec<Address>) -> Self {
         Self {
             federation_id: federation_id.into(),
-            allowed,
+            members,
             server_names: Vec::new(),
             max_sessions: 1024,
             heartbeat_interval: Duration::from_secs(5),
@@ -92,6 +92,9 @@ enum Input {
     Message {
         client: ClientId,
         msg: ClientMessage,
+        /// Where the engine's verdict goes, for messages the session must not go on after a
+        /// refusal of (the start of an update).
+        verdict: Option<oneshot::Sender<Result<(), crate::engine::EngineError>>>,
     },
 }
 
@@ -166,9 +169,17 @@ impl Coordinator {
                     self.engine.handle_disconnect(now, client);
                 }
             }
-            Input::Message { client, msg } => {
-                if let Err(e) = self.engine.handle_message(now, client, msg) {
+            Input::Message {
+                client,
+                msg,
+                verdict,
+            } => {
+                let result = self.engine.handle_message(now, client, msg);
+                if let Err(e) = &result {
                     tracing::warn!(%client, "refused: {e}");
+                }
+                if let Some(verdict) = verdict {
+                    let _ = verdict.send(result);
                 }
             }
         }
@@ -202,9 +213,11 @@ pub struct FederationService {
 
 /// Builds the service and the coordinator that owns `engine`.
 pub fn federation(engine: Engine, config: ServiceConfig) -> (FederationService, Coordinator) {
-    let (tx, rx) = mpsc::channel(1024);
+    // Small: a message may carry a 4 MiB chunk, and a full channel pushes back on the
+    // sessions (and through HTTP/2 flow control on the clients) instead of buffering.
+    let (tx, rx) = mpsc::channel(16);
     let ids = config
-        .allowed
+        .members
         .iter()
         .enumerate()
         .map(|(i, a)| (*a, ClientId(i as u64)))
@@ -346,7 +359,7 @@ async fn run_session(
         ))
     })?;
     let address = Address::from(address);
-    if !cfg.allowed.contains(&address) {
+    if !cfg.members.contains(&address) {
         return Err(Status::permission_denied(format!(
             "{address} is not a member of this federation"
         )));
@@ -502,11 +515,11 @@ struct SessionCtx<'a> {
     session_id: [u8; 32],
 }
 
+/// An update whose chunks are arriving: each verified chunk goes straight into the engine's
+/// running sum, so the service never holds a whole update.
 struct PendingUpdate {
     round: u64,
-    num_examples: u64,
-    metrics: fl_core::Metrics,
-    assembler: ParamAssembler,
+    verifier: ChunkVerifier,
 }
 
 impl SessionCtx<'_> {
@@ -524,25 +537,26 @@ impl SessionCtx<'_> {
                     if pending.is_some() {
                         return Err(invalid("a new update began before the previous one ended"));
                     }
-                    pending = Some(self.begin_update(header)?);
+                    let (update, begin) = self.begin_update(header)?;
+                    let round = update.round;
+                    self.forward_checked(begin).await?.map_err(|e| {
+                        Status::failed_precondition(format!(
+                            "update for round {round} refused: {e} (too late, a duplicate, or a round this member was not asked to train)"
+                        ))
+                    })?;
+                    pending = Some(update);
                 }
                 pb::client_frame::Kind::Chunk(chunk) => {
                     let Some(p) = pending.as_mut() else {
                         return Err(invalid("a chunk arrived outside an update"));
                     };
-                    p.assembler.push(&chunk).map_err(invalid)?;
-                    if p.assembler.is_complete() {
-                        let p = pending.take().expect("checked");
-                        let params = p.assembler.finish().map_err(invalid)?;
-                        self.forward(ClientMessage::FitDone {
-                            round: p.round,
-                            result: FitResult {
-                                params,
-                                num_examples: p.num_examples,
-                                metrics: p.metrics,
-                            },
-                        })
-                        .await?;
+                    let values = p.verifier.push(&chunk).map_err(invalid)?;
+                    let round = p.round;
+                    self.forward(ClientMessage::FitChunk { round, values }).await?;
+                    if p.verifier.is_complete() {
+                        let p = pending.take().expect("checked above");
+                        p.verifier.finish().map_err(invalid)?;
+                        self.forward(ClientMessage::FitEnd { round }).await?;
                     }
                 }
                 pb::client_frame::Kind::Evaluate(report) => {
@@ -579,10 +593,16 @@ impl SessionCtx<'_> {
         }
     }
 
-    fn begin_update(&self, header: pb::UpdateHeader) -> Result<PendingUpdate, Status> {
+    /// Checks an update header (signature over its chunk hashes, round and weight) and prepares
+    /// to verify its chunks.
+    fn begin_update(
+        &self,
+        header: pb::UpdateHeader,
+    ) -> Result<(PendingUpdate, ClientMessage), Status> {
         let cfg = &self.shared.config;
         let hashes = wire::chunk_hashes_from_bytes(&header.chunk_hashes).map_err(invalid)?;
-        let params_hash = wire::hash_from_bytes("params_hash", &header.params_hash).map_err(invalid)?;
+        let params_hash =
+            wire::hash_from_bytes("params_hash", &header.params_hash).map_err(invalid)?;
         let statement = UpdateStatement {
             federation_id: cfg.federation_id.clone(),
             session_id: self.session_id,
@@ -596,20 +616,26 @@ impl SessionCtx<'_> {
         verify_update_by(&statement, &signature, self.address)
             .map_err(|e| Status::unauthenticated(format!("update signature: {e}")))?;
         let metrics = wire::metrics_from_pb(&header.metrics).map_err(invalid)?;
-        let assembler = ParamAssembler::new(
-            self.shared.schema.clone(),
+        let verifier = ChunkVerifier::new(
+            &self.shared.schema,
             header.round,
             params_hash,
             cfg.max_chunk_bytes,
             Some(hashes),
         )
         .map_err(invalid)?;
-        Ok(PendingUpdate {
+        let begin = ClientMessage::FitBegin {
             round: header.round,
             num_examples: header.num_examples,
             metrics,
-            assembler,
-        })
+        };
+        Ok((
+            PendingUpdate {
+                round: header.round,
+                verifier,
+            },
+            begin,
+        ))
     }
 
     async fn forward(&self, msg: ClientMessage) -> Result<(), Status> {
@@ -618,8 +644,28 @@ impl SessionCtx<'_> {
             .send(Input::Message {
                 client: self.client,
                 msg,
+                verdict: None,
             })
             .await
+            .map_err(|_| Status::unavailable("the federation is shutting down"))
+    }
+
+    /// Forwards `msg` and waits for the engine's verdict on it.
+    async fn forward_checked(
+        &self,
+        msg: ClientMessage,
+    ) -> Result<Result<(), crate::engine::EngineError>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .coordinator
+            .send(Input::Message {
+                client: self.client,
+                msg,
+                verdict: Some(tx),
+            })
+            .await
+            .map_err(|_| Status::unavailable("the federation is shutting down"))?;
+        rx.await
             .map_err(|_| Status::unavailable("the federation is shutting down"))
     }
 }

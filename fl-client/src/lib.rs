@@ -10,9 +10,15 @@
 //!   ([`data::digits::embedded`]), and an IDX reader for MNIST and Fashion-MNIST.
 //! - [`partition`]: seeded IID, Dirichlet label-skew and McMahan shard splits for simulations.
 //!
-//! Any other model works too: implement [`Trainer`] for it. This crate does no networking;
-//! the client session that talks to an aggregator (and its gRPC driver) arrives later, and the
-//! in-process simulation lives in `fl-aggregator`.
+//! - [`federation`]: a federation file's `[model]` and `[data]` turned into this member's
+//!   trainer, and the seeded initial model every party derives identically.
+//! - [`node`]: the member's node, which joins an aggregator over gRPC (TLS, a signed join,
+//!   signed updates streamed in hash-checked chunks), reconnects when the connection drops,
+//!   and drives the sans-IO [`ClientSession`](fl_core::ClientSession) with a trainer. The
+//!   `fl-client` binary is a thin CLI over it.
+//!
+//! Any other model works too: implement [`Trainer`] for it. The in-process simulation lives in
+//! `fl-aggregator`.
 //!
 //! ## Feature flags
 //!
@@ -42,6 +48,7 @@
 //! ```
 
 pub mod data;
+pub mod federation;
 pub mod node;
 pub mod partition;
 pub mod trainer;
@@ -68,4 +75,7 @@ pub enum Error {
     /// Training or evaluation failed.
     #[error(transparent)]
     Trainer(#[from] TrainerError),
+    /// The federation file's model or data section is unusable.
+    #[error("{0}")]
+    Config(String),
 }

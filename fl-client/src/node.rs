@@ -46,6 +46,25 @@ pub struct NodeConfig {
     pub tls: Option<NodeTls>,
     /// Time to wait for the connection and the handshake.
     pub connect_timeout: Duration,
+    /// Consecutive failed connection attempts before the node gives up (a session that got
+    /// as far as joining resets the count).
+    pub reconnect_attempts: u32,
+    /// Wait before the first reconnection; it doubles per failure, up to 30 s.
+    pub reconnect_delay: Duration,
+}
+
+impl NodeConfig {
+    /// Plaintext settings for `endpoint` with default timeouts and retries.
+    pub fn new(endpoint: impl Into<String>, federation_id: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            federation_id: federation_id.into(),
+            tls: None,
+            connect_timeout: Duration::from_secs(10),
+            reconnect_attempts: 30,
+            reconnect_delay: Duration::from_millis(500),
+        }
+    }
 }
 
 /// Why a node stopped.
@@ -69,6 +88,28 @@ pub enum NodeError {
     /// The connection closed before the federation finished.
     #[error("the connection closed before the federation finished")]
     Closed,
+    /// Training or evaluation panicked; the trainer is gone.
+    #[error("the trainer panicked: {0}")]
+    TrainerPanicked(String),
+}
+
+impl NodeError {
+    /// Whether reconnecting cannot help: the aggregator refused this member's identity or
+    /// request for good, or the trainer is gone.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            NodeError::Refused(status) => matches!(
+                status.code(),
+                tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::InvalidArgument
+                    | tonic::Code::Unimplemented
+            ),
+            NodeError::TrainerPanicked(_) => true,
+            NodeError::Connect { reason, .. } => reason.contains("invalid"),
+            NodeError::Protocol(_) | NodeError::Closed => false,
+        }
+    }
 }
 
 /// What a node did.
@@ -80,6 +121,8 @@ pub struct NodeReport {
     pub evaluations: u64,
     /// Instructions the session refused.
     pub refused: u64,
+    /// Sessions that completed the handshake (1 without reconnections).
+    pub sessions: u64,
 }
 
 async fn connect(config: &NodeConfig) -> Result<Channel, NodeError> {
@@ -109,13 +152,80 @@ fn client_frame(kind: pb::client_frame::Kind) -> pb::ClientFrame {
     pb::ClientFrame { kind: Some(kind) }
 }
 
-/// Joins the federation and serves it until it finishes.
+/// Joins the federation and serves it until it finishes, reconnecting (with exponential
+/// backoff) when the connection drops or the aggregator restarts: a member that rejoins takes
+/// part from the next round it is selected for. Returns the report and the trainer.
+///
+/// Gives up on a [permanent](NodeError::is_permanent) refusal (not a member, bad signature)
+/// or after `reconnect_attempts` consecutive failures.
 pub async fn run_node<T: Trainer + 'static>(
     config: NodeConfig,
     key: MemberKey,
-    mut trainer: T,
+    trainer: T,
 ) -> Result<(NodeReport, T), NodeError> {
-    let channel = connect(&config).await?;
+    let mut slot = Some(trainer);
+    let mut report = NodeReport::default();
+    let mut failures = 0u32;
+    let mut delay = config.reconnect_delay;
+    loop {
+        let sessions_before = report.sessions;
+        let outcome = run_session(&config, &key, &mut slot, &mut report).await;
+        match outcome {
+            Ok(()) => break,
+            Err(e) if e.is_permanent() => return Err(e),
+            Err(e) => {
+                if report.sessions > sessions_before {
+                    failures = 0;
+                    delay = config.reconnect_delay;
+                }
+                failures += 1;
+                if failures > config.reconnect_attempts {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    "session ended: {e}; reconnecting in {delay:?} (attempt {failures} of {})",
+                    config.reconnect_attempts
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    let trainer = slot.ok_or_else(|| NodeError::TrainerPanicked("trainer lost".into()))?;
+    Ok((report, trainer))
+}
+
+/// Runs `task` on a blocking thread with the trainer from `slot`, putting it back after.
+async fn on_trainer<T: Trainer + 'static, R: Send + 'static>(
+    slot: &mut Option<T>,
+    task: impl FnOnce(&mut T) -> R + Send + 'static,
+) -> Result<R, NodeError> {
+    let mut trainer = slot
+        .take()
+        .ok_or_else(|| NodeError::TrainerPanicked("trainer lost".into()))?;
+    let (trainer, result) = tokio::task::spawn_blocking(move || {
+        let r = task(&mut trainer);
+        (trainer, r)
+    })
+    .await
+    .map_err(|e| NodeError::TrainerPanicked(e.to_string()))?;
+    *slot = Some(trainer);
+    Ok(result)
+}
+
+/// One session: connect, handshake, serve until finished or the connection ends.
+async fn run_session<T: Trainer + 'static>(
+    config: &NodeConfig,
+    key: &MemberKey,
+    slot: &mut Option<T>,
+    report: &mut NodeReport,
+) -> Result<(), NodeError> {
+    let schema = slot
+        .as_ref()
+        .ok_or_else(|| NodeError::TrainerPanicked("trainer lost".into()))?
+        .schema()
+        .clone();
+    let channel = connect(config).await?;
     let limit = wire::MAX_FRAME_BYTES;
     let mut client = grpc::federation_client::FederationClient::new(channel)
         .max_decoding_message_size(limit)
@@ -123,7 +233,6 @@ pub async fn run_node<T: Trainer + 'static>(
 
     let (tx, rx) = mpsc::channel(8);
     let client_nonce = random_nonce();
-    let schema = trainer.schema().clone();
     tx.send(client_frame(pb::client_frame::Kind::Hello(pb::Hello {
         protocol_version: wire::PROTOCOL_VERSION,
         federation_id: config.federation_id.clone(),
@@ -164,6 +273,7 @@ pub async fn run_node<T: Trainer + 'static>(
         return Err(NodeError::Protocol("expected a welcome".into()));
     };
     tracing::info!(client = welcome.client_id, "joined {}", config.federation_id);
+    report.sessions += 1;
     let max_chunk = (welcome.max_chunk_bytes as usize).clamp(4, wire::MAX_CHUNK_BYTES);
 
     let heartbeat = {
@@ -186,7 +296,6 @@ pub async fn run_node<T: Trainer + 'static>(
     };
 
     let mut session = ClientSession::new(schema.hash());
-    let mut report = NodeReport::default();
     let result = loop {
         let kind = match inbound.message().await {
             Ok(Some(frame)) => match frame.kind {
@@ -218,32 +327,34 @@ pub async fn run_node<T: Trainer + 'static>(
         while let Some(event) = session.poll_event() {
             match event {
                 SessionEvent::Fit(task) => {
-                    let (t, result) = tokio::task::spawn_blocking(move || {
-                        let r = task.run(&mut trainer);
-                        (trainer, (task.round, r))
-                    })
-                    .await
-                    .map_err(|e| NodeError::Protocol(format!("training task panicked: {e}")))?;
-                    trainer = t;
+                    let round = task.round;
+                    let result = match on_trainer(slot, move |t| task.run(t)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            heartbeat.abort();
+                            return Err(e);
+                        }
+                    };
                     report.fits += 1;
-                    let _ = session.complete_fit(result.0, result.1);
+                    let _ = session.complete_fit(round, result);
                 }
                 SessionEvent::Evaluate(task) => {
-                    let (t, result) = tokio::task::spawn_blocking(move || {
-                        let r = task.run(&mut trainer);
-                        (trainer, (task.round, r))
-                    })
-                    .await
-                    .map_err(|e| NodeError::Protocol(format!("evaluation panicked: {e}")))?;
-                    trainer = t;
+                    let round = task.round;
+                    let result = match on_trainer(slot, move |t| task.run(t)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            heartbeat.abort();
+                            return Err(e);
+                        }
+                    };
                     report.evaluations += 1;
-                    let _ = session.complete_evaluate(result.0, result.1);
+                    let _ = session.complete_evaluate(round, result);
                 }
                 SessionEvent::Finished => finished = true,
             }
         }
         while let Some(answer) = session.poll_transmit() {
-            if send_answer(&tx, &key, &config.federation_id, session_id, answer, max_chunk)
+            if send_answer(&tx, key, &config.federation_id, session_id, answer, max_chunk)
                 .await
                 .is_err()
             {
@@ -256,7 +367,7 @@ pub async fn run_node<T: Trainer + 'static>(
         }
     };
     heartbeat.abort();
-    result.map(|()| (report, trainer))
+    result
 }
 
 async fn receive_instruction(
@@ -390,6 +501,8 @@ async fn send_answer(
             })))
             .await?;
         }
+        // The session only produces whole results; streaming is the transport's business.
+        ClientMessage::FitBegin { .. } | ClientMessage::FitChunk { .. } | ClientMessage::FitEnd { .. } => {}
     }
     Ok(())
 }

@@ -22,6 +22,10 @@ pub const FRACTION_BITS: u32 = 32;
 
 const SCALE: f64 = (1u64 << FRACTION_BITS) as f64;
 
+/// Values per block of the sum: 8 Mi values, 64 MiB (above glibc's largest mmap threshold, so
+/// a freed block goes back to the operating system).
+const BLOCK: usize = 1 << 23;
+
 /// Largest weight (example count) of one result: `2²⁹`, so that `weight · value` is exact in
 /// `f64`.
 pub const MAX_WEIGHT: u64 = 1 << 29;
@@ -45,7 +49,10 @@ struct Part {
 #[derive(Debug, Clone)]
 pub struct WeightedSum {
     schema: Arc<Schema>,
-    sum: Vec<i64>,
+    /// The sum in blocks of [`BLOCK`] values, so that turning it into the mean can free it as
+    /// it goes (peak memory: the sum plus the mean, not the sum plus the mean plus a copy).
+    sum: Vec<Vec<i64>>,
+    len: usize,
     parts: Vec<Part>,
     total_weight: u64,
     count: usize,
@@ -56,9 +63,13 @@ impl WeightedSum {
     /// An empty sum for parameters of `schema`.
     pub fn new(schema: Arc<Schema>) -> Self {
         let n = schema.num_values();
+        let sum = (0..n.div_ceil(BLOCK))
+            .map(|b| vec![0; BLOCK.min(n - b * BLOCK)])
+            .collect();
         Self {
             schema,
-            sum: vec![0; n],
+            sum,
+            len: n,
             parts: Vec::new(),
             total_weight: 0,
             count: 0,
@@ -118,7 +129,7 @@ impl WeightedSum {
     /// All or nothing: non-finite or out-of-range values, values past the end of the schema, a
     /// finished contribution or an overflowing sum leave the sum unchanged.
     pub fn extend(&mut self, c: Contribution, values: &[f32]) -> Result<(), AggregateError> {
-        let n = self.sum.len();
+        let n = self.len;
         let part = self
             .parts
             .get(c.0)
@@ -146,17 +157,10 @@ impl WeightedSum {
             }
             terms.push((t * SCALE).round() as i64);
         }
-        let target = &mut self.sum[start..start + values.len()];
-        for (i, (s, t)) in target.iter_mut().zip(&terms).enumerate() {
-            match s.checked_add(*t) {
-                Some(v) => *s = v,
-                None => {
-                    for (s, t) in target[..i].iter_mut().zip(&terms) {
-                        *s -= t;
-                    }
-                    return Err(AggregateError::Overflow);
-                }
-            }
+        if let Err(done) = self.apply(start, &terms, i64::checked_add) {
+            // Roll back the values already added; subtraction cannot overflow there.
+            let _ = self.apply(start, &terms[..done], i64::checked_sub);
+            return Err(AggregateError::Overflow);
         }
         self.parts[c.0].end = start + values.len();
         Ok(())
@@ -164,7 +168,7 @@ impl WeightedSum {
 
     /// Marks contribution `c` complete once every value arrived, and adds its `metrics`.
     pub fn complete(&mut self, c: Contribution, metrics: &Metrics) -> Result<(), AggregateError> {
-        let n = self.sum.len();
+        let n = self.len;
         let part = self
             .parts
             .get_mut(c.0)
@@ -213,15 +217,40 @@ impl WeightedSum {
         &self.schema
     }
 
-    /// The raw fixed-point sum, one `i64` per parameter in units of 2⁻³².
-    pub fn raw(&self) -> &[i64] {
-        &self.sum
+    /// The raw fixed-point sum, one `i64` per parameter in units of 2⁻³², in order.
+    pub fn raw(&self) -> impl Iterator<Item = i64> + '_ {
+        self.sum.iter().flatten().copied()
+    }
+
+    /// Combines `terms` into the sum from value `start` on with `op`; on failure returns how
+    /// many terms were applied before it.
+    fn apply(
+        &mut self,
+        start: usize,
+        terms: &[i64],
+        op: fn(i64, i64) -> Option<i64>,
+    ) -> Result<(), usize> {
+        let mut done = 0;
+        while done < terms.len() {
+            let at = start + done;
+            let block = &mut self.sum[at / BLOCK];
+            let from = at % BLOCK;
+            let take = (block.len() - from).min(terms.len() - done);
+            for (s, t) in block[from..from + take].iter_mut().zip(&terms[done..]) {
+                match op(*s, *t) {
+                    Some(v) => *s = v,
+                    None => return Err(done),
+                }
+                done += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The weight behind each value, as runs `(end, weight)`: values before `end` (and after
     /// the previous run's end) were delivered by results of total weight `weight`.
     fn coverage(&self) -> Vec<(usize, u64)> {
-        let n = self.sum.len();
+        let n = self.len;
         let mut ends: Vec<(usize, u64)> = self
             .parts
             .iter()
@@ -259,15 +288,28 @@ impl WeightedSum {
     /// results that is `Σ wᵢ·xᵢ / Σ wᵢ`; values also delivered by a result that broke off
     /// include it.
     pub fn mean(&self) -> Option<ParamVec> {
+        self.clone().into_mean()
+    }
+
+    /// Like [`mean`](Self::mean), consuming the sum and freeing it block by block as the mean
+    /// is built.
+    pub fn into_mean(mut self) -> Option<ParamVec> {
         if self.count == 0 {
             return None;
         }
-        let mut values = Vec::with_capacity(self.sum.len());
-        let mut start = 0;
-        for (end, weight) in self.coverage() {
-            let d = weight as f64 * SCALE;
-            values.extend(self.sum[start..end].iter().map(|&s| (s as f64 / d) as f32));
-            start = end;
+        let coverage = self.coverage();
+        let mut values = Vec::with_capacity(self.len);
+        let mut runs = coverage.into_iter().peekable();
+        let mut at = 0;
+        for block in std::mem::take(&mut self.sum) {
+            for s in block {
+                while runs.peek().is_some_and(|&(end, _)| at >= end) {
+                    runs.next();
+                }
+                let weight = runs.peek().map_or(0, |&(_, w)| w);
+                values.push((s as f64 / (weight as f64 * SCALE)) as f32);
+                at += 1;
+            }
         }
         ParamVec::new(self.schema.clone(), values).ok()
     }
@@ -430,7 +472,7 @@ mod tests {
             }
             backward.complete(c, &Metrics::new()).unwrap();
         }
-        assert_eq!(forward.raw(), backward.raw());
+        assert!(forward.raw().eq(backward.raw()));
         assert_eq!(
             forward.mean().unwrap().content_hash(),
             backward.mean().unwrap().content_hash()
@@ -478,7 +520,7 @@ mod tests {
                 got: 4
             })
         );
-        assert!(sum.raw().iter().all(|&v| v == 0));
+        assert!(sum.raw().all(|v| v == 0));
         // Overflow midway through a piece rolls the piece back.
         let big = (1u64 << 29) as f32;
         let mut sum = WeightedSum::new(s.clone());
@@ -493,7 +535,7 @@ mod tests {
         };
         assert_eq!(err, AggregateError::Overflow);
         let expected = pushed as i64 * (2 << FRACTION_BITS);
-        assert_eq!(sum.raw()[0], expected);
+        assert_eq!(sum.raw().next(), Some(expected));
         assert_eq!(
             sum.begin(MAX_WEIGHT + 1),
             Err(AggregateError::WeightTooLarge {

@@ -109,6 +109,12 @@ pub enum CidError {
 #[derive(Default, Clone)]
 pub struct ContentHasher(Sha256);
 
+impl std::fmt::Debug for ContentHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentHasher")
+    }
+}
+
 impl ContentHasher {
     /// A fresh hasher.
     pub fn new() -> Self {

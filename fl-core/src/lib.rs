@@ -8,7 +8,7 @@
 //! - [`ContentHash`]: SHA-256 over canonical bytes, printed as an IPFS-compatible CIDv1 (`raw`).
 //! - [`ClientId`], [`RoundConfig`], [`FitConfig`], [`FitResult`], [`EvaluateResult`]: what a
 //!   round asks and what clients answer.
-//! - [`Strategy`] with [`FedAvg`], aggregating over a streaming [`WeightedSum`] in `f64`.
+//! - [`Strategy`] with [`FedAvg`], aggregating over a streaming, order-independent fixed-point [`WeightedSum`].
 //! - [`Trainer`]: the model-agnostic local training interface (burn implementations live in
 //!   `fl-client`).
 //! - [`protocol`] messages and the [`ClientSession`] state machine: the client side of a round,
@@ -32,13 +32,14 @@
 //! sum.add(&a, 10, &Metrics::new())?;
 //! sum.add(&b, 30, &Metrics::new())?;
 //! let mut fedavg = FedAvg::new(FedAvgConfig::default());
-//! let next = fedavg.aggregate_fit(1, &a, &sum)?;
+//! let next = fedavg.aggregate_fit(1, &a, sum)?;
 //! assert_eq!(next.values(), &[2.5; 4]);
 //! println!("new model {}", next.content_hash()); // bafkrei...
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod aggregate;
+pub mod config;
 pub mod hash;
 pub mod identity;
 pub mod params;
@@ -49,7 +50,7 @@ pub mod strategy;
 pub mod trainer;
 pub mod wire;
 
-pub use aggregate::{AggregateError, WeightedSum};
+pub use aggregate::{AggregateError, Contribution, WeightedSum};
 pub use hash::{CidError, ContentHash, ContentHasher};
 pub use identity::{
     Address, AllowList, IdentityError, JoinChallenge, MemberKey, MemberSignature, UpdateKind,

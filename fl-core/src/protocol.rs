@@ -44,6 +44,29 @@ pub enum ClientMessage {
         /// New local parameters, example count and metrics.
         result: crate::round::FitResult,
     },
+    /// The start of a fit result that arrives in pieces (the gRPC transport streams updates):
+    /// its weight and metrics. [`FitChunk`](Self::FitChunk)s follow, then
+    /// [`FitEnd`](Self::FitEnd).
+    FitBegin {
+        /// Round the result belongs to.
+        round: u64,
+        /// Examples trained on (the result's weight).
+        num_examples: u64,
+        /// Training metrics.
+        metrics: crate::round::Metrics,
+    },
+    /// The next values of a streamed fit result, continuing where the previous piece ended.
+    FitChunk {
+        /// Round the result belongs to.
+        round: u64,
+        /// The values, in schema order.
+        values: Vec<f32>,
+    },
+    /// A streamed fit result is complete (the transport checked its content hash).
+    FitEnd {
+        /// Round the result belongs to.
+        round: u64,
+    },
     /// Result of evaluation in `round`.
     EvaluateDone {
         /// Round the result belongs to.
@@ -67,6 +90,9 @@ impl ClientMessage {
     pub fn round(&self) -> u64 {
         match self {
             Self::FitDone { round, .. }
+            | Self::FitBegin { round, .. }
+            | Self::FitChunk { round, .. }
+            | Self::FitEnd { round }
             | Self::EvaluateDone { round, .. }
             | Self::Failed { round, .. } => *round,
         }

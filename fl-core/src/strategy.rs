@@ -49,11 +49,14 @@ pub trait Strategy: Send {
     fn configure_fit(&mut self, round: u64, available: &[ClientId], round_seed: u64) -> FitPlan;
 
     /// Turns the round's weighted sum of client parameters into the next global parameters.
+    ///
+    /// The sum is handed over by value so a strategy can free it while building the result
+    /// ([`WeightedSum::into_mean`]).
     fn aggregate_fit(
         &mut self,
         round: u64,
         current: &ParamVec,
-        results: &WeightedSum,
+        results: WeightedSum,
     ) -> Result<ParamVec, StrategyError>;
 
     /// Chooses the clients of the evaluate stage (an empty plan skips it).
@@ -119,7 +122,7 @@ impl Default for FedAvgConfig {
 }
 
 /// Federated averaging (McMahan et al. 2017): the new model is the example-weighted mean of
-/// the clients' models, accumulated in `f64`.
+/// the clients' models, accumulated in exact fixed point.
 #[derive(Debug, Clone)]
 pub struct FedAvg {
     config: FedAvgConfig,
@@ -160,14 +163,14 @@ impl Strategy for FedAvg {
         &mut self,
         _round: u64,
         current: &ParamVec,
-        results: &WeightedSum,
+        results: WeightedSum,
     ) -> Result<ParamVec, StrategyError> {
         if results.schema().hash() != current.schema().hash() {
             return Err(StrategyError::Invalid(
                 "aggregate schema differs from the global model's".into(),
             ));
         }
-        results.mean().ok_or(StrategyError::NoResults)
+        results.into_mean().ok_or(StrategyError::NoResults)
     }
 
     fn configure_evaluate(
@@ -314,11 +317,11 @@ mod tests {
         sum.add(&a, 1, &Metrics::new()).unwrap();
         sum.add(&b, 3, &Metrics::new()).unwrap();
         let mut fedavg = FedAvg::new(FedAvgConfig::default());
-        let next = fedavg.aggregate_fit(1, &current, &sum).unwrap();
+        let next = fedavg.aggregate_fit(1, &current, sum).unwrap();
         assert_eq!(next.values(), &[3.0, 4.0]);
         let empty = WeightedSum::new(schema);
         assert_eq!(
-            fedavg.aggregate_fit(1, &current, &empty),
+            fedavg.aggregate_fit(1, &current, empty),
             Err(StrategyError::NoResults)
         );
     }

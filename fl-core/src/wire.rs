@@ -226,30 +226,32 @@ pub fn update_digest(chunk_hashes: &[[u8; 32]]) -> ContentHash {
     h.finish()
 }
 
-/// Rebuilds a parameter vector from its chunks, refusing anything off-plan.
+/// Checks a chunked transfer as it arrives, without keeping it: each chunk against the plan
+/// (round, index, tensor, offset, length, size limit) and its announced hash, and the whole
+/// sequence against the announced content hash. The aggregator streams updates through this
+/// into its running sum, so it never holds a client's whole update.
 #[derive(Debug)]
-pub struct ParamAssembler {
-    schema: Arc<Schema>,
+pub struct ChunkVerifier {
     round: u64,
     plan: ChunkPlan,
     max_bytes: usize,
     next: usize,
-    values: Vec<f32>,
     chunk_hashes: Option<Vec<[u8; 32]>>,
+    content: ContentHasher,
     expected: ContentHash,
 }
 
-impl ParamAssembler {
+impl ChunkVerifier {
     /// Expects the parameters of `schema` for `round`, hashing to `expected`, in chunks of at
     /// most `max_bytes`. With `chunk_hashes`, every chunk is checked as it arrives.
     pub fn new(
-        schema: Arc<Schema>,
+        schema: &Schema,
         round: u64,
         expected: ContentHash,
         max_bytes: usize,
         chunk_hashes: Option<Vec<[u8; 32]>>,
     ) -> Result<Self, WireError> {
-        let plan = ChunkPlan::new(&schema, max_bytes);
+        let plan = ChunkPlan::new(schema, max_bytes);
         if let Some(h) = &chunk_hashes
             && h.len() != plan.len()
         {
@@ -259,13 +261,12 @@ impl ParamAssembler {
             });
         }
         Ok(Self {
-            values: Vec::with_capacity(schema.num_values()),
-            schema,
             round,
             plan,
             max_bytes,
             next: 0,
             chunk_hashes,
+            content: ContentHasher::new(),
             expected,
         })
     }
@@ -280,8 +281,8 @@ impl ParamAssembler {
         self.next == self.plan.len()
     }
 
-    /// Takes the next chunk. On error nothing is kept from it.
-    pub fn push(&mut self, chunk: &pb::Chunk) -> Result<(), WireError> {
+    /// Checks the next chunk and returns its values. On error the verifier is unchanged.
+    pub fn push(&mut self, chunk: &pb::Chunk) -> Result<Vec<f32>, WireError> {
         if chunk.data.len() > self.max_bytes {
             return Err(WireError::OversizedChunk {
                 got: chunk.data.len(),
@@ -323,36 +324,85 @@ impl ParamAssembler {
                 return Err(WireError::ChunkHashMismatch { index: chunk.index });
             }
         }
-        self.values.extend(
-            chunk
-                .data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        self.content.update(&chunk.data);
         self.next += 1;
-        Ok(())
+        Ok(chunk
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
     }
 
-    /// The assembled parameters, once complete and matching the announced content hash.
-    pub fn finish(self) -> Result<ParamVec, WireError> {
+    /// Succeeds once every chunk arrived and the whole matches the announced content hash.
+    pub fn finish(self) -> Result<(), WireError> {
         if !self.is_complete() {
             return Err(WireError::Incomplete {
                 received: self.next,
                 planned: self.plan.len(),
             });
         }
-        let params = ParamVec::new(self.schema, self.values).map_err(|e| WireError::Malformed {
-            field: "parameters",
-            reason: e.to_string(),
-        })?;
-        let got = params.content_hash();
+        let got = self.content.finish();
         if got != self.expected {
             return Err(WireError::ContentHashMismatch {
                 expected: self.expected,
                 got,
             });
         }
-        Ok(params)
+        Ok(())
+    }
+}
+
+/// Rebuilds a parameter vector from its chunks, refusing anything off-plan (a
+/// [`ChunkVerifier`] that keeps the values).
+#[derive(Debug)]
+pub struct ParamAssembler {
+    schema: Arc<Schema>,
+    verifier: ChunkVerifier,
+    values: Vec<f32>,
+}
+
+impl ParamAssembler {
+    /// Expects the parameters of `schema` for `round`, hashing to `expected`, in chunks of at
+    /// most `max_bytes`. With `chunk_hashes`, every chunk is checked as it arrives.
+    pub fn new(
+        schema: Arc<Schema>,
+        round: u64,
+        expected: ContentHash,
+        max_bytes: usize,
+        chunk_hashes: Option<Vec<[u8; 32]>>,
+    ) -> Result<Self, WireError> {
+        let verifier = ChunkVerifier::new(&schema, round, expected, max_bytes, chunk_hashes)?;
+        Ok(Self {
+            values: Vec::with_capacity(schema.num_values()),
+            schema,
+            verifier,
+        })
+    }
+
+    /// Chunks still expected.
+    pub fn remaining(&self) -> usize {
+        self.verifier.remaining()
+    }
+
+    /// Whether every chunk arrived.
+    pub fn is_complete(&self) -> bool {
+        self.verifier.is_complete()
+    }
+
+    /// Takes the next chunk. On error nothing is kept from it.
+    pub fn push(&mut self, chunk: &pb::Chunk) -> Result<(), WireError> {
+        let values = self.verifier.push(chunk)?;
+        self.values.extend_from_slice(&values);
+        Ok(())
+    }
+
+    /// The assembled parameters, once complete and matching the announced content hash.
+    pub fn finish(self) -> Result<ParamVec, WireError> {
+        self.verifier.finish()?;
+        ParamVec::new(self.schema, self.values).map_err(|e| WireError::Malformed {
+            field: "parameters",
+            reason: e.to_string(),
+        })
     }
 }
 

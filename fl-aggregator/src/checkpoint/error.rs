@@ -47,7 +47,7 @@ pub enum CheckpointError {
         source: std::io::Error,
     },
     /// The object store failed (IO, network, permissions, credentials).
-    #[error("checkpoint store: {op} `{path}` failed: {source}")]
+    #[error("checkpoint store: {op} `{path}` failed: {source}; {}", store_hint(.source))]
     Store {
         /// What was being done (`open`, `read`, `write`, `list`).
         op: &'static str,
@@ -80,7 +80,11 @@ pub enum CheckpointError {
         path: String,
     },
     /// The checkpoint of this round exists but is damaged.
-    #[error("checkpoint of round {round} is damaged: {}; `CheckpointStore::latest` falls back to an earlier round", ProblemList(.problems))]
+    #[error(
+        "checkpoint of round {round} is damaged: {}; `CheckpointStore::latest` falls back to an \
+         earlier round, and saving round {round} again replaces the damaged objects",
+        ProblemList(.problems)
+    )]
     Corrupt {
         /// The round.
         round: u64,
@@ -95,6 +99,22 @@ pub enum CheckpointError {
         /// What serde_json said.
         source: serde_json::Error,
     },
+}
+
+/// What to do about a store failure.
+fn store_hint(source: &object_store::Error) -> &'static str {
+    use object_store::Error as E;
+    match source {
+        E::InvalidPath { .. } => {
+            "an object there has a name the store cannot represent (on a local directory: a file \
+             name that is not UTF-8 or holds a reserved character); move that file out of the \
+             checkpoint store"
+        }
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            "check the store's credentials and that they allow this operation"
+        }
+        _ => "check that the store is reachable and has space, then retry",
+    }
 }
 
 /// One thing wrong with a stored checkpoint.

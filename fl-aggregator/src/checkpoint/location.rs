@@ -10,8 +10,8 @@ use object_store::path::Path;
 
 use super::error::CheckpointError;
 
-/// Opens the store a URL names: a local directory (created if missing), `memory://`, or a cloud
-/// bucket when its cargo feature is on.
+/// Opens the store a URL names: a local directory (created if missing), `memory://[prefix]`, or
+/// a cloud bucket when its cargo feature is on.
 pub(crate) fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, Path), CheckpointError> {
     let invalid = |reason: &str| CheckpointError::InvalidUrl {
         url: url.to_owned(),
@@ -34,7 +34,8 @@ pub(crate) fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, Path), Checkp
             let path = percent_decode(path).ok_or_else(|| invalid("bad percent-encoding"))?;
             open_local(url, PathBuf::from(path))
         }
-        "memory" => Ok((Arc::new(InMemory::new()) as _, url_prefix(url, rest)?)),
+        // No authority: all of `memory://fed/one` after the scheme is the prefix `fed/one`.
+        "memory" => Ok((Arc::new(InMemory::new()) as _, parse_prefix(url, rest)?)),
         "s3" | "s3a" => cloud(url, rest, "s3"),
         "gs" => cloud(url, rest, "gcs"),
         "az" | "azure" | "abfs" | "abfss" => cloud(url, rest, "azure"),
@@ -58,9 +59,14 @@ fn open_local(
     Ok((Arc::new(store) as _, Path::default()))
 }
 
-/// The object prefix of `scheme://authority/prefix` (`rest` is what follows `://`).
+/// The object prefix of `scheme://bucket/prefix` (`rest` is what follows `://`): the bucket is
+/// the store, not part of the prefix.
 fn url_prefix(url: &str, rest: &str) -> Result<Path, CheckpointError> {
-    let prefix = rest.split_once('/').map_or("", |(_, p)| p);
+    parse_prefix(url, rest.split_once('/').map_or("", |(_, p)| p))
+}
+
+/// A percent-encoded object prefix (`a/b`, `/a/b` and `a/b/` are the same).
+fn parse_prefix(url: &str, prefix: &str) -> Result<Path, CheckpointError> {
     Path::from_url_path(prefix).map_err(|e| CheckpointError::InvalidUrl {
         url: url.to_owned(),
         reason: format!("bad prefix `{prefix}`: {e}"),
@@ -147,7 +153,23 @@ mod tests {
     fn memory_prefix() {
         let (_, p) = open_url("memory://").unwrap();
         assert_eq!(p.as_ref(), "");
-        let (_, p) = open_url("memory://host/fed/one").unwrap();
-        assert_eq!(p.as_ref(), "fed/one");
+        // A memory store has no bucket: the whole path is the prefix.
+        for url in ["memory://fed/one", "memory:///fed/one", "memory://fed/one/"] {
+            let (_, p) = open_url(url).unwrap();
+            assert_eq!(p.as_ref(), "fed/one", "{url}");
+        }
+        assert!(matches!(
+            open_url("memory://fed//one"),
+            Err(CheckpointError::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn bucket_is_not_part_of_the_prefix() {
+        let prefix = |rest| url_prefix("s3://x", rest).unwrap();
+        assert_eq!(prefix("bucket").as_ref(), "");
+        assert_eq!(prefix("bucket/").as_ref(), "");
+        assert_eq!(prefix("bucket/fed/one").as_ref(), "fed/one");
+        assert_eq!(prefix("bucket/a%20b").as_ref(), "a b");
     }
 }

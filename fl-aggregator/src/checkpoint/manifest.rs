@@ -20,8 +20,19 @@ pub(crate) const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// Stored as pretty JSON at `rounds/<round:010>.json`. It carries the full [`Schema`], so a
 /// checkpoint can be read without the model's code. Hashes are hex SHA-256 digests except
 /// `params_cid`, which is the CIDv1 (`raw`, base32) the parameter object is stored under, as
-/// IPFS prints it. Non-finite metric values are written as the strings `"NaN"`, `"Infinity"`
-/// and `"-Infinity"` (JSON has no such numbers).
+/// IPFS prints it.
+///
+/// Floating-point values (metrics, privacy budget) round-trip bit for bit: finite values are
+/// written as the shortest decimal that reads back to the same `f64` and are read back with a
+/// correctly rounded parser (so `-0.0` stays `-0.0`). JSON has no non-finite numbers, so those are
+/// written as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`; a NaN's sign and payload
+/// cannot be kept, so [`Manifest::new`] stores every NaN as [`f64::NAN`], which is what reads
+/// back. The derived `PartialEq` follows IEEE 754, under which a NaN metric is unequal to itself:
+/// compare manifests holding NaN through their JSON or their values' bits.
+///
+/// Deserialising reads the raw JSON text of each number, so it needs `serde_json` (reading a
+/// stored manifest goes through [`CheckpointStore`](super::CheckpointStore), which checks it
+/// further).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -58,9 +69,16 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The manifest [`CheckpointStore::save`](super::CheckpointStore::save) writes for `params`.
+    /// The manifest [`CheckpointStore::save`](super::CheckpointStore::save) writes for `params`;
+    /// every NaN in the metrics and privacy record becomes [`f64::NAN`] (what JSON reads back).
     pub fn new(meta: CheckpointMeta, params: &ParamVec) -> Self {
         let schema = params.schema().as_ref().clone();
+        let mut metrics = meta.metrics;
+        metrics.values_mut().for_each(|v| *v = json_f64::canonical(*v));
+        let privacy = meta.privacy.map(|p| PrivacySpent {
+            epsilon: json_f64::canonical(p.epsilon),
+            delta: json_f64::canonical(p.delta),
+        });
         Self {
             version: MANIFEST_VERSION,
             federation_id: meta.federation_id,
@@ -69,10 +87,10 @@ impl Manifest {
             schema_hash: schema.hash(),
             schema,
             participants: meta.participants,
-            metrics: meta.metrics,
+            metrics,
             config_hash: meta.config_hash,
             created_at: meta.created_at.unwrap_or_else(|| rfc3339_utc(SystemTime::now())),
-            privacy: meta.privacy,
+            privacy,
             anchor: meta.anchor,
         }
     }
@@ -85,7 +103,9 @@ impl Manifest {
     /// Parses a stored manifest, never panicking on hostile input.
     ///
     /// The version is read first, so a manifest from a newer daofl is reported as such rather
-    /// than as unreadable. Tensor shapes are size-checked before the [`Schema`] is built.
+    /// than as unreadable. Tensor shapes are size-checked before the [`Schema`] is built. The
+    /// typed parse then reads `bytes` again (not the generic JSON value, whose numbers are
+    /// already rounded) so that metrics come back exactly.
     pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Self, Problem> {
         let unreadable = |reason: String| Problem::ManifestUnreadable {
             path: path.to_owned(),
@@ -93,6 +113,9 @@ impl Manifest {
         };
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
+        if !value.is_object() {
+            return Err(unreadable("not a JSON object".into()));
+        }
         let version = value
             .get("version")
             .and_then(serde_json::Value::as_u64)
@@ -103,8 +126,12 @@ impl Manifest {
                 found: version,
             });
         }
+        if version == 0 {
+            return Err(unreadable("format version 0 does not exist".into()));
+        }
         check_schema_size(&value).map_err(unreadable)?;
-        serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))
+        drop(value);
+        serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))
     }
 }
 
@@ -289,49 +316,59 @@ mod cid_string {
     }
 }
 
-/// `f64` in JSON with non-finite values as strings.
+/// `f64` in JSON, exactly: finite values as numbers, non-finite ones as strings.
+///
+/// `serde_json` without its `float_roundtrip` feature (which this workspace does not turn on)
+/// parses about one decimal in twelve to a neighbouring `f64`, so numbers are read from their
+/// raw JSON text with Rust's correctly rounded parser instead.
 mod json_f64 {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::value::RawValue;
 
-    #[derive(Serialize, Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Number(f64),
-        Text(String),
-    }
-
-    fn to_repr(v: f64) -> Repr {
-        if v.is_nan() {
-            Repr::Text("NaN".into())
-        } else if v == f64::INFINITY {
-            Repr::Text("Infinity".into())
-        } else if v == f64::NEG_INFINITY {
-            Repr::Text("-Infinity".into())
-        } else {
-            Repr::Number(v)
-        }
-    }
-
-    fn from_repr<E: serde::de::Error>(r: Repr) -> Result<f64, E> {
-        match r {
-            Repr::Number(v) => Ok(v),
-            Repr::Text(t) => match t.as_str() {
-                "NaN" => Ok(f64::NAN),
-                "Infinity" | "inf" => Ok(f64::INFINITY),
-                "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
-                other => Err(E::custom(format!(
-                    "expected a number, \"NaN\", \"Infinity\" or \"-Infinity\", got {other:?}"
-                ))),
-            },
-        }
+    /// `v`, with any NaN replaced by [`f64::NAN`] (the one NaN that JSON text reads back as).
+    pub fn canonical(v: f64) -> f64 {
+        if v.is_nan() { f64::NAN } else { v }
     }
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        to_repr(*v).serialize(s)
+        if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v == f64::INFINITY {
+            s.serialize_str("Infinity")
+        } else if *v == f64::NEG_INFINITY {
+            s.serialize_str("-Infinity")
+        } else {
+            s.serialize_f64(*v) // shortest decimal that reads back to `v`
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        from_repr(Repr::deserialize(d)?)
+        let raw = Box::<RawValue>::deserialize(d)?;
+        from_json_text(raw.get())
+    }
+
+    /// Reads one JSON value's text: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"`.
+    fn from_json_text<E: serde::de::Error>(text: &str) -> Result<f64, E> {
+        let expected = || {
+            E::custom(format!(
+                "expected a finite number, \"NaN\", \"Infinity\" or \"-Infinity\", got {text}"
+            ))
+        };
+        if text.starts_with('"') {
+            let s: String = serde_json::from_str(text).map_err(E::custom)?;
+            return match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                _ => Err(expected()),
+            };
+        }
+        // The text is valid JSON, so a number token, which Rust's float grammar includes. A
+        // number beyond f64's range parses to an infinity: refused, as serde_json would.
+        match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => Err(expected()),
+        }
     }
 
     /// A metrics map with values through [`super::json_f64`].
@@ -339,21 +376,62 @@ mod json_f64 {
         use fl_core::Metrics;
         use serde::ser::SerializeMap;
         use serde::{Deserialize, Deserializer, Serializer};
+        use serde_json::value::RawValue;
         use std::collections::BTreeMap;
+
+        /// One value through [`super::serialize`].
+        struct Exact(f64);
+
+        impl serde::Serialize for Exact {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                super::serialize(&self.0, s)
+            }
+        }
 
         pub fn serialize<S: Serializer>(m: &Metrics, s: S) -> Result<S::Ok, S::Error> {
             let mut map = s.serialize_map(Some(m.len()))?;
             for (k, v) in m {
-                map.serialize_entry(k, &super::to_repr(*v))?;
+                map.serialize_entry(k, &Exact(*v))?;
             }
             map.end()
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Metrics, D::Error> {
-            BTreeMap::<String, super::Repr>::deserialize(d)?
+            BTreeMap::<String, Box<RawValue>>::deserialize(d)?
                 .into_iter()
-                .map(|(k, v)| Ok((k, super::from_repr(v)?)))
+                .map(|(k, v)| Ok((k, super::from_json_text(v.get())?)))
                 .collect()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn read(text: &str) -> Result<f64, serde_json::Error> {
+            from_json_text(text)
+        }
+
+        #[test]
+        fn numbers_read_exactly() {
+            // serde_json's default parser reads these one ulp off.
+            for v in [1.7546217903306627, 7.2316896362404055, 9.720916325967499] {
+                let text = serde_json::to_string(&v).unwrap();
+                assert_eq!(read(&text).unwrap().to_bits(), v.to_bits(), "{text}");
+            }
+            assert_eq!(read("-0.0").unwrap().to_bits(), (-0.0f64).to_bits());
+            assert_eq!(read("1E+2").unwrap(), 100.0);
+            assert_eq!(read("5e-324").unwrap(), f64::from_bits(1));
+            assert!(read("\"NaN\"").unwrap().is_nan());
+            assert_eq!(read("\"-Infinity\"").unwrap(), f64::NEG_INFINITY);
+        }
+
+        #[test]
+        fn other_values_are_refused() {
+            for text in ["1e400", "-1e400", "\"inf\"", "\"nan\"", "null", "true", "[1]", "{}"] {
+                let err = read(text).unwrap_err().to_string();
+                assert!(err.contains("expected a finite number"), "{text}: {err}");
+            }
         }
     }
 }

@@ -34,7 +34,8 @@
 //! # Store URLs
 //!
 //! A local directory (`./checkpoints`, `/var/lib/daofl`, `file:///var/lib/daofl`), created if
-//! missing; `memory://` for tests; `s3://bucket/prefix`, `gs://bucket/prefix` and
+//! missing; `memory://` for tests (`memory://fed/one` puts objects under `fed/one/`: a memory
+//! store has no bucket, so all of its path is the prefix); `s3://bucket/prefix`, `gs://bucket/prefix` and
 //! `az://container/prefix` with the cargo features `s3`, `gcs` and `azure` of this crate
 //! (credentials and region come from the usual environment variables, `AWS_*`,
 //! `GOOGLE_*`, `AZURE_*`).
@@ -189,9 +190,10 @@ impl CheckpointStore {
 
     /// The newest complete and intact checkpoint, or `None` if the store holds none.
     ///
-    /// Rounds are tried from the highest down; a round whose manifest does not parse, whose
-    /// parameter object is missing, of the wrong length or does not hash to its CID is skipped
-    /// with a warning.
+    /// Rounds are tried from the highest down; a damaged round (any problem that
+    /// [`CheckpointStore::verify`] reports: a manifest that does not parse, records another
+    /// round or a schema that does not match its hash, a parameter object that is missing, of
+    /// the wrong length or does not hash to its CID) is skipped with a warning.
     ///
     /// # Errors
     /// Only [`CheckpointError::Store`]: when the store cannot be read this does not guess.
@@ -263,7 +265,8 @@ impl CheckpointStore {
     }
 
     /// The manifests that parse, by ascending round (parameters are not read; use
-    /// [`CheckpointStore::verify`] for that). Unreadable manifests are skipped with a warning.
+    /// [`CheckpointStore::verify`] for that). Unreadable manifests, and manifests that record
+    /// another round than their object name, are skipped with a warning.
     ///
     /// # Errors
     /// [`CheckpointError::Store`].
@@ -272,7 +275,14 @@ impl CheckpointStore {
         for round in self.rounds().await? {
             let path = self.manifest_path(round);
             match self.read_manifest(&path).await? {
-                Some(Ok(m)) => out.push(m),
+                Some(Ok(m)) if m.round == round => out.push(m),
+                Some(Ok(m)) => {
+                    let problem = Problem::RoundMismatch {
+                        named: round,
+                        recorded: m.round,
+                    };
+                    tracing::warn!(round, path = %path, %problem, "skipping manifest");
+                }
                 Some(Err(problem)) => tracing::warn!(round, %problem, "skipping manifest"),
                 None => {}
             }
@@ -319,10 +329,20 @@ impl CheckpointStore {
             });
         }
         let params_path = self.params_path(&manifest.params_cid);
-        let params = match self.read(&params_path, u64::MAX).await? {
-            Read::Missing | Read::TooBig(_) => {
+        let expected = manifest.params_len();
+        let params = match self.read(&params_path, expected).await? {
+            Read::Missing => {
                 report.problems.push(Problem::ParamsMissing {
                     path: params_path.to_string(),
+                });
+                None
+            }
+            // Longer than the schema needs: damaged, and not read into memory.
+            Read::TooBig(found) => {
+                report.problems.push(Problem::ParamsLength {
+                    path: params_path.to_string(),
+                    expected,
+                    found,
                 });
                 None
             }
@@ -368,6 +388,8 @@ impl CheckpointStore {
             return Ok(Read::TooBig(got.meta.size));
         }
         match got.bytes().await {
+            // The object grew after its metadata was read.
+            Ok(b) if b.len() as u64 > limit => Ok(Read::TooBig(b.len() as u64)),
             Ok(b) => Ok(Read::Bytes(b.to_vec())),
             // Deleted between the metadata and the body.
             Err(object_store::Error::NotFound { .. }) => Ok(Read::Missing),
@@ -382,7 +404,7 @@ impl CheckpointStore {
             return Ok(());
         }
         // Same CID, so the same bytes, unless the stored object was damaged after it was written.
-        match self.read(&path, u64::MAX).await? {
+        match self.read(&path, bytes.len() as u64).await? {
             Read::Bytes(stored) if stored.len() == bytes.len() && ContentHash::of(&stored) == *cid => {
                 tracing::debug!(%cid, "parameters already stored");
                 Ok(())

@@ -1,0 +1,228 @@
+//! A member's side of a federation file: the model and data sections of
+//! [`FederationConfig`] turned into a [`BurnTrainer`] over the member's share of the data, and
+//! the seeded initial parameters every party derives identically.
+//!
+//! `[data]` takes one of two forms:
+//!
+//! ```toml
+//! # Simulation on the UCI digits shipped in this crate: the training side is split across the
+//! # members (member i trains part i, i = its position in members.allowed).
+//! dataset = "digits"
+//! partition = "dirichlet"   # or "iid", "shards"
+//! alpha = 0.5               # Dirichlet concentration
+//! test_fraction = 0.2       # held out, for evaluating the global model
+//!
+//! # A member's own data, as IDX files (MNIST layout); each member points at its own files.
+//! dataset = "idx"
+//! train_images = "data/train-images-idx3-ubyte.gz"
+//! train_labels = "data/train-labels-idx1-ubyte.gz"
+//! test_images = "data/t10k-images-idx3-ubyte.gz"    # optional
+//! test_labels = "data/t10k-labels-idx1-ubyte.gz"    # optional
+//! ```
+//!
+//! Seeds derive from `federation.seed` exactly as in the in-process examples
+//! (`split`, `partition`, `init`), so a federation over gRPC and one in process with the same
+//! seed train the same models.
+
+use std::path::PathBuf;
+
+use fl_core::config::FederationConfig;
+use fl_core::{ParamVec, derive_seed};
+use serde::Deserialize;
+
+use crate::data::{Dataset, digits, idx};
+use crate::{BurnTrainer, DeviceSpec, Error, ModelSpec, Trainer, partition};
+
+/// How the training data is split across members in a simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionKind {
+    /// Uniformly at random.
+    Iid,
+    /// Dirichlet(α) label skew.
+    Dirichlet,
+    /// McMahan et al.'s shards: two label-sorted shards per member.
+    Shards,
+}
+
+/// The `[data]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "dataset", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSpec {
+    /// The UCI optical digits shipped in this crate, split across the members.
+    Digits {
+        /// How the training side is split.
+        #[serde(default = "default_partition")]
+        partition: PartitionKind,
+        /// Dirichlet concentration (for `partition = "dirichlet"`).
+        #[serde(default = "default_alpha")]
+        alpha: f64,
+        /// Share held out for evaluating the global model.
+        #[serde(default = "default_test_fraction")]
+        test_fraction: f64,
+    },
+    /// A member's own IDX files.
+    Idx {
+        /// Training images.
+        train_images: PathBuf,
+        /// Training labels.
+        train_labels: PathBuf,
+        /// Evaluation images.
+        test_images: Option<PathBuf>,
+        /// Evaluation labels.
+        test_labels: Option<PathBuf>,
+    },
+}
+
+fn default_partition() -> PartitionKind {
+    PartitionKind::Dirichlet
+}
+
+fn default_alpha() -> f64 {
+    0.5
+}
+
+fn default_test_fraction() -> f64 {
+    0.2
+}
+
+/// The model of a federation file.
+pub fn model_spec(config: &FederationConfig) -> Result<ModelSpec, Error> {
+    ModelSpec::deserialize(toml::Value::Table(config.model.clone()))
+        .map_err(|e| Error::Config(format!("[model]: {e}")))
+}
+
+/// The data section of a federation file.
+pub fn data_spec(config: &FederationConfig) -> Result<DataSpec, Error> {
+    DataSpec::deserialize(toml::Value::Table(config.data.clone()))
+        .map_err(|e| Error::Config(format!("[data]: {e}")))
+}
+
+/// Splits the digits as a federation of `members` does: the members' training parts (in
+/// member order) and the held-out set.
+pub fn digits_split(
+    members: usize,
+    partition_kind: PartitionKind,
+    alpha: f64,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<Dataset>, Dataset), Error> {
+    let all = digits::embedded();
+    let (train, test) = all.train_test_split(test_fraction, derive_seed(seed, "split", 0))?;
+    let part_seed = derive_seed(seed, "partition", 0);
+    let parts = match partition_kind {
+        PartitionKind::Iid => partition::iid(train.len(), members, part_seed)?,
+        PartitionKind::Dirichlet => partition::dirichlet(
+            train.labels(),
+            train.num_classes(),
+            members,
+            alpha,
+            part_seed,
+        )?,
+        PartitionKind::Shards => partition::shards(train.labels(), members, 2, part_seed)?,
+    };
+    Ok((train.split_by(&parts)?, test))
+}
+
+/// The seed of every party's model initialisation.
+pub fn init_seed(config: &FederationConfig) -> u64 {
+    derive_seed(config.federation.seed, "init", 0)
+}
+
+/// The trainer of member `index` (its position in `members.allowed`), over its data.
+pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTrainer, Error> {
+    let members = config.members.allowed.len();
+    if index >= members {
+        return Err(Error::Config(format!(
+            "member {index} is not among the {members} allowed members"
+        )));
+    }
+    let model = model_spec(config)?;
+    let seed = init_seed(config);
+    match data_spec(config)? {
+        DataSpec::Digits {
+            partition,
+            alpha,
+            test_fraction,
+        } => {
+            let (mut parts, test) = digits_split(
+                members,
+                partition,
+                alpha,
+                test_fraction,
+                config.federation.seed,
+            )?;
+            let mine = parts.swap_remove(index);
+            Ok(BurnTrainer::new(&model, DeviceSpec::Cpu, mine, Some(test), seed)?)
+        }
+        DataSpec::Idx {
+            train_images,
+            train_labels,
+            test_images,
+            test_labels,
+        } => {
+            let train = idx::load(&train_images, &train_labels)?;
+            let test = match (test_images, test_labels) {
+                (Some(i), Some(l)) => Some(idx::load(&i, &l)?),
+                (None, None) => None,
+                _ => {
+                    return Err(Error::Config(
+                        "[data]: give both test_images and test_labels, or neither".into(),
+                    ));
+                }
+            };
+            Ok(BurnTrainer::new(&model, DeviceSpec::Cpu, train, test, seed)?)
+        }
+    }
+}
+
+/// A trainer that only evaluates, on the held-out digits (or the IDX test files); its
+/// parameters are the seeded initial model.
+pub fn evaluator(config: &FederationConfig) -> Result<BurnTrainer, Error> {
+    let model = model_spec(config)?;
+    let seed = init_seed(config);
+    match data_spec(config)? {
+        DataSpec::Digits {
+            partition,
+            alpha,
+            test_fraction,
+        } => {
+            let (_, test) = digits_split(
+                config.members.allowed.len(),
+                partition,
+                alpha,
+                test_fraction,
+                config.federation.seed,
+            )?;
+            Ok(BurnTrainer::new(
+                &model,
+                DeviceSpec::Cpu,
+                test.clone(),
+                Some(test),
+                seed,
+            )?)
+        }
+        DataSpec::Idx {
+            test_images: Some(images),
+            test_labels: Some(labels),
+            ..
+        } => {
+            let test = idx::load(&images, &labels)?;
+            Ok(BurnTrainer::new(
+                &model,
+                DeviceSpec::Cpu,
+                test.clone(),
+                Some(test),
+                seed,
+            )?)
+        }
+        DataSpec::Idx { .. } => Err(Error::Config(
+            "[data]: an evaluator needs test_images and test_labels".into(),
+        )),
+    }
+}
+
+/// The seeded initial global parameters of the federation's model.
+pub fn initial_params(config: &FederationConfig) -> Result<ParamVec, Error> {
+    Ok(evaluator(config)?.get_parameters())
+}

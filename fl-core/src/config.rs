@@ -1,0 +1,396 @@
+//! The federation file: one TOML document that the aggregator, every member's node and the
+//! examples read.
+//!
+//! Sections: `[federation]` (identity, seed, rounds, quorum, deadlines), `[model]` and `[data]`
+//! (interpreted by `fl-client`, which owns the models and datasets), `[strategy]` (a
+//! [`FedAvgConfig`]), `[aggregator]` (addresses, checkpoint store, limits), `[tls]`, `[client]`
+//! and `[members]` (the Ethereum addresses allowed to join). Unknown keys are errors, so a typo
+//! is reported instead of silently ignored. Relative paths are resolved against the file's
+//! directory.
+//!
+//! ```
+//! use fl_core::config::FederationConfig;
+//!
+//! let toml = r#"
+//! [federation]
+//! id = "digits-dao"
+//! rounds = 3
+//! min_clients = 2
+//!
+//! [model]
+//! kind = "mlp"
+//!
+//! [data]
+//! dataset = "digits"
+//!
+//! [members]
+//! allowed = ["0x00000000000000000000000000000000000000aa",
+//!            "0x00000000000000000000000000000000000000bb"]
+//! "#;
+//! let config = FederationConfig::parse(toml, std::path::Path::new("."))?;
+//! assert_eq!(config.federation.rounds, 3);
+//! assert_eq!(config.members.allowed.len(), 2);
+//! # Ok::<(), fl_core::config::ConfigError>(())
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::ContentHash;
+use crate::identity::{Address, AllowList};
+use crate::strategy::FedAvgConfig;
+
+/// Largest federation file read: 1 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A whole federation file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Identity, seed, rounds, quorum and deadlines.
+    pub federation: FederationSection,
+    /// The model every member trains (read by `fl-client`, e.g. `kind = "mlp"`).
+    pub model: toml::Table,
+    /// Where members' data comes from (read by `fl-client`, e.g. `dataset = "digits"`).
+    pub data: toml::Table,
+    /// Client selection and local training settings.
+    #[serde(default)]
+    pub strategy: FedAvgConfig,
+    /// The aggregator service.
+    #[serde(default)]
+    pub aggregator: AggregatorSection,
+    /// TLS files; without this section the service runs in plaintext (loopback only).
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// How members' nodes reach the aggregator.
+    #[serde(default)]
+    pub client: ClientSection,
+    /// Who may join.
+    pub members: MembersSection,
+    /// SHA-256 of the file's bytes, recorded in every checkpoint manifest.
+    #[serde(skip)]
+    pub hash: Option<ContentHash>,
+}
+
+/// `[federation]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// Identifier bound into every signature (members sign for this federation only).
+    pub id: String,
+    /// Run seed: data split, partitions, initialisation, selection and data order.
+    #[serde(default)]
+    pub seed: u64,
+    /// Rounds to run.
+    pub rounds: u64,
+    /// A round starts once this many members are connected.
+    pub min_clients: usize,
+    /// Seconds members have to return a training result.
+    #[serde(default = "default_fit_timeout")]
+    pub fit_timeout_s: f64,
+    /// Seconds members have to return an evaluation.
+    #[serde(default = "default_evaluate_timeout")]
+    pub evaluate_timeout_s: f64,
+}
+
+fn default_fit_timeout() -> f64 {
+    600.0
+}
+
+fn default_evaluate_timeout() -> f64 {
+    300.0
+}
+
+/// `[aggregator]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorSection {
+    /// Address the gRPC service listens on.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`/metrics`); none disables it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Checkpoint store: a directory (relative to the file) or an object-store URL.
+    pub checkpoints: String,
+    /// Most concurrent sessions, authenticated or not.
+    pub max_sessions: usize,
+    /// Most concurrent sessions from one IP address before the handshake completes.
+    pub max_pending_per_ip: usize,
+    /// Most frames one session may send per second (heartbeats, chunks, reports).
+    pub max_frames_per_second: u32,
+    /// Seconds between heartbeats asked of members.
+    pub heartbeat_interval_s: f64,
+    /// Seconds a new session has to complete the handshake.
+    pub handshake_timeout_s: f64,
+    /// Seconds of silence (not even a heartbeat) after which a session is closed.
+    pub idle_timeout_s: f64,
+}
+
+impl Default for AggregatorSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: None,
+            checkpoints: "checkpoints".into(),
+            max_sessions: 256,
+            max_pending_per_ip: 16,
+            max_frames_per_second: 4096,
+            heartbeat_interval_s: 5.0,
+            handshake_timeout_s: 10.0,
+            idle_timeout_s: 30.0,
+        }
+    }
+}
+
+/// `[tls]`: PEM files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// CA certificate that signed the aggregator's (and, with mutual TLS, members') certificates.
+    pub ca: PathBuf,
+    /// The aggregator's certificate chain.
+    pub server_cert: PathBuf,
+    /// The aggregator's private key.
+    pub server_key: PathBuf,
+    /// Require members to present a certificate signed by `ca` (mutual TLS).
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+/// `[client]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSection {
+    /// The aggregator's URL, `https://host:port` (or `http://` without TLS).
+    pub aggregator: String,
+    /// Name the aggregator's certificate must carry; defaults to the URL's host.
+    pub server_name: Option<String>,
+    /// Attempts to (re)connect before a node gives up.
+    pub reconnect_attempts: u32,
+    /// Seconds between reconnection attempts (doubling up to 30 s).
+    pub reconnect_delay_s: f64,
+}
+
+impl Default for ClientSection {
+    fn default() -> Self {
+        Self {
+            aggregator: "http://127.0.0.1:50051".into(),
+            server_name: None,
+            reconnect_attempts: 30,
+            reconnect_delay_s: 0.5,
+        }
+    }
+}
+
+/// `[members]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembersSection {
+    /// Ethereum addresses (`0x…`) allowed to join; a member's client id and data partition is
+    /// its position in this list.
+    pub allowed: Vec<String>,
+}
+
+/// Why a federation file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_CONFIG_BYTES`].
+    #[error("{path} is {size} bytes; a federation file may have at most {MAX_CONFIG_BYTES}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The TOML does not parse or does not match the schema.
+    #[error("invalid federation file: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid federation file: {0}")]
+    Invalid(String),
+}
+
+impl FederationConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                size,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigError::Invalid(format!("{} is not UTF-8", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base)
+    }
+
+    /// Parses `text`, resolving relative paths against `base`, and checks it.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = toml::from_str(text)?;
+        config.hash = Some(ContentHash::of(text.as_bytes()));
+        if let Some(tls) = &mut config.tls {
+            for p in [&mut tls.ca, &mut tls.server_cert, &mut tls.server_key] {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        let store = &config.aggregator.checkpoints;
+        if !store.contains("://") && Path::new(store).is_relative() {
+            config.aggregator.checkpoints = base.join(store).to_string_lossy().into_owned();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let f = &self.federation;
+        if f.id.trim().is_empty() {
+            return bad("federation.id must not be empty".into());
+        }
+        if f.rounds == 0 {
+            return bad("federation.rounds must be at least 1".into());
+        }
+        if f.min_clients == 0 {
+            return bad("federation.min_clients must be at least 1".into());
+        }
+        for (name, v) in [
+            ("federation.fit_timeout_s", f.fit_timeout_s),
+            ("federation.evaluate_timeout_s", f.evaluate_timeout_s),
+            ("aggregator.heartbeat_interval_s", self.aggregator.heartbeat_interval_s),
+            ("aggregator.handshake_timeout_s", self.aggregator.handshake_timeout_s),
+            ("aggregator.idle_timeout_s", self.aggregator.idle_timeout_s),
+            ("client.reconnect_delay_s", self.client.reconnect_delay_s),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 1e7) {
+                return bad(format!("{name} must be a positive number of seconds, got {v}"));
+            }
+        }
+        if self.aggregator.idle_timeout_s <= self.aggregator.heartbeat_interval_s {
+            return bad("aggregator.idle_timeout_s must exceed heartbeat_interval_s".into());
+        }
+        if self.aggregator.max_sessions == 0 || self.aggregator.max_frames_per_second == 0 {
+            return bad("aggregator.max_sessions and max_frames_per_second must be positive".into());
+        }
+        let members = self.members()?;
+        if members.len() < f.min_clients {
+            return bad(format!(
+                "federation.min_clients is {} but only {} members are allowed",
+                f.min_clients,
+                members.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The members' addresses in file order (a member's client id is its position);
+    /// duplicates and malformed addresses (including a wrong EIP-55 checksum) are errors.
+    pub fn members(&self) -> Result<Vec<Address>, ConfigError> {
+        let mut list: Vec<Address> = Vec::with_capacity(self.members.allowed.len());
+        for (i, a) in self.members.allowed.iter().enumerate() {
+            let parsed = AllowList::parse([a]).map_err(|e| {
+                ConfigError::Invalid(format!("members.allowed[{i}] = {a:?} is not an address: {e}"))
+            })?;
+            let address = *parsed.iter().next().expect("one entry parsed");
+            if list.contains(&address) {
+                return Err(ConfigError::Invalid(format!(
+                    "members.allowed lists {address} twice"
+                )));
+            }
+            list.push(address);
+        }
+        Ok(list)
+    }
+
+    /// A member's position in `members.allowed` (its client id and data partition).
+    pub fn member_index(&self, address: Address) -> Option<usize> {
+        self.members().ok()?.iter().position(|a| *a == address)
+    }
+
+    /// `federation.fit_timeout_s` as a duration.
+    pub fn fit_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.federation.fit_timeout_s)
+    }
+
+    /// `federation.evaluate_timeout_s` as a duration.
+    pub fn evaluate_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.federation.evaluate_timeout_s)
+    }
+
+    /// The hash of the file (zero for a config built in code).
+    pub fn config_hash(&self) -> ContentHash {
+        self.hash.unwrap_or(ContentHash::of(b""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[federation]
+id = "t"
+rounds = 2
+min_clients = 1
+[model]
+kind = "mlp"
+[data]
+dataset = "digits"
+[members]
+allowed = ["0x00000000000000000000000000000000000000aa"]
+"#;
+
+    #[test]
+    fn minimal_file_gets_defaults_and_resolves_paths() {
+        let c = FederationConfig::parse(MINIMAL, Path::new("/etc/daofl")).unwrap();
+        assert_eq!(c.aggregator.checkpoints, "/etc/daofl/checkpoints");
+        assert_eq!(c.fit_timeout(), Duration::from_secs(600));
+        assert_eq!(c.config_hash(), ContentHash::of(MINIMAL.as_bytes()));
+        let addr: Address = "0x00000000000000000000000000000000000000aa".parse().unwrap();
+        assert_eq!(c.member_index(addr), Some(0));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let typo = MINIMAL.replace("rounds = 2", "rounds = 2\nrouns = 3");
+        let e = FederationConfig::parse(&typo, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("rouns"), "{e}");
+        let zero = MINIMAL.replace("rounds = 2", "rounds = 0");
+        let e = FederationConfig::parse(&zero, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("rounds"), "{e}");
+        let quorum = MINIMAL.replace("min_clients = 1", "min_clients = 2");
+        let e = FederationConfig::parse(&quorum, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("only 1 members"), "{e}");
+        let addr = MINIMAL.replace("0x00000000000000000000000000000000000000aa", "0xzz");
+        let e = FederationConfig::parse(&addr, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("not an address"), "{e}");
+        let dup = MINIMAL.replace(
+            "allowed = [\"0x00000000000000000000000000000000000000aa\"]",
+            "allowed = [\"0x00000000000000000000000000000000000000aa\", \"0x00000000000000000000000000000000000000AA\"]",
+        );
+        let e = FederationConfig::parse(&dup, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let timeout = MINIMAL.replace("min_clients = 1", "min_clients = 1\nfit_timeout_s = -1");
+        assert!(FederationConfig::parse(&timeout, Path::new(".")).is_err());
+        assert!(FederationConfig::parse("not toml [", Path::new(".")).is_err());
+    }
+}

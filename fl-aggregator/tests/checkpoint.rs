@@ -42,6 +42,11 @@ fn meta(round: u64) -> CheckpointMeta {
         .with_metrics(BTreeMap::from([
             ("accuracy".to_owned(), 0.5 + round as f64 / 100.0),
             ("loss".to_owned(), f64::NAN),
+            // serde_json's default float parser reads this one ulp off.
+            ("grad_norm".to_owned(), 1.7546217903306627),
+            ("delta".to_owned(), -0.0),
+            ("tiny".to_owned(), f64::from_bits(1)),
+            ("worst".to_owned(), f64::NEG_INFINITY),
         ]))
         .with_created_at("2025-01-01T00:00:00Z")
 }
@@ -75,6 +80,22 @@ async fn get(store: &CheckpointStore, path: &Path) -> Vec<u8> {
     got.bytes().await.unwrap().to_vec()
 }
 
+/// Asserts that two manifests are the same bit for bit. `==` cannot say so: it follows IEEE 754,
+/// under which the NaN metric is unequal to itself (and `-0.0` equal to `0.0`).
+fn assert_same(a: &Manifest, b: &Manifest) {
+    let bits = |m: &Manifest| -> Vec<(String, u64)> {
+        m.metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_bits()))
+            .collect()
+    };
+    assert_eq!(bits(a), bits(b));
+    assert_eq!(
+        serde_json::to_string(a).unwrap(),
+        serde_json::to_string(b).unwrap()
+    );
+}
+
 async fn latest_round(store: &CheckpointStore) -> Option<u64> {
     store.latest().await.unwrap().map(|(m, _)| m.round)
 }
@@ -89,8 +110,11 @@ async fn round_trip_is_bit_exact_on_disk_and_in_memory() {
         assert_eq!(saved.params_cid, p.content_hash());
         assert_eq!(saved.schema_hash, schema().hash());
         let (m, back) = store.load(1).await.unwrap();
-        assert_eq!(m, saved);
+        assert_same(&m, &saved);
+        assert_same(&m, &store.list().await.unwrap()[0]);
         assert!(m.metrics["loss"].is_nan()); // NaN survives JSON (as a string)
+        assert_eq!(m.metrics["grad_norm"], 1.7546217903306627);
+        assert!(m.metrics["delta"].is_sign_negative());
         let bits = |p: &ParamVec| p.values().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&back), bits(&p));
         assert_eq!(back.content_hash(), p.content_hash());
@@ -108,6 +132,7 @@ async fn round_trip_is_bit_exact_on_disk_and_in_memory() {
     assert_eq!(v["version"], 1);
     assert_eq!(v["params_cid"], p.content_hash().to_string());
     assert_eq!(v["metrics"]["loss"], "NaN");
+    assert_eq!(v["metrics"]["worst"], "-Infinity");
     assert_eq!(v["participants"][0]["id"], "client-1");
     assert!(v.get("anchor").is_none());
 }
@@ -124,7 +149,13 @@ async fn latest_picks_the_highest_round_and_empty_store_has_none() {
     let (m, p) = store.latest().await.unwrap().unwrap();
     assert_eq!(m.round, 12_345_678_901);
     assert_eq!(p, params(12_345_678_901u64 as u32));
-    let listed: Vec<u64> = store.list().await.unwrap().iter().map(|m| m.round).collect();
+    let listed: Vec<u64> = store
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.round)
+        .collect();
     assert_eq!(listed, [1, 2, 9, 10, 12_345_678_901]);
     assert_eq!(store.rounds().await.unwrap(), listed);
 }
@@ -142,10 +173,14 @@ async fn truncated_params_are_skipped_and_reported() {
     let report = store.verify(3).await.unwrap();
     assert!(!report.is_ok());
     assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| matches!(p, Problem::ParamsLength { expected: 60, found: 57, .. })),
+        report.problems.iter().any(|p| matches!(
+            p,
+            Problem::ParamsLength {
+                expected: 60,
+                found: 57,
+                ..
+            }
+        )),
         "{report}"
     );
     assert!(matches!(
@@ -166,7 +201,9 @@ async fn flipped_byte_is_skipped_and_reported() {
     assert_eq!(latest_round(&store).await, Some(2));
     let report = store.verify(3).await.unwrap();
     assert_eq!(report.problems.len(), 1, "{report}");
-    assert!(matches!(report.problems[0], Problem::ParamsHashMismatch { expected, .. } if expected == saved[2].params_cid));
+    assert!(
+        matches!(report.problems[0], Problem::ParamsHashMismatch { expected, .. } if expected == saved[2].params_cid)
+    );
     let err = store.load(3).await.unwrap_err().to_string();
     assert!(err.contains("round 3") && err.contains("damaged"), "{err}");
 }
@@ -186,7 +223,10 @@ async fn manifest_naming_a_missing_cid_is_skipped_and_reported() {
 
     assert_eq!(latest_round(&store).await, Some(2));
     let report = store.verify(3).await.unwrap();
-    assert!(matches!(&report.problems[..], [Problem::ParamsMissing { path }] if path.contains("params/bafkrei")), "{report}");
+    assert!(
+        matches!(&report.problems[..], [Problem::ParamsMissing { path }] if path.contains("params/bafkrei")),
+        "{report}"
+    );
     assert_eq!(report.manifest.as_ref().map(|m| m.round), Some(3));
 }
 
@@ -202,10 +242,12 @@ async fn garbage_manifests_are_skipped_and_reported() {
     newer["new_field"] = true.into();
     let mut huge_schema = good.clone();
     huge_schema["schema"]["tensors"][0]["shape"] = serde_json::json!([u64::MAX, u64::MAX]);
+    // Round 2's manifest, stored as round 8 (so it names its round) with a wrong schema hash.
     let mut bad_schema_hash = good.clone();
+    bad_schema_hash["round"] = 8.into();
     bad_schema_hash["schema_hash"] = ContentHash::of(b"other").to_hex().into();
-    let mut wrong_round = good.clone();
-    wrong_round["round"] = 2.into();
+    // Round 2's manifest, intact, copied to round 9.
+    let wrong_round = good.clone();
 
     let cases: Vec<(u64, Vec<u8>)> = vec![
         (3, b"\x00\xffnot json at all".to_vec()),
@@ -216,6 +258,15 @@ async fn garbage_manifests_are_skipped_and_reported() {
         (8, serde_json::to_vec(&bad_schema_hash).unwrap()),
         (9, serde_json::to_vec(&wrong_round).unwrap()),
         (10, Vec::new()),
+        // A huge schema shadowed by a second `schema` key, which a generic JSON value keeps.
+        (11, {
+            let text = serde_json::to_string(&good).unwrap();
+            let huge = format!(
+                r#"{{"schema":{{"tensors":[{{"name":"w","shape":[{0},{0}]}}]}},"#,
+                u64::MAX
+            );
+            format!("{huge}{}", &text[1..]).into_bytes()
+        }),
     ];
     for (round, bytes) in &cases {
         put(&store, &store.manifest_path(*round), bytes.clone()).await;
@@ -227,18 +278,102 @@ async fn garbage_manifests_are_skipped_and_reported() {
     for (round, _) in &cases {
         let report = store.verify(*round).await.unwrap();
         assert!(!report.is_ok(), "round {round} should be damaged");
+        // Each report names exactly what is wrong, and only that.
         let expected = match round {
-            6 => matches!(report.problems[0], Problem::UnsupportedVersion { found: 99, .. }),
-            8 => matches!(report.problems[0], Problem::SchemaHashMismatch { .. }),
-            9 => matches!(report.problems[0], Problem::RoundMismatch { named: 9, recorded: 2 }),
-            _ => matches!(report.problems[0], Problem::ManifestUnreadable { .. }),
+            6 => matches!(
+                report.problems[..],
+                [Problem::UnsupportedVersion { found: 99, .. }]
+            ),
+            8 => matches!(report.problems[..], [Problem::SchemaHashMismatch { .. }]),
+            9 => matches!(
+                report.problems[..],
+                [Problem::RoundMismatch {
+                    named: 9,
+                    recorded: 2
+                }]
+            ),
+            _ => matches!(report.problems[..], [Problem::ManifestUnreadable { .. }]),
         };
         assert!(expected, "round {round}: {report}");
+        assert!(
+            report
+                .to_string()
+                .starts_with(&format!("round {round} DAMAGED: ")),
+            "{report}"
+        );
+        assert!(matches!(
+            store.load(*round).await,
+            Err(CheckpointError::Corrupt { round: r, .. }) if r == *round
+        ));
     }
-    // `list` shows the manifests that parse (rounds 8 and 9 parse; they fail verification).
-    let listed: Vec<u64> = store.list().await.unwrap().iter().map(|m| m.round).collect();
-    assert_eq!(listed, [1, 2, 2, 2]);
-    assert_eq!(store.rounds().await.unwrap(), (1..=10).collect::<Vec<_>>());
+    // `list` reads manifests only: round 8 parses and names its round (its schema hash is for
+    // `verify` to check); round 9 records round 2 and is skipped.
+    let listed: Vec<u64> = store
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.round)
+        .collect();
+    assert_eq!(listed, [1, 2, 8]);
+    assert_eq!(store.rounds().await.unwrap(), (1..=11).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn oversized_objects_are_reported_not_read() {
+    let store = CheckpointStore::open("memory://").unwrap();
+    let saved = save_rounds(&store, 2).await;
+    // A manifest past the size limit (64 MiB), and round 2's parameters grown past their schema.
+    put(&store, &store.manifest_path(3), vec![b' '; (64 << 20) + 1]).await;
+    let path = store.params_path(&saved[1].params_cid);
+    let mut bytes = get(&store, &path).await;
+    bytes.resize(1 << 20, 0);
+    put(&store, &path, bytes).await;
+
+    assert_eq!(latest_round(&store).await, Some(1));
+    let report = store.verify(3).await.unwrap();
+    assert!(
+        matches!(&report.problems[..], [Problem::ManifestUnreadable { reason, .. }] if reason.contains("67108865 bytes")),
+        "{report}"
+    );
+    let report = store.verify(2).await.unwrap();
+    assert!(
+        matches!(
+            report.problems[..],
+            [Problem::ParamsLength {
+                expected: 60,
+                found: 1_048_576,
+                ..
+            }]
+        ),
+        "{report}"
+    );
+    let listed: Vec<u64> = store
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.round)
+        .collect();
+    assert_eq!(listed, [1, 2]);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_file_name_that_is_not_utf8_stops_listing_with_a_clear_error() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (dir, store) = local();
+    save_rounds(&store, 2).await;
+    let name = std::ffi::OsStr::from_bytes(b"stray-\xff.json");
+    std::fs::write(dir.path().join("ckpt/rounds").join(name), b"{}").unwrap();
+    // The local store cannot name such a file, so listing fails: resuming stops with an error
+    // that says where and what to do, rather than guessing which rounds exist.
+    let err = store.latest().await.unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::Store { op: "list", path, .. } if path == "rounds"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("move that file out"), "{err}");
 }
 
 #[tokio::test]
@@ -247,7 +382,12 @@ async fn crash_between_params_and_manifest_leaves_the_previous_round() {
     save_rounds(&store, 2).await;
     // Round 3's parameters were written, then the process died before its manifest.
     let p3 = params(3);
-    put(&store, &store.params_path(&p3.content_hash()), p3.to_le_bytes()).await;
+    put(
+        &store,
+        &store.params_path(&p3.content_hash()),
+        p3.to_le_bytes(),
+    )
+    .await;
     // ... and a staging file of the manifest write was left behind (as LocalFileSystem names them).
     let staging = _dir.path().join("ckpt/rounds/0000000003.json#1");
     std::fs::write(&staging, b"{\"version\": 1, \"rou").unwrap();
@@ -276,7 +416,10 @@ async fn same_params_share_one_object_and_rounds_are_not_overwritten() {
 
     // An intact round is never overwritten.
     let err = store.save(meta(2), &params(9)).await.unwrap_err();
-    assert!(matches!(err, CheckpointError::RoundExists { round: 2, .. }), "{err}");
+    assert!(
+        matches!(err, CheckpointError::RoundExists { round: 2, .. }),
+        "{err}"
+    );
     assert_eq!(store.load(2).await.unwrap().1, p);
 }
 
@@ -304,7 +447,10 @@ async fn missing_rounds_are_errors_for_load_and_verify() {
         store.load(5).await.unwrap_err(),
         store.verify(5).await.unwrap_err(),
     ] {
-        assert!(matches!(err, CheckpointError::RoundNotFound { round: 5, .. }), "{err}");
+        assert!(
+            matches!(err, CheckpointError::RoundNotFound { round: 5, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("rounds/0000000005.json"), "{err}");
     }
 }
@@ -367,7 +513,10 @@ fn urls() {
     #[cfg(not(feature = "azure"))]
     assert!(matches!(
         CheckpointStore::open("az://container/p"),
-        Err(CheckpointError::FeatureDisabled { feature: "azure", .. })
+        Err(CheckpointError::FeatureDisabled {
+            feature: "azure",
+            ..
+        })
     ));
     // A file where the directory should be.
     let file = dir.path().join("file");

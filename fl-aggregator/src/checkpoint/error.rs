@@ -81,8 +81,8 @@ pub enum CheckpointError {
     },
     /// The checkpoint of this round exists but is damaged.
     #[error(
-        "checkpoint of round {round} is damaged: {}; `CheckpointStore::latest` falls back to an \
-         earlier round, and saving round {round} again replaces the damaged objects",
+        "checkpoint of round {round} is damaged: {}; `CheckpointStore::latest` falls back to \
+         the newest intact round, and saving a round replaces the damaged objects it rewrites",
         ProblemList(.problems)
     )]
     Corrupt {

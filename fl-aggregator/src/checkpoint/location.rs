@@ -43,19 +43,17 @@ pub(crate) fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, Path), Checkp
     }
 }
 
-fn open_local(
-    url: &str,
-    dir: PathBuf,
-) -> Result<(Arc<dyn ObjectStore>, Path), CheckpointError> {
+fn open_local(url: &str, dir: PathBuf) -> Result<(Arc<dyn ObjectStore>, Path), CheckpointError> {
     std::fs::create_dir_all(&dir).map_err(|source| CheckpointError::CreateDir {
         path: dir.clone(),
         source,
     })?;
-    let store = LocalFileSystem::new_with_prefix(&dir).map_err(|source| CheckpointError::Store {
-        op: "open",
-        path: url.to_owned(),
-        source,
-    })?;
+    let store =
+        LocalFileSystem::new_with_prefix(&dir).map_err(|source| CheckpointError::Store {
+            op: "open",
+            path: url.to_owned(),
+            source,
+        })?;
     Ok((Arc::new(store) as _, Path::default()))
 }
 

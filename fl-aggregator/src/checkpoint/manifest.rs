@@ -48,6 +48,7 @@ pub struct Manifest {
     #[serde(with = "cid_string")]
     pub params_cid: ContentHash,
     /// The model's tensors (names and shapes) in order.
+    #[serde(with = "sized_schema")]
     pub schema: Schema,
     /// Hash of `schema` (see [`Schema::hash`]).
     pub schema_hash: SchemaHash,
@@ -74,7 +75,9 @@ impl Manifest {
     pub fn new(meta: CheckpointMeta, params: &ParamVec) -> Self {
         let schema = params.schema().as_ref().clone();
         let mut metrics = meta.metrics;
-        metrics.values_mut().for_each(|v| *v = json_f64::canonical(*v));
+        metrics
+            .values_mut()
+            .for_each(|v| *v = json_f64::canonical(*v));
         let privacy = meta.privacy.map(|p| PrivacySpent {
             epsilon: json_f64::canonical(p.epsilon),
             delta: json_f64::canonical(p.delta),
@@ -89,7 +92,9 @@ impl Manifest {
             participants: meta.participants,
             metrics,
             config_hash: meta.config_hash,
-            created_at: meta.created_at.unwrap_or_else(|| rfc3339_utc(SystemTime::now())),
+            created_at: meta
+                .created_at
+                .unwrap_or_else(|| rfc3339_utc(SystemTime::now())),
             privacy,
             anchor: meta.anchor,
         }
@@ -103,9 +108,8 @@ impl Manifest {
     /// Parses a stored manifest, never panicking on hostile input.
     ///
     /// The version is read first, so a manifest from a newer daofl is reported as such rather
-    /// than as unreadable. Tensor shapes are size-checked before the [`Schema`] is built. The
-    /// typed parse then reads `bytes` again (not the generic JSON value, whose numbers are
-    /// already rounded) so that metrics come back exactly.
+    /// than as unreadable. The typed parse then reads `bytes` again (not the generic JSON
+    /// value, whose numbers are already rounded) so that metrics come back exactly.
     pub(crate) fn parse(path: &str, bytes: &[u8]) -> Result<Self, Problem> {
         let unreadable = |reason: String| Problem::ManifestUnreadable {
             path: path.to_owned(),
@@ -129,40 +133,67 @@ impl Manifest {
         if version == 0 {
             return Err(unreadable("format version 0 does not exist".into()));
         }
-        check_schema_size(&value).map_err(unreadable)?;
         drop(value);
         serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))
     }
 }
 
-/// Refuses schemas whose byte size overflows `u64`/`usize` before [`Schema`] computes it (an
-/// overflowing product would panic in a debug build).
-fn check_schema_size(manifest: &serde_json::Value) -> Result<(), String> {
-    let Some(tensors) = manifest
-        .get("schema")
-        .and_then(|s| s.get("tensors"))
-        .and_then(serde_json::Value::as_array)
-    else {
-        return Ok(()); // the typed parse reports the missing field
-    };
-    let too_big = || "the schema's tensor shapes describe more values than fit in memory".to_owned();
-    let mut total: u64 = 0;
-    for t in tensors {
-        let Some(shape) = t.get("shape").and_then(serde_json::Value::as_array) else {
-            continue;
-        };
-        let mut n: u64 = 1;
-        for d in shape {
-            let d = d.as_u64().unwrap_or(0);
-            n = n.checked_mul(d).ok_or_else(too_big)?;
+/// A [`Schema`] whose shapes are size-checked before it is built: [`Schema::new`] multiplies
+/// the dimensions unchecked, which panics on overflow in a debug build. The check is part of
+/// deserialising (not a pass over the JSON before it), so no shape reaches `Schema::new`
+/// unchecked, even from a manifest with a duplicated `schema` key.
+mod sized_schema {
+    use fl_core::{Schema, TensorSpec};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(schema: &Schema, s: S) -> Result<S::Ok, S::Error> {
+        schema.serialize(s)
+    }
+
+    /// What [`Schema`]'s own `Deserialize` reads.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        tensors: Vec<TensorSpec>,
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Schema, D::Error> {
+        let Raw { tensors } = Raw::deserialize(d)?;
+        if !byte_size_fits(&tensors) {
+            return Err(serde::de::Error::custom(
+                "the schema's tensor shapes describe more values than fit in memory",
+            ));
         }
-        total = total.checked_add(n).ok_or_else(too_big)?;
+        Schema::new(tensors).map_err(serde::de::Error::custom)
     }
-    let bytes = total.checked_mul(4).ok_or_else(too_big)?;
-    if usize::try_from(bytes).is_err() {
-        return Err(too_big());
+
+    /// Whether the schema's values, 4 bytes each, can be counted and addressed: every product
+    /// and sum that [`Schema::new`] computes, in its order, without overflow.
+    pub(super) fn byte_size_fits(tensors: &[TensorSpec]) -> bool {
+        let total = tensors.iter().try_fold(0usize, |total, t| {
+            let n = t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+            total.checked_add(n)
+        });
+        total.and_then(|n| n.checked_mul(4)).is_some()
     }
-    Ok(())
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn sizes() {
+            let spec = |shape: &[usize]| TensorSpec::new("t", shape.to_vec());
+            assert!(byte_size_fits(&[spec(&[3, 4]), spec(&[3])]));
+            assert!(byte_size_fits(&[spec(&[0, usize::MAX, usize::MAX])])); // 0 first: no overflow
+            assert!(!byte_size_fits(&[spec(&[usize::MAX, usize::MAX, 0])]));
+            assert!(!byte_size_fits(&[spec(&[usize::MAX / 4 + 1])])); // bytes overflow
+            assert!(!byte_size_fits(&[
+                spec(&[usize::MAX / 8 + 1]),
+                spec(&[usize::MAX / 8 + 1])
+            ]));
+        }
+    }
 }
 
 /// What the caller of [`CheckpointStore::save`](super::CheckpointStore::save) says about a round;
@@ -205,7 +236,10 @@ impl CheckpointMeta {
     }
 
     /// Sets the participants.
-    pub fn with_participants(mut self, participants: impl IntoIterator<Item = Participant>) -> Self {
+    pub fn with_participants(
+        mut self,
+        participants: impl IntoIterator<Item = Participant>,
+    ) -> Self {
         self.participants = participants.into_iter().collect();
         self
     }
@@ -319,8 +353,9 @@ mod cid_string {
 /// `f64` in JSON, exactly: finite values as numbers, non-finite ones as strings.
 ///
 /// `serde_json` without its `float_roundtrip` feature (which this workspace does not turn on)
-/// parses about one decimal in twelve to a neighbouring `f64`, so numbers are read from their
-/// raw JSON text with Rust's correctly rounded parser instead.
+/// reads about one shortest decimal in thirteen (measured on values between 0 and 10) as a
+/// neighbouring `f64`, so numbers are read from their raw JSON text with Rust's correctly
+/// rounded parser instead.
 mod json_f64 {
     use serde::{Deserialize, Deserializer, Serializer};
     use serde_json::value::RawValue;
@@ -415,7 +450,11 @@ mod json_f64 {
         #[test]
         fn numbers_read_exactly() {
             // serde_json's default parser reads these one ulp off.
-            for v in [1.7546217903306627, 7.2316896362404055, 9.720916325967499] {
+            for v in [
+                1.7546217903306627_f64,
+                7.2316896362404055,
+                9.720916325967499,
+            ] {
                 let text = serde_json::to_string(&v).unwrap();
                 assert_eq!(read(&text).unwrap().to_bits(), v.to_bits(), "{text}");
             }
@@ -428,7 +467,9 @@ mod json_f64 {
 
         #[test]
         fn other_values_are_refused() {
-            for text in ["1e400", "-1e400", "\"inf\"", "\"nan\"", "null", "true", "[1]", "{}"] {
+            for text in [
+                "1e400", "-1e400", "\"inf\"", "\"nan\"", "null", "true", "[1]", "{}",
+            ] {
                 let err = read(text).unwrap_err().to_string();
                 assert!(err.contains("expected a finite number"), "{text}: {err}");
             }

@@ -346,7 +346,9 @@ impl CheckpointStore {
                 });
                 None
             }
-            Read::Bytes(bytes) => check_params(&manifest, &params_path, &bytes, &mut report.problems),
+            Read::Bytes(bytes) => {
+                check_params(&manifest, &params_path, &bytes, &mut report.problems)
+            }
         };
         report.manifest = Some(manifest.clone());
         let checkpoint = match params {
@@ -405,7 +407,9 @@ impl CheckpointStore {
         }
         // Same CID, so the same bytes, unless the stored object was damaged after it was written.
         match self.read(&path, bytes.len() as u64).await? {
-            Read::Bytes(stored) if stored.len() == bytes.len() && ContentHash::of(&stored) == *cid => {
+            Read::Bytes(stored)
+                if stored.len() == bytes.len() && ContentHash::of(&stored) == *cid =>
+            {
                 tracing::debug!(%cid, "parameters already stored");
                 Ok(())
             }
@@ -504,7 +508,10 @@ mod tests {
     #[test]
     fn manifest_names() {
         assert_eq!(parse_manifest_name("0000000007.json"), Some(7));
-        assert_eq!(parse_manifest_name("12345678901.json"), Some(12_345_678_901));
+        assert_eq!(
+            parse_manifest_name("12345678901.json"),
+            Some(12_345_678_901)
+        );
         assert_eq!(parse_manifest_name("7.json"), None);
         assert_eq!(parse_manifest_name("0000000007.json#1"), None);
         assert_eq!(parse_manifest_name("000000000x.json"), None);

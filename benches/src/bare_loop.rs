@@ -1,8 +1,9 @@
 //! The quickstart federation as the plain loop a researcher would write without daofl.
 //!
 //! Same members, data, model, seeds, local training and parallelism as
-//! [`examples::digits::run_federated`], and the same example-weighted mean in `f64` summed in
-//! ascending member order, so it computes the very same final model. Whatever the federated
+//! [`examples::digits::run_federated`], and the same example-weighted mean (each term `w·x`
+//! rounded to a multiple of 2⁻³² and summed in `i64`, as `fl_core::WeightedSum` does), so it
+//! computes the very same final model. Whatever the federated
 //! run costs beyond this loop is framework overhead.
 
 use std::time::{Duration, Instant};
@@ -68,7 +69,8 @@ pub fn run(
         train_wall += train;
 
         let t = Instant::now();
-        let mut sum = vec![0.0f64; global.len()];
+        const SCALE: f64 = (1u64 << 32) as f64;
+        let mut sum = vec![0i64; global.len()];
         let mut total = 0u64;
         let (mut loss_sum, mut loss_weight) = (0.0f64, 0u64);
         for (i, trainer, outcome) in results {
@@ -76,7 +78,7 @@ pub fn run(
             let (params, out) = outcome?;
             let w = out.num_examples as f64;
             for (s, v) in sum.iter_mut().zip(params.values()) {
-                *s += w * f64::from(*v);
+                *s += (w * f64::from(*v) * SCALE).round() as i64;
             }
             total += out.num_examples;
             if let Some(l) = out.metrics.get("train_loss") {
@@ -84,9 +86,12 @@ pub fn run(
                 loss_weight += out.num_examples;
             }
         }
-        let w = total as f64;
-        global = ParamVec::new(schema.clone(), sum.iter().map(|s| (s / w) as f32).collect())
-            .expect("same schema");
+        let w = total as f64 * SCALE;
+        global = ParamVec::new(
+            schema.clone(),
+            sum.iter().map(|&s| (s as f64 / w) as f32).collect(),
+        )
+        .expect("same schema");
         let aggregate = t.elapsed();
         aggregate_wall += aggregate;
 

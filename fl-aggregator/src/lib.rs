@@ -39,6 +39,8 @@
 pub mod checkpoint;
 pub mod engine;
 pub mod inprocess;
+pub mod metrics;
+pub mod server;
 pub mod service;
 pub mod sim;
 pub mod tls;

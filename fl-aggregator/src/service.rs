@@ -21,13 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fl_core::identity::{
-    Address, JoinChallenge, MemberSignature, UpdateKind, UpdateStatement,
-    random_nonce, verify_join, verify_update_by,
+    Address, JoinChallenge, MemberSignature, UpdateKind, UpdateStatement, random_nonce,
+    verify_join, verify_update_by,
 };
 use fl_core::wire::{self, ChunkVerifier, pb};
-use fl_core::{
-    ClientId, ClientMessage, EvaluateResult, ParamVec, Schema, ServerMessage, Stage,
-};
+use fl_core::{ClientId, ClientMessage, EvaluateResult, ParamVec, Schema, ServerMessage, Stage};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 use tokio_stream::Stream;
@@ -35,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::{Engine, EngineEvent};
+use crate::metrics::AggregatorMetrics;
 
 /// Generated gRPC stubs of `daofl.v1.Federation` (messages live in [`fl_core::wire::pb`]).
 #[allow(missing_docs, clippy::all)]
@@ -62,6 +61,10 @@ pub struct ServiceConfig {
     pub idle_timeout: Duration,
     /// Largest chunk payload in either direction.
     pub max_chunk_bytes: usize,
+    /// Most sessions from one IP address that have not completed the handshake.
+    pub max_pending_per_ip: usize,
+    /// Most frames one session may send per second (a burst of that many is allowed).
+    pub max_frames_per_second: u32,
 }
 
 impl ServiceConfig {
@@ -76,6 +79,8 @@ impl ServiceConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             max_chunk_bytes: wire::MAX_CHUNK_BYTES,
+            max_pending_per_ip: 16,
+            max_frames_per_second: 4096,
         }
     }
 }
@@ -108,31 +113,47 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Runs until the engine has finished every round (or every service handle is dropped),
-    /// handing each event to `on_event`. Returns the final parameters.
-    pub async fn run(mut self, mut on_event: impl FnMut(&EngineEvent)) -> Arc<ParamVec> {
+    /// Runs until the engine has finished every round, every service handle is dropped, or
+    /// `shutdown` resolves, handing each event to `on_event`. Returns the global parameters
+    /// and whether the federation finished.
+    pub async fn run(
+        mut self,
+        mut on_event: impl FnMut(&EngineEvent),
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> (Arc<ParamVec>, bool) {
+        tokio::pin!(shutdown);
         loop {
             self.flush(&mut on_event);
             if self.engine.is_finished() {
                 break;
             }
-            let deadline = self.engine.poll_timeout().map(|t| self.epoch + t);
-            let input = match deadline {
-                Some(at) => tokio::select! {
-                    input = self.rx.recv() => input,
-                    () = tokio::time::sleep_until(at) => {
-                        let now = self.now();
-                        self.engine.handle_timeout(now);
-                        continue;
-                    }
-                },
-                None => self.rx.recv().await,
+            let deadline = self
+                .engine
+                .poll_timeout()
+                .map(|t| self.epoch + t)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let input = tokio::select! {
+                input = self.rx.recv() => input,
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.engine.handle_timeout(now);
+                    continue;
+                }
+                () = &mut shutdown => {
+                    tracing::info!(round = self.engine.round(), "shutting down; the round in progress is abandoned and resumes from the last checkpoint");
+                    break;
+                }
             };
             let Some(input) = input else { break };
             self.handle(input);
         }
         self.flush(&mut on_event);
-        self.engine.params().clone()
+        (self.engine.params().clone(), self.engine.is_finished())
+    }
+
+    /// Sessions' addresses by client id, for manifests and logs.
+    pub fn members(&self) -> BTreeMap<ClientId, Address> {
+        self.ids.iter().map(|(a, c)| (*c, *a)).collect()
     }
 
     fn now(&self) -> Duration {
@@ -203,6 +224,32 @@ struct Shared {
     schema: Arc<Schema>,
     coordinator: mpsc::Sender<Input>,
     sessions: AtomicUsize,
+    pending_by_ip: std::sync::Mutex<BTreeMap<std::net::IpAddr, usize>>,
+    metrics: Arc<AggregatorMetrics>,
+}
+
+/// Counts a session from `ip` as pending its handshake until dropped.
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip.take() {
+            let mut map = self
+                .shared
+                .pending_by_ip
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 /// The tonic service; clone it freely (it is a handle).
@@ -211,8 +258,13 @@ pub struct FederationService {
     shared: Arc<Shared>,
 }
 
-/// Builds the service and the coordinator that owns `engine`.
-pub fn federation(engine: Engine, config: ServiceConfig) -> (FederationService, Coordinator) {
+/// Builds the service and the coordinator that owns `engine`; `metrics` receives session and
+/// traffic counts (the caller feeds it engine events).
+pub fn federation(
+    engine: Engine,
+    config: ServiceConfig,
+    metrics: Arc<AggregatorMetrics>,
+) -> (FederationService, Coordinator) {
     // Small: a message may carry a 4 MiB chunk, and a full channel pushes back on the
     // sessions (and through HTTP/2 flow control on the clients) instead of buffering.
     let (tx, rx) = mpsc::channel(16);
@@ -236,6 +288,8 @@ pub fn federation(engine: Engine, config: ServiceConfig) -> (FederationService, 
             schema,
             coordinator: tx,
             sessions: AtomicUsize::new(0),
+            pending_by_ip: std::sync::Mutex::new(BTreeMap::new()),
+            metrics,
         }),
     };
     (service, coordinator)
@@ -264,16 +318,41 @@ impl grpc::federation_server::Federation for FederationService {
         let shared = self.shared.clone();
         if shared.sessions.fetch_add(1, Ordering::SeqCst) >= shared.config.max_sessions {
             shared.sessions.fetch_sub(1, Ordering::SeqCst);
+            shared.metrics.session_refused();
             return Err(Status::resource_exhausted(
                 "the aggregator is at its session limit; retry later",
             ));
         }
+        let ip = request.remote_addr().map(|a| a.ip());
+        if let Some(ip) = ip {
+            let mut map = shared
+                .pending_by_ip
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n >= shared.config.max_pending_per_ip {
+                drop(map);
+                shared.sessions.fetch_sub(1, Ordering::SeqCst);
+                shared.metrics.session_refused();
+                return Err(Status::resource_exhausted(format!(
+                    "too many unauthenticated sessions from {ip}; finish a handshake first"
+                )));
+            }
+            *n += 1;
+        }
         let (out_tx, out_rx) = mpsc::channel(8);
         let inbound = request.into_inner();
         tokio::spawn(async move {
-            let result = run_session(&shared, inbound, out_tx.clone()).await;
+            let pending = PendingGuard {
+                shared: &shared,
+                ip,
+            };
+            let result = run_session(&shared, inbound, out_tx.clone(), pending).await;
             if let Err(status) = result {
-                tracing::info!("session refused: {}", status.message());
+                tracing::info!("session ended: {:?}: {}", status.code(), status.message());
+                if !matches!(status.code(), tonic::Code::Cancelled) {
+                    shared.metrics.session_refused();
+                }
                 let _ = out_tx.send(Err(status)).await;
             }
             shared.sessions.fetch_sub(1, Ordering::SeqCst);
@@ -318,6 +397,7 @@ async fn run_session(
     shared: &Shared,
     mut inbound: Streaming<pb::ClientFrame>,
     out: Outbound,
+    pending: PendingGuard<'_>,
 ) -> Result<(), Status> {
     let cfg = &shared.config;
     let Some(pb::client_frame::Kind::Hello(hello)) =
@@ -377,9 +457,11 @@ async fn run_session(
         client_nonce,
         server: hello.server.clone(),
     };
-    out.send(Ok(frame(pb::server_frame::Kind::Challenge(pb::Challenge {
-        session_id: session_id.to_vec(),
-    }))))
+    out.send(Ok(frame(pb::server_frame::Kind::Challenge(
+        pb::Challenge {
+            session_id: session_id.to_vec(),
+        },
+    ))))
     .await
     .map_err(|_| Status::cancelled("client went away"))?;
 
@@ -390,8 +472,8 @@ async fn run_session(
     };
     let signature = MemberSignature::from_bytes(&join.signature)
         .map_err(|e| Status::unauthenticated(e.to_string()))?;
-    let signer = verify_join(&challenge, &signature)
-        .map_err(|e| Status::unauthenticated(e.to_string()))?;
+    let signer =
+        verify_join(&challenge, &signature).map_err(|e| Status::unauthenticated(e.to_string()))?;
     if signer != address {
         return Err(Status::unauthenticated(format!(
             "the join signature is by {signer}, not {address}"
@@ -413,6 +495,8 @@ async fn run_session(
         .await
         .map_err(|_| Status::unavailable("the federation is shutting down"))??;
     tracing::info!(%client, %address, "member joined");
+    drop(pending);
+    shared.metrics.session_delta(1);
     out.send(Ok(frame(pb::server_frame::Kind::Welcome(pb::Welcome {
         client_id: client.0,
         heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as u32,
@@ -421,7 +505,12 @@ async fn run_session(
     .await
     .map_err(|_| Status::cancelled("client went away"))?;
 
-    let writer = tokio::spawn(write_instructions(msg_rx, out.clone(), cfg.max_chunk_bytes));
+    let writer = tokio::spawn(write_instructions(
+        msg_rx,
+        out.clone(),
+        cfg.max_chunk_bytes,
+        shared.metrics.clone(),
+    ));
     let ctx = SessionCtx {
         shared,
         client,
@@ -431,6 +520,7 @@ async fn run_session(
     let result = ctx.read_loop(&mut inbound).await;
     writer.abort();
     let _ = shared.coordinator.send(Input::Leave { client }).await;
+    shared.metrics.session_delta(-1);
     tracing::info!(%client, "member left");
     result
 }
@@ -440,6 +530,7 @@ async fn write_instructions(
     mut rx: mpsc::UnboundedReceiver<ServerMessage>,
     out: Outbound,
     max_chunk_bytes: usize,
+    metrics: Arc<AggregatorMetrics>,
 ) {
     while let Some(msg) = rx.recv().await {
         let (header, params, settings) = match msg {
@@ -497,6 +588,7 @@ async fn write_instructions(
             return;
         }
         for chunk in wire::encode_chunks(&params, header.round, max_chunk_bytes) {
+            metrics.sent(chunk.data.len());
             if out
                 .send(Ok(frame(pb::server_frame::Kind::Chunk(chunk))))
                 .await
@@ -526,11 +618,25 @@ impl SessionCtx<'_> {
     async fn read_loop(&self, inbound: &mut Streaming<pb::ClientFrame>) -> Result<(), Status> {
         let cfg = &self.shared.config;
         let mut pending: Option<PendingUpdate> = None;
+        let rate = f64::from(cfg.max_frames_per_second);
+        let mut tokens = rate;
+        let mut last = Instant::now();
         loop {
-            let Some(kind) = next_frame(inbound, cfg.idle_timeout, "frame (not even a heartbeat)").await?
+            let Some(kind) =
+                next_frame(inbound, cfg.idle_timeout, "frame (not even a heartbeat)").await?
             else {
                 return Ok(());
             };
+            let now = Instant::now();
+            tokens = (tokens + rate * (now - last).as_secs_f64()).min(rate);
+            last = now;
+            if tokens < 1.0 {
+                return Err(Status::resource_exhausted(format!(
+                    "more than {} frames per second; slow down",
+                    cfg.max_frames_per_second
+                )));
+            }
+            tokens -= 1.0;
             match kind {
                 pb::client_frame::Kind::Heartbeat(_) => {}
                 pb::client_frame::Kind::Update(header) => {
@@ -551,8 +657,10 @@ impl SessionCtx<'_> {
                         return Err(invalid("a chunk arrived outside an update"));
                     };
                     let values = p.verifier.push(&chunk).map_err(invalid)?;
+                    self.shared.metrics.received(chunk.data.len());
                     let round = p.round;
-                    self.forward(ClientMessage::FitChunk { round, values }).await?;
+                    self.forward(ClientMessage::FitChunk { round, values })
+                        .await?;
                     if p.verifier.is_complete() {
                         let p = pending.take().expect("checked above");
                         p.verifier.finish().map_err(invalid)?;

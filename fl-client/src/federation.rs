@@ -153,7 +153,13 @@ pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTra
                 config.federation.seed,
             )?;
             let mine = parts.swap_remove(index);
-            Ok(BurnTrainer::new(&model, DeviceSpec::Cpu, mine, Some(test), seed)?)
+            Ok(BurnTrainer::new(
+                &model,
+                DeviceSpec::Cpu,
+                mine,
+                Some(test),
+                seed,
+            )?)
         }
         DataSpec::Idx {
             train_images,
@@ -171,7 +177,13 @@ pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTra
                     ));
                 }
             };
-            Ok(BurnTrainer::new(&model, DeviceSpec::Cpu, train, test, seed)?)
+            Ok(BurnTrainer::new(
+                &model,
+                DeviceSpec::Cpu,
+                train,
+                test,
+                seed,
+            )?)
         }
     }
 }
@@ -225,4 +237,65 @@ pub fn evaluator(config: &FederationConfig) -> Result<BurnTrainer, Error> {
 /// The seeded initial global parameters of the federation's model.
 pub fn initial_params(config: &FederationConfig) -> Result<ParamVec, Error> {
     Ok(evaluator(config)?.get_parameters())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn example() -> FederationConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/federation/digits.toml");
+        FederationConfig::load(&path).expect("the shipped federation file is valid")
+    }
+
+    #[test]
+    fn shipped_federation_file_builds_members() {
+        let config = example();
+        assert_eq!(model_spec(&config).unwrap(), ModelSpec::Mlp { hidden: 256 });
+        assert!(matches!(
+            data_spec(&config).unwrap(),
+            DataSpec::Digits {
+                partition: PartitionKind::Dirichlet,
+                ..
+            }
+        ));
+        let a = member_trainer(&config, 0).unwrap();
+        let b = member_trainer(&config, 3).unwrap();
+        // Same seeded initial model everywhere.
+        assert_eq!(a.get_parameters(), initial_params(&config).unwrap());
+        assert_eq!(b.get_parameters(), a.get_parameters());
+        assert!(member_trainer(&config, 4).is_err());
+    }
+
+    #[test]
+    fn bad_model_and_data_sections_are_named() {
+        let mut config = example();
+        config
+            .model
+            .insert("kind".into(), toml::Value::String("transformer".into()));
+        let e = model_spec(&config).unwrap_err().to_string();
+        assert!(e.contains("[model]"), "{e}");
+        let mut config = example();
+        config
+            .data
+            .insert("dataset".into(), toml::Value::String("imagenet".into()));
+        let e = data_spec(&config).unwrap_err().to_string();
+        assert!(e.contains("[data]"), "{e}");
+        let mut config = example();
+        config.data = toml::Table::new();
+        config
+            .data
+            .insert("dataset".into(), toml::Value::String("idx".into()));
+        config.data.insert(
+            "train_images".into(),
+            toml::Value::String("/nonexistent".into()),
+        );
+        config.data.insert(
+            "train_labels".into(),
+            toml::Value::String("/nonexistent".into()),
+        );
+        assert!(member_trainer(&config, 0).is_err());
+    }
 }

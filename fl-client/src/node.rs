@@ -11,8 +11,8 @@ use std::time::Duration;
 use fl_core::identity::{JoinChallenge, MemberKey, UpdateKind, UpdateStatement, random_nonce};
 use fl_core::wire::{self, ParamAssembler, pb};
 use fl_core::{
-    ClientMessage, ClientSession, EvaluateConfig, FitConfig, RoundConfig,
-    ServerMessage, SessionEvent, Stage, Trainer,
+    ClientMessage, ClientSession, EvaluateConfig, FitConfig, RoundConfig, ServerMessage,
+    SessionEvent, Stage, Trainer,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -272,7 +272,11 @@ async fn run_session<T: Trainer + 'static>(
     let pb::server_frame::Kind::Welcome(welcome) = next(inbound.message().await?)? else {
         return Err(NodeError::Protocol("expected a welcome".into()));
     };
-    tracing::info!(client = welcome.client_id, "joined {}", config.federation_id);
+    tracing::info!(
+        client = welcome.client_id,
+        "joined {}",
+        config.federation_id
+    );
     report.sessions += 1;
     let max_chunk = (welcome.max_chunk_bytes as usize).clamp(4, wire::MAX_CHUNK_BYTES);
 
@@ -315,9 +319,7 @@ async fn run_session<T: Trainer + 'static>(
                 }
             }
             other => {
-                break Err(NodeError::Protocol(format!(
-                    "unexpected frame {other:?}"
-                )));
+                break Err(NodeError::Protocol(format!("unexpected frame {other:?}")));
             }
         };
         if session.handle_message(msg).is_err() {
@@ -354,9 +356,16 @@ async fn run_session<T: Trainer + 'static>(
             }
         }
         while let Some(answer) = session.poll_transmit() {
-            if send_answer(&tx, key, &config.federation_id, session_id, answer, max_chunk)
-                .await
-                .is_err()
+            if send_answer(
+                &tx,
+                key,
+                &config.federation_id,
+                session_id,
+                answer,
+                max_chunk,
+            )
+            .await
+            .is_err()
             {
                 heartbeat.abort();
                 return Err(NodeError::Closed);
@@ -379,8 +388,8 @@ async fn receive_instruction(
     let protocol = |e: wire::WireError| NodeError::Protocol(e.to_string());
     let params_hash = wire::hash_from_bytes("params_hash", &ins.params_hash).map_err(protocol)?;
     let schema_hash = wire::hash_from_bytes("schema_hash", &ins.schema_hash).map_err(protocol)?;
-    let mut asm =
-        ParamAssembler::new(schema.clone(), ins.round, params_hash, max_chunk, None).map_err(protocol)?;
+    let mut asm = ParamAssembler::new(schema.clone(), ins.round, params_hash, max_chunk, None)
+        .map_err(protocol)?;
     if ins.num_chunks as usize != asm.remaining() {
         return Err(NodeError::Protocol(format!(
             "instruction announces {} chunks, the schema needs {}",
@@ -502,7 +511,9 @@ async fn send_answer(
             .await?;
         }
         // The session only produces whole results; streaming is the transport's business.
-        ClientMessage::FitBegin { .. } | ClientMessage::FitChunk { .. } | ClientMessage::FitEnd { .. } => {}
+        ClientMessage::FitBegin { .. }
+        | ClientMessage::FitChunk { .. }
+        | ClientMessage::FitEnd { .. } => {}
     }
     Ok(())
 }

@@ -276,20 +276,30 @@ impl FederationConfig {
         for (name, v) in [
             ("federation.fit_timeout_s", f.fit_timeout_s),
             ("federation.evaluate_timeout_s", f.evaluate_timeout_s),
-            ("aggregator.heartbeat_interval_s", self.aggregator.heartbeat_interval_s),
-            ("aggregator.handshake_timeout_s", self.aggregator.handshake_timeout_s),
+            (
+                "aggregator.heartbeat_interval_s",
+                self.aggregator.heartbeat_interval_s,
+            ),
+            (
+                "aggregator.handshake_timeout_s",
+                self.aggregator.handshake_timeout_s,
+            ),
             ("aggregator.idle_timeout_s", self.aggregator.idle_timeout_s),
             ("client.reconnect_delay_s", self.client.reconnect_delay_s),
         ] {
             if !(v.is_finite() && v > 0.0 && v < 1e7) {
-                return bad(format!("{name} must be a positive number of seconds, got {v}"));
+                return bad(format!(
+                    "{name} must be a positive number of seconds, got {v}"
+                ));
             }
         }
         if self.aggregator.idle_timeout_s <= self.aggregator.heartbeat_interval_s {
             return bad("aggregator.idle_timeout_s must exceed heartbeat_interval_s".into());
         }
         if self.aggregator.max_sessions == 0 || self.aggregator.max_frames_per_second == 0 {
-            return bad("aggregator.max_sessions and max_frames_per_second must be positive".into());
+            return bad(
+                "aggregator.max_sessions and max_frames_per_second must be positive".into(),
+            );
         }
         let members = self.members()?;
         if members.len() < f.min_clients {
@@ -308,7 +318,9 @@ impl FederationConfig {
         let mut list: Vec<Address> = Vec::with_capacity(self.members.allowed.len());
         for (i, a) in self.members.allowed.iter().enumerate() {
             let parsed = AllowList::parse([a]).map_err(|e| {
-                ConfigError::Invalid(format!("members.allowed[{i}] = {a:?} is not an address: {e}"))
+                ConfigError::Invalid(format!(
+                    "members.allowed[{i}] = {a:?} is not an address: {e}"
+                ))
             })?;
             let address = *parsed.iter().next().expect("one entry parsed");
             if list.contains(&address) {
@@ -365,7 +377,9 @@ allowed = ["0x00000000000000000000000000000000000000aa"]
         assert_eq!(c.aggregator.checkpoints, "/etc/daofl/checkpoints");
         assert_eq!(c.fit_timeout(), Duration::from_secs(600));
         assert_eq!(c.config_hash(), ContentHash::of(MINIMAL.as_bytes()));
-        let addr: Address = "0x00000000000000000000000000000000000000aa".parse().unwrap();
+        let addr: Address = "0x00000000000000000000000000000000000000aa"
+            .parse()
+            .unwrap();
         assert_eq!(c.member_index(addr), Some(0));
     }
 

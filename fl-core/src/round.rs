@@ -23,7 +23,7 @@ impl fmt::Display for ClientId {
 
 /// Local training settings for one round, chosen by the strategy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct FitConfig {
     /// Passes over the local data.
     pub local_epochs: u32,
@@ -31,7 +31,8 @@ pub struct FitConfig {
     pub batch_size: u32,
     /// Optimiser learning rate.
     pub learning_rate: f64,
-    /// Seed for the local data order (derived from the run seed, round and client).
+    /// Seed for the local data order (derived from the run seed, round and client by the
+    /// engine; a value in a federation file is ignored).
     pub shuffle_seed: u64,
 }
 

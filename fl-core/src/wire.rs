@@ -495,13 +495,27 @@ mod tests {
     fn plan_splits_tensors_and_skips_empty_ones() {
         let p = params();
         let plan = ChunkPlan::new(p.schema(), 8);
-        let shape: Vec<(u32, u64, usize)> =
-            plan.chunks().iter().map(|c| (c.tensor, c.offset, c.len)).collect();
+        let shape: Vec<(u32, u64, usize)> = plan
+            .chunks()
+            .iter()
+            .map(|c| (c.tensor, c.offset, c.len))
+            .collect();
         assert_eq!(
             shape,
-            vec![(0, 0, 2), (0, 2, 2), (0, 4, 1), (2, 0, 2), (2, 2, 2), (2, 4, 2)]
+            vec![
+                (0, 0, 2),
+                (0, 2, 2),
+                (0, 4, 1),
+                (2, 0, 2),
+                (2, 2, 2),
+                (2, 4, 2)
+            ]
         );
-        assert_eq!(ChunkPlan::new(p.schema(), 1).len(), 11, "at least one value a chunk");
+        assert_eq!(
+            ChunkPlan::new(p.schema(), 1).len(),
+            11,
+            "at least one value a chunk"
+        );
     }
 
     #[test]
@@ -525,7 +539,10 @@ mod tests {
     #[test]
     fn malformed_protobuf_is_an_error() {
         assert!(pb::ClientFrame::decode(&[0xff, 0xff, 0xff, 0xff][..]).is_err());
-        assert!(pb::ClientFrame::decode(&[0x0a, 0x80][..]).is_err(), "truncated length");
+        assert!(
+            pb::ClientFrame::decode(&[0x0a, 0x80][..]).is_err(),
+            "truncated length"
+        );
     }
 
     #[test]
@@ -536,26 +553,47 @@ mod tests {
 
         let mut wrong_round = chunks[0].clone();
         wrong_round.round = 6;
-        assert!(matches!(asm.push(&wrong_round), Err(WireError::UnexpectedChunk { .. })));
+        assert!(matches!(
+            asm.push(&wrong_round),
+            Err(WireError::UnexpectedChunk { .. })
+        ));
         let mut wrong_tensor = chunks[0].clone();
         wrong_tensor.tensor = 2;
-        assert!(matches!(asm.push(&wrong_tensor), Err(WireError::UnexpectedChunk { .. })));
-        assert!(matches!(asm.push(&chunks[1]), Err(WireError::UnexpectedChunk { .. })), "gap");
+        assert!(matches!(
+            asm.push(&wrong_tensor),
+            Err(WireError::UnexpectedChunk { .. })
+        ));
+        assert!(
+            matches!(asm.push(&chunks[1]), Err(WireError::UnexpectedChunk { .. })),
+            "gap"
+        );
         let mut big = chunks[0].clone();
         big.data = vec![0; 12];
-        assert!(matches!(asm.push(&big), Err(WireError::OversizedChunk { got: 12, max: 8 })));
+        assert!(matches!(
+            asm.push(&big),
+            Err(WireError::OversizedChunk { got: 12, max: 8 })
+        ));
         let mut short = chunks[0].clone();
         short.data.truncate(6);
-        assert!(matches!(asm.push(&short), Err(WireError::ChunkLength { .. })));
+        assert!(matches!(
+            asm.push(&short),
+            Err(WireError::ChunkLength { .. })
+        ));
         let mut flipped = chunks[0].clone();
         flipped.data[0] ^= 1;
-        assert_eq!(asm.push(&flipped), Err(WireError::ChunkHashMismatch { index: 0 }));
+        assert_eq!(
+            asm.push(&flipped),
+            Err(WireError::ChunkHashMismatch { index: 0 })
+        );
 
         // The refusals changed nothing: the honest sequence still assembles.
         for c in &chunks {
             asm.push(c).unwrap();
         }
-        assert!(matches!(asm.push(&chunks[0]), Err(WireError::TooManyChunks { .. })));
+        assert!(matches!(
+            asm.push(&chunks[0]),
+            Err(WireError::TooManyChunks { .. })
+        ));
         assert_eq!(asm.finish().unwrap(), p);
     }
 
@@ -565,7 +603,13 @@ mod tests {
         let chunks: Vec<_> = encode_chunks(&p, 7, 8).collect();
         let mut asm = assembler(&p, 8, false);
         asm.push(&chunks[0]).unwrap();
-        assert!(matches!(asm.finish(), Err(WireError::Incomplete { received: 1, planned: 6 })));
+        assert!(matches!(
+            asm.finish(),
+            Err(WireError::Incomplete {
+                received: 1,
+                planned: 6
+            })
+        ));
 
         // Without per-chunk hashes a flipped byte is caught by the content hash at the end.
         let mut asm = assembler(&p, 8, false);
@@ -576,11 +620,23 @@ mod tests {
             }
             asm.push(&c).unwrap();
         }
-        assert!(matches!(asm.finish(), Err(WireError::ContentHashMismatch { .. })));
+        assert!(matches!(
+            asm.finish(),
+            Err(WireError::ContentHashMismatch { .. })
+        ));
 
         assert!(matches!(
-            ParamAssembler::new(p.schema().clone(), 7, p.content_hash(), 8, Some(vec![[0; 32]])),
-            Err(WireError::ChunkCount { announced: 1, planned: 6 })
+            ParamAssembler::new(
+                p.schema().clone(),
+                7,
+                p.content_hash(),
+                8,
+                Some(vec![[0; 32]])
+            ),
+            Err(WireError::ChunkCount {
+                announced: 1,
+                planned: 6
+            })
         ));
     }
 
@@ -588,7 +644,10 @@ mod tests {
     fn field_decoders_check_lengths_and_duplicates() {
         assert!(hash_from_bytes("params_hash", &[1; 31]).is_err());
         assert!(hash_from_bytes("params_hash", &[1; 32]).is_ok());
-        let m = |n: &str| pb::Metric { name: n.into(), value: 1.0 };
+        let m = |n: &str| pb::Metric {
+            name: n.into(),
+            value: 1.0,
+        };
         assert!(metrics_from_pb(&[m("a"), m("a")]).is_err());
         assert!(metrics_from_pb(&[m("")]).is_err());
         assert_eq!(metrics_from_pb(&[m("a"), m("b")]).unwrap().len(), 2);

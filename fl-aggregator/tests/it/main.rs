@@ -1,6 +1,8 @@
 //! Protocol tests of the round engine and the simulation harness, driven deterministically on
-//! simulated time (no sockets, no sleeps).
+//! simulated time (no sockets, no sleeps), and of the gRPC service against hostile input on
+//! loopback.
 
 mod engine;
+mod grpc;
 mod sim;
 mod support;

@@ -1,0 +1,327 @@
+//! A whole aggregator from a federation file: checkpoint resume, the gRPC service (TLS,
+//! identities, limits), the round engine, checkpoints after every round, the metrics endpoint
+//! and a clean shutdown. The `fl-aggregator run` command is this function plus argument
+//! parsing.
+//!
+//! On start the newest intact checkpoint in `[aggregator] checkpoints` is loaded and the
+//! engine resumes after its round (client selection and data order derive from the run seed
+//! and the round number, so a resumed run continues exactly as an uninterrupted one would).
+//! After every completed round the global parameters and a manifest are written; a writer
+//! task does that so the engine never waits on storage. When `shutdown` resolves (SIGTERM),
+//! the round in progress is abandoned, queued checkpoints are finished and the service stops.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fl_core::config::FederationConfig;
+use fl_core::{Address, ClientId, FedAvg, ParamVec};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::checkpoint::{CheckpointMeta, CheckpointStore, Participant};
+use crate::engine::{Engine, EngineConfig, EngineEvent};
+use crate::metrics::{self, AggregatorMetrics};
+use crate::service::{self, ServiceConfig};
+use crate::tls;
+
+/// Why the aggregator could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The federation file is unusable.
+    #[error(transparent)]
+    Config(#[from] fl_core::config::ConfigError),
+    /// TLS files are missing or invalid.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The checkpoint store failed.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The newest checkpoint belongs to another federation or model.
+    #[error("checkpoint of round {round} does not fit this federation: {reason}")]
+    CheckpointMismatch {
+        /// Round of the checkpoint.
+        round: u64,
+        /// What differs.
+        reason: String,
+    },
+    /// Binding or serving failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct ServeOutcome {
+    /// The global parameters at the end.
+    pub params: Arc<ParamVec>,
+    /// Whether every round ran (false: stopped by `shutdown`).
+    pub finished: bool,
+    /// The last round that completed and was checkpointed.
+    pub last_checkpoint: Option<u64>,
+}
+
+/// Addresses the aggregator actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// The gRPC service.
+    pub grpc: SocketAddr,
+    /// The metrics endpoint, if enabled.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs the aggregator of `config` starting from `initial` (or the newest checkpoint) until
+/// every round ran or `shutdown` resolves. `on_bound` is told the bound addresses once the
+/// listeners are up.
+pub async fn serve(
+    config: &FederationConfig,
+    initial: ParamVec,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> Result<ServeOutcome, ServerError> {
+    let members = config.members()?;
+    let store = CheckpointStore::open(&config.aggregator.checkpoints)?;
+    let engine_config = EngineConfig {
+        num_rounds: config.federation.rounds,
+        min_available_clients: config.federation.min_clients,
+        fit_timeout: config.fit_timeout(),
+        evaluate_timeout: config.evaluate_timeout(),
+        seed: config.federation.seed,
+    };
+    let strategy = Box::new(FedAvg::new(config.strategy.clone()));
+    let schema_hash = initial.schema().hash();
+    let (engine, resumed) = match store.latest().await? {
+        Some((manifest, params)) => {
+            if manifest.federation_id != config.federation.id {
+                return Err(ServerError::CheckpointMismatch {
+                    round: manifest.round,
+                    reason: format!(
+                        "it is of federation `{}`, this file describes `{}`",
+                        manifest.federation_id, config.federation.id
+                    ),
+                });
+            }
+            if params.schema().hash() != schema_hash {
+                return Err(ServerError::CheckpointMismatch {
+                    round: manifest.round,
+                    reason: "its model schema differs from the configured model's".into(),
+                });
+            }
+            if manifest.config_hash != config.config_hash() {
+                tracing::warn!(
+                    round = manifest.round,
+                    "the federation file changed since this checkpoint was written"
+                );
+            }
+            tracing::info!(
+                round = manifest.round,
+                params = %manifest.params_cid,
+                "resuming from checkpoint"
+            );
+            (
+                Engine::resume(engine_config, strategy, params, manifest.round),
+                Some(manifest.round),
+            )
+        }
+        None => {
+            tracing::info!(params = %initial.content_hash(), "starting from the initial model");
+            (Engine::new(engine_config, strategy, initial), None)
+        }
+    };
+
+    let agg = &config.aggregator;
+    let mut service_config = ServiceConfig::new(config.federation.id.clone(), members.clone());
+    service_config.max_sessions = agg.max_sessions;
+    service_config.max_pending_per_ip = agg.max_pending_per_ip;
+    service_config.max_frames_per_second = agg.max_frames_per_second;
+    service_config.heartbeat_interval = Duration::from_secs_f64(agg.heartbeat_interval_s);
+    service_config.handshake_timeout = Duration::from_secs_f64(agg.handshake_timeout_s);
+    service_config.idle_timeout = Duration::from_secs_f64(agg.idle_timeout_s);
+
+    let metrics = Arc::new(AggregatorMetrics::new());
+    let (service, coordinator) = service::federation(engine, service_config, metrics.clone());
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(t) = &config.tls {
+        let identity = tls::load_identity(&t.server_cert, &t.server_key)?;
+        let mut tls_config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(identity.certs.pem(), identity.key.pem()));
+        if t.require_client_cert {
+            let ca = tls::load_ca(&t.ca)?;
+            tls_config = tls_config.client_ca_root(Certificate::from_pem(ca.pem()));
+        }
+        builder = builder.tls_config(tls_config)?;
+    } else if !agg.listen.ip().is_loopback() {
+        tracing::warn!(
+            "serving without TLS on {}: add a [tls] section outside development",
+            agg.listen
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(agg.listen)
+        .await
+        .map_err(|source| ServerError::Io {
+            what: format!("cannot listen on {}", agg.listen),
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| ServerError::Io {
+        what: "local address".into(),
+        source,
+    })?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wait_stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let metrics_addr = match agg.metrics_listen {
+        Some(addr) => {
+            let probe = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Io {
+                what: format!("cannot listen on {addr} for metrics"),
+                source,
+            })?;
+            let bound = probe.local_addr().map_err(|source| ServerError::Io {
+                what: "local address".into(),
+                source,
+            })?;
+            drop(probe);
+            let m = metrics.clone();
+            let stop = wait_stop(stop_rx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = metrics::serve(bound, m, stop).await {
+                    tracing::error!("metrics endpoint failed: {e}");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
+    tracing::info!(%grpc_addr, tls = config.tls.is_some(), federation = %config.federation.id, "aggregator listening");
+    on_bound(Bound {
+        grpc: grpc_addr,
+        metrics: metrics_addr,
+    });
+
+    let server = {
+        let stop = wait_stop(stop_rx.clone());
+        tokio::spawn(
+            builder
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop),
+        )
+    };
+
+    // Checkpoints are written by their own task, in order.
+    let (ckpt_tx, mut ckpt_rx) = mpsc::unbounded_channel::<(CheckpointMeta, Arc<ParamVec>)>();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            while let Some((meta, params)) = ckpt_rx.recv().await {
+                let round = meta.round;
+                match store.save(meta, &params).await {
+                    Ok(m) => {
+                        tracing::info!(round, params = %m.params_cid, "checkpoint written");
+                        last = Some(round);
+                    }
+                    Err(e) => tracing::error!(round, "checkpoint failed: {e}"),
+                }
+            }
+            last
+        })
+    };
+
+    let addresses: BTreeMap<ClientId, Address> = coordinator.members();
+    let federation_id = config.federation.id.clone();
+    let config_hash = config.config_hash();
+    let mut selected: Vec<ClientId> = Vec::new();
+    let mut metrics_of_round = fl_core::Metrics::new();
+    let on_event = |event: &EngineEvent| {
+        metrics.observe(event);
+        match event {
+            EngineEvent::RoundStarted { round, selected: s } => {
+                tracing::info!(round, selected = s.len(), "round started");
+                selected = s.clone();
+                metrics_of_round.clear();
+            }
+            EngineEvent::ClientDropped {
+                round,
+                stage,
+                client,
+                reason,
+            } => {
+                tracing::warn!(round, ?stage, %client, ?reason, "member dropped");
+                if matches!(stage, fl_core::Stage::Fit) {
+                    selected.retain(|c| c != client);
+                }
+            }
+            EngineEvent::FitAggregated {
+                round,
+                num_results,
+                num_partial,
+                metrics: m,
+                params,
+                ..
+            } => {
+                tracing::info!(round, num_results, num_partial, params = %params.content_hash(), "aggregated");
+                metrics_of_round = m.clone();
+            }
+            EngineEvent::RoundAborted { round, reason } => {
+                tracing::warn!(round, "round aborted: {reason}");
+                selected.clear();
+            }
+            EngineEvent::Evaluated { round, result } => {
+                tracing::info!(round, loss = result.loss, "federated evaluation");
+                metrics_of_round.insert("eval_loss".into(), result.loss);
+                for (k, v) in &result.metrics {
+                    metrics_of_round.insert(format!("eval_{k}"), *v);
+                }
+            }
+            EngineEvent::RoundCompleted { round, params } => {
+                let participants = selected.iter().map(|c| match addresses.get(c) {
+                    Some(a) => Participant::new(a.to_string()),
+                    None => Participant::from(*c),
+                });
+                let meta = CheckpointMeta::new(federation_id.clone(), *round, config_hash)
+                    .with_participants(participants)
+                    .with_metrics(metrics_of_round.clone());
+                let _ = ckpt_tx.send((meta, params.clone()));
+            }
+            EngineEvent::Finished { params } => {
+                tracing::info!(params = %params.content_hash(), "federation finished");
+            }
+        }
+    };
+    if let Some(round) = resumed {
+        tracing::info!(next_round = round + 1, "waiting for members");
+    }
+    let (params, finished) = coordinator.run(on_event, shutdown).await;
+    drop(ckpt_tx);
+    let last_checkpoint = writer.await.ok().flatten().or(resumed);
+    if finished {
+        // Let members read their `Finished` frame before the service goes away.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => return Err(e.into()),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("gRPC sessions did not close within 5 s; stopping anyway"),
+    }
+    Ok(ServeOutcome {
+        params,
+        finished,
+        last_checkpoint,
+    })
+}

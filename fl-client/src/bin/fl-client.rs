@@ -1,0 +1,185 @@
+//! `fl-client`: a DAO member's node. Thin argument parsing over [`fl_client::node::run_node`]
+//! and [`fl_client::federation`], plus member key management.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use fl_client::Trainer;
+use fl_client::node::{NodeConfig, NodeTls, run_node};
+use fl_core::MemberKey;
+use fl_core::config::FederationConfig;
+
+/// A daofl member's node: trains the federation's model on local data and sends signed
+/// updates to the aggregator. The data never leaves this machine.
+#[derive(Debug, Parser)]
+#[command(name = "fl-client", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Join the federation described by a federation file and train until it finishes.
+    Run {
+        /// The federation file (TOML), the same one the aggregator reads.
+        #[arg(long, short, env = "DAOFL_CONFIG")]
+        config: PathBuf,
+        /// This member's key file (see `fl-client keys new`).
+        #[arg(long, short, env = "DAOFL_KEY")]
+        key: PathBuf,
+        /// Client certificate for aggregators that require mutual TLS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Private key of the client certificate.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Make or show member keys (secp256k1; the address is the member's Ethereum address).
+    Keys {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Generate a key into a new file (mode 0600; never overwrites) and print its address.
+    New {
+        /// Where to write the key.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Print the address of a key file.
+    Show {
+        /// The key file.
+        key: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DAOFL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Keys {
+            action: KeyAction::New { out },
+        } => {
+            let key = MemberKey::generate();
+            key.write_key_file(&out)?;
+            println!("{}", key.address());
+            eprintln!("key written to {} (keep it secret)", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            action: KeyAction::Show { key },
+        } => {
+            println!("{}", MemberKey::load_key_file(&key)?.address());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            config,
+            key,
+            tls_cert,
+            tls_key,
+        } => run(config, key, tls_cert.zip(tls_key)),
+    }
+}
+
+fn run(path: PathBuf, key: PathBuf, client_cert: Option<(PathBuf, PathBuf)>) -> Result<ExitCode> {
+    let config = FederationConfig::load(&path)?;
+    let key = MemberKey::load_key_file(&key)?;
+    let address = key.address();
+    let index = config.member_index(address).ok_or_else(|| {
+        format!(
+            "{address} is not in [members] allowed of {}; ask the federation to add it",
+            path.display()
+        )
+    })?;
+    let trainer = fl_client::federation::member_trainer(&config, index)?;
+    tracing::info!(%address, member = index, params = trainer.get_parameters().schema().num_values(), "member ready");
+
+    let client = &config.client;
+    let tls = match &config.tls {
+        Some(t) if client.aggregator.starts_with("https://") => {
+            let ca_pem = std::fs::read(&t.ca)
+                .map_err(|e| format!("cannot read CA certificate {}: {e}", t.ca.display()))?;
+            let domain = match &client.server_name {
+                Some(name) => name.clone(),
+                None => host_of(&client.aggregator)?,
+            };
+            let client_identity = match client_cert {
+                Some((cert, key)) => Some((
+                    std::fs::read(&cert)
+                        .map_err(|e| format!("cannot read {}: {e}", cert.display()))?,
+                    std::fs::read(&key)
+                        .map_err(|e| format!("cannot read {}: {e}", key.display()))?,
+                )),
+                None => None,
+            };
+            Some(NodeTls {
+                ca_pem,
+                domain,
+                client_identity,
+            })
+        }
+        Some(_) => {
+            return Err(format!(
+                "the federation uses TLS but [client] aggregator = {:?} is not an https:// URL",
+                client.aggregator
+            )
+            .into());
+        }
+        None => None,
+    };
+    let node = NodeConfig {
+        endpoint: client.aggregator.clone(),
+        federation_id: config.federation.id.clone(),
+        tls,
+        connect_timeout: Duration::from_secs(10),
+        reconnect_attempts: client.reconnect_attempts,
+        reconnect_delay: Duration::from_secs_f64(client.reconnect_delay_s),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (report, _trainer) = runtime.block_on(run_node(node, key, trainer))?;
+    println!(
+        "finished fits={} evaluations={} sessions={}",
+        report.fits, report.evaluations, report.sessions
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The host of `https://host:port/...`.
+fn host_of(url: &str) -> Result<String> {
+    let rest = url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("{url:?} is not a URL"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host").into());
+    }
+    Ok(host.to_string())
+}

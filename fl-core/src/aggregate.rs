@@ -257,7 +257,7 @@ impl WeightedSum {
             .filter(|p| p.end > 0)
             .map(|p| (p.end, p.weight))
             .collect();
-        ends.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        ends.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         // Walk from the end of the vector backwards, adding each part's weight where it begins
         // to cover.
         let mut runs = Vec::new();

@@ -14,18 +14,24 @@
 //! `AdaptiveClipping` strategies use the *clipped* fraction here; that drives `C` the wrong
 //! way for a given quantile.)
 //!
-//! The bit query and the update query run on the same sample. Centring the bits (`b_i - 1/2`)
-//! gives the count sensitivity `1/2`, so its noise multiplier is `2 sigma_b`; the update's
-//! multiplier is chosen so that the pair is one Gaussian with the total multiplier `z`
-//! (Mironov et al. 2019, Section 3; the paper's Theorem 1):
-//! `z_update = (z^-2 - (2 sigma_b)^-2)^(-1/2)` ([`split_noise_multiplier`]). Account for each
-//! round as `DpEvent::poisson_gaussian(q, z)`.
+//! ## Privacy of the clip norm
+//!
+//! The bit query and the update query run on the same sample. The server releases the
+//! *centred* count `sum_i (b_i - 1/2) + N(0, sigma_b^2)`, whose add/remove sensitivity is
+//! `1/2`, so its noise multiplier is `2 sigma_b`; it adds back half the *expected* number of
+//! clients, never the actual one. The update's multiplier is chosen so that the pair is one
+//! Gaussian with the total multiplier `z` (Mironov et al. 2019, Section 3; the paper's
+//! Section 3.1): `z_update = (z^-2 - (2 sigma_b)^-2)^(-1/2)` ([`split_noise_multiplier`]).
+//! Each round is then accounted as `DpEvent::poisson_gaussian(q, z)`:
+//! [`AdaptiveClip::central_round`] builds the round's [`CentralGaussian`] with the current
+//! clip norm, the update's multiplier and that event.
 
 use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::noise::{DiscreteGaussian, Lattice};
+use crate::mechanism::{CentralGaussian, CentralGaussianConfig};
+use crate::noise::GaussianNoise;
 
 /// The update's noise multiplier when a total multiplier `total` is shared with a count query
 /// of noise standard deviation `count_stddev` (and sensitivity 1/2):
@@ -62,11 +68,31 @@ pub struct AdaptiveClipConfig {
     pub count_stddev: f64,
 }
 
-/// The adaptive clip norm state: the current `C` and its settings.
+/// The adaptive clip norm state: the current `C` and its settings. Serialisable for
+/// checkpoints; deserialising validates like [`AdaptiveClip::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "AdaptiveClipState")]
 pub struct AdaptiveClip {
     config: AdaptiveClipConfig,
     clip: f64,
+}
+
+/// The serialised form of [`AdaptiveClip`], validated on the way in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdaptiveClipState {
+    config: AdaptiveClipConfig,
+    clip: f64,
+}
+
+impl TryFrom<AdaptiveClipState> for AdaptiveClip {
+    type Error = Error;
+
+    fn try_from(state: AdaptiveClipState) -> Result<Self, Error> {
+        let mut clip = Self::new(state.config)?;
+        clip.clip = crate::positive("clip", state.clip)?;
+        Ok(clip)
+    }
 }
 
 impl AdaptiveClip {
@@ -99,30 +125,64 @@ impl AdaptiveClip {
         norm <= self.clip
     }
 
-    /// Updates `C` from the number of clients that reported "unclipped", adding
-    /// `N_Z`-lattice Gaussian noise of standard deviation `count_stddev` to the count, and
-    /// normalising by the *expected* number of clients (fixed, so the sensitivity is known).
-    /// Returns the new clip norm.
+    /// The noise multiplier left for the update when the round's total is `total`
+    /// (see [`split_noise_multiplier`]); `total` itself when the count is noise-free.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `expected_clients` is not positive;
-    /// [`Error::Sampler`] if the random source fails.
+    /// As [`split_noise_multiplier`].
+    pub fn update_noise_multiplier(&self, total: f64) -> Result<f64, Error> {
+        if self.config.count_stddev == 0.0 {
+            return crate::positive("total", total);
+        }
+        split_noise_multiplier(total, self.config.count_stddev)
+    }
+
+    /// This round's central mechanism: `base` with the current clip norm and the update's share
+    /// of `base.noise_multiplier`, whose [`CentralGaussian::round_event`] is
+    /// `poisson_gaussian(q, base.noise_multiplier)` (update and count together).
+    ///
+    /// # Errors
+    /// As [`CentralGaussian::new`] and [`split_noise_multiplier`].
+    pub fn central_round(&self, base: &CentralGaussianConfig) -> Result<CentralGaussian, Error> {
+        let total = base.noise_multiplier;
+        let update = self.update_noise_multiplier(total)?;
+        let mech = CentralGaussian::new(CentralGaussianConfig { clip_norm: self.clip, ..*base })?;
+        Ok(mech.with_accounting(update, total))
+    }
+
+    /// Updates `C` after a round in which `participants` clients reported and
+    /// `unclipped_count` of them said "unclipped". Releases the centred count with discrete
+    /// Gaussian noise of standard deviation (at least) `count_stddev`, normalises it by the
+    /// *expected* number of clients (fixed, so the sensitivity is known) and returns the new
+    /// clip norm.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `expected_clients` is not finite and positive or
+    /// `unclipped_count > participants`; [`Error::Sampler`] if the random source fails.
     pub fn update<R: CryptoRng + ?Sized>(
         &mut self,
         unclipped_count: u64,
+        participants: u64,
         expected_clients: f64,
         rng: &mut R,
     ) -> Result<f64, Error> {
         crate::positive("expected_clients", expected_clients)?;
-        let noise = if self.config.count_stddev > 0.0 {
-            let lattice = Lattice::for_sigma(self.config.count_stddev)?;
-            let sampler = DiscreteGaussian::new(lattice.sigma_steps * lattice.sigma_steps, 1)?;
-            sampler.sample(rng)? as f64 * lattice.step()
+        if unclipped_count > participants {
+            return Err(Error::param(
+                "unclipped_count",
+                unclipped_count,
+                "at most the number of participants",
+            ));
+        }
+        let centred = unclipped_count as f64 - participants as f64 / 2.0;
+        let noisy = if self.config.count_stddev > 0.0 {
+            // Sensitivity 1/2, standard deviation sigma_b: multiplier 2 sigma_b.
+            GaussianNoise::for_sensitivity(2.0 * self.config.count_stddev, 0.5, 1)?
+                .add_to_scalar(centred, rng)?
         } else {
-            0.0
+            centred
         };
-        let fraction = (unclipped_count as f64 + noise) / expected_clients;
-        Ok(self.apply(fraction))
+        Ok(self.apply(noisy / expected_clients + 0.5))
     }
 
     /// The noise-free update from an exact unclipped fraction (replays and tests; not private).
@@ -162,14 +222,28 @@ mod tests {
 
     #[test]
     fn noise_free_replay_from_the_issue() {
-        let mut clip = AdaptiveClip::new(config()).unwrap();
-        let norms = vec![1.0; 10];
+        // C0 = 0.1, every norm 1.0, quantile 0.5, lr 0.2: C grows by e^0.1 a round.
+        let mut by_fraction = AdaptiveClip::new(config()).unwrap();
+        let mut by_count = AdaptiveClip::new(config()).unwrap();
+        let norms = [1.0; 10];
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
         for _ in 0..20 {
-            let unclipped = norms.iter().filter(|&&n| clip.is_unclipped(n)).count();
-            clip.update_noise_free(unclipped as f64 / norms.len() as f64).unwrap();
+            let unclipped = norms.iter().filter(|&&n| by_fraction.is_unclipped(n)).count();
+            by_fraction.update_noise_free(unclipped as f64 / norms.len() as f64).unwrap();
+            let unclipped = norms.iter().filter(|&&n| by_count.is_unclipped(n)).count() as u64;
+            by_count.update(unclipped, 10, 10.0, &mut rng).unwrap();
         }
-        assert!((clip.clip_norm() - 0.1 * 2f64.exp()).abs() < 1e-12, "{}", clip.clip_norm());
-        assert!((clip.clip_norm() - 0.738_905_6).abs() < 1e-7);
+        for c in [by_fraction.clip_norm(), by_count.clip_norm()] {
+            assert!((c - 0.1 * 2f64.exp()).abs() < 1e-12, "{c}");
+            assert!((c - 0.738_905_6).abs() < 1e-7);
+        }
+    }
+
+    #[test]
+    fn all_unclipped_shrinks_the_norm() {
+        let mut clip = AdaptiveClip::new(AdaptiveClipConfig { initial_clip: 2.0, ..config() }).unwrap();
+        let c = clip.update(10, 10, 10.0, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
+        assert!((c - 2.0 * (-0.1f64).exp()).abs() < 1e-12, "{c}");
     }
 
     #[test]
@@ -181,13 +255,32 @@ mod tests {
         let mut late = Vec::new();
         for round in 0..400 {
             let unclipped = norms.iter().filter(|&&n| clip.is_unclipped(n)).count() as u64;
-            clip.update(unclipped, 100.0, &mut rng).unwrap();
+            clip.update(unclipped, 100, 100.0, &mut rng).unwrap();
             if round >= 200 {
                 late.push(clip.clip_norm());
             }
         }
         let mean = late.iter().sum::<f64>() / late.len() as f64;
         assert!((mean - 0.5).abs() < 0.1, "{mean}");
+    }
+
+    #[test]
+    fn count_noise_has_the_configured_scale() {
+        // With C fixed far above every norm, the released fraction is 1 + noise / m.
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let cfg = AdaptiveClipConfig { count_stddev: 5.0, learning_rate: 1.0, ..config() };
+        let mut fractions = Vec::new();
+        for _ in 0..4000 {
+            let mut clip = AdaptiveClip::new(cfg).unwrap();
+            let c = clip.update(100, 100, 100.0, &mut rng).unwrap();
+            // c = 0.1 exp(-(f - 0.5)) => f = 0.5 - ln(c / 0.1).
+            fractions.push(0.5 - (c / 0.1).ln());
+        }
+        let n = fractions.len() as f64;
+        let mean = fractions.iter().sum::<f64>() / n;
+        let sd = (fractions.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!((mean - 1.0).abs() < 5.0 * 0.05 / n.sqrt(), "{mean}");
+        assert!((sd / 0.05 - 1.0).abs() < 0.06, "{sd}");
     }
 
     #[test]
@@ -203,6 +296,28 @@ mod tests {
     }
 
     #[test]
+    fn central_round_uses_the_current_norm_and_accounts_the_total() {
+        let clip = AdaptiveClip::new(AdaptiveClipConfig { count_stddev: 5.0, ..config() }).unwrap();
+        let base = CentralGaussianConfig {
+            clip_norm: 123.0,
+            noise_multiplier: 1.0,
+            sampling_rate: 0.05,
+            expected_clients: 100.0,
+        };
+        let round = clip.central_round(&base).unwrap();
+        assert_eq!(round.config().clip_norm, 0.1);
+        let zu = split_noise_multiplier(1.0, 5.0).unwrap();
+        assert_eq!(round.config().noise_multiplier, zu);
+        assert_eq!(round.round_event(), crate::DpEvent::poisson_gaussian(0.05, 1.0));
+        // With a noise-free count the update gets the whole multiplier.
+        let free = AdaptiveClip::new(config()).unwrap().central_round(&base).unwrap();
+        assert_eq!(free.config().noise_multiplier, 1.0);
+        // A count noise that alone would exceed the total is refused.
+        let greedy = AdaptiveClip::new(AdaptiveClipConfig { count_stddev: 0.4, ..config() }).unwrap();
+        assert!(greedy.central_round(&base).is_err());
+    }
+
+    #[test]
     fn bad_config_names_the_field() {
         for (cfg, name) in [
             (AdaptiveClipConfig { initial_clip: 0.0, ..config() }, "initial_clip"),
@@ -214,7 +329,26 @@ mod tests {
             assert!(e.to_string().contains(name), "{e}");
         }
         let mut c = AdaptiveClip::new(config()).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
         assert!(c.update_noise_free(f64::NAN).is_err());
-        assert!(c.update(1, 0.0, &mut ChaCha20Rng::seed_from_u64(1)).is_err());
+        assert!(c.update(1, 1, 0.0, &mut rng).is_err());
+        assert!(c.update(2, 1, 1.0, &mut rng).is_err());
+        assert_eq!(c.clip_norm(), 0.1);
+    }
+
+    #[test]
+    fn state_round_trips_and_garbage_is_refused() {
+        let mut clip = AdaptiveClip::new(config()).unwrap();
+        clip.update_noise_free(0.0).unwrap();
+        let json = serde_json::to_string(&clip).unwrap();
+        let back: AdaptiveClip = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, clip);
+        let bad = json.replace("\"learning_rate\":0.2", "\"learning_rate\":-0.2");
+        assert_ne!(bad, json);
+        assert!(serde_json::from_str::<AdaptiveClip>(&bad).is_err());
+        let bad = json.replace(&format!("\"clip\":{}", clip.clip_norm()), "\"clip\":0.0");
+        assert_ne!(bad, json);
+        assert!(serde_json::from_str::<AdaptiveClip>(&bad).is_err());
+        assert!(serde_json::from_str::<AdaptiveClip>("{}").is_err());
     }
 }

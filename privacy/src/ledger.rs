@@ -19,8 +19,9 @@
 //!    against the same history cannot both be committed and together exceed the budget.
 //!
 //! The ledger is plain data (serde) so it can be written into checkpoint manifests and read
-//! back on resume; the epsilon is recomputed from the committed events, never trusted from
-//! a file.
+//! back on resume. Its serialised form carries the spent epsilon for readers of the
+//! manifest, but deserialising validates the budget and recomputes the spent epsilon from the
+//! committed events: a number in a file is never trusted.
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,7 @@ pub struct BudgetExceeded {
 pub struct Authorization {
     event: DpEvent,
     issued_at: u64,
+    epsilon_before: f64,
     epsilon_after: f64,
 }
 
@@ -73,8 +75,11 @@ struct Entry {
 }
 
 /// A privacy budget `(total ε, δ)` and the rounds committed against it.
+///
+/// Serialisable for checkpoint manifests; deserialising validates the budget and recomputes
+/// the spent epsilon from the committed events (see the module docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "LedgerRecord")]
 pub struct PrivacyLedger {
     total_epsilon: f64,
     delta: f64,
@@ -82,6 +87,44 @@ pub struct PrivacyLedger {
     entries: Vec<Entry>,
     rounds: u64,
     spent_epsilon: f64,
+}
+
+/// The serialised form of [`PrivacyLedger`], checked on the way in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerRecord {
+    total_epsilon: f64,
+    delta: f64,
+    accountant: AccountantKind,
+    entries: Vec<Entry>,
+    rounds: u64,
+    spent_epsilon: f64,
+}
+
+impl TryFrom<LedgerRecord> for PrivacyLedger {
+    type Error = Error;
+
+    fn try_from(record: LedgerRecord) -> Result<Self, Error> {
+        let mut ledger = Self::new(record.total_epsilon, record.delta, record.accountant)?;
+        if let Some(empty) = record.entries.iter().find(|e| e.count == 0) {
+            return Err(Error::param("entries.count", empty.count, "at least 1"));
+        }
+        let rounds = record
+            .entries
+            .iter()
+            .try_fold(0u64, |acc, e| acc.checked_add(e.count))
+            .ok_or_else(|| Error::param("entries.count", "overflow", "a total that fits in u64"))?;
+        if rounds != record.rounds {
+            return Err(Error::param("rounds", record.rounds, "the sum of the entries' counts"));
+        }
+        // The recorded spent epsilon is informational only: recompute it. (A file whose number
+        // disagrees was edited or written by another accountant version; the events decide.)
+        let _ = record.spent_epsilon;
+        ledger.spent_epsilon = epsilon_of(&record.entries, ledger.delta, ledger.accountant)?;
+        ledger.entries = record.entries;
+        ledger.rounds = rounds;
+        Ok(ledger)
+    }
 }
 
 impl PrivacyLedger {
@@ -146,7 +189,12 @@ impl PrivacyLedger {
             }
             .into());
         }
-        Ok(Authorization { event: round_event.clone(), issued_at: self.rounds, epsilon_after: would_be })
+        Ok(Authorization {
+            event: round_event.clone(),
+            issued_at: self.rounds,
+            epsilon_before: self.spent_epsilon,
+            epsilon_after: would_be,
+        })
     }
 
     /// Records an authorised round as spent (call when its noise is released); returns the new
@@ -154,9 +202,12 @@ impl PrivacyLedger {
     ///
     /// # Errors
     /// [`Error::StaleAuthorization`] if another round was committed since `authorization` was
-    /// issued (authorise again).
+    /// issued, or it was issued by another ledger (authorise again).
     pub fn commit(&mut self, authorization: Authorization) -> Result<f64, Error> {
-        if authorization.issued_at != self.rounds {
+        if authorization.issued_at != self.rounds
+            || authorization.epsilon_before != self.spent_epsilon
+            || authorization.epsilon_after > self.total_epsilon
+        {
             return Err(Error::StaleAuthorization {
                 issued_rounds: authorization.issued_at,
                 ledger_rounds: self.rounds,
@@ -166,20 +217,6 @@ impl PrivacyLedger {
         self.rounds += 1;
         self.spent_epsilon = authorization.epsilon_after;
         Ok(self.spent_epsilon)
-    }
-
-    /// Recomputes the spent epsilon from the committed events (after deserialising, so a
-    /// manifest's number is never trusted); returns it.
-    ///
-    /// # Errors
-    /// Accounting errors for a corrupted event, [`Error::InvalidParameter`] for a corrupted
-    /// budget.
-    pub fn verify(&mut self) -> Result<f64, Error> {
-        let fresh = Self::new(self.total_epsilon, self.delta, self.accountant)?;
-        let spent = epsilon_of(&self.entries, self.delta, self.accountant)?;
-        let rounds: u64 = self.entries.iter().map(|e| e.count).sum();
-        *self = Self { entries: std::mem::take(&mut self.entries), rounds, spent_epsilon: spent, ..fresh };
-        Ok(spent)
     }
 }
 
@@ -208,12 +245,13 @@ mod tests {
 
     #[test]
     fn refuses_the_round_that_would_exceed_the_budget() {
-        let round = DpEvent::poisson_gaussian(0.1, 1.0);
+        let round = DpEvent::poisson_gaussian(0.1, 2.0);
         let mut ledger = PrivacyLedger::new(1.0, 1e-5, AccountantKind::Rdp).unwrap();
         let mut committed = 0;
         loop {
             match ledger.authorize(&round) {
                 Ok(auth) => {
+                    assert!(auth.epsilon_after() <= 1.0);
                     ledger.commit(auth).unwrap();
                     committed += 1;
                 }
@@ -227,8 +265,13 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        assert!(committed > 0);
+        assert!(committed > 1, "{committed}");
         assert_eq!(ledger.committed_rounds(), committed);
+        assert!(ledger.spent_epsilon() <= 1.0 && ledger.remaining_epsilon() >= 0.0);
+        // Refused again, whatever is asked: a non-private round is never authorised.
+        assert!(matches!(ledger.authorize(&round), Err(Error::BudgetExceeded(_))));
+        let fresh = PrivacyLedger::new(1.0, 1e-5, AccountantKind::Rdp).unwrap();
+        assert!(matches!(fresh.authorize(&DpEvent::NonPrivate), Err(Error::BudgetExceeded(_))));
     }
 
     #[test]
@@ -243,17 +286,38 @@ mod tests {
         ledger.commit(a).unwrap();
         assert!(matches!(ledger.commit(b), Err(Error::StaleAuthorization { .. })));
         assert_eq!(ledger.committed_rounds(), 1);
+        // An authorization from another ledger is refused too.
+        let mut other = PrivacyLedger::new(3.0, 1e-5, AccountantKind::Pld).unwrap();
+        let foreign = ledger.authorize(&round).unwrap();
+        other.commit(other.authorize(&DpEvent::poisson_gaussian(0.05, 2.0)).unwrap()).unwrap();
+        assert!(matches!(other.commit(foreign), Err(Error::StaleAuthorization { .. })));
     }
 
     #[test]
-    fn never_exceeds_the_total_over_random_sequences() {
+    fn bad_events_and_budgets_are_errors() {
+        let ledger = PrivacyLedger::new(1.0, 1e-5, AccountantKind::Rdp).unwrap();
+        assert!(matches!(
+            ledger.authorize(&DpEvent::poisson_gaussian(1.5, 1.0)),
+            Err(Error::InvalidParameter { .. })
+        ));
+        for (eps, delta) in [(0.0, 1e-5), (-1.0, 1e-5), (f64::NAN, 1e-5), (f64::INFINITY, 1e-5)] {
+            assert!(PrivacyLedger::new(eps, delta, AccountantKind::Rdp).is_err(), "{eps}");
+        }
+        for delta in [0.0, 1.0, -1e-5, f64::NAN] {
+            assert!(PrivacyLedger::new(1.0, delta, AccountantKind::Rdp).is_err(), "{delta}");
+        }
+    }
+
+    /// Random interleavings of authorise, commit and abort never take the spent epsilon past
+    /// the total, and the ledger's number equals a fresh accountant's over what was committed.
+    fn random_sequences(kind: AccountantKind, trials: u64, steps: usize) {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
-        for trial in 0..40 {
-            let kind = if trial % 4 == 0 { AccountantKind::Pld } else { AccountantKind::Rdp };
+        for trial in 0..trials {
             let total = rng.random_range(0.5..4.0);
             let mut ledger = PrivacyLedger::new(total, 1e-5, kind).unwrap();
             let mut pending: Vec<Authorization> = Vec::new();
-            for _ in 0..30 {
+            let mut committed: Vec<DpEvent> = Vec::new();
+            for _ in 0..steps {
                 let q = [0.01, 0.1, 0.5, 1.0][rng.random_range(0..4)];
                 let z = rng.random_range(0.8..4.0);
                 let event = DpEvent::poisson_gaussian(q, z);
@@ -265,32 +329,70 @@ mod tests {
                     }
                     1 => {
                         if let Some(a) = pending.pop() {
-                            let _ = ledger.commit(a);
+                            let e = a.event().clone();
+                            if ledger.commit(a).is_ok() {
+                                committed.push(e);
+                            }
                         }
                     }
-                    _ => {
-                        pending.clear(); // abort
-                    }
+                    _ => pending.clear(), // the round aborted before releasing noise
                 }
                 assert!(ledger.spent_epsilon() <= total, "trial {trial}");
             }
+            let mut acc = kind.new_accountant();
+            for e in &committed {
+                acc.compose(e).unwrap();
+            }
+            let direct = acc.epsilon(1e-5).unwrap();
             let spent = ledger.spent_epsilon();
-            assert!((ledger.verify().unwrap() - spent).abs() <= 1e-12 * spent.max(1.0));
+            assert_eq!(ledger.committed_rounds(), committed.len() as u64);
+            assert!((direct - spent).abs() <= 1e-3 * spent.max(1e-3), "{direct} vs {spent}");
         }
     }
 
     #[test]
-    fn state_round_trips_through_json() {
+    fn never_exceeds_the_total_over_random_sequences_rdp() {
+        random_sequences(AccountantKind::Rdp, 30, 30);
+    }
+
+    #[test]
+    fn never_exceeds_the_total_over_random_sequences_pld() {
+        random_sequences(AccountantKind::Pld, 3, 12);
+    }
+
+    #[test]
+    fn state_round_trips_through_json_and_the_file_is_not_trusted() {
         let mut ledger = PrivacyLedger::new(2.0, 1e-5, AccountantKind::Rdp).unwrap();
         for _ in 0..3 {
             let a = ledger.authorize(&DpEvent::poisson_gaussian(0.1, 1.5)).unwrap();
             ledger.commit(a).unwrap();
         }
         let json = serde_json::to_string(&ledger).unwrap();
-        let mut back: PrivacyLedger = serde_json::from_str(&json).unwrap();
+        assert!(json.contains("spent_epsilon"));
+        let back: PrivacyLedger = serde_json::from_str(&json).unwrap();
         assert_eq!(back, ledger);
-        assert_eq!(back.verify().unwrap(), ledger.spent_epsilon());
-        assert!(PrivacyLedger::new(0.0, 1e-5, AccountantKind::Rdp).is_err());
-        assert!(PrivacyLedger::new(1.0, 1.0, AccountantKind::Rdp).is_err());
+
+        // An edited spent epsilon is recomputed from the events.
+        let spent = format!("\"spent_epsilon\":{}", ledger.spent_epsilon());
+        assert!(json.contains(&spent));
+        let edited = json.replace(&spent, "\"spent_epsilon\":0.0");
+        let back: PrivacyLedger = serde_json::from_str(&edited).unwrap();
+        assert_eq!(back.spent_epsilon(), ledger.spent_epsilon());
+
+        // Inconsistent or invalid files are refused.
+        for (from, to) in [
+            ("\"rounds\":3", "\"rounds\":2"),
+            ("\"count\":3", "\"count\":0"),
+            ("\"delta\":0.00001", "\"delta\":2.0"),
+            ("\"total_epsilon\":2.0", "\"total_epsilon\":-2.0"),
+            ("\"sampling_probability\":0.1", "\"sampling_probability\":7.0"),
+            ("\"accountant\":\"rdp\"", "\"accountant\":\"gdp\""),
+        ] {
+            assert!(json.contains(from), "{from} not in {json}");
+            let bad = json.replace(from, to);
+            assert!(serde_json::from_str::<PrivacyLedger>(&bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<PrivacyLedger>("{}").is_err());
+        assert!(serde_json::from_str::<PrivacyLedger>("garbage").is_err());
     }
 }

@@ -1,55 +1,74 @@
 //! # privacy
 //!
-//! Client-level differential privacy for daofl, as plain functions on slices, counts and
-//! privacy events:
+//! Client-level differential privacy for daofl, as plain functions and small state machines
+//! on slices, counts and privacy events:
 //!
-//! - [`clip`]: L2 clipping of an update to a norm bound `C`, checked in `f32` so the clipped
-//!   update's norm is never above `C`.
+//! - [`clip`]: L2 clipping of an update to a norm bound `C`, checked on the stored `f32`s so
+//!   the clipped update's norm is never above `C`.
 //! - [`noise`]: Gaussian noise drawn from an *exact* discrete Gaussian (Canonne, Kamath and
 //!   Steinke 2020) on a fine lattice, with a CSPRNG; never floating-point Gaussian sampling
 //!   (Mironov 2012). A fast integer-arithmetic sampler does the work; opendp's sampler is the
-//!   reference it is tested against.
+//!   reference it is tested against (`tests/it/sampler.rs`) and benchmarked against
+//!   (`privacy/BENCH.md`).
+//! - [`mechanism`]: central DP-FedAvg ([`CentralGaussian`]), local DP ([`LocalGaussian`]) and
+//!   the distributed discrete Gaussian for secure aggregation
+//!   ([`DistributedDiscreteGaussian`]), each with the [`DpEvent`] its rounds are accounted as.
 //! - [`adaptive`]: adaptive clipping (Andrew et al. 2021), geometric update driven by the
 //!   noisy *unclipped* fraction, with the noise split between the count and the update.
 //! - [`accounting`]: the [`DpEvent`] model and two accountants for the Poisson-subsampled
 //!   Gaussian under add/remove-one adjacency: RDP (integer and fractional orders, the CKS20
-//!   conversion) and PLD (pessimistic connect-the-dots discretisation, FFT composition). Both
-//!   agree with Google's `dp_accounting` (see `tests/fixtures/dp_accounting.csv`).
+//!   conversion) and PLD (pessimistic connect-the-dots discretisation, FFT composition), both
+//!   checked against Google's `dp_accounting` 0.6.0 (`tests/fixtures/dp_accounting.csv`), and
+//!   [`accounting::noise_for_epsilon`].
 //! - [`ledger`]: a [`PrivacyLedger`] with a total `(ε, δ)` budget that authorises a round
-//!   before it runs and refuses the one that would exceed the budget.
+//!   before it runs and refuses the one that would exceed the budget; serialisable for
+//!   checkpoint manifests.
 //!
 //! It does **not** know about rounds, clients, transports, models or checkpoints: the caller
 //! (the aggregator's round engine, the client session) decides when to clip, when to add
-//! noise and which event a round is; this crate does the arithmetic and keeps the books.
-//! Randomness for DP comes from the operating system (a ChaCha20 stream seeded from
-//! `getrandom`), never from a run seed; tests inject a seeded CSPRNG.
+//! noise, which clients took part and which event a round is; this crate does the arithmetic
+//! and keeps the books. Randomness for DP comes from the operating system ([`noise::os_rng`],
+//! a ChaCha20 stream seeded from `getrandom`), never from a run seed; tests inject a seeded
+//! CSPRNG. Bad input (NaN, a negative sigma, a rate outside `[0, 1]`, a delta outside
+//! `(0, 1)`, a corrupted ledger file) is an [`Error`], never a panic.
 //!
-//! ## Example
+//! There are no feature flags.
+//!
+//! ## Example: one round of central DP-FedAvg under a budget
 //!
 //! ```
-//! use privacy::{accounting::{Accountant, AccountantKind, DpEvent}, clip::clip_l2, noise};
-//! use privacy::ledger::PrivacyLedger;
+//! use privacy::mechanism::{CentralGaussian, CentralGaussianConfig};
+//! use privacy::{AccountantKind, PrivacyLedger, accounting, noise};
 //!
-//! // A client clips its update to C = 1.
-//! let mut update = vec![3.0_f32, 4.0];
-//! let clipped = clip_l2(&mut update, 1.0)?;
-//! assert_eq!(clipped.original_norm, 5.0);
-//!
-//! // The server adds N(0, z^2 C^2) to the sum (here z = 1.1, C = 1).
-//! noise::add_gaussian_noise(&mut update, 1.1)?;
-//!
-//! // Each round is a Poisson-subsampled Gaussian; the ledger refuses rounds over budget.
-//! let round = DpEvent::poisson_gaussian(0.01, 1.1);
+//! // 1000 clients, 10 expected per round; epsilon 2 at delta 1e-5 over 1000 rounds.
+//! let z = accounting::noise_for_epsilon(0.01, 1000, 1e-5, 2.0, AccountantKind::Rdp)?;
+//! assert!(z > 0.9 && z < 1.1);
+//! let mechanism = CentralGaussian::new(CentralGaussianConfig {
+//!     clip_norm: 1.0,
+//!     noise_multiplier: z,
+//!     sampling_rate: 0.01,
+//!     expected_clients: 10.0,
+//! })?;
 //! let mut ledger = PrivacyLedger::new(2.0, 1e-5, AccountantKind::Rdp)?;
-//! let auth = ledger.authorize(&round)?;
-//! ledger.commit(auth)?;
-//! assert!(ledger.spent_epsilon() > 0.0 && ledger.spent_epsilon() < 2.0);
 //!
-//! // Stand-alone accounting: epsilon after 1000 rounds.
-//! let mut acc = AccountantKind::Rdp.new_accountant();
-//! acc.compose(&DpEvent::self_composed(DpEvent::poisson_gaussian(0.01, 1.0), 1000))?;
-//! let eps = acc.epsilon(1e-5)?;
-//! assert!((eps - 2.101367).abs() < 1e-5);
+//! // Before the round: may it run?
+//! let authorization = ledger.authorize(&mechanism.round_event())?;
+//!
+//! // Clients' updates are clipped and summed (here two of them, 3 coordinates).
+//! let mut sum = vec![0.0_f32; 3];
+//! for mut update in [vec![3.0_f32, 4.0, 0.0], vec![0.1, 0.0, 0.1]] {
+//!     let clipped = mechanism.clip(&mut update)?;
+//!     assert!(clipped.original_norm <= 5.0);
+//!     for (s, u) in sum.iter_mut().zip(&update) {
+//!         *s += u;
+//!     }
+//! }
+//!
+//! // The server noises the sum and normalises it; the round is spent when noise is released.
+//! let mut rng = noise::os_rng()?;
+//! mechanism.privatize_sum(&mut sum, &mut rng)?;
+//! let spent = ledger.commit(authorization)?;
+//! assert!(spent > 0.0 && spent < 2.0);
 //! # Ok::<(), privacy::Error>(())
 //! ```
 
@@ -59,11 +78,13 @@ pub mod accounting;
 pub mod adaptive;
 pub mod clip;
 pub mod ledger;
+pub mod mechanism;
 pub mod noise;
 mod special;
 
 pub use accounting::{Accountant, AccountantKind, DpEvent};
 pub use ledger::{Authorization, BudgetExceeded, PrivacyLedger};
+pub use mechanism::{CentralGaussian, DistributedDiscreteGaussian, LocalGaussian};
 
 /// Everything that can go wrong in this crate. Bad input is an error, never a panic.
 #[non_exhaustive]
@@ -120,6 +141,17 @@ pub enum Error {
         target_epsilon: f64,
         /// The largest noise multiplier searched.
         max_noise_multiplier: f64,
+    },
+    /// A computation would need more memory than this crate allows itself (e.g. a privacy
+    /// loss distribution for a tiny noise multiplier at a fine discretisation).
+    #[error("{what} would need {needed:.3e} points, more than the limit of {limit:.3e}")]
+    TooLarge {
+        /// What would have been built.
+        what: &'static str,
+        /// Its size.
+        needed: f64,
+        /// The most this crate builds.
+        limit: f64,
     },
     /// A round would exceed the privacy budget; see [`BudgetExceeded`].
     #[error(transparent)]

@@ -83,11 +83,18 @@ mod tests {
     fn known_values() {
         assert!((norm_cdf(0.0) - 0.5).abs() < 1e-16);
         assert!((norm_cdf(-1.0) - 0.158_655_253_931_457_05).abs() < 1e-15);
-        // scipy.stats.norm.logcdf(-30) = -454.3212439955...
-        assert!((norm_log_cdf(-30.0) + 454.321_243_995_518_2).abs() < 1e-9);
-        assert!((norm_log_cdf(-40.0) - (-804.608_442_013_754_4)).abs() < 1e-8, "{}", norm_log_cdf(-40.0));
-        // scipy.stats.norm.ppf(0.5 * exp(-50)) = -10.2465...
+        // scipy 1.x: norm.logcdf(-30) = -454.32124395634327, norm.logcdf(-40) =
+        // -804.6084420137539, norm.logcdf(-3) = -6.60772622151035.
+        assert!((norm_log_cdf(-30.0) / -454.321_243_956_343_27 - 1.0).abs() < 1e-13);
+        assert!((norm_log_cdf(-40.0) / -804.608_442_013_753_9 - 1.0).abs() < 1e-13);
+        assert!((norm_log_cdf(-3.0) / -6.607_726_221_510_35 - 1.0).abs() < 1e-13);
+        // Both sides of the switch to the asymptotic series agree (x = 25 sqrt 2).
+        let x = -25.0 * SQRT_2;
+        let (a, b) = (norm_log_cdf(x * (1.0 - 1e-12)), norm_log_cdf(x * (1.0 + 1e-12)));
+        assert!((a - b).abs() < 1e-8, "{a} {b}");
+        // scipy: norm.ppf(0.5 * exp(-50)) = -9.745474864965935.
         let x = norm_ppf_lower(0.5 * (-50f64).exp());
+        assert!((x + 9.745_474_864_965_935).abs() < 1e-12, "{x}");
         assert!((norm_log_cdf(x) - (0.5f64.ln() - 50.0)).abs() < 1e-10);
         assert!((log_comb(5.0, 2.0) - 10f64.ln()).abs() < 1e-14);
         assert!((log_add(0.0, 0.0) - LN_2).abs() < 1e-15);

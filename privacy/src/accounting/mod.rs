@@ -88,13 +88,13 @@ pub trait Accountant: std::fmt::Debug + Send {
     /// `f64::INFINITY` when there is none.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `delta` is not in `[0, 1]`.
+    /// [`Error::InvalidParameter`] if `delta` is not in `(0, 1)`.
     fn epsilon(&self, delta: f64) -> Result<f64, Error>;
 
     /// The smallest `δ` such that the history is `(epsilon, δ)`-DP.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `epsilon` is negative or NaN.
+    /// [`Error::InvalidParameter`] if `epsilon` is negative, infinite or NaN.
     fn delta(&self, epsilon: f64) -> Result<f64, Error>;
 
     /// A fresh accountant of the same kind and settings, with an empty history.
@@ -158,12 +158,28 @@ pub fn epsilon_for(
     acc.epsilon(delta)
 }
 
-/// The smallest noise multiplier `z` (to a relative `1e-6`) such that `rounds` rounds of the
-/// Poisson-subsampled Gaussian with rate `q` are `(target_epsilon, delta)`-DP, by bisection.
+/// Relative precision of [`noise_for_epsilon`]'s answer.
+pub const NOISE_SEARCH_TOLERANCE: f64 = 1e-5;
+
+/// Largest noise multiplier [`noise_for_epsilon`] considers.
+const MAX_NOISE_MULTIPLIER: f64 = 1e4;
+
+/// Smallest noise multiplier [`noise_for_epsilon`] considers.
+const MIN_NOISE_MULTIPLIER: f64 = 1e-3;
+
+/// The smallest noise multiplier `z` such that `rounds` rounds of the Poisson-subsampled
+/// Gaussian with rate `q` are `(target_epsilon, delta)`-DP by the accountant `kind`, to a
+/// relative [`NOISE_SEARCH_TOLERANCE`]: the answer meets the target and
+/// `z · (1 - NOISE_SEARCH_TOLERANCE)` does not.
+///
+/// The search brackets `z` with the RDP accountant (cheap, and never below PLD's epsilon, so
+/// its answer also meets the target under PLD), then bisects with `kind`.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for `q` outside `(0, 1]`, `rounds == 0`, `delta` outside
-/// `(0, 1)` or a non-positive target; [`Error::TargetUnreachable`] if even `z = 10^4` fails.
+/// `(0, 1)` or a target that is not finite and positive; [`Error::TargetUnreachable`] if even
+/// `z = 10^4` fails; [`Error::TooLarge`] if the PLD accountant would need too large a grid on
+/// the way.
 pub fn noise_for_epsilon(
     q: f64,
     rounds: u64,
@@ -177,37 +193,38 @@ pub fn noise_for_epsilon(
     if rounds == 0 {
         return Err(Error::param("rounds", rounds, "at least 1"));
     }
-    if !(delta > 0.0 && delta < 1.0) {
-        return Err(Error::param("delta", delta, "a number in (0, 1)"));
-    }
+    check_delta(delta)?;
     crate::positive("target_epsilon", target_epsilon)?;
-    const MAX_Z: f64 = 1e4;
-    let meets = |z: f64| -> Result<bool, Error> {
+    let meets = |z: f64, kind: AccountantKind| -> Result<bool, Error> {
         Ok(epsilon_for(q, z, rounds, delta, kind)? <= target_epsilon)
     };
+    // Bracket with RDP: hi meets the target, lo does not (or is the floor of the search).
     let mut hi = 1.0;
-    while !meets(hi)? {
+    while !meets(hi, AccountantKind::Rdp)? {
         hi *= 2.0;
-        if hi > MAX_Z {
-            return Err(Error::TargetUnreachable { target_epsilon, max_noise_multiplier: MAX_Z });
+        if hi > MAX_NOISE_MULTIPLIER {
+            return Err(Error::TargetUnreachable {
+                target_epsilon,
+                max_noise_multiplier: MAX_NOISE_MULTIPLIER,
+            });
         }
     }
-    let mut lo = 0.0;
-    if hi == 1.0 {
-        lo = 1.0 / 1024.0;
-        while lo < hi && meets(lo)? {
-            hi = lo;
-            lo /= 2.0;
-            if lo < 1e-6 {
-                return Ok(hi);
-            }
-        }
-    } else {
-        lo = hi / 2.0;
+    let mut lo = hi / 2.0;
+    while lo >= MIN_NOISE_MULTIPLIER && meets(lo, kind)? {
+        hi = lo;
+        lo /= 2.0;
     }
-    while hi - lo > 1e-6 * hi {
+    if lo < MIN_NOISE_MULTIPLIER {
+        return Ok(hi);
+    }
+    if kind != AccountantKind::Rdp && !meets(hi, kind)? {
+        // Unreachable in exact arithmetic (PLD is tighter than RDP); kept so the answer is
+        // checked by the accountant that was asked.
+        return Err(Error::TargetUnreachable { target_epsilon, max_noise_multiplier: hi });
+    }
+    while hi - lo > NOISE_SEARCH_TOLERANCE * hi {
         let mid = 0.5 * (lo + hi);
-        if meets(mid)? {
+        if meets(mid, kind)? {
             hi = mid;
         } else {
             lo = mid;
@@ -236,14 +253,18 @@ pub(crate) fn effective_noise_multiplier(event: &DpEvent) -> Option<f64> {
 }
 
 fn check_delta(delta: f64) -> Result<f64, Error> {
-    crate::probability("delta", delta)
+    if delta > 0.0 && delta < 1.0 {
+        Ok(delta)
+    } else {
+        Err(Error::param("delta", delta, "a number in (0, 1)"))
+    }
 }
 
 fn check_epsilon(epsilon: f64) -> Result<f64, Error> {
-    if epsilon >= 0.0 {
+    if epsilon >= 0.0 && epsilon.is_finite() {
         Ok(epsilon)
     } else {
-        Err(Error::param("epsilon", epsilon, "a number >= 0"))
+        Err(Error::param("epsilon", epsilon, "a finite number >= 0"))
     }
 }
 

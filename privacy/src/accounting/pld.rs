@@ -21,6 +21,22 @@ const LOG_MASS_TRUNCATION_BOUND: f64 = -50.0;
 const TAIL_MASS_TRUNCATION: f64 = 1e-15;
 /// Direct convolution below this many multiply-adds, FFT above.
 const DIRECT_CONVOLUTION_LIMIT: usize = 1 << 20;
+/// Most points a PMF or an FFT may have (2^25: 512 MiB of complex FFT buffer). An event that
+/// needs more (a very small noise multiplier at a fine discretisation) is refused with
+/// [`Error::TooLarge`] instead of exhausting memory.
+pub const MAX_PLD_POINTS: usize = 1 << 25;
+
+fn check_points(needed: f64) -> Result<usize, Error> {
+    if needed.is_finite() && needed >= 0.0 && needed <= MAX_PLD_POINTS as f64 {
+        Ok(needed as usize)
+    } else {
+        Err(Error::TooLarge {
+            what: "privacy loss distribution grid",
+            needed,
+            limit: MAX_PLD_POINTS as f64,
+        })
+    }
+}
 
 /// A discretised privacy loss distribution: `probs[i]` is the mass at loss
 /// `(lower + i) * interval`, plus `infinity_mass` at `+∞`.
@@ -36,20 +52,45 @@ impl Pmf {
         Pmf { lower: 0, probs: vec![1.0], infinity_mass: 0.0 }
     }
 
-    fn compose(&self, other: &Pmf) -> Pmf {
-        let probs = convolve(&self.probs, &other.probs);
+    fn compose(&self, other: &Pmf) -> Result<Pmf, Error> {
+        let probs = match (self.probs.as_slice(), other.probs.as_slice()) {
+            // A single point (the empty history above all) only scales: no FFT needed.
+            ([p], q) | (q, [p]) => q.iter().map(|x| x * p).collect(),
+            (a, b) => {
+                check_points(fast_len(a.len() + b.len() - 1) as f64)?;
+                convolve(a, b)
+            }
+        };
         let (offset, probs, right) = truncate_tails(probs, TAIL_MASS_TRUNCATION);
         let inf = self.infinity_mass + other.infinity_mass - self.infinity_mass * other.infinity_mass;
-        Pmf { lower: self.lower + other.lower + offset, probs, infinity_mass: inf + right }
+        let lower = self
+            .lower
+            .checked_add(other.lower)
+            .and_then(|l| l.checked_add(offset))
+            .ok_or(Error::TooLarge {
+                what: "privacy loss distribution support",
+                needed: self.lower as f64 + other.lower as f64,
+                limit: i64::MAX as f64,
+            })?;
+        Ok(Pmf { lower, probs, infinity_mass: inf + right })
     }
 
-    fn self_compose(&self, times: u64) -> Pmf {
+    fn self_compose(&self, times: u64) -> Result<Pmf, Error> {
         if times == 1 {
-            return self.clone();
+            return Ok(self.clone());
         }
-        let (lo, probs) = self_convolve(&self.probs, times, TAIL_MASS_TRUNCATION);
+        let (lo, probs) = self_convolve(&self.probs, times, TAIL_MASS_TRUNCATION)?;
         let inf = TAIL_MASS_TRUNCATION - (times as f64 * (-self.infinity_mass).ln_1p()).exp_m1();
-        Pmf { lower: self.lower * times as i64 + lo, probs, infinity_mass: inf }
+        let lower = i64::try_from(times)
+            .ok()
+            .and_then(|t| self.lower.checked_mul(t))
+            .and_then(|l| l.checked_add(lo))
+            .ok_or(Error::TooLarge {
+                what: "privacy loss distribution support",
+                needed: times as f64,
+                limit: i64::MAX as f64,
+            })?;
+        Ok(Pmf { lower, probs, infinity_mass: inf })
     }
 
     fn delta_for_epsilon(&self, interval: f64, epsilon: f64) -> f64 {
@@ -211,7 +252,7 @@ impl GaussianLoss {
     }
 
     /// Pessimistic connect-the-dots PMF on the grid `interval * Z`.
-    fn connect_dots_pmf(&self, interval: f64) -> Pmf {
+    fn connect_dots_pmf(&self, interval: f64) -> Result<Pmf, Error> {
         let mut lower_x = self.sigma * norm_ppf_lower(0.5 * LOG_MASS_TRUNCATION_BOUND.exp());
         let mut upper_x = -lower_x;
         match self.adjacency {
@@ -220,12 +261,13 @@ impl GaussianLoss {
         }
         let eps_upper = self.privacy_loss(lower_x);
         let eps_lower = self.privacy_loss(upper_x);
-        let hi = (eps_upper / interval).ceil() as i64;
-        let lo = (eps_lower / interval).floor() as i64;
+        let (hi, lo) = ((eps_upper / interval).ceil(), (eps_lower / interval).floor());
+        check_points(hi - lo + 1.0)?;
+        let (hi, lo) = (hi as i64, lo as i64);
         let mut deltas: Vec<f64> =
             (lo..=hi).map(|i| self.delta_for_epsilon(i as f64 * interval)).collect();
         if lo == hi {
-            return Pmf { lower: lo, probs: vec![1.0 - deltas[0]], infinity_mass: deltas[0] };
+            return Ok(Pmf { lower: lo, probs: vec![1.0 - deltas[0]], infinity_mass: deltas[0] });
         }
         for i in 1..deltas.len() {
             deltas[i] = deltas[i].min(deltas[i - 1]);
@@ -243,7 +285,7 @@ impl GaussianLoss {
         for p in &mut probs {
             *p = p.max(0.0);
         }
-        Pmf { lower: lo, probs, infinity_mass: deltas[n - 1] }
+        Ok(Pmf { lower: lo, probs, infinity_mass: deltas[n - 1] })
     }
 }
 
@@ -330,40 +372,59 @@ fn truncate_tails(probs: Vec<f64>, tail: f64) -> (i64, Vec<f64>, f64) {
 }
 
 /// Chernoff bounds on the support of the `times`-fold self-convolution outside of which at
-/// most `tail` mass lies (dp_accounting's `compute_self_convolve_bounds`).
-fn self_convolve_bounds(probs: &[f64], times: u64, tail: f64) -> (i64, i64) {
+/// most `tail` mass lies (dp_accounting's `compute_self_convolve_bounds`). Computed in `f64`
+/// (exact below 2^53) so that no count can overflow.
+fn self_convolve_bounds(probs: &[f64], times: u64, tail: f64) -> (f64, f64) {
     let len = probs.len() as f64;
-    let mut upper = (probs.len() as i64 - 1) * times as i64;
-    let mut lower = 0i64;
-    let orders = (-20..0).chain(1..21).map(|o| f64::from(o) / len);
-    for order in orders {
-        // log sum_i probs[i] exp(i * order), computed stably.
-        let m = probs
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| **p > 0.0)
-            .map(|(i, _)| i as f64 * order)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let s: f64 = probs.iter().enumerate().map(|(i, &p)| p * (i as f64 * order - m).exp()).sum();
-        let log_mgf = m + s.ln();
+    let mut upper = (len - 1.0) * times as f64;
+    let mut lower = 0.0_f64;
+    let first = probs.iter().position(|&p| p > 0.0);
+    let last = probs.iter().rposition(|&p| p > 0.0);
+    let (Some(first), Some(last)) = (first, last) else {
+        return (lower, upper);
+    };
+    for o in (-20..0).chain(1..21) {
+        let order = f64::from(o) / len;
+        // log sum_i probs[i] exp(i * order), scaled by the largest exponent: i = last for a
+        // positive order, i = first for a negative one. exp(i * order) by recurrence: |i *
+        // order| <= 20, so the powers neither overflow nor lose more than ~len ulps.
+        let m_index = if order > 0.0 { last } else { first };
+        let m = m_index as f64 * order;
+        let ratio = order.exp();
+        let mut power = (-m).exp();
+        let mut sum = 0.0;
+        for &p in probs {
+            sum += p * power;
+            power *= ratio;
+        }
+        let log_mgf = m + sum.ln();
         let bound = (times as f64 * log_mgf + (2.0 / tail).ln()) / order;
         if !bound.is_finite() {
             continue;
         }
         if order > 0.0 {
-            upper = upper.min(bound.ceil() as i64);
+            upper = upper.min(bound.ceil());
         } else {
-            lower = lower.max(bound.floor() as i64);
+            lower = lower.max(bound.floor());
         }
     }
     (lower, upper)
 }
 
 /// The `times`-fold self-convolution of `probs` restricted to the Chernoff window, by FFT.
-fn self_convolve(probs: &[f64], times: u64, tail: f64) -> (i64, Vec<f64>) {
+fn self_convolve(probs: &[f64], times: u64, tail: f64) -> Result<(i64, Vec<f64>), Error> {
     let (lo, hi) = self_convolve_bounds(probs, times, tail);
-    let out_len = (hi - lo + 1).max(1) as usize;
+    let out_len = check_points((hi - lo + 1.0).max(1.0))?;
+    if !(lo.abs() < 2f64.powi(62)) {
+        return Err(Error::TooLarge {
+            what: "privacy loss distribution support",
+            needed: lo.abs(),
+            limit: 2f64.powi(62),
+        });
+    }
+    let lo = lo as i64;
     let n = fast_len(out_len.max(probs.len()));
+    check_points(n as f64)?;
     let mut f = to_complex(probs, n);
     let mut planner = FftPlanner::new();
     planner.plan_fft_forward(n).process(&mut f);
@@ -373,7 +434,7 @@ fn self_convolve(probs: &[f64], times: u64, tail: f64) -> (i64, Vec<f64>) {
     planner.plan_fft_inverse(n).process(&mut f);
     let start = lo.rem_euclid(n as i64) as usize;
     let out = (0..out_len).map(|i| f[(start + i) % n].re / n as f64).collect();
-    (lo, out)
+    Ok((lo, out))
 }
 
 fn complex_pow(mut base: Complex<f64>, mut exp: u64) -> Complex<f64> {
@@ -435,7 +496,7 @@ impl PldAccountant {
         event: &DpEvent,
         count: u64,
         non_private: &mut bool,
-    ) -> Result<Option<(Pmf, Option<Pmf>)>, Error> {
+    ) -> Result<Option<PmfPair>, Error> {
         let unsupported = |reason: String| Error::UnsupportedEvent { accountant: "pld", reason };
         match event {
             DpEvent::NoOp => Ok(None),
@@ -450,12 +511,12 @@ impl PldAccountant {
                 self.event_pmfs(event, total, non_private)
             }
             DpEvent::Composed(events) => {
-                let mut acc: Option<(Pmf, Option<Pmf>)> = None;
+                let mut acc: Option<PmfPair> = None;
                 for e in events {
                     if let Some(next) = self.event_pmfs(e, count, non_private)? {
                         acc = Some(match acc {
                             None => next,
-                            Some(prev) => compose_pair(&prev, &next),
+                            Some(prev) => compose_pair(&prev, &next)?,
                         });
                     }
                 }
@@ -475,7 +536,7 @@ impl PldAccountant {
                     q: 1.0,
                     adjacency: Adjacency::Remove,
                 };
-                Ok(Some((loss.connect_dots_pmf(self.interval), None)))
+                Ok(Some((loss.connect_dots_pmf(self.interval)?, None)))
             }
             DpEvent::PoissonSampled { sampling_probability, event } => {
                 let q = crate::probability("sampling_probability", *sampling_probability)?;
@@ -495,11 +556,11 @@ impl PldAccountant {
                 }
                 let pmf = |adjacency| {
                     GaussianLoss { sigma: z, q, adjacency }
-                        .connect_dots_pmf(self.interval)
+                        .connect_dots_pmf(self.interval)?
                         .self_compose(count)
                 };
-                let remove = pmf(Adjacency::Remove);
-                let add = (q < 1.0).then(|| pmf(Adjacency::Add));
+                let remove = pmf(Adjacency::Remove)?;
+                let add = if q < 1.0 { Some(pmf(Adjacency::Add)?) } else { None };
                 Ok(Some((remove, add)))
             }
             DpEvent::ZCdp { .. } => {
@@ -509,33 +570,39 @@ impl PldAccountant {
     }
 }
 
+/// Largest noise multiplier the PLD accountant takes (beyond it the loss grid degenerates in
+/// `f64`; such noise costs no measurable epsilon, and the RDP accountant takes any value).
+pub const MAX_PLD_NOISE_MULTIPLIER: f64 = 1e6;
+
 fn check_z(z: f64) -> Result<f64, Error> {
-    if z >= 0.0 && z.is_finite() {
+    if (0.0..=MAX_PLD_NOISE_MULTIPLIER).contains(&z) {
         Ok(z)
     } else {
-        Err(Error::param("noise_multiplier", z, "a finite number >= 0"))
+        Err(Error::param("noise_multiplier", z, "a number in [0, 1e6] for the PLD accountant"))
     }
 }
 
-fn compose_pair(a: &(Pmf, Option<Pmf>), b: &(Pmf, Option<Pmf>)) -> (Pmf, Option<Pmf>) {
-    let remove = a.0.compose(&b.0);
+type PmfPair = (Pmf, Option<Pmf>);
+
+fn compose_pair(a: &PmfPair, b: &PmfPair) -> Result<PmfPair, Error> {
+    let remove = a.0.compose(&b.0)?;
     let add = match (&a.1, &b.1) {
         (None, None) => None,
-        (x, y) => Some(x.as_ref().unwrap_or(&a.0).compose(y.as_ref().unwrap_or(&b.0))),
+        (x, y) => Some(x.as_ref().unwrap_or(&a.0).compose(y.as_ref().unwrap_or(&b.0))?),
     };
-    (remove, add)
+    Ok((remove, add))
 }
 
 impl Accountant for PldAccountant {
     fn compose(&mut self, event: &DpEvent) -> Result<(), Error> {
         let mut non_private = false;
         let pmfs = self.event_pmfs(event, 1, &mut non_private)?;
-        self.non_private |= non_private;
         if let Some(next) = pmfs {
-            let (remove, add) = compose_pair(&(self.remove.clone(), self.add.clone()), &next);
+            let (remove, add) = compose_pair(&(self.remove.clone(), self.add.clone()), &next)?;
             self.remove = remove;
             self.add = add;
         }
+        self.non_private |= non_private;
         Ok(())
     }
 
@@ -624,7 +691,21 @@ mod tests {
         assert!(acc.compose(&DpEvent::ZCdp { rho: 0.1 }).is_err());
         assert!(acc.compose(&DpEvent::poisson_gaussian(-0.1, 1.0)).is_err());
         assert!(acc.compose(&DpEvent::poisson_gaussian(0.1, f64::INFINITY)).is_err());
+        assert!(acc.compose(&DpEvent::poisson_gaussian(0.1, 1e7)).is_err());
+        // Tiny noise needs an enormous grid: refused, not allocated.
+        assert!(matches!(
+            acc.compose(&DpEvent::Gaussian { noise_multiplier: 1e-4 }),
+            Err(Error::TooLarge { .. })
+        ));
+        assert!(matches!(
+            acc.compose(&DpEvent::self_composed(DpEvent::poisson_gaussian(0.5, 0.5), u64::MAX)),
+            Err(Error::TooLarge { .. })
+        ));
         assert_eq!(acc.epsilon(1e-5).unwrap(), 0.0);
+        // Huge noise at the limit is fine and nearly free.
+        acc.compose(&DpEvent::poisson_gaussian(0.5, 1e6)).unwrap();
+        acc.compose(&DpEvent::Gaussian { noise_multiplier: 1e6 }).unwrap();
+        assert!(acc.epsilon(1e-5).unwrap() < 1e-3);
         acc.compose(&DpEvent::NonPrivate).unwrap();
         assert_eq!(acc.epsilon(1e-5).unwrap(), f64::INFINITY);
         assert!(acc.epsilon(2.0).is_err());

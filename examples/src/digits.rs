@@ -55,6 +55,7 @@ impl Default for DigitsConfig {
                 batch_size: 32,
                 learning_rate: 0.02,
                 shuffle_seed: 0,
+                privacy: None,
             },
             fraction_fit: 1.0,
             workers: 0,

@@ -128,7 +128,15 @@ pub enum EngineEvent {
         /// Global parameters after the round.
         params: Arc<ParamVec>,
     },
-    /// All rounds ran.
+    /// The strategy refused to run `round` (e.g. its privacy budget would be exceeded); the
+    /// federation ends with the parameters of the last completed round. `Finished` follows.
+    Stopped {
+        /// The round that was refused.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// All rounds ran (or the federation was stopped).
     Finished {
         /// Final global parameters.
         params: Arc<ParamVec>,
@@ -500,6 +508,14 @@ impl Engine {
             self.state = State::Idle;
             return;
         }
+        if let Err(reason) = self.strategy.authorize_round(self.round + 1) {
+            self.events.push_back(EngineEvent::Stopped {
+                round: self.round + 1,
+                reason,
+            });
+            self.finish();
+            return;
+        }
         self.round += 1;
         let round = self.round;
         let available: Vec<ClientId> = self.connected.iter().copied().collect();
@@ -596,11 +612,12 @@ impl Engine {
         }
         let num_results = stage.sum.count();
         let num_partial = stage.sum.partial();
-        let metrics = stage.sum.mean_metrics();
+        let mut metrics = stage.sum.mean_metrics();
         match self.strategy.aggregate_fit(round, &self.params, stage.sum) {
             Ok(next)
                 if next.all_finite() && next.schema().hash() == self.params.schema().hash() =>
             {
+                metrics.extend(self.strategy.round_metrics());
                 self.params_hash = next.content_hash();
                 self.params = Arc::new(next);
                 self.events.push_back(EngineEvent::FitAggregated {

@@ -143,7 +143,9 @@ impl AggregatorMetrics {
                     self.round_duration.observe(t.elapsed().as_secs_f64());
                 }
             }
-            EngineEvent::Evaluated { .. } | EngineEvent::Finished { .. } => {}
+            EngineEvent::Evaluated { .. }
+            | EngineEvent::Stopped { .. }
+            | EngineEvent::Finished { .. } => {}
         }
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::checkpoint::{CheckpointMeta, CheckpointStore, Participant};
+use crate::checkpoint::{CheckpointMeta, CheckpointStore, Participant, PrivacySpent};
 use crate::engine::{Engine, EngineConfig, EngineEvent};
 use crate::metrics::{self, AggregatorMetrics};
 use crate::service::{self, ServiceConfig};
@@ -99,9 +99,29 @@ pub async fn serve(
         evaluate_timeout: config.evaluate_timeout(),
         seed: config.federation.seed,
     };
-    let strategy = Box::new(FedAvg::new(config.strategy.clone()));
+    let latest = store.latest().await?;
+    let resumed_privacy = latest.as_ref().and_then(|(m, _)| {
+        let p = m.privacy.as_ref()?;
+        Some((p.epsilon, p.delta, m.metrics.get("dp_rounds").copied()?))
+    });
+    let strategy: Box<dyn fl_core::Strategy> = match &config.privacy {
+        None => Box::new(FedAvg::new(config.strategy.clone())),
+        Some(p) => {
+            let invalid =
+                |e: privacy::Error| fl_core::config::ConfigError::Invalid(format!("[privacy]: {e}"));
+            let mut dp = fl_core::dp::DpFedAvg::new(config.strategy.clone(), p.clone(), members.len())
+                .map_err(invalid)?;
+            // The budget already spent before a restart.
+            if let Some((manifest, _)) = &latest {
+                let spent = manifest.metrics.get("dp_rounds").copied().unwrap_or(0.0);
+                dp.restore(spent as u64).map_err(invalid)?;
+                tracing::info!(epsilon = dp.spent_epsilon(), rounds = spent, "privacy ledger restored");
+            }
+            Box::new(dp)
+        }
+    };
     let schema_hash = initial.schema().hash();
-    let (engine, resumed) = match store.latest().await? {
+    let (engine, resumed) = match latest {
         Some((manifest, params)) => {
             if manifest.federation_id != config.federation.id {
                 return Err(ServerError::CheckpointMismatch {
@@ -247,6 +267,8 @@ pub async fn serve(
     let config_hash = config.config_hash();
     let mut selected: Vec<ClientId> = Vec::new();
     let mut metrics_of_round = fl_core::Metrics::new();
+    // Privacy spent so far, carried into every manifest (also of rounds that aborted).
+    let mut privacy_so_far: Option<(f64, f64, f64)> = resumed_privacy;
     let on_event = |event: &EngineEvent| {
         metrics.observe(event);
         match event {
@@ -276,6 +298,12 @@ pub async fn serve(
             } => {
                 tracing::info!(round, num_results, num_partial, params = %params.content_hash(), "aggregated");
                 metrics_of_round = m.clone();
+                if let (Some(&e), Some(&d), Some(&r)) =
+                    (m.get("epsilon"), m.get("delta"), m.get("dp_rounds"))
+                {
+                    tracing::info!(round, epsilon = e, delta = d, "privacy spent");
+                    privacy_so_far = Some((e, d, r));
+                }
             }
             EngineEvent::RoundAborted { round, reason } => {
                 tracing::warn!(round, "round aborted: {reason}");
@@ -293,10 +321,19 @@ pub async fn serve(
                     Some(a) => Participant::new(a.to_string()),
                     None => Participant::from(*c),
                 });
-                let meta = CheckpointMeta::new(federation_id.clone(), *round, config_hash)
+                let mut meta = CheckpointMeta::new(federation_id.clone(), *round, config_hash)
                     .with_participants(participants)
                     .with_metrics(metrics_of_round.clone());
+                if let Some((epsilon, delta, rounds)) = privacy_so_far {
+                    metrics_of_round.insert("dp_rounds".into(), rounds);
+                    meta = meta
+                        .with_metrics(metrics_of_round.clone())
+                        .with_privacy(PrivacySpent { epsilon, delta });
+                }
                 let _ = ckpt_tx.send((meta, params.clone()));
+            }
+            EngineEvent::Stopped { round, reason } => {
+                tracing::warn!(round, "federation stopped before round {round}: {reason}");
             }
             EngineEvent::Finished { params } => {
                 tracing::info!(params = %params.content_hash(), "federation finished");

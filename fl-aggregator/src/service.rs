@@ -546,6 +546,10 @@ async fn write_instructions(
                     batch_size: config.batch_size,
                     learning_rate: config.learning_rate,
                     shuffle_seed: config.shuffle_seed,
+                    privacy: config.privacy.map(|p| pb::UpdatePrivacy {
+                        clip_norm: p.clip_norm,
+                        local_noise_multiplier: p.local_noise_multiplier,
+                    }),
                 }),
             ),
             ServerMessage::Evaluate {

@@ -418,6 +418,26 @@ async fn receive_instruction(
                 batch_size: f.batch_size,
                 learning_rate: f.learning_rate,
                 shuffle_seed: f.shuffle_seed,
+                privacy: match f.privacy {
+                    None => None,
+                    Some(p)
+                        if p.clip_norm.is_finite()
+                            && p.clip_norm > 0.0
+                            && p.local_noise_multiplier.is_finite()
+                            && p.local_noise_multiplier >= 0.0 =>
+                    {
+                        Some(fl_core::dp::UpdatePrivacy {
+                            clip_norm: p.clip_norm,
+                            local_noise_multiplier: p.local_noise_multiplier,
+                        })
+                    }
+                    Some(p) => {
+                        return Err(NodeError::Protocol(format!(
+                            "invalid privacy settings: clip norm {}, local noise multiplier {}",
+                            p.clip_norm, p.local_noise_multiplier
+                        )));
+                    }
+                },
             },
         ),
         Some(pb::instruction::Settings::Evaluate(e)) => {

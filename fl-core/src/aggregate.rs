@@ -222,6 +222,12 @@ impl WeightedSum {
         self.sum.iter().flatten().copied()
     }
 
+    /// Consumes the sum, yielding the raw fixed-point values in order (each block is freed once
+    /// read).
+    pub fn into_raw(self) -> impl Iterator<Item = i64> {
+        self.sum.into_iter().flatten()
+    }
+
     /// Combines `terms` into the sum from value `start` on with `op`; on failure returns how
     /// many terms were applied before it.
     fn apply(

@@ -59,6 +59,9 @@ pub struct FederationConfig {
     /// Client selection and local training settings.
     #[serde(default)]
     pub strategy: FedAvgConfig,
+    /// Client-level differential privacy and its budget; none trains without DP.
+    #[serde(default)]
+    pub privacy: Option<crate::dp::PrivacyConfig>,
     /// The aggregator service.
     #[serde(default)]
     pub aggregator: AggregatorSection,

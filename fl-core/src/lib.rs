@@ -40,6 +40,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod dp;
 pub mod hash;
 pub mod identity;
 pub mod params;

@@ -34,6 +34,11 @@ pub struct FitConfig {
     /// Seed for the local data order (derived from the run seed, round and client by the
     /// engine; a value in a federation file is ignored).
     pub shuffle_seed: u64,
+    /// Differential privacy of the update (set by a DP strategy, not in a federation file):
+    /// when present the client sends its clipped, possibly noised difference from the global
+    /// parameters with weight 1 instead of its parameters.
+    #[serde(skip)]
+    pub privacy: Option<crate::dp::UpdatePrivacy>,
 }
 
 impl Default for FitConfig {
@@ -43,6 +48,7 @@ impl Default for FitConfig {
             batch_size: 32,
             learning_rate: 1e-3,
             shuffle_seed: 0,
+            privacy: None,
         }
     }
 }

@@ -31,11 +31,21 @@ impl FitTask {
     pub fn run(&self, trainer: &mut dyn Trainer) -> Result<FitResult, TrainerError> {
         trainer.set_parameters(&self.params)?;
         let outcome = trainer.fit(&self.config)?;
-        Ok(FitResult {
-            params: trainer.get_parameters(),
-            num_examples: outcome.num_examples,
-            metrics: outcome.metrics,
-        })
+        let params = trainer.get_parameters();
+        match &self.config.privacy {
+            None => Ok(FitResult {
+                params,
+                num_examples: outcome.num_examples,
+                metrics: outcome.metrics,
+            }),
+            // Client-level DP: the clipped (and, for local DP, noised) update, weight 1.
+            Some(settings) => Ok(FitResult {
+                params: crate::dp::privatize_update(&self.params, &params, settings)
+                    .map_err(|e| TrainerError::Other(format!("privatizing the update: {e}")))?,
+                num_examples: 1,
+                metrics: outcome.metrics,
+            }),
+        }
     }
 }
 

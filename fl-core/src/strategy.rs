@@ -45,6 +45,14 @@ pub trait Strategy: Send {
     /// A short name for logs and manifests, e.g. `fedavg`.
     fn name(&self) -> &str;
 
+    /// Whether round `round` may run at all. `Err(reason)` ends the federation cleanly before
+    /// the round starts: a differential-privacy strategy refuses the round that would exceed
+    /// its budget. The default allows every round.
+    fn authorize_round(&mut self, round: u64) -> Result<(), String> {
+        let _ = round;
+        Ok(())
+    }
+
     /// Chooses the clients and settings of the fit stage from the `available` ones (ascending).
     fn configure_fit(&mut self, round: u64, available: &[ClientId], round_seed: u64) -> FitPlan;
 
@@ -58,6 +66,12 @@ pub trait Strategy: Send {
         current: &ParamVec,
         results: WeightedSum,
     ) -> Result<ParamVec, StrategyError>;
+
+    /// Metrics of the last aggregation to report with it (e.g. the epsilon spent so far); the
+    /// engine adds them to the round's training metrics. Empty by default.
+    fn round_metrics(&self) -> Metrics {
+        Metrics::new()
+    }
 
     /// Chooses the clients of the evaluate stage (an empty plan skips it).
     fn configure_evaluate(

@@ -46,6 +46,38 @@ enum Command {
         #[command(subcommand)]
         action: CheckpointAction,
     },
+    /// Privacy accounting: the epsilon of a planned run, or the noise a target needs.
+    Privacy {
+        #[command(subcommand)]
+        action: PrivacyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PrivacyAction {
+    /// Epsilon of T rounds of the Poisson-subsampled Gaussian (add/remove-one adjacency).
+    /// Prints the epsilon as a plain number on the last line. With --noise-for-epsilon E,
+    /// prints instead the smallest noise multiplier whose epsilon is at most E.
+    Epsilon {
+        /// Probability q that a member takes part in a round.
+        #[arg(long)]
+        sampling_rate: f64,
+        /// Noise multiplier z (noise standard deviation over the clip norm).
+        #[arg(long, required_unless_present = "noise_for_epsilon")]
+        noise_multiplier: Option<f64>,
+        /// Rounds T.
+        #[arg(long)]
+        rounds: u64,
+        /// The delta of the (epsilon, delta) guarantee.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// rdp (Renyi DP with the CKS20 conversion) or pld (privacy loss distributions).
+        #[arg(long, default_value = "rdp")]
+        accountant: String,
+        /// Find the smallest noise multiplier meeting this epsilon instead.
+        #[arg(long, conflicts_with = "noise_multiplier")]
+        noise_for_epsilon: Option<f64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +152,49 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoints { action } => checkpoints(action).await,
+        Command::Privacy {
+            action:
+                PrivacyAction::Epsilon {
+                    sampling_rate,
+                    noise_multiplier,
+                    rounds,
+                    delta,
+                    accountant,
+                    noise_for_epsilon,
+                },
+        } => {
+            let kind: privacy::AccountantKind = accountant.parse()?;
+            match (noise_multiplier, noise_for_epsilon) {
+                (_, Some(target)) => {
+                    let z = privacy::accounting::noise_for_epsilon(
+                        sampling_rate,
+                        rounds,
+                        delta,
+                        target,
+                        kind,
+                    )?;
+                    println!(
+                        "smallest noise multiplier for epsilon <= {target} (q={sampling_rate}, T={rounds}, delta={delta}, {accountant}):"
+                    );
+                    println!("{z}");
+                }
+                (Some(z), None) => {
+                    let eps = privacy::accounting::epsilon_for(
+                        sampling_rate,
+                        z,
+                        rounds,
+                        delta,
+                        kind,
+                    )?;
+                    println!(
+                        "epsilon of q={sampling_rate}, z={z}, T={rounds}, delta={delta} ({accountant}):"
+                    );
+                    println!("{eps}");
+                }
+                (None, None) => return Err("give --noise-multiplier or --noise-for-epsilon".into()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

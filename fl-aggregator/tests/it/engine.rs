@@ -334,3 +334,86 @@ fn resume_continues_after_the_completed_rounds() {
     let done = Engine::resume(config, Box::new(FedAvg::new(fedavg(1))), params, 5);
     assert!(done.is_finished());
 }
+
+/// FedAvg that refuses to start round `limit` and later ones, as a budgeted strategy does.
+struct Budgeted {
+    inner: FedAvg,
+    limit: u64,
+}
+
+impl fl_core::Strategy for Budgeted {
+    fn name(&self) -> &str {
+        "budgeted"
+    }
+    fn authorize_round(&mut self, round: u64) -> Result<(), String> {
+        if round >= self.limit {
+            Err(format!("round {round} would exceed the budget"))
+        } else {
+            Ok(())
+        }
+    }
+    fn configure_fit(
+        &mut self,
+        round: u64,
+        available: &[ClientId],
+        seed: u64,
+    ) -> fl_core::FitPlan {
+        self.inner.configure_fit(round, available, seed)
+    }
+    fn aggregate_fit(
+        &mut self,
+        round: u64,
+        current: &ParamVec,
+        results: fl_core::WeightedSum,
+    ) -> Result<ParamVec, fl_core::StrategyError> {
+        self.inner.aggregate_fit(round, current, results)
+    }
+    fn configure_evaluate(
+        &mut self,
+        round: u64,
+        available: &[ClientId],
+        seed: u64,
+    ) -> fl_core::EvaluatePlan {
+        self.inner.configure_evaluate(round, available, seed)
+    }
+    fn aggregate_evaluate(
+        &mut self,
+        round: u64,
+        results: &[(ClientId, EvaluateResult)],
+    ) -> Option<EvaluateResult> {
+        self.inner.aggregate_evaluate(round, results)
+    }
+}
+
+#[test]
+fn a_refused_round_stops_the_federation_cleanly() {
+    let config = EngineConfig {
+        num_rounds: 10,
+        min_available_clients: 1,
+        ..Default::default()
+    };
+    let strategy = Budgeted {
+        inner: FedAvg::new(fedavg(1)),
+        limit: 3,
+    };
+    let mut e = Engine::new(config, Box::new(strategy), ParamVec::zeros(schema()));
+    e.handle_connect(T0, ClientId(0));
+    for round in 1..=2 {
+        outbox(&mut e);
+        e.handle_message(T0, ClientId(0), fit_done(round, round as f32, 1))
+            .unwrap();
+    }
+    assert!(e.is_finished());
+    assert_eq!(e.round(), 2);
+    assert_eq!(e.params().values(), &[2.0, 2.0]);
+    let evs = events(&mut e);
+    let stopped = evs
+        .iter()
+        .position(|ev| matches!(ev, EngineEvent::Stopped { round: 3, reason } if reason.contains("budget")))
+        .expect("a Stopped event for round 3");
+    assert!(matches!(evs[stopped + 1], EngineEvent::Finished { .. }));
+    assert!(matches!(
+        outbox(&mut e).as_slice(),
+        [(ClientId(0), ServerMessage::Finished)]
+    ));
+}

@@ -1,0 +1,291 @@
+//! Client-level differential privacy in the round: what a client does to its update
+//! ([`privatize_update`]) and [`DpFedAvg`], the strategy that noises, normalises and accounts
+//! every round against a budget.
+//!
+//! Two mechanisms, chosen by [`PrivacyConfig::mechanism`]:
+//!
+//! - **central** (DP-FedAvg, McMahan et al. 2018): each client sends its update (local minus
+//!   global parameters) clipped to L2 norm `C`, with weight 1; the aggregator adds Gaussian noise
+//!   of standard deviation `z C` to the sum (an exact discrete Gaussian on a fine lattice, see
+//!   the `privacy` crate) and divides by the fixed expected number of clients. The aggregator is
+//!   trusted with the sum; what leaves it is private.
+//! - **local**: each client clips and noises its own update (sensitivity `2C`) before it leaves
+//!   the machine; the aggregator averages the noisy updates.
+//!
+//! Each round is accounted as a Poisson-subsampled Gaussian with sampling rate `q` = expected
+//! clients / members (selection here samples a fixed number without replacement; accounting it
+//! as Poisson sampling with the same rate is the usual approximation, exact when every member
+//! takes part, `q = 1`). The [`PrivacyLedger`] authorises a round before it starts and refuses
+//! the one that would take epsilon past the budget; the federation then stops cleanly. A round
+//! that aborts before its noise is released spends nothing.
+
+use std::sync::Arc;
+
+use privacy::mechanism::{CentralGaussian, CentralGaussianConfig, LocalGaussian, LocalGaussianConfig};
+use privacy::{AccountantKind, Authorization, PrivacyLedger};
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{FRACTION_BITS, WeightedSum};
+use crate::params::ParamVec;
+use crate::round::{ClientId, EvaluateResult, Metrics};
+use crate::strategy::{
+    EvaluatePlan, FedAvg, FedAvgConfig, FitPlan, Strategy, StrategyError,
+};
+
+/// Which differential-privacy mechanism a federation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// The aggregator noises the sum of clipped updates (DP-FedAvg).
+    Central,
+    /// Every client noises its own clipped update.
+    Local,
+}
+
+/// The `[privacy]` section of a federation file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Central or local noise.
+    pub mechanism: Mechanism,
+    /// L2 norm `C` each client's update is clipped to.
+    pub clip_norm: f64,
+    /// Noise multiplier `z`.
+    pub noise_multiplier: f64,
+    /// Total epsilon the run may spend.
+    pub epsilon: f64,
+    /// The delta of the guarantee.
+    pub delta: f64,
+    /// Accountant: `rdp` or `pld`.
+    #[serde(default)]
+    pub accountant: AccountantKind,
+}
+
+/// What the aggregator asks of a client's update when privacy is on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePrivacy {
+    /// Clip the update (local minus global parameters) to this L2 norm.
+    pub clip_norm: f64,
+    /// Local DP: add noise with this multiplier (of `2 C`) before sending; 0 for none.
+    pub local_noise_multiplier: f64,
+}
+
+/// Turns trained parameters into the private update a client sends: `local - global`, clipped
+/// to `clip_norm`, noised for local DP. Randomness comes from the operating system.
+pub fn privatize_update(
+    global: &ParamVec,
+    local: &ParamVec,
+    settings: &UpdatePrivacy,
+) -> Result<ParamVec, privacy::Error> {
+    let mut delta: Vec<f32> = local
+        .values()
+        .iter()
+        .zip(global.values())
+        .map(|(l, g)| l - g)
+        .collect();
+    if settings.local_noise_multiplier > 0.0 {
+        let mechanism = LocalGaussian::new(LocalGaussianConfig {
+            clip_norm: settings.clip_norm,
+            noise_multiplier: settings.local_noise_multiplier,
+        })?;
+        mechanism.privatize_update(&mut delta, &mut privacy::noise::os_rng()?)?;
+    } else {
+        privacy::clip::clip_l2(&mut delta, settings.clip_norm)?;
+    }
+    Ok(ParamVec::new(global.schema().clone(), delta).expect("same length as global"))
+}
+
+/// FedAvg with client-level differential privacy and a budget (see the [module docs](self)).
+pub struct DpFedAvg {
+    fedavg: FedAvg,
+    config: PrivacyConfig,
+    sampling_rate: f64,
+    expected_clients: f64,
+    ledger: PrivacyLedger,
+    pending: Option<Authorization>,
+    round_metrics: Metrics,
+}
+
+impl std::fmt::Debug for DpFedAvg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpFedAvg")
+            .field("config", &self.config)
+            .field("sampling_rate", &self.sampling_rate)
+            .field("spent_epsilon", &self.ledger.spent_epsilon())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DpFedAvg {
+    /// DP-FedAvg over `members` members, selecting as `fedavg` says.
+    pub fn new(
+        fedavg: FedAvgConfig,
+        config: PrivacyConfig,
+        members: usize,
+    ) -> Result<Self, privacy::Error> {
+        let members = members.max(1);
+        let selected = ((fedavg.fraction_fit * members as f64).ceil() as usize)
+            .max(fedavg.min_fit_clients)
+            .clamp(1, members);
+        let sampling_rate = selected as f64 / members as f64;
+        let ledger = PrivacyLedger::new(config.epsilon, config.delta, config.accountant)?;
+        let this = Self {
+            fedavg: FedAvg::new(fedavg),
+            sampling_rate,
+            expected_clients: selected as f64,
+            ledger,
+            pending: None,
+            round_metrics: Metrics::new(),
+            config,
+        };
+        // Validate the mechanism's parameters now rather than in the first round.
+        this.central()?;
+        Ok(this)
+    }
+
+    fn central(&self) -> Result<CentralGaussian, privacy::Error> {
+        CentralGaussian::new(CentralGaussianConfig {
+            clip_norm: self.config.clip_norm,
+            noise_multiplier: self.config.noise_multiplier,
+            sampling_rate: self.sampling_rate,
+            expected_clients: self.expected_clients,
+        })
+    }
+
+    fn round_event(&self) -> Result<privacy::DpEvent, privacy::Error> {
+        Ok(match self.config.mechanism {
+            Mechanism::Central => self.central()?.round_event(),
+            Mechanism::Local => privacy::DpEvent::poisson_gaussian(
+                self.sampling_rate,
+                self.config.noise_multiplier,
+            ),
+        })
+    }
+
+    /// Replays `rounds` committed rounds into the ledger, as after a restart from a checkpoint
+    /// whose manifest recorded them (metric `dp_rounds`). Fails if they exceed the budget.
+    pub fn restore(&mut self, rounds: u64) -> Result<(), privacy::Error> {
+        let event = self.round_event()?;
+        for _ in 0..rounds {
+            let auth = self.ledger.authorize(&event)?;
+            self.ledger.commit(auth)?;
+        }
+        Ok(())
+    }
+
+    /// Epsilon spent so far.
+    pub fn spent_epsilon(&self) -> f64 {
+        self.ledger.spent_epsilon()
+    }
+
+    /// The ledger (serialisable, for checkpoints).
+    pub fn ledger(&self) -> &PrivacyLedger {
+        &self.ledger
+    }
+
+    /// The sampling rate rounds are accounted with.
+    pub fn sampling_rate(&self) -> f64 {
+        self.sampling_rate
+    }
+}
+
+impl Strategy for DpFedAvg {
+    fn name(&self) -> &str {
+        "dp-fedavg"
+    }
+
+    fn authorize_round(&mut self, _round: u64) -> Result<(), String> {
+        let event = self.round_event().map_err(|e| e.to_string())?;
+        let auth = self.ledger.authorize(&event).map_err(|e| e.to_string())?;
+        self.pending = Some(auth);
+        Ok(())
+    }
+
+    fn configure_fit(&mut self, round: u64, available: &[ClientId], round_seed: u64) -> FitPlan {
+        let mut plan = self.fedavg.configure_fit(round, available, round_seed);
+        plan.config.privacy = Some(UpdatePrivacy {
+            clip_norm: self.config.clip_norm,
+            local_noise_multiplier: match self.config.mechanism {
+                Mechanism::Central => 0.0,
+                Mechanism::Local => self.config.noise_multiplier,
+            },
+        });
+        plan
+    }
+
+    fn aggregate_fit(
+        &mut self,
+        _round: u64,
+        current: &ParamVec,
+        results: WeightedSum,
+    ) -> Result<ParamVec, StrategyError> {
+        if results.schema().hash() != current.schema().hash() {
+            return Err(StrategyError::Invalid(
+                "aggregate schema differs from the global model's".into(),
+            ));
+        }
+        if results.count() == 0 {
+            return Err(StrategyError::NoResults);
+        }
+        let auth = self
+            .pending
+            .take()
+            .ok_or_else(|| StrategyError::Invalid("round was not authorised".into()))?;
+        let update: Vec<f32> = match self.config.mechanism {
+            Mechanism::Central => {
+                let scale = (1u64 << FRACTION_BITS) as f64;
+                let mut sum: Vec<f32> = results.into_raw().map(|s| (s as f64 / scale) as f32).collect();
+                let mut rng = privacy::noise::os_rng().map_err(|e| StrategyError::Invalid(e.to_string()))?;
+                self.central()
+                    .and_then(|m| m.privatize_sum(&mut sum, &mut rng))
+                    .map_err(|e| StrategyError::Invalid(format!("noise: {e}")))?;
+                sum
+            }
+            Mechanism::Local => results
+                .into_mean()
+                .ok_or(StrategyError::NoResults)?
+                .values()
+                .to_vec(),
+        };
+        let values = current
+            .values()
+            .iter()
+            .zip(&update)
+            .map(|(c, u)| c + u)
+            .collect();
+        let next = ParamVec::new(Arc::clone(current.schema()), values)
+            .map_err(|e| StrategyError::Invalid(e.to_string()))?;
+        let spent = self
+            .ledger
+            .commit(auth)
+            .map_err(|e| StrategyError::Invalid(e.to_string()))?;
+        self.round_metrics = Metrics::from([
+            ("epsilon".to_string(), spent),
+            ("delta".to_string(), self.config.delta),
+            ("dp_rounds".to_string(), self.ledger.committed_rounds() as f64),
+        ]);
+        Ok(next)
+    }
+
+    fn round_metrics(&self) -> Metrics {
+        self.round_metrics.clone()
+    }
+
+    fn configure_evaluate(
+        &mut self,
+        round: u64,
+        available: &[ClientId],
+        round_seed: u64,
+    ) -> EvaluatePlan {
+        self.fedavg.configure_evaluate(round, available, round_seed)
+    }
+
+    fn aggregate_evaluate(
+        &mut self,
+        round: u64,
+        results: &[(ClientId, EvaluateResult)],
+    ) -> Option<EvaluateResult> {
+        self.fedavg.aggregate_evaluate(round, results)
+    }
+}

@@ -100,6 +100,7 @@ pub fn run(
         let eval = t.elapsed();
         eval_wall += eval;
         let record = RoundRecord {
+            epsilon: f64::NAN,
             round,
             accuracy: result.accuracy().unwrap_or(0.0),
             loss: result.loss,

@@ -5,7 +5,10 @@
 //! in-process federation; the global model is scored on held-out digits after every round.
 //! Outputs land in `runs/quickstart/`: `metrics.csv`, `metrics.svg`, `summary.txt`.
 //!
-//! Run with `cargo run --release --example quickstart`.
+//! Run with `cargo run --release --example quickstart`. With a TOML file of
+//! [`DigitsConfig`] fields the defaults change: `cargo run --release --example quickstart --
+//! examples/quickstart-dp.toml` runs the same federation with client-level differential
+//! privacy under a budget (outputs in `runs/quickstart-dp/`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,7 +17,6 @@ use examples::digits::{self, DigitsConfig};
 use examples::progress::RoundProgress;
 use examples::report::RunFolder;
 
-const TARGET_ACCURACY: f64 = 0.95;
 
 fn main() -> ExitCode {
     match run() {
@@ -28,7 +30,21 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<bool, Box<dyn std::error::Error>> {
-    let config = DigitsConfig::default();
+    // An optional TOML file overrides the defaults (e.g. examples/quickstart-dp.toml adds
+    // differential privacy); its name names the run folder.
+    let (config, name) = match std::env::args().nth(1) {
+        None => (DigitsConfig::default(), "quickstart".to_string()),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {path}: {e}"))?;
+            let config: DigitsConfig =
+                toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+            let name = Path::new(&path)
+                .file_stem()
+                .map_or("quickstart".into(), |s| s.to_string_lossy().into_owned());
+            (config, name)
+        }
+    };
     let prepared = digits::prepare(&config)?;
     println!(
         "{} members, Dirichlet alpha {} over {} training digits (smallest share {}, largest {}), {:?}, FedAvg",
@@ -43,14 +59,29 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let result = digits::run_federated(&config, prepared, |record| progress.round(record))?;
     progress.finish();
 
-    let run = RunFolder::create(Path::new("runs"), "quickstart")?;
+    let run = RunFolder::create(Path::new("runs"), &name)?;
     run.write_metrics(&result.records)?;
-    run.write_plot(
-        "daofl quickstart: 20 members, digits, FedAvg",
-        &result.records,
-    )?;
-    let reached = result.first_round_reaching(TARGET_ACCURACY);
-    let summary = examples::progress::summary(&result, TARGET_ACCURACY);
+    let title = match &config.privacy {
+        None => format!("daofl {name}: {} members, digits, FedAvg", config.clients),
+        Some(p) => format!(
+            "daofl {name}: {} members, digits, DP-FedAvg ({:?}, z = {}, C = {})",
+            config.clients, p.mechanism, p.noise_multiplier, p.clip_norm
+        ),
+    };
+    run.write_plot(&title, &result.records)?;
+    let target = config.target_accuracy;
+    let reached = result.first_round_reaching(target);
+    let mut summary = examples::progress::summary(&result, target);
+    if let (Some(p), Some(last)) = (&config.privacy, result.records.last()) {
+        summary.push_str(&format!(
+            "\nprivacy: epsilon {:.4} spent of {} at delta {} ({:?} DP, {} rounds)",
+            last.epsilon,
+            p.epsilon,
+            p.delta,
+            p.mechanism,
+            result.records.len()
+        ));
+    }
     run.write_summary(&format!("{summary}\n"))?;
     println!("{summary}");
     println!("run folder: {}", run.path().display());

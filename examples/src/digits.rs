@@ -13,8 +13,10 @@ use fl_core::{
 
 use crate::report::RoundRecord;
 
-/// Everything that defines a digits federation run.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything that defines a digits federation run. Deserialisable (TOML), every field
+/// defaulting to the quickstart's value.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DigitsConfig {
     /// Members of the federation.
     pub clients: usize,
@@ -34,6 +36,10 @@ pub struct DigitsConfig {
     pub fraction_fit: f64,
     /// Threads training members in parallel (0: one per core).
     pub workers: usize,
+    /// Client-level differential privacy (DP-FedAvg, central or local) and its budget.
+    pub privacy: Option<fl_core::dp::PrivacyConfig>,
+    /// Held-out accuracy the run is expected to reach (the quickstart fails below it).
+    pub target_accuracy: f64,
 }
 
 impl Default for DigitsConfig {
@@ -59,6 +65,8 @@ impl Default for DigitsConfig {
             },
             fraction_fit: 1.0,
             workers: 0,
+            privacy: None,
+            target_accuracy: 0.95,
         }
     }
 }
@@ -85,6 +93,9 @@ pub enum RunError {
     /// The evaluator failed.
     #[error("held-out evaluation failed: {0}")]
     Evaluate(#[from] fl_core::TrainerError),
+    /// The privacy settings are invalid.
+    #[error("privacy settings: {0}")]
+    Privacy(#[from] privacy::Error),
 }
 
 /// Splits the digits, partitions the training side and builds every trainer.
@@ -178,14 +189,18 @@ pub fn run_federated(
         evaluate_timeout: Duration::from_secs(3600),
         seed: config.seed,
     };
-    let strategy = FedAvg::new(FedAvgConfig {
+    let fedavg = FedAvgConfig {
         fraction_fit: config.fraction_fit,
         min_fit_clients: 1,
         min_fit_results: 1,
         fit: config.fit.clone(),
         ..Default::default()
-    });
-    let engine = Engine::new(engine_config, Box::new(strategy), initial);
+    };
+    let strategy: Box<dyn fl_core::Strategy> = match &config.privacy {
+        None => Box::new(FedAvg::new(fedavg)),
+        Some(p) => Box::new(fl_core::dp::DpFedAvg::new(fedavg, p.clone(), trainers.len())?),
+    };
+    let engine = Engine::new(engine_config, strategy, initial);
     let federation = InProcessFederation::new(engine, trainers, config.workers);
 
     let start = Instant::now();
@@ -194,6 +209,7 @@ pub fn run_federated(
     let mut eval_wall = Duration::ZERO;
     let mut round_start = (Instant::now(), Duration::ZERO, Duration::ZERO);
     let mut pending = RoundRecord {
+        epsilon: f64::NAN,
         round: 0,
         accuracy: 0.0,
         loss: 0.0,
@@ -213,6 +229,9 @@ pub fn run_federated(
             pending.dropped = 0;
             pending.train_loss = f64::NAN;
         }
+        EngineEvent::Stopped { round, reason } => {
+            eprintln!("stopped before round {round}: {reason}");
+        }
         EngineEvent::FitAggregated {
             num_results,
             num_dropped,
@@ -222,6 +241,9 @@ pub fn run_federated(
             pending.participants = *num_results;
             pending.dropped = *num_dropped;
             pending.train_loss = metrics.get("train_loss").copied().unwrap_or(f64::NAN);
+            if let Some(e) = metrics.get("epsilon") {
+                pending.epsilon = *e;
+            }
         }
         EngineEvent::RoundCompleted { params, .. } if failure.is_none() => {
             let t = Instant::now();

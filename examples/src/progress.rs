@@ -42,6 +42,18 @@ impl RoundProgress {
 
 /// The line printed for a round.
 pub fn round_line(r: &RoundRecord) -> String {
+    let privacy = if r.epsilon.is_finite() {
+        format!("  epsilon {:.3}", r.epsilon)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{privacy}",
+        round_line_plain(r)
+    )
+}
+
+fn round_line_plain(r: &RoundRecord) -> String {
     format!(
         "round {:>3}  accuracy {:.4}  loss {:.4}  train-loss {:.4}  clients {:>3} (dropped {})  {:.2}s (train {:.2}s, aggregate {:.4}s, eval {:.3}s)",
         r.round,

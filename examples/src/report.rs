@@ -30,6 +30,9 @@ pub struct RoundRecord {
     pub aggregate_seconds: f64,
     /// Wall time of the held-out evaluation.
     pub eval_seconds: f64,
+    /// Differential privacy: epsilon spent after this round (at the run's delta); NaN without
+    /// DP.
+    pub epsilon: f64,
 }
 
 /// A folder holding one run's outputs.
@@ -113,10 +116,13 @@ fn draw(
     title: &str,
     records: &[RoundRecord],
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    let private = records.iter().any(|r| r.epsilon.is_finite());
+    let width = if private { 1500 } else { 1000 };
+    let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
-    let (left, right) = root.split_horizontally(500);
+    let (left, rest) = root.split_horizontally(500);
+    let (right, third) = rest.split_horizontally(500);
     let last = records.iter().map(|r| r.round).max().unwrap_or(1).max(1);
 
     let acc: Vec<(u64, f64)> = records.iter().map(|r| (r.round, r.accuracy)).collect();
@@ -174,6 +180,27 @@ fn draw(
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()?;
+
+    if private {
+        let eps: Vec<(u64, f64)> = records
+            .iter()
+            .filter(|r| r.epsilon.is_finite())
+            .map(|r| (r.round, r.epsilon))
+            .collect();
+        let max_eps = eps.iter().map(|e| e.1).fold(0.0f64, f64::max).max(1e-3) * 1.05;
+        let mut chart = ChartBuilder::on(&third)
+            .caption("privacy spent", ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0u64..last, 0f64..max_eps)?;
+        chart
+            .configure_mesh()
+            .x_desc("round")
+            .y_desc("epsilon")
+            .draw()?;
+        chart.draw_series(LineSeries::new(eps.iter().copied(), MAGENTA.stroke_width(2)))?;
+    }
     root.present()?;
     Ok(())
 }
@@ -194,6 +221,7 @@ mod tests {
             train_seconds: 0.09,
             aggregate_seconds: 0.001,
             eval_seconds: 0.005,
+            epsilon: round as f64 * 0.5,
         }
     }
 
@@ -207,11 +235,12 @@ mod tests {
         let mut lines = csv.lines();
         assert_eq!(
             lines.next().unwrap(),
-            "round,accuracy,loss,train_loss,participants,dropped,round_seconds,train_seconds,aggregate_seconds,eval_seconds"
+            "round,accuracy,loss,train_loss,participants,dropped,round_seconds,train_seconds,aggregate_seconds,eval_seconds,epsilon"
         );
         assert_eq!(lines.count(), 3);
         let svg = fs::read_to_string(run.write_plot("test", &records).unwrap()).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("held-out accuracy"));
+        assert!(svg.contains("privacy spent"));
         run.write_summary("done\n").unwrap();
     }
 

@@ -13,6 +13,9 @@
 //! opendp takes seconds per iteration, so criterion runs its ten samples past the measurement
 //! time it was given; that is expected.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use privacy::noise::GaussianNoise;
 use rand::SeedableRng;
@@ -30,10 +33,18 @@ fn samplers(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut values = vec![0.1_f32; N];
     g.bench_function("fast", |b| {
-        b.iter(|| noise.add_to(black_box(&mut values), &mut rng).expect("finite values"))
+        b.iter(|| {
+            noise
+                .add_to(black_box(&mut values), &mut rng)
+                .expect("finite values")
+        })
     });
     g.bench_function("opendp", |b| {
-        b.iter(|| noise.add_to_with_opendp(black_box(&mut values)).expect("finite values"))
+        b.iter(|| {
+            noise
+                .add_to_with_opendp(black_box(&mut values))
+                .expect("finite values")
+        })
     });
     g.finish();
 }

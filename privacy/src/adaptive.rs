@@ -102,12 +102,22 @@ impl AdaptiveClip {
     /// [`Error::InvalidParameter`] naming the first bad field.
     pub fn new(config: AdaptiveClipConfig) -> Result<Self, Error> {
         crate::positive("initial_clip", config.initial_clip)?;
-        crate::probability("target_unclipped_quantile", config.target_unclipped_quantile)?;
+        crate::probability(
+            "target_unclipped_quantile",
+            config.target_unclipped_quantile,
+        )?;
         crate::positive("learning_rate", config.learning_rate)?;
         if !(config.count_stddev >= 0.0 && config.count_stddev.is_finite()) {
-            return Err(Error::param("count_stddev", config.count_stddev, "a finite number >= 0"));
+            return Err(Error::param(
+                "count_stddev",
+                config.count_stddev,
+                "a finite number >= 0",
+            ));
         }
-        Ok(Self { config, clip: config.initial_clip })
+        Ok(Self {
+            config,
+            clip: config.initial_clip,
+        })
     }
 
     /// The clip norm to use this round.
@@ -146,7 +156,10 @@ impl AdaptiveClip {
     pub fn central_round(&self, base: &CentralGaussianConfig) -> Result<CentralGaussian, Error> {
         let total = base.noise_multiplier;
         let update = self.update_noise_multiplier(total)?;
-        let mech = CentralGaussian::new(CentralGaussianConfig { clip_norm: self.clip, ..*base })?;
+        let mech = CentralGaussian::new(CentralGaussianConfig {
+            clip_norm: self.clip,
+            ..*base
+        })?;
         Ok(mech.with_accounting(update, total))
     }
 
@@ -191,14 +204,19 @@ impl AdaptiveClip {
     /// [`Error::InvalidParameter`] if `unclipped_fraction` is not finite.
     pub fn update_noise_free(&mut self, unclipped_fraction: f64) -> Result<f64, Error> {
         if !unclipped_fraction.is_finite() {
-            return Err(Error::param("unclipped_fraction", unclipped_fraction, "a finite number"));
+            return Err(Error::param(
+                "unclipped_fraction",
+                unclipped_fraction,
+                "a finite number",
+            ));
         }
         Ok(self.apply(unclipped_fraction))
     }
 
     fn apply(&mut self, fraction: f64) -> f64 {
         let c = self.clip
-            * (-self.config.learning_rate * (fraction - self.config.target_unclipped_quantile)).exp();
+            * (-self.config.learning_rate * (fraction - self.config.target_unclipped_quantile))
+                .exp();
         // Keep C a usable positive number even after extreme noise.
         self.clip = c.clamp(f64::MIN_POSITIVE, f64::MAX);
         self.clip
@@ -228,8 +246,13 @@ mod tests {
         let norms = [1.0; 10];
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         for _ in 0..20 {
-            let unclipped = norms.iter().filter(|&&n| by_fraction.is_unclipped(n)).count();
-            by_fraction.update_noise_free(unclipped as f64 / norms.len() as f64).unwrap();
+            let unclipped = norms
+                .iter()
+                .filter(|&&n| by_fraction.is_unclipped(n))
+                .count();
+            by_fraction
+                .update_noise_free(unclipped as f64 / norms.len() as f64)
+                .unwrap();
             let unclipped = norms.iter().filter(|&&n| by_count.is_unclipped(n)).count() as u64;
             by_count.update(unclipped, 10, 10.0, &mut rng).unwrap();
         }
@@ -241,8 +264,14 @@ mod tests {
 
     #[test]
     fn all_unclipped_shrinks_the_norm() {
-        let mut clip = AdaptiveClip::new(AdaptiveClipConfig { initial_clip: 2.0, ..config() }).unwrap();
-        let c = clip.update(10, 10, 10.0, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
+        let mut clip = AdaptiveClip::new(AdaptiveClipConfig {
+            initial_clip: 2.0,
+            ..config()
+        })
+        .unwrap();
+        let c = clip
+            .update(10, 10, 10.0, &mut ChaCha20Rng::seed_from_u64(1))
+            .unwrap();
         assert!((c - 2.0 * (-0.1f64).exp()).abs() < 1e-12, "{c}");
     }
 
@@ -250,7 +279,11 @@ mod tests {
     fn converges_to_the_target_quantile_with_noise() {
         // Norms uniform on (0, 1]: the median is 0.5.
         let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let mut clip = AdaptiveClip::new(AdaptiveClipConfig { count_stddev: 5.0, ..config() }).unwrap();
+        let mut clip = AdaptiveClip::new(AdaptiveClipConfig {
+            count_stddev: 5.0,
+            ..config()
+        })
+        .unwrap();
         let norms: Vec<f64> = (1..=100).map(|i| f64::from(i) / 100.0).collect();
         let mut late = Vec::new();
         for round in 0..400 {
@@ -268,7 +301,11 @@ mod tests {
     fn count_noise_has_the_configured_scale() {
         // With C fixed far above every norm, the released fraction is 1 + noise / m.
         let mut rng = ChaCha20Rng::seed_from_u64(4);
-        let cfg = AdaptiveClipConfig { count_stddev: 5.0, learning_rate: 1.0, ..config() };
+        let cfg = AdaptiveClipConfig {
+            count_stddev: 5.0,
+            learning_rate: 1.0,
+            ..config()
+        };
         let mut fractions = Vec::new();
         for _ in 0..4000 {
             let mut clip = AdaptiveClip::new(cfg).unwrap();
@@ -297,7 +334,11 @@ mod tests {
 
     #[test]
     fn central_round_uses_the_current_norm_and_accounts_the_total() {
-        let clip = AdaptiveClip::new(AdaptiveClipConfig { count_stddev: 5.0, ..config() }).unwrap();
+        let clip = AdaptiveClip::new(AdaptiveClipConfig {
+            count_stddev: 5.0,
+            ..config()
+        })
+        .unwrap();
         let base = CentralGaussianConfig {
             clip_norm: 123.0,
             noise_multiplier: 1.0,
@@ -308,22 +349,56 @@ mod tests {
         assert_eq!(round.config().clip_norm, 0.1);
         let zu = split_noise_multiplier(1.0, 5.0).unwrap();
         assert_eq!(round.config().noise_multiplier, zu);
-        assert_eq!(round.round_event(), crate::DpEvent::poisson_gaussian(0.05, 1.0));
+        assert_eq!(
+            round.round_event(),
+            crate::DpEvent::poisson_gaussian(0.05, 1.0)
+        );
         // With a noise-free count the update gets the whole multiplier.
-        let free = AdaptiveClip::new(config()).unwrap().central_round(&base).unwrap();
+        let free = AdaptiveClip::new(config())
+            .unwrap()
+            .central_round(&base)
+            .unwrap();
         assert_eq!(free.config().noise_multiplier, 1.0);
         // A count noise that alone would exceed the total is refused.
-        let greedy = AdaptiveClip::new(AdaptiveClipConfig { count_stddev: 0.4, ..config() }).unwrap();
+        let greedy = AdaptiveClip::new(AdaptiveClipConfig {
+            count_stddev: 0.4,
+            ..config()
+        })
+        .unwrap();
         assert!(greedy.central_round(&base).is_err());
     }
 
     #[test]
     fn bad_config_names_the_field() {
         for (cfg, name) in [
-            (AdaptiveClipConfig { initial_clip: 0.0, ..config() }, "initial_clip"),
-            (AdaptiveClipConfig { target_unclipped_quantile: 1.5, ..config() }, "target_unclipped_quantile"),
-            (AdaptiveClipConfig { learning_rate: -1.0, ..config() }, "learning_rate"),
-            (AdaptiveClipConfig { count_stddev: f64::NAN, ..config() }, "count_stddev"),
+            (
+                AdaptiveClipConfig {
+                    initial_clip: 0.0,
+                    ..config()
+                },
+                "initial_clip",
+            ),
+            (
+                AdaptiveClipConfig {
+                    target_unclipped_quantile: 1.5,
+                    ..config()
+                },
+                "target_unclipped_quantile",
+            ),
+            (
+                AdaptiveClipConfig {
+                    learning_rate: -1.0,
+                    ..config()
+                },
+                "learning_rate",
+            ),
+            (
+                AdaptiveClipConfig {
+                    count_stddev: f64::NAN,
+                    ..config()
+                },
+                "count_stddev",
+            ),
         ] {
             let e = AdaptiveClip::new(cfg).unwrap_err();
             assert!(e.to_string().contains(name), "{e}");

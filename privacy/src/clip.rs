@@ -20,7 +20,11 @@ pub struct Clipped {
 pub fn l2_norm(values: &[f32]) -> f64 {
     // Scale-free accumulation would be slower; f64 has range for any f32 vector we can hold
     // (f32::MAX^2 * 2^40 < f64::MAX), so a plain sum of squares is exact enough.
-    values.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt()
+    values
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Clips `values` in place to L2 norm at most `max_norm`.
@@ -36,7 +40,10 @@ pub fn clip_l2(values: &mut [f32], max_norm: f64) -> Result<Clipped, Error> {
     check_finite("values", values)?;
     let norm = l2_norm(values);
     if norm <= max_norm {
-        return Ok(Clipped { original_norm: norm, clipped: false });
+        return Ok(Clipped {
+            original_norm: norm,
+            clipped: false,
+        });
     }
     let original: Vec<f32> = values.to_vec();
     let mut factor = max_norm / norm;
@@ -45,7 +52,10 @@ pub fn clip_l2(values: &mut [f32], max_norm: f64) -> Result<Clipped, Error> {
             *v = (f64::from(o) * factor) as f32;
         }
         if l2_norm(values) <= max_norm {
-            return Ok(Clipped { original_norm: norm, clipped: true });
+            return Ok(Clipped {
+                original_norm: norm,
+                clipped: true,
+            });
         }
         // Rounding to f32 overshot: shrink the factor by a relative 2^-24 (one f32 ulp) per
         // try. One or two steps always suffice in practice; the loop ends because the
@@ -57,7 +67,11 @@ pub fn clip_l2(values: &mut [f32], max_norm: f64) -> Result<Clipped, Error> {
 /// Returns an error naming the first non-finite coordinate of `values`.
 pub(crate) fn check_finite(name: &'static str, values: &[f32]) -> Result<(), Error> {
     match values.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(Error::NonFiniteInput { name, index, value: values[index] }),
+        Some(index) => Err(Error::NonFiniteInput {
+            name,
+            index,
+            value: values[index],
+        }),
         None => Ok(()),
     }
 }
@@ -90,7 +104,10 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         let mut v = vec![1.0_f32, f32::NAN];
-        assert!(matches!(clip_l2(&mut v, 1.0), Err(Error::NonFiniteInput { index: 1, .. })));
+        assert!(matches!(
+            clip_l2(&mut v, 1.0),
+            Err(Error::NonFiniteInput { index: 1, .. })
+        ));
         for c in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             let err = clip_l2(&mut [1.0], c).unwrap_err();
             assert!(err.to_string().contains("max_norm"), "{err}");
@@ -104,14 +121,18 @@ mod tests {
         for case in 0..2000 {
             let len = rng.random_range(1..300);
             let scale = 10f32.powi(rng.random_range(-6..7));
-            let mut v: Vec<f32> =
-                (0..len).map(|_| (rng.random::<f32>() - 0.5) * scale).collect();
+            let mut v: Vec<f32> = (0..len)
+                .map(|_| (rng.random::<f32>() - 0.5) * scale)
+                .collect();
             let bound = f64::from(10f32.powi(rng.random_range(-6..6)) * rng.random::<f32>()) + 1e-9;
             let c = clip_l2(&mut v, bound).unwrap();
             let after = l2_norm(&v);
             assert!(after <= bound, "case {case}: {after} > {bound}");
             if c.clipped {
-                assert!(after >= bound * (1.0 - 1e-5), "case {case}: clipped too far");
+                assert!(
+                    after >= bound * (1.0 - 1e-5),
+                    "case {case}: clipped too far"
+                );
             }
         }
     }

@@ -115,7 +115,11 @@ impl TryFrom<LedgerRecord> for PrivacyLedger {
             .try_fold(0u64, |acc, e| acc.checked_add(e.count))
             .ok_or_else(|| Error::param("entries.count", "overflow", "a total that fits in u64"))?;
         if rounds != record.rounds {
-            return Err(Error::param("rounds", record.rounds, "the sum of the entries' counts"));
+            return Err(Error::param(
+                "rounds",
+                record.rounds,
+                "the sum of the entries' counts",
+            ));
         }
         // The recorded spent epsilon is informational only: recompute it. (A file whose number
         // disagrees was edited or written by another accountant version; the events decide.)
@@ -138,7 +142,14 @@ impl PrivacyLedger {
         if !(delta > 0.0 && delta < 1.0) {
             return Err(Error::param("delta", delta, "a number in (0, 1)"));
         }
-        Ok(Self { total_epsilon, delta, accountant, entries: Vec::new(), rounds: 0, spent_epsilon: 0.0 })
+        Ok(Self {
+            total_epsilon,
+            delta,
+            accountant,
+            entries: Vec::new(),
+            rounds: 0,
+            spent_epsilon: 0.0,
+        })
     }
 
     /// Epsilon spent by the committed rounds (at the ledger's delta).
@@ -224,7 +235,10 @@ fn with_event(entries: &[Entry], event: &DpEvent) -> Vec<Entry> {
     let mut out = entries.to_vec();
     match out.last_mut() {
         Some(last) if last.event == *event => last.count += 1,
-        _ => out.push(Entry { event: event.clone(), count: 1 }),
+        _ => out.push(Entry {
+            event: event.clone(),
+            count: 1,
+        }),
     }
     out
 }
@@ -259,7 +273,9 @@ mod tests {
                     assert_eq!(b.spent, ledger.spent_epsilon());
                     assert!(b.would_be > 1.0 && b.spent <= 1.0);
                     let msg = Error::BudgetExceeded(b).to_string();
-                    assert!(msg.contains("spent") && msg.contains("would") && msg.contains("total"));
+                    assert!(
+                        msg.contains("spent") && msg.contains("would") && msg.contains("total")
+                    );
                     break;
                 }
                 Err(e) => panic!("{e}"),
@@ -269,9 +285,15 @@ mod tests {
         assert_eq!(ledger.committed_rounds(), committed);
         assert!(ledger.spent_epsilon() <= 1.0 && ledger.remaining_epsilon() >= 0.0);
         // Refused again, whatever is asked: a non-private round is never authorised.
-        assert!(matches!(ledger.authorize(&round), Err(Error::BudgetExceeded(_))));
+        assert!(matches!(
+            ledger.authorize(&round),
+            Err(Error::BudgetExceeded(_))
+        ));
         let fresh = PrivacyLedger::new(1.0, 1e-5, AccountantKind::Rdp).unwrap();
-        assert!(matches!(fresh.authorize(&DpEvent::NonPrivate), Err(Error::BudgetExceeded(_))));
+        assert!(matches!(
+            fresh.authorize(&DpEvent::NonPrivate),
+            Err(Error::BudgetExceeded(_))
+        ));
     }
 
     #[test]
@@ -284,13 +306,25 @@ mod tests {
         let a = ledger.authorize(&round).unwrap();
         let b = ledger.authorize(&round).unwrap();
         ledger.commit(a).unwrap();
-        assert!(matches!(ledger.commit(b), Err(Error::StaleAuthorization { .. })));
+        assert!(matches!(
+            ledger.commit(b),
+            Err(Error::StaleAuthorization { .. })
+        ));
         assert_eq!(ledger.committed_rounds(), 1);
         // An authorization from another ledger is refused too.
         let mut other = PrivacyLedger::new(3.0, 1e-5, AccountantKind::Pld).unwrap();
         let foreign = ledger.authorize(&round).unwrap();
-        other.commit(other.authorize(&DpEvent::poisson_gaussian(0.05, 2.0)).unwrap()).unwrap();
-        assert!(matches!(other.commit(foreign), Err(Error::StaleAuthorization { .. })));
+        other
+            .commit(
+                other
+                    .authorize(&DpEvent::poisson_gaussian(0.05, 2.0))
+                    .unwrap(),
+            )
+            .unwrap();
+        assert!(matches!(
+            other.commit(foreign),
+            Err(Error::StaleAuthorization { .. })
+        ));
     }
 
     #[test]
@@ -300,11 +334,22 @@ mod tests {
             ledger.authorize(&DpEvent::poisson_gaussian(1.5, 1.0)),
             Err(Error::InvalidParameter { .. })
         ));
-        for (eps, delta) in [(0.0, 1e-5), (-1.0, 1e-5), (f64::NAN, 1e-5), (f64::INFINITY, 1e-5)] {
-            assert!(PrivacyLedger::new(eps, delta, AccountantKind::Rdp).is_err(), "{eps}");
+        for (eps, delta) in [
+            (0.0, 1e-5),
+            (-1.0, 1e-5),
+            (f64::NAN, 1e-5),
+            (f64::INFINITY, 1e-5),
+        ] {
+            assert!(
+                PrivacyLedger::new(eps, delta, AccountantKind::Rdp).is_err(),
+                "{eps}"
+            );
         }
         for delta in [0.0, 1.0, -1e-5, f64::NAN] {
-            assert!(PrivacyLedger::new(1.0, delta, AccountantKind::Rdp).is_err(), "{delta}");
+            assert!(
+                PrivacyLedger::new(1.0, delta, AccountantKind::Rdp).is_err(),
+                "{delta}"
+            );
         }
     }
 
@@ -346,7 +391,10 @@ mod tests {
             let direct = acc.epsilon(1e-5).unwrap();
             let spent = ledger.spent_epsilon();
             assert_eq!(ledger.committed_rounds(), committed.len() as u64);
-            assert!((direct - spent).abs() <= 1e-3 * spent.max(1e-3), "{direct} vs {spent}");
+            assert!(
+                (direct - spent).abs() <= 1e-3 * spent.max(1e-3),
+                "{direct} vs {spent}"
+            );
         }
     }
 
@@ -364,7 +412,9 @@ mod tests {
     fn state_round_trips_through_json_and_the_file_is_not_trusted() {
         let mut ledger = PrivacyLedger::new(2.0, 1e-5, AccountantKind::Rdp).unwrap();
         for _ in 0..3 {
-            let a = ledger.authorize(&DpEvent::poisson_gaussian(0.1, 1.5)).unwrap();
+            let a = ledger
+                .authorize(&DpEvent::poisson_gaussian(0.1, 1.5))
+                .unwrap();
             ledger.commit(a).unwrap();
         }
         let json = serde_json::to_string(&ledger).unwrap();
@@ -385,12 +435,18 @@ mod tests {
             ("\"count\":3", "\"count\":0"),
             ("\"delta\":0.00001", "\"delta\":2.0"),
             ("\"total_epsilon\":2.0", "\"total_epsilon\":-2.0"),
-            ("\"sampling_probability\":0.1", "\"sampling_probability\":7.0"),
+            (
+                "\"sampling_probability\":0.1",
+                "\"sampling_probability\":7.0",
+            ),
             ("\"accountant\":\"rdp\"", "\"accountant\":\"gdp\""),
         ] {
             assert!(json.contains(from), "{from} not in {json}");
             let bad = json.replace(from, to);
-            assert!(serde_json::from_str::<PrivacyLedger>(&bad).is_err(), "{bad}");
+            assert!(
+                serde_json::from_str::<PrivacyLedger>(&bad).is_err(),
+                "{bad}"
+            );
         }
         assert!(serde_json::from_str::<PrivacyLedger>("{}").is_err());
         assert!(serde_json::from_str::<PrivacyLedger>("garbage").is_err());

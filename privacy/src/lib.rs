@@ -170,8 +170,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn param(name: &'static str, value: impl std::fmt::Display, expected: &'static str) -> Self {
-        Error::InvalidParameter { name, value: value.to_string(), expected }
+    pub(crate) fn param(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: &'static str,
+    ) -> Self {
+        Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            expected,
+        }
     }
 }
 

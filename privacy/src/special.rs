@@ -90,7 +90,10 @@ mod tests {
         assert!((norm_log_cdf(-3.0) / -6.607_726_221_510_35 - 1.0).abs() < 1e-13);
         // Both sides of the switch to the asymptotic series agree (x = 25 sqrt 2).
         let x = -25.0 * SQRT_2;
-        let (a, b) = (norm_log_cdf(x * (1.0 - 1e-12)), norm_log_cdf(x * (1.0 + 1e-12)));
+        let (a, b) = (
+            norm_log_cdf(x * (1.0 - 1e-12)),
+            norm_log_cdf(x * (1.0 + 1e-12)),
+        );
         assert!((a - b).abs() < 1e-8, "{a} {b}");
         // scipy: norm.ppf(0.5 * exp(-50)) = -9.745474864965935.
         let x = norm_ppf_lower(0.5 * (-50f64).exp());

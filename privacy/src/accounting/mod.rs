@@ -65,13 +65,18 @@ impl DpEvent {
     pub fn poisson_gaussian(q: f64, z: f64) -> Self {
         DpEvent::PoissonSampled {
             sampling_probability: q,
-            event: Box::new(DpEvent::Gaussian { noise_multiplier: z }),
+            event: Box::new(DpEvent::Gaussian {
+                noise_multiplier: z,
+            }),
         }
     }
 
     /// `event` repeated `count` times.
     pub fn self_composed(event: DpEvent, count: u64) -> Self {
-        DpEvent::SelfComposed { event: Box::new(event), count }
+        DpEvent::SelfComposed {
+            event: Box::new(event),
+            count,
+        }
     }
 }
 
@@ -154,7 +159,10 @@ pub fn epsilon_for(
     kind: AccountantKind,
 ) -> Result<f64, Error> {
     let mut acc = kind.new_accountant();
-    acc.compose(&DpEvent::self_composed(DpEvent::poisson_gaussian(q, z), rounds))?;
+    acc.compose(&DpEvent::self_composed(
+        DpEvent::poisson_gaussian(q, z),
+        rounds,
+    ))?;
     acc.epsilon(delta)
 }
 
@@ -220,7 +228,10 @@ pub fn noise_for_epsilon(
     if kind != AccountantKind::Rdp && !meets(hi, kind)? {
         // Unreachable in exact arithmetic (PLD is tighter than RDP); kept so the answer is
         // checked by the accountant that was asked.
-        return Err(Error::TargetUnreachable { target_epsilon, max_noise_multiplier: hi });
+        return Err(Error::TargetUnreachable {
+            target_epsilon,
+            max_noise_multiplier: hi,
+        });
     }
     while hi - lo > NOISE_SEARCH_TOLERANCE * hi {
         let mid = 0.5 * (lo + hi);
@@ -282,29 +293,64 @@ mod tests {
 
     #[test]
     fn noise_for_epsilon_is_the_smallest_that_meets_the_target() {
-        for kind in [AccountantKind::Rdp, AccountantKind::Pld] {
-            let z = noise_for_epsilon(0.01, 1000, 1e-5, 2.0, kind).unwrap();
-            assert!(epsilon_for(0.01, z, 1000, 1e-5, kind).unwrap() <= 2.0);
-            assert!(epsilon_for(0.01, z * 0.999, 1000, 1e-5, kind).unwrap() > 2.0);
+        // RDP at the setting; PLD (slower unoptimised) at a smaller one.
+        for (q, rounds, target, kind) in [
+            (0.01, 1000, 2.0, AccountantKind::Rdp),
+            (0.05, 100, 1.0, AccountantKind::Pld),
+        ] {
+            let z = noise_for_epsilon(q, rounds, 1e-5, target, kind).unwrap();
+            assert!(epsilon_for(q, z, rounds, 1e-5, kind).unwrap() <= target);
+            let below = z * (1.0 - NOISE_SEARCH_TOLERANCE);
+            assert!(
+                epsilon_for(q, below, rounds, 1e-5, kind).unwrap() > target,
+                "{kind} {z}"
+            );
+            // PLD is tighter, so it needs less noise than RDP.
+            if kind == AccountantKind::Pld {
+                assert!(
+                    z < noise_for_epsilon(q, rounds, 1e-5, target, AccountantKind::Rdp).unwrap()
+                );
+            }
         }
+        // z = 1 gives 2.101 (the anchor), so 2.101367 needs just about 1.
+        let z = noise_for_epsilon(0.01, 1000, 1e-5, 2.101_367, AccountantKind::Rdp).unwrap();
+        assert!((z - 1.0).abs() < 1e-4, "{z}");
         assert!(noise_for_epsilon(0.0, 10, 1e-5, 1.0, AccountantKind::Rdp).is_err());
+        assert!(noise_for_epsilon(1.5, 10, 1e-5, 1.0, AccountantKind::Rdp).is_err());
         assert!(noise_for_epsilon(0.1, 0, 1e-5, 1.0, AccountantKind::Rdp).is_err());
         assert!(noise_for_epsilon(0.1, 10, 0.0, 1.0, AccountantKind::Rdp).is_err());
+        assert!(noise_for_epsilon(0.1, 10, 1.0, 1.0, AccountantKind::Rdp).is_err());
         assert!(noise_for_epsilon(0.1, 10, 1e-5, -1.0, AccountantKind::Rdp).is_err());
+        assert!(noise_for_epsilon(0.1, 10, 1e-5, f64::NAN, AccountantKind::Rdp).is_err());
+        assert!(matches!(
+            noise_for_epsilon(1.0, 1_000_000_000, 1e-5, 1e-6, AccountantKind::Rdp),
+            Err(Error::TargetUnreachable { .. })
+        ));
     }
 
     #[test]
     fn effective_multiplier_of_compositions() {
-        let g = DpEvent::Gaussian { noise_multiplier: 2.0 };
-        assert_eq!(effective_noise_multiplier(&DpEvent::self_composed(g.clone(), 4)), Some(1.0));
+        let g = DpEvent::Gaussian {
+            noise_multiplier: 2.0,
+        };
+        assert_eq!(
+            effective_noise_multiplier(&DpEvent::self_composed(g.clone(), 4)),
+            Some(1.0)
+        );
         let c = DpEvent::Composed(vec![g.clone(), g]);
         assert!((effective_noise_multiplier(&c).unwrap() - 2f64.sqrt()).abs() < 1e-15);
-        assert_eq!(effective_noise_multiplier(&DpEvent::ZCdp { rho: 1.0 }), None);
+        assert_eq!(
+            effective_noise_multiplier(&DpEvent::ZCdp { rho: 1.0 }),
+            None
+        );
     }
 
     #[test]
     fn kinds_parse_and_print() {
-        assert_eq!("PLD".parse::<AccountantKind>().unwrap(), AccountantKind::Pld);
+        assert_eq!(
+            "PLD".parse::<AccountantKind>().unwrap(),
+            AccountantKind::Pld
+        );
         assert_eq!(AccountantKind::Rdp.to_string(), "rdp");
         assert!("gdp".parse::<AccountantKind>().is_err());
     }

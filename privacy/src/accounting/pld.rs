@@ -49,7 +49,11 @@ struct Pmf {
 
 impl Pmf {
     fn identity() -> Self {
-        Pmf { lower: 0, probs: vec![1.0], infinity_mass: 0.0 }
+        Pmf {
+            lower: 0,
+            probs: vec![1.0],
+            infinity_mass: 0.0,
+        }
     }
 
     fn compose(&self, other: &Pmf) -> Result<Pmf, Error> {
@@ -62,7 +66,8 @@ impl Pmf {
             }
         };
         let (offset, probs, right) = truncate_tails(probs, TAIL_MASS_TRUNCATION);
-        let inf = self.infinity_mass + other.infinity_mass - self.infinity_mass * other.infinity_mass;
+        let inf =
+            self.infinity_mass + other.infinity_mass - self.infinity_mass * other.infinity_mass;
         let lower = self
             .lower
             .checked_add(other.lower)
@@ -72,7 +77,11 @@ impl Pmf {
                 needed: self.lower as f64 + other.lower as f64,
                 limit: i64::MAX as f64,
             })?;
-        Ok(Pmf { lower, probs, infinity_mass: inf + right })
+        Ok(Pmf {
+            lower,
+            probs,
+            infinity_mass: inf + right,
+        })
     }
 
     fn self_compose(&self, times: u64) -> Result<Pmf, Error> {
@@ -90,7 +99,11 @@ impl Pmf {
                 needed: times as f64,
                 limit: i64::MAX as f64,
             })?;
-        Ok(Pmf { lower, probs, infinity_mass: inf })
+        Ok(Pmf {
+            lower,
+            probs,
+            infinity_mass: inf,
+        })
     }
 
     fn delta_for_epsilon(&self, interval: f64, epsilon: f64) -> f64 {
@@ -175,7 +188,11 @@ impl GaussianLoss {
 
     fn loss_remove(&self, x: f64) -> f64 {
         let l = self.loss_remove_unsampled(x);
-        if self.q == 1.0 { l } else { log_a_exp_b_plus_c(self.q, l, 1.0 - self.q) }
+        if self.q == 1.0 {
+            l
+        } else {
+            log_a_exp_b_plus_c(self.q, l, 1.0 - self.q)
+        }
     }
 
     fn privacy_loss(&self, x: f64) -> f64 {
@@ -217,7 +234,9 @@ impl GaussianLoss {
         match self.adjacency {
             Adjacency::Add => norm_cdf(x / s),
             Adjacency::Remove if self.q == 1.0 => norm_cdf((x + 1.0) / s),
-            Adjacency::Remove => (1.0 - self.q) * norm_cdf(x / s) + self.q * norm_cdf((x + 1.0) / s),
+            Adjacency::Remove => {
+                (1.0 - self.q) * norm_cdf(x / s) + self.q * norm_cdf((x + 1.0) / s)
+            }
         }
     }
 
@@ -261,13 +280,21 @@ impl GaussianLoss {
         }
         let eps_upper = self.privacy_loss(lower_x);
         let eps_lower = self.privacy_loss(upper_x);
-        let (hi, lo) = ((eps_upper / interval).ceil(), (eps_lower / interval).floor());
+        let (hi, lo) = (
+            (eps_upper / interval).ceil(),
+            (eps_lower / interval).floor(),
+        );
         check_points(hi - lo + 1.0)?;
         let (hi, lo) = (hi as i64, lo as i64);
-        let mut deltas: Vec<f64> =
-            (lo..=hi).map(|i| self.delta_for_epsilon(i as f64 * interval)).collect();
+        let mut deltas: Vec<f64> = (lo..=hi)
+            .map(|i| self.delta_for_epsilon(i as f64 * interval))
+            .collect();
         if lo == hi {
-            return Ok(Pmf { lower: lo, probs: vec![1.0 - deltas[0]], infinity_mass: deltas[0] });
+            return Ok(Pmf {
+                lower: lo,
+                probs: vec![1.0 - deltas[0]],
+                infinity_mass: deltas[0],
+            });
         }
         for i in 1..deltas.len() {
             deltas[i] = deltas[i].min(deltas[i - 1]);
@@ -285,7 +312,11 @@ impl GaussianLoss {
         for p in &mut probs {
             *p = p.max(0.0);
         }
-        Ok(Pmf { lower: lo, probs, infinity_mass: deltas[n - 1] })
+        Ok(Pmf {
+            lower: lo,
+            probs,
+            infinity_mass: deltas[n - 1],
+        })
     }
 }
 
@@ -415,7 +446,7 @@ fn self_convolve_bounds(probs: &[f64], times: u64, tail: f64) -> (f64, f64) {
 fn self_convolve(probs: &[f64], times: u64, tail: f64) -> Result<(i64, Vec<f64>), Error> {
     let (lo, hi) = self_convolve_bounds(probs, times, tail);
     let out_len = check_points((hi - lo + 1.0).max(1.0))?;
-    if !(lo.abs() < 2f64.powi(62)) {
+    if !(-2f64.powi(62)..2f64.powi(62)).contains(&lo) {
         return Err(Error::TooLarge {
             what: "privacy loss distribution support",
             needed: lo.abs(),
@@ -433,20 +464,25 @@ fn self_convolve(probs: &[f64], times: u64, tail: f64) -> Result<(i64, Vec<f64>)
     }
     planner.plan_fft_inverse(n).process(&mut f);
     let start = lo.rem_euclid(n as i64) as usize;
-    let out = (0..out_len).map(|i| f[(start + i) % n].re / n as f64).collect();
+    let out = (0..out_len)
+        .map(|i| f[(start + i) % n].re / n as f64)
+        .collect();
     Ok((lo, out))
 }
 
-fn complex_pow(mut base: Complex<f64>, mut exp: u64) -> Complex<f64> {
-    let mut acc = Complex::new(1.0, 0.0);
+/// `base^exp` by repeated squaring, on the parts (no operator calls: this loop runs once per
+/// FFT bin).
+fn complex_pow(base: Complex<f64>, mut exp: u64) -> Complex<f64> {
+    let (mut br, mut bi) = (base.re, base.im);
+    let (mut ar, mut ai) = (1.0_f64, 0.0_f64);
     while exp > 0 {
         if exp & 1 == 1 {
-            acc *= base;
+            (ar, ai) = (ar * br - ai * bi, ar * bi + ai * br);
         }
-        base *= base;
+        (br, bi) = (br * br - bi * bi, 2.0 * br * bi);
         exp >>= 1;
     }
-    acc
+    Complex::new(ar, ai)
 }
 
 /// Privacy-loss-distribution accountant (add/remove-one adjacency).
@@ -477,11 +513,23 @@ impl PldAccountant {
     /// # Errors
     /// [`Error::InvalidParameter`] unless `value_discretization_interval` is in `(0, 1]`.
     pub fn with_discretization(value_discretization_interval: f64) -> Result<Self, Error> {
-        let d = crate::positive("value_discretization_interval", value_discretization_interval)?;
+        let d = crate::positive(
+            "value_discretization_interval",
+            value_discretization_interval,
+        )?;
         if d > 1.0 {
-            return Err(Error::param("value_discretization_interval", d, "a number in (0, 1]"));
+            return Err(Error::param(
+                "value_discretization_interval",
+                d,
+                "a number in (0, 1]",
+            ));
         }
-        Ok(Self { interval: d, remove: Pmf::identity(), add: None, non_private: false })
+        Ok(Self {
+            interval: d,
+            remove: Pmf::identity(),
+            add: None,
+            non_private: false,
+        })
     }
 
     /// The discretisation interval.
@@ -497,7 +545,10 @@ impl PldAccountant {
         count: u64,
         non_private: &mut bool,
     ) -> Result<Option<PmfPair>, Error> {
-        let unsupported = |reason: String| Error::UnsupportedEvent { accountant: "pld", reason };
+        let unsupported = |reason: String| Error::UnsupportedEvent {
+            accountant: "pld",
+            reason,
+        };
         match event {
             DpEvent::NoOp => Ok(None),
             DpEvent::NonPrivate => {
@@ -538,7 +589,10 @@ impl PldAccountant {
                 };
                 Ok(Some((loss.connect_dots_pmf(self.interval)?, None)))
             }
-            DpEvent::PoissonSampled { sampling_probability, event } => {
+            DpEvent::PoissonSampled {
+                sampling_probability,
+                event,
+            } => {
                 let q = crate::probability("sampling_probability", *sampling_probability)?;
                 let z = effective_noise_multiplier(event).ok_or_else(|| {
                     unsupported(format!(
@@ -555,17 +609,23 @@ impl PldAccountant {
                     return Ok(None);
                 }
                 let pmf = |adjacency| {
-                    GaussianLoss { sigma: z, q, adjacency }
-                        .connect_dots_pmf(self.interval)?
-                        .self_compose(count)
+                    GaussianLoss {
+                        sigma: z,
+                        q,
+                        adjacency,
+                    }
+                    .connect_dots_pmf(self.interval)?
+                    .self_compose(count)
                 };
                 let remove = pmf(Adjacency::Remove)?;
-                let add = if q < 1.0 { Some(pmf(Adjacency::Add)?) } else { None };
+                let add = if q < 1.0 {
+                    Some(pmf(Adjacency::Add)?)
+                } else {
+                    None
+                };
                 Ok(Some((remove, add)))
             }
-            DpEvent::ZCdp { .. } => {
-                Err(unsupported("zCDP events need the RDP accountant".into()))
-            }
+            DpEvent::ZCdp { .. } => Err(unsupported("zCDP events need the RDP accountant".into())),
         }
     }
 }
@@ -578,7 +638,11 @@ fn check_z(z: f64) -> Result<f64, Error> {
     if (0.0..=MAX_PLD_NOISE_MULTIPLIER).contains(&z) {
         Ok(z)
     } else {
-        Err(Error::param("noise_multiplier", z, "a number in [0, 1e6] for the PLD accountant"))
+        Err(Error::param(
+            "noise_multiplier",
+            z,
+            "a number in [0, 1e6] for the PLD accountant",
+        ))
     }
 }
 
@@ -588,7 +652,11 @@ fn compose_pair(a: &PmfPair, b: &PmfPair) -> Result<PmfPair, Error> {
     let remove = a.0.compose(&b.0)?;
     let add = match (&a.1, &b.1) {
         (None, None) => None,
-        (x, y) => Some(x.as_ref().unwrap_or(&a.0).compose(y.as_ref().unwrap_or(&b.0))?),
+        (x, y) => Some(
+            x.as_ref()
+                .unwrap_or(&a.0)
+                .compose(y.as_ref().unwrap_or(&b.0))?,
+        ),
     };
     Ok((remove, add))
 }
@@ -646,7 +714,7 @@ mod tests {
             assert!(m >= n && m <= n.next_power_of_two());
             let mut r = m;
             for p in [2, 3, 5, 7] {
-                while r % p == 0 {
+                while r.is_multiple_of(p) {
                     r /= p;
                 }
             }
@@ -675,11 +743,17 @@ mod tests {
         // Exact Gaussian-DP: delta(eps) = Phi(-eps z + 1/(2z)) - e^eps Phi(-eps z - 1/(2z)).
         let z = 1.3;
         let mut acc = PldAccountant::new();
-        acc.compose(&DpEvent::Gaussian { noise_multiplier: z }).unwrap();
+        acc.compose(&DpEvent::Gaussian {
+            noise_multiplier: z,
+        })
+        .unwrap();
         for eps in [0.1, 0.5, 1.0, 2.0] {
             let exact = norm_cdf(-eps * z + 0.5 / z) - eps.exp() * norm_cdf(-eps * z - 0.5 / z);
             let got = acc.delta(eps).unwrap();
-            assert!(got >= exact * (1.0 - 1e-9) && got <= exact * 1.01 + 1e-12, "{eps}: {got} vs {exact}");
+            assert!(
+                got >= exact * (1.0 - 1e-9) && got <= exact * 1.01 + 1e-12,
+                "{eps}: {got} vs {exact}"
+            );
         }
     }
 
@@ -690,21 +764,32 @@ mod tests {
         let mut acc = PldAccountant::new();
         assert!(acc.compose(&DpEvent::ZCdp { rho: 0.1 }).is_err());
         assert!(acc.compose(&DpEvent::poisson_gaussian(-0.1, 1.0)).is_err());
-        assert!(acc.compose(&DpEvent::poisson_gaussian(0.1, f64::INFINITY)).is_err());
+        assert!(
+            acc.compose(&DpEvent::poisson_gaussian(0.1, f64::INFINITY))
+                .is_err()
+        );
         assert!(acc.compose(&DpEvent::poisson_gaussian(0.1, 1e7)).is_err());
         // Tiny noise needs an enormous grid: refused, not allocated.
         assert!(matches!(
-            acc.compose(&DpEvent::Gaussian { noise_multiplier: 1e-4 }),
+            acc.compose(&DpEvent::Gaussian {
+                noise_multiplier: 1e-4
+            }),
             Err(Error::TooLarge { .. })
         ));
         assert!(matches!(
-            acc.compose(&DpEvent::self_composed(DpEvent::poisson_gaussian(0.5, 0.5), u64::MAX)),
+            acc.compose(&DpEvent::self_composed(
+                DpEvent::poisson_gaussian(0.5, 0.5),
+                u64::MAX
+            )),
             Err(Error::TooLarge { .. })
         ));
         assert_eq!(acc.epsilon(1e-5).unwrap(), 0.0);
         // Huge noise at the limit is fine and nearly free.
         acc.compose(&DpEvent::poisson_gaussian(0.5, 1e6)).unwrap();
-        acc.compose(&DpEvent::Gaussian { noise_multiplier: 1e6 }).unwrap();
+        acc.compose(&DpEvent::Gaussian {
+            noise_multiplier: 1e6,
+        })
+        .unwrap();
         assert!(acc.epsilon(1e-5).unwrap() < 1e-3);
         acc.compose(&DpEvent::NonPrivate).unwrap();
         assert_eq!(acc.epsilon(1e-5).unwrap(), f64::INFINITY);

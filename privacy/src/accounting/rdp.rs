@@ -106,7 +106,11 @@ impl RdpAccountant {
             }
             DpEvent::Gaussian { noise_multiplier } => {
                 let z = check_z(*noise_multiplier)?;
-                Ok(self.orders.iter().map(|&a| n * sampled_gaussian_rdp(1.0, z, a)).collect())
+                Ok(self
+                    .orders
+                    .iter()
+                    .map(|&a| n * sampled_gaussian_rdp(1.0, z, a))
+                    .collect())
             }
             DpEvent::ZCdp { rho } => {
                 if rho.is_nan() || *rho < 0.0 {
@@ -114,17 +118,25 @@ impl RdpAccountant {
                 }
                 Ok(self.orders.iter().map(|&a| n * rho * a).collect())
             }
-            DpEvent::PoissonSampled { sampling_probability, event } => {
+            DpEvent::PoissonSampled {
+                sampling_probability,
+                event,
+            } => {
                 let q = crate::probability("sampling_probability", *sampling_probability)?;
-                let z = effective_noise_multiplier(event).ok_or_else(|| Error::UnsupportedEvent {
-                    accountant: "rdp",
-                    reason: format!(
-                        "a Poisson-sampled event must be a Gaussian or a composition of \
+                let z =
+                    effective_noise_multiplier(event).ok_or_else(|| Error::UnsupportedEvent {
+                        accountant: "rdp",
+                        reason: format!(
+                            "a Poisson-sampled event must be a Gaussian or a composition of \
                          Gaussians, found {event:?}"
-                    ),
-                })?;
+                        ),
+                    })?;
                 let z = check_z(z)?;
-                Ok(self.orders.iter().map(|&a| n * sampled_gaussian_rdp(q, z, a)).collect())
+                Ok(self
+                    .orders
+                    .iter()
+                    .map(|&a| n * sampled_gaussian_rdp(q, z, a))
+                    .collect())
             }
         }
     }
@@ -225,7 +237,11 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
 /// Epsilon for `delta` from RDP values, minimised over orders (CKS20 Proposition 12).
 fn compute_epsilon(orders: &[f64], rdp: &[f64], delta: f64) -> (f64, f64) {
     if delta == 0.0 {
-        return if rdp.iter().all(|&r| r == 0.0) { (0.0, 0.0) } else { (f64::INFINITY, 0.0) };
+        return if rdp.iter().all(|&r| r == 0.0) {
+            (0.0, 0.0)
+        } else {
+            (f64::INFINITY, 0.0)
+        };
     }
     let mut best = (f64::INFINITY, orders[0]);
     for (&a, &r) in orders.iter().zip(rdp) {
@@ -284,7 +300,10 @@ mod tests {
     #[test]
     fn gaussian_rdp_is_alpha_over_two_z_squared() {
         let mut acc = RdpAccountant::with_orders(vec![2.0, 10.5]).unwrap();
-        acc.compose(&DpEvent::Gaussian { noise_multiplier: 2.0 }).unwrap();
+        acc.compose(&DpEvent::Gaussian {
+            noise_multiplier: 2.0,
+        })
+        .unwrap();
         assert_eq!(acc.rdp(), &[0.25, 10.5 / 8.0]);
     }
 

@@ -38,7 +38,11 @@ fn uniform_below_u128<R: Rng + ?Sized>(rng: &mut R, n: u128) -> u128 {
     }
     // Rejection on the smallest power of two >= n: accepts with probability > 1/2.
     let bits = 128 - (n - 1).leading_zeros();
-    let mask = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+    let mask = if bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    };
     loop {
         let x = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) & mask;
         if x < n {
@@ -126,10 +130,18 @@ impl DiscreteGaussian {
     /// (sigma above about `2^27` or a very fine denominator).
     pub fn new(variance_num: u64, variance_den: u64) -> Result<Self, Error> {
         if variance_num == 0 {
-            return Err(Error::param("variance_num", variance_num, "an integer >= 1"));
+            return Err(Error::param(
+                "variance_num",
+                variance_num,
+                "an integer >= 1",
+            ));
         }
         if variance_den == 0 {
-            return Err(Error::param("variance_den", variance_den, "an integer >= 1"));
+            return Err(Error::param(
+                "variance_den",
+                variance_den,
+                "an integer >= 1",
+            ));
         }
         // floor(sqrt(num/den)) = isqrt(floor(num/den)).
         let t = (variance_num / variance_den).isqrt() + 1;
@@ -145,7 +157,12 @@ impl DiscreteGaussian {
                     "2 * num * (floor(sqrt(num/den)) + 1)^2 * den <= 2^110",
                 )
             })?;
-        Ok(Self { num: variance_num, den: variance_den, t, accept_den })
+        Ok(Self {
+            num: variance_num,
+            den: variance_den,
+            t,
+            accept_den,
+        })
     }
 
     /// The discrete Gaussian whose `sigma^2` is `sigma * sigma` rounded *up* to a multiple of

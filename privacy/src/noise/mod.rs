@@ -80,7 +80,10 @@ impl Lattice {
     pub fn for_sigma(sigma: f64) -> Result<Self, Error> {
         let exponent = lattice_exponent(sigma)?;
         let sigma_steps = (sigma * 2f64.powi(exponent)).ceil() as u64;
-        Ok(Self { exponent, sigma_steps })
+        Ok(Self {
+            exponent,
+            sigma_steps,
+        })
     }
 
     /// `k` in the lattice spacing `2^-k` (negative for very large sigma).
@@ -121,7 +124,11 @@ impl Lattice {
             .map(|(index, &v)| {
                 let x = (f64::from(v) * scale).round();
                 if x.abs() >= limit {
-                    Err(Error::OffLattice { index, value: v, lattice_exponent: self.exponent })
+                    Err(Error::OffLattice {
+                        index,
+                        value: v,
+                        lattice_exponent: self.exponent,
+                    })
                 } else {
                     Ok(x as i64)
                 }
@@ -186,14 +193,17 @@ impl GaussianNoise {
         let step = 2f64.powi(-exponent);
         let sigma = noise_multiplier * (sensitivity + (dim as f64).sqrt() * step);
         let steps = (sigma * 2f64.powi(exponent)).ceil();
-        if !(steps <= MAX_SIGMA_STEPS as f64) {
+        if !(0.0..=MAX_SIGMA_STEPS as f64).contains(&steps) {
             return Err(Error::param(
                 "dim",
                 dim,
                 "noise_multiplier * sqrt(dim) < 2^26 (lattice rounding would dominate the noise)",
             ));
         }
-        Self::on(Lattice { exponent, sigma_steps: steps as u64 })
+        Self::on(Lattice {
+            exponent,
+            sigma_steps: steps as u64,
+        })
     }
 
     fn on(lattice: Lattice) -> Result<Self, Error> {
@@ -217,7 +227,11 @@ impl GaussianNoise {
     /// [`Error::NonFiniteInput`] for a NaN or infinite value, [`Error::OffLattice`] for a
     /// value above `2^62` lattice steps, [`Error::Sampler`] if sampling fails. On error the
     /// slice is unchanged.
-    pub fn add_to<R: CryptoRng + ?Sized>(&self, values: &mut [f32], rng: &mut R) -> Result<(), Error> {
+    pub fn add_to<R: CryptoRng + ?Sized>(
+        &self,
+        values: &mut [f32],
+        rng: &mut R,
+    ) -> Result<(), Error> {
         let on_lattice = self.lattice.quantize(values)?;
         let mut noise = vec![0_i64; values.len()];
         self.sampler.fill(rng, &mut noise)?;
@@ -249,10 +263,18 @@ impl GaussianNoise {
     /// # Errors
     /// [`Error::InvalidParameter`] if `value` is not finite or is above `2^62` lattice steps;
     /// [`Error::Sampler`] if sampling fails.
-    pub fn add_to_scalar<R: CryptoRng + ?Sized>(&self, value: f64, rng: &mut R) -> Result<f64, Error> {
+    pub fn add_to_scalar<R: CryptoRng + ?Sized>(
+        &self,
+        value: f64,
+        rng: &mut R,
+    ) -> Result<f64, Error> {
         let x = (value * 2f64.powi(self.lattice.exponent)).round();
-        if !(x.abs() < 2f64.powi(62)) {
-            return Err(Error::param("value", value, "a finite number below 2^62 lattice steps"));
+        if !(-2f64.powi(62)..2f64.powi(62)).contains(&x) {
+            return Err(Error::param(
+                "value",
+                value,
+                "a finite number below 2^62 lattice steps",
+            ));
         }
         let noisy = i128::from(x as i64) + i128::from(self.sampler.sample(rng)?);
         Ok(noisy as f64 * self.lattice.step())
@@ -291,7 +313,11 @@ pub fn add_gaussian_noise_with<R: CryptoRng + ?Sized>(
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] if `sigma_den` is zero, [`Error::Sampler`] if opendp fails.
-pub fn opendp_discrete_gaussian(n: usize, sigma_num: u64, sigma_den: u64) -> Result<Vec<i64>, Error> {
+pub fn opendp_discrete_gaussian(
+    n: usize,
+    sigma_num: u64,
+    sigma_den: u64,
+) -> Result<Vec<i64>, Error> {
     if sigma_den == 0 {
         return Err(Error::param("sigma_den", sigma_den, "an integer >= 1"));
     }
@@ -317,11 +343,20 @@ mod tests {
     fn lattice_is_fine_and_conservative() {
         for sigma in [1e-6, 0.013, 0.5, 1.0, 1.1, 3.0, 1e6, 2f64.powi(90)] {
             let l = Lattice::for_sigma(sigma).unwrap();
-            assert!((1 << 24..=1 << 25).contains(&l.sigma_steps()), "{sigma}: {l:?}");
+            assert!(
+                (1 << 24..=1 << 25).contains(&l.sigma_steps()),
+                "{sigma}: {l:?}"
+            );
             assert!(l.effective_sigma() >= sigma);
             assert!(l.effective_sigma() <= sigma * (1.0 + 2f64.powi(-23)));
         }
-        assert_eq!(Lattice::for_sigma(1.0).unwrap(), Lattice { exponent: 24, sigma_steps: 1 << 24 });
+        assert_eq!(
+            Lattice::for_sigma(1.0).unwrap(),
+            Lattice {
+                exponent: 24,
+                sigma_steps: 1 << 24
+            }
+        );
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-40] {
             let e = Lattice::for_sigma(bad).unwrap_err();
             assert!(e.to_string().contains("sigma"), "{e}");
@@ -334,10 +369,21 @@ mod tests {
         let n = GaussianNoise::for_sensitivity(1.1, 0.5, 1_000_000).unwrap();
         let l = n.lattice();
         let needed = 1.1 * (0.5 + l.sensitivity_inflation(1_000_000));
-        assert!(n.stddev() >= needed && n.stddev() <= needed * (1.0 + 1e-7), "{n:?}");
+        assert!(
+            n.stddev() >= needed && n.stddev() <= needed * (1.0 + 1e-7),
+            "{n:?}"
+        );
         assert!(n.stddev() / 0.55 - 1.0 < 1e-4);
-        for (z, c, d) in [(f64::NAN, 1.0, 1), (1.0, -1.0, 1), (0.0, 1.0, 1), (1e4, 1.0, usize::MAX)] {
-            assert!(GaussianNoise::for_sensitivity(z, c, d).is_err(), "{z} {c} {d}");
+        for (z, c, d) in [
+            (f64::NAN, 1.0, 1),
+            (1.0, -1.0, 1),
+            (0.0, 1.0, 1),
+            (1e4, 1.0, usize::MAX),
+        ] {
+            assert!(
+                GaussianNoise::for_sensitivity(z, c, d).is_err(),
+                "{z} {c} {d}"
+            );
         }
     }
 
@@ -348,8 +394,15 @@ mod tests {
         let l = add_gaussian_noise_with(&mut v, 2.0, &mut rng()).unwrap();
         assert_eq!(l.exponent(), 23);
         let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
-        let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!((mean - 0.25).abs() < 5.0 * 2.0 / (n as f64).sqrt(), "{mean}");
+        let var = v
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        assert!(
+            (mean - 0.25).abs() < 5.0 * 2.0 / (n as f64).sqrt(),
+            "{mean}"
+        );
         // sd of the sample sd is about sigma / sqrt(2n) = 0.0045: 0.02 is 4.5 of them.
         assert!((var.sqrt() - 2.0).abs() < 0.02, "{}", var.sqrt());
     }
@@ -377,9 +430,14 @@ mod tests {
     fn scalar_noise_is_centred_on_the_value() {
         let noise = GaussianNoise::new(0.5).unwrap();
         let mut r = rng();
-        let draws: Vec<f64> = (0..20_000).map(|_| noise.add_to_scalar(-3.5, &mut r).unwrap()).collect();
+        let draws: Vec<f64> = (0..20_000)
+            .map(|_| noise.add_to_scalar(-3.5, &mut r).unwrap())
+            .collect();
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;
-        assert!((mean + 3.5).abs() < 5.0 * 0.5 / (draws.len() as f64).sqrt(), "{mean}");
+        assert!(
+            (mean + 3.5).abs() < 5.0 * 0.5 / (draws.len() as f64).sqrt(),
+            "{mean}"
+        );
     }
 
     #[test]

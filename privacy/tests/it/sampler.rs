@@ -19,15 +19,19 @@ const KS_ALPHA: f64 = 1e-6;
 fn fast_samples(num: u64, den: u64, n: usize, seed: u64) -> Vec<i64> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut xs = vec![0; n];
-    DiscreteGaussian::new(num, den).unwrap().fill(&mut rng, &mut xs).unwrap();
+    DiscreteGaussian::new(num, den)
+        .unwrap()
+        .fill(&mut rng, &mut xs)
+        .unwrap();
     xs
 }
 
 /// The exact pmf of N_Z(0, sigma^2) on [-bound, bound] (`bound` >= 12 sigma: the mass outside
 /// is below 1e-30).
 fn exact_pmf(sigma_sq: f64, bound: i64) -> BTreeMap<i64, f64> {
-    let w: BTreeMap<i64, f64> =
-        (-bound..=bound).map(|x| (x, (-((x * x) as f64) / (2.0 * sigma_sq)).exp())).collect();
+    let w: BTreeMap<i64, f64> = (-bound..=bound)
+        .map(|x| (x, (-((x * x) as f64) / (2.0 * sigma_sq)).exp()))
+        .collect();
     let total: f64 = w.values().sum();
     w.into_iter().map(|(x, v)| (x, v / total)).collect()
 }
@@ -96,7 +100,11 @@ fn one_sample(samples: &[i64], pmf: &BTreeMap<i64, f64>) -> Result<String, Strin
         chi2_critical(df),
         ks_critical(samples.len())
     );
-    if stat < chi2_critical(df) && ks < ks_critical(samples.len()) { Ok(msg) } else { Err(msg) }
+    if stat < chi2_critical(df) && ks < ks_critical(samples.len()) {
+        Ok(msg)
+    } else {
+        Err(msg)
+    }
 }
 
 /// Two-sample verdict (chi-square homogeneity over bins of >= 20 pooled observations, and
@@ -144,7 +152,11 @@ fn two_sample(a: &[i64], b: &[i64]) -> Result<String, String> {
         "chi2 {stat:.1} on {df} df (critical {:.1}), KS {ks:.5} (critical {ks_crit:.5})",
         chi2_critical(df)
     );
-    if stat < chi2_critical(df) && ks < ks_crit { Ok(msg) } else { Err(msg) }
+    if stat < chi2_critical(df) && ks < ks_crit {
+        Ok(msg)
+    } else {
+        Err(msg)
+    }
 }
 
 /// The standard normal CDF.
@@ -166,14 +178,29 @@ fn binned_normal(samples: &[i64], sigma: f64) -> Result<String, String> {
     }
     let mut stat = 0.0;
     for (i, obs) in counts.iter().enumerate() {
-        let lo = if i == 0 { 0.0 } else { phi(edges[i - 1] / sigma) };
-        let hi = if i == edges.len() { 1.0 } else { phi(edges[i] / sigma) };
+        let lo = if i == 0 {
+            0.0
+        } else {
+            phi(edges[i - 1] / sigma)
+        };
+        let hi = if i == edges.len() {
+            1.0
+        } else {
+            phi(edges[i] / sigma)
+        };
         let exp = (hi - lo) * n;
         stat += (obs - exp).powi(2) / exp;
     }
     let df = counts.len() - 1;
-    let msg = format!("chi2 {stat:.1} on {df} df (critical {:.1})", chi2_critical(df));
-    if stat < chi2_critical(df) { Ok(msg) } else { Err(msg) }
+    let msg = format!(
+        "chi2 {stat:.1} on {df} df (critical {:.1})",
+        chi2_critical(df)
+    );
+    if stat < chi2_critical(df) {
+        Ok(msg)
+    } else {
+        Err(msg)
+    }
 }
 
 /// `sigma^2` fractions: a quarter, 9/4, 10, 400 and 1024 (as 2^20 / 2^10).
@@ -202,9 +229,17 @@ fn the_pmf_tests_reject_a_sampler_with_sigma_five_percent_off() {
             let xs = fast_samples(num * f_num, den * f_den, 200_000, 77 + i as u64);
             let (stat, df) = chi_square(&xs, &pmf);
             let ks = ks_distance(&xs, &pmf);
-            eprintln!("sigma^2 = {num}/{den} x {f_num}/{f_den}: chi2 {stat:.0} on {df} df, KS {ks:.4}");
-            assert!(stat > chi2_critical(df), "chi-square accepted a wrong sigma: {stat} on {df}");
-            assert!(ks > ks_critical(xs.len()), "KS accepted a wrong sigma: {ks}");
+            eprintln!(
+                "sigma^2 = {num}/{den} x {f_num}/{f_den}: chi2 {stat:.0} on {df} df, KS {ks:.4}"
+            );
+            assert!(
+                stat > chi2_critical(df),
+                "chi-square accepted a wrong sigma: {stat} on {df}"
+            );
+            assert!(
+                ks > ks_critical(xs.len()),
+                "KS accepted a wrong sigma: {ks}"
+            );
         }
     }
 }
@@ -212,7 +247,10 @@ fn the_pmf_tests_reject_a_sampler_with_sigma_five_percent_off() {
 #[test]
 fn fast_sampler_matches_the_normal_at_the_noise_lattice_scale() {
     // The scales GaussianNoise uses: sigma in [2^24, 2^25] lattice steps.
-    for (i, s) in [1u64 << 24, (1 << 24) + 12_345, (1 << 25) - 1].into_iter().enumerate() {
+    for (i, s) in [1u64 << 24, (1 << 24) + 12_345, (1 << 25) - 1]
+        .into_iter()
+        .enumerate()
+    {
         let xs = fast_samples(s * s, 1, 200_000, 500 + i as u64);
         let sigma = s as f64;
         match binned_normal(&xs, sigma) {
@@ -222,15 +260,23 @@ fn fast_sampler_matches_the_normal_at_the_noise_lattice_scale() {
         // And at sigma off by 5% the same test rejects.
         let off = s * 105 / 100;
         let ys = fast_samples(off * off, 1, 200_000, 600 + i as u64);
-        assert!(binned_normal(&ys, sigma).is_err(), "accepted sigma {off} as {s}");
+        assert!(
+            binned_normal(&ys, sigma).is_err(),
+            "accepted sigma {off} as {s}"
+        );
     }
 }
 
 #[test]
 fn fast_sampler_and_opendp_draw_the_same_distribution() {
     // opendp takes sigma, ours sigma^2.
-    for (i, ((snum, sden), (vnum, vden))) in
-        [((3u64, 2u64), (9u64, 4u64)), ((5, 1), (25, 1)), ((40, 1), (1600, 1))].into_iter().enumerate()
+    for (i, ((snum, sden), (vnum, vden))) in [
+        ((3u64, 2u64), (9u64, 4u64)),
+        ((5, 1), (25, 1)),
+        ((40, 1), (1600, 1)),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let n = 200_000;
         let theirs = opendp_discrete_gaussian(n, snum, sden).unwrap();
@@ -249,7 +295,10 @@ fn fast_sampler_and_opendp_draw_the_same_distribution() {
         for (f_num, f_den) in [(441, 400), (361, 400)] {
             let wrong = fast_samples(vnum * f_num, vden * f_den, n, 199 + i as u64);
             let verdict = two_sample(&theirs, &wrong);
-            assert!(verdict.is_err(), "sigma = {snum}/{sden} x {f_num}/{f_den} accepted: {verdict:?}");
+            assert!(
+                verdict.is_err(),
+                "sigma = {snum}/{sden} x {f_num}/{f_den} accepted: {verdict:?}"
+            );
         }
     }
 }

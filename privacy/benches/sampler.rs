@@ -10,13 +10,14 @@
 //! - `noise_1e6/opendp`: [`GaussianNoise::add_to_with_opendp`], opendp's
 //!   `sample_discrete_gaussian` (dashu rationals, its own CSPRNG), same lattice and scale.
 //!
-//! opendp takes seconds per iteration, so criterion runs its ten samples past the measurement
-//! time it was given; that is expected.
+//! opendp takes seconds per iteration, so criterion runs its ten samples (flat sampling: the
+//! same number of iterations in each) past the measurement time it was given; that is
+//! expected.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use privacy::noise::GaussianNoise;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -29,6 +30,8 @@ fn samplers(c: &mut Criterion) {
     assert_eq!(noise.lattice().sigma_steps(), 1 << 24);
     let mut g = c.benchmark_group("noise_1e6");
     g.sample_size(10);
+    // One iteration per sample for opendp (seconds each) instead of criterion's 1, 2, ..., 10.
+    g.sampling_mode(SamplingMode::Flat);
     g.throughput(Throughput::Elements(N as u64));
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut values = vec![0.1_f32; N];

@@ -45,11 +45,13 @@ pub struct BudgetExceeded {
     pub delta: f64,
 }
 
-/// Permission to run one round; commit it when the round's noise is released.
+/// Permission to run one round (or several identical ones, see
+/// [`PrivacyLedger::authorize_rounds`]); commit it when the round's noise is released.
 #[must_use = "commit the authorization when the round releases noise, or drop it if the round aborts before"]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Authorization {
     event: DpEvent,
+    rounds: u64,
     issued_at: u64,
     epsilon_before: f64,
     epsilon_after: f64,
@@ -64,6 +66,11 @@ impl Authorization {
     /// The round's privacy event.
     pub fn event(&self) -> &DpEvent {
         &self.event
+    }
+
+    /// How many rounds of [`Authorization::event`] it covers.
+    pub fn rounds(&self) -> u64 {
+        self.rounds
     }
 }
 
@@ -189,7 +196,32 @@ impl PrivacyLedger {
     /// accounting errors ([`Error::InvalidParameter`], [`Error::UnsupportedEvent`]) for a bad
     /// event.
     pub fn authorize(&self, round_event: &DpEvent) -> Result<Authorization, Error> {
-        let entries = with_event(&self.entries, round_event);
+        self.authorize_rounds(round_event, 1)
+    }
+
+    /// Authorises `rounds` rounds of `round_event` at once, if the run stays within budget
+    /// after all of them: one accounting pass instead of one per round (replaying a history
+    /// on resume, or a run whose rounds are identical). Committing it spends all of them.
+    ///
+    /// # Errors
+    /// As [`PrivacyLedger::authorize`], and [`Error::InvalidParameter`] if `rounds` is zero
+    /// or the total count overflows.
+    pub fn authorize_rounds(
+        &self,
+        round_event: &DpEvent,
+        rounds: u64,
+    ) -> Result<Authorization, Error> {
+        if rounds == 0 {
+            return Err(Error::param("rounds", rounds, "at least 1"));
+        }
+        if self.rounds.checked_add(rounds).is_none() {
+            return Err(Error::param(
+                "rounds",
+                rounds,
+                "a total round count that fits in u64",
+            ));
+        }
+        let entries = with_event(&self.entries, round_event, rounds);
         let would_be = epsilon_of(&entries, self.delta, self.accountant)?;
         if would_be.is_nan() || would_be > self.total_epsilon {
             return Err(BudgetExceeded {
@@ -202,6 +234,7 @@ impl PrivacyLedger {
         }
         Ok(Authorization {
             event: round_event.clone(),
+            rounds,
             issued_at: self.rounds,
             epsilon_before: self.spent_epsilon,
             epsilon_after: would_be,
@@ -224,20 +257,22 @@ impl PrivacyLedger {
                 ledger_rounds: self.rounds,
             });
         }
-        self.entries = with_event(&self.entries, &authorization.event);
-        self.rounds += 1;
+        self.entries = with_event(&self.entries, &authorization.event, authorization.rounds);
+        self.rounds += authorization.rounds;
         self.spent_epsilon = authorization.epsilon_after;
         Ok(self.spent_epsilon)
     }
 }
 
-fn with_event(entries: &[Entry], event: &DpEvent) -> Vec<Entry> {
+/// `entries` followed by `count` rounds of `event` (merged into the last entry when equal).
+/// The caller has checked that the total count fits in `u64`.
+fn with_event(entries: &[Entry], event: &DpEvent, count: u64) -> Vec<Entry> {
     let mut out = entries.to_vec();
     match out.last_mut() {
-        Some(last) if last.event == *event => last.count += 1,
+        Some(last) if last.event == *event => last.count += count,
         _ => out.push(Entry {
             event: event.clone(),
-            count: 1,
+            count,
         }),
     }
     out
@@ -325,6 +360,31 @@ mod tests {
             other.commit(foreign),
             Err(Error::StaleAuthorization { .. })
         ));
+    }
+
+    #[test]
+    fn many_rounds_at_once_equal_one_by_one() {
+        let round = DpEvent::poisson_gaussian(0.02, 1.1);
+        let mut one_by_one = PrivacyLedger::new(5.0, 1e-5, AccountantKind::Rdp).unwrap();
+        for _ in 0..40 {
+            let a = one_by_one.authorize(&round).unwrap();
+            one_by_one.commit(a).unwrap();
+        }
+        let mut at_once = PrivacyLedger::new(5.0, 1e-5, AccountantKind::Rdp).unwrap();
+        let a = at_once.authorize_rounds(&round, 40).unwrap();
+        assert_eq!(a.rounds(), 40);
+        at_once.commit(a).unwrap();
+        assert_eq!(at_once, one_by_one);
+        // All or nothing: a batch that would cross the budget is refused whole.
+        let mut ledger = PrivacyLedger::new(1.0, 1e-5, AccountantKind::Rdp).unwrap();
+        assert!(matches!(
+            ledger.authorize_rounds(&round, 100_000),
+            Err(Error::BudgetExceeded(_))
+        ));
+        assert!(ledger.authorize_rounds(&round, 0).is_err());
+        ledger.commit(ledger.authorize(&round).unwrap()).unwrap();
+        assert!(ledger.authorize_rounds(&round, u64::MAX).is_err());
+        assert_eq!(ledger.committed_rounds(), 1);
     }
 
     #[test]

@@ -3,8 +3,14 @@
 //!
 //! Every accept/reject decision is a comparison of uniformly random integers with exact
 //! rational thresholds; no floating-point number is involved anywhere. The structure is the
-//! same as opendp's `sample_discrete_gaussian` (which uses arbitrary-precision rationals and
-//! one system call per random byte); only the arithmetic is specialised.
+//! same as opendp's `sample_discrete_gaussian` (which works in arbitrary-precision rationals
+//! and fetches its random bytes a few at a time from a thread-local generator); only the
+//! arithmetic is specialised: the Laplace scale `t = floor(sigma) + 1` and every Bernoulli
+//! threshold are `u64`/`u128` fractions. A candidate whose exact test would overflow `u128`
+//! (far beyond `2^9` standard deviations) needs `2^18` successive Bernoulli(`1/e`) successes
+//! to be accepted; it is rejected when one fails, and in the event that all succeed (probability
+//! below `exp(-2^18)`) the sampler returns an error rather than an inexact sample (see
+//! [`DiscreteGaussian::sample`]).
 
 use rand::Rng;
 
@@ -165,18 +171,23 @@ impl DiscreteGaussian {
         })
     }
 
-    /// The discrete Gaussian whose `sigma^2` is `sigma * sigma` rounded *up* to a multiple of
-    /// `2^-20` (never less noise than asked for).
+    /// The discrete Gaussian whose `sigma^2` is `sigma * sigma` rounded *up* (never less
+    /// noise than asked for) to a multiple of `2^-j`, `j = clamp(40 - floor(log2 sigma^2), 0,
+    /// 20)`: within `2^-20` absolute and `2^-39` relative of `sigma^2`.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `sigma` is not finite and positive or `sigma^2 >= 2^43`.
+    /// [`Error::InvalidParameter`] if `sigma` is not finite and positive or not below `2^27`.
     pub fn from_sigma(sigma: f64) -> Result<Self, Error> {
         crate::positive("sigma", sigma)?;
-        let scaled = (sigma * sigma * 1_048_576.0).ceil();
-        if scaled >= 2f64.powi(63) {
-            return Err(Error::param("sigma", sigma, "sigma^2 < 2^43"));
+        let variance = sigma * sigma;
+        if variance >= 2f64.powi(54) {
+            return Err(Error::param("sigma", sigma, "sigma < 2^27"));
         }
-        Self::new((scaled as u64).max(1), 1 << 20)
+        let j = (40 - variance.log2().floor() as i32).clamp(0, 20);
+        let den = 1u64 << j;
+        // variance * 2^j < 2^54 (j = 0) or < 2^41 (j > 0): exact in f64 and in u64.
+        let num = (variance * den as f64).ceil() as u64;
+        Self::new(num.max(1), den)
     }
 
     /// `sigma^2` as the exact fraction `(num, den)`.
@@ -187,9 +198,10 @@ impl DiscreteGaussian {
     /// Draws one sample.
     ///
     /// # Errors
-    /// [`Error::Sampler`] only if a candidate is so far in the tail (beyond `2^18` standard
-    /// deviations, probability below `exp(-2^35)`) that exact arithmetic would overflow; the
-    /// sampler then refuses rather than draw inexactly.
+    /// [`Error::Sampler`] only if a candidate lies so far out (more than `2^9` standard
+    /// deviations) that its exact test would overflow `u128`, *and* the `2^18` successive
+    /// Bernoulli(`1/e`) draws that stand in for the test all succeed (probability below
+    /// `exp(-2^18)`): the sampler then refuses rather than draw inexactly.
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<i64, Error> {
         let overflow = || Error::Sampler("discrete Gaussian candidate overflowed u128".into());
         loop {
@@ -270,8 +282,18 @@ mod tests {
         assert!(DiscreteGaussian::new(0, 1).is_err());
         assert!(DiscreteGaussian::new(1, 0).is_err());
         assert!(DiscreteGaussian::new(u64::MAX, 1).is_err());
-        for s in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e30] {
+        for s in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e30, 2f64.powi(27)] {
             assert!(DiscreteGaussian::from_sigma(s).is_err(), "{s}");
+        }
+        // Small, medium and large sigma: sigma^2 rounded up, finely.
+        for s in [1e-3, 0.5, 3.7, 1e3, 1e6, 2f64.powi(27) * 0.99] {
+            let (num, den) = DiscreteGaussian::from_sigma(s).unwrap().variance();
+            let v = num as f64 / den as f64;
+            assert!(v >= s * s, "{s}: {v}");
+            assert!(
+                v - s * s <= (s * s * 2f64.powi(-39)).max(2f64.powi(-20)),
+                "{s}: {v}"
+            );
         }
         assert!(DiscreteGaussian::new(1 << 50, 1).is_ok());
     }

@@ -16,7 +16,7 @@
 mod pld;
 mod rdp;
 
-pub use pld::PldAccountant;
+pub use pld::{DEFAULT_DISCRETIZATION, MAX_PLD_NOISE_MULTIPLIER, MAX_PLD_POINTS, PldAccountant};
 pub use rdp::{DEFAULT_RDP_ORDERS, RdpAccountant};
 
 use serde::{Deserialize, Serialize};

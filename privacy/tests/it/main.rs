@@ -1,5 +1,6 @@
-//! Integration tests of the privacy crate: accountants against dp_accounting, invariants, and
-//! the fast sampler against the exact pmf and opendp.
+//! Integration tests of the privacy crate: accountants against dp_accounting, invariants, the
+//! fast sampler against the exact pmf and opendp, and hostile input everywhere.
 
 mod accountants;
+mod inputs;
 mod sampler;

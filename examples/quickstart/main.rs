@@ -17,7 +17,6 @@ use examples::digits::{self, DigitsConfig};
 use examples::progress::RoundProgress;
 use examples::report::RunFolder;
 
-
 fn main() -> ExitCode {
     match run() {
         Ok(true) => ExitCode::SUCCESS,
@@ -35,10 +34,9 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let (config, name) = match std::env::args().nth(1) {
         None => (DigitsConfig::default(), "quickstart".to_string()),
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {path}: {e}"))?;
-            let config: DigitsConfig =
-                toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            let config: DigitsConfig = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
             let name = Path::new(&path)
                 .file_stem()
                 .map_or("quickstart".into(), |s| s.to_string_lossy().into_owned());

@@ -198,7 +198,11 @@ pub fn run_federated(
     };
     let strategy: Box<dyn fl_core::Strategy> = match &config.privacy {
         None => Box::new(FedAvg::new(fedavg)),
-        Some(p) => Box::new(fl_core::dp::DpFedAvg::new(fedavg, p.clone(), trainers.len())?),
+        Some(p) => Box::new(fl_core::dp::DpFedAvg::new(
+            fedavg,
+            p.clone(),
+            trainers.len(),
+        )?),
     };
     let engine = Engine::new(engine_config, strategy, initial);
     let federation = InProcessFederation::new(engine, trainers, config.workers);

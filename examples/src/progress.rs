@@ -47,10 +47,7 @@ pub fn round_line(r: &RoundRecord) -> String {
     } else {
         String::new()
     };
-    format!(
-        "{}{privacy}",
-        round_line_plain(r)
-    )
+    format!("{}{privacy}", round_line_plain(r))
 }
 
 fn round_line_plain(r: &RoundRecord) -> String {

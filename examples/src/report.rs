@@ -199,7 +199,10 @@ fn draw(
             .x_desc("round")
             .y_desc("epsilon")
             .draw()?;
-        chart.draw_series(LineSeries::new(eps.iter().copied(), MAGENTA.stroke_width(2)))?;
+        chart.draw_series(LineSeries::new(
+            eps.iter().copied(),
+            MAGENTA.stroke_width(2),
+        ))?;
     }
     root.present()?;
     Ok(())

@@ -19,7 +19,7 @@ use fl_core::config::FederationConfig;
 use fl_core::{Address, ClientId, FedAvg, ParamVec};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::checkpoint::{CheckpointMeta, CheckpointStore, Participant, PrivacySpent};
 use crate::engine::{Engine, EngineConfig, EngineEvent};
@@ -107,15 +107,21 @@ pub async fn serve(
     let strategy: Box<dyn fl_core::Strategy> = match &config.privacy {
         None => Box::new(FedAvg::new(config.strategy.clone())),
         Some(p) => {
-            let invalid =
-                |e: privacy::Error| fl_core::config::ConfigError::Invalid(format!("[privacy]: {e}"));
-            let mut dp = fl_core::dp::DpFedAvg::new(config.strategy.clone(), p.clone(), members.len())
-                .map_err(invalid)?;
+            let invalid = |e: privacy::Error| {
+                fl_core::config::ConfigError::Invalid(format!("[privacy]: {e}"))
+            };
+            let mut dp =
+                fl_core::dp::DpFedAvg::new(config.strategy.clone(), p.clone(), members.len())
+                    .map_err(invalid)?;
             // The budget already spent before a restart.
             if let Some((manifest, _)) = &latest {
                 let spent = manifest.metrics.get("dp_rounds").copied().unwrap_or(0.0);
                 dp.restore(spent as u64).map_err(invalid)?;
-                tracing::info!(epsilon = dp.spent_epsilon(), rounds = spent, "privacy ledger restored");
+                tracing::info!(
+                    epsilon = dp.spent_epsilon(),
+                    rounds = spent,
+                    "privacy ledger restored"
+                );
             }
             Box::new(dp)
         }
@@ -172,9 +178,7 @@ pub async fn serve(
     let metrics = Arc::new(AggregatorMetrics::new());
     let (service, coordinator) = service::federation(engine, service_config, metrics.clone());
 
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    let mut builder = service::transport();
     if let Some(t) = &config.tls {
         let identity = tls::load_identity(&t.server_cert, &t.server_key)?;
         let mut tls_config = ServerTlsConfig::new()

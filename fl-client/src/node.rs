@@ -133,7 +133,12 @@ async fn connect(config: &NodeConfig) -> Result<Channel, NodeError> {
     let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
         .map_err(|e| err(e.to_string()))?
         .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // One chunk in flight per stream; the 64 KiB default throttles large transfers.
+        .initial_stream_window_size(Some(wire::MAX_FRAME_BYTES as u32))
+        .initial_connection_window_size(Some(2 * wire::MAX_FRAME_BYTES as u32))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
     if let Some(tls) = &config.tls {
         let mut tls_config = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&tls.ca_pem))

@@ -12,25 +12,26 @@
 //! - **local**: each client clips and noises its own update (sensitivity `2C`) before it leaves
 //!   the machine; the aggregator averages the noisy updates.
 //!
-//! Each round is accounted as a Poisson-subsampled Gaussian with sampling rate `q` = expected
-//! clients / members (selection here samples a fixed number without replacement; accounting it
-//! as Poisson sampling with the same rate is the usual approximation, exact when every member
-//! takes part, `q = 1`). The [`PrivacyLedger`] authorises a round before it starts and refuses
+//! A central round is accounted as a Poisson-subsampled Gaussian with sampling rate `q` =
+//! expected clients / members (selection here samples a fixed number without replacement;
+//! accounting it as Poisson sampling with the same rate is the usual approximation, exact when
+//! every member takes part, `q = 1`). A local round is a Gaussian mechanism on each member's
+//! update, without amplification (the aggregator sees who took part). The [`PrivacyLedger`] authorises a round before it starts and refuses
 //! the one that would take epsilon past the budget; the federation then stops cleanly. A round
 //! that aborts before its noise is released spends nothing.
 
 use std::sync::Arc;
 
-use privacy::mechanism::{CentralGaussian, CentralGaussianConfig, LocalGaussian, LocalGaussianConfig};
+use privacy::mechanism::{
+    CentralGaussian, CentralGaussianConfig, LocalGaussian, LocalGaussianConfig,
+};
 use privacy::{AccountantKind, Authorization, PrivacyLedger};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{FRACTION_BITS, WeightedSum};
 use crate::params::ParamVec;
 use crate::round::{ClientId, EvaluateResult, Metrics};
-use crate::strategy::{
-    EvaluatePlan, FedAvg, FedAvgConfig, FitPlan, Strategy, StrategyError,
-};
+use crate::strategy::{EvaluatePlan, FedAvg, FedAvgConfig, FitPlan, Strategy, StrategyError};
 
 /// Which differential-privacy mechanism a federation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,21 +157,25 @@ impl DpFedAvg {
     fn round_event(&self) -> Result<privacy::DpEvent, privacy::Error> {
         Ok(match self.config.mechanism {
             Mechanism::Central => self.central()?.round_event(),
-            Mechanism::Local => privacy::DpEvent::poisson_gaussian(
-                self.sampling_rate,
-                self.config.noise_multiplier,
-            ),
+            // The aggregator sees who sent what, so local DP gets no amplification by
+            // sampling: each round is a Gaussian mechanism on a member's update.
+            Mechanism::Local => LocalGaussian::new(LocalGaussianConfig {
+                clip_norm: self.config.clip_norm,
+                noise_multiplier: self.config.noise_multiplier,
+            })?
+            .round_event(),
         })
     }
 
     /// Replays `rounds` committed rounds into the ledger, as after a restart from a checkpoint
     /// whose manifest recorded them (metric `dp_rounds`). Fails if they exceed the budget.
     pub fn restore(&mut self, rounds: u64) -> Result<(), privacy::Error> {
-        let event = self.round_event()?;
-        for _ in 0..rounds {
-            let auth = self.ledger.authorize(&event)?;
-            self.ledger.commit(auth)?;
+        if rounds == 0 {
+            return Ok(());
         }
+        let event = self.round_event()?;
+        let auth = self.ledger.authorize_rounds(&event, rounds)?;
+        self.ledger.commit(auth)?;
         Ok(())
     }
 
@@ -235,8 +240,12 @@ impl Strategy for DpFedAvg {
         let update: Vec<f32> = match self.config.mechanism {
             Mechanism::Central => {
                 let scale = (1u64 << FRACTION_BITS) as f64;
-                let mut sum: Vec<f32> = results.into_raw().map(|s| (s as f64 / scale) as f32).collect();
-                let mut rng = privacy::noise::os_rng().map_err(|e| StrategyError::Invalid(e.to_string()))?;
+                let mut sum: Vec<f32> = results
+                    .into_raw()
+                    .map(|s| (s as f64 / scale) as f32)
+                    .collect();
+                let mut rng =
+                    privacy::noise::os_rng().map_err(|e| StrategyError::Invalid(e.to_string()))?;
                 self.central()
                     .and_then(|m| m.privatize_sum(&mut sum, &mut rng))
                     .map_err(|e| StrategyError::Invalid(format!("noise: {e}")))?;
@@ -263,7 +272,10 @@ impl Strategy for DpFedAvg {
         self.round_metrics = Metrics::from([
             ("epsilon".to_string(), spent),
             ("delta".to_string(), self.config.delta),
-            ("dp_rounds".to_string(), self.ledger.committed_rounds() as f64),
+            (
+                "dp_rounds".to_string(),
+                self.ledger.committed_rounds() as f64,
+            ),
         ]);
         Ok(next)
     }

@@ -237,17 +237,18 @@ pub struct ChunkVerifier {
     max_bytes: usize,
     next: usize,
     chunk_hashes: Option<Vec<[u8; 32]>>,
-    content: ContentHasher,
-    expected: ContentHash,
+    content: Option<(ContentHasher, ContentHash)>,
 }
 
 impl ChunkVerifier {
-    /// Expects the parameters of `schema` for `round`, hashing to `expected`, in chunks of at
-    /// most `max_bytes`. With `chunk_hashes`, every chunk is checked as it arrives.
+    /// Expects the parameters of `schema` for `round` in chunks of at most `max_bytes`. With
+    /// `chunk_hashes`, every chunk is checked as it arrives; with `expected`, the whole
+    /// sequence is checked against that content hash at [`finish`](Self::finish). (A signed
+    /// update carries signed chunk hashes, which already pin every byte.)
     pub fn new(
         schema: &Schema,
         round: u64,
-        expected: ContentHash,
+        expected: Option<ContentHash>,
         max_bytes: usize,
         chunk_hashes: Option<Vec<[u8; 32]>>,
     ) -> Result<Self, WireError> {
@@ -266,8 +267,7 @@ impl ChunkVerifier {
             max_bytes,
             next: 0,
             chunk_hashes,
-            content: ContentHasher::new(),
-            expected,
+            content: expected.map(|e| (ContentHasher::new(), e)),
         })
     }
 
@@ -324,7 +324,9 @@ impl ChunkVerifier {
                 return Err(WireError::ChunkHashMismatch { index: chunk.index });
             }
         }
-        self.content.update(&chunk.data);
+        if let Some((hasher, _)) = &mut self.content {
+            hasher.update(&chunk.data);
+        }
         self.next += 1;
         Ok(chunk
             .data
@@ -341,12 +343,11 @@ impl ChunkVerifier {
                 planned: self.plan.len(),
             });
         }
-        let got = self.content.finish();
-        if got != self.expected {
-            return Err(WireError::ContentHashMismatch {
-                expected: self.expected,
-                got,
-            });
+        if let Some((hasher, expected)) = self.content {
+            let got = hasher.finish();
+            if got != expected {
+                return Err(WireError::ContentHashMismatch { expected, got });
+            }
         }
         Ok(())
     }
@@ -359,6 +360,7 @@ pub struct ParamAssembler {
     schema: Arc<Schema>,
     verifier: ChunkVerifier,
     values: Vec<f32>,
+    expected: ContentHash,
 }
 
 impl ParamAssembler {
@@ -371,11 +373,12 @@ impl ParamAssembler {
         max_bytes: usize,
         chunk_hashes: Option<Vec<[u8; 32]>>,
     ) -> Result<Self, WireError> {
-        let verifier = ChunkVerifier::new(&schema, round, expected, max_bytes, chunk_hashes)?;
+        let verifier = ChunkVerifier::new(&schema, round, None, max_bytes, chunk_hashes)?;
         Ok(Self {
             values: Vec::with_capacity(schema.num_values()),
             schema,
             verifier,
+            expected,
         })
     }
 
@@ -399,10 +402,19 @@ impl ParamAssembler {
     /// The assembled parameters, once complete and matching the announced content hash.
     pub fn finish(self) -> Result<ParamVec, WireError> {
         self.verifier.finish()?;
-        ParamVec::new(self.schema, self.values).map_err(|e| WireError::Malformed {
+        let params = ParamVec::new(self.schema, self.values).map_err(|e| WireError::Malformed {
             field: "parameters",
             reason: e.to_string(),
-        })
+        })?;
+        // Hashed once here and cached on the vector, so later checks cost nothing.
+        let got = params.content_hash();
+        if got != self.expected {
+            return Err(WireError::ContentHashMismatch {
+                expected: self.expected,
+                got,
+            });
+        }
+        Ok(params)
     }
 }
 

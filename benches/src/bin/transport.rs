@@ -84,7 +84,13 @@ async fn aggregator(
             min_fit_clients: clients,
             ..Default::default()
         })),
-        ParamVec::zeros(schema(n)),
+        // Non-zero values: an all-zero vector would sit on untouched (copy-on-write zero)
+        // pages and hide the global model from the resident set.
+        ParamVec::new(
+            schema(n),
+            (0..n).map(|i| (i % 97) as f32 * 1e-2 - 0.5).collect(),
+        )
+        .expect("matching length"),
     );
     let (service, coordinator) = federation(
         engine,
@@ -93,7 +99,7 @@ async fn aggregator(
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        fl_aggregator::service::transport()
             .add_service(service.into_server())
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stop_rx.await;

@@ -179,13 +179,8 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                     println!("{z}");
                 }
                 (Some(z), None) => {
-                    let eps = privacy::accounting::epsilon_for(
-                        sampling_rate,
-                        z,
-                        rounds,
-                        delta,
-                        kind,
-                    )?;
+                    let eps =
+                        privacy::accounting::epsilon_for(sampling_rate, z, rounds, delta, kind)?;
                     println!(
                         "epsilon of q={sampling_rate}, z={z}, T={rounds}, delta={delta} ({accountant}):"
                     );

@@ -352,12 +352,7 @@ impl fl_core::Strategy for Budgeted {
             Ok(())
         }
     }
-    fn configure_fit(
-        &mut self,
-        round: u64,
-        available: &[ClientId],
-        seed: u64,
-    ) -> fl_core::FitPlan {
+    fn configure_fit(&mut self, round: u64, available: &[ClientId], seed: u64) -> fl_core::FitPlan {
         self.inner.configure_fit(round, available, seed)
     }
     fn aggregate_fit(

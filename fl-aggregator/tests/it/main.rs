@@ -2,6 +2,7 @@
 //! simulated time (no sockets, no sleeps), and of the gRPC service against hostile input on
 //! loopback.
 
+mod dp;
 mod engine;
 mod grpc;
 mod sim;

@@ -395,3 +395,17 @@ fn killed_aggregator_resumes_and_ends_on_the_uninterrupted_model() {
     let (uninterrupted, _) = in_process(&f.config_path);
     assert_eq!(field(&done, "params="), uninterrupted);
 }
+
+#[test]
+fn sigterm_stops_the_aggregator_cleanly() {
+    let f = federation(3, false);
+    let (aggregator, lines) = start_aggregator(&f);
+    let mut procs = Procs(vec![aggregator]);
+    wait_line(&lines, "listening", Duration::from_secs(60));
+    let pid = procs.0[0].id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let line = wait_line(&lines, "stopped", Duration::from_secs(30));
+    assert!(line.contains("last_checkpoint=none"), "{line}");
+    assert!(wait_exit(&mut procs.0[0], Duration::from_secs(30)).success());
+}

@@ -152,7 +152,7 @@ pub const DEFAULT_EVAL_BATCH: usize = 256;
 ///     Some(test),
 ///     42,
 /// )?;
-/// let fit = FitConfig { local_epochs: 5, batch_size: 32, learning_rate: 0.01, shuffle_seed: 1 };
+/// let fit = FitConfig { local_epochs: 5, batch_size: 32, learning_rate: 0.01, shuffle_seed: 1, ..Default::default() };
 /// trainer.fit(&fit)?;
 /// let result = trainer.evaluate(&EvaluateConfig::default())?;
 /// println!("accuracy {:?}", result.accuracy());

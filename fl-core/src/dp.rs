@@ -22,6 +22,7 @@
 
 use std::sync::Arc;
 
+use privacy::adaptive::AdaptiveClip;
 use privacy::mechanism::{
     CentralGaussian, CentralGaussianConfig, LocalGaussian, LocalGaussianConfig,
 };
@@ -60,7 +61,17 @@ pub struct PrivacyConfig {
     /// Accountant: `rdp` or `pld`.
     #[serde(default)]
     pub accountant: AccountantKind,
+    /// Adaptive clipping (Andrew et al. 2021, central mechanism only): `clip_norm` is then only
+    /// a fallback and `C` follows the noisy unclipped fraction, with part of the noise budget
+    /// spent on the count (`[privacy.adaptive]`: `initial_clip`, `target_unclipped_quantile`,
+    /// `learning_rate`, `count_stddev`).
+    #[serde(default)]
+    pub adaptive: Option<privacy::adaptive::AdaptiveClipConfig>,
 }
+
+/// The metric a client reports with a private update: 1 if its update's norm was within the
+/// clip norm, 0 if it was clipped (the adaptive clip norm follows its noisy mean).
+pub const UNCLIPPED_METRIC: &str = "dp_unclipped";
 
 /// What the aggregator asks of a client's update when privacy is on.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -73,28 +84,37 @@ pub struct UpdatePrivacy {
 }
 
 /// Turns trained parameters into the private update a client sends: `local - global`, clipped
-/// to `clip_norm`, noised for local DP. Randomness comes from the operating system.
+/// to `clip_norm`, noised for local DP. Randomness comes from the operating system. Also
+/// returns whether the update was within the clip norm (see [`UNCLIPPED_METRIC`]).
 pub fn privatize_update(
     global: &ParamVec,
     local: &ParamVec,
     settings: &UpdatePrivacy,
-) -> Result<ParamVec, privacy::Error> {
+) -> Result<(ParamVec, bool), privacy::Error> {
     let mut delta: Vec<f32> = local
         .values()
         .iter()
         .zip(global.values())
         .map(|(l, g)| l - g)
         .collect();
-    if settings.local_noise_multiplier > 0.0 {
-        let mechanism = LocalGaussian::new(LocalGaussianConfig {
-            clip_norm: settings.clip_norm,
-            noise_multiplier: settings.local_noise_multiplier,
-        })?;
-        mechanism.privatize_update(&mut delta, &mut privacy::noise::os_rng()?)?;
+    let clipped = if settings.local_noise_multiplier > 0.0 {
+        mechanism_clipped(&mut delta, settings)?
     } else {
-        privacy::clip::clip_l2(&mut delta, settings.clip_norm)?;
-    }
-    Ok(ParamVec::new(global.schema().clone(), delta).expect("same length as global"))
+        privacy::clip::clip_l2(&mut delta, settings.clip_norm)?
+    };
+    let params = ParamVec::new(global.schema().clone(), delta).expect("same length as global");
+    Ok((params, !clipped.clipped))
+}
+
+fn mechanism_clipped(
+    delta: &mut [f32],
+    settings: &UpdatePrivacy,
+) -> Result<privacy::clip::Clipped, privacy::Error> {
+    LocalGaussian::new(LocalGaussianConfig {
+        clip_norm: settings.clip_norm,
+        noise_multiplier: settings.local_noise_multiplier,
+    })?
+    .privatize_update(delta, &mut privacy::noise::os_rng()?)
 }
 
 /// FedAvg with client-level differential privacy and a budget (see the [module docs](self)).
@@ -106,6 +126,7 @@ pub struct DpFedAvg {
     ledger: PrivacyLedger,
     pending: Option<Authorization>,
     round_metrics: Metrics,
+    adaptive: Option<AdaptiveClip>,
 }
 
 impl std::fmt::Debug for DpFedAvg {
@@ -131,7 +152,19 @@ impl DpFedAvg {
             .clamp(1, members);
         let sampling_rate = selected as f64 / members as f64;
         let ledger = PrivacyLedger::new(config.epsilon, config.delta, config.accountant)?;
+        let adaptive = match (&config.adaptive, config.mechanism) {
+            (None, _) => None,
+            (Some(a), Mechanism::Central) => Some(AdaptiveClip::new(*a)?),
+            (Some(_), Mechanism::Local) => {
+                return Err(privacy::Error::InvalidParameter {
+                    name: "adaptive",
+                    value: "mechanism = \"local\"".into(),
+                    expected: "adaptive clipping only with the central mechanism",
+                });
+            }
+        };
         let this = Self {
+            adaptive,
             fedavg: FedAvg::new(fedavg),
             sampling_rate,
             expected_clients: selected as f64,
@@ -146,12 +179,24 @@ impl DpFedAvg {
     }
 
     fn central(&self) -> Result<CentralGaussian, privacy::Error> {
-        CentralGaussian::new(CentralGaussianConfig {
+        let base = CentralGaussianConfig {
             clip_norm: self.config.clip_norm,
             noise_multiplier: self.config.noise_multiplier,
             sampling_rate: self.sampling_rate,
             expected_clients: self.expected_clients,
-        })
+        };
+        match &self.adaptive {
+            // Update and count share the noise budget; accounted with the total multiplier.
+            Some(a) => a.central_round(&base),
+            None => CentralGaussian::new(base),
+        }
+    }
+
+    /// The clip norm of the next round (adaptive or fixed).
+    pub fn clip_norm(&self) -> f64 {
+        self.adaptive
+            .as_ref()
+            .map_or(self.config.clip_norm, AdaptiveClip::clip_norm)
     }
 
     fn round_event(&self) -> Result<privacy::DpEvent, privacy::Error> {
@@ -210,7 +255,7 @@ impl Strategy for DpFedAvg {
     fn configure_fit(&mut self, round: u64, available: &[ClientId], round_seed: u64) -> FitPlan {
         let mut plan = self.fedavg.configure_fit(round, available, round_seed);
         plan.config.privacy = Some(UpdatePrivacy {
-            clip_norm: self.config.clip_norm,
+            clip_norm: self.clip_norm(),
             local_noise_multiplier: match self.config.mechanism {
                 Mechanism::Central => 0.0,
                 Mechanism::Local => self.config.noise_multiplier,
@@ -237,6 +282,12 @@ impl Strategy for DpFedAvg {
             .pending
             .take()
             .ok_or_else(|| StrategyError::Invalid("round was not authorised".into()))?;
+        let participants = results.count() as u64;
+        let unclipped_fraction = results
+            .mean_metrics()
+            .get(UNCLIPPED_METRIC)
+            .copied()
+            .unwrap_or(0.0);
         let update: Vec<f32> = match self.config.mechanism {
             Mechanism::Central => {
                 let scale = (1u64 << FRACTION_BITS) as f64;
@@ -276,7 +327,20 @@ impl Strategy for DpFedAvg {
                 "dp_rounds".to_string(),
                 self.ledger.committed_rounds() as f64,
             ),
+            ("clip_norm".to_string(), self.clip_norm()),
         ]);
+        if let Some(adaptive) = &mut self.adaptive {
+            // The count's noise is part of this round's (already committed) event.
+            let unclipped =
+                (unclipped_fraction.clamp(0.0, 1.0) * participants as f64).round() as u64;
+            let mut rng =
+                privacy::noise::os_rng().map_err(|e| StrategyError::Invalid(e.to_string()))?;
+            let next_clip = adaptive
+                .update(unclipped, participants, self.expected_clients, &mut rng)
+                .map_err(|e| StrategyError::Invalid(format!("adaptive clipping: {e}")))?;
+            self.round_metrics
+                .insert("next_clip_norm".into(), next_clip);
+        }
         Ok(next)
     }
 

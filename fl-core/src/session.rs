@@ -39,12 +39,21 @@ impl FitTask {
                 metrics: outcome.metrics,
             }),
             // Client-level DP: the clipped (and, for local DP, noised) update, weight 1.
-            Some(settings) => Ok(FitResult {
-                params: crate::dp::privatize_update(&self.params, &params, settings)
-                    .map_err(|e| TrainerError::Other(format!("privatizing the update: {e}")))?,
-                num_examples: 1,
-                metrics: outcome.metrics,
-            }),
+            Some(settings) => {
+                let (update, unclipped) =
+                    crate::dp::privatize_update(&self.params, &params, settings)
+                        .map_err(|e| TrainerError::Other(format!("privatizing the update: {e}")))?;
+                let mut metrics = outcome.metrics;
+                metrics.insert(
+                    crate::dp::UNCLIPPED_METRIC.into(),
+                    if unclipped { 1.0 } else { 0.0 },
+                );
+                Ok(FitResult {
+                    params: update,
+                    num_examples: 1,
+                    metrics,
+                })
+            }
         }
     }
 }

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             epsilon: 1e9,
             delta: 1e-5,
             accountant: AccountantKind::Rdp,
+            adaptive: None,
         });
         let result = match digits::prepare(&config)
             .and_then(|p| digits::run_federated(&config, p, |_| {}))

@@ -26,6 +26,7 @@ fn config(z: f64, epsilon: f64) -> PrivacyConfig {
         epsilon,
         delta: 1e-5,
         accountant: privacy::AccountantKind::Rdp,
+        adaptive: None,
     }
 }
 
@@ -86,7 +87,8 @@ fn clients_send_clipped_differences() {
         local_noise_multiplier: 0.0,
     };
     // (3, 4) has norm 5: clipped to (0.6, 0.8).
-    let d = privatize_update(&global, &local, &settings).unwrap();
+    let (d, unclipped) = privatize_update(&global, &local, &settings).unwrap();
+    assert!(!unclipped);
     assert!((d.values()[0] - 0.6).abs() < 1e-6 && (d.values()[1] - 0.8).abs() < 1e-6);
     let norm = d
         .values()
@@ -96,7 +98,7 @@ fn clients_send_clipped_differences() {
         .sqrt();
     assert!(norm <= 1.0);
     // Local DP noises the update: it is no longer the clipped difference.
-    let noisy = privatize_update(
+    let (noisy, _) = privatize_update(
         &global,
         &local,
         &UpdatePrivacy {
@@ -218,4 +220,61 @@ fn the_budget_stops_the_run_and_aborted_rounds_spend_nothing() {
     let (round, reason) = stopped.expect("stopped by the budget");
     assert_eq!(round, 4);
     assert!(reason.contains("budget"), "{reason}");
+}
+
+#[test]
+fn adaptive_clipping_follows_the_unclipped_fraction_through_the_engine() {
+    // Noise-free replay of Andrew et al.'s update: C0 = 0.1, every update norm 1.0 (so always
+    // clipped), target quantile 0.5, learning rate 0.2: after 20 rounds C = 0.1 e^2.
+    let mut privacy = config(1e-3, 1e12);
+    privacy.adaptive = Some(privacy::adaptive::AdaptiveClipConfig {
+        initial_clip: 0.1,
+        target_unclipped_quantile: 0.5,
+        learning_rate: 0.2,
+        count_stddev: 0.0,
+    });
+    let fedavg = FedAvgConfig {
+        fraction_fit: 1.0,
+        min_fit_clients: 2,
+        min_fit_results: 2,
+        ..Default::default()
+    };
+    let mut e = Engine::new(
+        EngineConfig {
+            num_rounds: 21,
+            min_available_clients: 2,
+            ..Default::default()
+        },
+        Box::new(DpFedAvg::new(fedavg, privacy, 2).unwrap()),
+        ParamVec::zeros(schema()),
+    );
+    e.handle_connect(T0, ClientId(0));
+    e.handle_connect(T0, ClientId(1));
+    let mut clips = Vec::new();
+    for round in 1..=21 {
+        let settings = fit_settings(&mut e);
+        let c = settings[0].unwrap().clip_norm;
+        clips.push(c);
+        for client in 0..2 {
+            // A norm-1.0 difference, clipped to C as the client session would.
+            let u = (c / 2f64.sqrt()) as f32;
+            let msg = ClientMessage::FitDone {
+                round,
+                result: FitResult {
+                    params: ParamVec::new(schema(), vec![u, u]).unwrap(),
+                    num_examples: 1,
+                    metrics: Metrics::from([(fl_core::dp::UNCLIPPED_METRIC.to_string(), 0.0)]),
+                },
+            };
+            e.handle_message(T0, ClientId(client), msg).unwrap();
+        }
+    }
+    assert!((clips[0] - 0.1).abs() < 1e-12);
+    let expected = 0.1 * 2f64.exp();
+    assert!(
+        (clips[20] - expected).abs() < 1e-9,
+        "{} vs {expected}",
+        clips[20]
+    );
+    assert!((clips[20] - 0.7389).abs() < 1e-4);
 }

@@ -20,15 +20,28 @@ use crate::support::MeanEstimator;
 /// Chunks of 2 values (8 bytes), so the 2-value model below travels as one chunk.
 const MAX_CHUNK: usize = 8;
 
-struct Aggregator {
-    addr: std::net::SocketAddr,
-    members: Vec<MemberKey>,
+pub(crate) struct Aggregator {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) members: Vec<MemberKey>,
     schema: Arc<Schema>,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<(Arc<ParamVec>, bool)>,
+    pub(crate) stop: Option<oneshot::Sender<()>>,
+    pub(crate) done: tokio::task::JoinHandle<(Arc<ParamVec>, bool)>,
 }
 
 async fn start(rounds: u64) -> Aggregator {
+    let strategy = Box::new(FedAvg::new(FedAvgConfig {
+        min_fit_clients: 1,
+        ..Default::default()
+    }));
+    start_with(rounds, strategy, None).await
+}
+
+/// A service on loopback for 3 members with `strategy`, over TLS when `tls` is given.
+pub(crate) async fn start_with(
+    rounds: u64,
+    strategy: Box<dyn fl_core::Strategy>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Aggregator {
     let schema = crate::support::schema();
     let members: Vec<MemberKey> = (0..3).map(|_| MemberKey::generate()).collect();
     let engine = Engine::new(
@@ -39,10 +52,7 @@ async fn start(rounds: u64) -> Aggregator {
             evaluate_timeout: Duration::from_secs(20),
             seed: 1,
         },
-        Box::new(FedAvg::new(FedAvgConfig {
-            min_fit_clients: 1,
-            ..Default::default()
-        })),
+        strategy,
         ParamVec::zeros(schema.clone()),
     );
     let mut config = ServiceConfig::new("bad-input", members.iter().map(|k| k.address()).collect());
@@ -53,8 +63,12 @@ async fn start(rounds: u64) -> Aggregator {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut builder = fl_aggregator::service::transport();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).unwrap();
+    }
     tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(service.into_server())
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );

@@ -5,5 +5,6 @@
 mod dp;
 mod engine;
 mod grpc;
+mod secure;
 mod sim;
 mod support;

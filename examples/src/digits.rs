@@ -282,3 +282,36 @@ pub fn run_federated(
         eval_wall,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DP: &str = include_str!("../quickstart-dp.toml");
+
+    #[test]
+    fn shipped_dp_config_parses_and_defaults_the_rest() {
+        let config: DigitsConfig = toml::from_str(DP).unwrap();
+        let privacy = config.privacy.as_ref().unwrap();
+        assert_eq!(privacy.mechanism, fl_core::dp::Mechanism::Central);
+        assert!(privacy.adaptive.is_none());
+        assert_eq!(config.clients, DigitsConfig::default().clients);
+        assert_eq!(config.target_accuracy, 0.80);
+    }
+
+    #[test]
+    fn adaptive_clipping_section_parses_and_typos_are_refused() {
+        let adaptive = DP
+            .replace("# [privacy.adaptive]", "[privacy.adaptive]")
+            .replace("# initial_clip", "initial_clip")
+            .replace("# target_unclipped_quantile", "target_unclipped_quantile")
+            .replace("# learning_rate", "learning_rate")
+            .replace("# count_stddev", "count_stddev");
+        let config: DigitsConfig = toml::from_str(&adaptive).unwrap();
+        let a = config.privacy.unwrap().adaptive.unwrap();
+        assert_eq!(a.initial_clip, 0.1);
+        assert_eq!(a.target_unclipped_quantile, 0.5);
+        let typo = DP.replace("clip_norm", "clip_nrom");
+        assert!(toml::from_str::<DigitsConfig>(&typo).is_err());
+    }
+}

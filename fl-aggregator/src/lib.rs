@@ -1,10 +1,17 @@
 //! # fl-aggregator
 //!
-//! What a daofl coordinator runs: the round [`engine`] (a state machine without IO), the
-//! deterministic simulation harness [`sim`] that drives the engine and real client sessions
-//! on simulated time, and the [`inprocess`] federation built on it for researchers.
-//! The gRPC service, checkpoints and anchoring arrive with later issues and drive the same
-//! engine.
+//! What a daofl coordinator runs:
+//!
+//! - the round [`engine`], a state machine without IO;
+//! - the deterministic simulation harness [`sim`] that drives the engine and real client
+//!   sessions on simulated time, and the [`inprocess`] federation built on it for researchers;
+//! - the gRPC [`service`] (member authentication, limits, streamed and verified updates) around
+//!   the same engine, [`checkpoint`]s in an object store, [`tls`] material, Prometheus
+//!   [`metrics`], and [`server::serve`], a whole aggregator from a federation file (what the
+//!   `fl-aggregator` binary runs).
+//!
+//! The example runs a federation in process; `fl-aggregator/tests/e2e.rs` runs one across
+//! processes.
 //!
 //! ```
 //! use std::sync::Arc;

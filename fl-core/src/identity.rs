@@ -13,7 +13,7 @@
 //! # Signature scheme
 //!
 //! Signatures are EIP-191 `personal_sign` signatures (alloy's
-//! [`SignerSync::sign_message_sync`]) over the canonical bytes: the signed digest is
+//! `alloy_signer::SignerSync::sign_message_sync`) over the canonical bytes: the signed digest is
 //! `keccak256("\x19Ethereum Signed Message:\n" || decimal(len(msg)) || msg)`. The prefix keeps a
 //! daofl signature from ever being a valid transaction signature, and any Ethereum wallet that
 //! offers `personal_sign` (a hardware wallet included) can produce the same signature over the

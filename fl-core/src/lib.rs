@@ -16,6 +16,10 @@
 //!
 //! - [`wire`]: the protobuf messages (`proto/daofl.proto`, compiled with prost through protox,
 //!   so no system `protoc` is needed) and the chunked, hash-checked transfer of parameters.
+//! - [`identity`]: members as secp256k1 keys (Ethereum addresses), signed joins and updates.
+//! - [`config`]: the federation file both binaries read.
+//! - [`dp`]: client-level differential privacy in the round ([`dp::DpFedAvg`], the client's
+//!   private update), on top of the `privacy` crate.
 //!
 //! It does no IO, starts no threads and reads no clock.
 //!

@@ -188,6 +188,7 @@ pub fn run_federated(
         fit_timeout: Duration::from_secs(3600),
         evaluate_timeout: Duration::from_secs(3600),
         seed: config.seed,
+        release_params_during_fit: false,
     };
     let fedavg = FedAvgConfig {
         fraction_fit: config.fraction_fit,

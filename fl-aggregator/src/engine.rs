@@ -43,6 +43,13 @@ pub struct EngineConfig {
     pub evaluate_timeout: Duration,
     /// Run seed: client selection and local data order derive from it.
     pub seed: u64,
+    /// Release the global model from memory once a fit stage's instructions are out, when the
+    /// strategy does not read it ([`Strategy::needs_current_params`]). If the round then aborts
+    /// and no one else still holds the model, the engine asks for it back
+    /// ([`EngineEvent::ParamsNeeded`], [`Engine::handle_params`]); a deployment reloads it from
+    /// its checkpoint store. Saves one model's worth of memory while updates stream in.
+    #[serde(default)]
+    pub release_params_during_fit: bool,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +60,7 @@ impl Default for EngineConfig {
             fit_timeout: Duration::from_secs(600),
             evaluate_timeout: Duration::from_secs(300),
             seed: 0,
+            release_params_during_fit: false,
         }
     }
 }
@@ -136,6 +144,13 @@ pub enum EngineEvent {
         /// Why.
         reason: String,
     },
+    /// A round aborted while the global model was released: the driver must give it back
+    /// with [`Engine::handle_params`] (parameters hashing to `hash`) before the federation goes
+    /// on.
+    ParamsNeeded {
+        /// Content hash of the parameters needed.
+        hash: ContentHash,
+    },
     /// All rounds ran (or the federation was stopped).
     Finished {
         /// Final global parameters.
@@ -192,6 +207,8 @@ struct EvaluateStage {
 enum State {
     /// Waiting for enough clients to start round `round + 1`.
     Idle,
+    /// A round aborted while the global model was released; waiting for it.
+    WaitingForParams,
     Fit(FitStage),
     Evaluate(EvaluateStage),
     Finished,
@@ -208,6 +225,8 @@ pub struct Engine {
     state: State,
     outbox: VecDeque<(ClientId, ServerMessage)>,
     events: VecDeque<EngineEvent>,
+    /// The global model while it is released (`params` is then a zero placeholder).
+    released: Option<std::sync::Weak<ParamVec>>,
 }
 
 impl Engine {
@@ -235,6 +254,7 @@ impl Engine {
             state: State::Idle,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
+            released: None,
         };
         if engine.round >= engine.config.num_rounds {
             engine.finish();
@@ -555,6 +575,14 @@ impl Engine {
             dropped: 0,
             deadline: now + self.config.fit_timeout,
         });
+        if self.config.release_params_during_fit && !self.strategy.needs_current_params() {
+            // The instructions in the outbox (and the transport sending them) keep the model
+            // alive only as long as they need it. The placeholder's zero pages are never
+            // touched, so they take no memory.
+            let schema = self.params.schema().clone();
+            let model = std::mem::replace(&mut self.params, Arc::new(ParamVec::zeros(schema)));
+            self.released = Some(Arc::downgrade(&model));
+        }
     }
 
     fn drop_pending(&mut self, client: ClientId, reason: DropReason) {
@@ -620,6 +648,7 @@ impl Engine {
                 metrics.extend(self.strategy.round_metrics());
                 self.params_hash = next.content_hash();
                 self.params = Arc::new(next);
+                self.released = None;
                 self.events.push_back(EngineEvent::FitAggregated {
                     round,
                     params: self.params.clone(),
@@ -687,7 +716,43 @@ impl Engine {
             round: self.round,
             reason,
         });
+        if let Some(weak) = self.released.take() {
+            match weak.upgrade() {
+                Some(params) => self.params = params,
+                None => {
+                    self.state = State::WaitingForParams;
+                    self.events.push_back(EngineEvent::ParamsNeeded {
+                        hash: self.params_hash,
+                    });
+                    return;
+                }
+            }
+        }
         self.complete_round(now);
+    }
+
+    /// Gives back the global model after [`EngineEvent::ParamsNeeded`]; the federation goes on.
+    /// Refuses parameters with another content hash, or when none are needed.
+    pub fn handle_params(&mut self, now: Duration, params: ParamVec) -> Result<(), String> {
+        if !matches!(self.state, State::WaitingForParams) {
+            return Err("the engine is not waiting for parameters".into());
+        }
+        let hash = params.content_hash();
+        if hash != self.params_hash {
+            return Err(format!(
+                "parameters hash to {hash}, the global model is {}",
+                self.params_hash
+            ));
+        }
+        self.params = Arc::new(params);
+        self.state = State::Idle;
+        self.complete_round(now);
+        Ok(())
+    }
+
+    /// The hash of the global model the engine waits for, if it does.
+    pub fn params_needed(&self) -> Option<ContentHash> {
+        matches!(self.state, State::WaitingForParams).then_some(self.params_hash)
     }
 
     fn complete_round(&mut self, now: Duration) {

@@ -144,6 +144,7 @@ impl AggregatorMetrics {
                 }
             }
             EngineEvent::Evaluated { .. }
+            | EngineEvent::ParamsNeeded { .. }
             | EngineEvent::Stopped { .. }
             | EngineEvent::Finished { .. } => {}
         }

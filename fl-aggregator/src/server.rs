@@ -98,6 +98,9 @@ pub async fn serve(
         fit_timeout: config.fit_timeout(),
         evaluate_timeout: config.evaluate_timeout(),
         seed: config.federation.seed,
+        // The model is in the store (saved below, and after every round): free its memory
+        // while updates stream in and reload it if a round aborts.
+        release_params_during_fit: true,
     };
     let latest = store.latest().await?;
     let resumed_privacy = latest.as_ref().and_then(|(m, _)| {
@@ -127,6 +130,7 @@ pub async fn serve(
         }
     };
     let schema_hash = initial.schema().hash();
+    let schema = initial.schema().clone();
     let (engine, resumed) = match latest {
         Some((manifest, params)) => {
             if manifest.federation_id != config.federation.id {
@@ -176,7 +180,23 @@ pub async fn serve(
     service_config.idle_timeout = Duration::from_secs_f64(agg.idle_timeout_s);
 
     let metrics = Arc::new(AggregatorMetrics::new());
-    let (service, coordinator) = service::federation(engine, service_config, metrics.clone());
+    // The current model is in the store before any round can release it.
+    store.save_params(engine.params()).await?;
+    let (service, mut coordinator) = service::federation(engine, service_config, metrics.clone());
+    {
+        let store = store.clone();
+        let schema = schema.clone();
+        coordinator.set_params_loader(Box::new(move |hash| {
+            let store = store.clone();
+            let schema = schema.clone();
+            Box::pin(async move {
+                store
+                    .load_params(&hash, schema)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }));
+    }
 
     let mut builder = service::transport();
     if let Some(t) = &config.tls {
@@ -335,6 +355,9 @@ pub async fn serve(
                         .with_privacy(PrivacySpent { epsilon, delta });
                 }
                 let _ = ckpt_tx.send((meta, params.clone()));
+            }
+            EngineEvent::ParamsNeeded { hash } => {
+                tracing::info!(%hash, "reloading the global model from the checkpoint store");
             }
             EngineEvent::Stopped { round, reason } => {
                 tracing::warn!(round, "federation stopped before round {round}: {reason}");

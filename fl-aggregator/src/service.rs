@@ -103,8 +103,18 @@ enum Input {
     },
 }
 
+/// Loads the global model by its content hash when the engine asks for it back
+/// ([`EngineEvent::ParamsNeeded`](crate::engine::EngineEvent::ParamsNeeded)).
+pub type ParamsLoader = Box<
+    dyn Fn(
+            fl_core::ContentHash,
+        ) -> Pin<Box<dyn std::future::Future<Output = Result<ParamVec, String>> + Send>>
+        + Send,
+>;
+
 /// Owns the engine: joins, leaves, messages and deadlines in; instructions out.
 pub struct Coordinator {
+    loader: Option<ParamsLoader>,
     engine: Engine,
     rx: mpsc::Receiver<Input>,
     ids: BTreeMap<Address, ClientId>,
@@ -126,6 +136,27 @@ impl Coordinator {
             self.flush(&mut on_event);
             if self.engine.is_finished() {
                 break;
+            }
+            if let Some(hash) = self.engine.params_needed() {
+                let Some(loader) = &self.loader else {
+                    tracing::error!(%hash, "the engine needs the global model back and no loader is set");
+                    break;
+                };
+                match loader(hash).await {
+                    Ok(params) => {
+                        let now = self.now();
+                        if let Err(e) = self.engine.handle_params(now, params) {
+                            tracing::error!(%hash, "cannot restore the global model: {e}");
+                            break;
+                        }
+                        tracing::info!(%hash, "global model reloaded after an aborted round");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(%hash, "cannot reload the global model: {e}");
+                        break;
+                    }
+                }
             }
             let deadline = self
                 .engine
@@ -149,6 +180,11 @@ impl Coordinator {
         }
         self.flush(&mut on_event);
         (self.engine.params().clone(), self.engine.is_finished())
+    }
+
+    /// Sets how the global model is reloaded when the engine released it and a round aborted.
+    pub fn set_params_loader(&mut self, loader: ParamsLoader) {
+        self.loader = Some(loader);
     }
 
     /// Sessions' addresses by client id, for manifests and logs.
@@ -276,6 +312,7 @@ pub fn federation(
         .collect();
     let schema = engine.params().schema().clone();
     let coordinator = Coordinator {
+        loader: None,
         engine,
         rx,
         ids,

@@ -538,3 +538,26 @@ fn futures_are_send() {
     assert_send(store.verify(1));
     assert_send(store.list());
 }
+
+#[tokio::test]
+async fn parameters_are_stored_and_reloaded_by_cid() {
+    let (_dir, store) = local();
+    let p = params(7);
+    let cid = store.save_params(&p).await.unwrap();
+    assert_eq!(cid, p.content_hash());
+    assert_eq!(store.load_params(&cid, schema()).await.unwrap(), p);
+    // Missing, wrong schema length and damaged objects are errors naming the CID.
+    let other = params(8).content_hash();
+    let e = store.load_params(&other, schema()).await.unwrap_err();
+    assert!(
+        matches!(e, CheckpointError::ParamsUnavailable { .. }),
+        "{e}"
+    );
+    let small = Arc::new(Schema::new(vec![TensorSpec::new("w", [1])]).unwrap());
+    assert!(store.load_params(&cid, small).await.is_err());
+    let mut bytes = get(&store, &store.params_path(&cid)).await;
+    bytes[0] ^= 1;
+    put(&store, &store.params_path(&cid), bytes).await;
+    let e = store.load_params(&cid, schema()).await.unwrap_err();
+    assert!(e.to_string().contains("does not hash"), "{e}");
+}

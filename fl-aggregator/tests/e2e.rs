@@ -285,6 +285,7 @@ fn in_process(config_path: &Path) -> (String, f64) {
             fit_timeout: config.fit_timeout(),
             evaluate_timeout: config.evaluate_timeout(),
             seed: config.federation.seed,
+            release_params_during_fit: false,
         },
         Box::new(FedAvg::new(config.strategy.clone())),
         initial,

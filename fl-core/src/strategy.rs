@@ -67,6 +67,14 @@ pub trait Strategy: Send {
         results: WeightedSum,
     ) -> Result<ParamVec, StrategyError>;
 
+    /// Whether [`aggregate_fit`](Self::aggregate_fit) reads the values of `current`. A strategy
+    /// that does not (FedAvg: the new model is the mean of the members' models) lets an engine
+    /// release the global model from memory while updates stream in; `current` then carries
+    /// the right schema and zero values. The default is `true`.
+    fn needs_current_params(&self) -> bool {
+        true
+    }
+
     /// Metrics of the last aggregation to report with it (e.g. the epsilon spent so far); the
     /// engine adds them to the round's training metrics. Empty by default.
     fn round_metrics(&self) -> Metrics {
@@ -171,6 +179,10 @@ impl Strategy for FedAvg {
             clients,
             config: self.config.fit.clone(),
         }
+    }
+
+    fn needs_current_params(&self) -> bool {
+        false
     }
 
     fn aggregate_fit(

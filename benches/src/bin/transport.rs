@@ -79,6 +79,7 @@ async fn aggregator(
             fit_timeout: Duration::from_secs(3600),
             evaluate_timeout: Duration::from_secs(3600),
             seed: 1,
+            release_params_during_fit: true,
         },
         Box::new(FedAvg::new(FedAvgConfig {
             min_fit_clients: clients,

@@ -91,6 +91,14 @@ pub enum CheckpointError {
         /// Everything found wrong with it.
         problems: Vec<Problem>,
     },
+    /// A parameter object asked for by its CID is missing, of the wrong length or damaged.
+    #[error("parameters {cid} are not usable from the store: {reason}")]
+    ParamsUnavailable {
+        /// The CID asked for.
+        cid: ContentHash,
+        /// What is wrong.
+        reason: String,
+    },
     /// A manifest could not be encoded as JSON (a bug: please report it).
     #[error("cannot encode the manifest of round {round}: {source}")]
     Encode {

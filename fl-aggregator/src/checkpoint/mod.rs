@@ -400,6 +400,48 @@ impl CheckpointStore {
     }
 
     /// Writes the parameter object unless an intact one exists; replaces a damaged one.
+    /// Stores `params` as `params/<cid>` (no manifest; e.g. the initial model, so that it can be
+    /// reloaded by its CID) and returns the CID.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Store`].
+    pub async fn save_params(&self, params: &ParamVec) -> Result<ContentHash> {
+        let cid = params.content_hash();
+        self.put_params(&cid, params.to_le_bytes()).await?;
+        Ok(cid)
+    }
+
+    /// Reads the parameters named `cid` for `schema`, checking their length and hash.
+    ///
+    /// # Errors
+    /// [`CheckpointError::ParamsUnavailable`] if the object is missing, of the wrong length or
+    /// damaged; [`CheckpointError::Store`] if the store fails.
+    pub async fn load_params(
+        &self,
+        cid: &ContentHash,
+        schema: Arc<fl_core::Schema>,
+    ) -> Result<ParamVec> {
+        let path = self.params_path(cid);
+        let len = schema.num_values() as u64 * 4;
+        let unusable = |reason: String| CheckpointError::ParamsUnavailable { cid: *cid, reason };
+        match self.read(&path, len).await? {
+            Read::Missing => Err(unusable(format!("`{path}` does not exist"))),
+            Read::TooBig(n) => Err(unusable(format!(
+                "`{path}` has {n} bytes, the schema needs {len}"
+            ))),
+            Read::Bytes(b) if b.len() as u64 != len => Err(unusable(format!(
+                "`{path}` has {} bytes, the schema needs {len}",
+                b.len()
+            ))),
+            Read::Bytes(b) if ContentHash::of(&b) != *cid => {
+                Err(unusable(format!("`{path}` does not hash to its name")))
+            }
+            Read::Bytes(b) => {
+                ParamVec::from_le_bytes(schema, &b).map_err(|e| unusable(e.to_string()))
+            }
+        }
+    }
+
     async fn put_params(&self, cid: &ContentHash, bytes: Vec<u8>) -> Result<()> {
         let path = self.params_path(cid);
         if self.put_create(&path, bytes.clone()).await? {

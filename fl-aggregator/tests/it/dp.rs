@@ -44,6 +44,7 @@ fn engine(z: f64, epsilon: f64, rounds: u64) -> Engine {
             fit_timeout: Duration::from_secs(10),
             evaluate_timeout: Duration::from_secs(10),
             seed: 3,
+            release_params_during_fit: false,
         },
         Box::new(DpFedAvg::new(fedavg, config(z, epsilon), 2).unwrap()),
         ParamVec::zeros(schema()),

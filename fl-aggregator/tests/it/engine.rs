@@ -20,6 +20,7 @@ fn engine(rounds: u64, min_available: usize, fedavg: FedAvgConfig) -> Engine {
         fit_timeout: Duration::from_secs(10),
         evaluate_timeout: Duration::from_secs(5),
         seed: 42,
+        release_params_during_fit: false,
     };
     Engine::new(
         config,
@@ -411,4 +412,84 @@ fn a_refused_round_stops_the_federation_cleanly() {
         outbox(&mut e).as_slice(),
         [(ClientId(0), ServerMessage::Finished)]
     ));
+}
+
+fn releasing_engine() -> Engine {
+    let config = EngineConfig {
+        num_rounds: 3,
+        min_available_clients: 1,
+        release_params_during_fit: true,
+        ..Default::default()
+    };
+    let initial = ParamVec::new(schema(), vec![1.0, 2.0]).unwrap();
+    Engine::new(config, Box::new(FedAvg::new(fedavg(1))), initial)
+}
+
+fn fail(round: u64) -> ClientMessage {
+    ClientMessage::Failed {
+        round,
+        stage: Stage::Fit,
+        reason: "out of memory".into(),
+    }
+}
+
+#[test]
+fn a_released_model_is_asked_back_after_an_aborted_round() {
+    let mut e = releasing_engine();
+    let hash = e.params().content_hash();
+    e.handle_connect(T0, ClientId(0));
+    // The instructions are sent and dropped: nothing holds the model any more.
+    drop(outbox(&mut e));
+    assert!(
+        e.params().values().iter().all(|v| *v == 0.0),
+        "placeholder while released"
+    );
+    e.handle_message(T0, ClientId(0), fail(1)).unwrap();
+    assert_eq!(e.params_needed(), Some(hash));
+    assert!(
+        events(&mut e)
+            .iter()
+            .any(|ev| matches!(ev, EngineEvent::ParamsNeeded { hash: h } if *h == hash))
+    );
+    // Messages wait; wrong parameters are refused; the right ones resume the federation.
+    assert!(e.poll_transmit().is_none());
+    let wrong = ParamVec::new(schema(), vec![1.0, 2.5]).unwrap();
+    assert!(e.handle_params(T0, wrong).is_err());
+    let right = ParamVec::new(schema(), vec![1.0, 2.0]).unwrap();
+    e.handle_params(T0, right).unwrap();
+    assert_eq!(e.params_needed(), None);
+    let sent = outbox(&mut e);
+    let [(ClientId(0), ServerMessage::Fit { header, params, .. })] = sent.as_slice() else {
+        panic!("expected round 2's instruction, got {sent:?}")
+    };
+    assert_eq!(header.round, 2);
+    assert_eq!(params.values(), &[1.0, 2.0]);
+    assert!(e.handle_params(T0, ParamVec::zeros(schema())).is_err());
+}
+
+#[test]
+fn a_model_still_held_elsewhere_needs_no_reload() {
+    let mut e = releasing_engine();
+    e.handle_connect(T0, ClientId(0));
+    // The transport still holds the instruction (and so the model) when the round aborts.
+    let held = outbox(&mut e);
+    e.handle_message(T0, ClientId(0), fail(1)).unwrap();
+    assert_eq!(e.params_needed(), None);
+    drop(held);
+    // Round 2 went out at once, with the model recovered from the transport's copy.
+    let sent = outbox(&mut e);
+    let [(ClientId(0), ServerMessage::Fit { header, params, .. })] = sent.as_slice() else {
+        panic!("expected round 2's instruction, got {sent:?}")
+    };
+    assert_eq!((header.round, params.values()), (2, &[1.0f32, 2.0][..]));
+    drop(sent);
+    // A completed round replaces the model; nothing is asked back.
+    e.handle_message(T0, ClientId(0), fit_done(2, 4.0, 1))
+        .unwrap();
+    assert_eq!(e.params_needed(), None);
+    let sent = outbox(&mut e);
+    let [(ClientId(0), ServerMessage::Fit { header, params, .. })] = sent.as_slice() else {
+        panic!("expected round 3's instruction, got {sent:?}")
+    };
+    assert_eq!((header.round, params.values()), (3, &[4.0f32, 4.0][..]));
 }

@@ -51,6 +51,7 @@ pub(crate) async fn start_with(
             fit_timeout: Duration::from_secs(20),
             evaluate_timeout: Duration::from_secs(20),
             seed: 1,
+            release_params_during_fit: false,
         },
         strategy,
         ParamVec::zeros(schema.clone()),

@@ -20,6 +20,7 @@ fn engine_with(rounds: u64, clients: usize, min_results: usize, evaluate: f64) -
         fit_timeout: Duration::from_secs(10),
         evaluate_timeout: Duration::from_secs(10),
         seed: 7,
+        release_params_during_fit: false,
     };
     let strategy = FedAvg::new(FedAvgConfig {
         fraction_fit: 1.0,

@@ -104,7 +104,7 @@ enum Input {
 }
 
 /// Loads the global model by its content hash when the engine asks for it back
-/// ([`EngineEvent::ParamsNeeded`](crate::engine::EngineEvent::ParamsNeeded)).
+/// ([`EngineEvent::ParamsNeeded`]).
 pub type ParamsLoader = Box<
     dyn Fn(
             fl_core::ContentHash,

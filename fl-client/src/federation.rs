@@ -191,47 +191,40 @@ pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTra
 /// A trainer that only evaluates, on the held-out digits (or the IDX test files); its
 /// parameters are the seeded initial model.
 pub fn evaluator(config: &FederationConfig) -> Result<BurnTrainer, Error> {
-    let model = model_spec(config)?;
-    let seed = init_seed(config);
-    match data_spec(config)? {
+    let test = match data_spec(config)? {
         DataSpec::Digits {
             partition,
             alpha,
             test_fraction,
         } => {
-            let (_, test) = digits_split(
+            digits_split(
                 config.members.allowed.len(),
                 partition,
                 alpha,
                 test_fraction,
                 config.federation.seed,
-            )?;
-            Ok(BurnTrainer::new(
-                &model,
-                DeviceSpec::Cpu,
-                test.clone(),
-                Some(test),
-                seed,
-            )?)
+            )?
+            .1
         }
         DataSpec::Idx {
             test_images: Some(images),
             test_labels: Some(labels),
             ..
-        } => {
-            let test = idx::load(&images, &labels)?;
-            Ok(BurnTrainer::new(
-                &model,
-                DeviceSpec::Cpu,
-                test.clone(),
-                Some(test),
-                seed,
-            )?)
+        } => idx::load(&images, &labels)?,
+        DataSpec::Idx { .. } => {
+            return Err(Error::Config(
+                "[data]: an evaluator needs test_images and test_labels".into(),
+            ));
         }
-        DataSpec::Idx { .. } => Err(Error::Config(
-            "[data]: an evaluator needs test_images and test_labels".into(),
-        )),
-    }
+    };
+    let model = model_spec(config)?;
+    Ok(BurnTrainer::new(
+        &model,
+        DeviceSpec::Cpu,
+        test.clone(),
+        Some(test),
+        init_seed(config),
+    )?)
 }
 
 /// The seeded initial global parameters of the federation's model.

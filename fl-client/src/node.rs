@@ -285,7 +285,8 @@ async fn run_session<T: Trainer + 'static>(
     report.sessions += 1;
     let max_chunk = (welcome.max_chunk_bytes as usize).clamp(4, wire::MAX_CHUNK_BYTES);
 
-    let heartbeat = {
+    // Stops with the session, however it ends.
+    let _heartbeat = AbortOnDrop({
         let tx = tx.clone();
         let every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms).max(100));
         tokio::spawn(async move {
@@ -302,7 +303,7 @@ async fn run_session<T: Trainer + 'static>(
                 }
             }
         })
-    };
+    });
 
     let mut session = ClientSession::new(schema.hash());
     let result = loop {
@@ -335,25 +336,13 @@ async fn run_session<T: Trainer + 'static>(
             match event {
                 SessionEvent::Fit(task) => {
                     let round = task.round;
-                    let result = match on_trainer(slot, move |t| task.run(t)).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            heartbeat.abort();
-                            return Err(e);
-                        }
-                    };
+                    let result = on_trainer(slot, move |t| task.run(t)).await?;
                     report.fits += 1;
                     let _ = session.complete_fit(round, result);
                 }
                 SessionEvent::Evaluate(task) => {
                     let round = task.round;
-                    let result = match on_trainer(slot, move |t| task.run(t)).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            heartbeat.abort();
-                            return Err(e);
-                        }
-                    };
+                    let result = on_trainer(slot, move |t| task.run(t)).await?;
                     report.evaluations += 1;
                     let _ = session.complete_evaluate(round, result);
                 }
@@ -372,7 +361,6 @@ async fn run_session<T: Trainer + 'static>(
             .await
             .is_err()
             {
-                heartbeat.abort();
                 return Err(NodeError::Closed);
             }
         }
@@ -380,8 +368,16 @@ async fn run_session<T: Trainer + 'static>(
             break Ok(());
         }
     };
-    heartbeat.abort();
     result
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn receive_instruction(

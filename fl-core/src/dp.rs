@@ -270,11 +270,7 @@ impl Strategy for DpFedAvg {
         current: &ParamVec,
         results: WeightedSum,
     ) -> Result<ParamVec, StrategyError> {
-        if results.schema().hash() != current.schema().hash() {
-            return Err(StrategyError::Invalid(
-                "aggregate schema differs from the global model's".into(),
-            ));
-        }
+        crate::strategy::same_schema(current, &results)?;
         if results.count() == 0 {
             return Err(StrategyError::NoResults);
         }

@@ -109,6 +109,16 @@ pub enum StrategyError {
     Invalid(String),
 }
 
+/// Refuses an aggregate whose schema is not the global model's.
+pub(crate) fn same_schema(current: &ParamVec, results: &WeightedSum) -> Result<(), StrategyError> {
+    if results.schema().hash() != current.schema().hash() {
+        return Err(StrategyError::Invalid(
+            "aggregate schema differs from the global model's".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Settings of [`FedAvg`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -191,11 +201,7 @@ impl Strategy for FedAvg {
         current: &ParamVec,
         results: WeightedSum,
     ) -> Result<ParamVec, StrategyError> {
-        if results.schema().hash() != current.schema().hash() {
-            return Err(StrategyError::Invalid(
-                "aggregate schema differs from the global model's".into(),
-            ));
-        }
+        same_schema(current, &results)?;
         results.into_mean().ok_or(StrategyError::NoResults)
     }
 

@@ -306,7 +306,7 @@ async fn run_session<T: Trainer + 'static>(
     });
 
     let mut session = ClientSession::new(schema.hash());
-    let result = loop {
+    loop {
         let kind = match inbound.message().await {
             Ok(Some(frame)) => match frame.kind {
                 Some(kind) => kind,
@@ -367,8 +367,7 @@ async fn run_session<T: Trainer + 'static>(
         if finished {
             break Ok(());
         }
-    };
-    result
+    }
 }
 
 /// Aborts a background task when dropped.

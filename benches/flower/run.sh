@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Side by side: Flower's SecAgg+ (flwr 1.42) and daofl's secure-agg, one whole round each, same
+# n, shares, threshold, dimension and dropout, measured in the same run. Prints one table with
+# the ratios. Usage: benches/flower/run.sh [n] [d]   (defaults 100 and 1000000)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+n=${1:-100}
+d=${2:-1000000}
+shares=11
+t=6
+dropout=0.1
+venv=${FLWR_VENV:-$here/.venv}
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q "flwr==1.42.*"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+(cd "$root" && cargo build -q --release -p secure-agg --example secagg_round)
+ours="$CARGO_TARGET_DIR/release/examples/secagg_round"
+
+out=$(mktemp)
+# Python only under a memory and time limit.
+(ulimit -v 8000000; timeout 900 "$venv/bin/python" "$here/secaggplus_bench.py" \
+    --n "$n" --d "$d" --shares "$shares" --t "$t" --dropout "$dropout" --json) >> "$out"
+for prg in chacha20 aes chacha8; do
+    for bits in 32 16; do
+        "$ours" --n "$n" --d "$d" --degree $((shares - 1)) --t "$t" --dropout "$dropout" \
+            --prg "$prg" --bits "$bits" --json >> "$out"
+    done
+done
+
+python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+flower = rows[0]
+print(f"n={flower['n']} d={flower['d']} shares={flower['k']} t={flower['t']} "
+      f"dropped={flower['dropped']}; CPU seconds (one core); ratio = Flower / ours")
+hdr = f"{'implementation':<28}{'client s':>10}{'server s':>10}{'round s':>10}{'B/param':>9}{'round ratio':>13}"
+print(hdr)
+print("-" * len(hdr))
+for r in rows:
+    name = f"flwr {r['flwr']} (MT19937)" if r["impl"] == "flower" else f"daofl {r['prg']} k={r['bits']}"
+    ratio = flower["round_cpu_s"] / r["round_cpu_s"]
+    print(f"{name:<28}{r['client_cpu_s']:>10.4f}{r['server_cpu_s']:>10.3f}{r['round_cpu_s']:>10.3f}"
+          f"{r['bytes_per_param']:>9.3f}{ratio:>12.1f}x")
+PY
+rm -f "$out"

@@ -1,0 +1,273 @@
+//! The mask generator: a stream cipher keyed with a full 256-bit seed, its keystream read as
+//! values mod `2^k`, several streams added into a vector in one fused pass.
+//!
+//! ## Choice of PRG and why each is secure
+//! - [`PrgKind::ChaCha20`] (default, conservative): ChaCha20 with a 256-bit key and a zero
+//!   nonce. Each key is used for one stream only (self-mask seeds are fresh per round and
+//!   pairwise seeds are derived per session, round and pair by HKDF), so the nonce never
+//!   repeats under a key.
+//! - [`PrgKind::ChaCha12`], [`PrgKind::ChaCha8`]: the same with 12 or 8 rounds. The best
+//!   published attacks on ChaCha reach 7 rounds (and only with impractical complexity), so 8
+//!   rounds keep a margin and 12 a wide one (Aumasson, "Too Much Crypto", 2019, recommends
+//!   ChaCha8). Masks need only pseudorandomness of the keystream, which is what these attacks
+//!   would break.
+//! - [`PrgKind::Aes256Ctr`]: AES-256 in counter mode (hardware AES where the CPU has it,
+//!   detected at run time; a constant-time bitsliced fallback otherwise). AES is a PRP; used
+//!   as a PRF for `q` blocks the distinguishing advantage grows by at most `q^2 / 2^129`,
+//!   below `2^-80` for a 256 MiB mask.
+//!
+//! ## Values from keystream
+//! The modulus is a power of two `2^k`, so the low `k` bits of uniform bits are uniform mod
+//! `2^k`. Each value takes only the bytes it needs: one byte for `k <= 8`, two for
+//! `k <= 16`, four otherwise. All additions wrap mod `2^32` and the result is reduced mod
+//! `2^k` once at the end, which is the same as reducing after every addition.
+
+use aes::Aes256;
+use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::{ChaCha8, ChaCha12, ChaCha20};
+use zeroize::Zeroizing;
+
+/// Values processed per block of the fused pass (keystream for one block of one stream
+/// fits in a small stack buffer).
+const BLOCK: usize = 2048;
+
+/// The stream cipher that expands mask seeds. All clients and the server of a round must use
+/// the same one (it is part of [`crate::SecAggParams`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum PrgKind {
+    /// ChaCha20: the conservative default.
+    #[default]
+    ChaCha20,
+    /// ChaCha with 12 rounds.
+    ChaCha12,
+    /// ChaCha with 8 rounds (the fastest ChaCha; see the module doc for its margin).
+    ChaCha8,
+    /// AES-256 in counter mode (AES-NI when available).
+    Aes256Ctr,
+}
+
+impl PrgKind {
+    /// The byte used for this kind in encodings.
+    pub fn code(self) -> u8 {
+        match self {
+            PrgKind::ChaCha20 => 0,
+            PrgKind::ChaCha12 => 1,
+            PrgKind::ChaCha8 => 2,
+            PrgKind::Aes256Ctr => 3,
+        }
+    }
+
+    /// The kind for [`PrgKind::code`], if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => PrgKind::ChaCha20,
+            1 => PrgKind::ChaCha12,
+            2 => PrgKind::ChaCha8,
+            3 => PrgKind::Aes256Ctr,
+            _ => return None,
+        })
+    }
+}
+
+type Aes256Ctr = ctr::Ctr128BE<Aes256>;
+
+/// One keystream.
+enum Stream {
+    ChaCha20(ChaCha20),
+    ChaCha12(ChaCha12),
+    ChaCha8(ChaCha8),
+    Aes(Box<Aes256Ctr>),
+}
+
+impl Stream {
+    fn new(kind: PrgKind, key: &[u8; 32]) -> Self {
+        let nonce = [0_u8; 12];
+        match kind {
+            PrgKind::ChaCha20 => Stream::ChaCha20(ChaCha20::new(key.into(), &nonce.into())),
+            PrgKind::ChaCha12 => Stream::ChaCha12(ChaCha12::new(key.into(), &nonce.into())),
+            PrgKind::ChaCha8 => Stream::ChaCha8(ChaCha8::new(key.into(), &nonce.into())),
+            PrgKind::Aes256Ctr => {
+                Stream::Aes(Box::new(Aes256Ctr::new(key.into(), &[0_u8; 16].into())))
+            }
+        }
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        buf.fill(0);
+        match self {
+            Stream::ChaCha20(c) => c.apply_keystream(buf),
+            Stream::ChaCha12(c) => c.apply_keystream(buf),
+            Stream::ChaCha8(c) => c.apply_keystream(buf),
+            Stream::Aes(c) => c.apply_keystream(buf),
+        }
+    }
+}
+
+/// Whether a stream is added to or subtracted from the vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    /// Add the stream.
+    Plus,
+    /// Subtract the stream.
+    Minus,
+}
+
+/// A seed and the sign its stream enters with.
+pub struct MaskSeed {
+    /// The 256-bit key of the stream.
+    pub key: Zeroizing<[u8; 32]>,
+    /// Added or subtracted.
+    pub sign: Sign,
+}
+
+/// Bytes of keystream per value mod `2^bits`.
+pub(crate) fn value_width(bits: u32) -> usize {
+    match bits {
+        0..=8 => 1,
+        9..=16 => 2,
+        _ => 4,
+    }
+}
+
+/// The mask for `bits`: `2^bits - 1`.
+pub(crate) fn modulus_mask(bits: u32) -> u32 {
+    if bits >= 32 {
+        u32::MAX
+    } else {
+        (1 << bits) - 1
+    }
+}
+
+/// Adds (or subtracts) every seed's stream into `out` mod `2^bits` in one pass over `out`,
+/// block by block, never holding more than one block of keystream; then reduces `out` mod
+/// `2^bits`. (The client and server rounds call this; it is public for benchmarks.)
+pub fn apply_masks(out: &mut [u32], seeds: &[MaskSeed], kind: PrgKind, bits: u32) {
+    let width = value_width(bits);
+    let mask = modulus_mask(bits);
+    let mut streams: Vec<(Stream, Sign)> = seeds
+        .iter()
+        .map(|s| (Stream::new(kind, &s.key), s.sign))
+        .collect();
+    let mut buf = Zeroizing::new([0_u8; BLOCK * 4]);
+    for chunk in out.chunks_mut(BLOCK) {
+        let ks = &mut buf[..chunk.len() * width];
+        for (stream, sign) in &mut streams {
+            stream.fill(ks);
+            match (width, *sign) {
+                (4, Sign::Plus) => add4(chunk, ks),
+                (4, Sign::Minus) => sub4(chunk, ks),
+                (2, Sign::Plus) => add2(chunk, ks),
+                (2, Sign::Minus) => sub2(chunk, ks),
+                (_, Sign::Plus) => add1(chunk, ks),
+                (_, Sign::Minus) => sub1(chunk, ks),
+            }
+        }
+        for v in chunk.iter_mut() {
+            *v &= mask;
+        }
+    }
+}
+
+fn add4(out: &mut [u32], ks: &[u8]) {
+    for (o, c) in out.iter_mut().zip(ks.chunks_exact(4)) {
+        *o = o.wrapping_add(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    }
+}
+
+fn sub4(out: &mut [u32], ks: &[u8]) {
+    for (o, c) in out.iter_mut().zip(ks.chunks_exact(4)) {
+        *o = o.wrapping_sub(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    }
+}
+
+fn add2(out: &mut [u32], ks: &[u8]) {
+    for (o, c) in out.iter_mut().zip(ks.chunks_exact(2)) {
+        *o = o.wrapping_add(u32::from(u16::from_le_bytes([c[0], c[1]])));
+    }
+}
+
+fn sub2(out: &mut [u32], ks: &[u8]) {
+    for (o, c) in out.iter_mut().zip(ks.chunks_exact(2)) {
+        *o = o.wrapping_sub(u32::from(u16::from_le_bytes([c[0], c[1]])));
+    }
+}
+
+fn add1(out: &mut [u32], ks: &[u8]) {
+    for (o, &c) in out.iter_mut().zip(ks) {
+        *o = o.wrapping_add(u32::from(c));
+    }
+}
+
+fn sub1(out: &mut [u32], ks: &[u8]) {
+    for (o, &c) in out.iter_mut().zip(ks) {
+        *o = o.wrapping_sub(u32::from(c));
+    }
+}
+
+/// Raw keystream of `kind` under `key` into `buf` (for benchmarks and tests).
+pub fn keystream(kind: PrgKind, key: &[u8; 32], buf: &mut [u8]) {
+    let mut s = Stream::new(kind, key);
+    for chunk in buf.chunks_mut(BLOCK * 4) {
+        s.fill(chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed(b: u8, sign: Sign) -> MaskSeed {
+        MaskSeed {
+            key: Zeroizing::new([b; 32]),
+            sign,
+        }
+    }
+
+    #[test]
+    fn plus_and_minus_cancel_for_every_kind_and_width() {
+        for kind in [
+            PrgKind::ChaCha20,
+            PrgKind::ChaCha12,
+            PrgKind::ChaCha8,
+            PrgKind::Aes256Ctr,
+        ] {
+            for bits in [5, 8, 12, 16, 20, 32] {
+                let x: Vec<u32> = (0..5000).map(|i| i & modulus_mask(bits)).collect();
+                let mut y = x.clone();
+                apply_masks(&mut y, &[seed(1, Sign::Plus), seed(2, Sign::Plus)], kind, bits);
+                assert_ne!(x, y);
+                assert!(y.iter().all(|&v| v <= modulus_mask(bits)));
+                apply_masks(&mut y, &[seed(2, Sign::Minus)], kind, bits);
+                apply_masks(&mut y, &[seed(1, Sign::Minus)], kind, bits);
+                assert_eq!(x, y, "{kind:?} {bits}");
+            }
+        }
+    }
+
+    #[test]
+    fn masks_read_the_keystream_in_order() {
+        let mut ks = vec![0_u8; 4 * 5000];
+        keystream(PrgKind::ChaCha20, &[3; 32], &mut ks);
+        let mut y = vec![0_u32; 5000];
+        apply_masks(&mut y, &[seed(3, Sign::Plus)], PrgKind::ChaCha20, 32);
+        for (i, v) in y.iter().enumerate() {
+            assert_eq!(*v, u32::from_le_bytes(ks[4 * i..4 * i + 4].try_into().unwrap()));
+        }
+        let mut y = vec![0_u32; 5000];
+        apply_masks(&mut y, &[seed(3, Sign::Plus)], PrgKind::ChaCha20, 16);
+        for (i, v) in y.iter().enumerate() {
+            assert_eq!(*v, u32::from(u16::from_le_bytes([ks[2 * i], ks[2 * i + 1]])));
+        }
+    }
+
+    #[test]
+    fn kinds_round_trip_their_codes() {
+        for code in 0..=255 {
+            if let Some(k) = PrgKind::from_code(code) {
+                assert_eq!(k.code(), code);
+            }
+        }
+        assert_eq!(PrgKind::from_code(4), None);
+    }
+}

@@ -3,6 +3,9 @@
 //! `cargo bench -p secure-agg --bench secagg`. The whole round (server unmask at n = 100,
 //! d = 10^6, 10% dropouts, bytes per parameter) is `examples/secagg_round.rs`.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -75,7 +78,9 @@ fn codec(c: &mut Criterion) {
         b.iter(|| rotated.encode(&x, &mut rng).unwrap())
     });
     let enc = plain.encode(&x, &mut rng).unwrap();
-    g.bench_function("decode_sum", |b| b.iter(|| plain.decode_sum(&enc, D).unwrap()));
+    g.bench_function("decode_sum", |b| {
+        b.iter(|| plain.decode_sum(&enc, D).unwrap())
+    });
     g.finish();
 }
 

@@ -156,7 +156,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut inbound = Vec::new();
     time(&mut server_time, &mut || {
         for (i, p) in packets.drain(..) {
-            server.handle_share_packets(i, p, &registry).expect("packets");
+            server
+                .handle_share_packets(i, p, &registry)
+                .expect("packets");
         }
         inbound = server.close_share_keys().expect("inbound");
     });
@@ -192,14 +194,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, req) in requests {
         let c = clients.get_mut(&i).expect("client");
         time(&mut client_time, &mut || {
-            let r = c.handle_unmask_request(req.clone(), &signers[&i]).expect("unmask");
+            let r = c
+                .handle_unmask_request(req.clone(), &signers[&i])
+                .expect("unmask");
             uplink += r.to_bytes().len() as u64;
             responses.push((i, r));
         });
     }
     time(&mut server_time, &mut || {
         for (i, r) in responses.drain(..) {
-            server.handle_unmask_response(i, r, &registry).expect("response");
+            server
+                .handle_unmask_response(i, r, &registry)
+                .expect("response");
         }
     });
     let t0 = Instant::now();
@@ -241,7 +247,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  client CPU s (mean per client) {per_client:.4}");
         println!("  server CPU s                   {server_s:.4}");
         println!("  round CPU s (all clients + server) {total:.3}");
-        println!("  bytes/parameter (masked vector) {bytes_per_param:.3} (uplink all messages {uplink_per_param:.3})");
+        println!(
+            "  bytes/parameter (masked vector) {bytes_per_param:.3} (uplink all messages {uplink_per_param:.3})"
+        );
         println!("  process CPU s {cpu:.2}, wall s {wall:.2}, max decode error {max_err:.2e}");
     }
     Ok(())

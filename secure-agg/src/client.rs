@@ -167,8 +167,7 @@ impl ClientRound {
     /// Runs a stage handler; an error fails the round for this client.
     fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let out = f(self);
-        if out.is_err() && !matches!(out, Err(Error::WrongStage { .. } | Error::AlreadyAnswered))
-        {
+        if out.is_err() && !matches!(out, Err(Error::WrongStage { .. } | Error::AlreadyAnswered)) {
             self.stage = Stage::Failed;
             self.held.clear();
         }
@@ -408,8 +407,7 @@ impl ClientRound {
     ) -> Result<UnmaskResponse> {
         let survivors: BTreeSet<u32> = request.survivors.iter().copied().collect();
         let dropped: BTreeSet<u32> = request.dropped.iter().copied().collect();
-        if survivors.len() != request.survivors.len() || dropped.len() != request.dropped.len()
-        {
+        if survivors.len() != request.survivors.len() || dropped.len() != request.dropped.len() {
             return Err(Error::Duplicate {
                 client: u32::MAX,
                 what: "the unmask request",

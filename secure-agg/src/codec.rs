@@ -102,14 +102,16 @@ impl CodecConfig {
         // sensitivity; solve for s (the sampler rounds sigma^2 up by a relative 2^-39).
         let tau = match self.noise {
             Some(z) => {
-                z.noise_multiplier * (1.0 + 1e-9) * (n / f64::from(z.min_surviving_clients)).sqrt()
+                z.noise_multiplier
+                    * (1.0 + 1e-9)
+                    * (n / f64::from(z.min_surviving_clients)).sqrt()
                     * tail_factor(padded)
             }
             None => 0.0,
         };
         let s = (room - n - tau * padded.sqrt() / 2.0) / (n * c + tau * self.clip_norm);
         self.scale = s * (1.0 - 1e-9);
-        if !(self.scale > 0.0) {
+        if self.scale.is_nan() || self.scale <= 0.0 {
             self.scale = 1.0;
         }
         Codec::new(self.clone(), dim)?;
@@ -191,7 +193,7 @@ impl Codec {
         });
         let total = n * per_client + tail;
         let room = 2f64.powi(config.modulus_bits as i32 - 1) - 1.0;
-        if !(total <= room) {
+        if total.is_nan() || total > room {
             let needed_bits = (total + 1.0).log2().ceil() as u32 + 1;
             return Err(Error::WouldWrap {
                 clients: u64::from(config.max_clients),

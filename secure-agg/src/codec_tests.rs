@@ -99,7 +99,10 @@ fn all_extreme_clients_do_not_wrap() {
         }
         let dec = codec.decode_sum(&sum, 1).unwrap();
         let expected = 100.0 * f64::from(x);
-        assert!((dec[0] - expected).abs() < 100.0 / cfg.scale + 1e-9, "{dec:?}");
+        assert!(
+            (dec[0] - expected).abs() < 100.0 / cfg.scale + 1e-9,
+            "{dec:?}"
+        );
     }
 }
 
@@ -115,8 +118,20 @@ fn wrap_possible_configs_are_rejected_with_the_numbers() {
     };
     let e = Codec::new(cfg, 10).unwrap_err();
     let text = e.to_string();
-    assert!(matches!(e, Error::WouldWrap { needed_bits: 33, .. }), "{text}");
-    assert!(text.contains("n=100") && text.contains("33 bits") && text.contains("32"), "{text}");
+    assert!(
+        matches!(
+            e,
+            Error::WouldWrap {
+                needed_bits: 33,
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("n=100") && text.contains("33 bits") && text.contains("32"),
+        "{text}"
+    );
     assert!(text.contains("lower scale or clip_norm"), "{text}");
     assert!(CodecConfig::for_clients(1 << 30, 1.0, 8).is_err());
     assert!(CodecConfig::for_clients(0, 1.0, 8).is_err());
@@ -141,7 +156,11 @@ fn for_clients_picks_the_largest_scale() {
 fn bad_input_is_an_error() {
     let codec = Codec::new(CodecConfig::for_clients(3, 1.0, 16).unwrap(), 4).unwrap();
     assert!(codec.encode(&[1.0; 3], &mut rng(1)).is_err());
-    assert!(codec.encode(&[1.0, f32::NAN, 0.0, 0.0], &mut rng(1)).is_err());
+    assert!(
+        codec
+            .encode(&[1.0, f32::NAN, 0.0, 0.0], &mut rng(1))
+            .is_err()
+    );
     assert!(codec.decode_sum(&[0; 3], 3).is_err());
     assert!(codec.decode_sum(&[0; 4], 5).is_err());
 }
@@ -174,7 +193,10 @@ fn noise_share_has_the_right_variance() {
     let mean = vals.iter().sum::<f64>() / dim as f64;
     let sample_var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / dim as f64;
     // Standard error of a variance estimate: var sqrt(2/N) ~ 1.1%; allow 5 of them.
-    assert!((sample_var / var - 1.0).abs() < 0.055, "{sample_var} vs {var}");
+    assert!(
+        (sample_var / var - 1.0).abs() < 0.055,
+        "{sample_var} vs {var}"
+    );
     assert!(mean.abs() < 5.0 * (var / dim as f64).sqrt(), "{mean}");
     // The noise takes room: the noisy config has a smaller scale than the noiseless one.
     assert!(cfg.scale < CodecConfig::for_clients(20, 1.0, 24).unwrap().scale);

@@ -245,8 +245,11 @@ mod tests {
         assert_eq!(small.degree, 9);
         assert!(2 * small.threshold > 10 + 1);
         let p = GraphParams::choose(1000, 0.05, 0.05).unwrap();
-        assert!(p.degree < 200 && p.degree % 2 == 0, "{p:?}");
-        assert!(p.threshold <= p.degree && 2 * p.threshold > p.degree + 1, "{p:?}");
+        assert!(p.degree < 200 && p.degree.is_multiple_of(2), "{p:?}");
+        assert!(
+            p.threshold <= p.degree && 2 * p.threshold > p.degree + 1,
+            "{p:?}"
+        );
         let q = GraphParams::choose(100_000, 0.05, 0.05).unwrap();
         assert!(q.degree < 400, "{q:?}");
         assert!(GraphParams::choose(10, 0.5, 0.4).is_err());

@@ -53,9 +53,7 @@ impl SecAggParams {
             return Err(Error::param(
                 "threshold",
                 self.threshold,
-                format!(
-                    "more than half of the {shares} shares per client and at most all of them"
-                ),
+                format!("more than half of the {shares} shares per client and at most all of them"),
             ));
         }
         Ok(())

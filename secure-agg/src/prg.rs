@@ -235,7 +235,12 @@ mod tests {
             for bits in [5, 8, 12, 16, 20, 32] {
                 let x: Vec<u32> = (0..5000).map(|i| i & modulus_mask(bits)).collect();
                 let mut y = x.clone();
-                apply_masks(&mut y, &[seed(1, Sign::Plus), seed(2, Sign::Plus)], kind, bits);
+                apply_masks(
+                    &mut y,
+                    &[seed(1, Sign::Plus), seed(2, Sign::Plus)],
+                    kind,
+                    bits,
+                );
                 assert_ne!(x, y);
                 assert!(y.iter().all(|&v| v <= modulus_mask(bits)));
                 apply_masks(&mut y, &[seed(2, Sign::Minus)], kind, bits);
@@ -252,12 +257,18 @@ mod tests {
         let mut y = vec![0_u32; 5000];
         apply_masks(&mut y, &[seed(3, Sign::Plus)], PrgKind::ChaCha20, 32);
         for (i, v) in y.iter().enumerate() {
-            assert_eq!(*v, u32::from_le_bytes(ks[4 * i..4 * i + 4].try_into().unwrap()));
+            assert_eq!(
+                *v,
+                u32::from_le_bytes(ks[4 * i..4 * i + 4].try_into().unwrap())
+            );
         }
         let mut y = vec![0_u32; 5000];
         apply_masks(&mut y, &[seed(3, Sign::Plus)], PrgKind::ChaCha20, 16);
         for (i, v) in y.iter().enumerate() {
-            assert_eq!(*v, u32::from(u16::from_le_bytes([ks[2 * i], ks[2 * i + 1]])));
+            assert_eq!(
+                *v,
+                u32::from(u16::from_le_bytes([ks[2 * i], ks[2 * i + 1]]))
+            );
         }
     }
 

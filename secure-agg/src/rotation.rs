@@ -91,7 +91,9 @@ mod tests {
     fn rotation_preserves_norm_and_inverts() {
         let n = 1024;
         let r = Rotation::new(&[7; 32], n);
-        let x: Vec<f64> = (0..n).map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0).collect();
+        let x: Vec<f64> = (0..n)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0)
+            .collect();
         let mut y = x.clone();
         r.forward(&mut y);
         let nx: f64 = x.iter().map(|v| v * v).sum::<f64>().sqrt();

@@ -386,10 +386,16 @@ impl ServerRound {
         let mut s_points: BTreeMap<u32, Vec<(u128, &Share)>> = BTreeMap::new();
         for (&r, msg) in &self.responses {
             for (j, share) in &msg.self_mask_shares {
-                b_points.entry(*j).or_default().push((shamir::x_of(r), share));
+                b_points
+                    .entry(*j)
+                    .or_default()
+                    .push((shamir::x_of(r), share));
             }
             for (j, share) in &msg.key_shares {
-                s_points.entry(*j).or_default().push((shamir::x_of(r), share));
+                s_points
+                    .entry(*j)
+                    .or_default()
+                    .push((shamir::x_of(r), share));
             }
         }
         let dropped: Vec<u32> = self

@@ -52,7 +52,10 @@ impl Share {
     /// [`Error::Malformed`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() != Self::LEN {
-            return Err(Error::malformed("share", format!("{} bytes, not 48", bytes.len())));
+            return Err(Error::malformed(
+                "share",
+                format!("{} bytes, not 48", bytes.len()),
+            ));
         }
         let mut ys = [0_u128; 3];
         for (y, chunk) in ys.iter_mut().zip(bytes.chunks_exact(16)) {
@@ -60,7 +63,10 @@ impl Share {
             b.copy_from_slice(chunk);
             *y = u128::from_le_bytes(b);
             if *y >= P {
-                return Err(Error::malformed("share", "field element not below 2^127 - 1"));
+                return Err(Error::malformed(
+                    "share",
+                    "field element not below 2^127 - 1",
+                ));
             }
         }
         Ok(Share(ys))
@@ -297,7 +303,11 @@ mod tests {
         let pts: Vec<(u128, &Share)> = xs.iter().copied().zip(&shares).take(2).collect();
         assert!(matches!(
             reconstruct(&pts, 3, 0, "t"),
-            Err(Error::TooFewShares { have: 2, need: 3, .. })
+            Err(Error::TooFewShares {
+                have: 2,
+                need: 3,
+                ..
+            })
         ));
         // A tampered share gives a wrong secret, almost always caught by the limb widths.
         let mut bad = shares[0].clone();
@@ -305,7 +315,11 @@ mod tests {
         let pts = [(xs[0], &bad), (xs[1], &shares[1]), (xs[2], &shares[2])];
         assert!(reconstruct(&pts, 3, 0, "t").is_err());
         // Duplicate x-coordinates are refused.
-        let pts = [(xs[0], &shares[0]), (xs[0], &shares[0]), (xs[2], &shares[2])];
+        let pts = [
+            (xs[0], &shares[0]),
+            (xs[0], &shares[0]),
+            (xs[2], &shares[2]),
+        ];
         assert!(reconstruct(&pts, 3, 0, "t").is_err());
     }
 

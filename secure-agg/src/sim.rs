@@ -118,12 +118,15 @@ impl<'a> Sim<'a> {
                 continue;
             }
             let signer = signers[&i].as_ref();
-            let Some(client) = self.clients.get_mut(&i) else { continue };
-            let Ok(ad) = client.advertise(signer) else { continue };
+            let Some(client) = self.clients.get_mut(&i) else {
+                continue;
+            };
+            let Ok(ad) = client.advertise(signer) else {
+                continue;
+            };
             let bytes = ad.to_bytes();
             self.stats.uplink += bytes.len() as u64;
-            let _ = server
-                .handle_advertisement(i, SignedAdvertisement::from_bytes(&bytes, &l)?, v);
+            let _ = server.handle_advertisement(i, SignedAdvertisement::from_bytes(&bytes, &l)?, v);
         }
         let directory = server.close_advertise()?.to_bytes();
         // Stage 2.
@@ -141,8 +144,7 @@ impl<'a> Sim<'a> {
             let Ok(packets) = out else { continue };
             let bytes = packets.to_bytes();
             self.stats.uplink += bytes.len() as u64;
-            let _ = server
-                .handle_share_packets(i, SharePackets::from_bytes(&bytes, &l)?, v);
+            let _ = server.handle_share_packets(i, SharePackets::from_bytes(&bytes, &l)?, v);
         }
         // Stage 3.
         for (i, inbound) in server.close_share_keys()? {
@@ -153,12 +155,12 @@ impl<'a> Sim<'a> {
             self.stats.downlink += bytes.len() as u64;
             let mut input = inputs.get(&i).cloned().unwrap_or_default();
             let signer = signers[&i].as_ref();
-            let Some(client) = self.clients.get_mut(&i) else { continue };
-            let Ok(header) = client.handle_shares(
-                InboundShares::from_bytes(&bytes, &l)?,
-                &mut input,
-                signer,
-            ) else {
+            let Some(client) = self.clients.get_mut(&i) else {
+                continue;
+            };
+            let Ok(header) =
+                client.handle_shares(InboundShares::from_bytes(&bytes, &l)?, &mut input, signer)
+            else {
                 continue;
             };
             let header_bytes = header.to_bytes();
@@ -182,7 +184,9 @@ impl<'a> Sim<'a> {
             let bytes = request.to_bytes();
             self.stats.downlink += bytes.len() as u64;
             let signer = signers[&i].as_ref();
-            let Some(client) = self.clients.get_mut(&i) else { continue };
+            let Some(client) = self.clients.get_mut(&i) else {
+                continue;
+            };
             let Ok(response) =
                 client.handle_unmask_request(UnmaskRequest::from_bytes(&bytes, &l)?, signer)
             else {
@@ -190,8 +194,7 @@ impl<'a> Sim<'a> {
             };
             let bytes = response.to_bytes();
             self.stats.uplink += bytes.len() as u64;
-            let _ = server
-                .handle_unmask_response(i, UnmaskResponse::from_bytes(&bytes, &l)?, v);
+            let _ = server.handle_unmask_response(i, UnmaskResponse::from_bytes(&bytes, &l)?, v);
         }
         server.finish()
     }

@@ -132,10 +132,7 @@ impl<'a> Reader<'a> {
         if n > limits.max_signature_len {
             return Err(Error::malformed(
                 self.message,
-                format!(
-                    "signature of {n} bytes, limit {}",
-                    limits.max_signature_len
-                ),
+                format!("signature of {n} bytes, limit {}", limits.max_signature_len),
             ));
         }
         Ok(self.take(n)?.to_vec())
@@ -181,7 +178,10 @@ pub fn pack_values(values: &[u32], bits: u32) -> Vec<u8> {
         return values.iter().flat_map(|v| v.to_le_bytes()).collect();
     }
     if bits == 16 {
-        return values.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect();
+        return values
+            .iter()
+            .flat_map(|&v| (v as u16).to_le_bytes())
+            .collect();
     }
     if bits == 8 {
         return values.iter().map(|&v| v as u8).collect();
@@ -219,7 +219,10 @@ pub fn unpack_values(bytes: &[u8], bits: u32, len: usize) -> Result<Vec<u32>> {
     if bytes.len() != expected {
         return Err(Error::malformed(
             "masked vector",
-            format!("{} bytes, {len} values of {bits} bits need {expected}", bytes.len()),
+            format!(
+                "{} bytes, {len} values of {bits} bits need {expected}",
+                bytes.len()
+            ),
         ));
     }
     match bits {
@@ -265,7 +268,11 @@ mod tests {
     #[test]
     fn packing_round_trips_every_width() {
         for bits in 1..=32_u32 {
-            let mask = if bits == 32 { u32::MAX } else { (1 << bits) - 1 };
+            let mask = if bits == 32 {
+                u32::MAX
+            } else {
+                (1 << bits) - 1
+            };
             for len in [0, 1, 7, 8, 9, 100] {
                 let v: Vec<u32> = (0..len as u32)
                     .map(|i| i.wrapping_mul(2_654_435_761) & mask)

@@ -54,6 +54,41 @@ pub fn identities(ids: &[u32]) -> (BTreeMap<u32, Box<dyn MessageSigner>>, Regist
     (signers, Registry(keys))
 }
 
+/// A keyed-hash stand-in for signatures, for the long property tests (k256 verification of
+/// n² advertisements dominates them otherwise). Unforgeable without the per-client key, which
+/// only the registry and the client hold; the security tests use real ECDSA.
+pub struct MacSigner(pub [u8; 32]);
+
+impl MessageSigner for MacSigner {
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update(message);
+        h.finalize().to_vec()
+    }
+}
+
+pub struct MacRegistry(pub BTreeMap<u32, [u8; 32]>);
+
+impl SignatureVerifier for MacRegistry {
+    fn verify(&self, client: u32, message: &[u8], signature: &[u8]) -> bool {
+        self.0
+            .get(&client)
+            .is_some_and(|k| MacSigner(*k).sign(message) == signature)
+    }
+}
+
+pub fn mac_identities(ids: &[u32]) -> (BTreeMap<u32, Box<dyn MessageSigner>>, MacRegistry) {
+    let mut signers: BTreeMap<u32, Box<dyn MessageSigner>> = BTreeMap::new();
+    let mut keys = BTreeMap::new();
+    for &i in ids {
+        let key: [u8; 32] = Sha256::digest(i.to_le_bytes()).into();
+        keys.insert(i, key);
+        signers.insert(i, Box::new(MacSigner(key)));
+    }
+    (signers, MacRegistry(keys))
+}
+
 pub fn rng(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
 }
@@ -125,7 +160,12 @@ impl Manual {
                 .handle_share_packets(i, p, &self.registry)
                 .unwrap();
         }
-        self.inbound = self.server.close_share_keys().unwrap().into_iter().collect();
+        self.inbound = self
+            .server
+            .close_share_keys()
+            .unwrap()
+            .into_iter()
+            .collect();
     }
 
     /// Masks each client's input `i + j` (mod 2^k) and hands it to the server.

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use secure_agg::{
-    InboundShares, KeyDirectory, Limits, MaskedInputHeader, PrgKind, SecAggParams,
-    SharePackets, SignedAdvertisement, UnmaskRequest, UnmaskResponse, unpack_values,
+    InboundShares, KeyDirectory, Limits, MaskedInputHeader, PrgKind, SecAggParams, SharePackets,
+    SignedAdvertisement, UnmaskRequest, UnmaskResponse, unpack_values,
 };
 
 use crate::common::Manual;
@@ -13,9 +13,13 @@ type Decoder = fn(&[u8], &Limits) -> bool;
 
 fn decoders() -> Vec<(&'static str, Decoder)> {
     vec![
-        ("advertisement", |b, l| SignedAdvertisement::from_bytes(b, l).is_ok()),
+        ("advertisement", |b, l| {
+            SignedAdvertisement::from_bytes(b, l).is_ok()
+        }),
         ("directory", |b, l| KeyDirectory::from_bytes(b, l).is_ok()),
-        ("share packets", |b, l| SharePackets::from_bytes(b, l).is_ok()),
+        ("share packets", |b, l| {
+            SharePackets::from_bytes(b, l).is_ok()
+        }),
         ("inbound", |b, l| InboundShares::from_bytes(b, l).is_ok()),
         ("header", |b, l| MaskedInputHeader::from_bytes(b, l).is_ok()),
         ("request", |b, l| UnmaskRequest::from_bytes(b, l).is_ok()),
@@ -25,8 +29,7 @@ fn decoders() -> Vec<(&'static str, Decoder)> {
 
 /// One valid encoding of every message type, from a real round (made once).
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
-    static SAMPLES: std::sync::OnceLock<Vec<(&'static str, Vec<u8>)>> =
-        std::sync::OnceLock::new();
+    static SAMPLES: std::sync::OnceLock<Vec<(&'static str, Vec<u8>)>> = std::sync::OnceLock::new();
     SAMPLES.get_or_init(make_samples).clone()
 }
 
@@ -93,7 +96,10 @@ fn valid_encodings_round_trip_and_damaged_ones_fail() {
         assert_eq!(name, *dname);
         assert!(decode(&bytes, &l), "{name} does not decode");
         for cut in 0..bytes.len() {
-            assert!(!decode(&bytes[..cut], &l), "{name} truncated to {cut} decodes");
+            assert!(
+                !decode(&bytes[..cut], &l),
+                "{name} truncated to {cut} decodes"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);

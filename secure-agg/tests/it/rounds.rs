@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use secure_agg::sim::{Sim, SimStage};
 use secure_agg::{Error, GraphParams, PrgKind, SecAggParams};
 
-use crate::common::{BINDING, identities, rng};
+use crate::common::{BINDING, identities, mac_identities, rng};
 
 const STAGES: [SimStage; 4] = [
     SimStage::Advertise,
@@ -32,7 +32,15 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (3_u32..60, 1_usize..64, 1_u32..=32, 1_usize..30, 0.0..1.0_f64, 0_u8..4, any::<u64>())
+    (
+        3_u32..60,
+        1_usize..64,
+        1_u32..=32,
+        1_usize..30,
+        0.0..1.0_f64,
+        0_u8..4,
+        any::<u64>(),
+    )
         .prop_flat_map(|(n, dim, bits, degree, t_frac, prg, seed)| {
             let drops = proptest::collection::vec((0..n, 0_usize..4), 0..(n as usize / 2 + 2));
             drops.prop_map(move |drops| Case {
@@ -50,7 +58,7 @@ fn case() -> impl Strategy<Value = Case> {
 
 fn run_case(c: &Case) -> Result<(), TestCaseError> {
     let ids: Vec<u32> = (0..c.n).collect();
-    let (signers, registry) = identities(&ids);
+    let (signers, registry) = mac_identities(&ids);
     // Shares per client as planned (before any drop).
     let nominal = 2 * c.degree.div_ceil(2) + 1;
     let m = nominal.min(c.n as usize);
@@ -65,7 +73,11 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
         prg: c.prg,
     };
     prop_assume!(params.validate().is_ok());
-    let mask = if c.bits == 32 { u32::MAX } else { (1 << c.bits) - 1 };
+    let mask = if c.bits == 32 {
+        u32::MAX
+    } else {
+        (1 << c.bits) - 1
+    };
     let mut r = rng(c.seed);
     let inputs: BTreeMap<u32, Vec<u32>> = ids
         .iter()
@@ -86,9 +98,16 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
     for (&i, &s) in &dropped_at {
         sim.drop_at(i, s);
     }
-    let u1 = c.n as usize - dropped_at.values().filter(|&&s| s == SimStage::Advertise).count();
+    let u1 = c.n as usize
+        - dropped_at
+            .values()
+            .filter(|&&s| s == SimStage::Advertise)
+            .count();
     let shares_after_u1 = params.shares_per_client(u1);
-    let later_drops = dropped_at.values().filter(|&&s| s > SimStage::Advertise).count();
+    let later_drops = dropped_at
+        .values()
+        .filter(|&&s| s > SimStage::Advertise)
+        .count();
     let tolerated = shares_after_u1 >= t && later_drops <= shares_after_u1 - t;
     let result = sim.run(&inputs);
     // Whatever happened, nobody's two secrets were both revealed to the threshold.
@@ -104,7 +123,10 @@ fn run_case(c: &Case) -> Result<(), TestCaseError> {
     }
     for (j, b) in &b_count {
         let s = s_count.get(j).copied().unwrap_or(0);
-        prop_assert!(!(*b >= t && s >= t), "both secrets of {j} revealed: {b} and {s}");
+        prop_assert!(
+            !(*b >= t && s >= t),
+            "both secrets of {j} revealed: {b} and {s}"
+        );
     }
     match result {
         Ok(out) => {
@@ -197,7 +219,17 @@ fn too_many_dropouts_abort_cleanly() {
         sim.drop_at(i, SimStage::Unmask);
     }
     let e = sim.run(&inputs).unwrap_err();
-    assert!(matches!(e, Error::TooFewShares { need: 7, have: 6, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::TooFewShares {
+                need: 7,
+                have: 6,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // Four drop before masked input: clients see 6 survivors < 7 and refuse to answer.
     let mut sim = Sim::new(BINDING, params, &signers, &registry, &mut rng(4)).unwrap();
     for i in 0..4 {

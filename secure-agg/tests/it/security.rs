@@ -1,8 +1,8 @@
 //! What a malicious server, a forger or a replayer gets: errors, never secrets.
 
 use secure_agg::{
-    ClientRound, Error, GraphParams, MessageSigner, PrgKind, Revealed, RoundBinding,
-    SecAggParams, ServerRound, UnmaskRequest,
+    ClientRound, Error, GraphParams, MessageSigner, PrgKind, Revealed, RoundBinding, SecAggParams,
+    ServerRound, UnmaskRequest,
 };
 
 use crate::common::{BINDING, EcdsaSigner, Manual, identities, rng, signing_key};
@@ -59,7 +59,10 @@ fn both_dropped_and_alive_gets_no_answer_ever() {
         Err(Error::InconsistentDropouts { client }) if client == other
     ));
     // Even the honest request is refused afterwards.
-    assert!(c.handle_unmask_request(m.requests[&0].clone(), signer).is_err());
+    assert!(
+        c.handle_unmask_request(m.requests[&0].clone(), signer)
+            .is_err()
+    );
     assert!(c.revealed().is_empty());
 }
 
@@ -137,10 +140,18 @@ fn forged_or_replayed_advertisements_are_rejected() {
     // Client 1's real advertisement claimed by client 2.
     let mut c1 = ClientRound::new(BINDING, p, 1, &ids, &mut rng(6)).unwrap();
     let ad1 = c1.advertise(signers[&1].as_ref()).unwrap();
-    assert!(server.handle_advertisement(2, ad1.clone(), &registry).is_err());
+    assert!(
+        server
+            .handle_advertisement(2, ad1.clone(), &registry)
+            .is_err()
+    );
     let mut relabelled = ad1.clone();
     relabelled.client = 2;
-    assert!(server.handle_advertisement(2, relabelled, &registry).is_err());
+    assert!(
+        server
+            .handle_advertisement(2, relabelled, &registry)
+            .is_err()
+    );
     // Made for another round or another session.
     for other in [
         RoundBinding {
@@ -160,7 +171,9 @@ fn forged_or_replayed_advertisements_are_rejected() {
         ));
     }
     // The real one is accepted once.
-    server.handle_advertisement(1, ad1.clone(), &registry).unwrap();
+    server
+        .handle_advertisement(1, ad1.clone(), &registry)
+        .unwrap();
     assert!(matches!(
         server.handle_advertisement(1, ad1, &registry),
         Err(Error::Duplicate { .. })
@@ -183,9 +196,10 @@ fn a_client_rejects_a_directory_with_a_forged_or_swapped_key() {
     let mut dir = m.directory.clone().unwrap();
     dir.entries.retain(|e| e.client != 1);
     let c = m.clients.get_mut(&1).unwrap();
-    assert!(c
-        .handle_key_directory(dir, &m.registry, m.signers[&1].as_ref())
-        .is_err());
+    assert!(
+        c.handle_key_directory(dir, &m.registry, m.signers[&1].as_ref())
+            .is_err()
+    );
     // Duplicate entries.
     let mut dir = m.directory.clone().unwrap();
     let e = dir.entries[2].clone();
@@ -211,7 +225,8 @@ fn forged_replayed_or_mismatched_masked_inputs_are_rejected() {
     let mut replay = header.clone();
     replay.signature = EcdsaSigner(signing_key(0, 0)).sign(b"another payload");
     assert!(matches!(
-        m.server.handle_masked_input(0, replay, &masked, &m.registry),
+        m.server
+            .handle_masked_input(0, replay, &masked, &m.registry),
         Err(Error::BadSignature { .. })
     ));
     // A tampered vector no longer matches its signed digest.
@@ -225,14 +240,29 @@ fn forged_replayed_or_mismatched_masked_inputs_are_rejected() {
     // Values at or above 2^k, wrong lengths.
     let mut big = masked.clone();
     big[0] = 1 << 16;
-    assert!(m.server.handle_masked_input(0, header.clone(), &big, &m.registry).is_err());
-    assert!(m.server.handle_masked_input(0, header.clone(), &masked[1..], &m.registry).is_err());
+    assert!(
+        m.server
+            .handle_masked_input(0, header.clone(), &big, &m.registry)
+            .is_err()
+    );
+    assert!(
+        m.server
+            .handle_masked_input(0, header.clone(), &masked[1..], &m.registry)
+            .is_err()
+    );
     // Claimed by someone else.
-    assert!(m.server.handle_masked_input(1, header.clone(), &masked, &m.registry).is_err());
+    assert!(
+        m.server
+            .handle_masked_input(1, header.clone(), &masked, &m.registry)
+            .is_err()
+    );
     // The real one, once.
-    m.server.handle_masked_input(0, header.clone(), &masked, &m.registry).unwrap();
+    m.server
+        .handle_masked_input(0, header.clone(), &masked, &m.registry)
+        .unwrap();
     assert!(matches!(
-        m.server.handle_masked_input(0, header, &masked, &m.registry),
+        m.server
+            .handle_masked_input(0, header, &masked, &m.registry),
         Err(Error::Duplicate { .. })
     ));
 }
@@ -273,15 +303,17 @@ fn a_masked_input_header_from_another_round_is_rejected() {
         .handle_shares(inbound[0].1.clone(), &mut masked, signers[&0].as_ref())
         .unwrap();
     assert!(matches!(
-        m7.server.handle_masked_input(0, header8, &masked, &m7.registry),
+        m7.server
+            .handle_masked_input(0, header8, &masked, &m7.registry),
         Err(Error::BadSignature { client: 0, .. })
     ));
     // And round 8's key directory is refused by a round-7 client.
     let mut c7 = ClientRound::new(BINDING, p, 0, &ids, &mut rng(30)).unwrap();
     c7.advertise(signers[&0].as_ref()).unwrap();
-    assert!(c7
-        .handle_key_directory(dir, &registry, signers[&0].as_ref())
-        .is_err());
+    assert!(
+        c7.handle_key_directory(dir, &registry, signers[&0].as_ref())
+            .is_err()
+    );
 }
 
 #[test]
@@ -304,9 +336,10 @@ fn tampered_share_ciphertexts_are_rejected() {
         let ct = inbound.packets[0].ciphertext.clone();
         inbound.packets[1].ciphertext = ct;
         let c = m.clients.get_mut(&1).unwrap();
-        assert!(c
-            .handle_shares(inbound, &mut x, m.signers[&1].as_ref())
-            .is_err());
+        assert!(
+            c.handle_shares(inbound, &mut x, m.signers[&1].as_ref())
+                .is_err()
+        );
     }
 }
 

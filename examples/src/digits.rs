@@ -38,6 +38,8 @@ pub struct DigitsConfig {
     pub workers: usize,
     /// Client-level differential privacy (DP-FedAvg, central or local) and its budget.
     pub privacy: Option<fl_core::dp::PrivacyConfig>,
+    /// Secure aggregation (SecAgg+): the aggregator learns only the sum of the updates.
+    pub secure_aggregation: Option<fl_core::secure::SecureAggregationConfig>,
     /// Held-out accuracy the run is expected to reach (the quickstart fails below it).
     pub target_accuracy: f64,
 }
@@ -62,10 +64,12 @@ impl Default for DigitsConfig {
                 learning_rate: 0.02,
                 shuffle_seed: 0,
                 privacy: None,
+                secure: None,
             },
             fraction_fit: 1.0,
             workers: 0,
             privacy: None,
+            secure_aggregation: None,
             target_accuracy: 0.95,
         }
     }
@@ -199,14 +203,24 @@ pub fn run_federated(
     };
     let strategy: Box<dyn fl_core::Strategy> = match &config.privacy {
         None => Box::new(FedAvg::new(fedavg)),
-        Some(p) => Box::new(fl_core::dp::DpFedAvg::new(
-            fedavg,
-            p.clone(),
-            trainers.len(),
-        )?),
+        Some(p) => {
+            let dp = fl_core::dp::DpFedAvg::new(fedavg, p.clone(), trainers.len())?;
+            Box::new(match &config.secure_aggregation {
+                Some(secure) => dp.with_secure_aggregation(secure, initial.values().len())?,
+                None => dp,
+            })
+        }
     };
     let engine = Engine::new(engine_config, strategy, initial);
-    let federation = InProcessFederation::new(engine, trainers, config.workers);
+    let federation = match &config.secure_aggregation {
+        None => InProcessFederation::new(engine, trainers, config.workers),
+        Some(secure) => InProcessFederation::with_secure_aggregation(
+            engine,
+            trainers,
+            config.workers,
+            secure.clone(),
+        ),
+    };
 
     let start = Instant::now();
     let mut records = Vec::new();

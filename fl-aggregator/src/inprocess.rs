@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fl_core::{ClientId, ParamVec, Trainer};
+use fl_core::secure::SecureAggregationConfig;
+use fl_core::{Address, ClientId, MemberKey, ParamVec, Trainer};
 
-use crate::engine::{Engine, EngineEvent};
+use crate::engine::{Engine, EngineEvent, SecureSetup};
 use crate::sim::{Sim, SimConfig, SimStats};
 
 /// Simulated time each in-process task takes; only orders events, never waits.
@@ -40,6 +41,36 @@ impl<T: Trainer> InProcessFederation<T> {
         let mut sim = Sim::new(engine, config);
         for (i, trainer) in trainers.into_iter().enumerate() {
             sim.add_client(ClientId(i as u64), trainer, TASK_TIME);
+        }
+        Self { sim }
+    }
+
+    /// Like [`new`](Self::new), with every fit stage under secure aggregation: each client gets
+    /// a fresh identity key (the federation's member list is their addresses) and the run a
+    /// random session binding.
+    pub fn with_secure_aggregation(
+        engine: Engine,
+        trainers: Vec<T>,
+        workers: usize,
+        secure: SecureAggregationConfig,
+    ) -> Self {
+        let keys: Vec<Arc<MemberKey>> = trainers
+            .iter()
+            .map(|_| Arc::new(MemberKey::generate()))
+            .collect();
+        let members: Arc<Vec<Address>> = Arc::new(keys.iter().map(|k| k.address()).collect());
+        let engine = engine.with_secure_aggregation(SecureSetup {
+            config: secure,
+            members: members.clone(),
+            session: fl_core::identity::random_nonce(),
+        });
+        let config = SimConfig {
+            workers,
+            ..SimConfig::ideal()
+        };
+        let mut sim = Sim::new(engine, config);
+        for (i, (trainer, key)) in trainers.into_iter().zip(keys).enumerate() {
+            sim.add_member(ClientId(i as u64), trainer, TASK_TIME, key, members.clone());
         }
         Self { sim }
     }

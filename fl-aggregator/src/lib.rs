@@ -52,6 +52,6 @@ pub mod service;
 pub mod sim;
 pub mod tls;
 
-pub use engine::{DropReason, Engine, EngineConfig, EngineError, EngineEvent};
+pub use engine::{DropReason, Engine, EngineConfig, EngineError, EngineEvent, SecureSetup};
 pub use inprocess::{FederationOutcome, InProcessFederation};
 pub use sim::{Sim, SimConfig, SimStats, run_parallel};

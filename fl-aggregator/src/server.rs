@@ -116,6 +116,11 @@ pub async fn serve(
             let mut dp =
                 fl_core::dp::DpFedAvg::new(config.strategy.clone(), p.clone(), members.len())
                     .map_err(invalid)?;
+            if let Some(secure) = &config.secure_aggregation {
+                dp = dp
+                    .with_secure_aggregation(secure, initial.values().len())
+                    .map_err(invalid)?;
+            }
             // The budget already spent before a restart.
             if let Some((manifest, _)) = &latest {
                 let spent = manifest.metrics.get("dp_rounds").copied().unwrap_or(0.0);
@@ -170,6 +175,14 @@ pub async fn serve(
         }
     };
 
+    let engine = match &config.secure_aggregation {
+        None => engine,
+        Some(secure) => engine.with_secure_aggregation(crate::engine::SecureSetup {
+            config: secure.clone(),
+            members: Arc::new(members.clone()),
+            session: fl_core::identity::random_nonce(),
+        }),
+    };
     let agg = &config.aggregator;
     let mut service_config = ServiceConfig::new(config.federation.id.clone(), members.clone());
     service_config.max_sessions = agg.max_sessions;

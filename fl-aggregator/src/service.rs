@@ -24,6 +24,7 @@ use fl_core::identity::{
     Address, JoinChallenge, MemberSignature, UpdateKind, UpdateStatement, random_nonce,
     verify_join, verify_update_by,
 };
+use fl_core::secure::wire as secure_wire;
 use fl_core::wire::{self, ChunkVerifier, pb};
 use fl_core::{ClientId, ClientMessage, EvaluateResult, ParamVec, Schema, ServerMessage, Stage};
 use tokio::sync::{mpsc, oneshot};
@@ -600,7 +601,10 @@ async fn write_instructions(
                     privacy: config.privacy.map(|p| pb::UpdatePrivacy {
                         clip_norm: p.clip_norm,
                         local_noise_multiplier: p.local_noise_multiplier,
+                        distributed_noise_multiplier: p.distributed_noise_multiplier,
+                        distributed_min_survivors: p.distributed_min_survivors,
                     }),
+                    secure: config.secure.as_deref().map(secure_wire::fit_to_pb),
                 }),
             ),
             ServerMessage::Evaluate {
@@ -614,6 +618,26 @@ async fn write_instructions(
                     batch_size: config.batch_size,
                 }),
             ),
+            ServerMessage::Secure {
+                round,
+                step,
+                payload,
+            } => {
+                metrics.sent(payload.len());
+                let msg = pb::SecureMessage {
+                    round,
+                    step: secure_wire::server_step_to_pb(step) as i32,
+                    payload: payload.to_vec(),
+                };
+                if out
+                    .send(Ok(frame(pb::server_frame::Kind::Secure(msg))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             ServerMessage::Finished => {
                 let _ = out
                     .send(Ok(frame(pb::server_frame::Kind::Finished(pb::Finished {
@@ -669,10 +693,22 @@ struct PendingUpdate {
     verifier: ChunkVerifier,
 }
 
+/// A masked update (secure aggregation) whose chunks are arriving. Unlike a plain update it is
+/// buffered whole: masks only cancel in the sum of complete inputs, so a member that breaks
+/// off mid-way must leave nothing in it.
+struct PendingMasked {
+    round: u64,
+    bits: u32,
+    header: Vec<u8>,
+    metrics: fl_core::Metrics,
+    assembler: secure_wire::MaskedAssembler,
+}
+
 impl SessionCtx<'_> {
     async fn read_loop(&self, inbound: &mut Streaming<pb::ClientFrame>) -> Result<(), Status> {
         let cfg = &self.shared.config;
         let mut pending: Option<PendingUpdate> = None;
+        let mut masked: Option<PendingMasked> = None;
         let rate = f64::from(cfg.max_frames_per_second);
         let mut tokens = rate;
         let mut last = Instant::now();
@@ -720,6 +756,58 @@ impl SessionCtx<'_> {
                         let p = pending.take().expect("checked above");
                         p.verifier.finish().map_err(invalid)?;
                         self.forward(ClientMessage::FitEnd { round }).await?;
+                    }
+                }
+                pb::client_frame::Kind::Secure(m) => {
+                    let step = secure_wire::client_step_from_pb(m.step).map_err(invalid)?;
+                    self.shared.metrics.received(m.payload.len());
+                    self.forward(ClientMessage::Secure {
+                        round: m.round,
+                        step,
+                        payload: m.payload,
+                    })
+                    .await?;
+                }
+                pb::client_frame::Kind::Masked(header) => {
+                    if masked.is_some() || pending.is_some() {
+                        return Err(invalid("a masked update began inside another update"));
+                    }
+                    // Encoded length: padding (rotation) at most doubles the model, plus the
+                    // weight.
+                    let max_len = 2 * self.shared.schema.num_values() + 2;
+                    let assembler = secure_wire::MaskedAssembler::new(
+                        header.round,
+                        header.len,
+                        header.bits,
+                        max_len,
+                        cfg.max_chunk_bytes,
+                    )
+                    .map_err(invalid)?;
+                    masked = Some(PendingMasked {
+                        round: header.round,
+                        bits: header.bits,
+                        header: header.header,
+                        metrics: wire::metrics_from_pb(&header.metrics).map_err(invalid)?,
+                        assembler,
+                    });
+                }
+                pb::client_frame::Kind::MaskedChunk(chunk) => {
+                    let Some(m) = masked.as_mut() else {
+                        return Err(invalid("a masked chunk arrived outside a masked update"));
+                    };
+                    m.assembler.push(&chunk).map_err(invalid)?;
+                    self.shared.metrics.received(chunk.data.len());
+                    if m.assembler.is_complete() {
+                        let m = masked.take().expect("checked above");
+                        let values = m.assembler.finish().map_err(invalid)?;
+                        self.forward(ClientMessage::MaskedInput {
+                            round: m.round,
+                            header: m.header,
+                            values,
+                            metrics: m.metrics,
+                            bits: m.bits,
+                        })
+                        .await?;
                     }
                 }
                 pb::client_frame::Kind::Evaluate(report) => {

@@ -13,13 +13,13 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fl_core::{
-    ClientId, ClientMessage, ClientSession, EvaluateResult, EvaluateTask, FitResult, FitTask,
-    ServerMessage, SessionEvent, Trainer, TrainerError,
+    Address, ClientId, ClientMessage, ClientSession, EvaluateResult, EvaluateTask, FitResult,
+    FitTask, MemberKey, ServerMessage, SessionEvent, Trainer, TrainerError,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -163,6 +163,31 @@ impl<T: Trainer> Sim<T> {
     /// Adds a client that takes `compute_time` (simulated) for each task, and connects it now.
     pub fn add_client(&mut self, id: ClientId, trainer: T, compute_time: Duration) {
         let session = ClientSession::new(trainer.schema().hash());
+        self.add_session(id, session, trainer, compute_time);
+    }
+
+    /// Like [`add_client`](Self::add_client), for a member that signs with `key`, which is
+    /// `members[id]` (needed for secure aggregation).
+    pub fn add_member(
+        &mut self,
+        id: ClientId,
+        trainer: T,
+        compute_time: Duration,
+        key: Arc<MemberKey>,
+        members: Arc<Vec<Address>>,
+    ) {
+        let session =
+            ClientSession::with_identity(trainer.schema().hash(), key, members, id.0 as u32);
+        self.add_session(id, session, trainer, compute_time);
+    }
+
+    fn add_session(
+        &mut self,
+        id: ClientId,
+        session: ClientSession,
+        trainer: T,
+        compute_time: Duration,
+    ) {
         self.clients.insert(
             id,
             SimClient {

@@ -51,6 +51,10 @@ pub struct NodeConfig {
     pub reconnect_attempts: u32,
     /// Wait before the first reconnection; it doubles per failure, up to 30 s.
     pub reconnect_delay: Duration,
+    /// The federation's member list (a member's client id is its position), needed to check
+    /// the other participants' signatures under secure aggregation. Without it the node
+    /// refuses secure fit stages.
+    pub members: Option<std::sync::Arc<Vec<fl_core::Address>>>,
 }
 
 impl NodeConfig {
@@ -63,6 +67,7 @@ impl NodeConfig {
             connect_timeout: Duration::from_secs(10),
             reconnect_attempts: 30,
             reconnect_delay: Duration::from_millis(500),
+            members: None,
         }
     }
 }
@@ -305,7 +310,17 @@ async fn run_session<T: Trainer + 'static>(
         })
     });
 
-    let mut session = ClientSession::new(schema.hash());
+    let mut session = match &config.members {
+        Some(members) => ClientSession::with_identity(
+            schema.hash(),
+            std::sync::Arc::new(key.clone()),
+            members.clone(),
+            u32::try_from(welcome.client_id).map_err(|_| {
+                NodeError::Protocol(format!("client id {} exceeds 2^32", welcome.client_id))
+            })?,
+        ),
+        None => ClientSession::new(schema.hash()),
+    };
     loop {
         let kind = match inbound.message().await {
             Ok(Some(frame)) => match frame.kind {
@@ -318,6 +333,16 @@ async fn run_session<T: Trainer + 'static>(
         let msg = match kind {
             pb::server_frame::Kind::Finished(_) => ServerMessage::Finished,
             pb::server_frame::Kind::Heartbeat(_) => continue,
+            pb::server_frame::Kind::Secure(m) => {
+                match fl_core::secure::wire::server_step_from_pb(m.step) {
+                    Ok(step) => ServerMessage::Secure {
+                        round: m.round,
+                        step,
+                        payload: m.payload.into(),
+                    },
+                    Err(e) => break Err(NodeError::Protocol(e.to_string())),
+                }
+            }
             pb::server_frame::Kind::Instruction(ins) => {
                 match receive_instruction(&mut inbound, &schema, ins, max_chunk).await {
                     Ok(msg) => msg,
@@ -424,11 +449,15 @@ async fn receive_instruction(
                         if p.clip_norm.is_finite()
                             && p.clip_norm > 0.0
                             && p.local_noise_multiplier.is_finite()
-                            && p.local_noise_multiplier >= 0.0 =>
+                            && p.local_noise_multiplier >= 0.0
+                            && p.distributed_noise_multiplier.is_finite()
+                            && p.distributed_noise_multiplier >= 0.0 =>
                     {
                         Some(fl_core::dp::UpdatePrivacy {
                             clip_norm: p.clip_norm,
                             local_noise_multiplier: p.local_noise_multiplier,
+                            distributed_noise_multiplier: p.distributed_noise_multiplier,
+                            distributed_min_survivors: p.distributed_min_survivors,
                         })
                     }
                     Some(p) => {
@@ -438,6 +467,13 @@ async fn receive_instruction(
                         )));
                     }
                 },
+                secure: f
+                    .secure
+                    .as_ref()
+                    .map(fl_core::secure::wire::fit_from_pb)
+                    .transpose()
+                    .map(|f| f.map(std::sync::Arc::new))
+                    .map_err(protocol)?,
             },
         ),
         Some(pb::instruction::Settings::Evaluate(e)) => {
@@ -529,6 +565,44 @@ async fn send_answer(
                 reason,
             })))
             .await?;
+        }
+        ClientMessage::Secure {
+            round,
+            step,
+            payload,
+        } => {
+            tx.send(client_frame(pb::client_frame::Kind::Secure(
+                pb::SecureMessage {
+                    round,
+                    step: fl_core::secure::wire::client_step_to_pb(step) as i32,
+                    payload,
+                },
+            )))
+            .await?;
+        }
+        ClientMessage::MaskedInput {
+            round,
+            header,
+            values,
+            metrics,
+            bits,
+        } => {
+            // The signed header binds the values' digest to the round; the chunks need no
+            // signature of their own.
+            tx.send(client_frame(pb::client_frame::Kind::Masked(
+                pb::MaskedHeader {
+                    round,
+                    header,
+                    len: values.len() as u64,
+                    metrics: wire::metrics_to_pb(&metrics),
+                    bits,
+                },
+            )))
+            .await?;
+            for chunk in fl_core::secure::wire::masked_chunks(round, &values, bits, max_chunk) {
+                tx.send(client_frame(pb::client_frame::Kind::MaskedChunk(chunk)))
+                    .await?;
+            }
         }
         // The session only produces whole results; streaming is the transport's business.
         ClientMessage::FitBegin { .. }

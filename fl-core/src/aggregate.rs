@@ -194,6 +194,54 @@ impl WeightedSum {
         Ok(())
     }
 
+    /// A sum that was computed elsewhere, as secure aggregation delivers it: `sum[i]` is
+    /// `Σ wⱼ·xⱼ[i]` over `count` results of total weight `total_weight`, and `metric_sums`
+    /// the weighted sums of their metrics. Values are rounded to the fixed-point grid.
+    ///
+    /// Refuses a length other than the schema's, non-finite or out-of-range values, and a zero
+    /// count or weight.
+    pub fn from_sum(
+        schema: Arc<Schema>,
+        sum: &[f64],
+        total_weight: u64,
+        count: usize,
+        metric_sums: Metrics,
+    ) -> Result<Self, AggregateError> {
+        let mut this = Self::new(schema);
+        if sum.len() != this.len {
+            return Err(AggregateError::TooManyValues {
+                expected: this.len,
+                got: sum.len(),
+            });
+        }
+        if count == 0 || total_weight == 0 {
+            return Err(AggregateError::ZeroWeight);
+        }
+        let mut at = 0;
+        for block in &mut this.sum {
+            for s in block.iter_mut() {
+                let v = sum[at];
+                if !v.is_finite() {
+                    return Err(AggregateError::NonFinite);
+                }
+                if v.abs() > MAX_TERM {
+                    return Err(AggregateError::OutOfRange { value: v as f32 });
+                }
+                *s = (v * SCALE).round() as i64;
+                at += 1;
+            }
+        }
+        this.parts.push(Part {
+            weight: total_weight,
+            end: this.len,
+            complete: true,
+        });
+        this.total_weight = total_weight;
+        this.count = count;
+        this.metric_sums = metric_sums;
+        Ok(this)
+    }
+
     /// Number of complete results.
     pub fn count(&self) -> usize {
         self.count

@@ -62,6 +62,9 @@ pub struct FederationConfig {
     /// Client-level differential privacy and its budget; none trains without DP.
     #[serde(default)]
     pub privacy: Option<crate::dp::PrivacyConfig>,
+    /// Secure aggregation; none lets the aggregator see each member's update.
+    #[serde(default)]
+    pub secure_aggregation: Option<crate::secure::SecureAggregationConfig>,
     /// The aggregator service.
     #[serde(default)]
     pub aggregator: AggregatorSection,
@@ -303,6 +306,9 @@ impl FederationConfig {
             return bad(
                 "aggregator.max_sessions and max_frames_per_second must be positive".into(),
             );
+        }
+        if let Some(secure) = &self.secure_aggregation {
+            secure.validate().map_err(ConfigError::Invalid)?;
         }
         let members = self.members()?;
         if members.len() < f.min_clients {

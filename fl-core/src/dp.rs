@@ -42,6 +42,10 @@ pub enum Mechanism {
     Central,
     /// Every client noises its own clipped update.
     Local,
+    /// Every client adds a share of discrete Gaussian noise to its quantised update under
+    /// secure aggregation (Kairouz, Liu and Steinke 2021): the aggregator only ever sees the
+    /// noised sum. Needs `[secure_aggregation]`.
+    Distributed,
 }
 
 /// The `[privacy]` section of a federation file.
@@ -74,13 +78,21 @@ pub struct PrivacyConfig {
 pub const UNCLIPPED_METRIC: &str = "dp_unclipped";
 
 /// What the aggregator asks of a client's update when privacy is on.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePrivacy {
     /// Clip the update (local minus global parameters) to this L2 norm.
     pub clip_norm: f64,
     /// Local DP: add noise with this multiplier (of `2 C`) before sending; 0 for none.
     pub local_noise_multiplier: f64,
+    /// Distributed DP: the noise multiplier of the summed discrete Gaussian shares the
+    /// secure-aggregation codec adds; 0 for none.
+    #[serde(default)]
+    pub distributed_noise_multiplier: f64,
+    /// Distributed DP: the fewest members whose noise shares must be in an unmasked sum (the
+    /// strategy accounts each round with this many); a round with fewer survivors aborts.
+    #[serde(default)]
+    pub distributed_min_survivors: u32,
 }
 
 /// Turns trained parameters into the private update a client sends: `local - global`, clipped
@@ -127,6 +139,9 @@ pub struct DpFedAvg {
     pending: Option<Authorization>,
     round_metrics: Metrics,
     adaptive: Option<AdaptiveClip>,
+    /// The distributed mechanism's round event and the fewest survivors it assumes, fixed by
+    /// the secure-aggregation codec.
+    distributed: Option<(privacy::DpEvent, u32)>,
 }
 
 impl std::fmt::Debug for DpFedAvg {
@@ -155,10 +170,10 @@ impl DpFedAvg {
         let adaptive = match (&config.adaptive, config.mechanism) {
             (None, _) => None,
             (Some(a), Mechanism::Central) => Some(AdaptiveClip::new(*a)?),
-            (Some(_), Mechanism::Local) => {
+            (Some(_), Mechanism::Local | Mechanism::Distributed) => {
                 return Err(privacy::Error::InvalidParameter {
                     name: "adaptive",
-                    value: "mechanism = \"local\"".into(),
+                    value: format!("mechanism = {:?}", config.mechanism),
                     expected: "adaptive clipping only with the central mechanism",
                 });
             }
@@ -172,6 +187,7 @@ impl DpFedAvg {
             pending: None,
             round_metrics: Metrics::new(),
             config,
+            distributed: None,
         };
         // Validate the mechanism's parameters now rather than in the first round.
         this.central()?;
@@ -209,7 +225,64 @@ impl DpFedAvg {
                 noise_multiplier: self.config.noise_multiplier,
             })?
             .round_event(),
+            Mechanism::Distributed => {
+                self.distributed.clone().map(|(e, _)| e).ok_or_else(|| {
+                    privacy::Error::InvalidParameter {
+                        name: "mechanism",
+                        value: "\"distributed\"".into(),
+                        expected: "a [secure_aggregation] section (the distributed mechanism adds \
+                               its noise inside secure aggregation)",
+                    }
+                })?
+            }
         })
+    }
+
+    /// Sets up the distributed mechanism for a model of `dim` values under `secure`: the
+    /// codec every round will use ([`crate::secure::distributed_codec`]) fixes the integer
+    /// scale, and with it the round's zCDP event (Kairouz et al. 2021, Theorem 1, with the
+    /// noise of the fewest survivors a round may unmask with).
+    pub fn with_secure_aggregation(
+        mut self,
+        secure: &crate::secure::SecureAggregationConfig,
+        dim: usize,
+    ) -> Result<Self, privacy::Error> {
+        if self.config.mechanism != Mechanism::Distributed {
+            return Ok(self);
+        }
+        let n = self.expected_clients as usize;
+        let min = crate::secure::min_survivors(n, secure.dropout_rate);
+        let codec = crate::secure::distributed_codec(
+            n,
+            self.config.clip_norm,
+            self.config.noise_multiplier,
+            min,
+            secure.modulus_bits,
+            dim,
+        )
+        .map_err(|e| privacy::Error::InvalidParameter {
+            name: "secure_aggregation",
+            value: e.to_string(),
+            expected: "a codec that fits the distributed noise in the modulus",
+        })?;
+        let padded = secure_agg::Codec::new(codec.clone(), dim)
+            .map_err(|e| privacy::Error::InvalidParameter {
+                name: "secure_aggregation",
+                value: e.to_string(),
+                expected: "a valid codec",
+            })?
+            .encoded_len();
+        let mechanism = privacy::mechanism::DistributedDiscreteGaussian::new(
+            privacy::mechanism::DistributedDiscreteGaussianConfig {
+                clip_norm: self.config.clip_norm,
+                noise_multiplier: self.config.noise_multiplier,
+                min_surviving_clients: min as u32,
+                scale: codec.scale,
+                expected_clients: self.expected_clients,
+            },
+        )?;
+        self.distributed = Some((mechanism.round_event(padded)?, min as u32));
+        Ok(self)
     }
 
     /// Replays `rounds` committed rounds into the ledger, as after a restart from a checkpoint
@@ -257,9 +330,14 @@ impl Strategy for DpFedAvg {
         plan.config.privacy = Some(UpdatePrivacy {
             clip_norm: self.clip_norm(),
             local_noise_multiplier: match self.config.mechanism {
-                Mechanism::Central => 0.0,
                 Mechanism::Local => self.config.noise_multiplier,
+                Mechanism::Central | Mechanism::Distributed => 0.0,
             },
+            distributed_noise_multiplier: match self.config.mechanism {
+                Mechanism::Distributed => self.config.noise_multiplier,
+                Mechanism::Central | Mechanism::Local => 0.0,
+            },
+            distributed_min_survivors: self.distributed.as_ref().map_or(0, |(_, m)| *m),
         });
         plan
     }
@@ -297,6 +375,15 @@ impl Strategy for DpFedAvg {
                     .and_then(|m| m.privatize_sum(&mut sum, &mut rng))
                     .map_err(|e| StrategyError::Invalid(format!("noise: {e}")))?;
                 sum
+            }
+            // The sum arrived noised from secure aggregation; divide by the fixed expected
+            // count, as the central mechanism does.
+            Mechanism::Distributed => {
+                let scale = (1u64 << FRACTION_BITS) as f64 * self.expected_clients;
+                results
+                    .into_raw()
+                    .map(|s| (s as f64 / scale) as f32)
+                    .collect()
             }
             Mechanism::Local => results
                 .into_mean()

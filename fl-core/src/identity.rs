@@ -237,6 +237,13 @@ impl MemberKey {
         self.sign(&statement.signing_bytes())
     }
 
+    /// Signs arbitrary protocol bytes (EIP-191). Callers domain-separate `message` themselves
+    /// (secure aggregation prefixes its own tag), so a signature for one purpose never
+    /// verifies for another.
+    pub fn sign_message(&self, message: &[u8]) -> MemberSignature {
+        self.sign(message)
+    }
+
     fn sign(&self, message: &[u8]) -> MemberSignature {
         // RFC 6979 signing with a valid key over a 32-byte digest fails only if the derived
         // nonce gives r = 0 or s = 0, which happens with probability about 2^-256.
@@ -342,7 +349,9 @@ impl MemberSignature {
         Ok(Self(signature))
     }
 
-    fn recover(&self, message: &[u8]) -> Result<Address, IdentityError> {
+    /// The address that signed `message` (EIP-191). Any well-formed signature recovers *some*
+    /// address: compare it with the one expected.
+    pub fn recover(&self, message: &[u8]) -> Result<Address, IdentityError> {
         self.0
             .recover_address_from_msg(message)
             .map_err(|e| IdentityError::RecoveryFailed {

@@ -18,6 +18,8 @@
 //!   so no system `protoc` is needed) and the chunked, hash-checked transfer of parameters.
 //! - [`identity`]: members as secp256k1 keys (Ethereum addresses), signed joins and updates.
 //! - [`config`]: the federation file both binaries read.
+//! - [`secure`]: secure aggregation in the round (SecAgg+ from the `secure-agg` crate): what a
+//!   member masks and how the aggregator decodes the sum.
 //! - [`dp`]: client-level differential privacy in the round ([`dp::DpFedAvg`], the client's
 //!   private update), on top of the `privacy` crate.
 //!
@@ -50,6 +52,7 @@ pub mod identity;
 pub mod params;
 pub mod protocol;
 pub mod round;
+pub mod secure;
 pub mod session;
 pub mod strategy;
 pub mod trainer;

@@ -30,8 +30,41 @@ pub enum ServerMessage {
         /// Evaluation settings.
         config: EvaluateConfig,
     },
+    /// A step of secure aggregation in the fit stage of `round` (see [`crate::secure`]).
+    Secure {
+        /// Round of the fit stage.
+        round: u64,
+        /// Which step the payload belongs to.
+        step: SecureServerStep,
+        /// The protocol message in `secure-agg`'s bounded binary encoding; one allocation
+        /// shared by every recipient of a broadcast.
+        payload: Arc<[u8]>,
+    },
     /// The federation is over; the session may close.
     Finished,
+}
+
+/// The aggregator's steps of secure aggregation, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecureServerStep {
+    /// Every participant's signed public keys: answer with share packets.
+    KeyDirectory,
+    /// The encrypted key shares addressed to this member: train, then send the masked input.
+    Shares,
+    /// Who survived and who dropped: answer with the shares that remove their masks.
+    Unmask,
+}
+
+/// A member's steps of secure aggregation, in order (the masked input is
+/// [`ClientMessage::MaskedInput`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecureClientStep {
+    /// The member's signed public keys for the round.
+    Advertisement,
+    /// Its key shares, encrypted to each neighbour.
+    SharePackets,
+    /// The shares the aggregator asked for to unmask the sum.
+    UnmaskResponse,
 }
 
 /// What a client sends to the aggregator.
@@ -67,6 +100,29 @@ pub enum ClientMessage {
         /// Round the result belongs to.
         round: u64,
     },
+    /// A secure-aggregation step of the fit stage of `round`.
+    Secure {
+        /// Round of the fit stage.
+        round: u64,
+        /// Which step.
+        step: SecureClientStep,
+        /// The protocol message in `secure-agg`'s bounded binary encoding.
+        payload: Vec<u8>,
+    },
+    /// The member's masked update (secure aggregation): its weighted, quantised update plus
+    /// masks, modulo `2^modulus_bits`. Alone it looks uniformly random.
+    MaskedInput {
+        /// Round of the fit stage.
+        round: u64,
+        /// The signed header (length and digest of `values`, bound to the round).
+        header: Vec<u8>,
+        /// The masked values.
+        values: Vec<u32>,
+        /// Bits per value (the modulus width), for packing on the wire.
+        bits: u32,
+        /// Training metrics (sent in the clear, like Flower's).
+        metrics: crate::round::Metrics,
+    },
     /// Result of evaluation in `round`.
     EvaluateDone {
         /// Round the result belongs to.
@@ -93,6 +149,8 @@ impl ClientMessage {
             | Self::FitBegin { round, .. }
             | Self::FitChunk { round, .. }
             | Self::FitEnd { round }
+            | Self::Secure { round, .. }
+            | Self::MaskedInput { round, .. }
             | Self::EvaluateDone { round, .. }
             | Self::Failed { round, .. } => *round,
         }

@@ -39,6 +39,10 @@ pub struct FitConfig {
     /// parameters with weight 1 instead of its parameters.
     #[serde(skip)]
     pub privacy: Option<crate::dp::UpdatePrivacy>,
+    /// Secure aggregation of the update (set by the engine, not in a federation file): when
+    /// present the member runs the protocol's steps and sends its update masked.
+    #[serde(skip)]
+    pub secure: Option<std::sync::Arc<crate::secure::SecureFit>>,
 }
 
 impl Default for FitConfig {
@@ -49,6 +53,7 @@ impl Default for FitConfig {
             learning_rate: 1e-3,
             shuffle_seed: 0,
             privacy: None,
+            secure: None,
         }
     }
 }

@@ -10,9 +10,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::identity::{Address, MemberKey};
 use crate::params::{ParamVec, SchemaHash};
-use crate::protocol::{ClientMessage, ServerMessage};
+use crate::protocol::{ClientMessage, SecureClientStep, ServerMessage};
 use crate::round::{EvaluateConfig, EvaluateResult, FitConfig, FitResult, RoundConfig, Stage};
+use crate::secure::member::MemberAction;
+use crate::secure::{MemberSigner, MemberVerifier, SecureMember};
 use crate::trainer::{Trainer, TrainerError};
 
 /// Local training the session asks its driver to run.
@@ -136,6 +139,29 @@ pub enum SessionError {
     /// A message after the federation finished.
     #[error("the session has finished")]
     Finished,
+    /// A secure-aggregation step failed; the member leaves the round's protocol.
+    #[error("secure aggregation in round {round}: {reason}")]
+    Secure {
+        /// Round of the failed step.
+        round: u64,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A member's identity, for the protocols that sign (secure aggregation).
+#[derive(Clone)]
+struct Identity {
+    me: u32,
+    signer: MemberSigner,
+    verifier: MemberVerifier,
+}
+
+/// A secure fit stage in progress.
+struct SecureFitState {
+    member: SecureMember,
+    params: Arc<ParamVec>,
+    config: FitConfig,
 }
 
 /// The client's protocol state for one federation.
@@ -147,6 +173,20 @@ pub struct ClientSession {
     finished: bool,
     events: VecDeque<SessionEvent>,
     outbox: VecDeque<ClientMessage>,
+    identity: Option<Identity>,
+    secure: Option<SecureFitState>,
+}
+
+impl std::fmt::Debug for SecureFitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.member.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("me", &self.me).finish()
+    }
 }
 
 impl ClientSession {
@@ -159,7 +199,27 @@ impl ClientSession {
             finished: false,
             events: VecDeque::new(),
             outbox: VecDeque::new(),
+            identity: None,
+            secure: None,
         }
+    }
+
+    /// A session that can take part in secure aggregation: it signs as `key`, which is
+    /// `members[me]` (the federation's member list, used to check the other participants'
+    /// signatures).
+    pub fn with_identity(
+        schema_hash: SchemaHash,
+        key: Arc<MemberKey>,
+        members: Arc<Vec<Address>>,
+        me: u32,
+    ) -> Self {
+        let mut this = Self::new(schema_hash);
+        this.identity = Some(Identity {
+            me,
+            signer: MemberSigner(key),
+            verifier: MemberVerifier(members),
+        });
+        this
     }
 
     /// Whether the federation has told this session it is over.
@@ -188,11 +248,75 @@ impl ClientSession {
                 config,
             } => {
                 self.accept(&header, Stage::Fit, &params)?;
-                self.events.push_back(SessionEvent::Fit(FitTask {
-                    round: header.round,
-                    params,
-                    config,
-                }));
+                self.secure = None;
+                match config.secure.clone() {
+                    None => self.events.push_back(SessionEvent::Fit(FitTask {
+                        round: header.round,
+                        params,
+                        config,
+                    })),
+                    Some(fit) => {
+                        // Training waits until the keys are shared; the stage is "running"
+                        // from now on.
+                        let round = header.round;
+                        let started = match &self.identity {
+                            None => Err("this member has no identity key to sign with".into()),
+                            Some(id) => SecureMember::start(
+                                round,
+                                (*fit).clone(),
+                                id.me,
+                                id.signer.clone(),
+                                id.verifier.clone(),
+                            )
+                            .map_err(|e| e.to_string()),
+                        };
+                        match started {
+                            Ok((member, advertisement)) => {
+                                self.secure = Some(SecureFitState {
+                                    member,
+                                    params,
+                                    config,
+                                });
+                                self.outbox.push_back(ClientMessage::Secure {
+                                    round,
+                                    step: SecureClientStep::Advertisement,
+                                    payload: advertisement,
+                                });
+                            }
+                            Err(reason) => return Err(self.fail_secure(round, reason)),
+                        }
+                    }
+                }
+            }
+            ServerMessage::Secure {
+                round,
+                step,
+                payload,
+            } => {
+                let Some(state) = self.secure.as_mut().filter(|s| s.member.round() == round) else {
+                    // Not (or no longer) in this round's protocol: no answer.
+                    return Err(SessionError::Secure {
+                        round,
+                        reason: format!("no secure stage running for {step:?}"),
+                    });
+                };
+                match state.member.handle(step, &payload) {
+                    Ok(MemberAction::Reply(step, payload)) => {
+                        self.outbox.push_back(ClientMessage::Secure {
+                            round,
+                            step,
+                            payload,
+                        });
+                    }
+                    Ok(MemberAction::Train) => {
+                        self.events.push_back(SessionEvent::Fit(FitTask {
+                            round,
+                            params: state.params.clone(),
+                            config: state.config.clone(),
+                        }));
+                    }
+                    Err(e) => return Err(self.fail_secure(round, e.to_string())),
+                }
             }
             ServerMessage::Evaluate {
                 header,
@@ -278,6 +402,20 @@ impl ClientSession {
         Ok(())
     }
 
+    /// Leaves the secure stage of `round`: tells the aggregator and returns the error.
+    fn fail_secure(&mut self, round: u64, reason: String) -> SessionError {
+        self.secure = None;
+        if self.running == Some((round, Stage::Fit)) {
+            self.running = None;
+        }
+        self.outbox.push_back(ClientMessage::Failed {
+            round,
+            stage: Stage::Fit,
+            reason: reason.clone(),
+        });
+        SessionError::Secure { round, reason }
+    }
+
     /// Reports the outcome of the fit task of `round`.
     pub fn complete_fit(
         &mut self,
@@ -285,6 +423,37 @@ impl ClientSession {
         outcome: Result<FitResult, TrainerError>,
     ) -> Result<(), SessionError> {
         self.complete(round, Stage::Fit)?;
+        if let (Some(state), Ok(result)) = (
+            self.secure.as_mut().filter(|s| s.member.round() == round),
+            &outcome,
+        ) {
+            // With privacy the task already produced the clipped difference; otherwise the
+            // member masks its difference from the global model.
+            let update: Vec<f32> = if state.config.privacy.is_some() {
+                result.params.values().to_vec()
+            } else {
+                result
+                    .params
+                    .values()
+                    .iter()
+                    .zip(state.params.values())
+                    .map(|(l, g)| l - g)
+                    .collect()
+            };
+            return match state.member.masked_input(&update, result.num_examples) {
+                Ok((header, values)) => {
+                    self.outbox.push_back(ClientMessage::MaskedInput {
+                        round,
+                        header,
+                        values,
+                        metrics: result.metrics.clone(),
+                        bits: state.member.modulus_bits(),
+                    });
+                    Ok(())
+                }
+                Err(e) => Err(self.fail_secure(round, e.to_string())),
+            };
+        }
         self.outbox.push_back(match outcome {
             Ok(result) => ClientMessage::FitDone { round, result },
             Err(e) => ClientMessage::Failed {

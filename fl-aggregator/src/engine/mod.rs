@@ -27,6 +27,10 @@ use fl_core::{
 };
 use serde::{Deserialize, Serialize};
 
+mod secure;
+
+pub use secure::SecureSetup;
+
 /// Settings of the round engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -195,6 +199,9 @@ struct FitStage {
     min_results: usize,
     dropped: usize,
     deadline: Duration,
+    /// The secure-aggregation protocol of this stage, when the federation runs one:
+    /// `pending` then holds the clients owing its current step.
+    secure: Option<Box<secure::SecureStage>>,
 }
 
 struct EvaluateStage {
@@ -227,6 +234,8 @@ pub struct Engine {
     events: VecDeque<EngineEvent>,
     /// The global model while it is released (`params` is then a zero placeholder).
     released: Option<std::sync::Weak<ParamVec>>,
+    /// Secure aggregation of every fit stage, if configured.
+    secure: Option<SecureSetup>,
 }
 
 impl Engine {
@@ -255,6 +264,7 @@ impl Engine {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             released: None,
+            secure: None,
         };
         if engine.round >= engine.config.num_rounds {
             engine.finish();
@@ -365,6 +375,24 @@ impl Engine {
                 };
                 let done = stage.sum.complete(c, &metrics);
                 self.settle_fit(client, round, done)
+            }
+            ClientMessage::Secure {
+                round,
+                step,
+                payload,
+            } => {
+                let outcome = self.secure_step(client, round, step, &payload)?;
+                self.settle_secure(client, round, outcome)
+            }
+            ClientMessage::MaskedInput {
+                round,
+                header,
+                values,
+                metrics,
+                ..
+            } => {
+                let outcome = self.masked_input(client, round, &header, &values, metrics)?;
+                self.settle_secure(client, round, outcome)
             }
             ClientMessage::EvaluateDone { round, result } => {
                 let State::Evaluate(stage) = &mut self.state else {
@@ -552,6 +580,32 @@ impl Engine {
             self.abort_round(now, "the strategy selected no clients".into());
             return;
         }
+        let secure = match &self.secure {
+            None if plan
+                .config
+                .privacy
+                .is_some_and(|p| p.distributed_noise_multiplier > 0.0) =>
+            {
+                // The distributed mechanism's noise is added inside secure aggregation:
+                // without it members would send un-noised updates.
+                self.abort_round(
+                    now,
+                    "distributed DP needs secure aggregation ([secure_aggregation])".into(),
+                );
+                return;
+            }
+            None => None,
+            Some(setup) => match setup.start_stage(round, &plan, &self.params) {
+                Ok(stage) => Some(stage),
+                Err(reason) => {
+                    self.abort_round(now, reason);
+                    return;
+                }
+            },
+        };
+        if let Some(stage) = &secure {
+            plan.config.secure = Some(std::sync::Arc::new(stage.fit().clone()));
+        }
         let header = self.header(Stage::Fit);
         let shuffle_base = derive_seed(self.config.seed, "shuffle", round);
         for &client in &plan.clients {
@@ -573,9 +627,18 @@ impl Engine {
             sum: WeightedSum::new(self.params.schema().clone()),
             min_results: plan.min_results.max(1),
             dropped: 0,
-            deadline: now + self.config.fit_timeout,
+            deadline: now
+                + match (&secure, &self.secure) {
+                    (Some(_), Some(setup)) => setup.config.step_timeout(),
+                    _ => self.config.fit_timeout,
+                },
+            secure,
         });
-        if self.config.release_params_during_fit && !self.strategy.needs_current_params() {
+        // Secure aggregation decodes the sum against the global model, so it stays.
+        if self.config.release_params_during_fit
+            && !self.strategy.needs_current_params()
+            && self.secure.is_none()
+        {
             // The instructions in the outbox (and the transport sending them) keep the model
             // alive only as long as they need it. The placeholder's zero pages are never
             // touched, so they take no memory.
@@ -621,6 +684,7 @@ impl Engine {
             return;
         }
         match std::mem::replace(&mut self.state, State::Idle) {
+            State::Fit(stage) if stage.secure.is_some() => self.advance_secure(now, stage),
             State::Fit(stage) => self.close_fit(now, stage),
             State::Evaluate(stage) => self.close_evaluate(now, stage),
             other => self.state = other,

@@ -86,6 +86,7 @@ fn clients_send_clipped_differences() {
     let settings = UpdatePrivacy {
         clip_norm: 1.0,
         local_noise_multiplier: 0.0,
+        ..Default::default()
     };
     // (3, 4) has norm 5: clipped to (0.6, 0.8).
     let (d, unclipped) = privatize_update(&global, &local, &settings).unwrap();
@@ -105,6 +106,7 @@ fn clients_send_clipped_differences() {
         &UpdatePrivacy {
             clip_norm: 1.0,
             local_noise_multiplier: 1.0,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -116,7 +118,8 @@ fn clients_send_clipped_differences() {
             &local,
             &UpdatePrivacy {
                 clip_norm: f64::NAN,
-                local_noise_multiplier: 0.0
+                local_noise_multiplier: 0.0,
+                ..Default::default()
             }
         )
         .is_err()

@@ -5,6 +5,8 @@
 mod dp;
 mod engine;
 mod grpc;
+mod secagg;
+mod secagg_grpc;
 mod secure;
 mod sim;
 mod support;

@@ -157,6 +157,7 @@ fn run(path: PathBuf, key: PathBuf, client_cert: Option<(PathBuf, PathBuf)>) -> 
         connect_timeout: Duration::from_secs(10),
         reconnect_attempts: client.reconnect_attempts,
         reconnect_delay: Duration::from_secs_f64(client.reconnect_delay_s),
+        members: Some(std::sync::Arc::new(config.members()?)),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let (report, _trainer) = runtime.block_on(run_node(node, key, trainer))?;

@@ -43,6 +43,7 @@ fn fit_config(epochs: u32, seed: u64) -> FitConfig {
         learning_rate: 0.005,
         shuffle_seed: seed,
         privacy: None,
+        secure: None,
     }
 }
 
@@ -201,6 +202,7 @@ fn cnn_learns_digits() {
         learning_rate: 0.01,
         shuffle_seed: 0,
         privacy: None,
+        secure: None,
     })
     .unwrap();
     let accuracy = t.evaluate(&EvaluateConfig::default()).unwrap().accuracy();

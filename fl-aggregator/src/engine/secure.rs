@@ -1,0 +1,448 @@
+//! The fit stage under secure aggregation (SecAgg+): the engine relays the protocol's steps
+//! between the selected members and the `secure-agg` server state machine, and decodes the
+//! unmasked sum into the [`WeightedSum`] its strategy aggregates.
+//!
+//! Steps, each closed when every member still in the protocol answered or its deadline
+//! passed (members that miss a step are dropped, as in a plain round):
+//!
+//! 1. **advertise** (step timeout): members send signed public keys;
+//! 2. **share keys** (step timeout): the key directory goes out, members send encrypted shares;
+//! 3. **masked input** (fit timeout): shares are relayed, members train and send masked
+//!    updates;
+//! 4. **unmask** (step timeout): survivors and dropouts are announced, members reveal the
+//!    shares that remove the masks.
+//!
+//! A step that leaves too few members for the protocol aborts the round cleanly: the global
+//! model is unchanged and the next round runs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fl_core::protocol::{SecureClientStep, SecureServerStep};
+use fl_core::secure::{
+    MemberVerifier, SecureAggregationConfig, SecureFit, Weighting, decode_sum, distributed_codec,
+    min_survivors, vector_len,
+};
+use fl_core::{Address, ClientId, FitPlan, Metrics, ParamVec, ServerMessage, Stage};
+use secure_agg::{
+    GraphParams, MaskedInputHeader, SecAggParams, ServerRound, SharePackets, SignedAdvertisement,
+    UnmaskResponse,
+};
+
+use super::{DropReason, Engine, EngineError, EngineEvent, FitStage, State, unexpected};
+
+/// Secure aggregation for an [`Engine`]: settings, the federation's member list (client id =
+/// position, to check signatures) and the run's session binding.
+#[derive(Debug, Clone)]
+pub struct SecureSetup {
+    /// The federation's `[secure_aggregation]` settings.
+    pub config: SecureAggregationConfig,
+    /// Member addresses; client id `i` signs as `members[i]`.
+    pub members: Arc<Vec<Address>>,
+    /// Random per run: binds every signed protocol message to this run (with the round).
+    pub session: [u8; 32],
+}
+
+/// Where a secure fit stage is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Advertise,
+    ShareKeys,
+    MaskedInput,
+    Unmask,
+}
+
+/// What a closed step sends: payloads per recipient, their step, the next step and its
+/// deadline.
+type NextStep = (Vec<(u32, Vec<u8>)>, SecureServerStep, Step, Duration);
+
+/// The protocol state of one secure fit stage.
+pub(super) struct SecureStage {
+    fit: SecureFit,
+    server: ServerRound,
+    /// A round with fewer masked inputs aborts before unmasking (the distributed noise is
+    /// calibrated to this many shares).
+    min_survivors: usize,
+    step: Step,
+    /// Clients that completed the current step.
+    answered: BTreeSet<ClientId>,
+    /// Sums of the masked inputs' metrics (each member counted once).
+    metric_sums: Metrics,
+    masked: usize,
+}
+
+impl SecureStage {
+    /// What the members are told.
+    pub(super) fn fit(&self) -> &SecureFit {
+        &self.fit
+    }
+}
+
+impl SecureSetup {
+    /// Sets up the protocol for round `round`'s selected clients.
+    pub(super) fn start_stage(
+        &self,
+        round: u64,
+        plan: &FitPlan,
+        params: &ParamVec,
+    ) -> Result<Box<SecureStage>, String> {
+        let n = plan.clients.len();
+        if n < 3 {
+            return Err(format!(
+                "secure aggregation needs at least 3 participants (one member could subtract \
+                 its own update from a sum of two), the strategy selected {n}"
+            ));
+        }
+        let participants = plan
+            .clients
+            .iter()
+            .map(|c| u32::try_from(c.0).map_err(|_| format!("client id {c} exceeds 2^32")))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let (weighting, clip_norm) = match &plan.config.privacy {
+            Some(p) => (Weighting::Uniform, p.clip_norm),
+            None => (
+                Weighting::Examples {
+                    max_weight: self.config.max_weight,
+                },
+                self.config.clip_norm,
+            ),
+        };
+        let bits = self.config.modulus_bits;
+        if let Weighting::Examples { max_weight } = weighting
+            && (n as u128) * u128::from(max_weight) >= 1u128 << bits
+        {
+            return Err(format!(
+                "{n} members with weights up to max_weight = {max_weight} can sum past \
+                 2^{bits}: lower secure_aggregation.max_weight or raise modulus_bits"
+            ));
+        }
+        let dim = params.values().len();
+        let distributed = plan
+            .config
+            .privacy
+            .map_or(0.0, |p| p.distributed_noise_multiplier);
+        // The strategy accounted the round with at least this many noise shares in the sum.
+        let accounted = plan
+            .config
+            .privacy
+            .map_or(0, |p| p.distributed_min_survivors as usize);
+        let min_survivors = min_survivors(n, self.config.dropout_rate).max(accounted);
+        if min_survivors > n {
+            return Err(format!(
+                "distributed DP was accounted with {min_survivors} surviving members, only {n} \
+                 were selected"
+            ));
+        }
+        let mut codec = if distributed > 0.0 {
+            distributed_codec(n, clip_norm, distributed, min_survivors, bits, dim)
+                .map_err(|e| e.to_string())?
+        } else {
+            secure_agg::CodecConfig::for_clients(n as u32, clip_norm, bits)
+                .map_err(|e| format!("secure aggregation codec: {e}"))?
+        };
+        if self.config.rotate {
+            // Public randomness: the rotation needs to be shared, not secret.
+            let seed = fl_core::ContentHash::of(
+                &[self.session.as_slice(), &round.to_le_bytes(), b"rotation"].concat(),
+            );
+            codec = codec
+                .with_rotation(*seed.as_bytes())
+                .fit_scale(dim)
+                .map_err(|e| format!("secure aggregation codec: {e}"))?;
+        }
+        let graph = match (self.config.degree, self.config.threshold) {
+            (Some(degree), Some(threshold)) => Ok(GraphParams { degree, threshold }),
+            _ => GraphParams::choose(n, self.config.dropout_rate, self.config.corruption_rate),
+        }
+        .map_err(|e| format!("secure aggregation graph: {e}"))?;
+        let params = SecAggParams {
+            modulus_bits: bits,
+            vector_len: vector_len(&codec, dim).map_err(|e| e.to_string())?,
+            degree: graph.degree,
+            threshold: graph.threshold,
+            prg: Default::default(),
+        };
+        let fit = SecureFit {
+            session: self.session,
+            participants: participants.clone(),
+            params,
+            codec,
+            weighting,
+        };
+        let server = ServerRound::new(fit.binding(round), params, &participants)
+            .map_err(|e| format!("secure aggregation: {e}"))?;
+        Ok(Box::new(SecureStage {
+            fit,
+            server,
+            min_survivors,
+            step: Step::Advertise,
+            answered: BTreeSet::new(),
+            metric_sums: Metrics::new(),
+            masked: 0,
+        }))
+    }
+}
+
+impl Engine {
+    /// Runs every fit stage under secure aggregation (see the module docs of
+    /// [`engine`](crate::engine)).
+    pub fn with_secure_aggregation(mut self, setup: SecureSetup) -> Self {
+        self.secure = Some(setup);
+        self
+    }
+
+    fn verifier(&self) -> MemberVerifier {
+        MemberVerifier(
+            self.secure
+                .as_ref()
+                .map(|s| s.members.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The secure stage of round `round` if `client` owes it `step`.
+    fn secure_owing(
+        &mut self,
+        client: ClientId,
+        round: u64,
+        step: Step,
+    ) -> Result<&mut SecureStage, EngineError> {
+        match &mut self.state {
+            State::Fit(stage) if stage.round == round && stage.pending.contains(&client) => {
+                match stage.secure.as_mut() {
+                    Some(s) if s.step == step => Ok(s),
+                    _ => Err(unexpected(client, round, Stage::Fit)),
+                }
+            }
+            _ => Err(unexpected(client, round, Stage::Fit)),
+        }
+    }
+
+    /// Hands a protocol message to the server state machine. The outer error refuses the
+    /// message without touching the round; the inner one drops the client.
+    pub(super) fn secure_step(
+        &mut self,
+        client: ClientId,
+        round: u64,
+        step: SecureClientStep,
+        payload: &[u8],
+    ) -> Result<Result<(), String>, EngineError> {
+        let verifier = self.verifier();
+        let expected = match step {
+            SecureClientStep::Advertisement => Step::Advertise,
+            SecureClientStep::SharePackets => Step::ShareKeys,
+            SecureClientStep::UnmaskResponse => Step::Unmask,
+        };
+        let stage = self.secure_owing(client, round, expected)?;
+        let limits = stage.fit.limits();
+        let from = client.0 as u32;
+        let outcome = match step {
+            SecureClientStep::Advertisement => SignedAdvertisement::from_bytes(payload, &limits)
+                .and_then(|m| stage.server.handle_advertisement(from, m, &verifier)),
+            SecureClientStep::SharePackets => SharePackets::from_bytes(payload, &limits)
+                .and_then(|m| stage.server.handle_share_packets(from, m, &verifier)),
+            SecureClientStep::UnmaskResponse => UnmaskResponse::from_bytes(payload, &limits)
+                .and_then(|m| stage.server.handle_unmask_response(from, m, &verifier)),
+        };
+        Ok(outcome.map_err(|e| e.to_string()))
+    }
+
+    /// Adds a member's masked input to the round's masked sum.
+    pub(super) fn masked_input(
+        &mut self,
+        client: ClientId,
+        round: u64,
+        header: &[u8],
+        values: &[u32],
+        metrics: Metrics,
+    ) -> Result<Result<(), String>, EngineError> {
+        let verifier = self.verifier();
+        let stage = self.secure_owing(client, round, Step::MaskedInput)?;
+        let outcome = MaskedInputHeader::from_bytes(header, &stage.fit.limits()).and_then(|h| {
+            stage
+                .server
+                .handle_masked_input(client.0 as u32, h, values, &verifier)
+        });
+        if outcome.is_ok() {
+            stage.masked += 1;
+            for (k, v) in metrics {
+                if v.is_finite() {
+                    *stage.metric_sums.entry(k).or_default() += v;
+                }
+            }
+        }
+        Ok(outcome.map_err(|e| e.to_string()))
+    }
+
+    /// Ends `client`'s part in the current step: answered, or dropped for a bad message.
+    pub(super) fn settle_secure(
+        &mut self,
+        client: ClientId,
+        round: u64,
+        outcome: Result<(), String>,
+    ) -> Result<(), EngineError> {
+        let State::Fit(stage) = &mut self.state else {
+            return Err(unexpected(client, round, Stage::Fit));
+        };
+        stage.pending.remove(&client);
+        match outcome {
+            Ok(()) => {
+                if let Some(s) = stage.secure.as_mut() {
+                    s.answered.insert(client);
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                stage.dropped += 1;
+                self.events.push_back(EngineEvent::ClientDropped {
+                    round,
+                    stage: Stage::Fit,
+                    client,
+                    reason: DropReason::InvalidResult(reason.clone()),
+                });
+                Err(EngineError::InvalidResult { client, reason })
+            }
+        }
+    }
+
+    /// The current step is over (everyone answered or the deadline passed): send the next
+    /// step's messages, or finish the stage.
+    pub(super) fn advance_secure(&mut self, now: Duration, mut stage: FitStage) {
+        let round = stage.round;
+        let Some(mut secure) = stage.secure.take() else {
+            return self.close_fit(now, stage);
+        };
+        let answered = std::mem::take(&mut secure.answered);
+        let step_timeout = self
+            .secure
+            .as_ref()
+            .map_or(Duration::from_secs(60), |s| s.config.step_timeout());
+        let sent: Result<NextStep, String> = match secure.step {
+            Step::Advertise => secure
+                .server
+                .close_advertise()
+                .map_err(|e| e.to_string())
+                .map(|dir| {
+                    let bytes = dir.to_bytes();
+                    (
+                        answered
+                            .iter()
+                            .map(|c| (c.0 as u32, bytes.clone()))
+                            .collect(),
+                        SecureServerStep::KeyDirectory,
+                        Step::ShareKeys,
+                        step_timeout,
+                    )
+                }),
+            Step::ShareKeys => secure
+                .server
+                .close_share_keys()
+                .map_err(|e| e.to_string())
+                .map(|inbound| {
+                    (
+                        inbound
+                            .into_iter()
+                            .map(|(to, m)| (to, m.to_bytes()))
+                            .collect(),
+                        SecureServerStep::Shares,
+                        Step::MaskedInput,
+                        self.config.fit_timeout,
+                    )
+                }),
+            Step::MaskedInput if answered.len() < secure.min_survivors => Err(format!(
+                "only {} masked inputs arrived, fewer than the {} the round needs",
+                answered.len(),
+                secure.min_survivors
+            )),
+            Step::MaskedInput => secure
+                .server
+                .close_masked_input()
+                .map_err(|e| e.to_string())
+                .map(|requests| {
+                    (
+                        requests
+                            .into_iter()
+                            .map(|(to, m)| (to, m.to_bytes()))
+                            .collect(),
+                        SecureServerStep::Unmask,
+                        Step::Unmask,
+                        step_timeout,
+                    )
+                }),
+            Step::Unmask => {
+                return self.finish_secure(now, stage, secure);
+            }
+        };
+        let (messages, server_step, next, timeout) = match sent {
+            Ok(v) => v,
+            Err(reason) => {
+                return self.abort_round(now, format!("secure aggregation: {reason}"));
+            }
+        };
+        stage.pending = messages
+            .iter()
+            .map(|(to, _)| ClientId(u64::from(*to)))
+            .collect();
+        // One allocation per distinct payload (the key directory is the same for everyone).
+        let mut last: Option<(Vec<u8>, Arc<[u8]>)> = None;
+        for (to, bytes) in messages {
+            let payload = match &last {
+                Some((b, shared)) if *b == bytes => shared.clone(),
+                _ => {
+                    let shared: Arc<[u8]> = bytes.as_slice().into();
+                    last = Some((bytes, shared.clone()));
+                    shared
+                }
+            };
+            self.outbox.push_back((
+                ClientId(u64::from(to)),
+                ServerMessage::Secure {
+                    round,
+                    step: server_step,
+                    payload,
+                },
+            ));
+        }
+        secure.step = next;
+        stage.deadline = now + timeout;
+        stage.secure = Some(secure);
+        self.state = State::Fit(stage);
+        // Nobody left to wait for (e.g. every member dropped): close at once.
+        self.maybe_close_stage(now);
+    }
+
+    /// Unmasks the sum and hands it to the strategy.
+    fn finish_secure(&mut self, now: Duration, mut stage: FitStage, secure: Box<SecureStage>) {
+        let SecureStage {
+            fit,
+            server,
+            metric_sums,
+            masked,
+            ..
+        } = *secure;
+        let output = match server.finish() {
+            Ok(o) => o,
+            Err(e) => return self.abort_round(now, format!("secure aggregation: {e}")),
+        };
+        let count = output.survivors.len();
+        // Metrics are plain means over the members whose masked input arrived, scaled to the
+        // hidden total weight by `decode_sum`'s consumer (the strategy divides by it).
+        let total_weight = output.sum.last().copied().unwrap_or(0) as f64;
+        let metric_sums: Metrics = if masked > 0 {
+            metric_sums
+                .into_iter()
+                .map(|(k, s)| (k, s / masked as f64 * total_weight))
+                .collect()
+        } else {
+            Metrics::new()
+        };
+        match decode_sum(&fit, &output.sum, count, &self.params, metric_sums) {
+            Ok(sum) => {
+                stage.sum = sum;
+                self.close_fit(now, stage);
+            }
+            Err(e) => self.abort_round(now, format!("secure aggregation: {e}")),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Secure aggregation on the wire: [`SecureFit`] as protobuf settings, protocol steps, and
+//! the masked update in bounded chunks.
+
+use crate::protocol::{SecureClientStep, SecureServerStep};
+use crate::wire::{WireError, pb};
+
+use super::{SecureFit, Weighting};
+
+/// Most participants a secure fit stage may list.
+pub const MAX_PARTICIPANTS: usize = 1 << 16;
+
+/// [`SecureFit`] as protobuf settings.
+pub fn fit_to_pb(fit: &SecureFit) -> pb::SecureFitSettings {
+    let codec = &fit.codec;
+    pb::SecureFitSettings {
+        session: fit.session.to_vec(),
+        participants: fit.participants.clone(),
+        modulus_bits: fit.params.modulus_bits,
+        vector_len: fit.params.vector_len as u64,
+        degree: fit.params.degree as u32,
+        threshold: fit.params.threshold as u32,
+        prg: u32::from(fit.params.prg.code()),
+        clip_norm: codec.clip_norm,
+        scale: codec.scale,
+        max_clients: codec.max_clients,
+        rotation_seed: codec.rotation_seed.map(|s| s.to_vec()).unwrap_or_default(),
+        noise_multiplier: codec.noise.map_or(0.0, |n| n.noise_multiplier),
+        min_surviving_clients: codec.noise.map_or(0, |n| n.min_surviving_clients),
+        max_weight: match fit.weighting {
+            Weighting::Examples { max_weight } => max_weight,
+            Weighting::Uniform => 0,
+        },
+    }
+}
+
+/// Reads protobuf settings back, checking lengths and ranges (the codec and the protocol
+/// check the rest when the member builds them).
+pub fn fit_from_pb(s: &pb::SecureFitSettings) -> Result<SecureFit, WireError> {
+    let bad = |reason: String| WireError::Malformed {
+        field: "secure settings",
+        reason,
+    };
+    let session: [u8; 32] = s
+        .session
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad(format!("session is {} bytes, not 32", s.session.len())))?;
+    if s.participants.len() > MAX_PARTICIPANTS {
+        return Err(bad(format!(
+            "{} participants, at most {MAX_PARTICIPANTS}",
+            s.participants.len()
+        )));
+    }
+    let rotation_seed = match s.rotation_seed.len() {
+        0 => None,
+        32 => Some(s.rotation_seed.as_slice().try_into().expect("32 bytes")),
+        n => return Err(bad(format!("rotation seed is {n} bytes, not 0 or 32"))),
+    };
+    let noise = (s.noise_multiplier != 0.0).then_some(secure_agg::NoiseShare {
+        noise_multiplier: s.noise_multiplier,
+        min_surviving_clients: s.min_surviving_clients,
+    });
+    let prg = u8::try_from(s.prg)
+        .ok()
+        .and_then(secure_agg::PrgKind::from_code)
+        .ok_or_else(|| bad(format!("unknown PRG code {}", s.prg)))?;
+    let vector_len = usize::try_from(s.vector_len).map_err(|_| bad("vector_len".into()))?;
+    Ok(SecureFit {
+        session,
+        participants: s.participants.clone(),
+        params: secure_agg::SecAggParams {
+            modulus_bits: s.modulus_bits,
+            vector_len,
+            degree: s.degree as usize,
+            threshold: s.threshold as usize,
+            prg,
+        },
+        codec: secure_agg::CodecConfig {
+            clip_norm: s.clip_norm,
+            scale: s.scale,
+            modulus_bits: s.modulus_bits,
+            max_clients: s.max_clients,
+            rotation_seed,
+            noise,
+        },
+        weighting: match s.max_weight {
+            0 => Weighting::Uniform,
+            max_weight => Weighting::Examples { max_weight },
+        },
+    })
+}
+
+/// A server step's wire code.
+pub fn server_step_to_pb(step: SecureServerStep) -> pb::SecureStep {
+    match step {
+        SecureServerStep::KeyDirectory => pb::SecureStep::KeyDirectory,
+        SecureServerStep::Shares => pb::SecureStep::Shares,
+        SecureServerStep::Unmask => pb::SecureStep::Unmask,
+    }
+}
+
+/// A server step from its wire code.
+pub fn server_step_from_pb(code: i32) -> Result<SecureServerStep, WireError> {
+    match pb::SecureStep::try_from(code) {
+        Ok(pb::SecureStep::KeyDirectory) => Ok(SecureServerStep::KeyDirectory),
+        Ok(pb::SecureStep::Shares) => Ok(SecureServerStep::Shares),
+        Ok(pb::SecureStep::Unmask) => Ok(SecureServerStep::Unmask),
+        _ => Err(WireError::Malformed {
+            field: "secure step",
+            reason: format!("{code} is not a server step"),
+        }),
+    }
+}
+
+/// A client step's wire code.
+pub fn client_step_to_pb(step: SecureClientStep) -> pb::SecureStep {
+    match step {
+        SecureClientStep::Advertisement => pb::SecureStep::Advertisement,
+        SecureClientStep::SharePackets => pb::SecureStep::SharePackets,
+        SecureClientStep::UnmaskResponse => pb::SecureStep::UnmaskResponse,
+    }
+}
+
+/// A client step from its wire code.
+pub fn client_step_from_pb(code: i32) -> Result<SecureClientStep, WireError> {
+    match pb::SecureStep::try_from(code) {
+        Ok(pb::SecureStep::Advertisement) => Ok(SecureClientStep::Advertisement),
+        Ok(pb::SecureStep::SharePackets) => Ok(SecureClientStep::SharePackets),
+        Ok(pb::SecureStep::UnmaskResponse) => Ok(SecureClientStep::UnmaskResponse),
+        _ => Err(WireError::Malformed {
+            field: "secure step",
+            reason: format!("{code} is not a client step"),
+        }),
+    }
+}
+
+/// Splits a masked update into chunks of at most `max_bytes` bytes, each value bit-packed in
+/// `bits` bits (so a 20-bit modulus costs 2.5 bytes per parameter, not 4).
+pub fn masked_chunks(
+    round: u64,
+    values: &[u32],
+    bits: u32,
+    max_bytes: usize,
+) -> Vec<pb::MaskedChunk> {
+    let bits = bits.clamp(1, 32) as usize;
+    // A multiple of 8 values per chunk keeps every chunk byte-aligned.
+    let per = ((max_bytes * 8 / bits) / 8 * 8).max(8);
+    values
+        .chunks(per)
+        .enumerate()
+        .map(|(i, part)| pb::MaskedChunk {
+            round,
+            offset: (i * per) as u64,
+            count: part.len() as u32,
+            data: secure_agg::pack_values(part, bits as u32),
+        })
+        .collect()
+}
+
+/// Reassembles a masked update from [`pb::MaskedChunk`]s, in order, never holding more than
+/// the announced length (itself bounded by the caller).
+#[derive(Debug)]
+pub struct MaskedAssembler {
+    round: u64,
+    len: usize,
+    bits: u32,
+    max_chunk_bytes: usize,
+    values: Vec<u32>,
+}
+
+impl MaskedAssembler {
+    /// Expects `len` values (at most `max_len`) of `bits` bits for `round`, in chunks of at
+    /// most `max_chunk_bytes`.
+    pub fn new(
+        round: u64,
+        len: u64,
+        bits: u32,
+        max_len: usize,
+        max_chunk_bytes: usize,
+    ) -> Result<Self, WireError> {
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l > 0 && l <= max_len)
+            .ok_or_else(|| WireError::Malformed {
+                field: "masked header",
+                reason: format!("{len} values (this model allows 1..={max_len})"),
+            })?;
+        if !(1..=32).contains(&bits) {
+            return Err(WireError::Malformed {
+                field: "masked header",
+                reason: format!("{bits} bits per value (1..=32)"),
+            });
+        }
+        Ok(Self {
+            round,
+            len,
+            bits,
+            max_chunk_bytes,
+            values: Vec::new(),
+        })
+    }
+
+    /// Adds the next chunk.
+    pub fn push(&mut self, chunk: &pb::MaskedChunk) -> Result<(), WireError> {
+        let bad = |reason: String| {
+            Err(WireError::Malformed {
+                field: "masked chunk",
+                reason,
+            })
+        };
+        if chunk.round != self.round {
+            return bad(format!(
+                "round {} in an update for {}",
+                chunk.round, self.round
+            ));
+        }
+        if chunk.offset != self.values.len() as u64 {
+            return bad(format!(
+                "offset {} where {} was next",
+                chunk.offset,
+                self.values.len()
+            ));
+        }
+        let count = chunk.count as usize;
+        if count == 0 || count > self.len - self.values.len() {
+            return bad(format!(
+                "{count} values where 1..={} remain",
+                self.len - self.values.len()
+            ));
+        }
+        if chunk.data.len() > self.max_chunk_bytes {
+            return bad(format!(
+                "{} bytes, more than {}",
+                chunk.data.len(),
+                self.max_chunk_bytes
+            ));
+        }
+        let values = secure_agg::unpack_values(&chunk.data, self.bits, count).map_err(|e| {
+            WireError::Malformed {
+                field: "masked chunk",
+                reason: e.to_string(),
+            }
+        })?;
+        if self.values.is_empty() {
+            self.values.reserve_exact(self.len);
+        }
+        self.values.extend(values);
+        Ok(())
+    }
+
+    /// Whether every announced value arrived.
+    pub fn is_complete(&self) -> bool {
+        self.values.len() == self.len
+    }
+
+    /// The values, once complete.
+    pub fn finish(self) -> Result<Vec<u32>, WireError> {
+        if !self.is_complete() {
+            return Err(WireError::Malformed {
+                field: "masked update",
+                reason: format!("ended after {} of {} values", self.values.len(), self.len),
+            });
+        }
+        Ok(self.values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_chunks_reassemble_and_bad_chunks_are_refused() {
+        for bits in [32, 20, 7] {
+            let values: Vec<u32> = (0..1000u32)
+                .map(|i| i.wrapping_mul(7919) & ((1u64 << bits) - 1) as u32)
+                .collect();
+            let chunks = masked_chunks(3, &values, bits, 256);
+            assert!(chunks.len() > 1);
+            let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+            assert_eq!(bytes, 1000 * bits as usize / 8, "{bits} bits per value");
+            let mut a = MaskedAssembler::new(3, 1000, bits, 2000, 256).unwrap();
+            for c in &chunks {
+                a.push(c).unwrap();
+            }
+            assert_eq!(a.finish().unwrap(), values);
+        }
+        let values: Vec<u32> = (0..1000).collect();
+        let chunks = masked_chunks(3, &values, 32, 256);
+        assert!(MaskedAssembler::new(3, 5000, 32, 2000, 256).is_err());
+        assert!(MaskedAssembler::new(3, 0, 32, 2000, 256).is_err());
+        assert!(MaskedAssembler::new(3, 10, 33, 2000, 256).is_err());
+        let mut a = MaskedAssembler::new(3, 1000, 32, 2000, 256).unwrap();
+        assert!(a.push(&chunks[1]).is_err(), "out of order");
+        let mut other = chunks[0].clone();
+        other.round = 4;
+        assert!(a.push(&other).is_err(), "wrong round");
+        let mut odd = chunks[0].clone();
+        odd.data.pop();
+        assert!(a.push(&odd).is_err(), "truncated");
+        let mut a = MaskedAssembler::new(3, 10, 32, 2000, 256).unwrap();
+        assert!(a.push(&chunks[0]).is_err(), "past the end");
+        let a = MaskedAssembler::new(3, 1000, 32, 2000, 256).unwrap();
+        assert!(a.finish().is_err(), "incomplete");
+    }
+}

@@ -46,7 +46,10 @@ pub trait Anchor: Send + Sync {
     ///
     /// # Errors
     /// As [`Anchor::anchor`].
-    fn anchor_batch(&self, batch: &RoundBatch) -> impl Future<Output = Result<AnchorReceipt>> + Send;
+    fn anchor_batch(
+        &self,
+        batch: &RoundBatch,
+    ) -> impl Future<Output = Result<AnchorReceipt>> + Send;
 
     /// What the registry holds for `round`, if it is anchored (alone or in a batch).
     fn lookup(
@@ -126,7 +129,7 @@ pub(crate) async fn lookup_via<V: RegistryView>(
         round,
     };
     let found = decode_returns::<Registry::findBatchCall>(&v.view(call.abi_encode()).await?)?;
-    Ok(found.found.then(|| {
+    Ok(found.found.then_some({
         AnchoredCheckpoint::Batched(BatchRecord {
             first_round: found.batch.firstRound,
             last_round: found.batch.lastRound,
@@ -217,7 +220,7 @@ pub enum ChainAnchor {
     /// In-process EVM with its state in the run folder.
     Embedded(EmbeddedAnchor),
     /// An EVM JSON-RPC endpoint.
-    Rpc(RpcAnchor),
+    Rpc(Box<RpcAnchor>),
 }
 
 impl ChainAnchor {
@@ -234,9 +237,10 @@ impl ChainAnchor {
                 let dir = run_dir.join(state_dir.as_deref().unwrap_or(Path::new("chain")));
                 Ok(Self::Embedded(EmbeddedAnchor::open(&dir)?))
             }
-            ChainConfig::Rpc { .. } => Ok(Self::Rpc(RpcAnchor::connect(
-                config.rpc_settings(run_dir)?,
-            )?)),
+            ChainConfig::Rpc { .. } => {
+                let rpc = RpcAnchor::connect(config.rpc_settings(run_dir)?)?;
+                Ok(Self::Rpc(Box::new(rpc)))
+            }
         }
     }
 }
@@ -301,7 +305,11 @@ impl Anchor for ChainAnchor {
         delegate!(self, a => a.check_participant_on_chain(participants_root, member, update_hash, proof).await)
     }
 
-    async fn check_in_batch_on_chain(&self, checkpoint: &CheckpointAnchor, proof: &[B256]) -> Result<bool> {
+    async fn check_in_batch_on_chain(
+        &self,
+        checkpoint: &CheckpointAnchor,
+        proof: &[B256],
+    ) -> Result<bool> {
         delegate!(self, a => a.check_in_batch_on_chain(checkpoint, proof).await)
     }
 }

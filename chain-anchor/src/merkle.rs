@@ -38,7 +38,10 @@ fn hash_pair(a: B256, b: B256) -> B256 {
 
 /// Whether `proof` leads from `leaf` to `root` (what `MerkleProof.verify` checks on chain).
 pub fn verify_proof(root: B256, leaf: B256, proof: &[B256]) -> bool {
-    proof.iter().fold(leaf, |node, sibling| hash_pair(node, *sibling)) == root
+    proof
+        .iter()
+        .fold(leaf, |node, sibling| hash_pair(node, *sibling))
+        == root
 }
 
 /// A tree over leaf hashes, in `StandardMerkleTree` layout.
@@ -225,7 +228,11 @@ mod tests {
     /// with `n1 = hash(b, a)` sorted and `root = hash(n1, c)` sorted.
     #[test]
     fn layout_matches_standard_merkle_tree() {
-        let leaves = [B256::repeat_byte(3), B256::repeat_byte(1), B256::repeat_byte(2)];
+        let leaves = [
+            B256::repeat_byte(3),
+            B256::repeat_byte(1),
+            B256::repeat_byte(2),
+        ];
         let tree = MerkleTree::new(&leaves);
         let n1 = hash_pair(leaves[2], leaves[1]);
         assert_eq!(tree.root(), hash_pair(n1, leaves[0]));

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::merkle::{ParticipantsTree, participant_leaf, verify_proof};
-use crate::types::{AnchorEventKind, AnchoredCheckpoint, CheckpointAnchor, FederationId, RoundBatch};
+use crate::types::{
+    AnchorEventKind, AnchoredCheckpoint, CheckpointAnchor, FederationId, RoundBatch,
+};
 use crate::{Anchor, Result};
 
 /// What a checkpoint holder claims, taken from the checkpoint's parameter bytes and manifest.

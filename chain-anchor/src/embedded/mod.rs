@@ -70,10 +70,7 @@ impl EmbeddedAnchor {
             if chain.code(chain.registry) != Registry::DEPLOYED_BYTECODE {
                 return Err(Error::Corrupt {
                     path,
-                    reason: format!(
-                        "no checkpoint registry of this build at {}",
-                        chain.registry
-                    ),
+                    reason: format!("no checkpoint registry of this build at {}", chain.registry),
                 });
             }
             chain
@@ -169,9 +166,7 @@ impl EmbeddedAnchor {
                 batch_root,
                 already_anchored: false,
             }),
-            ExecutionResult::Revert { output, .. } => {
-                Err(Error::Reverted(Revert::decode(&output)))
-            }
+            ExecutionResult::Revert { output, .. } => Err(Error::Reverted(Revert::decode(&output))),
             ExecutionResult::Halt { reason, .. } => Err(Error::Evm(format!("halted: {reason:?}"))),
         }
     }
@@ -228,7 +223,11 @@ impl Anchor for EmbeddedAnchor {
         )
     }
 
-    async fn lookup(&self, federation: FederationId, round: u64) -> Result<Option<AnchoredCheckpoint>> {
+    async fn lookup(
+        &self,
+        federation: FederationId,
+        round: u64,
+    ) -> Result<Option<AnchoredCheckpoint>> {
         lookup_via(self, federation, round).await
     }
 
@@ -248,7 +247,7 @@ impl Anchor for EmbeddedAnchor {
             .filter(|l| l.block_number >= from_block && l.address == chain.registry)
             .filter_map(|l| {
                 let kind = decode_event(&l.to_log()?)?;
-                (federation.is_none() || federation == Some(kind.federation())).then(|| {
+                (federation.is_none() || federation == Some(kind.federation())).then_some({
                     AnchorEvent {
                         block_number: l.block_number,
                         tx_hash: l.tx_hash,
@@ -269,7 +268,11 @@ impl Anchor for EmbeddedAnchor {
         check_participant_via(self, participants_root, member, update_hash, proof).await
     }
 
-    async fn check_in_batch_on_chain(&self, checkpoint: &CheckpointAnchor, proof: &[B256]) -> Result<bool> {
+    async fn check_in_batch_on_chain(
+        &self,
+        checkpoint: &CheckpointAnchor,
+        proof: &[B256],
+    ) -> Result<bool> {
         check_in_batch_via(self, checkpoint, proof).await
     }
 }

@@ -194,13 +194,17 @@ impl Chain {
             .accounts
             .get(&address)
             .and_then(|a| {
-                a.info.code.as_ref().map(Bytecode::original_bytes).or_else(|| {
-                    self.db
-                        .cache
-                        .contracts
-                        .get(&a.info.code_hash)
-                        .map(Bytecode::original_bytes)
-                })
+                a.info
+                    .code
+                    .as_ref()
+                    .map(Bytecode::original_bytes)
+                    .or_else(|| {
+                        self.db
+                            .cache
+                            .contracts
+                            .get(&a.info.code_hash)
+                            .map(Bytecode::original_bytes)
+                    })
             })
             .unwrap_or_default()
     }
@@ -215,7 +219,12 @@ impl Chain {
 
     /// Executes a call or creation by `caller` in a new block and commits it (also when it
     /// reverts: the nonce is spent, as on a real chain). Logs of a successful call are kept.
-    pub(crate) fn transact(&mut self, caller: Address, to: TxKind, data: Bytes) -> Result<Executed> {
+    pub(crate) fn transact(
+        &mut self,
+        caller: Address,
+        to: TxKind,
+        data: Bytes,
+    ) -> Result<Executed> {
         let nonce = self.nonce(caller);
         let block_number = self.block_number + 1;
         let now = std::time::SystemTime::now()
@@ -226,9 +235,8 @@ impl Chain {
             TxKind::Call(a) => a,
             TxKind::Create => Address::ZERO,
         };
-        let tx_hash = keccak256(
-            (EMBEDDED_CHAIN_ID, caller, nonce, target, data.clone()).abi_encode(),
-        );
+        let tx_hash =
+            keccak256((EMBEDDED_CHAIN_ID, caller, nonce, target, data.clone()).abi_encode());
         let tx = TxEnv::builder()
             .caller(caller)
             .kind(to)

@@ -60,7 +60,9 @@ impl KeySource {
                     .map_err(|_| refuse("unreadable or too large to be a key file".into()))?;
                 String::from_utf8(bytes).map_err(|_| refuse("not UTF-8 text".into()))?
             }
-            Self::Env(var) => std::env::var(var).map_err(|_| refuse("not set or not UTF-8".into()))?,
+            Self::Env(var) => {
+                std::env::var(var).map_err(|_| refuse("not set or not UTF-8".into()))?
+            }
         };
         let hex = text.trim();
         let digits = hex.strip_prefix("0x").unwrap_or(hex);
@@ -88,7 +90,10 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let err = KeySource::File(path.clone()).load().unwrap_err().to_string();
+            let err = KeySource::File(path.clone())
+                .load()
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("chmod 600"), "{err}");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }

@@ -495,7 +495,11 @@ impl RpcAnchor {
 
     /// The receipt of `pending` if the registry holds it already; a conflict if it holds
     /// something else for its round.
-    async fn found_on_chain(&self, pending: &Pending, chain_id: u64) -> Result<Option<AnchorReceipt>> {
+    async fn found_on_chain(
+        &self,
+        pending: &Pending,
+        chain_id: u64,
+    ) -> Result<Option<AnchorReceipt>> {
         let federation = pending.federation()?;
         let (first_round, last_round) = pending.rounds()?;
         let Some(anchored) = self.lookup(federation, first_round).await? else {
@@ -605,7 +609,11 @@ impl Anchor for RpcAnchor {
         .await
     }
 
-    async fn lookup(&self, federation: FederationId, round: u64) -> Result<Option<AnchoredCheckpoint>> {
+    async fn lookup(
+        &self,
+        federation: FederationId,
+        round: u64,
+    ) -> Result<Option<AnchoredCheckpoint>> {
         lookup_via(self, federation, round).await
     }
 
@@ -662,7 +670,11 @@ impl Anchor for RpcAnchor {
         check_participant_via(self, participants_root, member, update_hash, proof).await
     }
 
-    async fn check_in_batch_on_chain(&self, checkpoint: &CheckpointAnchor, proof: &[B256]) -> Result<bool> {
+    async fn check_in_batch_on_chain(
+        &self,
+        checkpoint: &CheckpointAnchor,
+        proof: &[B256],
+    ) -> Result<bool> {
         check_in_batch_via(self, checkpoint, proof).await
     }
 }

@@ -227,7 +227,8 @@ mod tests {
         let (first, _) = q.entries().unwrap().remove(0);
         q.remove(&first).unwrap();
         let (next, _) = q.entries().unwrap().remove(0);
-        q.reject(&next, &Error::InvalidInput("test".into())).unwrap();
+        q.reject(&next, &Error::InvalidInput("test".into()))
+            .unwrap();
         assert_eq!(q.len().unwrap(), 1);
         // a torn write is dropped, a corrupt entry is reported and kept
         fs::write(dir.path().join("x.json.tmp"), b"{").unwrap();

@@ -7,8 +7,7 @@ mod suite;
 mod support;
 
 use chain_anchor::{
-    Anchor, ChainAnchor, ChainConfig, EmbeddedAnchor, Error, RpcAnchor, STATE_FILE,
-    deploy_registry,
+    Anchor, ChainAnchor, ChainConfig, EmbeddedAnchor, Error, RpcAnchor, STATE_FILE, deploy_registry,
 };
 
 use support::{anvil_path, checkpoint, key_file, rpc_anchor, spawn_anvil, unique_federation};
@@ -38,7 +37,9 @@ async fn suite_on_anvil() {
     // Nothing left behind: the queue is empty, the outsider's refused anchor set aside.
     assert_eq!(anchor.queued().unwrap(), 0);
     assert_eq!(outsider.queued().unwrap(), 0);
-    let rejected = std::fs::read_dir(dir.path().join("queue-1/rejected")).unwrap().count();
+    let rejected = std::fs::read_dir(dir.path().join("queue-1/rejected"))
+        .unwrap()
+        .count();
     assert_eq!(rejected, 2, "the refused anchor and its reason");
 }
 
@@ -61,13 +62,19 @@ async fn rpc_reanchoring_the_same_round_is_idempotent_and_a_conflict_is_an_error
     let anvil = spawn_anvil(&path, 0, None);
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(&anvil, 0, dir.path());
-    let registry = deploy_registry(&anvil.endpoint(), &key, 1).await.unwrap().registry;
+    let registry = deploy_registry(&anvil.endpoint(), &key, 1)
+        .await
+        .unwrap()
+        .registry;
     let anchor: RpcAnchor = rpc_anchor(&anvil, registry, 0, dir.path());
     let fed = unique_federation("idem");
     let first = anchor.anchor(&checkpoint(fed, 0)).await.unwrap();
     let again = anchor.anchor(&checkpoint(fed, 0)).await.unwrap();
     assert!(again.already_anchored);
-    assert_eq!((again.tx_hash, again.gas_used), (first.tx_hash, first.gas_used));
+    assert_eq!(
+        (again.tx_hash, again.gas_used),
+        (first.tx_hash, first.gas_used)
+    );
     let mut other = checkpoint(fed, 0);
     other.cid.push('!');
     assert!(matches!(
@@ -97,7 +104,8 @@ async fn embedded_state_survives_a_restart_and_refuses_corruption() {
 
     // Through the configuration the aggregator uses.
     drop(reopened);
-    let config: ChainConfig = toml::from_str("backend = \"embedded\"\nstate_dir = \"st\"\n").unwrap();
+    let config: ChainConfig =
+        toml::from_str("backend = \"embedded\"\nstate_dir = \"st\"\n").unwrap();
     let run = tempfile::tempdir().unwrap();
     let chain = ChainAnchor::open(&config, run.path()).unwrap();
     assert!(run.path().join("st").join(STATE_FILE).is_file());

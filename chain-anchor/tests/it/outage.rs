@@ -88,9 +88,19 @@ async fn every_anchor_arrives_exactly_once_across_an_outage() {
     let mut other = checkpoint(fed, 7);
     other.cid = "bafkreiconflict".into();
     b.anchor(&other).await.unwrap();
-    assert!(matches!(a.flush().await, Err(Error::Conflict { round: 7, .. })));
+    assert!(matches!(
+        a.flush().await,
+        Err(Error::Conflict { round: 7, .. })
+    ));
     assert_eq!(a.queued().unwrap(), 0);
-    assert!(dir.path().join("queue-a/rejected").read_dir().unwrap().count() >= 1);
+    assert!(
+        dir.path()
+            .join("queue-a/rejected")
+            .read_dir()
+            .unwrap()
+            .count()
+            >= 1
+    );
 
     // Exactly once: one event per round 0..=7.
     let mut per_round = BTreeMap::new();

@@ -93,7 +93,12 @@ pub async fn run<A: Anchor>(anchor: &A, outsider: &A) {
         );
         let mut other = checkpoint(fed, round);
         other.epsilon_micros += 1;
-        assert!(!anchor.check_in_batch_on_chain(&other, &proof).await.unwrap());
+        assert!(
+            !anchor
+                .check_in_batch_on_chain(&other, &proof)
+                .await
+                .unwrap()
+        );
     }
     let batch_events = anchor.events(Some(fed), 0).await.unwrap();
     assert!(matches!(
@@ -103,8 +108,9 @@ pub async fn run<A: Anchor>(anchor: &A, outsider: &A) {
 
     // Participants trees: Rust root and proofs == Solidity MerkleProof.verify, 1..=7 members.
     for n in 1..=7u8 {
-        let members: Vec<(Address, [u8; 32])> =
-            (1..=n).map(|i| (Address::repeat_byte(i), [i ^ 0x5a; 32])).collect();
+        let members: Vec<(Address, [u8; 32])> = (1..=n)
+            .map(|i| (Address::repeat_byte(i), [i ^ 0x5a; 32]))
+            .collect();
         let tree = ParticipantsTree::new(&members).unwrap();
         for (m, h) in &members {
             let proof = tree.proof(*m).unwrap();
@@ -143,7 +149,15 @@ async fn verification<A: Anchor>(anchor: &A, fed: chain_anchor::FederationId, ba
     // One flipped byte in the parameters.
     let mut flipped = d.params.clone();
     flipped[1234] ^= 0x01;
-    let v = verify(anchor, &CheckpointClaim { params: &flipped, ..claim.clone() }).await.unwrap();
+    let v = verify(
+        anchor,
+        &CheckpointClaim {
+            params: &flipped,
+            ..claim.clone()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         v,
         Verdict::TamperedParameters {
@@ -153,29 +167,90 @@ async fn verification<A: Anchor>(anchor: &A, fed: chain_anchor::FederationId, ba
     );
 
     // Round 1's parameters presented as round 2's.
-    let v = verify(anchor, &CheckpointClaim { round: 2, ..claim.clone() }).await.unwrap();
-    assert_eq!(v, Verdict::WrongRound { claimed: 2, anchored_round: 1 });
+    let v = verify(
+        anchor,
+        &CheckpointClaim {
+            round: 2,
+            ..claim.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        v,
+        Verdict::WrongRound {
+            claimed: 2,
+            anchored_round: 1
+        }
+    );
 
     // A round never anchored.
-    let v = verify(anchor, &CheckpointClaim { round: 4, params: b"x", ..claim.clone() })
-        .await
-        .unwrap();
-    assert_eq!(v, Verdict::MissingAnchor { latest_round: Some(9) });
+    let v = verify(
+        anchor,
+        &CheckpointClaim {
+            round: 4,
+            params: b"x",
+            ..claim.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        v,
+        Verdict::MissingAnchor {
+            latest_round: Some(9)
+        }
+    );
 
     // Another CID, another participant list, another epsilon, an outsider.
-    let v = verify(anchor, &CheckpointClaim { cid: "bafkother", ..claim.clone() }).await.unwrap();
+    let v = verify(
+        anchor,
+        &CheckpointClaim {
+            cid: "bafkother",
+            ..claim.clone()
+        },
+    )
+    .await
+    .unwrap();
     assert!(matches!(v, Verdict::CidMismatch { .. }), "{v:?}");
     let fewer = &d.members[1..];
-    let v = verify(anchor, &CheckpointClaim { participants: fewer, member: None, ..claim.clone() })
-        .await
-        .unwrap();
+    let v = verify(
+        anchor,
+        &CheckpointClaim {
+            participants: fewer,
+            member: None,
+            ..claim.clone()
+        },
+    )
+    .await
+    .unwrap();
     assert!(matches!(v, Verdict::ParticipantsMismatch { .. }), "{v:?}");
-    let v = verify(anchor, &CheckpointClaim { epsilon_micros: 1, ..claim.clone() }).await.unwrap();
-    assert_eq!(v, Verdict::EpsilonMismatch { claimed: 1, anchored: cp.epsilon_micros });
+    let v = verify(
+        anchor,
+        &CheckpointClaim {
+            epsilon_micros: 1,
+            ..claim.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        v,
+        Verdict::EpsilonMismatch {
+            claimed: 1,
+            anchored: cp.epsilon_micros
+        }
+    );
     let stranger = (Address::repeat_byte(0xaa), [0; 32]);
-    let v = verify(anchor, &CheckpointClaim { member: Some(stranger), ..claim.clone() })
-        .await
-        .unwrap();
+    let v = verify(
+        anchor,
+        &CheckpointClaim {
+            member: Some(stranger),
+            ..claim.clone()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(v, Verdict::ParticipantNotIncluded { member: stranger.0 });
 
     // A batched round: valid with its proof, refused without, refused with a flipped byte.
@@ -193,10 +268,38 @@ async fn verification<A: Anchor>(anchor: &A, fed: chain_anchor::FederationId, ba
         from_block: 0,
     };
     assert!(verify(anchor, &claim7).await.unwrap().is_valid());
-    let v = verify(anchor, &CheckpointClaim { batch_proof: None, ..claim7.clone() }).await.unwrap();
-    assert_eq!(v, Verdict::BatchProofMissing { first_round: 6, last_round: 9 });
+    let v = verify(
+        anchor,
+        &CheckpointClaim {
+            batch_proof: None,
+            ..claim7.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        v,
+        Verdict::BatchProofMissing {
+            first_round: 6,
+            last_round: 9
+        }
+    );
     let mut flipped7 = d7.params.clone();
     flipped7[0] ^= 0x80;
-    let v = verify(anchor, &CheckpointClaim { params: &flipped7, ..claim7.clone() }).await.unwrap();
-    assert_eq!(v, Verdict::NotInBatch { first_round: 6, last_round: 9 });
+    let v = verify(
+        anchor,
+        &CheckpointClaim {
+            params: &flipped7,
+            ..claim7.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        v,
+        Verdict::NotInBatch {
+            first_round: 6,
+            last_round: 9
+        }
+    );
 }

@@ -22,7 +22,10 @@ pub fn anvil_path() -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("DAOFL_SKIP_ANVIL").as_deref() == Ok("1") {
-        eprintln!("NOTICE: DAOFL_SKIP_ANVIL=1 and no anvil at {}: test skipped", path.display());
+        eprintln!(
+            "NOTICE: DAOFL_SKIP_ANVIL=1 and no anvil at {}: test skipped",
+            path.display()
+        );
         return None;
     }
     panic!(
@@ -55,8 +58,16 @@ pub fn stop_anvil(mut anvil: AnvilInstance) {
         .expect("kill runs");
     assert!(status.success(), "kill -TERM {pid}");
     let start = Instant::now();
-    while anvil.child_mut().try_wait().expect("wait on anvil").is_none() {
-        assert!(start.elapsed() < Duration::from_secs(20), "anvil {pid} did not stop");
+    while anvil
+        .child_mut()
+        .try_wait()
+        .expect("wait on anvil")
+        .is_none()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "anvil {pid} did not stop"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Dropping now only reaps an exited process.
@@ -109,7 +120,12 @@ pub fn round_data(round: u64) -> RoundData {
         .flat_map(|i| ((i as f32) * 0.001 + round as f32).to_le_bytes())
         .collect();
     let members = (1..=5u8)
-        .map(|i| (Address::repeat_byte(i), [i.wrapping_mul(round as u8 + 3); 32]))
+        .map(|i| {
+            (
+                Address::repeat_byte(i),
+                [i.wrapping_mul(round as u8 + 3); 32],
+            )
+        })
         .collect();
     RoundData {
         params,
@@ -137,4 +153,3 @@ pub fn unique_federation(name: &str) -> FederationId {
         .as_nanos();
     FederationId::from_name(&format!("{name}-{nanos}"))
 }
-

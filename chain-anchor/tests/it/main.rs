@@ -2,6 +2,7 @@
 //! embedded backend's persistence. Tests that need anvil find it through `DAOFL_ANVIL` or
 //! chain-anchor's `node_modules` (`npm ci`); see `support::anvil_path`.
 
+mod merkle_fixture;
 mod outage;
 mod suite;
 mod support;

@@ -127,3 +127,64 @@ async fn embedded_state_survives_a_restart_and_refuses_corruption() {
         Err(Error::Corrupt { .. })
     ));
 }
+
+#[tokio::test]
+async fn rpc_backend_from_a_chain_config_and_authorising_a_second_aggregator() {
+    let Some(path) = anvil_path() else { return };
+    let anvil = spawn_anvil(&path, 0, None);
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(&anvil, 0, dir.path());
+    let registry = deploy_registry(&anvil.endpoint(), &key, 1)
+        .await
+        .unwrap()
+        .registry;
+    let config: ChainConfig = toml::from_str(&format!(
+        "backend = \"rpc\"\nurl = \"{}\"\nregistry = \"{registry}\"\nkey_file = \"key-0\"\n\
+         queue_dir = \"queue\"\nchain_id = {}\n",
+        anvil.endpoint(),
+        anvil.chain_id()
+    ))
+    .unwrap();
+    let chain = ChainAnchor::open(&config, dir.path()).unwrap();
+    assert_eq!(chain.sender(), anvil.addresses()[0]);
+    let fed = unique_federation("config");
+    chain.anchor(&checkpoint(fed, 0)).await.unwrap();
+    assert!(chain.lookup(fed, 0).await.unwrap().is_some());
+
+    // The admin grants AGGREGATOR_ROLE; the second account may then anchor.
+    let second = rpc_anchor(&anvil, registry, 1, dir.path());
+    let ChainAnchor::Rpc(admin) = &chain else {
+        panic!("an RPC backend")
+    };
+    admin.authorize(second.sender()).await.unwrap();
+    second.anchor(&checkpoint(fed, 1)).await.unwrap();
+    assert_eq!(second.latest_round(fed).await.unwrap(), Some(1));
+
+    // A configuration naming another chain is refused before anything is sent.
+    let wrong: ChainConfig = toml::from_str(&format!(
+        "backend = \"rpc\"\nurl = \"{}\"\nregistry = \"{registry}\"\nkey_file = \"key-0\"\n\
+         queue_dir = \"queue-wrong\"\nchain_id = 1\n",
+        anvil.endpoint()
+    ))
+    .unwrap();
+    let wrong = ChainAnchor::open(&wrong, dir.path()).unwrap();
+    assert!(matches!(
+        wrong.anchor(&checkpoint(fed, 2)).await,
+        Err(Error::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn embedded_admin_authorises_a_second_aggregator() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = EmbeddedAnchor::open(dir.path()).unwrap();
+    let second = admin.acting_as(alloy::primitives::Address::repeat_byte(0x22));
+    let fed = unique_federation("grant");
+    assert!(second.anchor(&checkpoint(fed, 0)).await.is_err());
+    assert!(
+        second.authorize(second.sender()).is_err(),
+        "only the admin grants"
+    );
+    admin.authorize(second.sender()).unwrap();
+    second.anchor(&checkpoint(fed, 0)).await.unwrap();
+}

@@ -44,6 +44,12 @@ pub fn embedded_aggregator_key() -> B256 {
 
 /// The registry in an in-process EVM whose state persists in a folder.
 ///
+/// **An EVM, not a network**: no consensus, no other node, no signatures checked. It runs the
+/// same registry bytecode as a real chain (same checks, events and gas), but a verifier must
+/// trust whoever holds the state file, who can rewrite it at will. Use it for quickstarts,
+/// simulations and tests; anchors that third parties rely on belong on a real chain
+/// ([`RpcAnchor`](crate::RpcAnchor)).
+///
 /// Every successful anchor rewrites the state file atomically before it returns, so a crash
 /// never loses an anchor that was reported done. One process at a time may open a folder.
 /// Clones share the chain.

@@ -226,11 +226,14 @@ impl Chain {
         data: Bytes,
     ) -> Result<Executed> {
         let nonce = self.nonce(caller);
-        let block_number = self.block_number + 1;
+        let block_number = self
+            .block_number
+            .checked_add(1)
+            .ok_or_else(|| Error::Evm("the block number is at its maximum".into()))?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let timestamp = now.max(self.timestamp + 1);
+        let timestamp = now.max(self.timestamp.saturating_add(1));
         let target = match to {
             TxKind::Call(a) => a,
             TxKind::Create => Address::ZERO,

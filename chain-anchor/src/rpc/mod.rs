@@ -447,7 +447,7 @@ impl RpcAnchor {
                     }
                     tracing::warn!(attempt, error = %e, "anchor not delivered yet; retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    backoff = backoff.saturating_mul(2).min(self.retry.max_backoff);
                     attempt += 1;
                 }
                 Err(e @ (Error::Reverted(_) | Error::Conflict { .. })) => {

@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use secure_agg::prg::{MaskSeed, Sign, apply_masks, keystream};
-use secure_agg::{Codec, CodecConfig, PrgKind};
+use secure_agg::{Codec, CodecConfig, PrgKind, masked_digest, pack_values};
 use zeroize::Zeroizing;
 
 const D: usize = 1_000_000;
@@ -81,6 +81,8 @@ fn codec(c: &mut Criterion) {
     g.bench_function("decode_sum", |b| {
         b.iter(|| plain.decode_sum(&enc, D).unwrap())
     });
+    g.bench_function("masked_digest_k32", |b| b.iter(|| masked_digest(&enc, 32)));
+    g.bench_function("pack_k16", |b| b.iter(|| pack_values(&enc, 16)));
     g.finish();
 }
 

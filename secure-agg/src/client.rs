@@ -374,7 +374,7 @@ impl ClientRound {
         let mut header = MaskedInputHeader {
             client: self.me,
             len: input.len() as u64,
-            digest: masked_digest(input),
+            digest: masked_digest(input, self.params.modulus_bits),
             signature: Vec::new(),
         };
         header.signature = header.sign_with(&self.binding, signer);

@@ -263,17 +263,25 @@ impl Codec {
                 reason: format!("{} coordinates, the codec expects {}", x.len(), self.dim),
             });
         }
-        let mut work = x.to_vec();
-        privacy::clip::clip_l2(&mut work, self.config.clip_norm)?;
+        // Copy only when clipping is needed (a NaN or infinite norm takes that path too, and
+        // clip_l2 reports the coordinate).
+        let clipped;
+        let work: &[f32] = if privacy::clip::l2_norm(x) <= self.config.clip_norm {
+            x
+        } else {
+            let mut copy = x.to_vec();
+            privacy::clip::clip_l2(&mut copy, self.config.clip_norm)?;
+            clipped = copy;
+            &clipped
+        };
         let mut out = vec![0_u32; self.padded];
         let s = self.config.scale;
         match &self.rotation {
             Some(rotation) => {
                 let mut rotated = vec![0.0_f64; self.padded];
-                for (r, &v) in rotated.iter_mut().zip(&work) {
+                for (r, &v) in rotated.iter_mut().zip(work) {
                     *r = f64::from(v);
                 }
-                drop(work);
                 rotation.forward(&mut rotated);
                 round_into(&mut out, rotated.iter().map(|&v| v * s), rng);
             }
@@ -348,8 +356,10 @@ fn round_into<R: CryptoRng + ?Sized>(
         let u = f64::from(bits as u32) * TWO_M32;
         bits >>= 32;
         have -= 1;
-        let f = v.floor();
-        let q = f as i64 + i64::from(u < v - f);
+        // floor(v) without a libm call (|v| < 2^52, so the casts are exact).
+        let t = v as i64;
+        let floor = t - i64::from((t as f64) > v);
+        let q = floor + i64::from(u < v - floor as f64);
         *o = q as u32;
     }
 }

@@ -305,7 +305,7 @@ pub struct MaskedInputHeader {
     pub client: u32,
     /// Number of values in the masked vector.
     pub len: u64,
-    /// [`masked_digest`] of the masked vector.
+    /// [`masked_digest`] of the masked vector (at the round's modulus bits).
     pub digest: [u8; 32],
     /// Identity signature.
     pub signature: Vec<u8>,
@@ -359,16 +359,18 @@ impl MaskedInputHeader {
     }
 }
 
-/// SHA-256 over `"daofl/secagg/v1/masked\0"` and the values as little-endian `u32`s.
-pub fn masked_digest(values: &[u32]) -> [u8; 32] {
+/// SHA-256 over `"daofl/secagg/v1/masked\0" || bits u8 || len u64` and the values
+/// bit-packed at `bits` bits ([`crate::pack_values`]: exactly the bytes on the wire), so a
+/// receiver can hash the packed bytes as they arrive, and a smaller `k` hashes fewer bytes.
+pub fn masked_digest(values: &[u32], bits: u32) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"daofl/secagg/v1/masked\0");
-    let mut buf = [0_u8; 4096];
+    h.update([bits.clamp(1, 32) as u8]);
+    h.update((values.len() as u64).to_le_bytes());
+    // 1024 values of any width pack to a whole number of bytes, so packing chunk by chunk
+    // gives the same bytes as packing the whole vector.
     for chunk in values.chunks(1024) {
-        for (b, v) in buf.chunks_exact_mut(4).zip(chunk) {
-            b.copy_from_slice(&v.to_le_bytes());
-        }
-        h.update(&buf[..4 * chunk.len()]);
+        h.update(crate::wire::pack_values(chunk, bits));
     }
     h.finalize().into()
 }

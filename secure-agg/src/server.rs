@@ -284,7 +284,9 @@ impl ServerRound {
         }
         header.verify_with(&self.binding, verifier)?;
         check_vector(from, masked, &self.params)?;
-        if header.len != masked.len() as u64 || header.digest != masked_digest(masked) {
+        if header.len != masked.len() as u64
+            || header.digest != masked_digest(masked, self.params.modulus_bits)
+        {
             return Err(Error::BadVector {
                 client: from,
                 reason: "the vector does not match its signed header".into(),

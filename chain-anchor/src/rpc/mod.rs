@@ -6,22 +6,22 @@
 //! with the same data (a transaction mined whose receipt was lost), which makes delivery
 //! exactly-once; a different record for the round is an [`Error::Conflict`], never a skip.
 
+mod endpoint;
 mod key;
 pub(crate) mod queue;
 
-use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use alloy::network::{EthereumWallet, ReceiptResponse, TransactionBuilder};
+use alloy::network::{ReceiptResponse, TransactionBuilder};
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, TransactionRequest};
-use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{SolCall, SolConstructor, SolEvent};
-use alloy::transports::http::reqwest::Url;
+use alloy::sol_types::{SolCall, SolEvent};
 use tokio::sync::{Mutex, OnceCell};
 
+use self::endpoint::Endpoint;
+pub use self::endpoint::{Deployment, deploy_registry};
 pub use self::key::KeySource;
 use self::queue::{Pending, Queue};
 use crate::anchor::{
@@ -29,7 +29,6 @@ use crate::anchor::{
     lookup_via,
 };
 use crate::bindings::CheckpointRegistry as Registry;
-use crate::error::Revert;
 use crate::types::{
     AnchorEvent, AnchorReceipt, AnchoredCheckpoint, BackendKind, CheckpointAnchor, FederationId,
     RoundBatch,
@@ -107,185 +106,18 @@ impl RpcSettings {
     }
 }
 
-/// A signing connection to an endpoint, shared by deployment and anchoring.
-#[derive(Debug, Clone)]
-struct Endpoint {
-    provider: DynProvider,
-    url: String,
-    sender: Address,
-    request_timeout: Duration,
-    poll_interval: Duration,
-    confirmations: u64,
-    receipt_timeout: Duration,
-}
-
-/// A receipt reduced to what the crate reports.
-struct Mined {
-    tx_hash: B256,
-    block_number: u64,
-    gas_used: u64,
-    effective_gas_price: u128,
-    contract_address: Option<Address>,
-}
-
-impl Endpoint {
-    fn new(url: &str, key: &KeySource) -> Result<Self> {
-        let signer: PrivateKeySigner = key.load()?;
-        let parsed: Url = url
-            .parse()
-            .map_err(|e| Error::Config(format!("endpoint URL {url:?}: {e}")))?;
-        let sender = signer.address();
-        // The nonce is asked from the node for every transaction (no cache): a transaction that
-        // fails before it is sent (a revert in the gas estimate) must not leave a nonce gap.
-        let provider = ProviderBuilder::new()
-            .disable_recommended_fillers()
-            .with_gas_estimation()
-            .with_simple_nonce_management()
-            .fetch_chain_id()
-            .wallet(EthereumWallet::from(signer))
-            .connect_http(parsed)
-            .erased();
-        Ok(Self {
-            provider,
-            url: url.to_owned(),
-            sender,
-            request_timeout: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(100),
-            confirmations: 1,
-            receipt_timeout: Duration::from_secs(120),
-        })
-    }
-
-    fn rpc_error(&self, during: &'static str, message: impl ToString) -> Error {
-        Error::Rpc {
-            url: self.url.clone(),
-            during,
-            message: message.to_string(),
-        }
-    }
-
-    /// Runs one request under the request timeout.
-    async fn request<T, E: std::fmt::Display>(
-        &self,
-        during: &'static str,
-        fut: impl IntoFuture<Output = std::result::Result<T, E>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.request_timeout, fut.into_future()).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.rpc_error(during, e)),
-            Err(_) => Err(self.rpc_error(during, "request timed out")),
-        }
-    }
-
-    /// Sends a transaction and waits for its confirmed receipt.
-    async fn send_and_wait(&self, tx: TransactionRequest) -> Result<Mined> {
-        let sent = tokio::time::timeout(self.request_timeout, self.provider.send_transaction(tx));
-        let pending = match sent.await {
-            Err(_) => return Err(self.rpc_error("sending a transaction", "request timed out")),
-            Ok(Err(e)) => {
-                // A revert shows up here: the gas estimate executes the call first.
-                if let Some(data) = e.as_error_resp().and_then(|r| r.as_revert_data()) {
-                    return Err(Error::Reverted(Revert::decode(&data)));
-                }
-                return Err(self.rpc_error("sending a transaction", e));
-            }
-            Ok(Ok(p)) => p,
-        };
-        self.await_receipt(*pending.tx_hash()).await
-    }
-
-    /// Polls for the receipt of `tx_hash` until it has the required confirmations.
-    async fn await_receipt(&self, tx_hash: B256) -> Result<Mined> {
-        let deadline = tokio::time::Instant::now() + self.receipt_timeout;
-        loop {
-            let receipt = self
-                .request(
-                    "fetching a receipt",
-                    self.provider.get_transaction_receipt(tx_hash),
-                )
-                .await?;
-            if let Some(r) = receipt {
-                let block_number = r.block_number().ok_or_else(|| {
-                    Error::MalformedResponse(format!("receipt of {tx_hash} has no block number"))
-                })?;
-                let head = self
-                    .request("reading the block number", self.provider.get_block_number())
-                    .await?;
-                if head.saturating_add(1) >= block_number.saturating_add(self.confirmations) {
-                    if !r.status() {
-                        return Err(Error::Reverted(Revert::Other(Bytes::new())));
-                    }
-                    return Ok(Mined {
-                        tx_hash,
-                        block_number,
-                        gas_used: r.gas_used(),
-                        effective_gas_price: r.effective_gas_price(),
-                        contract_address: r.contract_address(),
-                    });
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::ReceiptTimeout {
-                    tx_hash,
-                    waited: self.receipt_timeout,
-                });
-            }
-            tokio::time::sleep(self.poll_interval).await;
-        }
-    }
-}
-
-/// Where and by whom a registry was deployed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Deployment {
-    /// Address of the new registry.
-    pub registry: Address,
-    /// Its admin and first aggregator (the deploying account).
-    pub admin: Address,
-    /// Chain id of the endpoint.
-    pub chain_id: u64,
-    /// Deployment transaction.
-    pub tx_hash: B256,
-    /// Block of the deployment (a good `from_block` for event searches).
-    pub block_number: u64,
-    /// Gas used by the deployment.
-    pub gas_used: u64,
-}
-
-/// Deploys a new registry through `url`, signed with the key from `key`, which becomes the
-/// registry's admin and first aggregator. What `fl-aggregator anchor deploy` calls.
+/// The registry on a chain reached over JSON-RPC (anvil, a testnet, mainnet).
 ///
-/// # Errors
-/// [`Error::Key`], [`Error::Rpc`], [`Error::ReceiptTimeout`], or [`Error::Reverted`].
-pub async fn deploy_registry(url: &str, key: &KeySource, confirmations: u64) -> Result<Deployment> {
-    let mut endpoint = Endpoint::new(url, key)?;
-    endpoint.confirmations = confirmations.max(1);
-    let chain_id = endpoint
-        .request("reading the chain id", endpoint.provider.get_chain_id())
-        .await?;
-    let mut code = Registry::BYTECODE.to_vec();
-    code.extend(
-        Registry::constructorCall {
-            admin: endpoint.sender,
-        }
-        .abi_encode(),
-    );
-    let tx = TransactionRequest::default().with_deploy_code(code);
-    let mined = endpoint.send_and_wait(tx).await?;
-    let registry = mined.contract_address.ok_or_else(|| {
-        Error::MalformedResponse("deployment receipt without a contract address".into())
-    })?;
-    Ok(Deployment {
-        registry,
-        admin: endpoint.sender,
-        chain_id,
-        tx_hash: mined.tx_hash,
-        block_number: mined.block_number,
-        gas_used: mined.gas_used,
-    })
-}
-
-/// The registry on a chain reached over JSON-RPC.
+/// Every anchor is first written, synced, to the queue folder; it leaves the queue only once
+/// its receipt has the configured confirmations, or once the chain is found to hold it already
+/// (a transaction mined whose receipt was lost). So an endpoint outage delays anchors without
+/// losing any, and none is written twice. Anchors are delivered one at a time in round order:
+/// an anchor call first delivers what earlier calls left queued. A different record for the
+/// same round is an [`Error::Conflict`]; an anchor the registry refuses for good is moved to the
+/// queue's `rejected/` folder with the reason.
+///
+/// One process per key: nonces are asked from the node for each transaction, so two processes
+/// sending with one key at the same moment may collide.
 #[derive(Debug)]
 pub struct RpcAnchor {
     endpoint: Endpoint,

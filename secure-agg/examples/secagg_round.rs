@@ -182,10 +182,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let c = clients.get_mut(&i).expect("client");
         let mut out = None;
         time(&mut stage_time[2], &mut || {
-            let mut input = codec.encode(&update, &mut rng).expect("encode");
-            let header = c
-                .handle_shares(shares.clone(), &mut input, &signers[&i])
-                .expect("mask");
+            // Encode and mask in one pass (`handle_shares` masks an encoded vector instead).
+            let (input, header) = c
+                .handle_shares_encoding(
+                    shares.clone(),
+                    &codec,
+                    &update,
+                    &[],
+                    &mut rng,
+                    &signers[&i],
+                )
+                .expect("encode and mask");
             let packed = pack_values(&input, bits);
             uplink += (header.to_bytes().len() + packed.len()) as u64;
             masked_bytes += packed.len() as u64;

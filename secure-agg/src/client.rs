@@ -12,6 +12,7 @@ use rand_chacha::ChaCha20Rng;
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
+use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::keys::{self, Purpose};
@@ -21,7 +22,7 @@ use crate::messages::{
     masked_digest,
 };
 use crate::params::SecAggParams;
-use crate::prg::{MaskSeed, Sign, apply_masks, modulus_mask};
+use crate::prg::{MaskSeed, MaskStreams, Sign, apply_masks, modulus_mask};
 use crate::shamir::{self, Share};
 use crate::sign::{MessageSigner, SignatureVerifier};
 
@@ -326,6 +327,65 @@ impl ClientRound {
         signer: &dyn MessageSigner,
     ) -> Result<MaskedInputHeader> {
         check_vector(self.me, input, &self.params)?;
+        let seeds = self.take_shares(inbound)?;
+        apply_masks(input, &seeds, self.params.prg, self.params.modulus_bits);
+        Ok(self.sign_masked(input, signer))
+    }
+
+    /// Stage 3 fused with the codec: decrypts the neighbours' shares as
+    /// [`ClientRound::handle_shares`] does, then encodes `update` with `codec` and masks each
+    /// block as it is produced (one pass), followed by the `extra` values (exact integers the
+    /// application appends, e.g. an example count, each below `2^k`). Returns the masked
+    /// vector (`codec.encoded_len() + extra.len()` = `vector_len` values) and its signed
+    /// header.
+    ///
+    /// # Errors
+    /// As [`ClientRound::handle_shares`], [`Error::BadVector`] if the lengths or the codec's
+    /// modulus do not match the round's, and as [`Codec::encode`].
+    pub fn handle_shares_encoding<R: CryptoRng + ?Sized>(
+        &mut self,
+        inbound: InboundShares,
+        codec: &Codec,
+        update: &[f32],
+        extra: &[u32],
+        rng: &mut R,
+        signer: &dyn MessageSigner,
+    ) -> Result<(Vec<u32>, MaskedInputHeader)> {
+        self.expect(Stage::AwaitShares, "handle_shares_encoding")?;
+        self.guarded(|s| {
+            let (len, bits) = (s.params.vector_len, s.params.modulus_bits);
+            if codec.encoded_len() + extra.len() != len || codec.modulus_bits() != bits {
+                return Err(Error::BadVector {
+                    client: s.me,
+                    reason: format!(
+                        "codec of {} values mod 2^{} plus {} extra values for a round of {len} \
+                         values mod 2^{bits}",
+                        codec.encoded_len(),
+                        codec.modulus_bits(),
+                        extra.len()
+                    ),
+                });
+            }
+            let mut tail = extra.to_vec();
+            if let Some(&v) = tail.iter().find(|&&v| v & !modulus_mask(bits) != 0) {
+                return Err(Error::BadVector {
+                    client: s.me,
+                    reason: format!("extra value {v} is not below 2^{bits}"),
+                });
+            }
+            let seeds = s.take_shares(inbound)?;
+            let mut streams = MaskStreams::new(&seeds, s.params.prg, bits);
+            let mut out = codec.encode_with(update, rng, |block| streams.apply(block))?;
+            streams.apply(&mut tail);
+            out.extend_from_slice(&tail);
+            let header = s.sign_masked(&out, signer);
+            Ok((out, header))
+        })
+    }
+
+    /// Decrypts and stores the neighbours' shares; returns the mask seeds (self-mask and
+    /// one pairwise seed per neighbour that sent shares).
+    fn take_shares(&mut self, inbound: InboundShares) -> Result<Vec<MaskSeed>> {
         for p in &inbound.packets {
             if self.neighbours.binary_search(&p.from).is_err() {
                 return Err(Error::UnexpectedClient {
@@ -370,16 +430,20 @@ impl ClientRound {
                 sign: if self.me < j { Sign::Plus } else { Sign::Minus },
             });
         }
-        apply_masks(input, &seeds, self.params.prg, self.params.modulus_bits);
+        Ok(seeds)
+    }
+
+    /// The signed header of the masked vector; moves to the unmask stage.
+    fn sign_masked(&mut self, masked: &[u32], signer: &dyn MessageSigner) -> MaskedInputHeader {
         let mut header = MaskedInputHeader {
             client: self.me,
-            len: input.len() as u64,
-            digest: masked_digest(input, self.params.modulus_bits),
+            len: masked.len() as u64,
+            digest: masked_digest(masked, self.params.modulus_bits),
             signature: Vec::new(),
         };
         header.signature = header.sign_with(&self.binding, signer);
         self.stage = Stage::AwaitUnmask;
-        Ok(header)
+        header
     }
 
     /// Stage 4: reveals, for each listed survivor, the share of its self-mask seed and, for

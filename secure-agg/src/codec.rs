@@ -257,6 +257,22 @@ impl Codec {
     /// [`Error::BadVector`] if `x` does not have `dim` coordinates; [`Error::Privacy`] for a
     /// non-finite coordinate or a sampler failure.
     pub fn encode<R: CryptoRng + ?Sized>(&self, x: &[f32], rng: &mut R) -> Result<Vec<u32>> {
+        self.encode_with(x, rng, |_| {})
+    }
+
+    /// [`Codec::encode`], handing each finished block of the encoding (in order, while it is
+    /// still in cache) to `block` before going on: the client masks it there, so encoding
+    /// and masking are one pass over the vector.
+    ///
+    /// # Errors
+    /// As [`Codec::encode`].
+    pub fn encode_with<R: CryptoRng + ?Sized>(
+        &self,
+        x: &[f32],
+        rng: &mut R,
+        mut block: impl FnMut(&mut [u32]),
+    ) -> Result<Vec<u32>> {
+        const BLOCK: usize = 4096;
         if x.len() != self.dim {
             return Err(Error::BadVector {
                 client: u32::MAX,
@@ -274,31 +290,34 @@ impl Codec {
             clipped = copy;
             &clipped
         };
-        let mut out = vec![0_u32; self.padded];
-        let s = self.config.scale;
-        match &self.rotation {
-            Some(rotation) => {
-                let mut rotated = vec![0.0_f64; self.padded];
-                for (r, &v) in rotated.iter_mut().zip(work) {
-                    *r = f64::from(v);
-                }
-                rotation.forward(&mut rotated);
-                round_into(&mut out, rotated.iter().map(|&v| v * s), rng);
+        let rotated = self.rotation.as_ref().map(|rotation| {
+            let mut r = vec![0.0_f64; self.padded];
+            for (r, &v) in r.iter_mut().zip(work) {
+                *r = f64::from(v);
             }
-            None => round_into(&mut out, work.iter().map(|&v| f64::from(v) * s), rng),
-        }
-        if let Some(sampler) = &self.noise {
-            let mut buf = [0_i64; 1024];
-            for chunk in out.chunks_mut(buf.len()) {
-                let noise = &mut buf[..chunk.len()];
+            rotation.forward(&mut r);
+            r
+        });
+        let s = self.config.scale;
+        let mut out = vec![0_u32; self.padded];
+        let mut noise = [0_i64; BLOCK];
+        for (b, chunk) in out.chunks_mut(BLOCK).enumerate() {
+            let range = b * BLOCK..b * BLOCK + chunk.len();
+            match &rotated {
+                Some(r) => round_into(chunk, r[range].iter().map(|&v| v * s), rng),
+                None => round_into(chunk, work[range].iter().map(|&v| f64::from(v) * s), rng),
+            }
+            if let Some(sampler) = &self.noise {
+                let noise = &mut noise[..chunk.len()];
                 sampler.fill(rng, noise)?;
                 for (o, &e) in chunk.iter_mut().zip(noise.iter()) {
                     *o = o.wrapping_add(e as u32);
                 }
             }
-        }
-        for o in &mut out {
-            *o &= self.mask;
+            for o in chunk.iter_mut() {
+                *o &= self.mask;
+            }
+            block(chunk);
         }
         Ok(out)
     }

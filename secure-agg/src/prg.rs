@@ -143,28 +143,61 @@ pub(crate) fn modulus_mask(bits: u32) -> u32 {
 /// block by block, never holding more than one block of keystream; then reduces `out` mod
 /// `2^bits`. (The client and server rounds call this; it is public for benchmarks.)
 pub fn apply_masks(out: &mut [u32], seeds: &[MaskSeed], kind: PrgKind, bits: u32) {
-    let width = value_width(bits);
-    let mask = modulus_mask(bits);
-    let mut streams: Vec<(Stream, Sign)> = seeds
-        .iter()
-        .map(|s| (Stream::new(kind, &s.key), s.sign))
-        .collect();
-    let mut buf = Zeroizing::new([0_u8; BLOCK * 4]);
-    for chunk in out.chunks_mut(BLOCK) {
-        let ks = &mut buf[..chunk.len() * width];
-        for (stream, sign) in &mut streams {
-            stream.fill(ks);
-            match (width, *sign) {
-                (4, Sign::Plus) => add4(chunk, ks),
-                (4, Sign::Minus) => sub4(chunk, ks),
-                (2, Sign::Plus) => add2(chunk, ks),
-                (2, Sign::Minus) => sub2(chunk, ks),
-                (_, Sign::Plus) => add1(chunk, ks),
-                (_, Sign::Minus) => sub1(chunk, ks),
-            }
+    MaskStreams::new(seeds, kind, bits).apply(out);
+}
+
+/// The mask streams of one vector, consumed in order: [`MaskStreams::apply`] on consecutive
+/// chunks of any lengths gives the same result as [`apply_masks`] on the whole vector, so a
+/// producer (the codec) can mask each block while it is still in cache.
+pub struct MaskStreams {
+    streams: Vec<(Stream, Sign)>,
+    width: usize,
+    mask: u32,
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for MaskStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskStreams")
+            .field("streams", &self.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MaskStreams {
+    /// The streams of `seeds` for values mod `2^bits`, at their start.
+    pub fn new(seeds: &[MaskSeed], kind: PrgKind, bits: u32) -> Self {
+        Self {
+            streams: seeds
+                .iter()
+                .map(|s| (Stream::new(kind, &s.key), s.sign))
+                .collect(),
+            width: value_width(bits),
+            mask: modulus_mask(bits),
+            buf: Zeroizing::new(vec![0_u8; BLOCK * 4]),
         }
-        for v in chunk.iter_mut() {
-            *v &= mask;
+    }
+
+    /// Adds the next `chunk.len()` values of every stream into `chunk` and reduces it mod
+    /// `2^bits`.
+    pub fn apply(&mut self, chunk: &mut [u32]) {
+        let width = self.width;
+        for chunk in chunk.chunks_mut(BLOCK) {
+            let ks = &mut self.buf[..chunk.len() * width];
+            for (stream, sign) in &mut self.streams {
+                stream.fill(ks);
+                match (width, *sign) {
+                    (4, Sign::Plus) => add4(chunk, ks),
+                    (4, Sign::Minus) => sub4(chunk, ks),
+                    (2, Sign::Plus) => add2(chunk, ks),
+                    (2, Sign::Minus) => sub2(chunk, ks),
+                    (_, Sign::Plus) => add1(chunk, ks),
+                    (_, Sign::Minus) => sub1(chunk, ks),
+                }
+            }
+            for v in chunk.iter_mut() {
+                *v &= self.mask;
+            }
         }
     }
 }
@@ -269,6 +302,23 @@ mod tests {
                 *v,
                 u32::from(u16::from_le_bytes([ks[2 * i], ks[2 * i + 1]]))
             );
+        }
+    }
+
+    #[test]
+    fn chunked_application_equals_whole() {
+        for bits in [7, 16, 32] {
+            let seeds = [seed(4, Sign::Plus), seed(5, Sign::Minus)];
+            let mut whole = vec![3_u32; 9000];
+            apply_masks(&mut whole, &seeds, PrgKind::ChaCha12, bits);
+            let mut parts = vec![3_u32; 9000];
+            let mut streams = MaskStreams::new(&seeds, PrgKind::ChaCha12, bits);
+            let (a, rest) = parts.split_at_mut(1);
+            let (b, c) = rest.split_at_mut(4999);
+            streams.apply(a);
+            streams.apply(b);
+            streams.apply(c);
+            assert_eq!(whole, parts, "{bits}");
         }
     }
 

@@ -2,8 +2,8 @@
 
 use rand::CryptoRng;
 use sha2::{Digest, Sha256};
-use tfhe::core_crypto::commons::generators::NoiseRandomGenerator;
 use tfhe::core_crypto::algorithms::re_randomization::rerand_encrypt_lwe_compact_ciphertext_list_with_compact_public_key;
+use tfhe::core_crypto::commons::generators::NoiseRandomGenerator;
 use tfhe::core_crypto::prelude::*;
 
 use super::error::{Error, Result};

@@ -4,8 +4,14 @@
 //! Each client shares its secrets with its neighbours and itself (`degree + 1` shares) and
 //! masks pairwise only with its neighbours, so the cost per client is `O(degree)` instead of
 //! `O(n)`. The permutation comes from SHA-256 over every advertised key (in id order) and the
-//! round binding, so the server, which only chooses *which* advertisements it forwards,
-//! cannot place chosen clients next to each other.
+//! round binding, and every client recomputes it from the signed directory, so the server
+//! cannot pick the permutation, nor swap keys to steer it. It can still influence it by
+//! choosing *which* advertisements to forward (dropping some honest clients and recomputing):
+//! the number of tries is bounded by the subsets of droppable clients the round tolerates.
+//! Bell et al.'s analysis against a malicious server assumes an honestly sampled graph; where
+//! that matters, keep the degree at the value [`GraphParams::choose`] gives for a higher
+//! corruption rate, or fix the participant set (and so `U1`) before the round (e.g. anchored
+//! on chain) and abort when advertisements are missing.
 
 use chacha20::ChaCha20;
 use chacha20::cipher::{KeyIvInit, StreamCipher};

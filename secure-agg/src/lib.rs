@@ -22,8 +22,10 @@
 //! It does **not** do IO, keep time, pick clients, or know about models and rounds beyond
 //! the binding: the engine moves the bytes, closes stages at its deadlines, chunks masked
 //! vectors and decides what to do with the sum. Its security rests on a threshold of honest
-//! clients (`2t > degree + 1` is enforced) and on the signatures: a malicious server can make
-//! the round abort, never learn an individual update. It does not prevent a malicious
+//! clients (`2t > degree + 1` is enforced, [`GraphParams::choose`] sizes `t` for a corruption
+//! rate) and on the signatures: a malicious server colluding with fewer clients than that can
+//! make the round abort but not learn an individual update (see [`graph`] for how far it can
+//! influence the neighbour graph). It does not prevent a malicious
 //! *client* from sending a bad (but bounded) input: that is what clipping and the decoded
 //! average's robustness are for.
 //!

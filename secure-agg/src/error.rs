@@ -107,9 +107,12 @@ pub enum Error {
         /// Threshold.
         need: usize,
     },
-    /// A reconstructed masking key does not match the public key its owner advertised
-    /// (a client sent a wrong share).
-    #[error("reconstructed masking key of client {client} does not match its advertised key")]
+    /// Shares of a client's secret are inconsistent: two subsets reconstruct different
+    /// secrets, or a rebuilt masking key does not match its advertised public key (some client
+    /// sent a wrong share). The round aborts.
+    #[error(
+        "inconsistent shares of client {client}'s secret (a wrong share was sent); round aborted"
+    )]
     ReconstructionMismatch {
         /// Whose key.
         client: u32,

@@ -108,3 +108,15 @@ pub use server::{AggregateOutput, ServerRound};
 pub use shamir::Share;
 pub use sign::{MessageSigner, SignatureVerifier};
 pub use wire::{Limits, pack_values, unpack_values};
+
+#[cfg(test)]
+mod tests {
+    /// The engine keeps rounds across await points and threads.
+    #[test]
+    fn state_machines_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::ClientRound>();
+        check::<crate::ServerRound>();
+        check::<crate::Codec>();
+    }
+}

@@ -441,14 +441,14 @@ impl ServerRound {
         }
         let mut seeds = Vec::new();
         for &k in &self.masked {
-            let b = shamir::reconstruct(&b_points[&k], t, k, "self-mask seed")?;
+            let b = reconstruct_checked(&b_points[&k], t, k, "self-mask seed")?;
             seeds.push(MaskSeed {
                 key: Zeroizing::new(b),
                 sign: Sign::Minus,
             });
         }
         for &j in &needed {
-            let bytes = Zeroizing::new(shamir::reconstruct(&s_points[&j], t, j, "masking key")?);
+            let bytes = Zeroizing::new(reconstruct_checked(&s_points[&j], t, j, "masking key")?);
             let secret = StaticSecret::from(*bytes);
             if keys::public(&secret) != self.adverts[&j].mask_key {
                 return Err(Error::ReconstructionMismatch { client: j });
@@ -474,4 +474,28 @@ impl ServerRound {
             survivors: self.masked.into_iter().collect(),
         })
     }
+}
+
+/// Reconstructs from the first `t` points and, when there are more, also from the last `t`:
+/// two different subsets must agree, so a client that sent a wrong share is caught (the
+/// round aborts) instead of silently corrupting the sum.
+fn reconstruct_checked(
+    points: &[(u128, &Share)],
+    t: usize,
+    client: u32,
+    secret: &'static str,
+) -> Result<[u8; 32]> {
+    let first = Zeroizing::new(shamir::reconstruct(points, t, client, secret)?);
+    if points.len() > t {
+        let last = Zeroizing::new(shamir::reconstruct(
+            &points[points.len() - t..],
+            t,
+            client,
+            secret,
+        )?);
+        if first != last {
+            return Err(Error::ReconstructionMismatch { client });
+        }
+    }
+    Ok(*first)
 }

@@ -400,3 +400,102 @@ fn weak_thresholds_are_refused() {
     assert!(e.to_string().contains("threshold"), "{e}");
     assert!(ServerRound::new(BINDING, p, &[0, 1]).is_err());
 }
+
+#[test]
+fn a_share_altered_in_transit_is_refused() {
+    // 6 clients, t = 4: every self-mask seed has 6 shares, so two subsets are compared.
+    let p = SecAggParams {
+        modulus_bits: 16,
+        vector_len: 4,
+        degree: 5,
+        threshold: 4,
+        prg: PrgKind::ChaCha20,
+    };
+    let mut m = Manual::new(6, p, 13);
+    m.advertise();
+    m.share_keys();
+    m.masked_input();
+    for i in 0..6 {
+        let c = m.clients.get_mut(&i).unwrap();
+        let mut r = c
+            .handle_unmask_request(m.requests[&i].clone(), m.signers[&i].as_ref())
+            .unwrap();
+        if i == 5 {
+            // The share of client 0's seed is altered in transit.
+            let (_, share) = r
+                .self_mask_shares
+                .iter_mut()
+                .find(|(j, _)| *j == 0)
+                .unwrap();
+            let mut bytes = share.to_bytes();
+            bytes[0] ^= 1;
+            *share = secure_agg::Share::from_bytes(&bytes).unwrap();
+        }
+        // The tampered response carries no valid signature: it is refused.
+        let res = m.server.handle_unmask_response(i, r, &m.registry);
+        assert_eq!(res.is_ok(), i != 5, "{res:?}");
+    }
+    // Without client 5's response the server still has 5 >= t shares of everyone.
+    let out = m.server.finish().unwrap();
+    assert_eq!(out.survivors.len(), 6);
+}
+
+#[test]
+fn a_malicious_client_with_a_valid_signature_cannot_corrupt_the_sum_silently() {
+    use secure_agg::{MessageSigner as _, UnmaskResponse};
+    let p = SecAggParams {
+        modulus_bits: 16,
+        vector_len: 4,
+        degree: 5,
+        threshold: 4,
+        prg: PrgKind::ChaCha20,
+    };
+    let mut m = Manual::new(6, p, 14);
+    m.advertise();
+    m.share_keys();
+    m.masked_input();
+    let mut responses = Vec::new();
+    for i in 0..6 {
+        let c = m.clients.get_mut(&i).unwrap();
+        responses.push(
+            c.handle_unmask_request(m.requests[&i].clone(), m.signers[&i].as_ref())
+                .unwrap(),
+        );
+    }
+    // Client 5 is malicious: it changes a share and signs the result with its own key.
+    let mut bad: UnmaskResponse = responses[5].clone();
+    let (_, share) = bad
+        .self_mask_shares
+        .iter_mut()
+        .find(|(j, _)| *j == 0)
+        .unwrap();
+    let mut bytes = share.to_bytes();
+    bytes[0] ^= 1;
+    *share = secure_agg::Share::from_bytes(&bytes).unwrap();
+    let payload = bad_payload(&bad);
+    bad.signature = EcdsaSigner(signing_key(5, 0)).sign(&payload);
+    responses[5] = bad;
+    for (i, r) in responses.into_iter().enumerate() {
+        m.server
+            .handle_unmask_response(i as u32, r, &m.registry)
+            .unwrap();
+    }
+    assert!(matches!(
+        m.server.finish(),
+        Err(Error::ReconstructionMismatch { client: 0 })
+    ));
+}
+
+/// The signed payload of an unmask response (as documented in `messages`):
+/// `"daofl/secagg/v1\0" || tag || session || round || body`.
+fn bad_payload(r: &secure_agg::UnmaskResponse) -> Vec<u8> {
+    let bytes = r.to_bytes();
+    // body = encoding without the tag and the trailing signature (u16 length + bytes).
+    let body = &bytes[1..bytes.len() - 2 - r.signature.len()];
+    let mut p = b"daofl/secagg/v1\0".to_vec();
+    p.push(bytes[0]);
+    p.extend_from_slice(&BINDING.session);
+    p.extend_from_slice(&BINDING.round.to_le_bytes());
+    p.extend_from_slice(body);
+    p
+}

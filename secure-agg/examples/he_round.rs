@@ -13,7 +13,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use secure_agg::he::{
     self, AggregateCiphertext, ClientEncryptor, CommitteeMember, CommitteeParams, MessageSigner,
-    SignatureVerifier, UploadManifest,
+    SignatureVerifier,
 };
 
 /// Benchmarks sign nothing: the signature scheme is the transport's (secp256k1 in daofl).
@@ -88,7 +88,7 @@ fn main() -> Result<(), he::Error> {
     let mut members = (0..c)
         .map(|m| {
             let bundles: Vec<_> = dealt.iter().map(|(_, b)| b[m as usize].clone()).collect();
-            CommitteeMember::from_bundles(params, m, &bundles)
+            CommitteeMember::from_bundles(params, &key, m, &bundles)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let keygen = secs(start);
@@ -101,13 +101,13 @@ fn main() -> Result<(), he::Error> {
         })
         .collect();
 
-    let encryptor = ClientEncryptor::new(params.he, key)?;
-    let mut aggregate = AggregateCiphertext::new(params.he, 1, d)?;
+    let encryptor = ClientEncryptor::new(params.he, key.clone())?;
+    let mut aggregate = AggregateCiphertext::new(params.he, &key, 1, d)?;
     let (mut encrypt, mut sum, mut bytes) = ((0.0, 0.0), (0.0, 0.0), 0usize);
     for (id, values) in vectors.iter().enumerate() {
         let start = now();
         let chunks = encryptor.encrypt(values, &mut rng)?;
-        let manifest = UploadManifest::for_chunks(1, id as u32, d, &chunks).sign(&NoSignature);
+        let manifest = encryptor.manifest(1, id as u32, &chunks).sign(&NoSignature);
         add(&mut encrypt, secs(start));
         let wire: Vec<Vec<u8>> = chunks.iter().map(he::EncryptedChunk::to_bytes).collect();
         bytes += wire.iter().map(Vec::len).sum::<usize>();

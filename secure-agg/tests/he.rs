@@ -9,7 +9,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use secure_agg::he::{
     self, AggregateCiphertext, ClientEncryptor, CommitteeMember, CommitteeParams, Error, HeParams,
-    Limits, MessageSigner, SharedKey, SignatureVerifier, UploadManifest,
+    Limits, MessageSigner, SharedKey, SignatureVerifier,
 };
 
 /// A client's secp256k1 ECDSA key.
@@ -110,7 +110,7 @@ fn committee(params: CommitteeParams, rng: &mut ChaCha20Rng) -> Committee {
                     he::keygen::ShareBundle::from_bytes(&b[m as usize].to_bytes(), &limits).unwrap()
                 })
                 .collect();
-            CommitteeMember::from_bundles(params, m, &bundles).unwrap()
+            CommitteeMember::from_bundles(params, &key, m, &bundles).unwrap()
         })
         .collect();
     Committee {
@@ -131,13 +131,14 @@ fn upload(
 ) -> AggregateCiphertext {
     let encryptor = ClientEncryptor::new(params, key.clone()).unwrap();
     let len = vectors[0].len();
-    let mut aggregate = AggregateCiphertext::new(params, round, len).unwrap();
+    let mut aggregate = AggregateCiphertext::new(params, key, round, len).unwrap();
     let limits = Limits::default();
     for (id, values) in vectors.iter().enumerate() {
         let id = id as u32;
         let chunks = encryptor.encrypt(values, rng).unwrap();
-        let manifest =
-            UploadManifest::for_chunks(round, id, len, &chunks).sign(&clients.signers[id as usize]);
+        let manifest = encryptor
+            .manifest(round, id, &chunks)
+            .sign(&clients.signers[id as usize]);
         let manifest = he::SignedManifest::from_bytes(&manifest.to_bytes(), &limits).unwrap();
         aggregate.admit(manifest, &clients.registry).unwrap();
         // Chunks arrive in reverse order, as bytes.
@@ -351,22 +352,22 @@ fn unknown_unsigned_and_tampered_uploads_are_rejected() {
     let encryptor = ClientEncryptor::new(params.he, committee.key.clone()).unwrap();
     let values = random_values(5000, 16, &mut rng);
     let chunks = encryptor.encrypt(&values, &mut rng).unwrap();
-    let mut aggregate = AggregateCiphertext::new(params.he, 1, 5000).unwrap();
+    let mut aggregate = AggregateCiphertext::new(params.he, &committee.key, 1, 5000).unwrap();
 
     // Unknown client 9 with a real signature by another key.
-    let forged = UploadManifest::for_chunks(1, 9, 5000, &chunks).sign(&all.signers[0]);
+    let forged = encryptor.manifest(1, 9, &chunks).sign(&all.signers[0]);
     assert_eq!(
         aggregate.admit(forged, &all.registry),
         Err(Error::BadSignature { client: 9 })
     );
     // Client 1's manifest signed by client 0.
-    let forged = UploadManifest::for_chunks(1, 1, 5000, &chunks).sign(&all.signers[0]);
+    let forged = encryptor.manifest(1, 1, &chunks).sign(&all.signers[0]);
     assert_eq!(
         aggregate.admit(forged, &all.registry),
         Err(Error::BadSignature { client: 1 })
     );
     // Unsigned.
-    let mut unsigned = UploadManifest::for_chunks(1, 1, 5000, &chunks).sign(&all.signers[1]);
+    let mut unsigned = encryptor.manifest(1, 1, &chunks).sign(&all.signers[1]);
     unsigned.signature.clear();
     assert_eq!(
         aggregate.admit(unsigned, &all.registry),
@@ -378,7 +379,7 @@ fn unknown_unsigned_and_tampered_uploads_are_rejected() {
         Err(Error::Mismatch(_))
     ));
     // A tampered chunk of an admitted client, and a duplicate chunk.
-    let ok = UploadManifest::for_chunks(1, 1, 5000, &chunks).sign(&all.signers[1]);
+    let ok = encryptor.manifest(1, 1, &chunks).sign(&all.signers[1]);
     aggregate.admit(ok.clone(), &all.registry).unwrap();
     assert!(matches!(
         aggregate.admit(ok, &all.registry),
@@ -395,17 +396,27 @@ fn unknown_unsigned_and_tampered_uploads_are_rejected() {
         aggregate.add_chunk(1, &chunks[1]),
         Err(Error::Duplicate(_))
     ));
+    // A manifest for ciphertexts under another key.
+    let mut other_key = encryptor.manifest(1, 2, &chunks);
+    other_key.key_digest = [0; 32];
+    let other_key = other_key.sign(&all.signers[2]);
+    assert!(matches!(
+        aggregate.admit(other_key, &all.registry),
+        Err(Error::Mismatch(_))
+    ));
     // A manifest for another round.
-    let other = UploadManifest::for_chunks(2, 2, 5000, &chunks).sign(&all.signers[2]);
+    let other = encryptor.manifest(2, 2, &chunks).sign(&all.signers[2]);
     assert!(matches!(
         aggregate.admit(other, &all.registry),
         Err(Error::Mismatch(_))
     ));
 
     // An aggregator that admitted a forged client: the members verify and refuse.
-    let mut cheat = AggregateCiphertext::new(params.he, 3, 5000).unwrap();
+    let mut cheat = AggregateCiphertext::new(params.he, &committee.key, 3, 5000).unwrap();
     for (id, signer) in [(0u32, 0usize), (7, 1)] {
-        let m = UploadManifest::for_chunks(3, id, 5000, &chunks).sign(&all.signers[signer]);
+        let m = encryptor
+            .manifest(3, id, &chunks)
+            .sign(&all.signers[signer]);
         cheat.admit(m, &AcceptAll).unwrap();
         for c in &chunks {
             cheat.add_chunk(id, c).unwrap();
@@ -425,10 +436,12 @@ fn partial_uploads_count_only_where_complete() {
     let encryptor = ClientEncryptor::new(params.he, committee.key.clone()).unwrap();
     let len = 3 * params.he.chunk_values;
     let vectors: Vec<_> = (0..3).map(|_| random_values(len, 16, &mut rng)).collect();
-    let mut aggregate = AggregateCiphertext::new(params.he, 1, len).unwrap();
+    let mut aggregate = AggregateCiphertext::new(params.he, &committee.key, 1, len).unwrap();
     for (id, v) in vectors.iter().enumerate() {
         let chunks = encryptor.encrypt(v, &mut rng).unwrap();
-        let m = UploadManifest::for_chunks(1, id as u32, len, &chunks).sign(&all.signers[id]);
+        let m = encryptor
+            .manifest(1, id as u32, &chunks)
+            .sign(&all.signers[id]);
         aggregate.admit(m, &all.registry).unwrap();
         // Client 2 drops out after its first chunk.
         let sent = if id == 2 { 1 } else { chunks.len() };
@@ -556,4 +569,48 @@ fn decoding_is_bounded_and_never_panics() {
         he::DecryptionRequest::from_bytes(&request.to_bytes(), &limits).unwrap(),
         request
     );
+}
+
+#[test]
+fn a_key_refuses_once_its_value_budget_is_spent() {
+    let mut rng = ChaCha20Rng::seed_from_u64(10);
+    let mut params = CommitteeParams::new(3, 2, 2, 16, 100).unwrap();
+    // Smudging just 10.1 bits above the aggregate noise: 2^18.2 ≈ 300,000 values per key.
+    let report = params.noise_report();
+    params.smudging_std_log2 = Some(report.aggregate_noise_std_log2 + 10.1);
+    params.validate().unwrap();
+    let budget = 2f64.powf(params.noise_report().values_per_key_log2);
+    assert!((290_000.0..310_000.0).contains(&budget), "{budget}");
+    let mut committee = committee(params, &mut rng);
+    let all = clients(2, &mut rng);
+    let len = 160_000;
+    let encryptor = ClientEncryptor::new(params.he, committee.key.clone()).unwrap();
+    let vectors: Vec<_> = (0..2).map(|_| random_values(len, 16, &mut rng)).collect();
+    let chunks: Vec<_> = vectors
+        .iter()
+        .map(|v| encryptor.encrypt(v, &mut rng).unwrap())
+        .collect();
+    let mut run = |round: u64| {
+        let mut aggregate =
+            AggregateCiphertext::new(params.he, &committee.key, round, len).unwrap();
+        for (id, c) in chunks.iter().enumerate() {
+            let m = encryptor
+                .manifest(round, id as u32, c)
+                .sign(&all.signers[id]);
+            aggregate.admit(m, &all.registry).unwrap();
+            for chunk in c {
+                aggregate.add_chunk(id as u32, chunk).unwrap();
+            }
+        }
+        decrypt_with(
+            &mut committee,
+            &mut aggregate,
+            &[0, 1],
+            &all.registry,
+            &mut rng,
+        )
+    };
+    assert_eq!(run(1).unwrap(), plain_sum(&vectors, 16));
+    let err = run(2);
+    assert!(matches!(err, Err(Error::Refused(_))), "{err:?}");
 }

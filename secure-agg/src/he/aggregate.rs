@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use super::client::{EncryptedChunk, SignedManifest};
 use super::committee::DecryptionRequest;
 use super::error::{Error, Result};
+use super::keygen::CompactPublicKey;
 use super::math;
 use super::params::HeParams;
 use crate::sign::SignatureVerifier;
@@ -19,6 +20,7 @@ use crate::sign::SignatureVerifier;
 #[derive(Debug, Clone)]
 pub struct AggregateCiphertext {
     params: HeParams,
+    key_digest: [u8; 32],
     round: u64,
     num_values: usize,
     chunks: Vec<EncryptedChunk>,
@@ -30,8 +32,13 @@ pub struct AggregateCiphertext {
 }
 
 impl AggregateCiphertext {
-    /// An empty aggregate for `num_values` values in `round`.
-    pub fn new(params: HeParams, round: u64, num_values: usize) -> Result<Self> {
+    /// An empty aggregate for `num_values` values in `round`, of ciphertexts under `key`.
+    pub fn new(
+        params: HeParams,
+        key: &CompactPublicKey,
+        round: u64,
+        num_values: usize,
+    ) -> Result<Self> {
         params.validate()?;
         if num_values == 0 || num_values > u32::MAX as usize {
             return Err(Error::InvalidParams("num_values must be in 1..2^32".into()));
@@ -50,6 +57,7 @@ impl AggregateCiphertext {
         let included = vec![Vec::new(); chunks.len()];
         Ok(Self {
             params,
+            key_digest: key.digest(),
             round,
             num_values,
             chunks,
@@ -126,6 +134,12 @@ impl AggregateCiphertext {
             )));
         }
         check_manifest_shape(&self.params, self.num_values, &signed)?;
+        if m.key_digest != self.key_digest {
+            return Err(Error::Mismatch(format!(
+                "client {} encrypted under another key",
+                m.client
+            )));
+        }
         if self.by_client.contains_key(&m.client) {
             return Err(Error::Duplicate(format!(
                 "client {} already admitted",

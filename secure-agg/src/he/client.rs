@@ -108,6 +108,12 @@ impl ClientEncryptor {
         &self.params
     }
 
+    /// The manifest to sign for `chunks` (from [`encrypt`](Self::encrypt)) in `round`.
+    pub fn manifest(&self, round: u64, client: u32, chunks: &[EncryptedChunk]) -> UploadManifest {
+        let num_values = chunks.iter().map(|c| c.bodies.len()).sum();
+        UploadManifest::for_chunks(self.key.digest(), round, client, num_values, chunks)
+    }
+
     /// Encrypts `values` (each `< 2^plaintext_bits`) into independent chunks of at most
     /// `chunk_values` values. Randomness: `r`, `e1`, `e2` come from tfhe's AES-CTR generator
     /// seeded from `rng`.
@@ -161,9 +167,12 @@ impl ClientEncryptor {
     }
 }
 
-/// What a client signs for one round: its id, the vector length and each chunk's digest.
+/// What a client signs for one round: the key it encrypted under, the round, its id, the vector
+/// length and each chunk's digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadManifest {
+    /// [`CompactPublicKey::digest`] of the key the chunks are encrypted under.
+    pub key_digest: [u8; 32],
     /// The round the ciphertext is for.
     pub round: u64,
     /// The client's registered id.
@@ -175,14 +184,17 @@ pub struct UploadManifest {
 }
 
 impl UploadManifest {
-    /// The manifest of `chunks` (as returned by [`ClientEncryptor::encrypt`]).
+    /// The manifest of `chunks` (as returned by [`ClientEncryptor::encrypt`]) under the key
+    /// of digest `key_digest`.
     pub fn for_chunks(
+        key_digest: [u8; 32],
         round: u64,
         client: u32,
         num_values: usize,
         chunks: &[EncryptedChunk],
     ) -> Self {
         Self {
+            key_digest,
             round,
             client,
             num_values: u32::try_from(num_values).unwrap_or(u32::MAX),
@@ -193,6 +205,7 @@ impl UploadManifest {
     /// The canonical, domain-separated bytes that are signed.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_tag(b"DHEM");
+        w.buf.extend_from_slice(&self.key_digest);
         w.u64(self.round);
         w.u32(self.client);
         w.u32(self.num_values);
@@ -204,12 +217,14 @@ impl UploadManifest {
     }
 
     fn read(r: &mut Reader<'_>, limits: &Limits) -> Result<Self> {
+        let key_digest = r.array32()?;
         let round = r.u64()?;
         let client = r.u32()?;
         let num_values = r.u32()?;
         let count = r.len(limits.max_chunks, 32)?;
         let chunk_digests = (0..count).map(|_| r.array32()).collect::<Result<_>>()?;
         Ok(Self {
+            key_digest,
             round,
             client,
             num_values,
@@ -266,7 +281,7 @@ impl SignedManifest {
     }
 
     pub(crate) fn read(r: &mut Reader<'_>, limits: &Limits) -> Result<Self> {
-        let manifest = r.bytes(16 + 4 + 8 + 8 + 32 * limits.max_chunks)?;
+        let manifest = r.bytes(4 + 32 + 8 + 4 + 4 + 4 + 32 * limits.max_chunks)?;
         let manifest = UploadManifest::from_bytes(manifest, limits)?;
         let signature = r.bytes(limits.max_signature_bytes)?.to_vec();
         Ok(Self {

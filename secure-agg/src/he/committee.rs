@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 
 use rand::CryptoRng;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 use super::aggregate::{AggregateCiphertext, check_manifest_shape};
 use super::client::SignedManifest;
 use super::error::{Error, Result};
-use super::keygen::ShareBundle;
+use super::keygen::{CompactPublicKey, ShareBundle};
 use super::math;
 use super::params::CommitteeParams;
 use super::wire::{Limits, Reader, Writer};
@@ -174,12 +175,21 @@ impl PartialDecryption {
 /// A committee member: its replicated key shares and the rounds it already decrypted.
 pub struct CommitteeMember {
     params: CommitteeParams,
+    key_digest: [u8; 32],
     member: u32,
     /// `R_A` for every share set `A` not containing this member.
     shares: BTreeMap<u32, Vec<u64>>,
     last_round: Option<u64>,
     /// Values decrypted under this key so far (the leakage budget, see `NoiseReport`).
     decrypted_values: f64,
+}
+
+impl Drop for CommitteeMember {
+    fn drop(&mut self) {
+        for share in self.shares.values_mut() {
+            share.zeroize();
+        }
+    }
 }
 
 impl std::fmt::Debug for CommitteeMember {
@@ -192,9 +202,11 @@ impl std::fmt::Debug for CommitteeMember {
 }
 
 impl CommitteeMember {
-    /// Assembles member `member`'s key from the bundles every dealer sent it (one per member).
+    /// Assembles member `member`'s key from the bundles every dealer sent it (one per member);
+    /// `key` is the joint public key the committee published (manifests must name it).
     pub fn from_bundles(
         params: CommitteeParams,
+        key: &CompactPublicKey,
         member: u32,
         bundles: &[ShareBundle],
     ) -> Result<Self> {
@@ -250,6 +262,7 @@ impl CommitteeMember {
         }
         Ok(Self {
             params,
+            key_digest: key.digest(),
             member,
             shares,
             last_round: None,
@@ -295,10 +308,10 @@ impl CommitteeMember {
                 .iter()
                 .find(|m| !set.contains(m))
                 .copied();
-            if designated == Some(self.member) {
-                if let Some(r) = self.shares.get(&(i as u32)) {
-                    math::add_assign(&mut share, r);
-                }
+            if designated == Some(self.member)
+                && let Some(r) = self.shares.get(&(i as u32))
+            {
+                math::add_assign(&mut share, r);
             }
         }
 
@@ -313,6 +326,7 @@ impl CommitteeMember {
                 start += len;
             }
         }
+        share.zeroize();
         math::add_gaussian(&mut values, smudging_std, &mut generator);
         self.last_round = Some(request.round);
         self.decrypted_values += num_values as f64;
@@ -378,6 +392,12 @@ impl CommitteeMember {
         }
         let mut clients = std::collections::BTreeSet::new();
         for c in &request.contributors {
+            if c.manifest.key_digest != self.key_digest {
+                return Err(Error::Refused(format!(
+                    "client {} encrypted under another key",
+                    c.manifest.client
+                )));
+            }
             if c.manifest.round != request.round {
                 return Err(Error::Refused(format!(
                     "client {} signed for round {}",

@@ -11,6 +11,7 @@ use rand::CryptoRng;
 use tfhe::core_crypto::commons::generators::DeterministicSeeder;
 use tfhe::core_crypto::commons::math::random::Seed;
 use tfhe::core_crypto::prelude::*;
+use zeroize::Zeroize;
 
 use super::error::{Error, Result};
 use super::math;
@@ -38,6 +39,12 @@ impl CompactPublicKey {
     /// The LWE parameters of the key.
     pub fn lwe_params(&self) -> LweParams {
         self.lwe
+    }
+
+    /// SHA-256 of the canonical encoding: manifests name the key they encrypt under.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.to_bytes()).into()
     }
 
     /// Canonical encoding: tag, dimension, noise bound, mask, body.
@@ -91,6 +98,14 @@ pub struct ShareBundle {
     /// `(set index, R_{dealer,A})` for every `(t−1)`-set `A` not containing `recipient`, in
     /// increasing set index.
     pub shares: Vec<(u32, Vec<u64>)>,
+}
+
+impl Drop for ShareBundle {
+    fn drop(&mut self) {
+        for (_, share) in &mut self.shares {
+            share.zeroize();
+        }
+    }
 }
 
 impl std::fmt::Debug for ShareBundle {
@@ -167,6 +182,7 @@ pub fn deal<R: CryptoRng + ?Sized>(
     let lwe = params.he.lwe;
     let n = lwe.lwe_dimension;
     let secret = math::binary_secret(n, rng);
+    // `secret` becomes the last share below and is wiped with the others.
     let pk = generate_part(lwe, mask_seed, &secret, math::seed_from(rng));
     let body = pk.get_body().as_ref().to_vec();
 
@@ -193,6 +209,9 @@ pub fn deal<R: CryptoRng + ?Sized>(
                 .collect(),
         })
         .collect();
+    for part in &mut parts {
+        part.zeroize();
+    }
     Ok((KeyShareContribution { member, body }, bundles))
 }
 

@@ -26,7 +26,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use secure_agg::he::{self, AggregateCiphertext, ClientEncryptor, CommitteeMember, CommitteeParams, UploadManifest};
+//! use secure_agg::he::{self, AggregateCiphertext, ClientEncryptor, CommitteeMember, CommitteeParams};
 //! # fn demo(signer: &dyn he::MessageSigner, verifier: &dyn he::SignatureVerifier, mut rng: impl rand::CryptoRng) -> he::Result<()> {
 //! let params = CommitteeParams::new(5, 3, 2, 16, 1000)?; // c = 5, t = 3, ≥ 2 clients, k = 16
 //! let seed = 42; // public, agreed by the committee
@@ -36,15 +36,15 @@
 //! let mut members: Vec<CommitteeMember> = (0..5u32)
 //!     .map(|m| {
 //!         let bundles: Vec<_> = dealt.iter().map(|(_, b)| b[m as usize].clone()).collect();
-//!         CommitteeMember::from_bundles(params, m, &bundles)
+//!         CommitteeMember::from_bundles(params, &key, m, &bundles)
 //!     })
 //!     .collect::<Result<_, _>>()?;
 //!
+//! let mut aggregate = AggregateCiphertext::new(params.he, &key, 1, 3)?;
 //! let encryptor = ClientEncryptor::new(params.he, key)?;
-//! let mut aggregate = AggregateCiphertext::new(params.he, 1, 3)?;
 //! for client in 0..2u32 {
 //!     let chunks = encryptor.encrypt(&[1, 2, 3], &mut rng)?;
-//!     let manifest = UploadManifest::for_chunks(1, client, 3, &chunks).sign(signer);
+//!     let manifest = encryptor.manifest(1, client, &chunks).sign(signer);
 //!     aggregate.admit(manifest, verifier)?;
 //!     for chunk in &chunks {
 //!         aggregate.add_chunk(client, chunk)?;

@@ -7,6 +7,7 @@
 //! needs no committee and no smudging, and the noise budget holds more clients.
 
 use rand::CryptoRng;
+use zeroize::Zeroize;
 
 use super::client::EncryptedChunk;
 use super::error::{Error, Result};
@@ -21,6 +22,12 @@ pub struct SharedKey {
     params: HeParams,
     secret: Vec<u64>,
     public: CompactPublicKey,
+}
+
+impl Drop for SharedKey {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
 }
 
 impl std::fmt::Debug for SharedKey {

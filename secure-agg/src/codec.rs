@@ -74,6 +74,32 @@ impl CodecConfig {
         .fit_scale(1)
     }
 
+    /// The configuration with the given `scale` and the fewest modulus bits for which the
+    /// sum of `clients` clipped updates cannot wrap (no rotation, no noise): the value range
+    /// decides `k`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a bad clip norm, scale or client count;
+    /// [`Error::WouldWrap`] (naming the bits needed) if even 32 bits are not enough.
+    pub fn with_scale(clients: u32, clip_norm: f64, scale: f64) -> Result<Self> {
+        let mut config = Self {
+            clip_norm,
+            scale,
+            modulus_bits: 32,
+            max_clients: clients,
+            rotation_seed: None,
+            noise: None,
+        };
+        config.check_basic()?;
+        let per_client = (scale * clip_norm * (1.0 + FLOAT_SLACK)).floor() + 1.0;
+        let total = f64::from(clients) * per_client;
+        // The smallest k with total <= 2^(k-1) - 1, at least 2.
+        let bits = ((total + 1.0).log2().ceil() as u32 + 1).max(2);
+        config.modulus_bits = bits.min(32);
+        Codec::new(config.clone(), 1)?;
+        Ok(config)
+    }
+
     /// Adds the randomized Hadamard rotation drawn from `seed`.
     pub fn with_rotation(mut self, seed: [u8; 32]) -> Self {
         self.rotation_seed = Some(seed);

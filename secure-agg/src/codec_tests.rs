@@ -201,3 +201,23 @@ fn noise_share_has_the_right_variance() {
     // The noise takes room: the noisy config has a smaller scale than the noiseless one.
     assert!(cfg.scale < CodecConfig::for_clients(20, 1.0, 24).unwrap().scale);
 }
+
+#[test]
+fn with_scale_picks_the_fewest_bits() {
+    // 100 clients x (2^10 + 1) < 2^17: 18 bits with the sign.
+    let cfg = CodecConfig::with_scale(100, 1.0, 1024.0).unwrap();
+    assert_eq!(cfg.modulus_bits, 18);
+    assert!(
+        Codec::new(
+            CodecConfig {
+                modulus_bits: 17,
+                ..cfg.clone()
+            },
+            1
+        )
+        .is_err()
+    );
+    // 2^25 per client x 100 clients needs 33 bits: refused with the numbers.
+    let e = CodecConfig::with_scale(100, 1.0, (1u64 << 25) as f64).unwrap_err();
+    assert!(e.to_string().contains("33 bits"), "{e}");
+}

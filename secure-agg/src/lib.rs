@@ -6,8 +6,9 @@
 //! - [`codec`]: the fixed-point codec. Clip (L2, `privacy`'s clip), optionally rotate with a
 //!   randomized Hadamard transform, scale, round (unbiased), add a distributed discrete
 //!   Gaussian noise share, reduce mod `2^k`; decode the sum. [`CodecConfig::for_clients`]
-//!   picks the largest scale for which the sum of `n` updates cannot wrap, and
-//!   [`Codec::new`] refuses configurations that could.
+//!   picks the largest scale for which the sum of `n` updates cannot wrap in `k` bits,
+//!   [`CodecConfig::with_scale`] the fewest bits for a scale, and [`Codec::new`] refuses
+//!   configurations that could wrap.
 //! - SecAgg+ (Bonawitz et al. 2017, Bell et al. 2020) as two state machines without IO:
 //!   [`ClientRound`] and [`ServerRound`]. Pairwise masks with a `k`-regular neighbour graph
 //!   ([`GraphParams::choose`]), self-masks, Shamir shares of both secrets (over

@@ -105,7 +105,7 @@ pub use messages::{
 };
 pub use params::SecAggParams;
 pub use prg::PrgKind;
-pub use server::{AggregateOutput, ServerRound};
+pub use server::{AggregateOutput, PendingAggregate, ServerRound, Unmasker};
 pub use shamir::Share;
 pub use sign::{MessageSigner, SignatureVerifier};
 pub use wire::{Limits, pack_values, unpack_values};
@@ -119,5 +119,6 @@ mod tests {
         check::<crate::ClientRound>();
         check::<crate::ServerRound>();
         check::<crate::Codec>();
+        check::<crate::Unmasker>();
     }
 }

@@ -23,7 +23,7 @@
 //! `2^k` once at the end, which is the same as reducing after every addition.
 
 use aes::Aes256;
-use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::{ChaCha8, ChaCha12, ChaCha20};
 use zeroize::Zeroizing;
 
@@ -90,6 +90,15 @@ impl Stream {
             PrgKind::Aes256Ctr => {
                 Stream::Aes(Box::new(Aes256Ctr::new(key.into(), &[0_u8; 16].into())))
             }
+        }
+    }
+
+    fn seek(&mut self, byte: u64) {
+        match self {
+            Stream::ChaCha20(c) => c.seek(byte),
+            Stream::ChaCha12(c) => c.seek(byte),
+            Stream::ChaCha8(c) => c.seek(byte),
+            Stream::Aes(c) => c.seek(byte),
         }
     }
 
@@ -176,6 +185,17 @@ impl MaskStreams {
             mask: modulus_mask(bits),
             buf: Zeroizing::new(vec![0_u8; BLOCK * 4]),
         }
+    }
+
+    /// The same streams positioned at value `offset` (for removing masks from a range of a
+    /// vector, e.g. one range per thread).
+    pub fn at(seeds: &[MaskSeed], kind: PrgKind, bits: u32, offset: usize) -> Self {
+        let mut streams = Self::new(seeds, kind, bits);
+        let byte = offset as u64 * streams.width as u64;
+        for (stream, _) in &mut streams.streams {
+            stream.seek(byte);
+        }
+        streams
     }
 
     /// Adds the next `chunk.len()` values of every stream into `chunk` and reduces it mod
@@ -319,6 +339,20 @@ mod tests {
             streams.apply(b);
             streams.apply(c);
             assert_eq!(whole, parts, "{bits}");
+        }
+    }
+
+    #[test]
+    fn streams_can_start_anywhere() {
+        for kind in [PrgKind::ChaCha20, PrgKind::ChaCha8, PrgKind::Aes256Ctr] {
+            for bits in [8, 16, 32] {
+                let seeds = [seed(6, Sign::Plus), seed(7, Sign::Minus)];
+                let mut whole = vec![0_u32; 7000];
+                apply_masks(&mut whole, &seeds, kind, bits);
+                let mut tail = vec![0_u32; 7000 - 1234];
+                MaskStreams::at(&seeds, kind, bits, 1234).apply(&mut tail);
+                assert_eq!(&whole[1234..], &tail[..], "{kind:?} {bits}");
+            }
         }
     }
 

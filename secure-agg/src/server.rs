@@ -20,7 +20,7 @@ use crate::messages::{
     Signed, SignedAdvertisement, UnmaskRequest, UnmaskResponse, masked_digest,
 };
 use crate::params::SecAggParams;
-use crate::prg::{MaskSeed, Sign, apply_masks, modulus_mask};
+use crate::prg::{MaskSeed, MaskStreams, PrgKind, Sign};
 use crate::shamir::{self, Share};
 use crate::sign::SignatureVerifier;
 
@@ -50,6 +50,41 @@ pub struct AggregateOutput {
     pub sum: Vec<u32>,
     /// The clients whose inputs are in the sum (`U3`), increasing.
     pub survivors: Vec<u32>,
+}
+
+/// The sum before its masks are removed, and what removes them ([`ServerRound::finish_split`]).
+#[derive(Debug)]
+pub struct PendingAggregate {
+    /// `Σ_{i ∈ U3} y_i mod 2^k`, still masked.
+    pub masked_sum: Vec<u32>,
+    /// The clients whose inputs are in the sum (`U3`), increasing.
+    pub survivors: Vec<u32>,
+    /// Removes the remaining masks.
+    pub unmasker: Unmasker,
+}
+
+/// The reconstructed mask seeds of a round (secret: zeroized on drop).
+pub struct Unmasker {
+    seeds: Vec<MaskSeed>,
+    prg: PrgKind,
+    bits: u32,
+}
+
+impl std::fmt::Debug for Unmasker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unmasker")
+            .field("streams", &self.seeds.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unmasker {
+    /// Removes the masks from `chunk`, the values of the masked sum starting at index
+    /// `offset`, and reduces it mod `2^k`. Ranges may be processed in any order and on any
+    /// thread; covering the whole sum once unmasks it.
+    pub fn remove_masks(&self, offset: usize, chunk: &mut [u32]) {
+        MaskStreams::at(&self.seeds, self.prg, self.bits, offset).apply(chunk);
+    }
 }
 
 /// The server's state for one round.
@@ -379,9 +414,25 @@ impl ServerRound {
     /// # Errors
     /// [`Error::WrongStage`] before the unmask stage; [`Error::TooFewShares`] if some secret
     /// has fewer than `threshold` shares (the round aborts, nothing is output);
-    /// [`Error::ReconstructionMismatch`] if a reconstructed masking key does not match its
-    /// advertised public key.
+    /// [`Error::ReconstructionMismatch`] if shares are inconsistent or a reconstructed masking
+    /// key does not match its advertised public key.
     pub fn finish(self) -> Result<AggregateOutput> {
+        let mut pending = self.finish_split()?;
+        pending.unmasker.remove_masks(0, &mut pending.masked_sum);
+        Ok(AggregateOutput {
+            sum: pending.masked_sum,
+            survivors: pending.survivors,
+        })
+    }
+
+    /// [`ServerRound::finish`] without the mask removal: the caller removes the masks with
+    /// [`Unmasker::remove_masks`] on ranges of `masked_sum`, e.g. one range per thread (the
+    /// removal is the server's dominant cost: `|U3| + Σ_dropped |N(j) ∩ U3|` keystreams of the
+    /// vector's length).
+    ///
+    /// # Errors
+    /// As [`ServerRound::finish`].
+    pub fn finish_split(self) -> Result<PendingAggregate> {
         self.expect(Stage::Unmask, "finish")?;
         let t = self.params.threshold;
         let mut b_points: BTreeMap<u32, Vec<(u128, &Share)>> = BTreeMap::new();
@@ -465,13 +516,14 @@ impl ServerRound {
                 });
             }
         }
-        let mut sum = self.sum;
-        apply_masks(&mut sum, &seeds, self.params.prg, self.params.modulus_bits);
-        let mask = modulus_mask(self.params.modulus_bits);
-        debug_assert!(sum.iter().all(|v| v & !mask == 0));
-        Ok(AggregateOutput {
-            sum,
+        Ok(PendingAggregate {
+            masked_sum: self.sum,
             survivors: self.masked.into_iter().collect(),
+            unmasker: Unmasker {
+                seeds,
+                prg: self.params.prg,
+                bits: self.params.modulus_bits,
+            },
         })
     }
 }

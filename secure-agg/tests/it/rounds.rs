@@ -305,3 +305,53 @@ fn fused_encoding_equals_encode_then_mask() {
     assert_eq!(x, y);
     assert_eq!(ha, hb);
 }
+
+#[test]
+fn masks_can_be_removed_range_by_range_on_threads() {
+    use crate::common::Manual;
+    let params = SecAggParams {
+        modulus_bits: 24,
+        vector_len: 10_001,
+        degree: 4,
+        threshold: 3,
+        prg: PrgKind::Aes256Ctr,
+    };
+    let run = |split: bool| {
+        let mut m = Manual::new(7, params, 50);
+        m.advertise();
+        m.share_keys();
+        m.masked_input();
+        for (&i, req) in &m.requests {
+            let c = m.clients.get_mut(&i).unwrap();
+            let r = c
+                .handle_unmask_request(req.clone(), m.signers[&i].as_ref())
+                .unwrap();
+            m.server.handle_unmask_response(i, r, &m.registry).unwrap();
+        }
+        let plain = m.inputs.values().fold(vec![0_u32; 10_001], |mut acc, x| {
+            for (a, v) in acc.iter_mut().zip(x) {
+                *a = a.wrapping_add(*v) & 0xff_ffff;
+            }
+            acc
+        });
+        let server = std::mem::replace(
+            &mut m.server,
+            secure_agg::ServerRound::new(BINDING, params, &[]).unwrap(),
+        );
+        let sum = if split {
+            let mut p = server.finish_split().unwrap();
+            let unmasker = &p.unmasker;
+            std::thread::scope(|s| {
+                for (k, chunk) in p.masked_sum.chunks_mut(3001).enumerate() {
+                    s.spawn(move || unmasker.remove_masks(k * 3001, chunk));
+                }
+            });
+            p.masked_sum
+        } else {
+            server.finish().unwrap().sum
+        };
+        assert_eq!(sum, plain);
+        sum
+    };
+    assert_eq!(run(true), run(false));
+}

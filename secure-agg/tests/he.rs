@@ -614,3 +614,40 @@ fn a_key_refuses_once_its_value_budget_is_spent() {
     let err = run(2);
     assert!(matches!(err, Err(Error::Refused(_))), "{err:?}");
 }
+
+#[test]
+fn shared_key_seeded_uploads_are_half_the_size_and_sum_exactly() {
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let mut params = HeParams::new(24, 64).unwrap();
+    params.chunk_values = 2048;
+    let key = SharedKey::generate(params, &mut rng).unwrap();
+    let all = clients(3, &mut rng);
+    let len = 5000;
+    let vectors: Vec<_> = (0..3).map(|_| random_values(len, 24, &mut rng)).collect();
+    let mut aggregate = AggregateCiphertext::new(params, key.public_key(), 1, len).unwrap();
+    let limits = Limits::default();
+    // Clients 0 and 1 upload seeded GLWE chunks (as bytes), client 2 a public-key encryption.
+    for id in 0..2u32 {
+        let chunks = key.encrypt_seeded(&vectors[id as usize], &mut rng).unwrap();
+        let bytes: usize = chunks.iter().map(|c| c.to_bytes().len()).sum();
+        assert!(bytes < 8 * len + 100, "{bytes} bytes");
+        let m = key.manifest(1, id, &chunks).sign(&all.signers[id as usize]);
+        aggregate.admit(m, &all.registry).unwrap();
+        for c in &chunks {
+            let c = he::SeededChunk::from_bytes(&c.to_bytes(), &limits).unwrap();
+            aggregate.add_seeded_chunk(id, &c).unwrap();
+        }
+        let mut tampered = chunks[0].clone();
+        tampered.seed ^= 1;
+        assert!(aggregate.add_seeded_chunk(id, &tampered).is_err());
+    }
+    let encryptor = ClientEncryptor::new(params, key.public_key().clone()).unwrap();
+    let chunks = encryptor.encrypt(&vectors[2], &mut rng).unwrap();
+    let m = encryptor.manifest(1, 2, &chunks).sign(&all.signers[2]);
+    aggregate.admit(m, &all.registry).unwrap();
+    for c in &chunks {
+        aggregate.add_chunk(2, c).unwrap();
+    }
+    let sum = key.decrypt(aggregate.chunks(), len).unwrap();
+    assert_eq!(sum, plain_sum(&vectors, 24));
+}

@@ -8,6 +8,7 @@ use super::error::{Error, Result};
 use super::keygen::CompactPublicKey;
 use super::math;
 use super::params::HeParams;
+use super::shared_key::SeededChunk;
 use crate::sign::SignatureVerifier;
 
 /// The running sum of the clients' ciphertexts for one round.
@@ -161,6 +162,31 @@ impl AggregateCiphertext {
     /// Adds one chunk of an admitted client: checks its shape and signed digest, then adds it
     /// into the running sum.
     pub fn add_chunk(&mut self, client: u32, chunk: &EncryptedChunk) -> Result<()> {
+        chunk.check_shape(&self.params, self.num_values)?;
+        let (index, position, slot) = self.slot(client, chunk.index, chunk.digest())?;
+        self.add_at(index, position, slot, chunk);
+        Ok(())
+    }
+
+    /// Adds one seeded chunk (shared-key mode, [`SeededChunk`]): checks its shape and signed
+    /// digest, regenerates its masks from the seed, then adds it into the running sum.
+    pub fn add_seeded_chunk(&mut self, client: u32, chunk: &SeededChunk) -> Result<()> {
+        let index = chunk.index as usize;
+        if index >= self.params.chunk_count(self.num_values)
+            || chunk.bodies.len() != self.params.chunk_len(self.num_values, index)
+        {
+            return Err(Error::Mismatch(format!(
+                "seeded chunk {index} has the wrong index or length"
+            )));
+        }
+        let (index, position, slot) = self.slot(client, chunk.index, chunk.digest())?;
+        let expanded = chunk.expand(&self.params);
+        self.add_at(index, position, slot, &expanded);
+        Ok(())
+    }
+
+    /// Where chunk `index` of `client` goes, after the admission, duplicate and digest checks.
+    fn slot(&self, client: u32, index: u32, digest: [u8; 32]) -> Result<(usize, usize, usize)> {
         if self.sealed {
             return Err(Error::Mismatch(
                 "aggregate is sealed: decryption was requested".into(),
@@ -170,10 +196,8 @@ impl AggregateCiphertext {
             .by_client
             .get(&client)
             .ok_or_else(|| Error::Mismatch(format!("client {client} was not admitted")))?;
-        chunk.check_shape(&self.params, self.num_values)?;
-        let index = chunk.index as usize;
-        let included = &mut self.included[index];
-        let slot = match included.binary_search(&(position as u32)) {
+        let index = index as usize;
+        let slot = match self.included[index].binary_search(&(position as u32)) {
             Ok(_) => {
                 return Err(Error::Duplicate(format!(
                     "chunk {index} of client {client} twice"
@@ -181,14 +205,17 @@ impl AggregateCiphertext {
             }
             Err(slot) => slot,
         };
-        if self.contributors[position].manifest.chunk_digests[index] != chunk.digest() {
+        if self.contributors[position].manifest.chunk_digests[index] != digest {
             return Err(Error::BadSignature { client });
         }
-        included.insert(slot, position as u32);
+        Ok((index, position, slot))
+    }
+
+    fn add_at(&mut self, index: usize, position: usize, slot: usize, chunk: &EncryptedChunk) {
+        self.included[index].insert(slot, position as u32);
         let sum = &mut self.chunks[index];
         math::add_assign(&mut sum.masks, &chunk.masks);
         math::add_assign(&mut sum.bodies, &chunk.bodies);
-        Ok(())
     }
 
     /// The request to send to the `t` chosen committee members (those known to be online).

@@ -71,11 +71,7 @@ pub(crate) fn decode(params: &HeParams, phase: u64) -> u32 {
 /// `mask* · key`.
 pub(crate) fn mask_dot_key(mask: &[u64], key: &[u64], out: &mut [u64]) {
     let n = mask.len();
-    let mut reversed = vec![0u64; n];
-    reversed[0] = mask[0];
-    for k in 1..n {
-        reversed[n - k] = mask[k].wrapping_neg();
-    }
+    let reversed = reverse_mask(mask);
     let mut product = Polynomial::new(0u64, PolynomialSize(n));
     polynomial_karatsuba_wrapping_mul(
         &mut product,
@@ -84,6 +80,20 @@ pub(crate) fn mask_dot_key(mask: &[u64], key: &[u64], out: &mut [u64]) {
     );
     let len = out.len();
     out.copy_from_slice(&product.as_ref()[..len]);
+}
+
+/// `mask(X^-1)` in the negacyclic ring: `c_0, −c_{n−1}, …, −c_1`. An involution; it also turns
+/// a GLWE mask (phase `body − mask·s`) into a compact-list mask (phase `body − mask(X^-1)·s`).
+pub(crate) fn reverse_mask(mask: &[u64]) -> Vec<u64> {
+    let n = mask.len();
+    let mut reversed = vec![0u64; n];
+    if n > 0 {
+        reversed[0] = mask[0];
+    }
+    for k in 1..n {
+        reversed[n - k] = mask[k].wrapping_neg();
+    }
+    reversed
 }
 
 /// `acc += x` coefficient-wise mod 2^64.

@@ -80,5 +80,5 @@ pub use params::{
     CommitteeParams, FAILURE_LOG2_PER_VALUE, HeParams, LweParams, MIN_SMUDGING_MARGIN_LOG2,
     NoiseReport,
 };
-pub use shared_key::SharedKey;
+pub use shared_key::{SeededChunk, SharedKey};
 pub use wire::Limits;

@@ -5,16 +5,25 @@
 //! obtains one client's key) can decrypt every other client's upload it sees, so the server must
 //! not forward individual ciphertexts, and nothing but trust stops a client from doing so. It
 //! needs no committee and no smudging, and the noise budget holds more clients.
+//!
+//! Holding the secret key, a client may also encrypt with *seeded* GLWE ([`SeededChunk`], tfhe's
+//! `encrypt_seeded_glwe_ciphertext_list`): the masks come from a 128-bit seed, so the upload is
+//! 8 bytes per value instead of 16. The aggregator regenerates the masks
+//! ([`crate::he::AggregateCiphertext::add_seeded_chunk`]) and adds them into the same aggregate.
 
 use rand::CryptoRng;
+use sha2::{Digest, Sha256};
+use tfhe::core_crypto::commons::generators::DeterministicSeeder;
+use tfhe::core_crypto::commons::math::random::{CompressionSeed, Seed};
+use tfhe::core_crypto::prelude::*;
 use zeroize::Zeroize;
 
-use super::client::EncryptedChunk;
+use super::client::{EncryptedChunk, UploadManifest};
 use super::error::{Error, Result};
 use super::keygen::{CompactPublicKey, common_mask};
 use super::math;
 use super::params::{FAILURE_LOG2_PER_VALUE, HeParams};
-use super::wire::{Reader, Writer};
+use super::wire::{Limits, Reader, Writer};
 
 /// The key every client of a shared-key federation holds.
 #[derive(Clone)]
@@ -75,6 +84,73 @@ impl SharedKey {
     /// The public key clients encrypt under ([`crate::he::ClientEncryptor`]).
     pub fn public_key(&self) -> &CompactPublicKey {
         &self.public
+    }
+
+    /// Encrypts `values` (each `< 2^plaintext_bits`) with the secret key into seeded chunks:
+    /// 8 bytes per value plus a 16-byte seed per chunk. Seeds and noise come from `rng`.
+    pub fn encrypt_seeded<R: CryptoRng + ?Sized>(
+        &self,
+        values: &[u32],
+        rng: &mut R,
+    ) -> Result<Vec<SeededChunk>> {
+        let p = &self.params;
+        let k = p.plaintext_bits;
+        if k < 32
+            && let Some(v) = values.iter().find(|&&v| u64::from(v) >> k != 0)
+        {
+            return Err(Error::PlaintextRange(format!(
+                "value {v} does not fit {k} bits"
+            )));
+        }
+        let n = p.lwe.lwe_dimension;
+        let key = GlweSecretKey::from_container(self.secret.as_slice(), PolynomialSize(n));
+        let encoded = math::encode(p, values);
+        Ok(encoded
+            .chunks(p.chunk_values)
+            .enumerate()
+            .map(|(index, plain)| {
+                let bins = p.bins(plain.len());
+                let mut padded = plain.to_vec();
+                padded.resize(bins * n, 0);
+                let seed = math::seed_from(rng);
+                let mut list = SeededGlweCiphertextList::new(
+                    0u64,
+                    GlweSize(2),
+                    PolynomialSize(n),
+                    GlweCiphertextCount(bins),
+                    CompressionSeed::from(seed),
+                    CiphertextModulus::new_native(),
+                );
+                let mut noise_seeder =
+                    DeterministicSeeder::<DefaultRandomGenerator>::new(math::seed_from(rng));
+                encrypt_seeded_glwe_ciphertext_list(
+                    &key,
+                    &mut list,
+                    &PlaintextList::from_container(padded.as_slice()),
+                    TUniform::<u64>::new(p.lwe.noise_bound_log2),
+                    &mut noise_seeder,
+                );
+                let mut bodies = list.into_container();
+                bodies.truncate(plain.len());
+                SeededChunk {
+                    index: index as u32,
+                    seed: seed.0,
+                    bodies,
+                }
+            })
+            .collect())
+    }
+
+    /// The manifest to sign for seeded `chunks` in `round`.
+    pub fn manifest(&self, round: u64, client: u32, chunks: &[SeededChunk]) -> UploadManifest {
+        let num_values = chunks.iter().map(|c| c.bodies.len()).sum::<usize>();
+        UploadManifest {
+            key_digest: self.public.digest(),
+            round,
+            client,
+            num_values: u32::try_from(num_values).unwrap_or(u32::MAX),
+            chunk_digests: chunks.iter().map(SeededChunk::digest).collect(),
+        }
     }
 
     /// Decrypts summed chunks (from [`crate::he::AggregateCiphertext::chunks`]) of a vector of
@@ -149,4 +225,82 @@ fn public_key_for<R: CryptoRng + ?Sized>(
     // b = a ⊛ s + e, computed as tfhe's generator does (checked by the round-trip tests).
     super::keygen::public_body(lwe, mask_seed, secret, math::seed_from(rng), &mut body);
     CompactPublicKey::from_parts(lwe, &mask, &body)
+}
+
+/// A chunk encrypted with seeded GLWE under the shared secret key: the masks are regenerated from
+/// `seed` by tfhe's AES-CTR generator, only the bodies travel.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SeededChunk {
+    /// Position of the chunk in the vector.
+    pub index: u32,
+    /// The compression seed of the masks.
+    pub seed: u128,
+    /// One body per value.
+    pub bodies: Vec<u64>,
+}
+
+impl std::fmt::Debug for SeededChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeededChunk")
+            .field("index", &self.index)
+            .field("bodies", &self.bodies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeededChunk {
+    /// Canonical encoding (tag, index, seed, bodies): `8·len + 28` bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b"DHSX");
+        w.u32(self.index);
+        w.buf.extend_from_slice(&self.seed.to_le_bytes());
+        w.words(&self.bodies);
+        w.finish()
+    }
+
+    /// Decodes a seeded chunk; at most `limits.max_words` bodies.
+    pub fn from_bytes(bytes: &[u8], limits: &Limits) -> Result<Self> {
+        let mut r = Reader::with_tag(bytes, b"DHSX", "seeded chunk")?;
+        let index = r.u32()?;
+        let lo = r.u64()?;
+        let hi = r.u64()?;
+        let bodies = r.words(limits.max_words)?;
+        r.finish()?;
+        Ok(Self {
+            index,
+            seed: u128::from(lo) | (u128::from(hi) << 64),
+            bodies,
+        })
+    }
+
+    /// SHA-256 of the canonical encoding: what the client signs in its manifest.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.to_bytes()).into()
+    }
+
+    /// The chunk in compact-list form (masks regenerated from the seed, each GLWE mask turned
+    /// into a compact mask by `X → X^-1`), ready to add. The shape must have been checked.
+    pub(crate) fn expand(&self, params: &HeParams) -> EncryptedChunk {
+        let n = params.lwe.lwe_dimension;
+        let bins = params.bins(self.bodies.len());
+        let mut bodies = self.bodies.clone();
+        bodies.resize(bins * n, 0);
+        let seeded = SeededGlweCiphertextList::from_container(
+            bodies,
+            GlweSize(2),
+            PolynomialSize(n),
+            CompressionSeed::from(Seed(self.seed)),
+            CiphertextModulus::new_native(),
+        );
+        let list = seeded.decompress_into_glwe_ciphertext_list();
+        let mut masks = Vec::with_capacity(bins * n);
+        for glwe in list.iter() {
+            masks.extend(math::reverse_mask(glwe.get_mask().as_ref()));
+        }
+        EncryptedChunk {
+            index: self.index,
+            masks,
+            bodies: self.bodies.clone(),
+        }
+    }
 }

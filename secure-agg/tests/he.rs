@@ -651,3 +651,35 @@ fn shared_key_seeded_uploads_are_half_the_size_and_sum_exactly() {
     let sum = key.decrypt(aggregate.chunks(), len).unwrap();
     assert_eq!(sum, plain_sum(&vectors, 24));
 }
+
+#[test]
+fn random_committees_members_and_client_counts_decrypt_exactly() {
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    for (c, t) in [(4u32, 2u32), (7, 4)] {
+        let params = small_chunks(CommitteeParams::new(c, t, 2, 16, 100).unwrap());
+        let mut committee = committee(params, &mut rng);
+        let all = clients(5, &mut rng);
+        for round in 1..=3u64 {
+            let count = rng.random_range(2..=5usize);
+            let len = rng.random_range(1..=7000usize);
+            let vectors: Vec<_> = (0..count)
+                .map(|_| random_values(len, 16, &mut rng))
+                .collect();
+            let mut aggregate = upload(params.he, &committee.key, round, &vectors, &all, &mut rng);
+            // t distinct members, chosen at random.
+            let mut who: Vec<u32> = (0..c).collect();
+            while who.len() > t as usize {
+                let i = rng.random_range(0..who.len());
+                who.remove(i);
+            }
+            let sum = decrypt_with(
+                &mut committee,
+                &mut aggregate,
+                &who,
+                &all.registry,
+                &mut rng,
+            );
+            assert_eq!(sum.unwrap(), plain_sum(&vectors, 16), "{t}-of-{c}, {who:?}");
+        }
+    }
+}

@@ -683,3 +683,47 @@ fn random_committees_members_and_client_counts_decrypt_exactly() {
         }
     }
 }
+
+#[test]
+fn sliced_requests_decrypt_each_slice_once() {
+    let mut rng = ChaCha20Rng::seed_from_u64(13);
+    let params = small_chunks(CommitteeParams::new(3, 2, 2, 16, 100).unwrap());
+    let mut committee = committee(params, &mut rng);
+    let all = clients(2, &mut rng);
+    // 5 chunks of 4,096 values, the last one partial.
+    let len = 4 * params.he.chunk_values + 1000;
+    let vectors: Vec<_> = (0..2).map(|_| random_values(len, 16, &mut rng)).collect();
+    let mut aggregate = upload(params.he, &committee.key, 1, &vectors, &all, &mut rng);
+    let requests = aggregate.decryption_requests(&[0, 2], 2, 2).unwrap();
+    assert_eq!(
+        requests.iter().map(|r| r.chunk_range()).collect::<Vec<_>>(),
+        vec![0..2, 2..4, 4..5]
+    );
+    let limits = Limits::default();
+    let mut sum = Vec::new();
+    for request in &requests {
+        let request = he::DecryptionRequest::from_bytes(&request.to_bytes(), &limits).unwrap();
+        assert_eq!(request.header_digest(), requests[0].header_digest());
+        let partials: Vec<_> = [0usize, 2]
+            .iter()
+            .map(|&m| {
+                committee.members[m]
+                    .partial_decrypt(&request, &all.registry, &mut rng)
+                    .unwrap()
+            })
+            .collect();
+        sum.extend(he::combine(&aggregate, &request, &partials).unwrap());
+        // Each slice is answered once.
+        let again = committee.members[0].partial_decrypt(&request, &all.registry, &mut rng);
+        assert!(matches!(again, Err(Error::Refused(_))), "{again:?}");
+    }
+    assert_eq!(sum, plain_sum(&vectors, 16));
+    // A whole-vector request for the same round overlaps the answered slices.
+    let whole = aggregate.decryption_request(&[0, 2], 2).unwrap();
+    let err = committee.members[2].partial_decrypt(&whole, &all.registry, &mut rng);
+    assert!(matches!(err, Err(Error::Refused(_))), "{err:?}");
+    // Another member set for the same round is another request.
+    let other = aggregate.decryption_request(&[1, 2], 2).unwrap();
+    let err = committee.members[2].partial_decrypt(&other, &all.registry, &mut rng);
+    assert!(matches!(err, Err(Error::Refused(_))), "{err:?}");
+}

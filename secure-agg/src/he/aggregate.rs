@@ -218,8 +218,8 @@ impl AggregateCiphertext {
         math::add_assign(&mut sum.bodies, &chunk.bodies);
     }
 
-    /// The request to send to the `t` chosen committee members (those known to be online).
-    /// Seals the aggregate: no chunk is added afterwards.
+    /// The request to send to the `t` chosen committee members (those known to be online),
+    /// covering every chunk. Seals the aggregate: no chunk is added afterwards.
     ///
     /// Fails if a chunk has fewer than `min_contributors` clients.
     pub fn decryption_request(
@@ -227,6 +227,29 @@ impl AggregateCiphertext {
         decrypting_members: &[u32],
         min_contributors: u32,
     ) -> Result<DecryptionRequest> {
+        let all = self.chunks.len();
+        let mut requests =
+            self.decryption_requests(decrypting_members, min_contributors, all.max(1))?;
+        requests
+            .pop()
+            .ok_or_else(|| Error::Mismatch("the aggregate has no chunk".into()))
+    }
+
+    /// The same as [`decryption_request`](Self::decryption_request), split into requests of at
+    /// most `chunks_per_request` chunks each (a request carries 8 bytes per value of masks plus
+    /// the manifests), so each message stays under the transport's size limit. Members answer
+    /// each slice of a round once; [`combine`](crate::he::combine) works per slice.
+    pub fn decryption_requests(
+        &mut self,
+        decrypting_members: &[u32],
+        min_contributors: u32,
+        chunks_per_request: usize,
+    ) -> Result<Vec<DecryptionRequest>> {
+        if chunks_per_request == 0 {
+            return Err(Error::InvalidParams(
+                "chunks_per_request must be positive".into(),
+            ));
+        }
         for (i, inc) in self.included.iter().enumerate() {
             if inc.len() < min_contributors as usize {
                 return Err(Error::Refused(format!(
@@ -238,14 +261,20 @@ impl AggregateCiphertext {
         self.sealed = true;
         let mut members = decrypting_members.to_vec();
         members.sort_unstable();
-        Ok(DecryptionRequest {
-            round: self.round,
-            num_values: self.num_values as u32,
-            decrypting_members: members,
-            contributors: self.contributors.clone(),
-            included: self.included.clone(),
-            masks: self.chunks.iter().map(|c| c.masks.clone()).collect(),
-        })
+        Ok(self
+            .chunks
+            .chunks(chunks_per_request)
+            .enumerate()
+            .map(|(i, slice)| DecryptionRequest {
+                round: self.round,
+                num_values: self.num_values as u32,
+                decrypting_members: members.clone(),
+                contributors: self.contributors.clone(),
+                included: self.included.clone(),
+                first_chunk: (i * chunks_per_request) as u32,
+                masks: slice.iter().map(|c| c.masks.clone()).collect(),
+            })
+            .collect())
     }
 }
 

@@ -33,6 +33,8 @@ pub struct DecryptionRequest {
     pub(crate) decrypting_members: Vec<u32>,
     pub(crate) contributors: Vec<SignedManifest>,
     pub(crate) included: Vec<Vec<u32>>,
+    /// Index of the first chunk whose masks this request carries.
+    pub(crate) first_chunk: u32,
     pub(crate) masks: Vec<Vec<u64>>,
 }
 
@@ -63,20 +65,39 @@ impl DecryptionRequest {
         &self.contributors
     }
 
-    /// Canonical encoding.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::with_tag(b"DHER");
+    /// The chunks whose masks this request carries: `first..first + count`.
+    pub fn chunk_range(&self) -> std::ops::Range<usize> {
+        let first = self.first_chunk as usize;
+        first..first + self.masks.len()
+    }
+
+    /// SHA-256 of everything but the masks: equal for every slice of one round's decryption.
+    pub fn header_digest(&self) -> [u8; 32] {
+        let mut w = Writer::with_tag(b"DHEH");
+        self.write_header(&mut w);
+        Sha256::digest(w.finish()).into()
+    }
+
+    fn write_header(&self, w: &mut Writer) {
         w.u64(self.round);
         w.u32(self.num_values);
         w.u32s(&self.decrypting_members);
         w.len(self.contributors.len());
         for c in &self.contributors {
-            c.write(&mut w);
+            c.write(w);
         }
         w.len(self.included.len());
         for inc in &self.included {
             w.u32s(inc);
         }
+    }
+
+    /// Canonical encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b"DHER");
+        self.write_header(&mut w);
+        w.u32(self.first_chunk);
+        w.len(self.masks.len());
         for m in &self.masks {
             w.words(m);
         }
@@ -97,9 +118,11 @@ impl DecryptionRequest {
         let included = (0..chunks)
             .map(|_| r.u32s(limits.max_contributors))
             .collect::<Result<Vec<_>>>()?;
+        let first_chunk = r.u32()?;
+        let slices = r.len(chunks, 4)?;
         let mut words = 0usize;
-        let mut masks = Vec::with_capacity(chunks);
-        for _ in 0..chunks {
+        let mut masks = Vec::with_capacity(slices);
+        for _ in 0..slices {
             let m = r.words(limits.max_words.saturating_sub(words))?;
             words += m.len();
             masks.push(m);
@@ -111,6 +134,7 @@ impl DecryptionRequest {
             decrypting_members,
             contributors,
             included,
+            first_chunk,
             masks,
         })
     }
@@ -172,6 +196,13 @@ impl PartialDecryption {
     }
 }
 
+/// What a member remembers of the round it decrypts: one request header, each chunk once.
+struct RoundState {
+    round: u64,
+    header: [u8; 32],
+    done: Vec<bool>,
+}
+
 /// A committee member: its replicated key shares and the rounds it already decrypted.
 pub struct CommitteeMember {
     params: CommitteeParams,
@@ -179,7 +210,8 @@ pub struct CommitteeMember {
     member: u32,
     /// `R_A` for every share set `A` not containing this member.
     shares: BTreeMap<u32, Vec<u64>>,
-    last_round: Option<u64>,
+    /// The round being (or last) decrypted: its request header and the chunks answered.
+    current: Option<RoundState>,
     /// Values decrypted under this key so far (the leakage budget, see `NoiseReport`).
     decrypted_values: f64,
 }
@@ -196,7 +228,7 @@ impl std::fmt::Debug for CommitteeMember {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommitteeMember")
             .field("member", &self.member)
-            .field("last_round", &self.last_round)
+            .field("last_round", &self.last_round())
             .finish_non_exhaustive()
     }
 }
@@ -265,7 +297,7 @@ impl CommitteeMember {
             key_digest: key.digest(),
             member,
             shares,
-            last_round: None,
+            current: None,
             decrypted_values: 0.0,
         })
     }
@@ -277,7 +309,7 @@ impl CommitteeMember {
 
     /// The last round this member decrypted.
     pub fn last_round(&self) -> Option<u64> {
-        self.last_round
+        self.current.as_ref().map(|c| c.round)
     }
 
     /// Checks a request against the refusal rules, then returns this member's partial
@@ -295,10 +327,12 @@ impl CommitteeMember {
         verifier: &dyn SignatureVerifier,
         rng: &mut R,
     ) -> Result<PartialDecryption> {
-        self.check(request, verifier)?;
+        let header = self.check(request, verifier)?;
         let he = &self.params.he;
         let n = he.lwe.lwe_dimension;
         let num_values = request.num_values as usize;
+        let range = request.chunk_range();
+        let slice_values: usize = range.clone().map(|i| he.chunk_len(num_values, i)).sum();
 
         // Σ R_A over the sets this member is designated for in this request.
         let mut share = vec![0u64; n];
@@ -317,19 +351,32 @@ impl CommitteeMember {
 
         let smudging_std = 2f64.powf(self.params.noise_report().smudging_std_log2);
         let mut generator = math::generator_from(rng);
-        let mut values = vec![0u64; num_values];
+        let mut values = vec![0u64; slice_values];
         let mut start = 0usize;
         for masks in &request.masks {
             for mask in masks.chunks_exact(n) {
-                let len = (num_values - start).min(n);
+                let len = (slice_values - start).min(n);
                 math::mask_dot_key(mask, &share, &mut values[start..start + len]);
                 start += len;
             }
         }
         share.zeroize();
         math::add_gaussian(&mut values, smudging_std, &mut generator);
-        self.last_round = Some(request.round);
-        self.decrypted_values += num_values as f64;
+        let chunk_count = he.chunk_count(num_values);
+        let state = match self.current.take() {
+            Some(state) if state.round == request.round => state,
+            _ => RoundState {
+                round: request.round,
+                header,
+                done: vec![false; chunk_count],
+            },
+        };
+        let mut state = state;
+        for i in range {
+            state.done[i] = true;
+        }
+        self.current = Some(state);
+        self.decrypted_values += slice_values as f64;
         Ok(PartialDecryption {
             round: request.round,
             member: self.member,
@@ -338,15 +385,47 @@ impl CommitteeMember {
         })
     }
 
-    fn check(&self, request: &DecryptionRequest, verifier: &dyn SignatureVerifier) -> Result<()> {
+    /// The refusal rules; returns the request's header digest.
+    fn check(
+        &self,
+        request: &DecryptionRequest,
+        verifier: &dyn SignatureVerifier,
+    ) -> Result<[u8; 32]> {
         let p = &self.params;
-        if let Some(last) = self.last_round
-            && request.round <= last
+        let header = request.header_digest();
+        let num_values = request.num_values as usize;
+        let chunk_count = p.he.chunk_count(num_values);
+        let range = request.chunk_range();
+        if num_values == 0
+            || request.included.len() != chunk_count
+            || range.is_empty()
+            || range.end > chunk_count
         {
-            return Err(Error::Refused(format!(
-                "round {} is not after round {last}, already decrypted",
-                request.round
-            )));
+            return Err(Error::Mismatch(
+                "request has the wrong number of chunks".into(),
+            ));
+        }
+        if let Some(state) = &self.current {
+            if request.round < state.round {
+                return Err(Error::Refused(format!(
+                    "round {} is before round {}, already decrypted",
+                    request.round, state.round
+                )));
+            }
+            if request.round == state.round {
+                if header != state.header {
+                    return Err(Error::Refused(format!(
+                        "round {} was decrypted for another request (members, contributors)",
+                        request.round
+                    )));
+                }
+                if range.clone().any(|i| state.done.get(i) != Some(&false)) {
+                    return Err(Error::Refused(format!(
+                        "chunks {range:?} of round {} were already decrypted",
+                        request.round
+                    )));
+                }
+            }
         }
         let members = &request.decrypting_members;
         if members.len() != p.threshold as usize
@@ -363,26 +442,17 @@ impl CommitteeMember {
                 "this member is not named in the request".into(),
             ));
         }
-        let num_values = request.num_values as usize;
+        let slice_values: usize = range.clone().map(|i| p.he.chunk_len(num_values, i)).sum();
         let budget = 2f64.powf(p.noise_report().values_per_key_log2);
-        if self.decrypted_values + num_values as f64 > budget {
+        if self.decrypted_values + slice_values as f64 > budget {
             return Err(Error::Refused(format!(
-                "this key has decrypted {} values; {num_values} more exceed its budget of \
+                "this key has decrypted {} values; {slice_values} more exceed its budget of \
                  2^{:.1}: rotate the committee key",
                 self.decrypted_values,
                 budget.log2()
             )));
         }
-        let chunk_count = p.he.chunk_count(num_values);
-        if num_values == 0
-            || request.masks.len() != chunk_count
-            || request.included.len() != chunk_count
-        {
-            return Err(Error::Mismatch(
-                "request has the wrong number of chunks".into(),
-            ));
-        }
-        for (i, m) in request.masks.iter().enumerate() {
+        for (i, m) in range.clone().zip(&request.masks) {
             let len = p.he.chunk_len(num_values, i);
             if m.len() != p.he.bins(len) * p.he.lwe.lwe_dimension {
                 return Err(Error::Mismatch(format!(
@@ -441,12 +511,13 @@ impl CommitteeMember {
                 ))
             })?;
         }
-        Ok(())
+        Ok(header)
     }
 }
 
 /// Combines the `t` partial decryptions of `request` with the aggregate's bodies into the
-/// plaintext sum mod `2^plaintext_bits`.
+/// plaintext sum mod `2^plaintext_bits` of the request's chunks ([`DecryptionRequest::chunk_range`]:
+/// the whole vector for [`AggregateCiphertext::decryption_request`]).
 pub fn combine(
     aggregate: &AggregateCiphertext,
     request: &DecryptionRequest,
@@ -459,12 +530,13 @@ pub fn combine(
             "the request is for another aggregate".into(),
         ));
     }
-    if aggregate
-        .chunks()
-        .iter()
-        .map(|c| &c.masks)
-        .ne(request.masks.iter())
-    {
+    let range = request.chunk_range();
+    let Some(chunks) = aggregate.chunks().get(range) else {
+        return Err(Error::Combine(
+            "the request's chunks are not the aggregate's".into(),
+        ));
+    };
+    if chunks.iter().map(|c| &c.masks).ne(request.masks.iter()) {
         return Err(Error::Combine(
             "the request's masks are not the aggregate's".into(),
         ));
@@ -478,8 +550,7 @@ pub fn combine(
             request.decrypting_members, got
         )));
     }
-    let mut phase: Vec<u64> = aggregate
-        .chunks()
+    let mut phase: Vec<u64> = chunks
         .iter()
         .flat_map(|c| c.bodies.iter().copied())
         .collect();
@@ -490,7 +561,7 @@ pub fn combine(
                 p.member
             )));
         }
-        if p.values.len() != num_values {
+        if p.values.len() != phase.len() {
             return Err(Error::Combine(format!(
                 "partial of member {} has the wrong length",
                 p.member

@@ -8,9 +8,11 @@
 //! - **Committee mode** (default): a committee of `c` key holders generates the key without a
 //!   dealer ([`keygen`]); any `t` of them decrypt an aggregate by partial decryptions with
 //!   smudging noise ([`CommitteeMember::partial_decrypt`], [`combine`]). A member decrypts only
-//!   an aggregate of at least `min_contributors` distinct signed clients, once per round.
+//!   an aggregate of at least `min_contributors` distinct signed clients, each chunk once
+//!   per round.
 //! - **Shared-key mode** ([`shared_key`]): every client holds the secret key and the server only
-//!   adds, as in NVFlare. Weaker; for cross-silo federations that trust every client.
+//!   adds, as in NVFlare. Weaker; for cross-silo federations that trust every client. Clients
+//!   may upload seeded GLWE ([`SeededChunk`], 8 bytes per value).
 //!
 //! Ciphertexts are tfhe compact lists (`tfhe::core_crypto`, n = 2048, q = 2^64, vetted
 //! `TUniform(17)` noise): ≈ 16 bytes per value, never expanded into individual LWE ciphertexts.

@@ -3,7 +3,10 @@
 //! Each member holds a label-skewed share (Dirichlet α = 0.5) of the UCI optical digits and
 //! trains an MLP locally with burn; the round engine averages their models (FedAvg) over the
 //! in-process federation; the global model is scored on held-out digits after every round.
-//! Outputs land in `runs/quickstart/`: `metrics.csv`, `metrics.svg`, `summary.txt`.
+//! Outputs land in `runs/quickstart/`: `metrics.csv`, `metrics.svg`, `summary.txt`, and every
+//! round's checkpoint (`checkpoints/`) anchored on the embedded EVM (`chain/`; a `[chain]`
+//! section with `backend = "rpc"` anchors on a real chain instead). The final model's anchor is
+//! printed, with the command that verifies it.
 //!
 //! Run with `cargo run --release --example quickstart`. With a TOML file of
 //! [`DigitsConfig`] fields the defaults change: `cargo run --release --example quickstart --
@@ -12,10 +15,12 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use examples::digits::{self, DigitsConfig};
 use examples::progress::RoundProgress;
 use examples::report::RunFolder;
+use fl_aggregator::anchoring::chain_anchor::{BackendKind, ChainConfig};
 
 fn main() -> ExitCode {
     match run() {
@@ -53,11 +58,33 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
         prepared.sizes.iter().max().unwrap_or(&0),
         config.model,
     );
+    let run = RunFolder::create(Path::new("runs"), &name)?;
+    // A fresh checkpoint store and, on the embedded backend, a fresh chain for every run. On a
+    // real chain rounds only move forward, so each run anchors under its own federation id.
+    let federation_id = match &config.chain {
+        ChainConfig::Embedded { state_dir, .. } => {
+            let state = run
+                .path()
+                .join(state_dir.as_deref().unwrap_or(Path::new("chain")));
+            remove_dir(&state)?;
+            name.clone()
+        }
+        _ => {
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!("{name}-{secs}")
+        }
+    };
+    remove_dir(&run.path().join("checkpoints"))?;
+
     let progress = RoundProgress::new(config.rounds);
-    let result = digits::run_federated(&config, prepared, |record| progress.round(record))?;
+    let (result, anchor) =
+        digits::run_federated_anchored(&config, prepared, run.path(), &federation_id, |record| {
+            progress.round(record)
+        })?;
     progress.finish();
 
-    let run = RunFolder::create(Path::new("runs"), &name)?;
     run.write_metrics(&result.records)?;
     let title = match &config.privacy {
         None => format!("daofl {name}: {} members, digits, FedAvg", config.clients),
@@ -80,8 +107,40 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
             result.records.len()
         ));
     }
+    match &anchor {
+        Some(a) => {
+            let r = &a.receipt;
+            let backend = match r.backend {
+                BackendKind::Embedded => "the embedded EVM (not a network)".to_string(),
+                BackendKind::Rpc => format!("chain {}", r.chain_id),
+            };
+            summary.push_str(&format!(
+                "\nanchor: round {} of `{}`, model {}, block {} of {backend}, tx {}, registry {}, {} gas\nverify: cargo run -p fl-aggregator -- verify {}",
+                a.round,
+                a.federation_id,
+                a.cid,
+                r.block_number,
+                r.tx_hash,
+                r.registry,
+                r.gas_used,
+                a.manifest.display()
+            ));
+        }
+        None => {
+            summary.push_str("\nanchor: the final round is not anchored (see the errors above)")
+        }
+    }
     run.write_summary(&format!("{summary}\n"))?;
     println!("{summary}");
     println!("run folder: {}", run.path().display());
     Ok(reached.is_some())
+}
+
+/// Removes a folder of an earlier run, if any.
+fn remove_dir(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot clear {}: {e}", path.display()).into()),
+    }
 }

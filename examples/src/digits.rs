@@ -1,10 +1,20 @@
 //! The digits federation of the quickstart: UCI optical digits split across members by a
 //! Dirichlet label skew, an MLP trained with burn on each member, FedAvg over the in-process
 //! federation, and the global model evaluated on a held-out set after every round.
+//!
+//! [`run_federated_anchored`] also checkpoints every round into the run folder and anchors it
+//! on chain ([`DigitsConfig::chain`]: the embedded EVM by default), as `fl-aggregator run` does.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fl_aggregator::{Engine, EngineConfig, EngineEvent, InProcessFederation};
+use fl_aggregator::anchoring::chain_anchor::{AnchorReceipt, ChainConfig};
+use fl_aggregator::anchoring::{AnchoringError, ChainSettings, RoundAnchorer};
+use fl_aggregator::checkpoint::{
+    CheckpointError, CheckpointMeta, CheckpointStore, Participant, PrivacySpent,
+};
+use fl_aggregator::{Engine, EngineConfig, EngineEvent, InProcessFederation, SimStats};
 use fl_client::{BurnTrainer, Dataset, DeviceSpec, ModelSpec, Trainer};
 use fl_core::{
     ContentHash, EvaluateConfig, EvaluateResult, FedAvg, FedAvgConfig, FitConfig, ParamVec,
@@ -42,6 +52,11 @@ pub struct DigitsConfig {
     pub secure_aggregation: Option<fl_core::secure::SecureAggregationConfig>,
     /// Held-out accuracy the run is expected to reach (the quickstart fails below it).
     pub target_accuracy: f64,
+    /// Where [`run_federated_anchored`] anchors every round (`[chain]`): the embedded EVM with
+    /// its state in the run folder by default (not a network: see `chain_anchor`), or
+    /// `backend = "rpc"` with `url`, `registry`, `key_file` or `key_env` and `queue_dir` for a
+    /// real chain. Relative paths are taken in the run folder.
+    pub chain: ChainConfig,
 }
 
 impl Default for DigitsConfig {
@@ -71,6 +86,7 @@ impl Default for DigitsConfig {
             privacy: None,
             secure_aggregation: None,
             target_accuracy: 0.95,
+            chain: ChainConfig::default(),
         }
     }
 }
@@ -100,6 +116,15 @@ pub enum RunError {
     /// The privacy settings are invalid.
     #[error("privacy settings: {0}")]
     Privacy(#[from] privacy::Error),
+    /// A checkpoint could not be written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The chain backend could not be opened.
+    #[error(transparent)]
+    Anchoring(#[from] AnchoringError),
+    /// The async runtime for checkpoints and anchors could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Splits the digits, partitions the training side and builds every trainer.
@@ -178,7 +203,132 @@ pub fn evaluate_global(
 pub fn run_federated(
     config: &DigitsConfig,
     prepared: Prepared,
+    on_round: impl FnMut(&RoundRecord),
+) -> Result<RunResult, RunError> {
+    run_observed(config, prepared, on_round, |_| {})
+}
+
+/// The anchor of a run's final model.
+#[derive(Debug, Clone)]
+pub struct FinalAnchor {
+    /// The federation id anchored under.
+    pub federation_id: String,
+    /// The round.
+    pub round: u64,
+    /// The parameters' CID.
+    pub cid: ContentHash,
+    /// The round's manifest (what `fl-aggregator verify` takes).
+    pub manifest: PathBuf,
+    /// The anchor's receipt (transaction or embedded block, registry, gas).
+    pub receipt: AnchorReceipt,
+}
+
+/// [`run_federated`], checkpointing every round into `run_dir/checkpoints` and anchoring it
+/// per [`DigitsConfig::chain`] (relative paths in `run_dir`), under `federation_id`.
+///
+/// Participants are recorded by client id (`client-7`): the simulation has no member keys, so
+/// each is a leaf under a pseudo-address derived from its id
+/// ([`participant_address`](fl_aggregator::anchoring::participant_address)). A failing chain
+/// endpoint does not stop the run: the error is printed and the rounds stay queued.
+///
+/// # Errors
+/// As [`run_federated`], and when a checkpoint cannot be written (e.g. `run_dir/checkpoints`
+/// already holds this run's rounds) or the chain backend cannot be opened.
+pub fn run_federated_anchored(
+    config: &DigitsConfig,
+    prepared: Prepared,
+    run_dir: &Path,
+    federation_id: &str,
+    on_round: impl FnMut(&RoundRecord),
+) -> Result<(RunResult, Option<FinalAnchor>), RunError> {
+    let checkpoints = run_dir.join("checkpoints");
+    let store = CheckpointStore::open(&checkpoints.to_string_lossy())?;
+    let settings = ChainSettings {
+        chain: config.chain.clone(),
+        run_dir: run_dir.to_owned(),
+    };
+    let anchorer = RoundAnchorer::open(&settings)?;
+    // Checkpoints are written and anchored by their own thread, in order, so rounds never wait
+    // on the disk or the chain (as the aggregator's writer task).
+    let (tx, rx) = std::sync::mpsc::channel::<(CheckpointMeta, Arc<ParamVec>)>();
+    let writer = std::thread::spawn(move || write_and_anchor(store, anchorer, rx));
+
+    let config_hash = ContentHash::of(format!("{config:?}").as_bytes());
+    let mut selected = Vec::new();
+    let mut privacy_spent = None;
+    let result = run_observed(config, prepared, on_round, |event| match event {
+        EngineEvent::RoundStarted { selected: s, .. } => selected = s.clone(),
+        EngineEvent::ClientDropped { stage, client, .. } => {
+            if matches!(stage, fl_core::Stage::Fit) {
+                selected.retain(|c| c != client);
+            }
+        }
+        EngineEvent::FitAggregated { metrics, .. } => {
+            if let (Some(&epsilon), Some(&delta)) = (metrics.get("epsilon"), metrics.get("delta")) {
+                privacy_spent = Some(PrivacySpent { epsilon, delta });
+            }
+        }
+        EngineEvent::RoundCompleted { round, params } => {
+            let mut meta = CheckpointMeta::new(federation_id, *round, config_hash)
+                .with_participants(selected.iter().map(|c| Participant::from(*c)));
+            if let Some(p) = privacy_spent {
+                meta = meta.with_privacy(p);
+            }
+            let _ = tx.send((meta, params.clone()));
+        }
+        _ => {}
+    });
+    drop(tx);
+    let written = writer
+        .join()
+        .map_err(|_| RunError::Runtime(std::io::Error::other("the checkpoint writer panicked")))?;
+    let result = result?;
+    let last = written?.map(|(round, receipt)| FinalAnchor {
+        federation_id: federation_id.to_owned(),
+        round,
+        cid: result.final_hash,
+        manifest: checkpoints.join("rounds").join(format!("{round:010}.json")),
+        receipt,
+    });
+    // The final model's anchor only when its round (the last completed) was anchored.
+    let final_round = result.records.last().map(|r| r.round);
+    let last = last.filter(|a| Some(a.round) == final_round);
+    Ok((result, last))
+}
+
+/// The writer thread of [`run_federated_anchored`]: saves each checkpoint, anchors it, and
+/// returns the newest anchor. A chain failure is printed and the run goes on; a checkpoint that
+/// cannot be written is an error.
+fn write_and_anchor(
+    store: CheckpointStore,
+    mut anchorer: RoundAnchorer,
+    rx: std::sync::mpsc::Receiver<(CheckpointMeta, Arc<ParamVec>)>,
+) -> Result<Option<(u64, AnchorReceipt)>, RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let report = |outcome: Result<Vec<u64>, AnchoringError>| {
+        if let Err(e) = outcome {
+            eprintln!("anchoring: {e} (the run goes on; unanchored rounds stay queued)");
+        }
+    };
+    runtime.block_on(async {
+        while let Ok((meta, params)) = rx.recv() {
+            let manifest = store.save(meta, &params).await?;
+            report(anchorer.checkpoint_written(&store, &manifest).await);
+        }
+        report(anchorer.finish(&store).await);
+        Ok(anchorer.last_anchor().cloned())
+    })
+}
+
+/// [`run_federated`] with `observe` told every engine event after the run's own bookkeeping.
+fn run_observed(
+    config: &DigitsConfig,
+    prepared: Prepared,
     mut on_round: impl FnMut(&RoundRecord),
+    mut observe: impl FnMut(&EngineEvent),
 ) -> Result<RunResult, RunError> {
     let Prepared {
         trainers,
@@ -240,7 +390,7 @@ pub fn run_federated(
         aggregate_seconds: 0.0,
         eval_seconds: 0.0,
     };
-    let outcome = federation.run(|event, stats| match event {
+    let mut handle = |event: &EngineEvent, stats: &SimStats| match event {
         EngineEvent::RoundStarted { round, .. } => {
             round_start = (Instant::now(), stats.compute_wall, stats.engine_wall);
             pending.round = *round;
@@ -283,6 +433,10 @@ pub fn run_federated(
             }
         }
         _ => {}
+    };
+    let outcome = federation.run(|event, stats| {
+        handle(event, stats);
+        observe(event);
     });
     if let Some(e) = failure {
         return Err(e);
@@ -312,6 +466,15 @@ mod tests {
         assert!(privacy.adaptive.is_none());
         assert_eq!(config.clients, DigitsConfig::default().clients);
         assert_eq!(config.target_accuracy, 0.80);
+    }
+
+    #[test]
+    fn quickstart_anchors_on_the_embedded_evm_unless_told_otherwise() {
+        assert_eq!(DigitsConfig::default().chain, ChainConfig::default());
+        let anvil: DigitsConfig = toml::from_str(include_str!("../quickstart/anvil.toml")).unwrap();
+        assert!(matches!(anvil.chain, ChainConfig::Rpc { .. }));
+        assert_eq!(anvil.chain.batch_rounds(), 1);
+        assert_eq!(anvil.rounds, DigitsConfig::default().rounds);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   sessions on simulated time, and the [`inprocess`] federation built on it for researchers;
 //! - the gRPC [`service`] (member authentication, limits, streamed and verified updates) around
 //!   the same engine, [`checkpoint`]s in an object store, [`tls`] material, Prometheus
-//!   [`metrics`], and [`server::serve`], a whole aggregator from a federation file (what the
+//!   [`metrics`], chain [`anchoring`] of every checkpoint and its verification, and
+//!   [`server::serve`], a whole aggregator from a federation file (what the
 //!   `fl-aggregator` binary runs).
 //!
 //! The example runs a federation in process; `fl-aggregator/tests/e2e.rs` runs one across
@@ -43,6 +44,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod anchoring;
 pub mod checkpoint;
 pub mod engine;
 pub mod inprocess;

@@ -9,6 +9,12 @@
 //! After every completed round the global parameters and a manifest are written; a writer
 //! task does that so the engine never waits on storage. When `shutdown` resolves (SIGTERM),
 //! the round in progress is abandoned, queued checkpoints are finished and the service stops.
+//!
+//! With a `[chain]` section the same task anchors every checkpoint after writing it and records
+//! the receipt in the round's manifest (see [`crate::anchoring`]); on start it first anchors
+//! the checkpoints written but not anchored before the restart. A failing chain endpoint is
+//! logged and never stops the federation: its rounds are anchored later. Without `[chain]`
+//! nothing is anchored.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+use crate::anchoring::{AnchoringError, ChainSettings, RoundAnchorer};
 use crate::checkpoint::{CheckpointMeta, CheckpointStore, Participant, PrivacySpent};
 use crate::engine::{Engine, EngineConfig, EngineEvent};
 use crate::metrics::{self, AggregatorMetrics};
@@ -59,6 +66,9 @@ pub enum ServerError {
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// `[chain]` is unusable or its backend cannot be opened.
+    #[error(transparent)]
+    Anchoring(#[from] AnchoringError),
 }
 
 /// How a run ended.
@@ -70,6 +80,8 @@ pub struct ServeOutcome {
     pub finished: bool,
     /// The last round that completed and was checkpointed.
     pub last_checkpoint: Option<u64>,
+    /// The newest round this run anchored, and its receipt (none without `[chain]`).
+    pub last_anchor: Option<(u64, chain_anchor::AnchorReceipt)>,
 }
 
 /// Addresses the aggregator actually bound (useful with port 0).
@@ -92,6 +104,19 @@ pub async fn serve(
 ) -> Result<ServeOutcome, ServerError> {
     let members = config.members()?;
     let store = CheckpointStore::open(&config.aggregator.checkpoints)?;
+    let anchorer = match ChainSettings::from_federation(config)? {
+        Some(settings) => {
+            let anchorer = RoundAnchorer::open(&settings)?;
+            tracing::info!(
+                backend = ?chain_anchor::Anchor::backend(anchorer.chain()),
+                registry = %chain_anchor::Anchor::registry(anchorer.chain()),
+                run_dir = %settings.run_dir.display(),
+                "anchoring every checkpoint"
+            );
+            Some(anchorer)
+        }
+        None => None,
+    };
     let engine_config = EngineConfig {
         num_rounds: config.federation.rounds,
         min_available_clients: config.federation.min_clients,
@@ -279,11 +304,18 @@ pub async fn serve(
         )
     };
 
-    // Checkpoints are written by their own task, in order.
+    // Checkpoints are written by their own task, in order, and anchored after each write.
     let (ckpt_tx, mut ckpt_rx) = mpsc::unbounded_channel::<(CheckpointMeta, Arc<ParamVec>)>();
     let writer = {
         let store = store.clone();
+        let mut anchorer = anchorer;
         tokio::spawn(async move {
+            if let Some(a) = anchorer.as_mut() {
+                log_anchoring(
+                    "anchoring checkpoints left unanchored",
+                    a.resume(&store).await,
+                );
+            }
             let mut last = None;
             while let Some((meta, params)) = ckpt_rx.recv().await {
                 let round = meta.round;
@@ -291,11 +323,24 @@ pub async fn serve(
                     Ok(m) => {
                         tracing::info!(round, params = %m.params_cid, "checkpoint written");
                         last = Some(round);
+                        if let Some(a) = anchorer.as_mut() {
+                            log_anchoring("anchoring", a.checkpoint_written(&store, &m).await);
+                        }
                     }
                     Err(e) => tracing::error!(round, "checkpoint failed: {e}"),
                 }
             }
-            last
+            if let Some(a) = anchorer.as_mut() {
+                log_anchoring("anchoring the last rounds", a.finish(&store).await);
+                let waiting = a.waiting();
+                if !waiting.is_empty() {
+                    tracing::warn!(
+                        rounds = ?waiting,
+                        "checkpoints not anchored yet; the next start anchors them"
+                    );
+                }
+            }
+            (last, anchorer.and_then(|a| a.last_anchor().cloned()))
         })
     };
 
@@ -385,7 +430,8 @@ pub async fn serve(
     }
     let (params, finished) = coordinator.run(on_event, shutdown).await;
     drop(ckpt_tx);
-    let last_checkpoint = writer.await.ok().flatten().or(resumed);
+    let (written, last_anchor) = writer.await.unwrap_or_default();
+    let last_checkpoint = written.or(resumed);
     if finished {
         // Let members read their `Finished` frame before the service goes away.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -400,5 +446,19 @@ pub async fn serve(
         params,
         finished,
         last_checkpoint,
+        last_anchor,
     })
+}
+
+/// Logs what an anchoring step did; a failure is logged, never raised: the federation goes on
+/// and the rounds concerned are anchored later.
+fn log_anchoring(what: &str, outcome: Result<Vec<u64>, AnchoringError>) {
+    match outcome {
+        Ok(rounds) if !rounds.is_empty() => tracing::debug!(?rounds, "{what}: done"),
+        Ok(_) => {}
+        Err(e) if e.is_transient() => {
+            tracing::warn!("{what}: {e}; the rounds stay queued and are anchored later")
+        }
+        Err(e) => tracing::error!("{what}: {e}"),
+    }
 }

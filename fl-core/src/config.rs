@@ -76,6 +76,17 @@ pub struct FederationConfig {
     pub client: ClientSection,
     /// Who may join.
     pub members: MembersSection,
+    /// Anchoring of every checkpoint on an EVM chain; without this section the aggregator
+    /// anchors nothing.
+    ///
+    /// Parsed and checked by `fl-aggregator` as a `chain_anchor::ChainConfig` (`backend =
+    /// "embedded"`, the default, or `backend = "rpc"` with `url`, `registry`, `key_file` or
+    /// `key_env`, `queue_dir`, ...), plus an optional `run_dir`: the folder that holds the
+    /// embedded chain's state and the RPC retry queue (default: the parent of a local
+    /// checkpoint folder). The core keeps it as a table so that it does not depend on the chain
+    /// stack. A relative `run_dir` is resolved against the file's directory.
+    #[serde(default)]
+    pub chain: Option<toml::Table>,
     /// SHA-256 of the file's bytes, recorded in every checkpoint manifest.
     #[serde(skip)]
     pub hash: Option<ContentHash>,
@@ -259,6 +270,12 @@ impl FederationConfig {
                 }
             }
         }
+        if let Some(toml::Value::String(dir)) =
+            config.chain.as_mut().and_then(|c| c.get_mut("run_dir"))
+            && Path::new(dir.as_str()).is_relative()
+        {
+            *dir = base.join(dir.as_str()).to_string_lossy().into_owned();
+        }
         let store = &config.aggregator.checkpoints;
         if !store.contains("://") && Path::new(store).is_relative() {
             config.aggregator.checkpoints = base.join(store).to_string_lossy().into_owned();
@@ -309,6 +326,13 @@ impl FederationConfig {
         }
         if let Some(secure) = &self.secure_aggregation {
             secure.validate().map_err(ConfigError::Invalid)?;
+        }
+        if let Some(chain) = &self.chain {
+            for key in ["backend", "run_dir"] {
+                if chain.get(key).is_some_and(|v| !v.is_str()) {
+                    return bad(format!("chain.{key} must be a string"));
+                }
+            }
         }
         let members = self.members()?;
         if members.len() < f.min_clients {
@@ -415,5 +439,19 @@ allowed = ["0x00000000000000000000000000000000000000aa"]
         let timeout = MINIMAL.replace("min_clients = 1", "min_clients = 1\nfit_timeout_s = -1");
         assert!(FederationConfig::parse(&timeout, Path::new(".")).is_err());
         assert!(FederationConfig::parse("not toml [", Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn chain_section_is_kept_for_the_aggregator() {
+        let c = FederationConfig::parse(MINIMAL, Path::new("/etc/daofl")).unwrap();
+        assert!(c.chain.is_none());
+        let with = format!("{MINIMAL}[chain]\nbackend = \"embedded\"\nrun_dir = \"run\"\n");
+        let c = FederationConfig::parse(&with, Path::new("/etc/daofl")).unwrap();
+        let chain = c.chain.unwrap();
+        assert_eq!(chain["backend"].as_str(), Some("embedded"));
+        assert_eq!(chain["run_dir"].as_str(), Some("/etc/daofl/run"));
+        let bad = format!("{MINIMAL}[chain]\nbackend = 1\n");
+        let e = FederationConfig::parse(&bad, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("chain.backend"), "{e}");
     }
 }

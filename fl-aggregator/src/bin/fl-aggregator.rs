@@ -1,11 +1,17 @@
 //! `fl-aggregator`: what a coordinator deploys. Thin argument parsing over
-//! [`fl_aggregator::server::serve`], the checkpoint store and the development PKI.
+//! [`fl_aggregator::server::serve`], the checkpoint store, chain anchoring and the development
+//! PKI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fl_aggregator::checkpoint::CheckpointStore;
+use fl_aggregator::anchoring::chain_anchor::alloy::primitives::Address;
+use fl_aggregator::anchoring::chain_anchor::{self, BackendKind, KeySource};
+use fl_aggregator::anchoring::{
+    ChainSettings, ManifestAnchor, RegistryReader, RegistrySource, verify_checkpoint,
+};
+use fl_aggregator::checkpoint::{CheckpointStore, Manifest};
 use fl_aggregator::server::{self, Bound};
 use fl_aggregator::tls::{DevPkiOptions, generate_dev_pki_with};
 use fl_core::config::FederationConfig;
@@ -51,6 +57,68 @@ enum Command {
         #[command(subcommand)]
         action: PrivacyAction,
     },
+    /// Check a checkpoint against its chain anchor: recompute the parameters' SHA-256 from the
+    /// parameter file, find the round's anchor, compare the CID, participants root and epsilon,
+    /// and optionally a member's inclusion. Prints a one-line verdict and details; exits 0 only
+    /// when the checkpoint is valid.
+    ///
+    /// The registry is read from, in this order: --rpc-url, --chain-state, the federation
+    /// file's [chain] (--config), or the embedded chain next to the checkpoint folder
+    /// (`<checkpoints>/../chain`, the default layout).
+    Verify {
+        /// A manifest (`<checkpoints>/rounds/<round>.json`) or a checkpoint folder (with
+        /// --round; without it, the newest round).
+        checkpoint: PathBuf,
+        /// The round, when CHECKPOINT is a folder.
+        #[arg(long)]
+        round: Option<u64>,
+        /// The parameter file (default: `<checkpoints>/params/<cid>` next to the manifest).
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// Also check that this member (0x address) took part in the round.
+        #[arg(long)]
+        member: Option<Address>,
+        /// The federation file: its [chain] section names the registry.
+        #[arg(long, short, env = "DAOFL_CONFIG")]
+        config: Option<PathBuf>,
+        /// An embedded chain's state folder (holding chain-anchor-state.json).
+        #[arg(long, conflicts_with = "rpc_url")]
+        chain_state: Option<PathBuf>,
+        /// A JSON-RPC endpoint whose registry holds the anchor.
+        #[arg(long)]
+        rpc_url: Option<String>,
+        /// The registry's address (with --rpc-url; default: the one the manifest records).
+        #[arg(long, requires = "rpc_url")]
+        registry: Option<Address>,
+        /// The chain id the endpoint must serve.
+        #[arg(long, requires = "rpc_url")]
+        chain_id: Option<u64>,
+    },
+    /// Chain anchoring: deploy the checkpoint registry.
+    Anchor {
+        #[command(subcommand)]
+        action: AnchorAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AnchorAction {
+    /// Deploy a CheckpointRegistry through a JSON-RPC endpoint; the deploying key becomes its
+    /// admin and first aggregator. Prints the registry address, gas, and a [chain] section.
+    Deploy {
+        /// The JSON-RPC endpoint (e.g. http://127.0.0.1:8545 for anvil).
+        #[arg(long)]
+        rpc_url: String,
+        /// File holding the deploying key (0x + 64 hex digits, mode 0600).
+        #[arg(long, required_unless_present = "key_env", conflicts_with = "key_env")]
+        key_file: Option<PathBuf>,
+        /// Environment variable holding the deploying key.
+        #[arg(long)]
+        key_env: Option<String>,
+        /// Blocks the deployment must be buried under.
+        #[arg(long, default_value_t = 1)]
+        confirmations: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,7 +150,7 @@ enum PrivacyAction {
 
 #[derive(Debug, Subcommand)]
 enum CheckpointAction {
-    /// One line per checkpoint: round, parameter CID, participants, metrics.
+    /// One line per checkpoint: round, parameter CID, participants, anchor block, metrics.
     List {
         /// The federation file (its `[aggregator] checkpoints` store is read).
         #[arg(long, short, env = "DAOFL_CONFIG", conflicts_with = "store")]
@@ -152,6 +220,110 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoints { action } => checkpoints(action).await,
+        Command::Verify {
+            checkpoint,
+            round,
+            params,
+            member,
+            config,
+            chain_state,
+            rpc_url,
+            registry,
+            chain_id,
+        } => {
+            let (manifest, bytes, store_dir) = read_checkpoint(&checkpoint, round, params).await?;
+            let recorded = ManifestAnchor::of(&manifest)?;
+            let source = match (rpc_url, chain_state, config) {
+                (Some(url), _, _) => {
+                    let registry = match (registry, &recorded) {
+                        (Some(r), _) => r,
+                        (None, Some(a)) => {
+                            eprintln!(
+                                "note: registry {} taken from the manifest; pass --registry to \
+                                 pin the one you trust",
+                                a.receipt.registry
+                            );
+                            a.receipt.registry
+                        }
+                        (None, None) => return Err("give --registry".into()),
+                    };
+                    RegistrySource::Rpc {
+                        url,
+                        registry,
+                        chain_id,
+                    }
+                }
+                (None, Some(state_dir), _) => RegistrySource::Embedded { state_dir },
+                (None, None, Some(path)) => {
+                    let config = FederationConfig::load(&path)?;
+                    let settings = ChainSettings::from_federation(&config)?
+                        .ok_or_else(|| format!("{} has no [chain] section", path.display()))?;
+                    RegistrySource::from_settings(&settings)
+                }
+                (None, None, None) => match recorded.as_ref().map(|a| a.receipt.backend) {
+                    Some(BackendKind::Rpc) => {
+                        return Err(format!(
+                            "round {} was anchored on chain {} (registry {}): give --rpc-url",
+                            manifest.round,
+                            recorded.as_ref().map_or(0, |a| a.receipt.chain_id),
+                            recorded
+                                .as_ref()
+                                .map_or(Address::ZERO, |a| a.receipt.registry),
+                        )
+                        .into());
+                    }
+                    _ => RegistrySource::Embedded {
+                        state_dir: store_dir
+                            .as_deref()
+                            .and_then(Path::parent)
+                            .unwrap_or(Path::new("."))
+                            .join("chain"),
+                    },
+                },
+            };
+            let reader = RegistryReader::open(&source)?;
+            let report = verify_checkpoint(reader.chain(), &manifest, &bytes, member).await?;
+            println!("{report}");
+            Ok(if report.is_valid() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Anchor {
+            action:
+                AnchorAction::Deploy {
+                    rpc_url,
+                    key_file,
+                    key_env,
+                    confirmations,
+                },
+        } => {
+            let key = match (key_file, key_env) {
+                (Some(f), None) => KeySource::File(f),
+                (None, Some(v)) => KeySource::Env(v),
+                _ => return Err("give exactly one of --key-file and --key-env".into()),
+            };
+            let d = chain_anchor::deploy_registry(&rpc_url, &key, confirmations).await?;
+            println!("registry  {}", d.registry);
+            println!("admin     {}", d.admin);
+            println!("chain id  {}", d.chain_id);
+            println!("tx        {} (block {})", d.tx_hash, d.block_number);
+            println!("gas used  {}", d.gas_used);
+            println!();
+            println!("# for the federation file:");
+            println!("[chain]");
+            println!("backend = \"rpc\"");
+            println!("url = \"{rpc_url}\"");
+            println!("registry = \"{}\"", d.registry);
+            println!("chain_id = {}", d.chain_id);
+            match &key {
+                KeySource::File(f) => println!("key_file = \"{}\"", f.display()),
+                KeySource::Env(v) => println!("key_env = \"{v}\""),
+            }
+            println!("queue_dir = \"anchor-queue\"");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Privacy {
             action:
                 PrivacyAction::Epsilon {
@@ -224,6 +396,12 @@ async fn run(path: PathBuf) -> Result<ExitCode> {
         );
     })
     .await?;
+    if let Some((round, r)) = &outcome.last_anchor {
+        println!(
+            "anchored round={round} backend={:?} chain_id={} registry={} block={} tx={}",
+            r.backend, r.chain_id, r.registry, r.block_number, r.tx_hash
+        );
+    }
     println!(
         "{} params={} last_checkpoint={}",
         if outcome.finished {
@@ -238,6 +416,63 @@ async fn run(path: PathBuf) -> Result<ExitCode> {
             .unwrap_or_else(|| "none".into())
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The manifest, the parameter bytes (unchecked) and the checkpoint folder, when known.
+async fn read_checkpoint(
+    checkpoint: &Path,
+    round: Option<u64>,
+    params: Option<PathBuf>,
+) -> Result<(Manifest, Vec<u8>, Option<PathBuf>)> {
+    let (manifest, store_dir) = if checkpoint.is_dir() {
+        let store = CheckpointStore::open(&checkpoint.to_string_lossy())?;
+        let round = match round {
+            Some(r) => r,
+            None => *store
+                .rounds()
+                .await?
+                .last()
+                .ok_or_else(|| format!("no checkpoints in {}", checkpoint.display()))?,
+        };
+        (store.manifest(round).await?, Some(checkpoint.to_owned()))
+    } else {
+        let bytes = read_limited(checkpoint, 64 << 20)?;
+        let manifest = Manifest::from_json(&checkpoint.to_string_lossy(), &bytes)
+            .map_err(|p| p.to_string())?;
+        let store_dir = checkpoint
+            .parent()
+            .filter(|p| p.file_name().is_some_and(|n| n == "rounds"))
+            .and_then(Path::parent)
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .map(Path::to_owned);
+        (manifest, store_dir)
+    };
+    let bytes = match (params, &store_dir) {
+        (Some(path), _) => read_limited(&path, manifest.params_len() + 1)?,
+        (None, Some(dir)) => {
+            let path = dir.join("params").join(manifest.params_cid.to_string());
+            read_limited(&path, manifest.params_len() + 1)?
+        }
+        (None, None) => return Err("give the parameter file with --params".into()),
+    };
+    Ok((manifest, bytes, store_dir))
+}
+
+/// Reads at most `limit` bytes of a file.
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 fn open_store(config: Option<PathBuf>, store: Option<String>) -> Result<CheckpointStore> {
@@ -263,8 +498,13 @@ async fn checkpoints(action: CheckpointAction) -> Result<ExitCode> {
                     .iter()
                     .map(|(k, v)| format!("{k}={v:.4}"))
                     .collect();
+                let anchor = match ManifestAnchor::of(&m) {
+                    Ok(Some(a)) => format!("anchored block {}", a.receipt.block_number),
+                    Ok(None) => "not anchored".into(),
+                    Err(_) => "anchor unreadable".into(),
+                };
                 println!(
-                    "round {:>5}  {}  {} participants  {}",
+                    "round {:>5}  {}  {} participants  {anchor}  {}",
                     m.round,
                     m.params_cid,
                     m.participants.len(),

@@ -64,7 +64,10 @@ pub struct Manifest {
     /// Differential-privacy budget spent up to and including this round, when DP is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacySpent>,
-    /// Reserved for chain anchoring (transaction receipt of the anchor of this round).
+    /// Where the round is anchored on chain: a [`ManifestAnchor`](crate::anchoring::ManifestAnchor)
+    /// (the transaction receipt or embedded block, and the round's batch proof when it was
+    /// anchored in a batch), filled in after the checkpoint is written. Absent: not anchored
+    /// (yet); the aggregator anchors such rounds when it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor: Option<serde_json::Value>,
 }
@@ -103,6 +106,15 @@ impl Manifest {
     /// Bytes the parameter object must have: 4 per value of the schema.
     pub fn params_len(&self) -> u64 {
         self.schema.num_values() as u64 * 4
+    }
+
+    /// Parses a manifest file's bytes (e.g. a `rounds/<n>.json` copied out of a store), never
+    /// panicking on hostile input; `path` names it in errors.
+    ///
+    /// # Errors
+    /// The [`Problem`] that makes it unreadable.
+    pub fn from_json(path: &str, bytes: &[u8]) -> Result<Self, Problem> {
+        Self::parse(path, bytes)
     }
 
     /// Parses a stored manifest, never panicking on hostile input.

@@ -15,7 +15,8 @@
 //! not yet written; a crash between the two writes leaves an unreferenced parameter object and
 //! the previous round as the latest. Two rounds with the same parameters share one object.
 //! Nothing is overwritten except a damaged object (one that fails verification), which is
-//! replaced.
+//! replaced, and a manifest whose `anchor` field [`CheckpointStore::set_anchor`] fills in once
+//! the round is anchored on chain (see [`crate::anchoring`]).
 //!
 //! # Atomicity
 //!
@@ -288,6 +289,77 @@ impl CheckpointStore {
             }
         }
         Ok(out)
+    }
+
+    /// The manifest of `round` as stored, parsed but without reading its parameters (what
+    /// chain verification starts from: [`crate::anchoring::verify_checkpoint`] recomputes the
+    /// parameters' hash itself, see [`CheckpointStore::params_bytes`]).
+    ///
+    /// # Errors
+    /// [`CheckpointError::RoundNotFound`], [`CheckpointError::Corrupt`] for a manifest that
+    /// does not parse or records another round, [`CheckpointError::Store`].
+    pub async fn manifest(&self, round: u64) -> Result<Manifest> {
+        let path = self.manifest_path(round);
+        match self.read_manifest(&path).await? {
+            None => Err(CheckpointError::RoundNotFound {
+                round,
+                path: path.to_string(),
+            }),
+            Some(Err(problem)) => Err(CheckpointError::Corrupt {
+                round,
+                problems: vec![problem],
+            }),
+            Some(Ok(m)) if m.round != round => Err(CheckpointError::Corrupt {
+                round,
+                problems: vec![Problem::RoundMismatch {
+                    named: round,
+                    recorded: m.round,
+                }],
+            }),
+            Some(Ok(m)) => Ok(m),
+        }
+    }
+
+    /// The bytes of the parameter object `manifest` names, as stored and **unchecked** (a
+    /// verifier recomputes their hash). At most one byte more than the schema needs is read, so
+    /// an oversized object is returned short of its full size but still longer than expected.
+    ///
+    /// # Errors
+    /// [`CheckpointError::ParamsUnavailable`] when the object does not exist,
+    /// [`CheckpointError::Store`] when the store fails.
+    pub async fn params_bytes(&self, manifest: &Manifest) -> Result<Vec<u8>> {
+        let path = self.params_path(&manifest.params_cid);
+        let expected = manifest.params_len();
+        match self.read(&path, expected).await? {
+            Read::Bytes(b) => Ok(b),
+            Read::TooBig(found) => Err(CheckpointError::ParamsUnavailable {
+                cid: manifest.params_cid,
+                reason: format!("`{path}` has {found} bytes, the schema needs {expected}"),
+            }),
+            Read::Missing => Err(CheckpointError::ParamsUnavailable {
+                cid: manifest.params_cid,
+                reason: format!("`{path}` does not exist"),
+            }),
+        }
+    }
+
+    /// Records `anchor` (the chain receipt of the round, see [`crate::anchoring`]) in the
+    /// manifest of `round` and returns the updated manifest.
+    ///
+    /// The manifest is read, changed and written back as one object
+    /// ([`PutMode::Overwrite`]: readers see the old manifest or the new one, never a mix). Only
+    /// the `anchor` field changes. One writer per store is assumed (the aggregator's checkpoint
+    /// task); the store offers no compare-and-swap on local files.
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::manifest`], and [`CheckpointError::Encode`].
+    pub async fn set_anchor(&self, round: u64, anchor: serde_json::Value) -> Result<Manifest> {
+        let mut manifest = self.manifest(round).await?;
+        manifest.anchor = Some(anchor);
+        let json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|source| CheckpointError::Encode { round, source })?;
+        self.put_overwrite(&self.manifest_path(round), json).await?;
+        Ok(manifest)
     }
 
     /// Reads and checks one round.

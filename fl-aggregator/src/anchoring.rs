@@ -812,7 +812,7 @@ impl fmt::Display for CheckpointVerification {
             };
             write!(
                 f,
-                "\n  recorded      block {} tx {} on chain {} ({backend})",
+                "\n  recorded      block {} tx {} on chain {}: {backend}",
                 r.block_number, r.tx_hash, r.chain_id
             )?;
             if r.first_round != r.last_round {

@@ -181,6 +181,23 @@ impl<T: Trainer> Sim<T> {
         self.add_session(id, session, trainer, compute_time);
     }
 
+    /// Like [`add_member`](Self::add_member), for a member that also holds a decryption
+    /// committee key share (homomorphic aggregation).
+    pub fn add_committee_member(
+        &mut self,
+        id: ClientId,
+        trainer: T,
+        compute_time: Duration,
+        key: Arc<MemberKey>,
+        members: Arc<Vec<Address>>,
+        role: fl_core::secure::he::CommitteeRole,
+    ) {
+        let session =
+            ClientSession::with_identity(trainer.schema().hash(), key, members, id.0 as u32)
+                .with_committee(role);
+        self.add_session(id, session, trainer, compute_time);
+    }
+
     fn add_session(
         &mut self,
         id: ClientId,

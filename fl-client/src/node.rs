@@ -474,6 +474,8 @@ async fn receive_instruction(
                     .transpose()
                     .map(|f| f.map(std::sync::Arc::new))
                     .map_err(protocol)?,
+                // Homomorphic aggregation runs in simulation only so far (no wire form).
+                he: None,
             },
         ),
         Some(pb::instruction::Settings::Evaluate(e)) => {
@@ -604,6 +606,9 @@ async fn send_answer(
                     .await?;
             }
         }
+        // Homomorphic aggregation has no wire form yet (the aggregator refuses such a
+        // federation at start), so a node never produces this.
+        ClientMessage::Encrypted { .. } => {}
         // The session only produces whole results; streaming is the transport's business.
         ClientMessage::FitBegin { .. }
         | ClientMessage::FitChunk { .. }

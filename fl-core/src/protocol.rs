@@ -53,6 +53,8 @@ pub enum SecureServerStep {
     Shares,
     /// Who survived and who dropped: answer with the shares that remove their masks.
     Unmask,
+    /// (Homomorphic, to a committee member) the aggregate to partially decrypt.
+    Decrypt,
 }
 
 /// A member's steps of secure aggregation, in order (the masked input is
@@ -65,6 +67,8 @@ pub enum SecureClientStep {
     SharePackets,
     /// The shares the aggregator asked for to unmask the sum.
     UnmaskResponse,
+    /// (Homomorphic, from a committee member) its partial decryption of the aggregate.
+    PartialDecryption,
 }
 
 /// What a client sends to the aggregator.
@@ -123,6 +127,15 @@ pub enum ClientMessage {
         /// Training metrics (sent in the clear, like Flower's).
         metrics: crate::round::Metrics,
     },
+    /// The member's update encrypted under the committee's key (homomorphic aggregation).
+    Encrypted {
+        /// Round of the fit stage.
+        round: u64,
+        /// Signed manifest and ciphertext chunks.
+        update: crate::secure::he::EncryptedUpdate,
+        /// Training metrics (sent in the clear).
+        metrics: crate::round::Metrics,
+    },
     /// Result of evaluation in `round`.
     EvaluateDone {
         /// Round the result belongs to.
@@ -151,6 +164,7 @@ impl ClientMessage {
             | Self::FitEnd { round }
             | Self::Secure { round, .. }
             | Self::MaskedInput { round, .. }
+            | Self::Encrypted { round, .. }
             | Self::EvaluateDone { round, .. }
             | Self::Failed { round, .. } => *round,
         }

@@ -43,6 +43,10 @@ pub struct FitConfig {
     /// present the member runs the protocol's steps and sends its update masked.
     #[serde(skip)]
     pub secure: Option<std::sync::Arc<crate::secure::SecureFit>>,
+    /// Homomorphic aggregation of the update (set by the engine): when present the member
+    /// encrypts its update under the committee's key.
+    #[serde(skip)]
+    pub he: Option<std::sync::Arc<crate::secure::he::HeFit>>,
 }
 
 impl Default for FitConfig {
@@ -54,6 +58,7 @@ impl Default for FitConfig {
             shuffle_seed: 0,
             privacy: None,
             secure: None,
+            he: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::identity::{Address, MemberKey};
 use crate::params::{ParamVec, SchemaHash};
-use crate::protocol::{ClientMessage, SecureClientStep, ServerMessage};
+use crate::protocol::{ClientMessage, SecureClientStep, SecureServerStep, ServerMessage};
 use crate::round::{EvaluateConfig, EvaluateResult, FitConfig, FitResult, RoundConfig, Stage};
 use crate::secure::member::MemberAction;
 use crate::secure::{MemberSigner, MemberVerifier, SecureMember};
@@ -175,6 +175,10 @@ pub struct ClientSession {
     outbox: VecDeque<ClientMessage>,
     identity: Option<Identity>,
     secure: Option<SecureFitState>,
+    /// A homomorphic fit stage in progress: round, settings and global parameters.
+    he: Option<(u64, Arc<crate::secure::he::HeFit>, Arc<ParamVec>, bool)>,
+    /// This member's committee role (homomorphic aggregation), if it holds a key share.
+    committee: Option<crate::secure::he::CommitteeRole>,
 }
 
 impl std::fmt::Debug for SecureFitState {
@@ -201,7 +205,16 @@ impl ClientSession {
             outbox: VecDeque::new(),
             identity: None,
             secure: None,
+            he: None,
+            committee: None,
         }
+    }
+
+    /// Gives this member a committee role: it answers the aggregator's decryption requests
+    /// (homomorphic aggregation) with partial decryptions, after checking them.
+    pub fn with_committee(mut self, role: crate::secure::he::CommitteeRole) -> Self {
+        self.committee = Some(role);
+        self
     }
 
     /// A session that can take part in secure aggregation: it signs as `key`, which is
@@ -249,6 +262,16 @@ impl ClientSession {
             } => {
                 self.accept(&header, Stage::Fit, &params)?;
                 self.secure = None;
+                self.he = config
+                    .he
+                    .clone()
+                    .map(|fit| (header.round, fit, params.clone(), config.privacy.is_some()));
+                if self.he.is_some() && self.identity.is_none() {
+                    return Err(self.fail_secure(
+                        header.round,
+                        "this member has no identity key to sign with".into(),
+                    ));
+                }
                 match config.secure.clone() {
                     None => self.events.push_back(SessionEvent::Fit(FitTask {
                         round: header.round,
@@ -285,6 +308,32 @@ impl ClientSession {
                             }
                             Err(reason) => return Err(self.fail_secure(round, reason)),
                         }
+                    }
+                }
+            }
+            ServerMessage::Secure {
+                round,
+                step: SecureServerStep::Decrypt,
+                payload,
+            } => {
+                let Some(role) = self.committee.as_mut() else {
+                    return Err(SessionError::Secure {
+                        round,
+                        reason: "a decryption request to a member outside the committee".into(),
+                    });
+                };
+                // A refused request gets no partial decryption; the aggregator learns why.
+                match role.partial_decrypt(&payload) {
+                    Ok(partial) => self.outbox.push_back(ClientMessage::Secure {
+                        round,
+                        step: SecureClientStep::PartialDecryption,
+                        payload: partial,
+                    }),
+                    Err(e) => {
+                        return Err(SessionError::Secure {
+                            round,
+                            reason: e.to_string(),
+                        });
                     }
                 }
             }
@@ -423,6 +472,43 @@ impl ClientSession {
         outcome: Result<FitResult, TrainerError>,
     ) -> Result<(), SessionError> {
         self.complete(round, Stage::Fit)?;
+        if let (Some((r, fit, global, private)), Ok(result)) = (self.he.take(), &outcome)
+            && r == round
+        {
+            let update: Vec<f32> = if private {
+                result.params.values().to_vec()
+            } else {
+                result
+                    .params
+                    .values()
+                    .iter()
+                    .zip(global.values())
+                    .map(|(l, g)| l - g)
+                    .collect()
+            };
+            let id = self
+                .identity
+                .as_ref()
+                .expect("checked when the stage began");
+            return match crate::secure::he::encrypt_update(
+                &fit,
+                round,
+                id.me,
+                &update,
+                result.num_examples,
+                &id.signer,
+            ) {
+                Ok(update) => {
+                    self.outbox.push_back(ClientMessage::Encrypted {
+                        round,
+                        update,
+                        metrics: result.metrics.clone(),
+                    });
+                    Ok(())
+                }
+                Err(e) => Err(self.fail_secure(round, e.to_string())),
+            };
+        }
         if let (Some(state), Ok(result)) = (
             self.secure.as_mut().filter(|s| s.member.round() == round),
             &outcome,

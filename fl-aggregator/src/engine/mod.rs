@@ -27,8 +27,10 @@ use fl_core::{
 };
 use serde::{Deserialize, Serialize};
 
+mod he;
 mod secure;
 
+pub use he::HeCommittee;
 pub use secure::SecureSetup;
 
 /// Settings of the round engine.
@@ -202,6 +204,8 @@ struct FitStage {
     /// The secure-aggregation protocol of this stage, when the federation runs one:
     /// `pending` then holds the clients owing its current step.
     secure: Option<Box<secure::SecureStage>>,
+    /// The homomorphic aggregation of this stage, when the federation runs one.
+    he: Option<Box<he::HeStage>>,
 }
 
 struct EvaluateStage {
@@ -378,10 +382,26 @@ impl Engine {
             }
             ClientMessage::Secure {
                 round,
+                step: step @ fl_core::protocol::SecureClientStep::PartialDecryption,
+                payload,
+            } => {
+                let outcome = self.he_step(client, round, step, &payload)?;
+                self.settle_secure(client, round, outcome)
+            }
+            ClientMessage::Secure {
+                round,
                 step,
                 payload,
             } => {
                 let outcome = self.secure_step(client, round, step, &payload)?;
+                self.settle_secure(client, round, outcome)
+            }
+            ClientMessage::Encrypted {
+                round,
+                update,
+                metrics,
+            } => {
+                let outcome = self.encrypted_update(client, round, &update, metrics)?;
                 self.settle_secure(client, round, outcome)
             }
             ClientMessage::MaskedInput {
@@ -580,7 +600,26 @@ impl Engine {
             self.abort_round(now, "the strategy selected no clients".into());
             return;
         }
+        let homomorphic = self
+            .secure
+            .as_ref()
+            .is_some_and(|s| s.config.protocol == fl_core::secure::SecureProtocol::Homomorphic);
+        let mut he_stage = None;
+        if homomorphic {
+            let setup = self.secure.as_ref().expect("checked");
+            match setup.start_he_stage(round, &plan, &self.params) {
+                Ok(stage) => {
+                    plan.config.he = Some(stage.fit().clone());
+                    he_stage = Some(stage);
+                }
+                Err(reason) => {
+                    self.abort_round(now, reason);
+                    return;
+                }
+            }
+        }
         let secure = match &self.secure {
+            _ if homomorphic => None,
             None if plan
                 .config
                 .privacy
@@ -633,6 +672,7 @@ impl Engine {
                     _ => self.config.fit_timeout,
                 },
             secure,
+            he: he_stage,
         });
         // Secure aggregation decodes the sum against the global model, so it stays.
         if self.config.release_params_during_fit
@@ -685,6 +725,7 @@ impl Engine {
         }
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Fit(stage) if stage.secure.is_some() => self.advance_secure(now, stage),
+            State::Fit(stage) if stage.he.is_some() => self.advance_he(now, stage),
             State::Fit(stage) => self.close_fit(now, stage),
             State::Evaluate(stage) => self.close_evaluate(now, stage),
             other => self.state = other,

@@ -42,6 +42,8 @@ pub struct SecureSetup {
     pub members: Arc<Vec<Address>>,
     /// Random per run: binds every signed protocol message to this run (with the round).
     pub session: [u8; 32],
+    /// The decryption committee, for `protocol = "he"`.
+    pub committee: Option<super::HeCommittee>,
 }
 
 /// Where a secure fit stage is.
@@ -192,7 +194,7 @@ impl Engine {
         self
     }
 
-    fn verifier(&self) -> MemberVerifier {
+    pub(super) fn verifier(&self) -> MemberVerifier {
         MemberVerifier(
             self.secure
                 .as_ref()
@@ -233,6 +235,10 @@ impl Engine {
             SecureClientStep::Advertisement => Step::Advertise,
             SecureClientStep::SharePackets => Step::ShareKeys,
             SecureClientStep::UnmaskResponse => Step::Unmask,
+            // A homomorphic step (routed elsewhere) never belongs to a SecAgg+ stage.
+            SecureClientStep::PartialDecryption => {
+                return Err(unexpected(client, round, Stage::Fit));
+            }
         };
         let stage = self.secure_owing(client, round, expected)?;
         let limits = stage.fit.limits();
@@ -242,8 +248,10 @@ impl Engine {
                 .and_then(|m| stage.server.handle_advertisement(from, m, &verifier)),
             SecureClientStep::SharePackets => SharePackets::from_bytes(payload, &limits)
                 .and_then(|m| stage.server.handle_share_packets(from, m, &verifier)),
-            SecureClientStep::UnmaskResponse => UnmaskResponse::from_bytes(payload, &limits)
-                .and_then(|m| stage.server.handle_unmask_response(from, m, &verifier)),
+            SecureClientStep::UnmaskResponse | SecureClientStep::PartialDecryption => {
+                UnmaskResponse::from_bytes(payload, &limits)
+                    .and_then(|m| stage.server.handle_unmask_response(from, m, &verifier))
+            }
         };
         Ok(outcome.map_err(|e| e.to_string()))
     }

@@ -61,6 +61,7 @@ fn secure_sim(
         config: secure,
         members: members.clone(),
         session: [7; 32],
+        committee: None,
     });
     let mut sim = Sim::new(
         engine,
@@ -299,5 +300,93 @@ fn distributed_dp_without_secure_aggregation_refuses_to_run() {
             .iter()
             .any(|e| matches!(e, EngineEvent::RoundStarted { .. })),
         "no round may start: {trace:?}"
+    );
+}
+
+/// A homomorphic federation of `n` members whose first `c` hold committee key shares.
+fn he_sim(
+    rounds: u64,
+    n: u64,
+    c: u32,
+    t: u32,
+) -> fl_aggregator::InProcessFederation<MeanEstimator> {
+    let engine = Engine::new(
+        engine_config(rounds, n as usize),
+        Box::new(FedAvg::new(fedavg(1))),
+        ParamVec::zeros(schema()),
+    );
+    let secure = SecureAggregationConfig {
+        protocol: fl_core::secure::SecureProtocol::Homomorphic,
+        // Committee decryption keeps its smudging margin up to about 20 bits.
+        modulus_bits: 20,
+        max_weight: 8,
+        committee: Some(fl_core::secure::CommitteeConfig {
+            members: c,
+            threshold: t,
+            min_contributors: 2,
+        }),
+        ..secure_config()
+    };
+    fl_aggregator::InProcessFederation::with_secure_aggregation(
+        engine,
+        (0..n).map(trainer).collect(),
+        2,
+        secure,
+    )
+    .unwrap()
+}
+
+#[test]
+fn homomorphic_rounds_match_plain_fedavg() {
+    let n = 5;
+    let mut trace = Vec::new();
+    let outcome = he_sim(2, n, 3, 2).run(|e, _| trace.push(format!("{e:?}")));
+    assert_eq!(outcome.rounds, 2, "{trace:#?}");
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|e| e.contains("FitAggregated") && e.contains("num_results: 5"))
+            .count(),
+        2,
+        "{trace:#?}"
+    );
+    let p = outcome.params.values();
+    assert!((p[0] - expected_mean(0..n)).abs() < 1e-3, "{p:?}");
+}
+
+#[test]
+fn committee_members_may_be_absent_up_to_c_minus_t_and_beyond_that_the_round_aborts() {
+    // c = 3, t = 2: one committee member may be away.
+    let n = 6;
+    let fed = he_sim(1, n, 3, 2);
+    let mut sim = fed.into_sim();
+    sim.disconnect(ClientId(0));
+    let trace = events(&mut sim);
+    assert!(
+        trace
+            .iter()
+            .any(|e| matches!(e, EngineEvent::FitAggregated { num_results: 5, .. })),
+        "{trace:#?}"
+    );
+    let p = sim.engine().params().values()[0];
+    assert!((p - expected_mean(1..n)).abs() < 1e-3, "{p}");
+
+    // Two of three away: nobody can decrypt; the round aborts and reveals nothing.
+    let mut sim = he_sim(1, n, 3, 2).into_sim();
+    sim.disconnect(ClientId(0));
+    sim.disconnect(ClientId(1));
+    let trace = events(&mut sim);
+    let reason = trace
+        .iter()
+        .find_map(|e| match e {
+            EngineEvent::RoundAborted { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no abort: {trace:#?}"));
+    assert!(reason.contains("committee"), "{reason}");
+    assert!(
+        !trace
+            .iter()
+            .any(|e| matches!(e, EngineEvent::FitAggregated { .. }))
     );
 }

@@ -84,6 +84,7 @@ async fn a_member_killed_mid_protocol_leaves_the_sum_of_the_others() {
         },
         members: Arc::new(members.clone()),
         session: fl_core::identity::random_nonce(),
+        committee: None,
     });
     let config = ServiceConfig::new("secagg", members.clone());
     let (service, coordinator) = federation(engine, config, Arc::new(AggregatorMetrics::new()));

@@ -44,6 +44,7 @@ fn fit_config(epochs: u32, seed: u64) -> FitConfig {
         shuffle_seed: seed,
         privacy: None,
         secure: None,
+        he: None,
     }
 }
 
@@ -203,6 +204,7 @@ fn cnn_learns_digits() {
         shuffle_seed: 0,
         privacy: None,
         secure: None,
+        he: None,
     })
     .unwrap();
     let accuracy = t.evaluate(&EvaluateConfig::default()).unwrap().accuracy();

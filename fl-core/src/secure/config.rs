@@ -43,6 +43,20 @@ pub struct SecureAggregationConfig {
     /// Seconds each key-exchange and unmasking step may take (training has the federation's
     /// fit timeout).
     pub step_timeout_s: f64,
+    /// Homomorphic aggregation (`protocol = "he"`): the decryption committee.
+    pub committee: Option<CommitteeConfig>,
+}
+
+/// `[secure_aggregation.committee]`: who decrypts the sum under `protocol = "he"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitteeConfig {
+    /// Committee size `c` (2..=16): the federation's first `c` members hold key shares.
+    pub members: u32,
+    /// Members needed to decrypt, `t`; up to `c - t` may be absent.
+    pub threshold: u32,
+    /// A committee member decrypts only an aggregate of at least this many signed members.
+    pub min_contributors: u32,
 }
 
 impl Default for SecureAggregationConfig {
@@ -58,6 +72,7 @@ impl Default for SecureAggregationConfig {
             threshold: None,
             rotate: false,
             step_timeout_s: 60.0,
+            committee: None,
         }
     }
 }
@@ -70,6 +85,10 @@ pub enum SecureProtocol {
     #[default]
     #[serde(rename = "secagg+")]
     SecAggPlus,
+    /// Additive LWE encryption under a committee's joint key (tfhe `core_crypto`), decrypted
+    /// by `t` of `c` committee members; needs `[secure_aggregation.committee]`.
+    #[serde(rename = "he")]
+    Homomorphic,
 }
 
 impl SecureAggregationConfig {
@@ -102,6 +121,11 @@ impl SecureAggregationConfig {
                     "secure_aggregation.{name} must be in [0, 0.5), got {v}"
                 ));
             }
+        }
+        if self.protocol == SecureProtocol::Homomorphic && self.committee.is_none() {
+            return Err(
+                "secure_aggregation.protocol = \"he\" needs [secure_aggregation.committee]".into(),
+            );
         }
         if !(self.step_timeout_s.is_finite()
             && self.step_timeout_s > 0.0

@@ -18,10 +18,11 @@
 //! mechanism, noised) updates, as DP-FedAvg expects.
 
 mod config;
+pub mod he;
 pub mod member;
 pub mod wire;
 
-pub use config::{SecureAggregationConfig, SecureProtocol};
+pub use config::{CommitteeConfig, SecureAggregationConfig, SecureProtocol};
 pub use member::SecureMember;
 
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub enum SecureError {
     /// The decoded sum could not be turned into an aggregate.
     #[error("secure aggregation sum: {0}")]
     Aggregate(#[from] AggregateError),
+    /// The homomorphic backend refused or failed.
+    #[error("homomorphic aggregation: {0}")]
+    Homomorphic(String),
     /// A message arrived for a step this member is not at.
     #[error("unexpected secure-aggregation message: {0}")]
     Unexpected(String),
@@ -136,26 +140,7 @@ pub fn encode_update<R: rand::CryptoRng + ?Sized>(
     num_examples: u64,
     rng: &mut R,
 ) -> Result<Vec<u32>, SecureError> {
-    let codec = secure_agg::Codec::new(fit.codec.clone(), update.len())?;
-    let (weight, scaled);
-    let input: &[f32] = match fit.weighting {
-        Weighting::Uniform => {
-            weight = 1;
-            update
-        }
-        Weighting::Examples { max_weight } => {
-            weight = num_examples.clamp(1, max_weight);
-            let mut v = update.to_vec();
-            privacy::clip::clip_l2(&mut v, fit.codec.clip_norm)
-                .map_err(|e| SecureError::Settings(format!("clipping the update: {e}")))?;
-            let factor = weight as f32 / max_weight as f32;
-            v.iter_mut().for_each(|x| *x *= factor);
-            scaled = v;
-            &scaled
-        }
-    };
-    let mut encoded = codec.encode(input, rng)?;
-    encoded.push(weight as u32);
+    let encoded = encode_vector(&fit.codec, fit.weighting, update, num_examples, rng)?;
     if encoded.len() != fit.params.vector_len {
         return Err(SecureError::Settings(format!(
             "the encoded update has {} values, the round expects {}",
@@ -163,6 +148,38 @@ pub fn encode_update<R: rand::CryptoRng + ?Sized>(
             fit.params.vector_len
         )));
     }
+    Ok(encoded)
+}
+
+/// The integer vector of an update under `codec` and `weighting` (see the
+/// [module docs](self)), for either protocol.
+pub fn encode_vector<R: rand::CryptoRng + ?Sized>(
+    codec: &secure_agg::CodecConfig,
+    weighting: Weighting,
+    update: &[f32],
+    num_examples: u64,
+    rng: &mut R,
+) -> Result<Vec<u32>, SecureError> {
+    let encoder = secure_agg::Codec::new(codec.clone(), update.len())?;
+    let (weight, scaled);
+    let input: &[f32] = match weighting {
+        Weighting::Uniform => {
+            weight = 1;
+            update
+        }
+        Weighting::Examples { max_weight } => {
+            weight = num_examples.clamp(1, max_weight);
+            let mut v = update.to_vec();
+            privacy::clip::clip_l2(&mut v, codec.clip_norm)
+                .map_err(|e| SecureError::Settings(format!("clipping the update: {e}")))?;
+            let factor = weight as f32 / max_weight as f32;
+            v.iter_mut().for_each(|x| *x *= factor);
+            scaled = v;
+            &scaled
+        }
+    };
+    let mut encoded = encoder.encode(input, rng)?;
+    encoded.push(weight as u32);
     Ok(encoded)
 }
 
@@ -182,15 +199,27 @@ pub fn decode_sum(
     global: &ParamVec,
     metric_sums: Metrics,
 ) -> Result<WeightedSum, SecureError> {
+    decode_vector_sum(&fit.codec, fit.weighting, sum, count, global, metric_sums)
+}
+
+/// [`decode_sum`] for either protocol: the codec and weighting the members encoded with.
+pub fn decode_vector_sum(
+    codec: &secure_agg::CodecConfig,
+    weighting: Weighting,
+    sum: &[u32],
+    count: usize,
+    global: &ParamVec,
+    metric_sums: Metrics,
+) -> Result<WeightedSum, SecureError> {
     let Some((&weight, values)) = sum.split_last() else {
         return Err(SecureError::Settings("empty sum".into()));
     };
     let dim = global.values().len();
-    let codec = secure_agg::Codec::new(fit.codec.clone(), dim)?;
+    let codec = secure_agg::Codec::new(codec.clone(), dim)?;
     let decoded = codec.decode_sum(values, dim)?;
     let total_weight = u64::from(weight);
     let schema = global.schema().clone();
-    let sum: Vec<f64> = match fit.weighting {
+    let sum: Vec<f64> = match weighting {
         Weighting::Uniform => {
             if total_weight != count as u64 {
                 return Err(SecureError::Settings(format!(
@@ -241,5 +270,98 @@ impl secure_agg::SignatureVerifier for MemberVerifier {
         MemberSignature::from_bytes(signature)
             .and_then(|s| s.recover(message))
             .is_ok_and(|a| a == *expected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{Schema, TensorSpec};
+
+    fn fit(n: usize, weighting: Weighting, dim: usize) -> SecureFit {
+        let codec = secure_agg::CodecConfig::for_clients(n as u32, 10.0, 32).unwrap();
+        let params = secure_agg::SecAggParams::new(
+            32,
+            vector_len(&codec, dim).unwrap(),
+            secure_agg::GraphParams::choose(n, 0.1, 0.0).unwrap(),
+        );
+        SecureFit {
+            session: [1; 32],
+            participants: (0..n as u32).collect(),
+            params,
+            codec,
+            weighting,
+        }
+    }
+
+    /// Sums encodings modulo 2^32, as unmasking leaves them.
+    fn sum(vectors: &[Vec<u32>]) -> Vec<u32> {
+        let mut out = vec![0u32; vectors[0].len()];
+        for v in vectors {
+            for (o, x) in out.iter_mut().zip(v) {
+                *o = o.wrapping_add(*x);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn weights_travel_inside_the_vector_and_fedavg_comes_out() {
+        let schema = Arc::new(Schema::new(vec![TensorSpec::new("w", [3])]).unwrap());
+        let global = ParamVec::new(schema, vec![1.0, -1.0, 0.5]).unwrap();
+        let fit = fit(3, Weighting::Examples { max_weight: 1000 }, 3);
+        let updates = [[0.5f32, 0.0, -0.5], [1.0, 1.0, 1.0], [-2.0, 0.25, 0.0]];
+        let weights = [10u64, 30, 60];
+        let mut rng = rand::rng();
+        let encoded: Vec<Vec<u32>> = updates
+            .iter()
+            .zip(weights)
+            .map(|(u, w)| encode_update(&fit, u, w, &mut rng).unwrap())
+            .collect();
+        assert_eq!(encoded[0].len(), fit.params.vector_len);
+        let total = decode_sum(&fit, &sum(&encoded), 3, &global, Metrics::new()).unwrap();
+        assert_eq!(total.total_weight(), 100);
+        let mean = total.into_mean().unwrap();
+        for (i, m) in mean.values().iter().enumerate() {
+            let expected = global.values()[i]
+                + (0..3)
+                    .map(|c| updates[c][i] * weights[c] as f32)
+                    .sum::<f32>()
+                    / 100.0;
+            assert!((m - expected).abs() < 1e-4, "{i}: {m} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn uniform_weights_must_match_the_survivor_count() {
+        let schema = Arc::new(Schema::new(vec![TensorSpec::new("w", [2])]).unwrap());
+        let global = ParamVec::zeros(schema);
+        let fit = fit(3, Weighting::Uniform, 2);
+        let mut rng = rand::rng();
+        let encoded: Vec<Vec<u32>> = (0..3)
+            .map(|_| encode_update(&fit, &[0.1, 0.2], 1000, &mut rng).unwrap())
+            .collect();
+        let s = sum(&encoded);
+        let total = decode_sum(&fit, &s, 3, &global, Metrics::new()).unwrap();
+        assert_eq!(total.total_weight(), 3);
+        assert!(decode_sum(&fit, &s, 2, &global, Metrics::new()).is_err());
+        assert!(decode_sum(&fit, &[], 2, &global, Metrics::new()).is_err());
+    }
+
+    #[test]
+    fn settings_survive_the_wire_and_bad_ones_are_refused() {
+        let mut f = fit(5, Weighting::Examples { max_weight: 7 }, 10);
+        f.codec = f.codec.clone().with_rotation([9; 32]);
+        let back = wire::fit_from_pb(&wire::fit_to_pb(&f)).unwrap();
+        assert_eq!(back, f);
+        let mut bad = wire::fit_to_pb(&f);
+        bad.session = vec![0; 31];
+        assert!(wire::fit_from_pb(&bad).is_err());
+        let mut bad = wire::fit_to_pb(&f);
+        bad.prg = 99;
+        assert!(wire::fit_from_pb(&bad).is_err());
+        let mut bad = wire::fit_to_pb(&f);
+        bad.rotation_seed = vec![1; 5];
+        assert!(wire::fit_from_pb(&bad).is_err());
     }
 }

@@ -96,6 +96,7 @@ pub fn server_step_to_pb(step: SecureServerStep) -> pb::SecureStep {
         SecureServerStep::KeyDirectory => pb::SecureStep::KeyDirectory,
         SecureServerStep::Shares => pb::SecureStep::Shares,
         SecureServerStep::Unmask => pb::SecureStep::Unmask,
+        SecureServerStep::Decrypt => pb::SecureStep::Decrypt,
     }
 }
 
@@ -105,6 +106,7 @@ pub fn server_step_from_pb(code: i32) -> Result<SecureServerStep, WireError> {
         Ok(pb::SecureStep::KeyDirectory) => Ok(SecureServerStep::KeyDirectory),
         Ok(pb::SecureStep::Shares) => Ok(SecureServerStep::Shares),
         Ok(pb::SecureStep::Unmask) => Ok(SecureServerStep::Unmask),
+        Ok(pb::SecureStep::Decrypt) => Ok(SecureServerStep::Decrypt),
         _ => Err(WireError::Malformed {
             field: "secure step",
             reason: format!("{code} is not a server step"),
@@ -118,6 +120,7 @@ pub fn client_step_to_pb(step: SecureClientStep) -> pb::SecureStep {
         SecureClientStep::Advertisement => pb::SecureStep::Advertisement,
         SecureClientStep::SharePackets => pb::SecureStep::SharePackets,
         SecureClientStep::UnmaskResponse => pb::SecureStep::UnmaskResponse,
+        SecureClientStep::PartialDecryption => pb::SecureStep::PartialDecryption,
     }
 }
 
@@ -127,6 +130,7 @@ pub fn client_step_from_pb(code: i32) -> Result<SecureClientStep, WireError> {
         Ok(pb::SecureStep::Advertisement) => Ok(SecureClientStep::Advertisement),
         Ok(pb::SecureStep::SharePackets) => Ok(SecureClientStep::SharePackets),
         Ok(pb::SecureStep::UnmaskResponse) => Ok(SecureClientStep::UnmaskResponse),
+        Ok(pb::SecureStep::PartialDecryption) => Ok(SecureClientStep::PartialDecryption),
         _ => Err(WireError::Malformed {
             field: "secure step",
             reason: format!("{code} is not a client step"),

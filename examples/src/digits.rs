@@ -80,6 +80,7 @@ impl Default for DigitsConfig {
                 shuffle_seed: 0,
                 privacy: None,
                 secure: None,
+                he: None,
             },
             fraction_fit: 1.0,
             workers: 0,
@@ -116,6 +117,9 @@ pub enum RunError {
     /// The privacy settings are invalid.
     #[error("privacy settings: {0}")]
     Privacy(#[from] privacy::Error),
+    /// The secure-aggregation settings are unusable.
+    #[error("secure aggregation: {0}")]
+    Secure(String),
     /// A checkpoint could not be written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -369,7 +373,8 @@ fn run_observed(
             trainers,
             config.workers,
             secure.clone(),
-        ),
+        )
+        .map_err(RunError::Secure)?,
     };
 
     let start = Instant::now();

@@ -200,12 +200,25 @@ pub async fn serve(
         }
     };
 
+    if config
+        .secure_aggregation
+        .as_ref()
+        .is_some_and(|s| s.protocol == fl_core::secure::SecureProtocol::Homomorphic)
+    {
+        return Err(fl_core::config::ConfigError::Invalid(
+            "secure_aggregation.protocol = \"he\" runs in simulation (the quickstart) so far: \
+             the networked committee role is not built yet; use \"secagg+\""
+                .into(),
+        )
+        .into());
+    }
     let engine = match &config.secure_aggregation {
         None => engine,
         Some(secure) => engine.with_secure_aggregation(crate::engine::SecureSetup {
             config: secure.clone(),
             members: Arc::new(members.clone()),
             session: fl_core::identity::random_nonce(),
+            committee: None,
         }),
     };
     let agg = &config.aggregator;

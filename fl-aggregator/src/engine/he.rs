@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fl_core::protocol::{SecureClientStep, SecureServerStep};
+use fl_core::secure::decode_vector_sum;
 use fl_core::secure::he::{EncryptedUpdate, HeFit, decode_partial, decode_update, he_err};
-use fl_core::secure::{Weighting, decode_vector_sum};
 use fl_core::{ClientId, FitPlan, Metrics, ParamVec, ServerMessage, Stage};
 use secure_agg::he::{
     AggregateCiphertext, CommitteeParams, CompactPublicKey, DecryptionRequest, PartialDecryption,
 };
 
+use super::secure::MetricSums;
 use super::{Engine, EngineError, FitStage, SecureSetup, State, unexpected};
 
 /// The committee of a homomorphic federation: its parameters, joint public key, and the
@@ -42,8 +43,7 @@ pub(super) struct HeStage {
     step: Step,
     request: Option<DecryptionRequest>,
     partials: Vec<PartialDecryption>,
-    metric_sums: Metrics,
-    received: usize,
+    metrics: MetricSums,
 }
 
 impl HeStage {
@@ -65,15 +65,6 @@ impl SecureSetup {
             .as_ref()
             .ok_or("protocol = \"he\" but the engine has no committee")?;
         let n = plan.clients.len();
-        let (weighting, clip_norm) = match &plan.config.privacy {
-            Some(p) => (Weighting::Uniform, p.clip_norm),
-            None => (
-                Weighting::Examples {
-                    max_weight: self.config.max_weight,
-                },
-                self.config.clip_norm,
-            ),
-        };
         if plan
             .config
             .privacy
@@ -82,13 +73,7 @@ impl SecureSetup {
             return Err("distributed DP runs under SecAgg+ only so far".into());
         }
         let bits = committee.params.he.plaintext_bits;
-        if let Weighting::Examples { max_weight } = weighting
-            && (n as u128) * u128::from(max_weight) >= 1u128 << bits
-        {
-            return Err(format!(
-                "{n} members with weights up to max_weight = {max_weight} can sum past 2^{bits}"
-            ));
-        }
+        let (weighting, clip_norm) = self.weighting(plan, n, bits)?;
         if n > committee.params.he.max_clients as usize {
             return Err(format!(
                 "{n} members selected, the committee's parameters allow {}",
@@ -119,8 +104,7 @@ impl SecureSetup {
             step: Step::Collect,
             request: None,
             partials: Vec::new(),
-            metric_sums: Metrics::new(),
-            received: 0,
+            metrics: MetricSums::default(),
         }))
     }
 }
@@ -169,12 +153,7 @@ impl Engine {
             Ok(())
         })();
         if outcome.is_ok() {
-            stage.received += 1;
-            for (k, v) in metrics {
-                if v.is_finite() {
-                    *stage.metric_sums.entry(k).or_default() += v;
-                }
-            }
+            stage.metrics.add(metrics);
         }
         Ok(outcome.map_err(|e| e.to_string()))
     }
@@ -241,12 +220,13 @@ impl Engine {
                         ),
                     );
                 }
-                if he.received < stage.min_results {
+                if he.metrics.count() < stage.min_results {
                     return self.abort_round(
                         now,
                         format!(
                             "only {} of the {} required results arrived",
-                            he.received, stage.min_results
+                            he.metrics.count(),
+                            stage.min_results
                         ),
                     );
                 }
@@ -284,8 +264,7 @@ impl Engine {
                     aggregate,
                     request,
                     partials,
-                    metric_sums,
-                    received,
+                    metrics,
                     ..
                 } = *he;
                 let Some(request) = request else {
@@ -308,15 +287,7 @@ impl Engine {
                     }
                 };
                 let count = aggregate.complete_clients().len();
-                let total_weight = sum.last().copied().unwrap_or(0) as f64;
-                let metric_sums: Metrics = if received > 0 {
-                    metric_sums
-                        .into_iter()
-                        .map(|(k, s)| (k, s / received as f64 * total_weight))
-                        .collect()
-                } else {
-                    Metrics::new()
-                };
+                let metric_sums = metrics.weighted_by(sum.last().copied().unwrap_or(0));
                 match decode_vector_sum(
                     &fit.codec,
                     fit.weighting,

@@ -70,8 +70,7 @@ pub(super) struct SecureStage {
     /// Clients that completed the current step.
     answered: BTreeSet<ClientId>,
     /// Sums of the masked inputs' metrics (each member counted once).
-    metric_sums: Metrics,
-    masked: usize,
+    metrics: MetricSums,
 }
 
 impl SecureStage {
@@ -101,24 +100,8 @@ impl SecureSetup {
             .iter()
             .map(|c| u32::try_from(c.0).map_err(|_| format!("client id {c} exceeds 2^32")))
             .collect::<Result<Vec<u32>, _>>()?;
-        let (weighting, clip_norm) = match &plan.config.privacy {
-            Some(p) => (Weighting::Uniform, p.clip_norm),
-            None => (
-                Weighting::Examples {
-                    max_weight: self.config.max_weight,
-                },
-                self.config.clip_norm,
-            ),
-        };
         let bits = self.config.modulus_bits;
-        if let Weighting::Examples { max_weight } = weighting
-            && (n as u128) * u128::from(max_weight) >= 1u128 << bits
-        {
-            return Err(format!(
-                "{n} members with weights up to max_weight = {max_weight} can sum past \
-                 2^{bits}: lower secure_aggregation.max_weight or raise modulus_bits"
-            ));
-        }
+        let (weighting, clip_norm) = self.weighting(plan, n, bits)?;
         let dim = params.values().len();
         let distributed = plan
             .config
@@ -180,8 +163,7 @@ impl SecureSetup {
             min_survivors,
             step: Step::Advertise,
             answered: BTreeSet::new(),
-            metric_sums: Metrics::new(),
-            masked: 0,
+            metrics: MetricSums::default(),
         }))
     }
 }
@@ -273,12 +255,7 @@ impl Engine {
                 .handle_masked_input(client.0 as u32, h, values, &verifier)
         });
         if outcome.is_ok() {
-            stage.masked += 1;
-            for (k, v) in metrics {
-                if v.is_finite() {
-                    *stage.metric_sums.entry(k).or_default() += v;
-                }
-            }
+            stage.metrics.add(metrics);
         }
         Ok(outcome.map_err(|e| e.to_string()))
     }
@@ -425,8 +402,7 @@ impl Engine {
         let SecureStage {
             fit,
             server,
-            metric_sums,
-            masked,
+            metrics,
             ..
         } = *secure;
         let output = match server.finish() {
@@ -434,17 +410,7 @@ impl Engine {
             Err(e) => return self.abort_round(now, format!("secure aggregation: {e}")),
         };
         let count = output.survivors.len();
-        // Metrics are plain means over the members whose masked input arrived, scaled to the
-        // hidden total weight by `decode_sum`'s consumer (the strategy divides by it).
-        let total_weight = output.sum.last().copied().unwrap_or(0) as f64;
-        let metric_sums: Metrics = if masked > 0 {
-            metric_sums
-                .into_iter()
-                .map(|(k, s)| (k, s / masked as f64 * total_weight))
-                .collect()
-        } else {
-            Metrics::new()
-        };
+        let metric_sums = metrics.weighted_by(output.sum.last().copied().unwrap_or(0));
         match decode_sum(&fit, &output.sum, count, &self.params, metric_sums) {
             Ok(sum) => {
                 stage.sum = sum;
@@ -452,5 +418,71 @@ impl Engine {
             }
             Err(e) => self.abort_round(now, format!("secure aggregation: {e}")),
         }
+    }
+}
+
+/// Training metrics of the members whose input made it into a secure sum: summed as they
+/// arrive, then scaled to the hidden total weight the strategy divides by (plain means, since
+/// no member's weight is visible).
+#[derive(Default)]
+pub(super) struct MetricSums {
+    sums: Metrics,
+    count: usize,
+}
+
+impl MetricSums {
+    /// Adds one member's (finite) metrics.
+    pub(super) fn add(&mut self, metrics: Metrics) {
+        self.count += 1;
+        for (k, v) in metrics {
+            if v.is_finite() {
+                *self.sums.entry(k).or_default() += v;
+            }
+        }
+    }
+
+    /// Members added.
+    pub(super) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The means times `total_weight`, as a weighted sum of metrics.
+    pub(super) fn weighted_by(self, total_weight: u32) -> Metrics {
+        if self.count == 0 {
+            return Metrics::new();
+        }
+        let scale = f64::from(total_weight) / self.count as f64;
+        self.sums.into_iter().map(|(k, s)| (k, s * scale)).collect()
+    }
+}
+
+impl SecureSetup {
+    /// How the round's members weigh and the L2 bound their update is clipped to: uniformly
+    /// with the privacy clip under DP, by capped example count otherwise; refuses weights that
+    /// could sum past `2^bits` for `n` members.
+    pub(super) fn weighting(
+        &self,
+        plan: &FitPlan,
+        n: usize,
+        bits: u32,
+    ) -> Result<(Weighting, f64), String> {
+        let (weighting, clip_norm) = match &plan.config.privacy {
+            Some(p) => (Weighting::Uniform, p.clip_norm),
+            None => (
+                Weighting::Examples {
+                    max_weight: self.config.max_weight,
+                },
+                self.config.clip_norm,
+            ),
+        };
+        if let Weighting::Examples { max_weight } = weighting
+            && (n as u128) * u128::from(max_weight) >= 1u128 << bits
+        {
+            return Err(format!(
+                "{n} members with weights up to max_weight = {max_weight} can sum past \
+                 2^{bits}: lower secure_aggregation.max_weight or raise modulus_bits"
+            ));
+        }
+        Ok((weighting, clip_norm))
     }
 }

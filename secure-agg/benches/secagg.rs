@@ -82,9 +82,47 @@ fn codec(c: &mut Criterion) {
         b.iter(|| plain.decode_sum(&enc, D).unwrap())
     });
     g.bench_function("masked_digest_k32", |b| b.iter(|| masked_digest(&enc, 32)));
+    g.bench_function("masked_digest_k16", |b| b.iter(|| masked_digest(&enc, 16)));
     g.bench_function("pack_k16", |b| b.iter(|| pack_values(&enc, 16)));
     g.finish();
 }
 
-criterion_group!(benches, masking, codec);
+/// The hash of the signed digest: SHA-256 (SHA-NI where the CPU has it) against BLAKE3, over
+/// the 4 MB of a 10^6-value vector at k = 32.
+fn digest(c: &mut Criterion) {
+    use sha2::Digest;
+    let mut g = c.benchmark_group("hash_4MB");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes((4 * D) as u64));
+    let bytes = vec![0x5a_u8; 4 * D];
+    g.bench_function("sha256", |b| b.iter(|| sha2::Sha256::digest(&bytes)));
+    g.bench_function("blake3", |b| b.iter(|| blake3::hash(&bytes)));
+    g.finish();
+}
+
+/// One ECDSA (secp256k1, SHA-256 prehash) verification: k256 (pure Rust) against
+/// libsecp256k1 (the `secp256k1` crate). Each client of a round verifies n advertisements.
+fn verify(c: &mut Criterion) {
+    use k256::ecdsa::signature::{Signer, Verifier};
+    use sha2::Digest;
+    let msg = [7_u8; 135];
+    let mut g = c.benchmark_group("ecdsa_verify");
+    g.sample_size(20);
+    let sk = k256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap();
+    let sig: k256::ecdsa::Signature = sk.sign(&msg);
+    let vk = *sk.verifying_key();
+    g.bench_function("k256", |b| b.iter(|| vk.verify(&msg, &sig).unwrap()));
+    let secp = secp256k1::Secp256k1::verification_only();
+    let pk = secp256k1::PublicKey::from_slice(&vk.to_sec1_bytes()).unwrap();
+    let sig = secp256k1::ecdsa::Signature::from_compact(&sig.to_bytes()).unwrap();
+    g.bench_function("libsecp256k1", |b| {
+        b.iter(|| {
+            let m = secp256k1::Message::from_digest(sha2::Sha256::digest(msg).into());
+            secp.verify_ecdsa(m, &sig, &pk).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, masking, codec, digest, verify);
 criterion_main!(benches);

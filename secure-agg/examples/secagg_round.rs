@@ -7,8 +7,10 @@
 //!     [--prg chacha20|chacha12|chacha8|aes] [--bits 32] [--json]
 //! ```
 //!
-//! Clients: encode (clip, scale, round, mod 2^k) + the four client stages with k256 ECDSA
-//! signatures. Server: the four server stages (signature checks, summing the masked vectors,
+//! Clients: encode (clip, scale, round, mod 2^k) + the four client stages with ECDSA
+//! (secp256k1, SHA-256 prehash) signatures from libsecp256k1 (the `secp256k1` crate; k256,
+//! pure Rust, with `--ecdsa k256`). Every client verifies every advertisement itself (no
+//! verification result is shared between clients, each being a separate machine). Server: the four server stages (signature checks, summing the masked vectors,
 //! reconstruction, mask removal). A fraction `dropout` of the clients drops after sharing
 //! keys (before sending its masked input), the case where the server must rebuild their
 //! masking keys. One thread; each role's time is the thread's CPU time over its calls (from
@@ -17,28 +19,88 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::cell::Cell;
+
 use k256::ecdsa::signature::{Signer, Verifier};
-use k256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use secp256k1::{Message, Secp256k1};
 use secure_agg::{
     ClientRound, Codec, CodecConfig, MessageSigner, PrgKind, RoundBinding, SecAggParams,
     ServerRound, SignatureVerifier, pack_values, unpack_values,
 };
+use sha2::{Digest, Sha256};
 
-struct Ecdsa(SigningKey);
-impl MessageSigner for Ecdsa {
+/// ECDSA over secp256k1 with a SHA-256 prehash, 64-byte compact signatures, from either
+/// library (the signatures are interchangeable: both sign low-s).
+#[derive(Clone, Copy, PartialEq)]
+enum Ecdsa {
+    K256,
+    Libsecp256k1,
+}
+
+struct Signer1 {
+    ecdsa: Ecdsa,
+    k256: k256::ecdsa::SigningKey,
+    secp: secp256k1::SecretKey,
+}
+impl MessageSigner for Signer1 {
     fn sign(&self, m: &[u8]) -> Vec<u8> {
-        let s: Signature = self.0.sign(m);
-        s.to_bytes().to_vec()
+        match self.ecdsa {
+            Ecdsa::K256 => {
+                let s: k256::ecdsa::Signature = self.k256.sign(m);
+                s.to_bytes().to_vec()
+            }
+            Ecdsa::Libsecp256k1 => {
+                let digest = Message::from_digest(Sha256::digest(m).into());
+                SECP.with(|c| c.sign_ecdsa(digest, &self.secp))
+                    .serialize_compact()
+                    .to_vec()
+            }
+        }
     }
 }
-struct Registry(BTreeMap<u32, VerifyingKey>);
+
+impl Ecdsa {
+    fn name(self) -> &'static str {
+        match self {
+            Ecdsa::K256 => "k256",
+            Ecdsa::Libsecp256k1 => "libsecp256k1",
+        }
+    }
+}
+
+thread_local! {
+    static SECP: Secp256k1<secp256k1::All> = Secp256k1::new();
+}
+
+/// The public keys of all clients; counts the verifications it does.
+struct Registry {
+    ecdsa: Ecdsa,
+    k256: BTreeMap<u32, k256::ecdsa::VerifyingKey>,
+    secp: BTreeMap<u32, secp256k1::PublicKey>,
+    count: Cell<u64>,
+}
 impl SignatureVerifier for Registry {
     fn verify(&self, c: u32, m: &[u8], s: &[u8]) -> bool {
-        match (self.0.get(&c), Signature::from_slice(s)) {
-            (Some(k), Ok(s)) => k.verify(m, &s).is_ok(),
-            _ => false,
+        self.count.set(self.count.get() + 1);
+        match self.ecdsa {
+            Ecdsa::K256 => match (self.k256.get(&c), k256::ecdsa::Signature::from_slice(s)) {
+                (Some(k), Ok(s)) => k.verify(m, &s).is_ok(),
+                _ => false,
+            },
+            Ecdsa::Libsecp256k1 => {
+                match (
+                    self.secp.get(&c),
+                    secp256k1::ecdsa::Signature::from_compact(s),
+                ) {
+                    (Some(k), Ok(s)) => {
+                        let digest = Message::from_digest(Sha256::digest(m).into());
+                        SECP.with(|ctx| ctx.verify_ecdsa(digest, &s, k).is_ok())
+                    }
+                    _ => false,
+                }
+            }
         }
     }
 }
@@ -93,19 +155,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "aes" => PrgKind::Aes256Ctr,
         _ => PrgKind::ChaCha20,
     };
+    let ecdsa = match arg("--ecdsa", String::from("libsecp256k1")).as_str() {
+        "k256" => Ecdsa::K256,
+        _ => Ecdsa::Libsecp256k1,
+    };
     let json = std::env::args().any(|a| a == "--json");
 
     let ids: Vec<u32> = (0..n).collect();
     let mut signers = BTreeMap::new();
-    let mut keys = BTreeMap::new();
+    let mut registry = Registry {
+        ecdsa,
+        k256: BTreeMap::new(),
+        secp: BTreeMap::new(),
+        count: Cell::new(0),
+    };
     for &i in &ids {
         let mut seed = [0_u8; 32];
         seed[..4].copy_from_slice(&(i + 1).to_le_bytes());
-        let sk = SigningKey::from_slice(&seed)?;
-        keys.insert(i, *sk.verifying_key());
-        signers.insert(i, Ecdsa(sk));
+        let k256 = k256::ecdsa::SigningKey::from_slice(&seed)?;
+        let secp = secp256k1::SecretKey::from_byte_array(seed)?;
+        registry.k256.insert(i, *k256.verifying_key());
+        registry.secp.insert(
+            i,
+            secp256k1::PublicKey::from_secret_key(&Secp256k1::new(), &secp),
+        );
+        signers.insert(i, Signer1 { ecdsa, k256, secp });
     }
-    let registry = Registry(keys);
+    let registry = registry;
     let codec = Codec::new(CodecConfig::for_clients(n, 1.0, bits)?, d)?;
     let params = SecAggParams {
         modulus_bits: bits,
@@ -156,6 +232,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let dir = dir.expect("directory");
     let mut packets = Vec::new();
+    let server_verifications0 = registry.count.get();
     for (&i, c) in &mut clients {
         time(&mut stage_time[1], &mut || {
             let p = c
@@ -165,6 +242,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             packets.push((i, p));
         });
     }
+    let client_verifications = registry.count.get();
     let mut inbound = Vec::new();
     time(&mut server_time, &mut || {
         for (i, p) in packets.drain(..) {
@@ -243,6 +321,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .fold(0.0, f64::max);
     assert!(max_err < 2.0 / CodecConfig::for_clients(n, 1.0, bits)?.scale + 1e-9);
 
+    // The clients verify only in `handle_key_directory`; every other check is the server's.
+    let server_verifications = registry.count.get() - client_verifications + server_verifications0;
+    let client_verifications = client_verifications - server_verifications0;
+    // CPU per verification, measured apart (the same verifier on a real 135-byte message),
+    // so the verification share of each role is count × cost.
+    let verify_cost = {
+        let m = [7_u8; 135];
+        let sig = signers[&0].sign(&m);
+        let reps = 2000;
+        let t0 = thread_cpu();
+        for _ in 0..reps {
+            assert!(registry.verify(0, &m, &sig));
+        }
+        thread_cpu().saturating_sub(t0).as_secs_f64() / f64::from(reps)
+    };
+    let verify_per_client = client_verifications as f64 / f64::from(n) * verify_cost;
     let client_time: Duration = stage_time.iter().sum();
     let per_client = client_time.as_secs_f64() / f64::from(n);
     let server_s = server_time.as_secs_f64();
@@ -255,8 +349,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              \"k\":{},\"t\":{t},\"dropped\":{n_drop},\"client_cpu_s\":{per_client:.4},\
              \"server_cpu_s\":{server_s:.4},\"round_cpu_s\":{total:.4},\
              \"bytes_per_param\":{bytes_per_param:.4},\"uplink_bytes_per_param\":{uplink_per_param:.4},\
-             \"process_cpu_s\":{cpu:.2},\"wall_s\":{wall:.2}}}",
-            degree + 1
+             \"process_cpu_s\":{cpu:.2},\"wall_s\":{wall:.2},\"ecdsa\":\"{}\",\
+             \"verify_s\":{verify_cost:.7},\"client_verify_s\":{verify_per_client:.4},\
+             \"client_share_keys_s\":{:.4},\"client_encode_mask_s\":{:.4}}}",
+            degree + 1,
+            ecdsa.name(),
+            stage_time[1].as_secs_f64() / f64::from(n),
+            stage_time[2].as_secs_f64() / f64::from(n),
         );
     } else {
         println!(
@@ -271,6 +370,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             stage_time[1].as_secs_f64() / f64::from(n),
             stage_time[2].as_secs_f64() / f64::from(n),
             stage_time[3].as_secs_f64() / f64::from(n),
+        );
+        println!(
+            "  signature verification ({}): {:.1} per client, {:.1} by the server, {:.1} us each: \
+             {verify_per_client:.4} s per client, {:.4} s on the server",
+            ecdsa.name(),
+            client_verifications as f64 / f64::from(n),
+            server_verifications,
+            verify_cost * 1e6,
+            server_verifications as f64 * verify_cost,
         );
         println!("  server CPU s                   {server_s:.4}");
         println!("  round CPU s (all clients + server) {total:.3}");

@@ -14,9 +14,12 @@
 //! `[-2^(k-1), 2^(k-1) - 1]`; otherwise [`Codec::new`] returns [`Error::WouldWrap`] with the
 //! numbers.
 
+use chacha20::ChaCha12;
+use chacha20::cipher::{KeyIvInit, StreamCipher};
 use privacy::mechanism::{DistributedDiscreteGaussian, DistributedDiscreteGaussianConfig};
 use privacy::noise::DiscreteGaussian;
 use rand::CryptoRng;
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::rotation::Rotation;
@@ -308,7 +311,7 @@ impl Codec {
         // Copy only when clipping is needed (a NaN or infinite norm takes that path too, and
         // clip_l2 reports the coordinate).
         let clipped;
-        let work: &[f32] = if privacy::clip::l2_norm(x) <= self.config.clip_norm {
+        let work: &[f32] = if l2_norm(x) <= self.config.clip_norm {
             x
         } else {
             let mut copy = x.to_vec();
@@ -327,11 +330,21 @@ impl Codec {
         let s = self.config.scale;
         let mut out = vec![0_u32; self.padded];
         let mut noise = [0_i64; BLOCK];
+        // Rounding randomness: 32 bits per value, in bulk for each block, from ChaCha12 keyed
+        // with 256 bits of `rng` (the cipher of `rand`'s `StdRng`; a stream that fast keeps
+        // the randomness from costing more than the rounding itself).
+        let mut key = Zeroizing::new([0_u8; 32]);
+        rng.fill_bytes(&mut key[..]);
+        let mut rounding = ChaCha12::new(&(*key).into(), &[0_u8; 12].into());
+        let mut uniform = Zeroizing::new([0_u8; 4 * BLOCK]);
         for (b, chunk) in out.chunks_mut(BLOCK).enumerate() {
             let range = b * BLOCK..b * BLOCK + chunk.len();
+            let uniform = &mut uniform[..4 * chunk.len()];
+            uniform.fill(0);
+            rounding.apply_keystream(uniform);
             match &rotated {
-                Some(r) => round_into(chunk, r[range].iter().map(|&v| v * s), rng),
-                None => round_into(chunk, work[range].iter().map(|&v| f64::from(v) * s), rng),
+                Some(r) => round_scaled(chunk, &r[range], s, uniform),
+                None => round_scaled(chunk, &work[range], s, uniform),
             }
             if let Some(sampler) = &self.noise {
                 let noise = &mut noise[..chunk.len()];
@@ -340,8 +353,10 @@ impl Codec {
                     *o = o.wrapping_add(e as u32);
                 }
             }
-            for o in chunk.iter_mut() {
-                *o &= self.mask;
+            if self.mask != u32::MAX {
+                for o in chunk.iter_mut() {
+                    *o &= self.mask;
+                }
             }
             block(chunk);
         }
@@ -384,29 +399,50 @@ impl Codec {
     }
 }
 
-/// Unbiased randomized rounding of each value into `out` (as two's complement `u32`).
-fn round_into<R: CryptoRng + ?Sized>(
-    out: &mut [u32],
-    values: impl Iterator<Item = f64>,
-    rng: &mut R,
-) {
+/// `1.5 · 2^52`: adding it to an `f64` of magnitude below `2^51` rounds it to an integer (to
+/// nearest), and the low 32 bits of the sum's representation are that integer as two's
+/// complement `u32`.
+const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
+/// `2^52`: `from_bits(bits(2^52) | u)` is `2^52 + u` exactly for `u < 2^32`.
+const TWO_52: f64 = 4_503_599_627_370_496.0;
+
+/// Unbiased randomized rounding of `s · x` for each `x` of `values` into `out` (as two's
+/// complement `u32`): `floor(v) + 1` with probability `v - floor(v)`, compared against 32
+/// uniform bits per value taken from `uniform` (little-endian). Every `|s · x|` must be below
+/// `2^31` (the codec's no-wrap check guarantees it).
+///
+/// No branches and no calls per element (floor and the conversions are done with the
+/// `1.5 · 2^52` trick), so the loop vectorises; [`round_reference`] in the tests is the
+/// scalar definition it must equal bit for bit.
+fn round_scaled<T: Copy + Into<f64>>(out: &mut [u32], values: &[T], s: f64, uniform: &[u8]) {
     const TWO_M32: f64 = 1.0 / 4_294_967_296.0;
-    let mut bits = 0_u64;
-    let mut have = 0;
-    for (o, v) in out.iter_mut().zip(values) {
-        if have == 0 {
-            bits = rng.next_u64();
-            have = 2;
-        }
-        let u = f64::from(bits as u32) * TWO_M32;
-        bits >>= 32;
-        have -= 1;
-        // floor(v) without a libm call (|v| < 2^52, so the casts are exact).
-        let t = v as i64;
-        let floor = t - i64::from((t as f64) > v);
-        let q = floor + i64::from(u < v - floor as f64);
-        *o = q as u32;
+    let two_52_bits = TWO_52.to_bits();
+    for ((o, &x), u) in out.iter_mut().zip(values).zip(uniform.chunks_exact(4)) {
+        let v = x.into() * s;
+        // Nearest integer, then floor.
+        let nearest = (v + ROUND_MAGIC) - ROUND_MAGIC;
+        let floor = if nearest > v { nearest - 1.0 } else { nearest };
+        let u = u32::from_le_bytes([u[0], u[1], u[2], u[3]]);
+        let u = (f64::from_bits(two_52_bits | u64::from(u)) - TWO_52) * TWO_M32;
+        let q = if u < v - floor { floor + 1.0 } else { floor };
+        *o = (q + ROUND_MAGIC).to_bits() as u32;
     }
+}
+
+/// The L2 norm of `x`, summed in eight lanes so the loop vectorises (the order of the sum
+/// differs from [`privacy::clip::l2_norm`] by rounding only, far below the codec's
+/// `FLOAT_SLACK`).
+fn l2_norm(x: &[f32]) -> f64 {
+    let mut acc = [0.0_f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f64::from(v) * f64::from(v);
+        }
+    }
+    let tail: f64 = tail.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    (acc.iter().sum::<f64>() + tail).sqrt()
 }
 
 #[cfg(test)]

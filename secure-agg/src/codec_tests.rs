@@ -221,3 +221,93 @@ fn with_scale_picks_the_fewest_bits() {
     let e = CodecConfig::with_scale(100, 1.0, (1u64 << 25) as f64).unwrap_err();
     assert!(e.to_string().contains("33 bits"), "{e}");
 }
+
+/// The scalar definition of unbiased randomized rounding that `round_scaled` vectorises.
+fn round_reference(out: &mut [u32], values: &[f64], uniform: &[u8]) {
+    for ((o, &v), u) in out.iter_mut().zip(values).zip(uniform.chunks_exact(4)) {
+        let u = f64::from(u32::from_le_bytes(u.try_into().unwrap())) / 4_294_967_296.0;
+        let floor = v.floor();
+        let q = floor as i64 + i64::from(u < v - floor);
+        *o = q as u32;
+    }
+}
+
+#[test]
+fn vectorised_rounding_equals_the_scalar_definition() {
+    let mut r = rng(11);
+    let n = 20_000;
+    let mut values: Vec<f64> = (0..n)
+        .map(|i| {
+            let x = (r.next_u64() as f64 / u64::MAX as f64 - 0.5) * 2.0;
+            // Magnitudes from tiny to near 2^31, integers and half-integers included.
+            match i % 5 {
+                0 => x * 2_147_483_000.0,
+                1 => x * 1000.0,
+                2 => x * 1e-6,
+                3 => (x * 1000.0).round(),
+                _ => (x * 1000.0).round() + 0.5,
+            }
+        })
+        .collect();
+    values.extend([
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        -0.5,
+        2_147_483_000.5,
+        -2_147_483_000.5,
+    ]);
+    let mut uniform = vec![0_u8; 4 * values.len()];
+    r.fill_bytes(&mut uniform);
+    // Extreme uniforms too: all zeros and all ones.
+    uniform[..8].fill(0);
+    uniform[8..16].fill(0xff);
+    let mut want = vec![0_u32; values.len()];
+    round_reference(&mut want, &values, &uniform);
+    let mut got = vec![0_u32; values.len()];
+    round_scaled(&mut got, &values, 1.0, &uniform);
+    assert_eq!(got, want);
+    // f32 input scaled, as the codec calls it.
+    let xs: Vec<f32> = values.iter().map(|&v| (v * 1e-9) as f32).collect();
+    let scaled: Vec<f64> = xs.iter().map(|&x| f64::from(x) * 1e9).collect();
+    round_reference(&mut want, &scaled, &uniform);
+    round_scaled(&mut got, &xs, 1e9, &uniform);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn rounding_is_unbiased() {
+    // 0.3 rounds up with probability 0.3; -2.75 to -2 with probability 0.25.
+    let mut r = rng(12);
+    for (v, up) in [(0.3_f64, 0.3), (-2.75, 0.25)] {
+        let n = 200_000;
+        let values = vec![v; n];
+        let mut uniform = vec![0_u8; 4 * n];
+        r.fill_bytes(&mut uniform);
+        let mut out = vec![0_u32; n];
+        round_scaled(&mut out, &values, 1.0, &uniform);
+        let ups = out
+            .iter()
+            .filter(|&&q| q as i32 as f64 == v.floor() + 1.0)
+            .count();
+        assert!(
+            out.iter()
+                .all(|&q| q as i32 as f64 == v.floor() || q as i32 as f64 == v.floor() + 1.0)
+        );
+        let freq = ups as f64 / n as f64;
+        assert!((freq - up).abs() < 0.005, "{v}: {freq}");
+    }
+}
+
+#[test]
+fn l2_norm_matches_the_privacy_crate() {
+    for dim in [0, 1, 7, 8, 9, 1000, 4099] {
+        let x = sample(dim.max(1), dim as u64, 3.0);
+        let x = &x[..dim];
+        let a = l2_norm(x);
+        let b = privacy::clip::l2_norm(x);
+        assert!((a - b).abs() <= 1e-12 * b.max(1e-300), "{dim}: {a} {b}");
+    }
+}

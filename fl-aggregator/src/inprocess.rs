@@ -88,6 +88,7 @@ impl<T: Trainer> InProcessFederation<T> {
                     params,
                     public_key,
                     members: (0..u64::from(c.members)).map(ClientId).collect(),
+                    max_request_bytes: crate::engine::MAX_REQUEST_BYTES,
                 })
             }
             _ => None,

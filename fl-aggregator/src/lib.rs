@@ -54,6 +54,8 @@ pub mod service;
 pub mod sim;
 pub mod tls;
 
-pub use engine::{DropReason, Engine, EngineConfig, EngineError, EngineEvent, SecureSetup};
+pub use engine::{
+    DropReason, Engine, EngineConfig, EngineError, EngineEvent, HeCommittee, SecureSetup,
+};
 pub use inprocess::{FederationOutcome, InProcessFederation};
 pub use sim::{Sim, SimConfig, SimStats, run_parallel};

@@ -200,25 +200,14 @@ pub async fn serve(
         }
     };
 
-    if config
-        .secure_aggregation
-        .as_ref()
-        .is_some_and(|s| s.protocol == fl_core::secure::SecureProtocol::Homomorphic)
-    {
-        return Err(fl_core::config::ConfigError::Invalid(
-            "secure_aggregation.protocol = \"he\" runs in simulation (the quickstart) so far: \
-             the networked committee role is not built yet; use \"secagg+\""
-                .into(),
-        )
-        .into());
-    }
+    let committee = he_committee(config, &members)?;
     let engine = match &config.secure_aggregation {
         None => engine,
         Some(secure) => engine.with_secure_aggregation(crate::engine::SecureSetup {
             config: secure.clone(),
             members: Arc::new(members.clone()),
             session: fl_core::identity::random_nonce(),
-            committee: None,
+            committee,
         }),
     };
     let agg = &config.aggregator;
@@ -474,4 +463,58 @@ fn log_anchoring(what: &str, outcome: Result<Vec<u64>, AnchoringError>) {
         }
         Err(e) => tracing::error!("{what}: {e}"),
     }
+}
+
+/// Under `protocol = "he"`: the committee from the federation file and its key ceremony, with
+/// the joint public key recomputed from the holders' signed messages.
+fn he_committee(
+    config: &FederationConfig,
+    members: &[fl_core::Address],
+) -> Result<Option<crate::engine::HeCommittee>, ServerError> {
+    use fl_core::secure::ceremony;
+    let Some(secure) = &config.secure_aggregation else {
+        return Ok(None);
+    };
+    if secure.protocol != fl_core::secure::SecureProtocol::Homomorphic {
+        return Ok(None);
+    }
+    let invalid = |e: String| -> ServerError {
+        fl_core::config::ConfigError::Invalid(format!("homomorphic aggregation: {e}")).into()
+    };
+    let spec = ceremony::spec_from_config(config).map_err(|e| invalid(e.to_string()))?;
+    let dir = secure
+        .ceremony
+        .as_ref()
+        .map(|c| c.dir.clone())
+        .ok_or_else(|| invalid("no [secure_aggregation.ceremony]".into()))?;
+    let (commits, deals) = ceremony::read_dir(&dir).map_err(|e| {
+        invalid(format!(
+            "{e} (run `fl-client committee commit`, `deal` and `finish` on every holder first)"
+        ))
+    })?;
+    let public_key =
+        ceremony::public_key(&spec, &commits, &deals).map_err(|e| invalid(e.to_string()))?;
+    let holders = spec
+        .holders
+        .iter()
+        .map(|a| {
+            members
+                .iter()
+                .position(|m| m == a)
+                .map(|i| ClientId(i as u64))
+                .ok_or_else(|| invalid(format!("holder {a} is not a member")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::info!(
+        key = %public_key.digest().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        holders = holders.len(),
+        threshold = spec.params.threshold,
+        "committee key checked against the ceremony"
+    );
+    Ok(Some(crate::engine::HeCommittee {
+        params: spec.params,
+        public_key,
+        members: holders,
+        max_request_bytes: crate::engine::MAX_REQUEST_BYTES,
+    }))
 }

@@ -605,6 +605,7 @@ async fn write_instructions(
                         distributed_min_survivors: p.distributed_min_survivors,
                     }),
                     secure: config.secure.as_deref().map(secure_wire::fit_to_pb),
+                    he: config.he.as_deref().map(secure_wire::he_fit_to_pb),
                 }),
             ),
             ServerMessage::Evaluate {
@@ -709,6 +710,7 @@ impl SessionCtx<'_> {
         let cfg = &self.shared.config;
         let mut pending: Option<PendingUpdate> = None;
         let mut masked: Option<PendingMasked> = None;
+        let mut encrypted: Option<secure_wire::EncryptedAssembler> = None;
         let rate = f64::from(cfg.max_frames_per_second);
         let mut tokens = rate;
         let mut last = Instant::now();
@@ -806,6 +808,42 @@ impl SessionCtx<'_> {
                             values,
                             metrics: m.metrics,
                             bits: m.bits,
+                        })
+                        .await?;
+                    }
+                }
+                pb::client_frame::Kind::Encrypted(header) => {
+                    if encrypted.is_some() || masked.is_some() || pending.is_some() {
+                        return Err(invalid("an encrypted update began inside another update"));
+                    }
+                    // Encoded length: padding (rotation) at most doubles the model, plus the
+                    // weight; a ciphertext takes at most 16 bytes per value plus its masks.
+                    let max_len = 2 * self.shared.schema.num_values() + 2;
+                    let max_total = 32 * max_len + (1 << 20);
+                    let assembler = secure_wire::EncryptedAssembler::new(
+                        header,
+                        secure_agg::he::Limits::default().max_chunks,
+                        cfg.max_chunk_bytes,
+                        max_total,
+                    )
+                    .map_err(invalid)?;
+                    encrypted = Some(assembler);
+                }
+                pb::client_frame::Kind::CipherChunk(chunk) => {
+                    let Some(e) = encrypted.as_mut() else {
+                        return Err(invalid(
+                            "a ciphertext chunk arrived outside an encrypted update",
+                        ));
+                    };
+                    self.shared.metrics.received(chunk.data.len());
+                    e.push(chunk).map_err(invalid)?;
+                    if e.is_complete() {
+                        let e = encrypted.take().expect("checked above");
+                        let (round, update, metrics) = e.finish().map_err(invalid)?;
+                        self.forward(ClientMessage::Encrypted {
+                            round,
+                            update,
+                            metrics,
                         })
                         .await?;
                     }

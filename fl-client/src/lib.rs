@@ -47,6 +47,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod committee;
 pub mod data;
 pub mod federation;
 pub mod node;

@@ -55,6 +55,10 @@ pub struct NodeConfig {
     /// the other participants' signatures under secure aggregation. Without it the node
     /// refuses secure fit stages.
     pub members: Option<std::sync::Arc<Vec<fl_core::Address>>>,
+    /// This member's decryption-committee role (homomorphic aggregation), if it holds a key
+    /// share: it answers the aggregator's decryption requests after checking them. Clones share
+    /// the share's state, so reconnections keep refusing rounds already decrypted.
+    pub committee: Option<fl_core::secure::he::CommitteeRole>,
 }
 
 impl NodeConfig {
@@ -68,6 +72,7 @@ impl NodeConfig {
             reconnect_attempts: 30,
             reconnect_delay: Duration::from_millis(500),
             members: None,
+            committee: None,
         }
     }
 }
@@ -321,6 +326,9 @@ async fn run_session<T: Trainer + 'static>(
         ),
         None => ClientSession::new(schema.hash()),
     };
+    if let Some(role) = &config.committee {
+        session = session.with_committee(role.clone());
+    }
     loop {
         let kind = match inbound.message().await {
             Ok(Some(frame)) => match frame.kind {
@@ -474,8 +482,14 @@ async fn receive_instruction(
                     .transpose()
                     .map(|f| f.map(std::sync::Arc::new))
                     .map_err(protocol)?,
-                // Homomorphic aggregation runs in simulation only so far (no wire form).
-                he: None,
+                he: f
+                    .he
+                    .as_ref()
+                    // The encoding pads to at most twice the model (rotation) plus the weight.
+                    .map(|h| fl_core::secure::wire::he_fit_from_pb(h, 2 * schema.num_values() + 2))
+                    .transpose()
+                    .map(|f| f.map(std::sync::Arc::new))
+                    .map_err(protocol)?,
             },
         ),
         Some(pb::instruction::Settings::Evaluate(e)) => {
@@ -606,9 +620,22 @@ async fn send_answer(
                     .await?;
             }
         }
-        // Homomorphic aggregation has no wire form yet (the aggregator refuses such a
-        // federation at start), so a node never produces this.
-        ClientMessage::Encrypted { .. } => {}
+        ClientMessage::Encrypted {
+            round,
+            update,
+            metrics,
+        } => {
+            // The signed manifest names every chunk's digest; the chunks need no signature of
+            // their own.
+            let (header, chunks) =
+                fl_core::secure::wire::encrypted_frames(round, &update, &metrics);
+            tx.send(client_frame(pb::client_frame::Kind::Encrypted(header)))
+                .await?;
+            for chunk in chunks {
+                tx.send(client_frame(pb::client_frame::Kind::CipherChunk(chunk)))
+                    .await?;
+            }
+        }
         // The session only produces whole results; streaming is the transport's business.
         ClientMessage::FitBegin { .. }
         | ClientMessage::FitChunk { .. }

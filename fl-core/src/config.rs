@@ -276,6 +276,14 @@ impl FederationConfig {
         {
             *dir = base.join(dir.as_str()).to_string_lossy().into_owned();
         }
+        if let Some(ceremony) = config
+            .secure_aggregation
+            .as_mut()
+            .and_then(|s| s.ceremony.as_mut())
+            && ceremony.dir.is_relative()
+        {
+            ceremony.dir = base.join(&ceremony.dir);
+        }
         let store = &config.aggregator.checkpoints;
         if !store.contains("://") && Path::new(store).is_relative() {
             config.aggregator.checkpoints = base.join(store).to_string_lossy().into_owned();

@@ -727,3 +727,80 @@ fn sliced_requests_decrypt_each_slice_once() {
     let err = committee.members[2].partial_decrypt(&other, &all.registry, &mut rng);
     assert!(matches!(err, Err(Error::Refused(_))), "{err:?}");
 }
+
+#[test]
+fn a_restarted_member_keeps_its_refusals_and_garbage_state_is_rejected() {
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let params = small_chunks(CommitteeParams::new(3, 2, 2, 16, 100).unwrap());
+    let mut committee = committee(params, &mut rng);
+    let all = clients(2, &mut rng);
+    let two: Vec<_> = (0..2).map(|_| random_values(100, 16, &mut rng)).collect();
+
+    // A fresh state round-trips and still decrypts.
+    let saved = committee.members[0].to_bytes();
+    let restored = CommitteeMember::from_bytes(&saved).unwrap();
+    assert_eq!(restored.to_bytes(), saved);
+    assert_eq!(restored.member(), 0);
+    assert_eq!(*restored.params(), params);
+    assert_eq!(restored.key_digest(), committee.key.digest());
+    committee.members[0] = restored;
+    let mut aggregate = upload(params.he, &committee.key, 3, &two, &all, &mut rng);
+    assert_eq!(
+        decrypt_with(
+            &mut committee,
+            &mut aggregate,
+            &[0, 1],
+            &all.registry,
+            &mut rng
+        )
+        .unwrap(),
+        plain_sum(&two, 16)
+    );
+
+    // After decrypting round 3, a member restarted from its saved state refuses round 3 again
+    // (and older rounds) but serves round 4.
+    let mut restarted = CommitteeMember::from_bytes(&committee.members[0].to_bytes()).unwrap();
+    assert_eq!(restarted.last_round(), Some(3));
+    let mut again = upload(params.he, &committee.key, 3, &two, &all, &mut rng);
+    let request = again.decryption_request(&[0, 1], 2).unwrap();
+    let err = restarted.partial_decrypt(&request, &all.registry, &mut rng);
+    assert!(matches!(err, Err(Error::Refused(_))), "{err:?}");
+    let mut next = upload(params.he, &committee.key, 4, &two, &all, &mut rng);
+    let request = next.decryption_request(&[0, 1], 2).unwrap();
+    assert!(
+        restarted
+            .partial_decrypt(&request, &all.registry, &mut rng)
+            .is_ok()
+    );
+
+    // Truncated, extended or corrupted states are refused, never panic.
+    let bytes = restarted.to_bytes();
+    for cut in [0, 3, 4, 20, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            CommitteeMember::from_bytes(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(CommitteeMember::from_bytes(&longer).is_err());
+    for pos in (0..bytes.len()).step_by(997) {
+        let mut flipped = bytes.clone();
+        flipped[pos] ^= 0x80;
+        // Either refused or a well-formed (different) state: never a panic.
+        let _ = CommitteeMember::from_bytes(&flipped);
+    }
+    let mut member_out_of_range = bytes.clone();
+    // The member index follows the tag, the parameters (8 u32 + a u32 flag, + u64 if set) and
+    // the 32-byte key digest.
+    let offset = 4
+        + 9 * 4
+        + if params.smudging_std_log2.is_some() {
+            8
+        } else {
+            0
+        }
+        + 32;
+    member_out_of_range[offset..offset + 4].copy_from_slice(&7u32.to_le_bytes());
+    assert!(CommitteeMember::from_bytes(&member_out_of_range).is_err());
+}

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fl_core::protocol::{SecureClientStep, SecureServerStep};
+use fl_core::protocol::SecureServerStep;
 use fl_core::secure::decode_vector_sum;
 use fl_core::secure::he::{EncryptedUpdate, HeFit, decode_partial, decode_update, he_err};
 use fl_core::{ClientId, FitPlan, Metrics, ParamVec, ServerMessage, Stage};
@@ -28,6 +28,9 @@ pub struct HeCommittee {
     pub public_key: CompactPublicKey,
     /// `members[i]` holds committee key share `i`.
     pub members: Vec<ClientId>,
+    /// Largest decryption request (and partial decryption) in bytes; bigger aggregates are
+    /// decrypted in several slices. [`MAX_REQUEST_BYTES`] fits the gRPC transport's frames.
+    pub max_request_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +44,20 @@ pub(super) struct HeStage {
     fit: Arc<HeFit>,
     aggregate: AggregateCiphertext,
     step: Step,
-    request: Option<DecryptionRequest>,
-    partials: Vec<PartialDecryption>,
+    /// The decryption requests (slices of the aggregate, each small enough for one frame).
+    requests: Vec<DecryptionRequest>,
+    /// `requests[i].digest()`.
+    digests: Vec<[u8; 32]>,
+    /// The committee index of each member asked to decrypt.
+    decrypting: std::collections::BTreeMap<ClientId, u32>,
+    /// `partials[i]`: the partial decryptions of `requests[i]` received so far.
+    partials: Vec<Vec<PartialDecryption>>,
     metrics: MetricSums,
 }
+
+/// A decryption request (and each partial decryption) stays under this many bytes, so it fits
+/// in one transport frame with room to spare.
+pub const MAX_REQUEST_BYTES: usize = 3 << 20;
 
 impl HeStage {
     pub(super) fn fit(&self) -> &Arc<HeFit> {
@@ -102,7 +115,9 @@ impl SecureSetup {
             fit,
             aggregate,
             step: Step::Collect,
-            request: None,
+            requests: Vec::new(),
+            digests: Vec::new(),
+            decrypting: Default::default(),
             partials: Vec::new(),
             metrics: MetricSums::default(),
         }))
@@ -158,30 +173,46 @@ impl Engine {
         Ok(outcome.map_err(|e| e.to_string()))
     }
 
-    /// Takes a committee member's partial decryption.
+    /// Takes one of a committee member's partial decryptions (one per request slice).
+    /// `Ok(true)` once the member has answered every slice.
     pub(super) fn partial_decryption(
         &mut self,
         client: ClientId,
         round: u64,
         payload: &[u8],
-    ) -> Result<Result<(), String>, EngineError> {
+    ) -> Result<Result<bool, String>, EngineError> {
         let stage = self.he_owing(client, round, Step::Decrypt)?;
-        let outcome = decode_partial(&stage.fit, payload).map(|p| stage.partials.push(p));
-        Ok(outcome.map_err(|e| e.to_string()))
-    }
-
-    /// Routes a secure-step message of a homomorphic stage.
-    pub(super) fn he_step(
-        &mut self,
-        client: ClientId,
-        round: u64,
-        step: SecureClientStep,
-        payload: &[u8],
-    ) -> Result<Result<(), String>, EngineError> {
-        match step {
-            SecureClientStep::PartialDecryption => self.partial_decryption(client, round, payload),
-            _ => Err(unexpected(client, round, Stage::Fit)),
-        }
+        let outcome = (|| {
+            let partial = decode_partial(&stage.fit, payload).map_err(|e| e.to_string())?;
+            let Some(&index) = stage.decrypting.get(&client) else {
+                return Err(format!("{client} was not asked to decrypt"));
+            };
+            if partial.member != index || partial.round != round {
+                return Err(format!(
+                    "a partial decryption of member {} for round {} sent by committee member \
+                     {index} in round {round}",
+                    partial.member, partial.round
+                ));
+            }
+            let Some(slot) = stage
+                .digests
+                .iter()
+                .position(|d| *d == partial.request_digest)
+            else {
+                return Err("a partial decryption of a request that was not sent".into());
+            };
+            if stage.partials[slot].iter().any(|p| p.member == index) {
+                return Err(format!(
+                    "a second partial decryption of request slice {slot}"
+                ));
+            }
+            stage.partials[slot].push(partial);
+            Ok(stage
+                .partials
+                .iter()
+                .all(|ps| ps.iter().any(|p| p.member == index)))
+        })();
+        Ok(outcome)
     }
 
     /// The current step is over: ask the committee, or combine and aggregate.
@@ -231,27 +262,35 @@ impl Engine {
                     );
                 }
                 let indices: Vec<u32> = chosen.iter().map(|(i, _)| *i).collect();
-                let request = match he
-                    .aggregate
-                    .decryption_request(&indices, committee.params.min_contributors)
-                {
+                let requests = match slice_requests(
+                    &mut he,
+                    &indices,
+                    &committee.params,
+                    committee.max_request_bytes,
+                ) {
                     Ok(r) => r,
                     Err(e) => {
                         return self.abort_round(now, format!("homomorphic aggregation: {e}"));
                     }
                 };
-                let payload: Arc<[u8]> = request.to_bytes().into();
+                let payloads: Vec<Arc<[u8]>> =
+                    requests.iter().map(|r| r.to_bytes().into()).collect();
                 for (_, client) in &chosen {
-                    self.outbox.push_back((
-                        *client,
-                        ServerMessage::Secure {
-                            round,
-                            step: SecureServerStep::Decrypt,
-                            payload: payload.clone(),
-                        },
-                    ));
+                    for payload in &payloads {
+                        self.outbox.push_back((
+                            *client,
+                            ServerMessage::Secure {
+                                round,
+                                step: SecureServerStep::Decrypt,
+                                payload: payload.clone(),
+                            },
+                        ));
+                    }
                 }
-                he.request = Some(request);
+                he.digests = requests.iter().map(DecryptionRequest::digest).collect();
+                he.partials = vec![Vec::new(); requests.len()];
+                he.requests = requests;
+                he.decrypting = chosen.iter().map(|(i, c)| (*c, *i)).collect();
                 he.step = Step::Decrypt;
                 stage.pending = chosen.iter().map(|(_, c)| *c).collect();
                 stage.deadline = now + step_timeout;
@@ -262,30 +301,34 @@ impl Engine {
                 let HeStage {
                     fit,
                     aggregate,
-                    request,
+                    requests,
                     partials,
                     metrics,
                     ..
                 } = *he;
-                let Some(request) = request else {
+                let threshold = fit.params.threshold as usize;
+                if requests.is_empty() {
                     return self.abort_round(now, "no decryption request".into());
-                };
-                if partials.len() < fit.params.threshold as usize {
+                }
+                if let Some(short) = partials.iter().find(|p| p.len() < threshold) {
                     return self.abort_round(
                         now,
                         format!(
-                            "homomorphic aggregation: {} of the {} partial decryptions arrived",
-                            partials.len(),
-                            fit.params.threshold
+                            "homomorphic aggregation: {} of the {threshold} partial decryptions \
+                             arrived",
+                            short.len(),
                         ),
                     );
                 }
-                let sum = match secure_agg::he::combine(&aggregate, &request, &partials) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        return self.abort_round(now, format!("homomorphic aggregation: {e}"));
+                let mut sum = Vec::with_capacity(aggregate.num_values());
+                for (request, partials) in requests.iter().zip(&partials) {
+                    match secure_agg::he::combine(&aggregate, request, partials) {
+                        Ok(part) => sum.extend_from_slice(&part),
+                        Err(e) => {
+                            return self.abort_round(now, format!("homomorphic aggregation: {e}"));
+                        }
                     }
-                };
+                }
                 let count = aggregate.complete_clients().len();
                 let metric_sums = metrics.weighted_by(sum.last().copied().unwrap_or(0));
                 match decode_vector_sum(
@@ -305,4 +348,41 @@ impl Engine {
             }
         }
     }
+}
+
+/// Seals the aggregate into decryption requests of at most `max_bytes` each (a partial
+/// decryption has the size of a request's masks).
+fn slice_requests(
+    he: &mut HeStage,
+    indices: &[u32],
+    params: &CommitteeParams,
+    max_bytes: usize,
+) -> Result<Vec<DecryptionRequest>, String> {
+    let chunks = params.he.chunk_count(he.aggregate.num_values()).max(1);
+    let contributors = he.aggregate.contributor_count();
+    // Per contributor: its manifest (header, a digest per chunk, a signature) and its index in
+    // every chunk's list. Per chunk: masks and partial values, 8 bytes per value.
+    let header = contributors * (128 + 32 * chunks + 4 * chunks) + 1024;
+    let per_chunk = 8 * params.he.chunk_values;
+    let room = max_bytes.saturating_sub(header);
+    if room < per_chunk {
+        return Err(format!(
+            "a decryption request for {contributors} contributors and {chunks} chunks does \
+             not fit in {max_bytes} bytes"
+        ));
+    }
+    let requests = he
+        .aggregate
+        .decryption_requests(indices, params.min_contributors, room / per_chunk)
+        .map_err(|e| e.to_string())?;
+    if let Some(big) = requests
+        .iter()
+        .map(|r| r.to_bytes().len())
+        .find(|&len| len > max_bytes)
+    {
+        return Err(format!(
+            "a decryption request of {big} bytes exceeds {max_bytes}"
+        ));
+    }
+    Ok(requests)
 }

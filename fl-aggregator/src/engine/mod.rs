@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 mod he;
 mod secure;
 
-pub use he::HeCommittee;
+pub use he::{HeCommittee, MAX_REQUEST_BYTES};
 pub use secure::SecureSetup;
 
 /// Settings of the round engine.
@@ -382,11 +382,15 @@ impl Engine {
             }
             ClientMessage::Secure {
                 round,
-                step: step @ fl_core::protocol::SecureClientStep::PartialDecryption,
+                step: fl_core::protocol::SecureClientStep::PartialDecryption,
                 payload,
             } => {
-                let outcome = self.he_step(client, round, step, &payload)?;
-                self.settle_secure(client, round, outcome)
+                match self.partial_decryption(client, round, &payload)? {
+                    // More slices to come from this member.
+                    Ok(false) => Ok(()),
+                    Ok(true) => self.settle_secure(client, round, Ok(())),
+                    Err(e) => self.settle_secure(client, round, Err(e)),
+                }
             }
             ClientMessage::Secure {
                 round,

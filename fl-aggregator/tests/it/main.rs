@@ -5,6 +5,7 @@
 mod dp;
 mod engine;
 mod grpc;
+mod he_grpc;
 mod secagg;
 mod secagg_grpc;
 mod secure;

@@ -36,6 +36,17 @@ enum Command {
         /// Private key of the client certificate.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// This member's decryption-committee state (homomorphic aggregation; written by
+        /// `fl-client committee finish`). Required for committee holders.
+        #[arg(long, env = "DAOFL_COMMITTEE_STATE")]
+        committee_state: Option<PathBuf>,
+    },
+    /// The decryption committee's key ceremony (homomorphic aggregation), run by every holder
+    /// listed in [secure_aggregation.ceremony]: commit, then deal, then finish, each step once
+    /// every holder has done the previous one. Messages go to the ceremony directory.
+    Committee {
+        #[command(subcommand)]
+        step: CommitteeStep,
     },
     /// Make or show member keys (secp256k1; the address is the member's Ethereum address).
     Keys {
@@ -56,6 +67,44 @@ enum KeyAction {
     Show {
         /// The key file.
         key: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct CeremonyArgs {
+    /// The federation file (TOML).
+    #[arg(long, short, env = "DAOFL_CONFIG")]
+    config: PathBuf,
+    /// This member's key file.
+    #[arg(long, short, env = "DAOFL_KEY")]
+    key: PathBuf,
+    /// This holder's ceremony secret (written by `commit`, mode 0600; delete it after
+    /// `finish`).
+    #[arg(long)]
+    secret: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum CommitteeStep {
+    /// Step 1: draw this holder's ceremony secrets and publish its signed commitment.
+    Commit {
+        #[command(flatten)]
+        args: CeremonyArgs,
+    },
+    /// Step 2: publish this holder's key part and its share bundles, each encrypted to its
+    /// recipient.
+    Deal {
+        #[command(flatten)]
+        args: CeremonyArgs,
+    },
+    /// Step 3: check every message, decrypt this holder's shares and write its committee
+    /// state; prints the joint key's SHA-256 (compare it with the other holders').
+    Finish {
+        #[command(flatten)]
+        args: CeremonyArgs,
+        /// Where to write the committee state (new file, mode 0600).
+        #[arg(long)]
+        state: PathBuf,
     },
 }
 
@@ -100,11 +149,59 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             key,
             tls_cert,
             tls_key,
-        } => run(config, key, tls_cert.zip(tls_key)),
+            committee_state,
+        } => run(config, key, tls_cert.zip(tls_key), committee_state),
+        Command::Committee { step } => committee(step),
     }
 }
 
-fn run(path: PathBuf, key: PathBuf, client_cert: Option<(PathBuf, PathBuf)>) -> Result<ExitCode> {
+fn committee(step: CommitteeStep) -> Result<ExitCode> {
+    use fl_client::committee::{commit_step, deal_step, finish_step};
+    let load = |args: &CeremonyArgs| -> Result<(FederationConfig, MemberKey)> {
+        Ok((
+            FederationConfig::load(&args.config)?,
+            MemberKey::load_key_file(&args.key)?,
+        ))
+    };
+    match step {
+        CommitteeStep::Commit { args } => {
+            let (config, key) = load(&args)?;
+            let path = commit_step(&config, &key, &args.secret)?;
+            println!("{}", path.display());
+            eprintln!(
+                "commitment written; ceremony secret in {} (keep it until `finish`)",
+                args.secret.display()
+            );
+        }
+        CommitteeStep::Deal { args } => {
+            let (config, key) = load(&args)?;
+            println!("{}", deal_step(&config, &key, &args.secret)?.display());
+        }
+        CommitteeStep::Finish { args, state } => {
+            let (config, key) = load(&args)?;
+            let digest = finish_step(&config, &key, &args.secret, &state)?;
+            println!("{}", hex_digest(&digest));
+            eprintln!(
+                "committee state written to {} (keep it secret); the ceremony secret {} is no \
+                 longer needed",
+                state.display(),
+                args.secret.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hex_digest(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn run(
+    path: PathBuf,
+    key: PathBuf,
+    client_cert: Option<(PathBuf, PathBuf)>,
+    committee_state: Option<PathBuf>,
+) -> Result<ExitCode> {
     let config = FederationConfig::load(&path)?;
     let key = MemberKey::load_key_file(&key)?;
     let address = key.address();
@@ -158,6 +255,7 @@ fn run(path: PathBuf, key: PathBuf, client_cert: Option<(PathBuf, PathBuf)>) -> 
         reconnect_attempts: client.reconnect_attempts,
         reconnect_delay: Duration::from_secs_f64(client.reconnect_delay_s),
         members: Some(std::sync::Arc::new(config.members()?)),
+        committee: fl_client::committee::load_role(&config, &key, committee_state.as_deref())?,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let (report, _trainer) = runtime.block_on(run_node(node, key, trainer))?;

@@ -45,6 +45,25 @@ pub struct SecureAggregationConfig {
     pub step_timeout_s: f64,
     /// Homomorphic aggregation (`protocol = "he"`): the decryption committee.
     pub committee: Option<CommitteeConfig>,
+    /// Homomorphic aggregation in a deployment: who holds the committee's key shares and where
+    /// the key ceremony's messages are (simulations deal the key in process and ignore it).
+    pub ceremony: Option<CeremonyConfig>,
+}
+
+/// `[secure_aggregation.ceremony]`: the committee's key ceremony (`fl-client committee ...`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CeremonyConfig {
+    /// The holders' member addresses (`0x...`), in committee order: as many as
+    /// `committee.members`, each in the federation's member list.
+    pub holders: Vec<String>,
+    /// Directory with the ceremony's public messages (`commit-NN.json`, `deal-NN.json`); the
+    /// aggregator checks them and computes the joint public key from them.
+    pub dir: std::path::PathBuf,
+    /// Bump to generate a fresh key for the same committee (key rotation, or a new run: a
+    /// committee member never decrypts a round twice under one key).
+    #[serde(default)]
+    pub key_epoch: u64,
 }
 
 /// `[secure_aggregation.committee]`: who decrypts the sum under `protocol = "he"`.
@@ -73,6 +92,7 @@ impl Default for SecureAggregationConfig {
             rotate: false,
             step_timeout_s: 60.0,
             committee: None,
+            ceremony: None,
         }
     }
 }
@@ -121,6 +141,15 @@ impl SecureAggregationConfig {
                     "secure_aggregation.{name} must be in [0, 0.5), got {v}"
                 ));
             }
+        }
+        if let (Some(ceremony), Some(committee)) = (&self.ceremony, &self.committee)
+            && ceremony.holders.len() != committee.members as usize
+        {
+            return Err(format!(
+                "secure_aggregation.ceremony.holders lists {} addresses for a committee of {}",
+                ceremony.holders.len(),
+                committee.members
+            ));
         }
         if self.protocol == SecureProtocol::Homomorphic && self.committee.is_none() {
             return Err(

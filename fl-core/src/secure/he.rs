@@ -6,9 +6,11 @@
 use std::sync::Arc;
 
 use secure_agg::he::{
-    self, ClientEncryptor, CommitteeMember, CommitteeParams, CompactPublicKey, DecryptionRequest,
-    EncryptedChunk, PartialDecryption, SignedManifest, UploadManifest,
+    self, ClientEncryptor, DecryptionRequest, EncryptedChunk, PartialDecryption, SignedManifest,
+    UploadManifest,
 };
+/// The homomorphic backend's types a federation's parties hold.
+pub use secure_agg::he::{CommitteeMember, CommitteeParams, CompactPublicKey};
 
 use super::{MemberSigner, MemberVerifier, SecureError, Weighting, encode_vector};
 
@@ -106,17 +108,31 @@ pub fn decode_update(
     Ok((manifest, chunks))
 }
 
+/// Saves a committee member's state (its [`CommitteeMember::to_bytes`]) durably; an error
+/// withholds the partial decryption it was saved for.
+pub type PersistState = Box<dyn FnMut(&[u8]) -> Result<(), String> + Send>;
+
 /// A committee member's role in the federation: it answers decryption requests.
+///
+/// Cheap to clone: clones share the key share and its state, so a node that reconnects keeps
+/// refusing rounds it already decrypted.
+#[derive(Clone)]
 pub struct CommitteeRole {
+    inner: Arc<std::sync::Mutex<RoleInner>>,
+    index: u32,
+}
+
+struct RoleInner {
     member: CommitteeMember,
     verifier: MemberVerifier,
     limits: he::Limits,
+    persist: Option<PersistState>,
 }
 
 impl std::fmt::Debug for CommitteeRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommitteeRole")
-            .field("member", &self.member.member())
+            .field("member", &self.index)
             .finish_non_exhaustive()
     }
 }
@@ -125,29 +141,57 @@ impl CommitteeRole {
     /// Committee member `member` (holding its assembled key share), checking contributors'
     /// manifest signatures against the federation's members.
     pub fn new(member: CommitteeMember, verifier: MemberVerifier) -> Self {
+        let index = member.member();
         Self {
-            member,
-            verifier,
-            limits: he::Limits::default(),
+            inner: Arc::new(std::sync::Mutex::new(RoleInner {
+                member,
+                verifier,
+                limits: he::Limits::default(),
+                persist: None,
+            })),
+            index,
         }
+    }
+
+    /// Saves the member's state with `persist` after every partial decryption, before the
+    /// answer leaves: a member restarted from the saved state still refuses the rounds it
+    /// decrypted.
+    pub fn with_persistence(self, persist: PersistState) -> Self {
+        self.lock().persist = Some(persist);
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RoleInner> {
+        // A panic while holding the lock cannot leave the member half-updated in a way that
+        // weakens a refusal (its state changes in one assignment), so a poisoned lock is used.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Its index in the committee.
     pub fn index(&self) -> u32 {
-        self.member.member()
+        self.index
     }
 
     /// Checks a decryption request (an aggregate of enough signed members, a round not
     /// decrypted before, this member among the decrypting ones) and returns the encoded
     /// partial decryption.
     pub fn partial_decrypt(&mut self, request: &[u8]) -> Result<Vec<u8>, SecureError> {
-        let request = DecryptionRequest::from_bytes(request, &self.limits).map_err(he_err)?;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let request = DecryptionRequest::from_bytes(request, &inner.limits).map_err(he_err)?;
         let mut rng = privacy::noise::os_rng()
             .map_err(|e| SecureError::Settings(format!("no randomness: {e}")))?;
-        let partial = self
+        let partial = inner
             .member
-            .partial_decrypt(&request, &self.verifier, &mut rng)
+            .partial_decrypt(&request, &inner.verifier, &mut rng)
             .map_err(he_err)?;
+        if let Some(persist) = inner.persist.as_mut() {
+            persist(&inner.member.to_bytes()).map_err(|e| {
+                SecureError::Settings(format!(
+                    "cannot save the committee state, withholding the partial decryption: {e}"
+                ))
+            })?;
+        }
         Ok(partial.to_bytes())
     }
 }

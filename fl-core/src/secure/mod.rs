@@ -17,12 +17,13 @@
 //! every member weighs 1 and the decoded sum is the sum of clipped (and, for the distributed
 //! mechanism, noised) updates, as DP-FedAvg expects.
 
+pub mod ceremony;
 mod config;
 pub mod he;
 pub mod member;
 pub mod wire;
 
-pub use config::{CommitteeConfig, SecureAggregationConfig, SecureProtocol};
+pub use config::{CeremonyConfig, CommitteeConfig, SecureAggregationConfig, SecureProtocol};
 pub use member::SecureMember;
 
 use std::sync::Arc;
@@ -255,6 +256,12 @@ impl secure_agg::MessageSigner for MemberSigner {
     fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.0.sign_message(message).to_bytes().to_vec()
     }
+}
+
+/// A ChaCha20 generator seeded from the operating system's entropy, for the members'
+/// protocol randomness (masks, encryption, key ceremony).
+pub fn os_rng() -> Result<rand_chacha::ChaCha20Rng, SecureError> {
+    privacy::noise::os_rng().map_err(|e| SecureError::Settings(format!("no randomness: {e}")))
 }
 
 /// Checks that a secure-aggregation message was signed by the member at the claimed

@@ -4,6 +4,7 @@
 use crate::protocol::{SecureClientStep, SecureServerStep};
 use crate::wire::{WireError, pb};
 
+use super::he::{EncryptedUpdate, HeFit};
 use super::{SecureFit, Weighting};
 
 /// Most participants a secure fit stage may list.
@@ -269,6 +270,247 @@ impl MaskedAssembler {
     }
 }
 
+/// [`HeFit`] as protobuf settings.
+pub fn he_fit_to_pb(fit: &HeFit) -> pb::HeFitSettings {
+    let p = &fit.params;
+    pb::HeFitSettings {
+        committee_members: p.members,
+        threshold: p.threshold,
+        min_contributors: p.min_contributors,
+        plaintext_bits: p.he.plaintext_bits,
+        lwe_dimension: p.he.lwe.lwe_dimension as u32,
+        noise_bound_log2: p.he.lwe.noise_bound_log2,
+        chunk_values: p.he.chunk_values as u64,
+        max_clients: p.he.max_clients,
+        smudging_std_log2: p.smudging_std_log2,
+        public_key: fit.public_key.to_bytes(),
+        clip_norm: fit.codec.clip_norm,
+        scale: fit.codec.scale,
+        codec_max_clients: fit.codec.max_clients,
+        rotation_seed: fit
+            .codec
+            .rotation_seed
+            .map(|s| s.to_vec())
+            .unwrap_or_default(),
+        num_values: fit.num_values as u64,
+        max_weight: match fit.weighting {
+            Weighting::Examples { max_weight } => max_weight,
+            Weighting::Uniform => 0,
+        },
+    }
+}
+
+/// Reads homomorphic settings back: the committee parameters must pass their own validation
+/// (noise budget included), the key must decode under them, and the vector may hold at most
+/// `max_values` values (the caller's model size plus padding).
+pub fn he_fit_from_pb(s: &pb::HeFitSettings, max_values: usize) -> Result<HeFit, WireError> {
+    let bad = |reason: String| WireError::Malformed {
+        field: "homomorphic settings",
+        reason,
+    };
+    let he_params = secure_agg::he::HeParams {
+        lwe: secure_agg::he::LweParams {
+            lwe_dimension: s.lwe_dimension as usize,
+            noise_bound_log2: s.noise_bound_log2,
+        },
+        plaintext_bits: s.plaintext_bits,
+        chunk_values: usize::try_from(s.chunk_values).map_err(|_| bad("chunk_values".into()))?,
+        max_clients: s.max_clients,
+    };
+    let params = secure_agg::he::CommitteeParams {
+        members: s.committee_members,
+        threshold: s.threshold,
+        min_contributors: s.min_contributors,
+        he: he_params,
+        smudging_std_log2: s.smudging_std_log2,
+    };
+    params.validate().map_err(|e| bad(e.to_string()))?;
+    let public_key = secure_agg::he::CompactPublicKey::from_bytes(&s.public_key, he_params.lwe)
+        .map_err(|e| bad(e.to_string()))?;
+    let num_values = usize::try_from(s.num_values)
+        .ok()
+        .filter(|&n| n > 0 && n <= max_values)
+        .ok_or_else(|| {
+            bad(format!(
+                "{} values (this model allows 1..={max_values})",
+                s.num_values
+            ))
+        })?;
+    let rotation_seed = match s.rotation_seed.len() {
+        0 => None,
+        32 => Some(s.rotation_seed.as_slice().try_into().expect("32 bytes")),
+        n => return Err(bad(format!("rotation seed is {n} bytes, not 0 or 32"))),
+    };
+    Ok(HeFit {
+        params,
+        public_key,
+        codec: secure_agg::CodecConfig {
+            clip_norm: s.clip_norm,
+            scale: s.scale,
+            modulus_bits: s.plaintext_bits,
+            max_clients: s.codec_max_clients,
+            rotation_seed,
+            noise: None,
+        },
+        weighting: match s.max_weight {
+            0 => Weighting::Uniform,
+            max_weight => Weighting::Examples { max_weight },
+        },
+        num_values,
+    })
+}
+
+/// An encrypted update as frames: the header with the signed manifest, then one
+/// [`pb::CipherChunk`] per ciphertext chunk.
+pub fn encrypted_frames(
+    round: u64,
+    update: &EncryptedUpdate,
+    metrics: &crate::Metrics,
+) -> (pb::EncryptedHeader, Vec<pb::CipherChunk>) {
+    let header = pb::EncryptedHeader {
+        round,
+        manifest: update.manifest.clone(),
+        num_chunks: update.chunks.len() as u32,
+        metrics: crate::wire::metrics_to_pb(metrics),
+    };
+    let chunks = update
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(i, data)| pb::CipherChunk {
+            round,
+            index: i as u32,
+            data: data.clone(),
+        })
+        .collect();
+    (header, chunks)
+}
+
+/// Reassembles an encrypted update from its header and [`pb::CipherChunk`]s, in order, within
+/// bounds on the chunk count and sizes (the engine then checks every chunk against the signed
+/// manifest's digests).
+#[derive(Debug)]
+pub struct EncryptedAssembler {
+    round: u64,
+    manifest: Vec<u8>,
+    metrics: crate::Metrics,
+    expected: usize,
+    max_chunk_bytes: usize,
+    max_total_bytes: usize,
+    total: usize,
+    chunks: Vec<Vec<u8>>,
+}
+
+impl EncryptedAssembler {
+    /// Expects the header's chunks: at most `max_chunks` of them, each at most
+    /// `max_chunk_bytes`, `max_total_bytes` in all.
+    pub fn new(
+        header: pb::EncryptedHeader,
+        max_chunks: usize,
+        max_chunk_bytes: usize,
+        max_total_bytes: usize,
+    ) -> Result<Self, WireError> {
+        let bad = |reason: String| WireError::Malformed {
+            field: "encrypted header",
+            reason,
+        };
+        let expected = header.num_chunks as usize;
+        if expected == 0 || expected > max_chunks {
+            return Err(bad(format!(
+                "{expected} chunks (this model allows 1..={max_chunks})"
+            )));
+        }
+        if header.manifest.is_empty() || header.manifest.len() > max_chunk_bytes {
+            return Err(bad(format!(
+                "a manifest of {} bytes (1..={max_chunk_bytes})",
+                header.manifest.len()
+            )));
+        }
+        let metrics = crate::wire::metrics_from_pb(&header.metrics)?;
+        Ok(Self {
+            round: header.round,
+            manifest: header.manifest,
+            metrics,
+            expected,
+            max_chunk_bytes,
+            max_total_bytes,
+            total: 0,
+            chunks: Vec::new(),
+        })
+    }
+
+    /// The round of the update.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// Adds the next chunk.
+    pub fn push(&mut self, chunk: pb::CipherChunk) -> Result<(), WireError> {
+        let bad = |reason: String| {
+            Err(WireError::Malformed {
+                field: "ciphertext chunk",
+                reason,
+            })
+        };
+        if chunk.round != self.round {
+            return bad(format!(
+                "round {} in an update for {}",
+                chunk.round, self.round
+            ));
+        }
+        if chunk.index as usize != self.chunks.len() {
+            return bad(format!(
+                "chunk {} where {} was next",
+                chunk.index,
+                self.chunks.len()
+            ));
+        }
+        if self.chunks.len() == self.expected {
+            return bad(format!("more than the {} announced chunks", self.expected));
+        }
+        if chunk.data.is_empty() || chunk.data.len() > self.max_chunk_bytes {
+            return bad(format!(
+                "{} bytes (1..={})",
+                chunk.data.len(),
+                self.max_chunk_bytes
+            ));
+        }
+        self.total += chunk.data.len();
+        if self.total > self.max_total_bytes {
+            return bad(format!("the update exceeds {} bytes", self.max_total_bytes));
+        }
+        self.chunks.push(chunk.data);
+        Ok(())
+    }
+
+    /// Whether every announced chunk arrived.
+    pub fn is_complete(&self) -> bool {
+        self.chunks.len() == self.expected
+    }
+
+    /// The round, the update and its metrics, once complete.
+    pub fn finish(self) -> Result<(u64, EncryptedUpdate, crate::Metrics), WireError> {
+        if !self.is_complete() {
+            return Err(WireError::Malformed {
+                field: "encrypted update",
+                reason: format!(
+                    "ended after {} of {} chunks",
+                    self.chunks.len(),
+                    self.expected
+                ),
+            });
+        }
+        Ok((
+            self.round,
+            EncryptedUpdate {
+                manifest: self.manifest,
+                chunks: self.chunks,
+            },
+            self.metrics,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +547,63 @@ mod tests {
         let mut a = MaskedAssembler::new(3, 10, 32, 2000, 256).unwrap();
         assert!(a.push(&chunks[0]).is_err(), "past the end");
         let a = MaskedAssembler::new(3, 1000, 32, 2000, 256).unwrap();
+        assert!(a.finish().is_err(), "incomplete");
+    }
+
+    #[test]
+    fn encrypted_updates_reassemble_and_bad_frames_are_refused() {
+        let update = EncryptedUpdate {
+            manifest: vec![7; 40],
+            chunks: vec![vec![1; 100], vec![2; 100], vec![3; 50]],
+        };
+        let metrics = crate::Metrics::from([("loss".to_string(), 0.5)]);
+        let (header, chunks) = encrypted_frames(9, &update, &metrics);
+        let new = |h: &pb::EncryptedHeader| EncryptedAssembler::new(h.clone(), 8, 128, 1000);
+        let mut a = new(&header).unwrap();
+        for c in &chunks {
+            assert!(!a.is_complete());
+            a.push(c.clone()).unwrap();
+        }
+        let (round, got, got_metrics) = a.finish().unwrap();
+        assert_eq!((round, got, got_metrics), (9, update.clone(), metrics));
+
+        // Header bounds: no chunks, too many, an empty or oversized manifest.
+        let mut h = header.clone();
+        h.num_chunks = 0;
+        assert!(new(&h).is_err());
+        h.num_chunks = 9;
+        assert!(new(&h).is_err());
+        let mut h = header.clone();
+        h.manifest.clear();
+        assert!(new(&h).is_err());
+        h.manifest = vec![0; 129];
+        assert!(new(&h).is_err());
+
+        // Chunks out of order, for another round, empty, oversized, past the announced count,
+        // beyond the total budget.
+        let mut a = new(&header).unwrap();
+        assert!(a.push(chunks[1].clone()).is_err(), "out of order");
+        let mut other = chunks[0].clone();
+        other.round = 10;
+        assert!(a.push(other).is_err(), "another round");
+        let mut empty = chunks[0].clone();
+        empty.data.clear();
+        assert!(a.push(empty).is_err(), "empty");
+        let mut big = chunks[0].clone();
+        big.data = vec![0; 129];
+        assert!(a.push(big).is_err(), "oversized");
+        let mut a = EncryptedAssembler::new(header.clone(), 8, 128, 150).unwrap();
+        a.push(chunks[0].clone()).unwrap();
+        assert!(a.push(chunks[1].clone()).is_err(), "over the total budget");
+        let mut a = new(&header).unwrap();
+        for c in &chunks {
+            a.push(c.clone()).unwrap();
+        }
+        let mut extra = chunks[2].clone();
+        extra.index = 3;
+        assert!(a.push(extra).is_err(), "past the announced count");
+        let mut a = new(&header).unwrap();
+        a.push(chunks[0].clone()).unwrap();
         assert!(a.finish().is_err(), "incomplete");
     }
 }

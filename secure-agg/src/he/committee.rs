@@ -302,6 +302,120 @@ impl CommitteeMember {
         })
     }
 
+    /// The member's whole state in a canonical encoding, to keep it across restarts: its key
+    /// shares (secret: store the bytes like a private key, readable by the member only), the
+    /// round it last decrypted and the values decrypted so far (so a restarted member still
+    /// refuses repeats and respects the key's budget). Save it after every
+    /// [`partial_decrypt`](Self::partial_decrypt) and before sending the answer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_tag(b"DHEM");
+        write_params(&mut w, &self.params);
+        w.buf.extend_from_slice(&self.key_digest);
+        w.u32(self.member);
+        w.len(self.shares.len());
+        for (i, s) in &self.shares {
+            w.u32(*i);
+            w.words(s);
+        }
+        match &self.current {
+            None => w.u32(0),
+            Some(state) => {
+                w.u32(1);
+                w.u64(state.round);
+                w.buf.extend_from_slice(&state.header);
+                let done: Vec<u8> = state.done.iter().map(|&d| u8::from(d)).collect();
+                w.bytes(&done);
+            }
+        }
+        w.u64(self.decrypted_values.to_bits());
+        w.finish()
+    }
+
+    /// Reads a state written by [`to_bytes`](Self::to_bytes), checking its shape against its
+    /// own parameters.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::with_tag(bytes, b"DHEM", "committee member state")?;
+        let params = read_params(&mut r)?;
+        params.validate()?;
+        let key_digest = r.array32()?;
+        let member = r.u32()?;
+        if member >= params.members {
+            return Err(Error::Malformed(format!(
+                "committee member state: member {member} of a committee of {}",
+                params.members
+            )));
+        }
+        let n = params.he.lwe.lwe_dimension;
+        let expected: Vec<u32> = params
+            .share_sets()
+            .iter()
+            .enumerate()
+            .filter(|(_, set)| !set.contains(&member))
+            .map(|(i, _)| i as u32)
+            .collect();
+        let count = r.len(expected.len(), 8)?;
+        let mut shares = BTreeMap::new();
+        for _ in 0..count {
+            let i = r.u32()?;
+            let s = r.words(n)?;
+            shares.insert(i, s);
+        }
+        let indices: Vec<u32> = shares.keys().copied().collect();
+        if indices != expected || shares.values().any(|s| s.len() != n) {
+            return Err(Error::Malformed(
+                "committee member state: wrong key share sets".into(),
+            ));
+        }
+        let current = match r.u32()? {
+            0 => None,
+            1 => {
+                let round = r.u64()?;
+                let header = r.array32()?;
+                let done = r.bytes(1 << 24)?;
+                if done.iter().any(|&d| d > 1) {
+                    return Err(Error::Malformed(
+                        "committee member state: bad chunk flags".into(),
+                    ));
+                }
+                Some(RoundState {
+                    round,
+                    header,
+                    done: done.iter().map(|&d| d == 1).collect(),
+                })
+            }
+            _ => {
+                return Err(Error::Malformed(
+                    "committee member state: bad round flag".into(),
+                ));
+            }
+        };
+        let decrypted_values = f64::from_bits(r.u64()?);
+        if !(decrypted_values.is_finite() && decrypted_values >= 0.0) {
+            return Err(Error::Malformed(
+                "committee member state: bad decrypted-values count".into(),
+            ));
+        }
+        r.finish()?;
+        Ok(Self {
+            params,
+            key_digest,
+            member,
+            shares,
+            current,
+            decrypted_values,
+        })
+    }
+
+    /// The committee parameters the member was built with.
+    pub fn params(&self) -> &CommitteeParams {
+        &self.params
+    }
+
+    /// SHA-256 of the joint public key this member's share belongs to.
+    pub fn key_digest(&self) -> [u8; 32] {
+        self.key_digest
+    }
+
     /// This member's index.
     pub fn member(&self) -> u32 {
         self.member
@@ -570,4 +684,57 @@ pub fn combine(
         math::sub_assign(&mut phase, &p.values);
     }
     Ok(phase.iter().map(|&x| math::decode(he, x)).collect())
+}
+
+fn write_params(w: &mut Writer, p: &CommitteeParams) {
+    w.u32(p.members);
+    w.u32(p.threshold);
+    w.u32(p.min_contributors);
+    w.u32(p.he.lwe.lwe_dimension as u32);
+    w.u32(p.he.lwe.noise_bound_log2);
+    w.u32(p.he.plaintext_bits);
+    w.u32(p.he.chunk_values as u32);
+    w.u32(p.he.max_clients);
+    match p.smudging_std_log2 {
+        None => w.u32(0),
+        Some(s) => {
+            w.u32(1);
+            w.u64(s.to_bits());
+        }
+    }
+}
+
+fn read_params(r: &mut Reader<'_>) -> Result<CommitteeParams> {
+    let members = r.u32()?;
+    let threshold = r.u32()?;
+    let min_contributors = r.u32()?;
+    let lwe_dimension = r.u32()? as usize;
+    let noise_bound_log2 = r.u32()?;
+    let plaintext_bits = r.u32()?;
+    let chunk_values = r.u32()? as usize;
+    let max_clients = r.u32()?;
+    let smudging_std_log2 = match r.u32()? {
+        0 => None,
+        1 => Some(f64::from_bits(r.u64()?)),
+        _ => {
+            return Err(Error::Malformed(
+                "committee parameters: bad smudging flag".into(),
+            ));
+        }
+    };
+    Ok(CommitteeParams {
+        members,
+        threshold,
+        min_contributors,
+        he: super::params::HeParams {
+            lwe: super::params::LweParams {
+                lwe_dimension,
+                noise_bound_log2,
+            },
+            plaintext_bits,
+            chunk_values,
+            max_clients,
+        },
+        smudging_std_log2,
+    })
 }

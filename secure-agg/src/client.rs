@@ -541,6 +541,10 @@ pub(crate) fn check_vector(client: u32, v: &[u32], params: &SecAggParams) -> Res
         });
     }
     let mask = modulus_mask(params.modulus_bits);
+    // An OR over the whole vector vectorises; the position is looked for only on failure.
+    if v.iter().fold(0, |acc, &x| acc | x) & !mask == 0 {
+        return Ok(());
+    }
     if let Some(i) = v.iter().position(|&x| x & !mask != 0) {
         return Err(Error::BadVector {
             client,

@@ -21,8 +21,10 @@
 //! ## Values from keystream
 //! The modulus is a power of two `2^k`, so the low `k` bits of uniform bits are uniform mod
 //! `2^k`. Each value takes only the bytes it needs: one byte for `k <= 8`, two for
-//! `k <= 16`, four otherwise. All additions wrap mod `2^32` and the result is reduced mod
-//! `2^k` once at the end, which is the same as reducing after every addition.
+//! `k <= 16`, four otherwise (so a vector at `k = 16` costs half the keystream of one at
+//! `k = 32`). All additions wrap mod `2^32` (for `k <= 16` the streams are first summed mod
+//! `2^16`, in 16-bit lanes) and the result is reduced mod `2^k` once at the end, which is the
+//! same as reducing after every addition since `2^k` divides `2^16` and `2^32`.
 
 use aes::Aes256;
 use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
@@ -113,10 +115,20 @@ impl Aes256Ctr {
             rest
         };
         let (blocks, tail) = Array::slice_as_chunks_mut(rest);
-        for block in blocks.iter_mut() {
-            *block = Array::from(counter.to_be_bytes());
-            counter = counter.wrapping_add(1);
+        let (high, low) = ((counter >> 64) as u64, counter as u64);
+        if low.checked_add(blocks.len() as u64).is_some() {
+            // The common case: only the low half of the counter moves.
+            let high = high.to_be_bytes();
+            for (block, low) in blocks.iter_mut().zip(low..) {
+                block[..8].copy_from_slice(&high);
+                block[8..].copy_from_slice(&low.to_be_bytes());
+            }
+        } else {
+            for (block, i) in blocks.iter_mut().zip(0_u128..) {
+                *block = Array::from(counter.wrapping_add(i).to_be_bytes());
+            }
         }
+        counter = counter.wrapping_add(blocks.len() as u128);
         self.cipher.encrypt_blocks(blocks);
         if !tail.is_empty() {
             let block = self.block(counter);
@@ -230,6 +242,8 @@ pub struct MaskStreams {
     width: usize,
     mask: u32,
     buf: Zeroizing<Vec<u8>>,
+    /// The sum of the streams mod 2^16 for one block, for `k <= 16`.
+    acc: Zeroizing<Vec<u16>>,
 }
 
 impl std::fmt::Debug for MaskStreams {
@@ -251,6 +265,7 @@ impl MaskStreams {
             width: value_width(bits),
             mask: modulus_mask(bits),
             buf: Zeroizing::new(vec![0_u8; BLOCK * 4]),
+            acc: Zeroizing::new(vec![0_u16; if bits <= 16 { BLOCK } else { 0 }]),
         }
     }
 
@@ -271,15 +286,30 @@ impl MaskStreams {
         let width = self.width;
         for chunk in chunk.chunks_mut(BLOCK) {
             let ks = &mut self.buf[..chunk.len() * width];
-            for (stream, sign) in &mut self.streams {
-                stream.fill(ks);
-                match (width, *sign) {
-                    (4, Sign::Plus) => add4(chunk, ks),
-                    (4, Sign::Minus) => sub4(chunk, ks),
-                    (2, Sign::Plus) => add2(chunk, ks),
-                    (2, Sign::Minus) => sub2(chunk, ks),
-                    (_, Sign::Plus) => add1(chunk, ks),
-                    (_, Sign::Minus) => sub1(chunk, ks),
+            if width == 4 {
+                for (stream, sign) in &mut self.streams {
+                    stream.fill(ks);
+                    match sign {
+                        Sign::Plus => add4(chunk, ks),
+                        Sign::Minus => sub4(chunk, ks),
+                    }
+                }
+            } else {
+                // For k <= 16 the streams are summed mod 2^16 in 16-bit lanes (twice as many
+                // per vector instruction), then added to the vector once.
+                let acc = &mut self.acc[..chunk.len()];
+                acc.fill(0);
+                for (stream, sign) in &mut self.streams {
+                    stream.fill(ks);
+                    match (width, *sign) {
+                        (2, Sign::Plus) => add2(acc, ks),
+                        (2, Sign::Minus) => sub2(acc, ks),
+                        (_, Sign::Plus) => add1(acc, ks),
+                        (_, Sign::Minus) => sub1(acc, ks),
+                    }
+                }
+                for (v, &a) in chunk.iter_mut().zip(acc.iter()) {
+                    *v = v.wrapping_add(u32::from(a));
                 }
             }
             for v in chunk.iter_mut() {
@@ -301,27 +331,27 @@ fn sub4(out: &mut [u32], ks: &[u8]) {
     }
 }
 
-fn add2(out: &mut [u32], ks: &[u8]) {
+fn add2(out: &mut [u16], ks: &[u8]) {
     for (o, c) in out.iter_mut().zip(ks.chunks_exact(2)) {
-        *o = o.wrapping_add(u32::from(u16::from_le_bytes([c[0], c[1]])));
+        *o = o.wrapping_add(u16::from_le_bytes([c[0], c[1]]));
     }
 }
 
-fn sub2(out: &mut [u32], ks: &[u8]) {
+fn sub2(out: &mut [u16], ks: &[u8]) {
     for (o, c) in out.iter_mut().zip(ks.chunks_exact(2)) {
-        *o = o.wrapping_sub(u32::from(u16::from_le_bytes([c[0], c[1]])));
+        *o = o.wrapping_sub(u16::from_le_bytes([c[0], c[1]]));
     }
 }
 
-fn add1(out: &mut [u32], ks: &[u8]) {
+fn add1(out: &mut [u16], ks: &[u8]) {
     for (o, &c) in out.iter_mut().zip(ks) {
-        *o = o.wrapping_add(u32::from(c));
+        *o = o.wrapping_add(u16::from(c));
     }
 }
 
-fn sub1(out: &mut [u32], ks: &[u8]) {
+fn sub1(out: &mut [u16], ks: &[u8]) {
     for (o, &c) in out.iter_mut().zip(ks) {
-        *o = o.wrapping_sub(u32::from(c));
+        *o = o.wrapping_sub(u16::from(c));
     }
 }
 

@@ -30,6 +30,9 @@ for prg in chacha20 aes chacha8; do
             --prg "$prg" --bits "$bits" --json >> "$out"
     done
 done
+# The same round with the pure-Rust k256 ECDSA verifier instead of libsecp256k1.
+"$ours" --n "$n" --d "$d" --degree $((shares - 1)) --t "$t" --dropout "$dropout" \
+    --prg aes --bits 16 --ecdsa k256 --json >> "$out"
 
 python3 - "$out" <<'PY'
 import json, sys
@@ -37,13 +40,21 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 flower = rows[0]
 print(f"n={flower['n']} d={flower['d']} shares={flower['k']} t={flower['t']} "
       f"dropped={flower['dropped']}; CPU seconds (one core); ratio = Flower / ours")
-hdr = f"{'implementation':<28}{'client s':>10}{'server s':>10}{'round s':>10}{'B/param':>9}{'round ratio':>13}"
+hdr = (f"{'implementation':<36}{'client s':>10}{'verify s':>10}{'server s':>10}{'round s':>10}"
+       f"{'B/param':>9}{'round ratio':>13}")
 print(hdr)
 print("-" * len(hdr))
 for r in rows:
-    name = f"flwr {r['flwr']} (MT19937)" if r["impl"] == "flower" else f"daofl {r['prg']} k={r['bits']}"
+    if r["impl"] == "flower":
+        name = f"flwr {r['flwr']} (MT19937)"
+    else:
+        name = f"daofl {r['prg']} k={r['bits']} {r.get('ecdsa', '')}"
+    verify = r.get("client_verify_s")
+    verify = f"{verify:>10.4f}" if verify is not None else f"{'-':>10}"
     ratio = flower["round_cpu_s"] / r["round_cpu_s"]
-    print(f"{name:<28}{r['client_cpu_s']:>10.4f}{r['server_cpu_s']:>10.3f}{r['round_cpu_s']:>10.3f}"
-          f"{r['bytes_per_param']:>9.3f}{ratio:>12.1f}x")
+    print(f"{name:<36}{r['client_cpu_s']:>10.4f}{verify}{r['server_cpu_s']:>10.3f}"
+          f"{r['round_cpu_s']:>10.3f}{r['bytes_per_param']:>9.3f}{ratio:>12.1f}x")
+print("client s: mean per client, all stages; verify s: the part of it spent verifying the n "
+      "signed advertisements (count x CPU per verification, measured apart)")
 PY
 rm -f "$out"

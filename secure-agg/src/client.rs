@@ -74,6 +74,9 @@ pub struct ClientRound {
     neighbours: Vec<u32>,
     /// Shares held: `(share of b_j, share of s_j^SK)` for each `j` in `U2 ∩ N(i)` and me.
     held: BTreeMap<u32, (Share, Share)>,
+    /// The share-encryption key with each neighbour, derived once in stage 2 (X25519 +
+    /// HKDF) and used again to open that neighbour's shares in stage 3.
+    share_keys: BTreeMap<u32, Zeroizing<[u8; 32]>>,
     revealed: BTreeMap<u32, Revealed>,
 }
 
@@ -128,6 +131,7 @@ impl ClientRound {
             directory: BTreeMap::new(),
             neighbours: Vec::new(),
             held: BTreeMap::new(),
+            share_keys: BTreeMap::new(),
             revealed: BTreeMap::new(),
         })
     }
@@ -283,9 +287,7 @@ impl ClientRound {
                 self.held.insert(self.me, (b.clone(), s.clone()));
                 continue;
             };
-            let (cipher_key, _) = self.directory[&j];
-            let shared = keys::agree(&self.cipher_secret, &cipher_key, j)?;
-            let key = keys::derive(&shared, &self.binding, Purpose::Share, self.me, j);
+            let key = self.share_key(j)?;
             plaintext[..Share::LEN].copy_from_slice(&b.to_bytes());
             plaintext[Share::LEN..].copy_from_slice(&s.to_bytes());
             let ciphertext = keys::seal(&key, &self.binding, self.me, j, plaintext.as_ref());
@@ -402,9 +404,7 @@ impl ClientRound {
             if p.ciphertext.len() != SHARE_CIPHERTEXT_LEN {
                 return Err(Error::Decrypt { from: p.from });
             }
-            let (cipher_key, _) = self.directory[&p.from];
-            let shared = keys::agree(&self.cipher_secret, &cipher_key, p.from)?;
-            let key = keys::derive(&shared, &self.binding, Purpose::Share, self.me, p.from);
+            let key = self.share_key(p.from)?;
             let plain = keys::open(&key, &self.binding, p.from, self.me, &p.ciphertext)?;
             let b = Share::from_bytes(&plain[..Share::LEN])?;
             let s = Share::from_bytes(&plain[Share::LEN..])?;
@@ -431,6 +431,19 @@ impl ClientRound {
             });
         }
         Ok(seeds)
+    }
+
+    /// The share-encryption key with neighbour `j` (from the directory), derived on first use
+    /// and kept for the round.
+    fn share_key(&mut self, j: u32) -> Result<Zeroizing<[u8; 32]>> {
+        if let Some(key) = self.share_keys.get(&j) {
+            return Ok(key.clone());
+        }
+        let (cipher_key, _) = self.directory[&j];
+        let shared = keys::agree(&self.cipher_secret, &cipher_key, j)?;
+        let key = keys::derive(&shared, &self.binding, Purpose::Share, self.me, j);
+        self.share_keys.insert(j, key.clone());
+        Ok(key)
     }
 
     /// The signed header of the masked vector; moves to the unmask stage.

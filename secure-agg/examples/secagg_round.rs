@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release -p secure-agg --example secagg_round -- \
 //!     [--n 100] [--d 1000000] [--degree 10] [--t 6] [--dropout 0.1] \
-//!     [--prg chacha20|chacha12|chacha8|aes] [--bits 32] [--json]
+//!     [--prg chacha20|chacha12|chacha8|aes] [--bits 32] [--ecdsa libsecp256k1|k256] \
+//!     [--build LABEL] [--json]
 //! ```
 //!
 //! Clients: encode (clip, scale, round, mod 2^k) + the four client stages with ECDSA
@@ -160,6 +161,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => Ecdsa::Libsecp256k1,
     };
     let json = std::env::args().any(|a| a == "--json");
+    // A label for the build (e.g. compiled with extra target features), echoed in the JSON.
+    let build: String = arg("--build", String::new());
 
     let ids: Vec<u32> = (0..n).collect();
     let mut signers = BTreeMap::new();
@@ -349,7 +352,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              \"k\":{},\"t\":{t},\"dropped\":{n_drop},\"client_cpu_s\":{per_client:.4},\
              \"server_cpu_s\":{server_s:.4},\"round_cpu_s\":{total:.4},\
              \"bytes_per_param\":{bytes_per_param:.4},\"uplink_bytes_per_param\":{uplink_per_param:.4},\
-             \"process_cpu_s\":{cpu:.2},\"wall_s\":{wall:.2},\"ecdsa\":\"{}\",\
+             \"process_cpu_s\":{cpu:.2},\"wall_s\":{wall:.2},\"ecdsa\":\"{}\",\"build\":\"{build}\",\
              \"verify_s\":{verify_cost:.7},\"client_verify_s\":{verify_per_client:.4},\
              \"client_share_keys_s\":{:.4},\"client_encode_mask_s\":{:.4}}}",
             degree + 1,

@@ -14,14 +14,13 @@
 //! `[-2^(k-1), 2^(k-1) - 1]`; otherwise [`Codec::new`] returns [`Error::WouldWrap`] with the
 //! numbers.
 
-use chacha20::ChaCha12;
-use chacha20::cipher::{KeyIvInit, StreamCipher};
 use privacy::mechanism::{DistributedDiscreteGaussian, DistributedDiscreteGaussianConfig};
 use privacy::noise::DiscreteGaussian;
 use rand::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::prg::Aes256Ctr;
 use crate::rotation::Rotation;
 
 /// The failure probability (log2) of the noise tail bound, for a whole vector.
@@ -330,18 +329,17 @@ impl Codec {
         let s = self.config.scale;
         let mut out = vec![0_u32; self.padded];
         let mut noise = [0_i64; BLOCK];
-        // Rounding randomness: 32 bits per value, in bulk for each block, from ChaCha12 keyed
-        // with 256 bits of `rng` (the cipher of `rand`'s `StdRng`; a stream that fast keeps
-        // the randomness from costing more than the rounding itself).
+        // Rounding randomness: 32 bits per value, in bulk for each block, from AES-256-CTR
+        // keyed with 256 bits of `rng` (the mask PRG's counter mode: with AES-NI or VAES it
+        // is the fastest secure stream here, so the randomness costs less than the rounding).
         let mut key = Zeroizing::new([0_u8; 32]);
         rng.fill_bytes(&mut key[..]);
-        let mut rounding = ChaCha12::new(&(*key).into(), &[0_u8; 12].into());
+        let mut rounding = Aes256Ctr::new(&key, 0);
         let mut uniform = Zeroizing::new([0_u8; 4 * BLOCK]);
         for (b, chunk) in out.chunks_mut(BLOCK).enumerate() {
             let range = b * BLOCK..b * BLOCK + chunk.len();
             let uniform = &mut uniform[..4 * chunk.len()];
-            uniform.fill(0);
-            rounding.apply_keystream(uniform);
+            rounding.fill(uniform);
             match &rotated {
                 Some(r) => round_scaled(chunk, &r[range], s, uniform),
                 None => round_scaled(chunk, &work[range], s, uniform),

@@ -78,7 +78,7 @@ impl PrgKind {
 /// AES-256 in counter mode: keystream block `i` is `AES_k(i)` with `i` a 128-bit big-endian
 /// counter. The counter blocks are written into the output buffer and encrypted in place, so
 /// the cipher's widest parallel backend (VAES: 30 blocks at a time) sees long runs.
-struct Aes256Ctr {
+pub(crate) struct Aes256Ctr {
     cipher: Aes256,
     /// Counter of the block at the start of the stream.
     start: u128,
@@ -87,7 +87,7 @@ struct Aes256Ctr {
 }
 
 impl Aes256Ctr {
-    fn new(key: &[u8; 32], start: u128) -> Self {
+    pub(crate) fn new(key: &[u8; 32], start: u128) -> Self {
         Self {
             cipher: Aes256::new(&(*key).into()),
             start,
@@ -99,7 +99,8 @@ impl Aes256Ctr {
         self.pos = byte;
     }
 
-    fn fill(&mut self, buf: &mut [u8]) {
+    /// Writes the next `buf.len()` keystream bytes into `buf`.
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         let len = buf.len();
         let skip = (self.pos % 16) as usize;
         let mut counter = self.start.wrapping_add(u128::from(self.pos / 16));

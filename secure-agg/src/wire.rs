@@ -174,14 +174,21 @@ pub(crate) fn strictly_increasing(
 /// `ceil(len * bits / 8)` bytes.
 pub fn pack_values(values: &[u32], bits: u32) -> Vec<u8> {
     let bits = bits.clamp(1, 32);
+    // The whole-byte widths write into a zeroed buffer with plain loops (they vectorise;
+    // `flat_map` + `collect` does not).
     if bits == 32 {
-        return values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut out = vec![0_u8; 4 * values.len()];
+        for (o, v) in out.chunks_exact_mut(4).zip(values) {
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+        return out;
     }
     if bits == 16 {
-        return values
-            .iter()
-            .flat_map(|&v| (v as u16).to_le_bytes())
-            .collect();
+        let mut out = vec![0_u8; 2 * values.len()];
+        for (o, &v) in out.chunks_exact_mut(2).zip(values) {
+            o.copy_from_slice(&(v as u16).to_le_bytes());
+        }
+        return out;
     }
     if bits == 8 {
         return values.iter().map(|&v| v as u8).collect();
@@ -227,16 +234,18 @@ pub fn unpack_values(bytes: &[u8], bits: u32, len: usize) -> Result<Vec<u32>> {
     }
     match bits {
         32 => {
-            return Ok(bytes
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect());
+            let mut out = vec![0_u32; len];
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            return Ok(out);
         }
         16 => {
-            return Ok(bytes
-                .chunks_exact(2)
-                .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
-                .collect());
+            let mut out = vec![0_u32; len];
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = u32::from(u16::from_le_bytes([c[0], c[1]]));
+            }
+            return Ok(out);
         }
         8 => return Ok(bytes.iter().map(|&b| u32::from(b)).collect()),
         _ => {}

@@ -466,8 +466,13 @@ fn log_anchoring(what: &str, outcome: Result<Vec<u64>, AnchoringError>) {
 }
 
 /// Under `protocol = "he"`: the committee from the federation file and its key ceremony, with
-/// the joint public key recomputed from the holders' signed messages.
-fn he_committee(
+/// the joint public key recomputed from the holders' signed messages (`None` for other
+/// federations). `members` is the federation's member list.
+///
+/// # Errors
+/// A missing or unusable `[secure_aggregation.ceremony]`, a missing, unsigned or tampered
+/// ceremony message, or a holder that is not a member.
+pub fn he_committee(
     config: &FederationConfig,
     members: &[fl_core::Address],
 ) -> Result<Option<crate::engine::HeCommittee>, ServerError> {
@@ -487,13 +492,15 @@ fn he_committee(
         .as_ref()
         .map(|c| c.dir.clone())
         .ok_or_else(|| invalid("no [secure_aggregation.ceremony]".into()))?;
-    let (commits, deals) = ceremony::read_dir(&dir).map_err(|e| {
+    let hint = |e: ceremony::CeremonyError| {
         invalid(format!(
-            "{e} (run `fl-client committee commit`, `deal` and `finish` on every holder first)"
+            "ceremony in {}: {e} (every holder runs `fl-client committee commit`, then `deal`, \
+             then `finish`)",
+            dir.display()
         ))
-    })?;
-    let public_key =
-        ceremony::public_key(&spec, &commits, &deals).map_err(|e| invalid(e.to_string()))?;
+    };
+    let (commits, deals) = ceremony::read_dir(&dir).map_err(hint)?;
+    let public_key = ceremony::public_key(&spec, &commits, &deals).map_err(hint)?;
     let holders = spec
         .holders
         .iter()

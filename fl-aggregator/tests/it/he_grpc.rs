@@ -222,3 +222,85 @@ async fn encrypted_updates_over_grpc_decrypt_to_fedavg_with_a_committee_member_a
     drop(stop_tx);
     server.abort();
 }
+
+/// The aggregator's side of a deployment's ceremony: it recomputes the joint key from the
+/// holders' messages (the same key every holder reports), maps holders to client ids, and
+/// refuses to start on an incomplete ceremony.
+#[test]
+fn the_aggregator_takes_the_committee_from_the_ceremony_directory() {
+    use fl_client::committee::{commit_step, deal_step, finish_step};
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<MemberKey> = (0..4).map(|_| MemberKey::generate()).collect();
+    let quoted = |keys: &[MemberKey]| {
+        keys.iter()
+            .map(|k| format!("\"{}\"", k.address()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Holders are members 3, 1 and 0, in that committee order.
+    let holders = [keys[3].clone(), keys[1].clone(), keys[0].clone()];
+    let text = format!(
+        "[federation]\nid = \"he-dao\"\nrounds = 1\nmin_clients = 3\n\
+         [model]\nkind = \"mlp\"\n[data]\ndataset = \"digits\"\n\
+         [secure_aggregation]\nprotocol = \"he\"\nmodulus_bits = 20\n\
+         [secure_aggregation.committee]\nmembers = 3\nthreshold = 2\nmin_contributors = 2\n\
+         [secure_aggregation.ceremony]\nholders = [{}]\ndir = \"ceremony\"\n\
+         [members]\nallowed = [{}]\n",
+        quoted(&holders),
+        quoted(&keys)
+    );
+    let config = fl_core::config::FederationConfig::parse(&text, dir.path()).unwrap();
+    let members = config.members().unwrap();
+    let secret = |i: usize| dir.path().join(format!("secret-{i}"));
+    for (i, k) in holders.iter().enumerate() {
+        commit_step(&config, k, &secret(i)).unwrap();
+    }
+    // Dealing needs every commitment; the aggregator needs every dealing.
+    let err = fl_aggregator::server::he_committee(&config, &members).unwrap_err();
+    assert!(err.to_string().contains("fl-client committee"), "{err}");
+    for (i, k) in holders.iter().enumerate() {
+        deal_step(&config, k, &secret(i)).unwrap();
+    }
+    let digests: Vec<[u8; 32]> = holders
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            finish_step(
+                &config,
+                k,
+                &secret(i),
+                &dir.path().join(format!("state-{i}")),
+            )
+            .unwrap()
+        })
+        .collect();
+    let committee = fl_aggregator::server::he_committee(&config, &members)
+        .unwrap()
+        .expect("a homomorphic federation has a committee");
+    assert_eq!(committee.public_key.digest(), digests[0]);
+    assert!(digests.iter().all(|d| *d == digests[0]));
+    assert_eq!(
+        committee.members,
+        vec![ClientId(3), ClientId(1), ClientId(0)]
+    );
+    assert_eq!(committee.params.threshold, 2);
+    // Each holder's node loads its role; a non-holder has none.
+    for (i, k) in holders.iter().enumerate() {
+        let state = dir.path().join(format!("state-{i}"));
+        let role = fl_client::committee::load_role(&config, k, Some(&state))
+            .unwrap()
+            .expect("a holder has a role");
+        assert_eq!(role.index(), i as u32);
+    }
+    assert!(
+        fl_client::committee::load_role(&config, &keys[2], None)
+            .unwrap()
+            .is_none()
+    );
+    // A tampered dealing stops the aggregator with the holder named.
+    let deal = dir.path().join("ceremony/deal-02.json");
+    let text = std::fs::read_to_string(&deal).unwrap();
+    std::fs::write(&deal, text.replacen("\"holder\": 2", "\"holder\": 1", 1)).unwrap();
+    let err = fl_aggregator::server::he_committee(&config, &members).unwrap_err();
+    assert!(err.to_string().contains("holder"), "{err}");
+}

@@ -57,8 +57,9 @@ pub struct CeremonyConfig {
     /// The holders' member addresses (`0x...`), in committee order: as many as
     /// `committee.members`, each in the federation's member list.
     pub holders: Vec<String>,
-    /// Directory with the ceremony's public messages (`commit-NN.json`, `deal-NN.json`); the
-    /// aggregator checks them and computes the joint public key from them.
+    /// Directory with the ceremony's public messages (`commit-NN.json`, `deal-NN.json`),
+    /// relative to the federation file; the aggregator checks them and computes the joint
+    /// public key from them.
     pub dir: std::path::PathBuf,
     /// Bump to generate a fresh key for the same committee (key rotation, or a new run: a
     /// committee member never decrypts a round twice under one key).

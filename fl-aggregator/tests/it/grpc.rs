@@ -418,6 +418,51 @@ async fn hostile_sessions_are_refused_and_members_are_still_served() {
     raw.send(chunk(r, 0, 0, le(&[1.0, 2.5]))).await;
     expect(&mut raw, Code::InvalidArgument, "hash").await;
 
+    // Encrypted updates (homomorphic aggregation) are framed as strictly as plain ones: a
+    // ciphertext chunk outside an update, a header announcing no chunks or too large a
+    // manifest (this service allows 8-byte chunks), chunks out of order, of another round or
+    // empty.
+    let cipher = |round: u64, index: u32, data: Vec<u8>| {
+        pb::client_frame::Kind::CipherChunk(pb::CipherChunk { round, index, data })
+    };
+    let encrypted = |round: u64, num_chunks: u32, manifest: Vec<u8>| {
+        pb::client_frame::Kind::Encrypted(pb::EncryptedHeader {
+            round,
+            manifest,
+            num_chunks,
+            metrics: Vec::new(),
+        })
+    };
+    let (mut raw, _) = Raw::join(addr, m1, m1, &schema).await;
+    let r = raw.until_fit().await;
+    raw.send(cipher(r, 0, vec![1; 8])).await;
+    expect(
+        &mut raw,
+        Code::InvalidArgument,
+        "outside an encrypted update",
+    )
+    .await;
+    for (header, needle) in [
+        (encrypted(r, 0, vec![1; 8]), "chunks"),
+        (encrypted(r, 1, vec![1; 9]), "manifest"),
+    ] {
+        let (mut raw, _) = Raw::join(addr, m1, m1, &schema).await;
+        raw.until_fit().await;
+        raw.send(header).await;
+        expect(&mut raw, Code::InvalidArgument, needle).await;
+    }
+    for (index, later, data, needle) in [
+        (1, 0, vec![1; 8], "was next"),
+        (0, 3, vec![1; 8], "round"),
+        (0, 0, Vec::new(), "bytes"),
+    ] {
+        let (mut raw, _) = Raw::join(addr, m1, m1, &schema).await;
+        let r = raw.until_fit().await;
+        raw.send(encrypted(r, 2, vec![1; 8])).await;
+        raw.send(cipher(r + later, index, data)).await;
+        expect(&mut raw, Code::InvalidArgument, needle).await;
+    }
+
     // An update for a round the member was not asked to train (too late or too early).
     let (mut raw, session) = Raw::join(addr, m1, m1, &schema).await;
     let r = raw.until_fit().await;

@@ -225,15 +225,22 @@ fn wait_line(rx: &mpsc::Receiver<String>, prefix: &str, within: Duration) -> Str
 }
 
 fn start_clients(f: &Federation) -> Vec<Child> {
+    start_clients_with(f, |_| Vec::new())
+}
+
+/// Starts every member with `extra(i)` appended to member `i`'s arguments.
+fn start_clients_with(f: &Federation, extra: impl Fn(usize) -> Vec<PathBuf>) -> Vec<Child> {
     f.keys
         .iter()
-        .map(|key| {
+        .enumerate()
+        .map(|(i, key)| {
             Command::new(bin("fl-client"))
                 .arg("run")
                 .arg("--config")
                 .arg(&f.config_path)
                 .arg("--key")
                 .arg(key)
+                .args(extra(i))
                 .env("DAOFL_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
@@ -465,21 +472,13 @@ fn homomorphic_federation_with_a_committee_of_member_processes() {
     let (aggregator, lines) = start_aggregator(&f);
     let mut procs = Procs(vec![aggregator]);
     wait_line(&lines, "listening", Duration::from_secs(60));
-    for (i, key) in f.keys.iter().enumerate() {
-        let mut cmd = Command::new(bin("fl-client"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&f.config_path)
-            .arg("--key")
-            .arg(key)
-            .env("DAOFL_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+    procs.0.extend(start_clients_with(&f, |i| {
         if i < 3 {
-            cmd.arg("--committee-state").arg(state(i));
+            vec!["--committee-state".into(), state(i)]
+        } else {
+            Vec::new()
         }
-        procs.0.push(cmd.spawn().unwrap());
-    }
+    }));
     let done = wait_line(&lines, "finished", Duration::from_secs(300));
     assert!(wait_exit(&mut procs.0[0], Duration::from_secs(30)).success());
     for c in &mut procs.0[1..] {

@@ -9,8 +9,8 @@
 //!
 //! - plain FedAvg;
 //! - SecAgg+ as `examples/quickstart-secagg.toml` (ChaCha20 masks, 32-bit modulus);
-//! - homomorphic as `examples/quickstart-he.toml` (20-bit plaintexts, committee of 3 whose
-//!   first 2 decrypt, key shares dealt in this process).
+//! - homomorphic as `examples/quickstart-he.toml` (20-bit plaintexts, a committee of the
+//!   first 3 members, any 2 of which decrypt; key shares dealt in this process).
 //!
 //! The variants alternate `REPEATS` times (fresh federations each time, so machine load
 //! drifts over all of them alike), each running `ROUNDS` rounds; the first round of each
@@ -240,8 +240,7 @@ fn run_federation(
     Ok((costs.split_off(1), accuracy))
 }
 
-/// Bytes one member uploads for its update, from the protocol's encoders: (payload bytes,
-/// values carried).
+/// Payload bytes one member uploads for its update, from the protocol's own encoders.
 fn upload_bytes(variant: Variant, params: &ParamVec, clients: usize) -> Result<usize, String> {
     let d = params.values().len();
     Ok(match variant {

@@ -410,7 +410,7 @@ const TWO_52: f64 = 4_503_599_627_370_496.0;
 /// `2^31` (the codec's no-wrap check guarantees it).
 ///
 /// No branches and no calls per element (floor and the conversions are done with the
-/// `1.5 · 2^52` trick), so the loop vectorises; [`round_reference`] in the tests is the
+/// `1.5 · 2^52` trick), so the loop vectorises; `round_reference` in the tests is the
 /// scalar definition it must equal bit for bit.
 fn round_scaled<T: Copy + Into<f64>>(out: &mut [u32], values: &[T], s: f64, uniform: &[u8]) {
     const TWO_M32: f64 = 1.0 / 4_294_967_296.0;

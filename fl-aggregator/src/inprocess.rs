@@ -8,7 +8,6 @@ use std::time::Duration;
 use fl_core::secure::he::{CommitteeRole, local_committee};
 use fl_core::secure::{MemberVerifier, SecureAggregationConfig, SecureProtocol};
 use fl_core::{Address, ClientId, MemberKey, ParamVec, Trainer};
-use secure_agg::he::CommitteeParams;
 
 use crate::engine::{Engine, EngineEvent, HeCommittee, SecureSetup};
 use crate::sim::{Sim, SimConfig, SimStats};
@@ -67,14 +66,9 @@ impl<T: Trainer> InProcessFederation<T> {
             (SecureProtocol::Homomorphic, Some(c)) => {
                 // Every committee member deals in this process: fine for a simulation, not
                 // for a deployment (see `local_committee`).
-                let params = CommitteeParams::new(
-                    c.members,
-                    c.threshold,
-                    c.min_contributors,
-                    secure.modulus_bits,
-                    trainers.len() as u32,
-                )
-                .map_err(|e| format!("committee parameters: {e}"))?;
+                let params = c
+                    .params(secure.modulus_bits, trainers.len() as u32)
+                    .map_err(|e| format!("committee parameters: {e}"))?;
                 let mut seed = [0u8; 16];
                 seed.copy_from_slice(&fl_core::identity::random_nonce()[..16]);
                 let (public_key, shares) = local_committee(params, u128::from_le_bytes(seed))

@@ -486,21 +486,14 @@ pub fn he_committee(
     let invalid = |e: String| -> ServerError {
         fl_core::config::ConfigError::Invalid(format!("homomorphic aggregation: {e}")).into()
     };
-    let spec = ceremony::spec_from_config(config).map_err(|e| invalid(e.to_string()))?;
-    let dir = secure
-        .ceremony
-        .as_ref()
-        .map(|c| c.dir.clone())
-        .ok_or_else(|| invalid("no [secure_aggregation.ceremony]".into()))?;
-    let hint = |e: ceremony::CeremonyError| {
+    let (spec, public_key) = ceremony::joint_key_from_config(config).map_err(|e| {
+        let dir = ceremony::dir_from_config(config).unwrap_or_default();
         invalid(format!(
             "ceremony in {}: {e} (every holder runs `fl-client committee commit`, then `deal`, \
              then `finish`)",
             dir.display()
         ))
-    };
-    let (commits, deals) = ceremony::read_dir(&dir).map_err(hint)?;
-    let public_key = ceremony::public_key(&spec, &commits, &deals).map_err(hint)?;
+    })?;
     let holders = spec
         .holders
         .iter()

@@ -176,8 +176,7 @@ impl<T: Trainer> Sim<T> {
         key: Arc<MemberKey>,
         members: Arc<Vec<Address>>,
     ) {
-        let session =
-            ClientSession::with_identity(trainer.schema().hash(), key, members, id.0 as u32);
+        let session = member_session(&trainer, id, key, members);
         self.add_session(id, session, trainer, compute_time);
     }
 
@@ -192,9 +191,7 @@ impl<T: Trainer> Sim<T> {
         members: Arc<Vec<Address>>,
         role: fl_core::secure::he::CommitteeRole,
     ) {
-        let session =
-            ClientSession::with_identity(trainer.schema().hash(), key, members, id.0 as u32)
-                .with_committee(role);
+        let session = member_session(&trainer, id, key, members).with_committee(role);
         self.add_session(id, session, trainer, compute_time);
     }
 
@@ -510,4 +507,14 @@ pub fn drain_events<T: Trainer>(sim: &mut Sim<T>) -> VecDeque<EngineEvent> {
         out.push_back(e);
     }
     out
+}
+
+/// The session of member `id`, signing with `key` (`members[id]`).
+fn member_session<T: Trainer>(
+    trainer: &T,
+    id: ClientId,
+    key: Arc<MemberKey>,
+    members: Arc<Vec<Address>>,
+) -> ClientSession {
+    ClientSession::with_identity(trainer.schema().hash(), key, members, id.0 as u32)
 }

@@ -108,14 +108,7 @@ fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
 }
 
 fn ceremony_dir(config: &FederationConfig) -> Result<PathBuf> {
-    config
-        .secure_aggregation
-        .as_ref()
-        .and_then(|s| s.ceremony.as_ref())
-        .map(|c| c.dir.clone())
-        .ok_or_else(|| {
-            CommitteeError::Invalid("the federation has no [secure_aggregation.ceremony]".into())
-        })
+    Ok(ceremony::dir_from_config(config)?)
 }
 
 fn write_message<T: serde::Serialize>(dir: &Path, name: &str, message: &T) -> Result<PathBuf> {
@@ -241,8 +234,7 @@ pub fn load_role(
             member.member()
         )));
     }
-    let (commits, deals) = ceremony::read_dir(&ceremony_dir(config)?)?;
-    let public_key = ceremony::public_key(&spec, &commits, &deals)?;
+    let (_, public_key) = ceremony::joint_key_from_config(config)?;
     if member.key_digest() != public_key.digest() {
         return Err(CommitteeError::Invalid(format!(
             "{} holds a share of another committee key (key epoch or ceremony changed)",

@@ -262,7 +262,7 @@ impl Engine {
                     );
                 }
                 let indices: Vec<u32> = chosen.iter().map(|(i, _)| *i).collect();
-                let requests = match slice_requests(
+                let (requests, payloads) = match slice_requests(
                     &mut he,
                     &indices,
                     &committee.params,
@@ -273,8 +273,6 @@ impl Engine {
                         return self.abort_round(now, format!("homomorphic aggregation: {e}"));
                     }
                 };
-                let payloads: Vec<Arc<[u8]>> =
-                    requests.iter().map(|r| r.to_bytes().into()).collect();
                 for (_, client) in &chosen {
                     for payload in &payloads {
                         self.outbox.push_back((
@@ -287,7 +285,11 @@ impl Engine {
                         ));
                     }
                 }
-                he.digests = requests.iter().map(DecryptionRequest::digest).collect();
+                // A request's digest is the SHA-256 of its encoding, already made once.
+                he.digests = payloads
+                    .iter()
+                    .map(|p| DecryptionRequest::digest_of_encoding(p))
+                    .collect();
                 he.partials = vec![Vec::new(); requests.len()];
                 he.requests = requests;
                 he.decrypting = chosen.iter().map(|(i, c)| (*c, *i)).collect();
@@ -350,14 +352,17 @@ impl Engine {
     }
 }
 
+/// Decryption requests and their encodings, in order.
+type Slices = (Vec<DecryptionRequest>, Vec<Arc<[u8]>>);
+
 /// Seals the aggregate into decryption requests of at most `max_bytes` each (a partial
-/// decryption has the size of a request's masks).
+/// decryption has the size of a request's masks), with their encodings.
 fn slice_requests(
     he: &mut HeStage,
     indices: &[u32],
     params: &CommitteeParams,
     max_bytes: usize,
-) -> Result<Vec<DecryptionRequest>, String> {
+) -> Result<Slices, String> {
     let chunks = params.he.chunk_count(he.aggregate.num_values()).max(1);
     let contributors = he.aggregate.contributor_count();
     // Per contributor: its manifest (header, a digest per chunk, a signature) and its index in
@@ -375,14 +380,15 @@ fn slice_requests(
         .aggregate
         .decryption_requests(indices, params.min_contributors, room / per_chunk)
         .map_err(|e| e.to_string())?;
-    if let Some(big) = requests
+    let payloads: Vec<Arc<[u8]>> = requests.iter().map(|r| r.to_bytes().into()).collect();
+    if let Some(big) = payloads
         .iter()
-        .map(|r| r.to_bytes().len())
+        .map(|p| p.len())
         .find(|&len| len > max_bytes)
     {
         return Err(format!(
             "a decryption request of {big} bytes exceeds {max_bytes}"
         ));
     }
-    Ok(requests)
+    Ok((requests, payloads))
 }

@@ -4,12 +4,10 @@
 //! updates, two committee members decrypt the sum in several request slices, and the result is
 //! the FedAvg of the three. The committee state is saved after every partial decryption.
 
-use std::sync::{Arc, mpsc as std_mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
-use fl_aggregator::metrics::AggregatorMetrics;
-use fl_aggregator::service::{ServiceConfig, federation};
-use fl_aggregator::{Engine, EngineConfig, EngineEvent, HeCommittee, SecureSetup};
+use fl_aggregator::{Engine, EngineConfig, HeCommittee, SecureSetup};
 use fl_client::node::{NodeConfig, run_node};
 use fl_core::secure::ceremony::{self, CeremonySpec};
 use fl_core::secure::he::{CommitteeMember, CommitteeParams, CommitteeRole};
@@ -19,8 +17,8 @@ use fl_core::{
     MemberKey, Metrics, ParamVec, Schema, TensorSpec, Trainer, TrainerError,
 };
 use rand::SeedableRng;
-use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::support::{Served, serve};
 
 const DIM: usize = 10_000;
 
@@ -149,25 +147,13 @@ async fn encrypted_updates_over_grpc_decrypt_to_fedavg_with_a_committee_member_a
             max_request_bytes: 40 << 10,
         }),
     });
-    let config = ServiceConfig::new("he", members.clone());
-    let (service, coordinator) = federation(engine, config, Arc::new(AggregatorMetrics::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(
-        fl_aggregator::service::transport()
-            .add_service(service.into_server())
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (events_tx, events_rx) = std_mpsc::channel::<String>();
-    let done = tokio::spawn(coordinator.run(
-        move |e: &EngineEvent| {
-            let _ = events_tx.send(format!("{e:?}"));
-        },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let Served {
+        addr,
+        server,
+        done,
+        events: events_rx,
+        stop: stop_tx,
+    } = serve(engine, "he", &members).await;
 
     // Member 2 (a committee holder) never connects.
     let mut nodes = Vec::new();

@@ -6,19 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
 
-use fl_aggregator::metrics::AggregatorMetrics;
-use fl_aggregator::service::{ServiceConfig, federation};
-use fl_aggregator::{Engine, EngineConfig, EngineEvent, SecureSetup};
+use fl_aggregator::{Engine, EngineConfig, SecureSetup};
 use fl_client::node::{NodeConfig, run_node};
 use fl_core::secure::SecureAggregationConfig;
 use fl_core::{
     EvaluateConfig, EvaluateResult, FedAvg, FedAvgConfig, FitConfig, FitOutcome, MemberKey,
     ParamVec, Schema, Trainer, TrainerError,
 };
-use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::support::{MeanEstimator, schema};
+use crate::support::{MeanEstimator, Served, schema, serve};
 
 /// A trainer that reports when it starts training and then hangs until released (or 30 s).
 struct Hangs {
@@ -86,25 +82,13 @@ async fn a_member_killed_mid_protocol_leaves_the_sum_of_the_others() {
         session: fl_core::identity::random_nonce(),
         committee: None,
     });
-    let config = ServiceConfig::new("secagg", members.clone());
-    let (service, coordinator) = federation(engine, config, Arc::new(AggregatorMetrics::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(
-        fl_aggregator::service::transport()
-            .add_service(service.into_server())
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (events_tx, events_rx) = std_mpsc::channel::<String>();
-    let done = tokio::spawn(coordinator.run(
-        move |e: &EngineEvent| {
-            let _ = events_tx.send(format!("{e:?}"));
-        },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let Served {
+        addr,
+        server,
+        done,
+        events: events_rx,
+        stop: stop_tx,
+    } = serve(engine, "secagg", &members).await;
 
     let node_config = || {
         let mut c = NodeConfig::new(format!("http://{addr}"), "secagg");

@@ -90,3 +90,53 @@ impl Trainer for MeanEstimator {
         })
     }
 }
+
+/// A federation served over loopback gRPC by a test.
+pub struct Served {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// The gRPC server task (abort it at the end).
+    pub server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The coordinator: the final parameters and whether every round ran.
+    pub done: tokio::task::JoinHandle<(Arc<ParamVec>, bool)>,
+    /// Every engine event, formatted.
+    pub events: std::sync::mpsc::Receiver<String>,
+    /// Dropping it stops the coordinator.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serves `engine` on a free loopback port as federation `federation_id` of `members`.
+pub async fn serve(
+    engine: fl_aggregator::Engine,
+    federation_id: &str,
+    members: &[fl_core::Address],
+) -> Served {
+    use fl_aggregator::service::{ServiceConfig, federation};
+    let config = ServiceConfig::new(federation_id, members.to_vec());
+    let metrics = Arc::new(fl_aggregator::metrics::AggregatorMetrics::new());
+    let (service, coordinator) = federation(engine, config, metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        fl_aggregator::service::transport()
+            .add_service(service.into_server())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (events_tx, events) = std::sync::mpsc::channel::<String>();
+    let done = tokio::spawn(coordinator.run(
+        move |e: &fl_aggregator::EngineEvent| {
+            let _ = events_tx.send(format!("{e:?}"));
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    Served {
+        addr,
+        server,
+        done,
+        events,
+        stop,
+    }
+}

@@ -212,14 +212,9 @@ pub fn spec_from_config(config: &crate::config::FederationConfig) -> Result<Cere
             Ok(a)
         })
         .collect::<Result<Vec<_>>>()?;
-    let params = CommitteeParams::new(
-        committee.members,
-        committee.threshold,
-        committee.min_contributors,
-        secure.modulus_bits,
-        members.len() as u32,
-    )
-    .map_err(|e| CeremonyError::Settings(e.to_string()))?;
+    let params = committee
+        .params(secure.modulus_bits, members.len() as u32)
+        .map_err(|e| CeremonyError::Settings(e.to_string()))?;
     let spec = CeremonySpec {
         federation_id: config.federation.id.clone(),
         holders,
@@ -228,6 +223,29 @@ pub fn spec_from_config(config: &crate::config::FederationConfig) -> Result<Cere
     };
     spec.validate()?;
     Ok(spec)
+}
+
+/// `[secure_aggregation.ceremony] dir` of a federation file.
+pub fn dir_from_config(config: &crate::config::FederationConfig) -> Result<std::path::PathBuf> {
+    config
+        .secure_aggregation
+        .as_ref()
+        .and_then(|s| s.ceremony.as_ref())
+        .map(|c| c.dir.clone())
+        .ok_or_else(|| {
+            CeremonyError::Settings("the federation has no [secure_aggregation.ceremony]".into())
+        })
+}
+
+/// The ceremony a federation file describes and the joint key its directory's messages give,
+/// every message checked (what the aggregator and each holder's node run at start).
+pub fn joint_key_from_config(
+    config: &crate::config::FederationConfig,
+) -> Result<(CeremonySpec, CompactPublicKey)> {
+    let spec = spec_from_config(config)?;
+    let (commits, deals) = read_dir(&dir_from_config(config)?)?;
+    let key = public_key(&spec, &commits, &deals)?;
+    Ok((spec, key))
 }
 
 /// Reads a ceremony directory's commitments and dealings.
@@ -292,6 +310,12 @@ impl CeremonySecret {
     }
 
     fn check(&self, spec: &CeremonySpec) -> Result<()> {
+        if self.holder as usize >= spec.holders.len() {
+            return Err(message_err(
+                "ceremony secret",
+                format!("holder {} is not in the committee", self.holder),
+            ));
+        }
         if self.ceremony != spec.id() {
             return Err(message_err(
                 "ceremony secret",

@@ -79,6 +79,24 @@ pub struct CommitteeConfig {
     pub min_contributors: u32,
 }
 
+impl CommitteeConfig {
+    /// The committee's parameters for `plaintext_bits`-bit values (`modulus_bits`) summed over
+    /// at most `max_clients` members, with the vetted LWE set and automatic smudging.
+    pub fn params(
+        &self,
+        plaintext_bits: u32,
+        max_clients: u32,
+    ) -> Result<secure_agg::he::CommitteeParams, secure_agg::he::Error> {
+        secure_agg::he::CommitteeParams::new(
+            self.members,
+            self.threshold,
+            self.min_contributors,
+            plaintext_bits,
+            max_clients,
+        )
+    }
+}
+
 impl Default for SecureAggregationConfig {
     fn default() -> Self {
         Self {

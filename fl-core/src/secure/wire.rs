@@ -27,10 +27,7 @@ pub fn fit_to_pb(fit: &SecureFit) -> pb::SecureFitSettings {
         rotation_seed: codec.rotation_seed.map(|s| s.to_vec()).unwrap_or_default(),
         noise_multiplier: codec.noise.map_or(0.0, |n| n.noise_multiplier),
         min_surviving_clients: codec.noise.map_or(0, |n| n.min_surviving_clients),
-        max_weight: match fit.weighting {
-            Weighting::Examples { max_weight } => max_weight,
-            Weighting::Uniform => 0,
-        },
+        max_weight: weighting_to_pb(fit.weighting),
     }
 }
 
@@ -52,11 +49,7 @@ pub fn fit_from_pb(s: &pb::SecureFitSettings) -> Result<SecureFit, WireError> {
             s.participants.len()
         )));
     }
-    let rotation_seed = match s.rotation_seed.len() {
-        0 => None,
-        32 => Some(s.rotation_seed.as_slice().try_into().expect("32 bytes")),
-        n => return Err(bad(format!("rotation seed is {n} bytes, not 0 or 32"))),
-    };
+    let rotation_seed = rotation_seed_from_pb(&s.rotation_seed).map_err(bad)?;
     let noise = (s.noise_multiplier != 0.0).then_some(secure_agg::NoiseShare {
         noise_multiplier: s.noise_multiplier,
         min_surviving_clients: s.min_surviving_clients,
@@ -84,11 +77,34 @@ pub fn fit_from_pb(s: &pb::SecureFitSettings) -> Result<SecureFit, WireError> {
             rotation_seed,
             noise,
         },
-        weighting: match s.max_weight {
-            0 => Weighting::Uniform,
-            max_weight => Weighting::Examples { max_weight },
-        },
+        weighting: weighting_from_pb(s.max_weight),
     })
+}
+
+/// The weighting as `max_weight` (0: every member weighs 1).
+fn weighting_to_pb(weighting: Weighting) -> u64 {
+    match weighting {
+        Weighting::Examples { max_weight } => max_weight,
+        Weighting::Uniform => 0,
+    }
+}
+
+fn weighting_from_pb(max_weight: u64) -> Weighting {
+    match max_weight {
+        0 => Weighting::Uniform,
+        max_weight => Weighting::Examples { max_weight },
+    }
+}
+
+/// A rotation seed: empty for none, else 32 bytes.
+fn rotation_seed_from_pb(bytes: &[u8]) -> Result<Option<[u8; 32]>, String> {
+    match bytes.len() {
+        0 => Ok(None),
+        n => bytes
+            .try_into()
+            .map(Some)
+            .map_err(|_| format!("rotation seed is {n} bytes, not 0 or 32")),
+    }
 }
 
 /// A server step's wire code.
@@ -293,10 +309,7 @@ pub fn he_fit_to_pb(fit: &HeFit) -> pb::HeFitSettings {
             .map(|s| s.to_vec())
             .unwrap_or_default(),
         num_values: fit.num_values as u64,
-        max_weight: match fit.weighting {
-            Weighting::Examples { max_weight } => max_weight,
-            Weighting::Uniform => 0,
-        },
+        max_weight: weighting_to_pb(fit.weighting),
     }
 }
 
@@ -336,11 +349,7 @@ pub fn he_fit_from_pb(s: &pb::HeFitSettings, max_values: usize) -> Result<HeFit,
                 s.num_values
             ))
         })?;
-    let rotation_seed = match s.rotation_seed.len() {
-        0 => None,
-        32 => Some(s.rotation_seed.as_slice().try_into().expect("32 bytes")),
-        n => return Err(bad(format!("rotation seed is {n} bytes, not 0 or 32"))),
-    };
+    let rotation_seed = rotation_seed_from_pb(&s.rotation_seed).map_err(bad)?;
     Ok(HeFit {
         params,
         public_key,
@@ -352,10 +361,7 @@ pub fn he_fit_from_pb(s: &pb::HeFitSettings, max_values: usize) -> Result<HeFit,
             rotation_seed,
             noise: None,
         },
-        weighting: match s.max_weight {
-            0 => Weighting::Uniform,
-            max_weight => Weighting::Examples { max_weight },
-        },
+        weighting: weighting_from_pb(s.max_weight),
         num_values,
     })
 }

@@ -141,7 +141,13 @@ impl DecryptionRequest {
 
     /// SHA-256 of the canonical encoding; every partial decryption names it.
     pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.to_bytes()).into()
+        Self::digest_of_encoding(&self.to_bytes())
+    }
+
+    /// [`digest`](Self::digest) from an encoding already made with
+    /// [`to_bytes`](Self::to_bytes).
+    pub fn digest_of_encoding(encoded: &[u8]) -> [u8; 32] {
+        Sha256::digest(encoded).into()
     }
 }
 
@@ -249,13 +255,7 @@ impl CommitteeMember {
             )));
         }
         let n = params.he.lwe.lwe_dimension;
-        let expected: Vec<u32> = params
-            .share_sets()
-            .iter()
-            .enumerate()
-            .filter(|(_, set)| !set.contains(&member))
-            .map(|(i, _)| i as u32)
-            .collect();
+        let expected = params.held_sets(member);
         let mut shares: BTreeMap<u32, Vec<u64>> =
             expected.iter().map(|&i| (i, vec![0u64; n])).collect();
         let mut seen = vec![false; params.members as usize];
@@ -346,13 +346,7 @@ impl CommitteeMember {
             )));
         }
         let n = params.he.lwe.lwe_dimension;
-        let expected: Vec<u32> = params
-            .share_sets()
-            .iter()
-            .enumerate()
-            .filter(|(_, set)| !set.contains(&member))
-            .map(|(i, _)| i as u32)
-            .collect();
+        let expected = params.held_sets(member);
         let count = r.len(expected.len(), 8)?;
         let mut shares = BTreeMap::new();
         for _ in 0..count {
@@ -617,7 +611,13 @@ impl CommitteeMember {
                 )));
             }
         }
-        for c in &request.contributors {
+        // Another slice of a round already decrypted under this header: its manifests (which
+        // the header digest covers) were verified then.
+        let verified = self
+            .current
+            .as_ref()
+            .is_some_and(|st| st.round == request.round && st.header == header);
+        for c in request.contributors.iter().filter(|_| !verified) {
             c.verify(verifier).map_err(|_| {
                 Error::Refused(format!(
                     "client {} signature does not verify",

@@ -201,11 +201,10 @@ pub fn deal<R: CryptoRng + ?Sized>(
         .map(|recipient| ShareBundle {
             dealer: member,
             recipient,
-            shares: sets
-                .iter()
-                .enumerate()
-                .filter(|(_, set)| !set.contains(&recipient))
-                .map(|(i, _)| (i as u32, parts[i].clone()))
+            shares: params
+                .held_sets(recipient)
+                .into_iter()
+                .map(|i| (i, parts[i as usize].clone()))
                 .collect(),
         })
         .collect();

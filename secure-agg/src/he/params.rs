@@ -263,6 +263,16 @@ impl CommitteeParams {
         subsets(self.members, self.threshold - 1)
     }
 
+    /// Indices of the share sets member `member` holds a share of (those not containing it).
+    pub(crate) fn held_sets(&self, member: u32) -> Vec<u32> {
+        self.share_sets()
+            .iter()
+            .enumerate()
+            .filter(|(_, set)| !set.contains(&member))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
     /// The noise analysis for these parameters.
     pub fn noise_report(&self) -> NoiseReport {
         let he = &self.he;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fl_aggregator::{Engine, EngineConfig};
 use fl_core::{
-    ClientId, ClientMessage, FedAvg, FedAvgConfig, FitResult, Metrics, ParamVec, Schema,
+    ClientId, ClientMessage, FedAvg, FitResult, Metrics, ParamVec, Schema, StrategyConfig,
     TensorSpec, WeightedSum,
 };
 
@@ -78,7 +78,7 @@ fn engine_round(c: &mut Criterion) {
                     };
                     let mut e = Engine::new(
                         config,
-                        Box::new(FedAvg::new(FedAvgConfig::default())),
+                        Box::new(FedAvg::new(StrategyConfig::default())),
                         params(d, 0.0),
                     );
                     for i in 0..n {

@@ -17,8 +17,7 @@ use fl_aggregator::checkpoint::{
 use fl_aggregator::{Engine, EngineConfig, EngineEvent, InProcessFederation, SimStats};
 use fl_client::{BurnTrainer, Dataset, DeviceSpec, ModelSpec, Trainer};
 use fl_core::{
-    ContentHash, EvaluateConfig, EvaluateResult, FedAvg, FedAvgConfig, FitConfig, ParamVec,
-    derive_seed,
+    ContentHash, EvaluateConfig, EvaluateResult, FitConfig, ParamVec, StrategyConfig, derive_seed,
 };
 
 use crate::report::RoundRecord;
@@ -44,6 +43,12 @@ pub struct DigitsConfig {
     pub fit: FitConfig,
     /// Fraction of members selected each round.
     pub fraction_fit: f64,
+    /// The aggregation rule (`"fedavg"` or `"median"`, as `[strategy] kind` in a federation
+    /// file).
+    pub aggregation: fl_core::AggregationRule,
+    /// An optimiser applied to the aggregated update (`[server_optimizer] kind = "fedavgm"`
+    /// or `"fedadam"`); none adds it as it is.
+    pub server_optimizer: Option<fl_core::strategy::ServerOptimizerConfig>,
     /// Threads training members in parallel (0: one per core).
     pub workers: usize,
     /// Client-level differential privacy (DP-FedAvg, central or local) and its budget.
@@ -83,11 +88,29 @@ impl Default for DigitsConfig {
                 he: None,
             },
             fraction_fit: 1.0,
+            aggregation: fl_core::AggregationRule::Fedavg,
+            server_optimizer: None,
             workers: 0,
             privacy: None,
             secure_aggregation: None,
             target_accuracy: 0.95,
             chain: ChainConfig::default(),
+        }
+    }
+}
+
+impl DigitsConfig {
+    /// The `[strategy]` this run stands for: every member may be selected, one result is
+    /// enough to aggregate, the run's rule, training settings and server optimiser.
+    pub fn strategy(&self) -> StrategyConfig {
+        StrategyConfig {
+            kind: self.aggregation,
+            fraction_fit: self.fraction_fit,
+            min_fit_clients: 1,
+            min_fit_results: 1,
+            fit: self.fit.clone(),
+            server_optimizer: self.server_optimizer.clone(),
+            ..Default::default()
         }
     }
 }
@@ -117,6 +140,9 @@ pub enum RunError {
     /// The privacy settings are invalid.
     #[error("privacy settings: {0}")]
     Privacy(#[from] privacy::Error),
+    /// The strategy, privacy and secure-aggregation settings cannot work together.
+    #[error(transparent)]
+    Strategy(#[from] fl_core::strategy::BuildError),
     /// The secure-aggregation settings are unusable.
     #[error("secure aggregation: {0}")]
     Secure(String),
@@ -268,8 +294,16 @@ pub fn run_federated_anchored(
             }
         }
         EngineEvent::FitAggregated { metrics, .. } => {
-            if let (Some(&epsilon), Some(&delta)) = (metrics.get("epsilon"), metrics.get("delta")) {
-                privacy_spent = Some(PrivacySpent { epsilon, delta });
+            if let (Some(&epsilon), Some(&delta), Some(&rounds)) = (
+                metrics.get("epsilon"),
+                metrics.get("delta"),
+                metrics.get("dp_rounds"),
+            ) {
+                privacy_spent = Some(PrivacySpent {
+                    epsilon,
+                    delta,
+                    rounds: rounds as u64,
+                });
             }
         }
         EngineEvent::RoundCompleted { round, params } => {
@@ -348,23 +382,12 @@ fn run_observed(
         seed: config.seed,
         release_params_during_fit: false,
     };
-    let fedavg = FedAvgConfig {
-        fraction_fit: config.fraction_fit,
-        min_fit_clients: 1,
-        min_fit_results: 1,
-        fit: config.fit.clone(),
-        ..Default::default()
-    };
-    let strategy: Box<dyn fl_core::Strategy> = match &config.privacy {
-        None => Box::new(FedAvg::new(fedavg)),
-        Some(p) => {
-            let dp = fl_core::dp::DpFedAvg::new(fedavg, p.clone(), trainers.len())?;
-            Box::new(match &config.secure_aggregation {
-                Some(secure) => dp.with_secure_aggregation(secure, initial.values().len())?,
-                None => dp,
-            })
-        }
-    };
+    let strategy = config.strategy().build(
+        config.privacy.as_ref(),
+        config.secure_aggregation.as_ref(),
+        trainers.len(),
+        initial.values().len(),
+    )?;
     let engine = Engine::new(engine_config, strategy, initial);
     let federation = match &config.secure_aggregation {
         None => InProcessFederation::new(engine, trainers, config.workers),

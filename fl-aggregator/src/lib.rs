@@ -17,7 +17,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use fl_aggregator::{Engine, EngineConfig, InProcessFederation};
-//! use fl_core::{FedAvg, FedAvgConfig, ParamVec, Schema, TensorSpec};
+//! use fl_core::{FedAvg, StrategyConfig, ParamVec, Schema, TensorSpec};
 //! # use fl_core::{EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, Trainer, TrainerError};
 //! # /// Estimates the mean of its local samples: FedAvg of the estimates is the global mean.
 //! # struct MeanEstimator { schema: Arc<Schema>, estimate: f32, samples: Vec<f32> }
@@ -38,7 +38,7 @@
 //!     MeanEstimator { schema: schema.clone(), estimate: 0.0, samples: vec![10.0] },
 //! ];
 //! let config = EngineConfig { num_rounds: 3, min_available_clients: 2, ..Default::default() };
-//! let engine = Engine::new(config, Box::new(FedAvg::new(FedAvgConfig::default())), ParamVec::zeros(schema));
+//! let engine = Engine::new(config, Box::new(FedAvg::new(StrategyConfig::default())), ParamVec::zeros(schema));
 //! let outcome = InProcessFederation::new(engine, trainers, 0).run(|_event, _stats| {});
 //! assert_eq!(outcome.params.values(), &[4.0]); // (1 + 2 + 3 + 10) / 4
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -55,7 +55,8 @@ pub mod sim;
 pub mod tls;
 
 pub use engine::{
-    DropReason, Engine, EngineConfig, EngineError, EngineEvent, HeCommittee, SecureSetup,
+    AbortReason, DropReason, Engine, EngineConfig, EngineError, EngineEvent, HeCommittee,
+    SecureSetup,
 };
 pub use inprocess::{FederationOutcome, InProcessFederation};
 pub use sim::{Sim, SimConfig, SimStats, run_parallel};

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `daofl_round` | gauge | the round in progress (or last completed) |
 //! | `daofl_rounds_completed_total` | counter | rounds that aggregated |
-//! | `daofl_rounds_aborted_total` | counter | rounds that ended with the model unchanged |
+//! | `daofl_rounds_aborted_total{reason}` | counter | rounds that ended with the model unchanged, by [`AbortReason::label`] |
 //! | `daofl_round_duration_seconds` | histogram | wall time of a round, start to completion |
 //! | `daofl_connected_clients` | gauge | members with an authenticated session |
 //! | `daofl_dropped_clients_total` | counter | members dropped from a stage (deadline, failure, disconnect, bad result) |
@@ -18,18 +18,22 @@ use std::time::Instant;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::engine::EngineEvent;
+use crate::engine::{AbortReason, EngineEvent};
+
+/// The label set of `daofl_rounds_aborted_total`.
+type ReasonLabel = Vec<(&'static str, &'static str)>;
 
 /// Counters and gauges of one aggregator; cheap to update from any task.
 pub struct AggregatorMetrics {
     registry: Registry,
     round: Gauge,
     rounds_completed: Counter,
-    rounds_aborted: Counter,
+    rounds_aborted: Family<ReasonLabel, Counter>,
     round_duration: Histogram,
     connected: Gauge,
     dropped: Counter,
@@ -57,7 +61,11 @@ impl AggregatorMetrics {
         let mut registry = Registry::with_prefix("daofl");
         let round = Gauge::default();
         let rounds_completed = Counter::default();
-        let rounds_aborted = Counter::default();
+        let rounds_aborted = Family::<ReasonLabel, Counter>::default();
+        // Every reason is published from the start (at 0), so a dashboard's rate() works.
+        for label in AbortReason::LABELS {
+            let _ = rounds_aborted.get_or_create(&vec![("reason", label)]);
+        }
         let round_duration = Histogram::new(exponential_buckets(0.01, 2.0, 20));
         let connected = Gauge::default();
         let dropped = Counter::default();
@@ -130,8 +138,10 @@ impl AggregatorMetrics {
             EngineEvent::FitAggregated { .. } => {
                 self.rounds_completed.inc();
             }
-            EngineEvent::RoundAborted { .. } => {
-                self.rounds_aborted.inc();
+            EngineEvent::RoundAborted { reason, .. } => {
+                self.rounds_aborted
+                    .get_or_create(&vec![("reason", reason.label())])
+                    .inc();
             }
             EngineEvent::RoundCompleted { .. } => {
                 if let Some(t) = self
@@ -238,7 +248,10 @@ mod tests {
         });
         m.observe(&EngineEvent::RoundAborted {
             round: 3,
-            reason: "x".into(),
+            reason: AbortReason::TooFewResults {
+                arrived: 1,
+                required: 2,
+            },
         });
         m.session_delta(2);
         m.session_delta(-1);
@@ -247,7 +260,14 @@ mod tests {
         m.session_refused();
         assert_eq!(m.value("daofl_round"), Some(3.0));
         assert_eq!(m.value("daofl_dropped_clients_total"), Some(1.0));
-        assert_eq!(m.value("daofl_rounds_aborted_total"), Some(1.0));
+        assert_eq!(
+            m.value("daofl_rounds_aborted_total{reason=\"too_few_results\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            m.value("daofl_rounds_aborted_total{reason=\"secure_aggregation\"}"),
+            Some(0.0)
+        );
         assert_eq!(m.value("daofl_connected_clients"), Some(1.0));
         assert_eq!(m.value("daofl_received_bytes_total"), Some(100.0));
         assert_eq!(m.value("daofl_sent_bytes_total"), Some(40.0));

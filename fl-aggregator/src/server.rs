@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fl_core::config::FederationConfig;
-use fl_core::{Address, ClientId, FedAvg, ParamVec};
+use fl_core::{Address, ClientId, ParamVec};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -69,6 +69,10 @@ pub enum ServerError {
     /// `[chain]` is unusable or its backend cannot be opened.
     #[error(transparent)]
     Anchoring(#[from] AnchoringError),
+    /// The strategy cannot go on from the newest checkpoint (e.g. the privacy budget it
+    /// records is already spent under this file's settings).
+    #[error("cannot resume from the newest checkpoint: {0}")]
+    Resume(Arc<fl_core::Refusal>),
 }
 
 /// How a run ended.
@@ -128,37 +132,27 @@ pub async fn serve(
         release_params_during_fit: true,
     };
     let latest = store.latest().await?;
-    let resumed_privacy = latest.as_ref().and_then(|(m, _)| {
-        let p = m.privacy.as_ref()?;
-        Some((p.epsilon, p.delta, m.metrics.get("dp_rounds").copied()?))
-    });
-    let strategy: Box<dyn fl_core::Strategy> = match &config.privacy {
-        None => Box::new(FedAvg::new(config.strategy.clone())),
-        Some(p) => {
-            let invalid = |e: privacy::Error| {
-                fl_core::config::ConfigError::Invalid(format!("[privacy]: {e}"))
-            };
-            let mut dp =
-                fl_core::dp::DpFedAvg::new(config.strategy.clone(), p.clone(), members.len())
-                    .map_err(invalid)?;
-            if let Some(secure) = &config.secure_aggregation {
-                dp = dp
-                    .with_secure_aggregation(secure, initial.values().len())
-                    .map_err(invalid)?;
-            }
-            // The budget already spent before a restart.
-            if let Some((manifest, _)) = &latest {
-                let spent = manifest.metrics.get("dp_rounds").copied().unwrap_or(0.0);
-                dp.restore(spent as u64).map_err(invalid)?;
-                tracing::info!(
-                    epsilon = dp.spent_epsilon(),
-                    rounds = spent,
-                    "privacy ledger restored"
-                );
-            }
-            Box::new(dp)
+    let resumed_privacy = latest.as_ref().and_then(|(m, _)| m.privacy);
+    let mut strategy = config
+        .build_strategy(initial.values().len())
+        .map_err(fl_core::config::ConfigError::from)?;
+    if let Some((manifest, _)) = &latest {
+        // What the strategy accounted before the restart (the privacy budget already spent).
+        // Manifests written before `privacy.rounds` existed kept the count as a metric only.
+        let legacy = manifest.metrics.get("dp_rounds").map_or(0, |r| *r as u64);
+        let privacy_rounds = manifest.privacy.map_or(0, |p| p.rounds).max(legacy);
+        let state = fl_core::ResumeState::new(manifest.round, privacy_rounds);
+        strategy
+            .resume(&state)
+            .map_err(|e| ServerError::Resume(Arc::new(e)))?;
+        if let Some(p) = manifest.privacy {
+            tracing::info!(
+                epsilon = p.epsilon,
+                rounds = p.rounds,
+                "privacy ledger restored"
+            );
         }
-    };
+    }
     let schema_hash = initial.schema().hash();
     let schema = initial.schema().clone();
     let (engine, resumed) = match latest {
@@ -352,7 +346,7 @@ pub async fn serve(
     let mut selected: Vec<ClientId> = Vec::new();
     let mut metrics_of_round = fl_core::Metrics::new();
     // Privacy spent so far, carried into every manifest (also of rounds that aborted).
-    let mut privacy_so_far: Option<(f64, f64, f64)> = resumed_privacy;
+    let mut privacy_so_far: Option<PrivacySpent> = resumed_privacy;
     let on_event = |event: &EngineEvent| {
         metrics.observe(event);
         match event {
@@ -382,15 +376,19 @@ pub async fn serve(
             } => {
                 tracing::info!(round, num_results, num_partial, params = %params.content_hash(), "aggregated");
                 metrics_of_round = m.clone();
-                if let (Some(&e), Some(&d), Some(&r)) =
+                if let (Some(&epsilon), Some(&delta), Some(&rounds)) =
                     (m.get("epsilon"), m.get("delta"), m.get("dp_rounds"))
                 {
-                    tracing::info!(round, epsilon = e, delta = d, "privacy spent");
-                    privacy_so_far = Some((e, d, r));
+                    tracing::info!(round, epsilon, delta, "privacy spent");
+                    privacy_so_far = Some(PrivacySpent {
+                        epsilon,
+                        delta,
+                        rounds: rounds as u64,
+                    });
                 }
             }
             EngineEvent::RoundAborted { round, reason } => {
-                tracing::warn!(round, "round aborted: {reason}");
+                tracing::warn!(round, reason = reason.label(), "round aborted: {reason}");
                 selected.clear();
             }
             EngineEvent::Evaluated { round, result } => {
@@ -408,11 +406,8 @@ pub async fn serve(
                 let mut meta = CheckpointMeta::new(federation_id.clone(), *round, config_hash)
                     .with_participants(participants)
                     .with_metrics(metrics_of_round.clone());
-                if let Some((epsilon, delta, rounds)) = privacy_so_far {
-                    metrics_of_round.insert("dp_rounds".into(), rounds);
-                    meta = meta
-                        .with_metrics(metrics_of_round.clone())
-                        .with_privacy(PrivacySpent { epsilon, delta });
+                if let Some(spent) = privacy_so_far {
+                    meta = meta.with_privacy(spent);
                 }
                 let _ = ckpt_tx.send((meta, params.clone()));
             }

@@ -3,7 +3,7 @@
 //!
 //! Sections: `[federation]` (identity, seed, rounds, quorum, deadlines), `[model]` and `[data]`
 //! (interpreted by `fl-client`, which owns the models and datasets), `[strategy]` (a
-//! [`FedAvgConfig`]), `[aggregator]` (addresses, checkpoint store, limits), `[tls]`, `[client]`
+//! [`StrategyConfig`]: rule, selection, training, server optimiser), `[aggregator]` (addresses, checkpoint store, limits), `[tls]`, `[client]`
 //! and `[members]` (the Ethereum addresses allowed to join). Unknown keys are errors, so a typo
 //! is reported instead of silently ignored. Relative paths are resolved against the file's
 //! directory.
@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::ContentHash;
 use crate::identity::{Address, AllowList};
-use crate::strategy::FedAvgConfig;
+use crate::strategy::StrategyConfig;
 
 /// Largest federation file read: 1 MiB.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -56,9 +56,9 @@ pub struct FederationConfig {
     pub model: toml::Table,
     /// Where members' data comes from (read by `fl-client`, e.g. `dataset = "digits"`).
     pub data: toml::Table,
-    /// Client selection and local training settings.
+    /// The aggregation rule, client selection, local training settings and server optimiser.
     #[serde(default)]
-    pub strategy: FedAvgConfig,
+    pub strategy: StrategyConfig,
     /// Client-level differential privacy and its budget; none trains without DP.
     #[serde(default)]
     pub privacy: Option<crate::dp::PrivacyConfig>,
@@ -236,6 +236,9 @@ pub enum ConfigError {
     /// A value is out of range or inconsistent with another.
     #[error("invalid federation file: {0}")]
     Invalid(String),
+    /// The strategy, privacy and secure-aggregation settings cannot work together.
+    #[error("invalid federation file: {0}")]
+    Strategy(#[from] crate::strategy::BuildError),
 }
 
 impl FederationConfig {
@@ -335,6 +338,8 @@ impl FederationConfig {
         if let Some(secure) = &self.secure_aggregation {
             secure.validate().map_err(ConfigError::Invalid)?;
         }
+        self.strategy
+            .check(self.privacy.as_ref(), self.secure_aggregation.as_ref())?;
         if let Some(chain) = &self.chain {
             for key in ["backend", "run_dir"] {
                 if chain.get(key).is_some_and(|v| !v.is_str()) {
@@ -387,6 +392,20 @@ impl FederationConfig {
     /// `federation.evaluate_timeout_s` as a duration.
     pub fn evaluate_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.federation.evaluate_timeout_s)
+    }
+
+    /// The engine's strategy for a model of `dim` values: `[strategy]` with `[privacy]` and
+    /// `[secure_aggregation]` (see [`StrategyConfig::build`]).
+    pub fn build_strategy(
+        &self,
+        dim: usize,
+    ) -> Result<Box<dyn crate::Strategy>, crate::strategy::BuildError> {
+        self.strategy.build(
+            self.privacy.as_ref(),
+            self.secure_aggregation.as_ref(),
+            self.members.allowed.len(),
+            dim,
+        )
     }
 
     /// The hash of the file (zero for a config built in code).
@@ -447,6 +466,26 @@ allowed = ["0x00000000000000000000000000000000000000aa"]
         let timeout = MINIMAL.replace("min_clients = 1", "min_clients = 1\nfit_timeout_s = -1");
         assert!(FederationConfig::parse(&timeout, Path::new(".")).is_err());
         assert!(FederationConfig::parse("not toml [", Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn a_median_under_secure_aggregation_is_refused_at_load() {
+        let median = MINIMAL.replace("[members]", "[strategy]\nkind = \"median\"\n[members]");
+        let c = FederationConfig::parse(&median, Path::new(".")).unwrap();
+        assert_eq!(c.strategy.kind, crate::AggregationRule::Median);
+        let secure =
+            format!("{median}[secure_aggregation]\nprotocol = \"secagg+\"\nclip_norm = 1.0\n");
+        let e = FederationConfig::parse(&secure, Path::new(".")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Strategy(
+                    crate::strategy::BuildError::PerMemberUnderSecureAggregation { rule: "median" }
+                )
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("reveals only their sum"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Client-level differential privacy in the round: what a client does to its update
-//! ([`privatize_update`]) and [`DpFedAvg`], the strategy that noises, normalises and accounts
-//! every round against a budget.
+//! ([`privatize_update`]) and [`DifferentialPrivacy`], the wrapper around any sum-based
+//! strategy that asks members for clipped differences, noises and normalises their sum, and
+//! accounts every round against a budget (the shape of Flower's `DifferentialPrivacy*`
+//! wrappers). The wrapped strategy (FedAvg, optionally with a server optimiser) then turns the
+//! private mean update into the next model.
 //!
 //! Two mechanisms, chosen by [`PrivacyConfig::mechanism`]:
 //!
@@ -29,10 +32,12 @@ use privacy::mechanism::{
 use privacy::{AccountantKind, Authorization, PrivacyLedger};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{FRACTION_BITS, WeightedSum};
 use crate::params::ParamVec;
 use crate::round::{ClientId, EvaluateResult, Metrics};
-use crate::strategy::{EvaluatePlan, FedAvg, FedAvgConfig, FitPlan, Strategy, StrategyError};
+use crate::strategy::{
+    EvaluatePlan, FitPlan, Refusal, RoundUpdates, Strategy, StrategyConfig, StrategyError,
+    UpdateForm, UpdateSum,
+};
 
 /// Which differential-privacy mechanism a federation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,9 +134,11 @@ fn mechanism_clipped(
     .privatize_update(delta, &mut privacy::noise::os_rng()?)
 }
 
-/// FedAvg with client-level differential privacy and a budget (see the [module docs](self)).
-pub struct DpFedAvg {
-    fedavg: FedAvg,
+/// Client-level differential privacy and a budget around a sum-based strategy (see the
+/// [module docs](self)).
+pub struct DifferentialPrivacy {
+    inner: Box<dyn Strategy>,
+    name: String,
     config: PrivacyConfig,
     sampling_rate: f64,
     expected_clients: f64,
@@ -144,9 +151,10 @@ pub struct DpFedAvg {
     distributed: Option<(privacy::DpEvent, u32)>,
 }
 
-impl std::fmt::Debug for DpFedAvg {
+impl std::fmt::Debug for DifferentialPrivacy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DpFedAvg")
+        f.debug_struct("DifferentialPrivacy")
+            .field("inner", &self.inner.name())
             .field("config", &self.config)
             .field("sampling_rate", &self.sampling_rate)
             .field("spent_epsilon", &self.ledger.spent_epsilon())
@@ -154,17 +162,26 @@ impl std::fmt::Debug for DpFedAvg {
     }
 }
 
-impl DpFedAvg {
-    /// DP-FedAvg over `members` members, selecting as `fedavg` says.
+impl DifferentialPrivacy {
+    /// Wraps `inner`, a sum-based strategy that selects as `selection` says, for a federation of
+    /// `members` members (DP-FedAvg when `inner` is [`FedAvg`](crate::FedAvg)). Refuses a
+    /// per-member strategy: the noise is added to the sum, so a rule that reads each member's
+    /// update would see them un-noised.
     pub fn new(
-        fedavg: FedAvgConfig,
+        inner: Box<dyn Strategy>,
+        selection: &StrategyConfig,
         config: PrivacyConfig,
         members: usize,
     ) -> Result<Self, privacy::Error> {
+        if inner.update_form() != UpdateForm::Sum {
+            return Err(privacy::Error::InvalidParameter {
+                name: "strategy",
+                value: inner.name().to_string(),
+                expected: "a sum-based strategy (differential privacy noises the sum of updates)",
+            });
+        }
         let members = members.max(1);
-        let selected = ((fedavg.fraction_fit * members as f64).ceil() as usize)
-            .max(fedavg.min_fit_clients)
-            .clamp(1, members);
+        let selected = selection.expected_fit_clients(members);
         let sampling_rate = selected as f64 / members as f64;
         let ledger = PrivacyLedger::new(config.epsilon, config.delta, config.accountant)?;
         let adaptive = match (&config.adaptive, config.mechanism) {
@@ -180,7 +197,8 @@ impl DpFedAvg {
         };
         let this = Self {
             adaptive,
-            fedavg: FedAvg::new(fedavg),
+            name: format!("dp-{}", inner.name()),
+            inner,
             sampling_rate,
             expected_clients: selected as f64,
             ledger,
@@ -192,6 +210,17 @@ impl DpFedAvg {
         // Validate the mechanism's parameters now rather than in the first round.
         this.central()?;
         Ok(this)
+    }
+
+    /// DP-FedAvg (McMahan et al. 2018): the wrapper around [`FedAvg`](crate::FedAvg) selecting
+    /// as `selection` says.
+    pub fn fedavg(
+        selection: StrategyConfig,
+        config: PrivacyConfig,
+        members: usize,
+    ) -> Result<Self, privacy::Error> {
+        let inner = Box::new(crate::FedAvg::new(selection.clone()));
+        Self::new(inner, &selection, config, members)
     }
 
     fn central(&self) -> Result<CentralGaussian, privacy::Error> {
@@ -286,7 +315,7 @@ impl DpFedAvg {
     }
 
     /// Replays `rounds` committed rounds into the ledger, as after a restart from a checkpoint
-    /// whose manifest recorded them (metric `dp_rounds`). Fails if they exceed the budget.
+    /// whose manifest recorded them (its `privacy.rounds`). Fails if they exceed the budget.
     pub fn restore(&mut self, rounds: u64) -> Result<(), privacy::Error> {
         if rounds == 0 {
             return Ok(());
@@ -313,20 +342,26 @@ impl DpFedAvg {
     }
 }
 
-impl Strategy for DpFedAvg {
+impl Strategy for DifferentialPrivacy {
     fn name(&self) -> &str {
-        "dp-fedavg"
+        &self.name
     }
 
-    fn authorize_round(&mut self, _round: u64) -> Result<(), String> {
-        let event = self.round_event().map_err(|e| e.to_string())?;
-        let auth = self.ledger.authorize(&event).map_err(|e| e.to_string())?;
+    fn resume(&mut self, state: &crate::strategy::ResumeState) -> Result<(), Refusal> {
+        self.inner.resume(state)?;
+        Ok(self.restore(state.privacy_rounds)?)
+    }
+
+    fn authorize_round(&mut self, round: u64) -> Result<(), Refusal> {
+        self.inner.authorize_round(round)?;
+        let event = self.round_event()?;
+        let auth = self.ledger.authorize(&event)?;
         self.pending = Some(auth);
         Ok(())
     }
 
     fn configure_fit(&mut self, round: u64, available: &[ClientId], round_seed: u64) -> FitPlan {
-        let mut plan = self.fedavg.configure_fit(round, available, round_seed);
+        let mut plan = self.inner.configure_fit(round, available, round_seed);
         plan.config.privacy = Some(UpdatePrivacy {
             clip_norm: self.clip_norm(),
             local_noise_multiplier: match self.config.mechanism {
@@ -344,31 +379,28 @@ impl Strategy for DpFedAvg {
 
     fn aggregate_fit(
         &mut self,
-        _round: u64,
+        round: u64,
         current: &ParamVec,
-        results: WeightedSum,
+        updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
-        crate::strategy::same_schema(current, &results)?;
-        if results.count() == 0 {
+        let RoundUpdates::Sum(sum) = updates else {
+            return Err(StrategyError::WrongForm {
+                needed: UpdateForm::Sum,
+            });
+        };
+        if sum.count() == 0 {
             return Err(StrategyError::NoResults);
         }
         let auth = self
             .pending
             .take()
             .ok_or_else(|| StrategyError::Invalid("round was not authorised".into()))?;
-        let participants = results.count() as u64;
-        let unclipped_fraction = results
-            .mean_metrics()
-            .get(UNCLIPPED_METRIC)
-            .copied()
-            .unwrap_or(0.0);
+        let participants = sum.count() as u64;
+        let metrics = sum.mean_metrics();
+        let unclipped_fraction = metrics.get(UNCLIPPED_METRIC).copied().unwrap_or(0.0);
         let update: Vec<f32> = match self.config.mechanism {
             Mechanism::Central => {
-                let scale = (1u64 << FRACTION_BITS) as f64;
-                let mut sum: Vec<f32> = results
-                    .into_raw()
-                    .map(|s| (s as f64 / scale) as f32)
-                    .collect();
+                let mut sum = sum.into_delta_sum(1.0)?;
                 let mut rng =
                     privacy::noise::os_rng().map_err(|e| StrategyError::Invalid(e.to_string()))?;
                 self.central()
@@ -378,27 +410,20 @@ impl Strategy for DpFedAvg {
             }
             // The sum arrived noised from secure aggregation; divide by the fixed expected
             // count, as the central mechanism does.
-            Mechanism::Distributed => {
-                let scale = (1u64 << FRACTION_BITS) as f64 * self.expected_clients;
-                results
-                    .into_raw()
-                    .map(|s| (s as f64 / scale) as f32)
-                    .collect()
-            }
-            Mechanism::Local => results
-                .into_mean()
-                .ok_or(StrategyError::NoResults)?
-                .values()
-                .to_vec(),
+            Mechanism::Distributed => sum.into_delta_sum(self.expected_clients)?,
+            Mechanism::Local => sum.into_mean_delta(current)?.values().to_vec(),
         };
-        let values = current
-            .values()
-            .iter()
-            .zip(&update)
-            .map(|(c, u)| c + u)
-            .collect();
-        let next = ParamVec::new(Arc::clone(current.schema()), values)
+        let update = ParamVec::new(Arc::clone(current.schema()), update)
             .map_err(|e| StrategyError::Invalid(e.to_string()))?;
+        let next = self.inner.aggregate_fit(
+            round,
+            current,
+            RoundUpdates::Sum(UpdateSum::from_mean_delta(
+                update,
+                participants as usize,
+                metrics,
+            )),
+        )?;
         let spent = self
             .ledger
             .commit(auth)
@@ -428,7 +453,9 @@ impl Strategy for DpFedAvg {
     }
 
     fn round_metrics(&self) -> Metrics {
-        self.round_metrics.clone()
+        let mut metrics = self.inner.round_metrics();
+        metrics.extend(self.round_metrics.clone());
+        metrics
     }
 
     fn configure_evaluate(
@@ -437,7 +464,7 @@ impl Strategy for DpFedAvg {
         available: &[ClientId],
         round_seed: u64,
     ) -> EvaluatePlan {
-        self.fedavg.configure_evaluate(round, available, round_seed)
+        self.inner.configure_evaluate(round, available, round_seed)
     }
 
     fn aggregate_evaluate(
@@ -445,6 +472,6 @@ impl Strategy for DpFedAvg {
         round: u64,
         results: &[(ClientId, EvaluateResult)],
     ) -> Option<EvaluateResult> {
-        self.fedavg.aggregate_evaluate(round, results)
+        self.inner.aggregate_evaluate(round, results)
     }
 }

@@ -8,7 +8,9 @@
 //! - [`ContentHash`]: SHA-256 over canonical bytes, printed as an IPFS-compatible CIDv1 (`raw`).
 //! - [`ClientId`], [`RoundConfig`], [`FitConfig`], [`FitResult`], [`EvaluateResult`]: what a
 //!   round asks and what clients answer.
-//! - [`Strategy`] with [`FedAvg`], aggregating over a streaming, order-independent fixed-point [`WeightedSum`].
+//! - [`Strategy`]: rules ([`FedAvg`] over a streaming, order-independent fixed-point
+//!   [`WeightedSum`], [`CoordinateMedian`] over each member's update), server optimisers
+//!   ([`FedAvgM`], [`FedAdam`]) and [`StrategyConfig`], the `[strategy]` section and its builder.
 //! - [`Trainer`]: the model-agnostic local training interface (burn implementations live in
 //!   `fl-client`).
 //! - [`protocol`] messages and the [`ClientSession`] state machine: the client side of a round,
@@ -20,14 +22,15 @@
 //! - [`config`]: the federation file both binaries read.
 //! - [`secure`]: secure aggregation in the round (SecAgg+ from the `secure-agg` crate): what a
 //!   member masks and how the aggregator decodes the sum.
-//! - [`dp`]: client-level differential privacy in the round ([`dp::DpFedAvg`], the client's
+//! - [`dp`]: client-level differential privacy in the round ([`dp::DifferentialPrivacy`] around any sum-based strategy, the client's
 //!   private update), on top of the `privacy` crate.
 //!
 //! It does no IO, starts no threads and reads no clock.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use fl_core::{ClientId, FedAvg, FedAvgConfig, Metrics, ParamVec, Schema, Strategy, TensorSpec, WeightedSum};
+//! use fl_core::{FedAvg, Metrics, ParamVec, RoundUpdates, Schema, Strategy, StrategyConfig};
+//! use fl_core::{TensorSpec, UpdateSum, WeightedSum};
 //!
 //! let schema = Arc::new(Schema::new(vec![TensorSpec::new("fc.weight", [2, 2])])?);
 //! let a = ParamVec::new(schema.clone(), vec![1.0, 1.0, 1.0, 1.0])?;
@@ -37,8 +40,8 @@
 //! let mut sum = WeightedSum::new(schema.clone());
 //! sum.add(&a, 10, &Metrics::new())?;
 //! sum.add(&b, 30, &Metrics::new())?;
-//! let mut fedavg = FedAvg::new(FedAvgConfig::default());
-//! let next = fedavg.aggregate_fit(1, &a, sum)?;
+//! let mut fedavg = FedAvg::new(StrategyConfig::default());
+//! let next = fedavg.aggregate_fit(1, &a, RoundUpdates::Sum(UpdateSum::of_models(sum)))?;
 //! assert_eq!(next.values(), &[2.5; 4]);
 //! println!("new model {}", next.content_hash()); // bafkrei...
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -72,7 +75,8 @@ pub use round::{
 };
 pub use session::{ClientSession, EvaluateTask, FitTask, SessionError, SessionEvent};
 pub use strategy::{
-    EvaluatePlan, FedAvg, FedAvgConfig, FitPlan, Strategy, StrategyError, derive_seed,
-    select_clients, weighted_evaluation,
+    AggregationRule, CoordinateMedian, EvaluatePlan, FedAdam, FedAvg, FedAvgM, FitPlan,
+    MemberUpdate, Refusal, ResumeState, RoundUpdates, ServerOptimizer, Strategy, StrategyConfig,
+    StrategyError, UpdateForm, UpdateSum, derive_seed, select_clients, weighted_evaluation,
 };
 pub use trainer::{Trainer, TrainerError};

@@ -33,7 +33,7 @@ use examples::digits::{DigitsConfig, Prepared, evaluate_global, prepare};
 use fl_aggregator::{Engine, EngineConfig, EngineEvent, InProcessFederation, SimStats};
 use fl_client::ModelSpec;
 use fl_core::secure::{CommitteeConfig, SecureAggregationConfig, SecureProtocol};
-use fl_core::{FedAvg, FedAvgConfig, MemberKey, ParamVec};
+use fl_core::{FedAvg, MemberKey, ParamVec, StrategyConfig};
 use secure_agg::he::{ClientEncryptor, CommitteeParams, UploadManifest};
 
 /// Chunk size of the wire protocol's parameter and masked-value chunks.
@@ -179,13 +179,13 @@ fn run_federation(
             seed: config.seed,
             release_params_during_fit: false,
         },
-        Box::new(FedAvg::new(FedAvgConfig {
+        Box::new(FedAvg::new(StrategyConfig {
             fraction_fit: 1.0,
             min_fit_clients: n,
             min_fit_results: n,
             fraction_evaluate: 0.0,
             fit: config.fit.clone(),
-            ..FedAvgConfig::default()
+            ..StrategyConfig::default()
         })),
         initial,
     );

@@ -23,8 +23,8 @@ use fl_aggregator::service::{ServiceConfig, federation};
 use fl_aggregator::{Engine, EngineConfig, EngineEvent};
 use fl_client::node::{NodeConfig, run_node};
 use fl_core::{
-    EvaluateConfig, EvaluateResult, FedAvg, FedAvgConfig, FitConfig, FitOutcome, MemberKey,
-    Metrics, ParamVec, Schema, TensorSpec, Trainer, TrainerError,
+    EvaluateConfig, EvaluateResult, FedAvg, FitConfig, FitOutcome, MemberKey, Metrics, ParamVec,
+    Schema, StrategyConfig, TensorSpec, Trainer, TrainerError,
 };
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -81,7 +81,7 @@ async fn aggregator(
             seed: 1,
             release_params_during_fit: true,
         },
-        Box::new(FedAvg::new(FedAvgConfig {
+        Box::new(FedAvg::new(StrategyConfig {
             min_fit_clients: clients,
             ..Default::default()
         })),

@@ -84,6 +84,7 @@ impl Manifest {
         let privacy = meta.privacy.map(|p| PrivacySpent {
             epsilon: json_f64::canonical(p.epsilon),
             delta: json_f64::canonical(p.delta),
+            rounds: p.rounds,
         });
         Self {
             version: MANIFEST_VERSION,
@@ -309,7 +310,7 @@ impl From<ClientId> for Participant {
     }
 }
 
-/// Differential-privacy budget spent (reserved: filled in once the privacy accountant is wired).
+/// Differential-privacy budget spent up to and including a round.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacySpent {
@@ -319,6 +320,11 @@ pub struct PrivacySpent {
     /// δ of the (ε, δ) guarantee.
     #[serde(with = "json_f64")]
     pub delta: f64,
+    /// Rounds whose privacy cost was committed: what a restarted aggregator replays into its
+    /// ledger ([`fl_core::Strategy::resume`]). Absent (0) in manifests written before it
+    /// existed.
+    #[serde(default)]
+    pub rounds: u64,
 }
 
 /// `time` as RFC 3339 UTC with seconds (`2025-01-31T12:00:00Z`); times before 1970 print as the

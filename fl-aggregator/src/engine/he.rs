@@ -222,14 +222,18 @@ impl Engine {
             return self.close_fit(now, stage);
         };
         let Some(setup) = self.secure.as_ref() else {
-            return self.abort_round(now, "homomorphic stage without a setup".into());
+            return self.abort_round(
+                now,
+                super::AbortReason::Homomorphic("homomorphic stage without a setup".into()),
+            );
         };
         let committee = setup.committee.clone();
         let step_timeout = setup.config.step_timeout();
         match he.step {
             Step::Collect => {
                 let Some(committee) = committee else {
-                    return self.abort_round(now, "no committee".into());
+                    return self
+                        .abort_round(now, super::AbortReason::Homomorphic("no committee".into()));
                 };
                 let t = committee.params.threshold as usize;
                 // The first t committee members still connected decrypt.
@@ -244,21 +248,19 @@ impl Engine {
                 if chosen.len() < t {
                     return self.abort_round(
                         now,
-                        format!(
-                            "homomorphic aggregation: only {} of the {t} committee members \
-                             needed to decrypt are connected",
-                            chosen.len()
-                        ),
+                        super::AbortReason::CommitteeUnavailable {
+                            connected: chosen.len(),
+                            needed: t,
+                        },
                     );
                 }
                 if he.metrics.count() < stage.min_results {
                     return self.abort_round(
                         now,
-                        format!(
-                            "only {} of the {} required results arrived",
-                            he.metrics.count(),
-                            stage.min_results
-                        ),
+                        super::AbortReason::TooFewResults {
+                            arrived: he.metrics.count(),
+                            required: stage.min_results,
+                        },
                     );
                 }
                 let indices: Vec<u32> = chosen.iter().map(|(i, _)| *i).collect();
@@ -270,7 +272,8 @@ impl Engine {
                 ) {
                     Ok(r) => r,
                     Err(e) => {
-                        return self.abort_round(now, format!("homomorphic aggregation: {e}"));
+                        return self
+                            .abort_round(now, super::AbortReason::Homomorphic(e.to_string()));
                     }
                 };
                 for (_, client) in &chosen {
@@ -310,16 +313,18 @@ impl Engine {
                 } = *he;
                 let threshold = fit.params.threshold as usize;
                 if requests.is_empty() {
-                    return self.abort_round(now, "no decryption request".into());
+                    return self.abort_round(
+                        now,
+                        super::AbortReason::Homomorphic("no decryption request".into()),
+                    );
                 }
                 if let Some(short) = partials.iter().find(|p| p.len() < threshold) {
                     return self.abort_round(
                         now,
-                        format!(
-                            "homomorphic aggregation: {} of the {threshold} partial decryptions \
-                             arrived",
-                            short.len(),
-                        ),
+                        super::AbortReason::TooFewDecryptions {
+                            arrived: short.len(),
+                            needed: threshold,
+                        },
                     );
                 }
                 let mut sum = Vec::with_capacity(aggregate.num_values());
@@ -327,7 +332,8 @@ impl Engine {
                     match secure_agg::he::combine(&aggregate, request, partials) {
                         Ok(part) => sum.extend_from_slice(&part),
                         Err(e) => {
-                            return self.abort_round(now, format!("homomorphic aggregation: {e}"));
+                            return self
+                                .abort_round(now, super::AbortReason::Homomorphic(e.to_string()));
                         }
                     }
                 }
@@ -342,10 +348,10 @@ impl Engine {
                     metric_sums,
                 ) {
                     Ok(sum) => {
-                        stage.sum = sum;
+                        stage.updates = super::Collected::from_sum(sum);
                         self.close_fit(now, stage);
                     }
-                    Err(e) => self.abort_round(now, format!("homomorphic aggregation: {e}")),
+                    Err(e) => self.abort_round(now, super::AbortReason::Homomorphic(e.to_string())),
                 }
             }
         }

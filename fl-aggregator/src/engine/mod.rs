@@ -10,25 +10,31 @@
 //!    [`poll_event`](Engine::poll_event) (progress for logs, metrics and checkpoints).
 //!
 //! Each round: wait until enough clients are connected, let the [`Strategy`] select the fit
-//! clients (seeded), send them the global parameters, fold every valid result into a streaming
-//! [`WeightedSum`] as it arrives, and close the stage when all selected clients answered or the
-//! deadline passed. Clients that fail, disconnect or miss the deadline are dropped from the
+//! clients (seeded), send them the global parameters, collect every valid result as it arrives
+//! in the form the strategy asked for (folded into a streaming [`WeightedSum`], or kept per
+//! member for a rule that reads each update), and close the stage when all selected clients
+//! answered or the deadline passed. Clients that fail, disconnect or miss the deadline are dropped from the
 //! round; the round still aggregates if at least the plan's `min_results` arrived, and is
 //! aborted (parameters unchanged) otherwise. An optional federated evaluation stage follows.
 //! Time is a [`Duration`] since an epoch the driver chooses.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(doc)]
+use fl_core::WeightedSum;
 use fl_core::{
-    ClientId, ClientMessage, ContentHash, Contribution, EvaluateResult, Metrics, ParamVec,
-    RoundConfig, ServerMessage, Stage, Strategy, WeightedSum, derive_seed,
+    ClientId, ClientMessage, ContentHash, EvaluateResult, Metrics, ParamVec, Refusal, RoundConfig,
+    ServerMessage, Stage, Strategy, StrategyError, UpdateForm, derive_seed,
 };
 use serde::{Deserialize, Serialize};
 
+mod collect;
 mod he;
 mod secure;
+
+use collect::Collected;
 
 pub use he::{HeCommittee, MAX_REQUEST_BYTES};
 pub use secure::SecureSetup;
@@ -126,7 +132,7 @@ pub enum EngineEvent {
         /// Round number.
         round: u64,
         /// Why.
-        reason: String,
+        reason: AbortReason,
     },
     /// Federated evaluation finished.
     Evaluated {
@@ -148,7 +154,7 @@ pub enum EngineEvent {
         /// The round that was refused.
         round: u64,
         /// Why.
-        reason: String,
+        reason: std::sync::Arc<Refusal>,
     },
     /// A round aborted while the global model was released: the driver must give it back
     /// with [`Engine::handle_params`] (parameters hashing to `hash`) before the federation goes
@@ -162,6 +168,95 @@ pub enum EngineEvent {
         /// Final global parameters.
         params: Arc<ParamVec>,
     },
+}
+
+/// Why a round aborted (the global parameters stay as they were and the next round runs).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AbortReason {
+    /// The strategy selected no client.
+    #[error("the strategy selected no clients")]
+    NoClientsSelected,
+    /// Too few results arrived before the deadline.
+    #[error("only {arrived} of the {required} required results arrived")]
+    TooFewResults {
+        /// Complete results.
+        arrived: usize,
+        /// The plan's `min_results`.
+        required: usize,
+    },
+    /// The strategy could not aggregate the results.
+    #[error("aggregation failed: {0}")]
+    Aggregation(StrategyError),
+    /// The strategy produced non-finite parameters or another schema.
+    #[error("aggregation produced an invalid model")]
+    InvalidModel,
+    /// The distributed DP mechanism ran without secure aggregation, which adds its noise.
+    #[error("distributed DP needs secure aggregation ([secure_aggregation])")]
+    DistributedDpWithoutSecureAggregation,
+    /// The strategy needs each member's update, which secure aggregation never reveals.
+    #[error("the strategy needs each member's update, which secure aggregation does not reveal")]
+    PerMemberUnderSecureAggregation,
+    /// SecAgg+ could not complete (too few participants or survivors, bad settings, ...).
+    #[error("secure aggregation: {0}")]
+    SecureAggregation(String),
+    /// Fewer committee members than the threshold are connected to decrypt the aggregate.
+    #[error(
+        "homomorphic aggregation: only {connected} of the {needed} committee members needed to \
+         decrypt are connected"
+    )]
+    CommitteeUnavailable {
+        /// Committee members connected.
+        connected: usize,
+        /// The decryption threshold.
+        needed: usize,
+    },
+    /// Fewer partial decryptions than the threshold arrived before the deadline.
+    #[error("homomorphic aggregation: {arrived} of the {needed} partial decryptions arrived")]
+    TooFewDecryptions {
+        /// Partial decryptions received (for the slice that got the fewest).
+        arrived: usize,
+        /// The decryption threshold.
+        needed: usize,
+    },
+    /// Homomorphic aggregation could not complete (bad settings, a failed decryption, ...).
+    #[error("homomorphic aggregation: {0}")]
+    Homomorphic(String),
+}
+
+impl AbortReason {
+    /// A short stable name for metrics labels (`daofl_rounds_aborted_total{reason=...}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NoClientsSelected => "no_clients_selected",
+            Self::TooFewResults { .. } => "too_few_results",
+            Self::Aggregation(_) => "aggregation_failed",
+            Self::InvalidModel => "invalid_model",
+            Self::DistributedDpWithoutSecureAggregation => {
+                "distributed_dp_without_secure_aggregation"
+            }
+            Self::PerMemberUnderSecureAggregation => "per_member_under_secure_aggregation",
+            Self::SecureAggregation(_) => "secure_aggregation",
+            Self::CommitteeUnavailable { .. } => "committee_unavailable",
+            Self::TooFewDecryptions { .. } => "too_few_decryptions",
+            Self::Homomorphic(_) => "homomorphic",
+        }
+    }
+
+    /// Every label [`label`](Self::label) can return, so a metrics exporter can publish each
+    /// series from the start.
+    pub const LABELS: [&'static str; 10] = [
+        "no_clients_selected",
+        "too_few_results",
+        "aggregation_failed",
+        "invalid_model",
+        "distributed_dp_without_secure_aggregation",
+        "per_member_under_secure_aggregation",
+        "secure_aggregation",
+        "committee_unavailable",
+        "too_few_decryptions",
+        "homomorphic",
+    ];
 }
 
 /// Why the engine refused a client message. The engine's state is unchanged by a refusal.
@@ -195,9 +290,11 @@ pub enum EngineError {
 struct FitStage {
     round: u64,
     pending: BTreeSet<ClientId>,
-    /// Pending clients whose result is arriving in pieces, with their metrics.
-    streaming: BTreeMap<ClientId, (Contribution, Metrics)>,
-    sum: WeightedSum,
+    /// The updates received so far, in the strategy's form.
+    updates: Collected,
+    /// Members send differences from the global model (under differential privacy), not
+    /// their models.
+    deltas: bool,
     min_results: usize,
     dropped: usize,
     deadline: Duration,
@@ -337,12 +434,13 @@ impl Engine {
         let result = match msg {
             ClientMessage::FitDone { round, result } => {
                 let stage = self.fit_stage_owing(client, round)?;
-                if stage.streaming.contains_key(&client) {
+                if stage.updates.is_streaming(client) {
                     return Err(unexpected(client, round, Stage::Fit));
                 }
-                let added = stage
-                    .sum
-                    .add(&result.params, result.num_examples, &result.metrics);
+                let added =
+                    stage
+                        .updates
+                        .add(client, &result.params, result.num_examples, &result.metrics);
                 self.settle_fit(client, round, added)
             }
             ClientMessage::FitBegin {
@@ -351,33 +449,27 @@ impl Engine {
                 metrics,
             } => {
                 let stage = self.fit_stage_owing(client, round)?;
-                if stage.streaming.contains_key(&client) {
+                if stage.updates.is_streaming(client) {
                     return Err(unexpected(client, round, Stage::Fit));
                 }
-                match stage.sum.begin(num_examples) {
-                    Ok(c) => {
-                        stage.streaming.insert(client, (c, metrics));
-                        Ok(())
-                    }
+                match stage.updates.begin(client, num_examples, metrics) {
+                    Ok(()) => Ok(()),
                     Err(e) => self.settle_fit(client, round, Err(e)),
                 }
             }
             ClientMessage::FitChunk { round, values } => {
                 let stage = self.fit_stage_owing(client, round)?;
-                let Some((c, _)) = stage.streaming.get(&client) else {
-                    return Err(unexpected(client, round, Stage::Fit));
-                };
-                match stage.sum.extend(*c, &values) {
-                    Ok(()) => Ok(()),
-                    Err(e) => self.settle_fit(client, round, Err(e)),
+                match stage.updates.extend(client, &values) {
+                    None => return Err(unexpected(client, round, Stage::Fit)),
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(e)) => self.settle_fit(client, round, Err(e)),
                 }
             }
             ClientMessage::FitEnd { round } => {
                 let stage = self.fit_stage_owing(client, round)?;
-                let Some((c, metrics)) = stage.streaming.remove(&client) else {
+                let Some(done) = stage.updates.complete(client) else {
                     return Err(unexpected(client, round, Stage::Fit));
                 };
-                let done = stage.sum.complete(c, &metrics);
                 self.settle_fit(client, round, done)
             }
             ClientMessage::Secure {
@@ -450,7 +542,7 @@ impl Engine {
                 let owed = match &mut self.state {
                     State::Fit(s) if stage == Stage::Fit && s.round == round => {
                         let owed = s.pending.remove(&client);
-                        s.streaming.remove(&client);
+                        s.updates.forget(client);
                         if owed {
                             s.dropped += 1;
                         }
@@ -502,7 +594,7 @@ impl Engine {
             return Err(unexpected(client, round, Stage::Fit));
         };
         stage.pending.remove(&client);
-        stage.streaming.remove(&client);
+        stage.updates.forget(client);
         match outcome {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -583,7 +675,7 @@ impl Engine {
         if let Err(reason) = self.strategy.authorize_round(self.round + 1) {
             self.events.push_back(EngineEvent::Stopped {
                 round: self.round + 1,
-                reason,
+                reason: std::sync::Arc::new(reason),
             });
             self.finish();
             return;
@@ -601,7 +693,14 @@ impl Engine {
             selected: plan.clients.clone(),
         });
         if plan.clients.is_empty() {
-            self.abort_round(now, "the strategy selected no clients".into());
+            self.abort_round(now, AbortReason::NoClientsSelected);
+            return;
+        }
+        let form = self.strategy.update_form();
+        if form == UpdateForm::PerMember && self.secure.is_some() {
+            // Refused when the federation file is loaded; an engine assembled by hand gets
+            // the same answer here rather than a sum the strategy cannot read.
+            self.abort_round(now, AbortReason::PerMemberUnderSecureAggregation);
             return;
         }
         let homomorphic = self
@@ -617,7 +716,7 @@ impl Engine {
                     he_stage = Some(stage);
                 }
                 Err(reason) => {
-                    self.abort_round(now, reason);
+                    self.abort_round(now, AbortReason::Homomorphic(reason));
                     return;
                 }
             }
@@ -631,17 +730,14 @@ impl Engine {
             {
                 // The distributed mechanism's noise is added inside secure aggregation:
                 // without it members would send un-noised updates.
-                self.abort_round(
-                    now,
-                    "distributed DP needs secure aggregation ([secure_aggregation])".into(),
-                );
+                self.abort_round(now, AbortReason::DistributedDpWithoutSecureAggregation);
                 return;
             }
             None => None,
             Some(setup) => match setup.start_stage(round, &plan, &self.params) {
                 Ok(stage) => Some(stage),
                 Err(reason) => {
-                    self.abort_round(now, reason);
+                    self.abort_round(now, AbortReason::SecureAggregation(reason));
                     return;
                 }
             },
@@ -649,6 +745,7 @@ impl Engine {
         if let Some(stage) = &secure {
             plan.config.secure = Some(std::sync::Arc::new(stage.fit().clone()));
         }
+        let deltas = plan.config.privacy.is_some();
         let header = self.header(Stage::Fit);
         let shuffle_base = derive_seed(self.config.seed, "shuffle", round);
         for &client in &plan.clients {
@@ -666,8 +763,8 @@ impl Engine {
         self.state = State::Fit(FitStage {
             round,
             pending: plan.clients.iter().copied().collect(),
-            streaming: BTreeMap::new(),
-            sum: WeightedSum::new(self.params.schema().clone()),
+            updates: Collected::new(self.params.schema().clone(), form),
+            deltas,
             min_results: plan.min_results.max(1),
             dropped: 0,
             deadline: now
@@ -698,7 +795,7 @@ impl Engine {
                 if !s.pending.remove(&client) {
                     return;
                 }
-                s.streaming.remove(&client);
+                s.updates.forget(client);
                 s.dropped += 1;
                 (s.round, Stage::Fit)
             }
@@ -738,19 +835,19 @@ impl Engine {
 
     fn close_fit(&mut self, now: Duration, stage: FitStage) {
         let round = stage.round;
-        if stage.sum.count() < stage.min_results {
-            let reason = format!(
-                "only {} of the {} required results arrived",
-                stage.sum.count(),
-                stage.min_results
-            );
+        if stage.updates.count() < stage.min_results {
+            let reason = AbortReason::TooFewResults {
+                arrived: stage.updates.count(),
+                required: stage.min_results,
+            };
             self.abort_round(now, reason);
             return;
         }
-        let num_results = stage.sum.count();
-        let num_partial = stage.sum.partial();
-        let mut metrics = stage.sum.mean_metrics();
-        match self.strategy.aggregate_fit(round, &self.params, stage.sum) {
+        let num_results = stage.updates.count();
+        let num_partial = stage.updates.partial();
+        let updates = stage.updates.into_updates(stage.deltas);
+        let mut metrics = updates.mean_metrics();
+        match self.strategy.aggregate_fit(round, &self.params, updates) {
             Ok(next)
                 if next.all_finite() && next.schema().hash() == self.params.schema().hash() =>
             {
@@ -768,11 +865,11 @@ impl Engine {
                 });
             }
             Ok(_) => {
-                self.abort_round(now, "aggregation produced an invalid model".into());
+                self.abort_round(now, AbortReason::InvalidModel);
                 return;
             }
             Err(e) => {
-                self.abort_round(now, format!("aggregation failed: {e}"));
+                self.abort_round(now, AbortReason::Aggregation(e));
                 return;
             }
         }
@@ -820,7 +917,7 @@ impl Engine {
         self.complete_round(now);
     }
 
-    fn abort_round(&mut self, now: Duration, reason: String) {
+    fn abort_round(&mut self, now: Duration, reason: AbortReason) {
         self.events.push_back(EngineEvent::RoundAborted {
             round: self.round,
             reason,

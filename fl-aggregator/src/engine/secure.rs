@@ -362,7 +362,7 @@ impl Engine {
         let (messages, server_step, next, timeout) = match sent {
             Ok(v) => v,
             Err(reason) => {
-                return self.abort_round(now, format!("secure aggregation: {reason}"));
+                return self.abort_round(now, super::AbortReason::SecureAggregation(reason));
             }
         };
         stage.pending = messages
@@ -407,16 +407,18 @@ impl Engine {
         } = *secure;
         let output = match server.finish() {
             Ok(o) => o,
-            Err(e) => return self.abort_round(now, format!("secure aggregation: {e}")),
+            Err(e) => {
+                return self.abort_round(now, super::AbortReason::SecureAggregation(e.to_string()));
+            }
         };
         let count = output.survivors.len();
         let metric_sums = metrics.weighted_by(output.sum.last().copied().unwrap_or(0));
         match decode_sum(&fit, &output.sum, count, &self.params, metric_sums) {
             Ok(sum) => {
-                stage.sum = sum;
+                stage.updates = super::Collected::from_sum(sum);
                 self.close_fit(now, stage);
             }
-            Err(e) => self.abort_round(now, format!("secure aggregation: {e}")),
+            Err(e) => self.abort_round(now, super::AbortReason::SecureAggregation(e.to_string())),
         }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fl_aggregator::{Engine, EngineConfig, EngineEvent};
-use fl_core::dp::{DpFedAvg, Mechanism, PrivacyConfig, UpdatePrivacy, privatize_update};
+use fl_core::dp::{DifferentialPrivacy, Mechanism, PrivacyConfig, UpdatePrivacy, privatize_update};
 use fl_core::{
-    ClientId, ClientMessage, FedAvgConfig, FitResult, Metrics, ParamVec, Schema, ServerMessage,
+    ClientId, ClientMessage, FitResult, Metrics, ParamVec, Schema, ServerMessage, StrategyConfig,
     TensorSpec,
 };
 
@@ -31,7 +31,7 @@ fn config(z: f64, epsilon: f64) -> PrivacyConfig {
 }
 
 fn engine(z: f64, epsilon: f64, rounds: u64) -> Engine {
-    let fedavg = FedAvgConfig {
+    let fedavg = StrategyConfig {
         fraction_fit: 1.0,
         min_fit_clients: 2,
         min_fit_results: 2,
@@ -46,7 +46,7 @@ fn engine(z: f64, epsilon: f64, rounds: u64) -> Engine {
             seed: 3,
             release_params_during_fit: false,
         },
-        Box::new(DpFedAvg::new(fedavg, config(z, epsilon), 2).unwrap()),
+        Box::new(DifferentialPrivacy::fedavg(fedavg, config(z, epsilon), 2).unwrap()),
         ParamVec::zeros(schema()),
     )
 }
@@ -223,7 +223,14 @@ fn the_budget_stops_the_run_and_aborted_rounds_spend_nothing() {
     assert!(spent.iter().all(|&s| s <= budget));
     let (round, reason) = stopped.expect("stopped by the budget");
     assert_eq!(round, 4);
-    assert!(reason.contains("budget"), "{reason}");
+    assert!(
+        matches!(
+            reason.as_ref(),
+            fl_core::Refusal::BudgetExhausted(b) if b.total == budget && b.would_be > budget
+                && (b.spent - spent[1]).abs() < 1e-9
+        ),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -237,7 +244,7 @@ fn adaptive_clipping_follows_the_unclipped_fraction_through_the_engine() {
         learning_rate: 0.2,
         count_stddev: 0.0,
     });
-    let fedavg = FedAvgConfig {
+    let fedavg = StrategyConfig {
         fraction_fit: 1.0,
         min_fit_clients: 2,
         min_fit_results: 2,
@@ -249,7 +256,7 @@ fn adaptive_clipping_follows_the_unclipped_fraction_through_the_engine() {
             min_available_clients: 2,
             ..Default::default()
         },
-        Box::new(DpFedAvg::new(fedavg, privacy, 2).unwrap()),
+        Box::new(DifferentialPrivacy::fedavg(fedavg, privacy, 2).unwrap()),
         ParamVec::zeros(schema()),
     );
     e.handle_connect(T0, ClientId(0));

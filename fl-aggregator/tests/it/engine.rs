@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use fl_aggregator::{DropReason, Engine, EngineConfig, EngineError, EngineEvent};
 use fl_core::{
-    ClientId, ClientMessage, EvaluateResult, FedAvg, FedAvgConfig, FitResult, Metrics, ParamVec,
-    ServerMessage, Stage,
+    ClientId, ClientMessage, EvaluateResult, FedAvg, FitResult, Metrics, ParamVec, ServerMessage,
+    Stage, StrategyConfig,
 };
 
 use crate::support::schema;
 
 const T0: Duration = Duration::ZERO;
 
-fn engine(rounds: u64, min_available: usize, fedavg: FedAvgConfig) -> Engine {
+fn engine(rounds: u64, min_available: usize, fedavg: StrategyConfig) -> Engine {
     let config = EngineConfig {
         num_rounds: rounds,
         min_available_clients: min_available,
@@ -29,8 +29,8 @@ fn engine(rounds: u64, min_available: usize, fedavg: FedAvgConfig) -> Engine {
     )
 }
 
-fn fedavg(min_results: usize) -> FedAvgConfig {
-    FedAvgConfig {
+fn fedavg(min_results: usize) -> StrategyConfig {
+    StrategyConfig {
         fraction_fit: 1.0,
         min_fit_clients: 1,
         min_fit_results: min_results,
@@ -279,7 +279,7 @@ fn disconnect_drops_a_client_without_failing_the_round() {
 
 #[test]
 fn federated_evaluation_is_aggregated_by_examples() {
-    let cfg = FedAvgConfig {
+    let cfg = StrategyConfig {
         fraction_evaluate: 1.0,
         min_evaluate_clients: 1,
         ..fedavg(1)
@@ -346,9 +346,11 @@ impl fl_core::Strategy for Budgeted {
     fn name(&self) -> &str {
         "budgeted"
     }
-    fn authorize_round(&mut self, round: u64) -> Result<(), String> {
+    fn authorize_round(&mut self, round: u64) -> Result<(), fl_core::Refusal> {
         if round >= self.limit {
-            Err(format!("round {round} would exceed the budget"))
+            Err(fl_core::Refusal::Declined(format!(
+                "round {round} would exceed the budget"
+            )))
         } else {
             Ok(())
         }
@@ -360,7 +362,7 @@ impl fl_core::Strategy for Budgeted {
         &mut self,
         round: u64,
         current: &ParamVec,
-        results: fl_core::WeightedSum,
+        results: fl_core::RoundUpdates,
     ) -> Result<ParamVec, fl_core::StrategyError> {
         self.inner.aggregate_fit(round, current, results)
     }
@@ -405,7 +407,7 @@ fn a_refused_round_stops_the_federation_cleanly() {
     let evs = events(&mut e);
     let stopped = evs
         .iter()
-        .position(|ev| matches!(ev, EngineEvent::Stopped { round: 3, reason } if reason.contains("budget")))
+        .position(|ev| matches!(ev, EngineEvent::Stopped { round: 3, reason } if matches!(reason.as_ref(), fl_core::Refusal::Declined(r) if r == "round 3 would exceed the budget")))
         .expect("a Stopped event for round 3");
     assert!(matches!(evs[stopped + 1], EngineEvent::Finished { .. }));
     assert!(matches!(

@@ -10,7 +10,7 @@ use fl_aggregator::service::{ServiceConfig, federation};
 use fl_aggregator::{Engine, EngineConfig};
 use fl_core::identity::{JoinChallenge, UpdateKind, UpdateStatement};
 use fl_core::wire::{self, pb};
-use fl_core::{FedAvg, FedAvgConfig, MemberKey, ParamVec, Schema, TensorSpec};
+use fl_core::{FedAvg, MemberKey, ParamVec, Schema, StrategyConfig, TensorSpec};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::Code;
@@ -29,7 +29,7 @@ pub(crate) struct Aggregator {
 }
 
 async fn start(rounds: u64) -> Aggregator {
-    let strategy = Box::new(FedAvg::new(FedAvgConfig {
+    let strategy = Box::new(FedAvg::new(StrategyConfig {
         min_fit_clients: 1,
         ..Default::default()
     }));

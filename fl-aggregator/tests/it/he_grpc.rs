@@ -13,8 +13,8 @@ use fl_core::secure::ceremony::{self, CeremonySpec};
 use fl_core::secure::he::{CommitteeMember, CommitteeParams, CommitteeRole};
 use fl_core::secure::{CommitteeConfig, MemberVerifier, SecureAggregationConfig, SecureProtocol};
 use fl_core::{
-    ClientId, EvaluateConfig, EvaluateResult, FedAvg, FedAvgConfig, FitConfig, FitOutcome,
-    MemberKey, Metrics, ParamVec, Schema, TensorSpec, Trainer, TrainerError,
+    ClientId, EvaluateConfig, EvaluateResult, FedAvg, FitConfig, FitOutcome, MemberKey, Metrics,
+    ParamVec, Schema, StrategyConfig, TensorSpec, Trainer, TrainerError,
 };
 use rand::SeedableRng;
 
@@ -115,7 +115,7 @@ async fn encrypted_updates_over_grpc_decrypt_to_fedavg_with_a_committee_member_a
             seed: 1,
             release_params_during_fit: false,
         },
-        Box::new(FedAvg::new(FedAvgConfig {
+        Box::new(FedAvg::new(StrategyConfig {
             fraction_fit: 1.0,
             min_fit_clients: 3,
             fraction_evaluate: 0.0,

@@ -2,7 +2,11 @@
 //! simulated time (no sockets, no sleeps), and of the gRPC service against hostile input on
 //! loopback.
 
+mod anchor;
+mod anchor_rpc;
+mod checkpoint;
 mod dp;
+mod e2e;
 mod engine;
 mod grpc;
 mod he_grpc;

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fl_aggregator::{Engine, EngineConfig, EngineEvent, SecureSetup, Sim, SimConfig};
+use fl_aggregator::{AbortReason, Engine, EngineConfig, EngineEvent, SecureSetup, Sim, SimConfig};
 use fl_core::dp::{Mechanism, PrivacyConfig};
 use fl_core::secure::SecureAggregationConfig;
-use fl_core::{Address, ClientId, FedAvg, FedAvgConfig, MemberKey, ParamVec};
+use fl_core::{Address, ClientId, FedAvg, MemberKey, ParamVec, StrategyConfig};
 
 use crate::support::{MeanEstimator, schema};
 
@@ -26,8 +26,8 @@ fn engine_config(rounds: u64, clients: usize) -> EngineConfig {
     }
 }
 
-fn fedavg(min_results: usize) -> FedAvgConfig {
-    FedAvgConfig {
+fn fedavg(min_results: usize) -> StrategyConfig {
+    StrategyConfig {
         fraction_fit: 1.0,
         min_fit_clients: 1,
         min_fit_results: min_results,
@@ -217,7 +217,10 @@ fn too_many_dropouts_abort_the_round_and_the_next_round_runs() {
         _ => None,
     });
     let reason = aborted.unwrap_or_else(|| panic!("round 1 did not abort: {trace:?}"));
-    assert!(reason.contains("masked inputs"), "{reason}");
+    assert!(
+        matches!(&reason, AbortReason::SecureAggregation(r) if r.contains("masked inputs")),
+        "{reason}"
+    );
     assert!(
         trace
             .iter()
@@ -240,7 +243,7 @@ fn distributed_dp_runs_under_secure_aggregation_and_is_accounted() {
         adaptive: None,
     };
     let secure = secure_config();
-    let dp = fl_core::dp::DpFedAvg::new(fedavg(1), privacy, n as usize)
+    let dp = fl_core::dp::DifferentialPrivacy::fedavg(fedavg(1), privacy, n as usize)
         .unwrap()
         .with_secure_aggregation(&secure, schema().num_values())
         .unwrap();
@@ -284,7 +287,7 @@ fn distributed_dp_without_secure_aggregation_refuses_to_run() {
     };
     // Without the secure-aggregation setup the strategy has no round event: it stops the
     // federation before any member could send an un-noised update.
-    let dp = fl_core::dp::DpFedAvg::new(fedavg(1), privacy, 4).unwrap();
+    let dp = fl_core::dp::DifferentialPrivacy::fedavg(fedavg(1), privacy, 4).unwrap();
     let engine = Engine::new(engine_config(2, 4), Box::new(dp), ParamVec::zeros(schema()));
     let mut sim = Sim::new(engine, SimConfig::ideal());
     for i in 0..4 {
@@ -292,7 +295,14 @@ fn distributed_dp_without_secure_aggregation_refuses_to_run() {
     }
     let trace = events(&mut sim);
     assert!(
-        trace.iter().any(|e| matches!(e, EngineEvent::Stopped { reason, .. } if reason.contains("secure_aggregation"))),
+        trace.iter().any(|e| matches!(
+            e,
+            EngineEvent::Stopped { reason, .. }
+                if matches!(
+                    reason.as_ref(),
+                    fl_core::Refusal::Privacy(privacy::Error::InvalidParameter { name: "mechanism", .. })
+                )
+        )),
         "{trace:?}"
     );
     assert!(
@@ -383,7 +393,14 @@ fn committee_members_may_be_absent_up_to_c_minus_t_and_beyond_that_the_round_abo
             _ => None,
         })
         .unwrap_or_else(|| panic!("no abort: {trace:#?}"));
-    assert!(reason.contains("committee"), "{reason}");
+    assert_eq!(
+        reason,
+        AbortReason::CommitteeUnavailable {
+            connected: 1,
+            needed: 2
+        },
+        "{reason}"
+    );
     assert!(
         !trace
             .iter()

@@ -10,8 +10,8 @@ use fl_aggregator::{Engine, EngineConfig, SecureSetup};
 use fl_client::node::{NodeConfig, run_node};
 use fl_core::secure::SecureAggregationConfig;
 use fl_core::{
-    EvaluateConfig, EvaluateResult, FedAvg, FedAvgConfig, FitConfig, FitOutcome, MemberKey,
-    ParamVec, Schema, Trainer, TrainerError,
+    EvaluateConfig, EvaluateResult, FedAvg, FitConfig, FitOutcome, MemberKey, ParamVec, Schema,
+    StrategyConfig, Trainer, TrainerError,
 };
 
 use crate::support::{MeanEstimator, Served, schema, serve};
@@ -62,7 +62,7 @@ async fn a_member_killed_mid_protocol_leaves_the_sum_of_the_others() {
             seed: 1,
             release_params_during_fit: false,
         },
-        Box::new(FedAvg::new(FedAvgConfig {
+        Box::new(FedAvg::new(StrategyConfig {
             fraction_fit: 1.0,
             min_fit_clients: 1,
             fraction_evaluate: 0.0,

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use fl_client::node::{NodeConfig, NodeTls, run_node};
-use fl_core::FedAvgConfig;
-use fl_core::dp::{DpFedAvg, Mechanism, PrivacyConfig};
+use fl_core::StrategyConfig;
+use fl_core::dp::{DifferentialPrivacy, Mechanism, PrivacyConfig};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::grpc::start_with;
@@ -21,12 +21,12 @@ async fn dp_settings_travel_the_wire_and_members_send_clipped_differences() {
         accountant: privacy::AccountantKind::Rdp,
         adaptive: None,
     };
-    let fedavg = FedAvgConfig {
+    let fedavg = StrategyConfig {
         min_fit_clients: 1,
         ..Default::default()
     };
     // Three members may be sampled; every round expects all three.
-    let strategy = Box::new(DpFedAvg::new(fedavg, privacy, 3).unwrap());
+    let strategy = Box::new(DifferentialPrivacy::fedavg(fedavg, privacy, 3).unwrap());
     let agg = start_with(1, strategy, None).await;
     let config = NodeConfig::new(format!("http://{}", agg.addr), "bad-input");
     let trainer = MeanEstimator::new(vec![3.0, 5.0]);
@@ -59,7 +59,7 @@ async fn mutual_tls_admits_only_members_with_a_certificate_from_the_ca() {
             read(&pki.server_key),
         ))
         .client_ca_root(Certificate::from_pem(read(&pki.ca_cert)));
-    let strategy = Box::new(fl_core::FedAvg::new(FedAvgConfig {
+    let strategy = Box::new(fl_core::FedAvg::new(StrategyConfig {
         min_fit_clients: 1,
         ..Default::default()
     }));

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fl_aggregator::{DropReason, Engine, EngineConfig, EngineEvent, Sim, SimConfig};
-use fl_core::{ClientId, FedAvg, FedAvgConfig, ParamVec, Stage};
+use fl_core::{ClientId, FedAvg, ParamVec, Stage, StrategyConfig};
 
 use crate::support::{Behaviour, MeanEstimator, schema};
 
@@ -22,7 +22,7 @@ fn engine_with(rounds: u64, clients: usize, min_results: usize, evaluate: f64) -
         seed: 7,
         release_params_during_fit: false,
     };
-    let strategy = FedAvg::new(FedAvgConfig {
+    let strategy = FedAvg::new(StrategyConfig {
         fraction_fit: 1.0,
         min_fit_clients: 1,
         min_fit_results: min_results,

@@ -1,5 +1,4 @@
 //! Homomorphic backend: exact sums, threshold absence, refusal rules, signatures, encodings.
-#![cfg(feature = "he")]
 
 use std::collections::BTreeMap;
 

@@ -461,6 +461,7 @@ async fn optional_fields_round_trip() {
     let mut m = meta(1).with_privacy(PrivacySpent {
         epsilon: f64::INFINITY,
         delta: 1e-5,
+        rounds: 7,
     });
     m.anchor = Some(serde_json::json!({"chain_id": 31337, "tx": "0xabc"}));
     m.created_at = None; // taken from the clock
@@ -469,6 +470,7 @@ async fn optional_fields_round_trip() {
     assert!(saved.created_at.ends_with('Z'));
     let (back, _) = store.load(1).await.unwrap();
     assert_eq!(back.privacy.unwrap().epsilon, f64::INFINITY);
+    assert_eq!(back.privacy.unwrap().rounds, 7);
     assert_eq!(back.anchor, saved.anchor);
     assert_eq!(
         store.manifest_path(1).as_ref(),

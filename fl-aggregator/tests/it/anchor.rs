@@ -41,6 +41,7 @@ async fn save(store: &CheckpointStore, round: u64) -> Manifest {
         .with_privacy(PrivacySpent {
             epsilon: 0.25 * round as f64,
             delta: 1e-5,
+            rounds: round,
         });
     store.save(meta, &params(round)).await.unwrap()
 }

@@ -1,0 +1,212 @@
+//! Coordinate-wise median (Yin, Chen, Ramchandran and Bartlett 2018, "Byzantine-Robust
+//! Distributed Learning: Towards Optimal Statistical Rates"): each parameter of the next model
+//! is the median of the members' values, so fewer than half of the members cannot drag any
+//! coordinate outside the range of the honest ones. Unweighted, like Flower's `FedMedian`.
+//!
+//! It needs every member's update ([`UpdateForm::PerMember`]), so it cannot run under secure
+//! aggregation; a federation file asking for both is refused at load time.
+
+use crate::params::ParamVec;
+use crate::round::{ClientId, EvaluateResult};
+
+use super::fedavg::apply_optimizer;
+use super::{
+    EvaluatePlan, FitPlan, MemberUpdate, RoundUpdates, ServerOptimizer, Strategy, StrategyConfig,
+    StrategyError, UpdateForm, same_schema, weighted_evaluation,
+};
+
+/// The coordinate-wise median of the members' models, optionally followed by a server
+/// optimiser.
+#[derive(Debug)]
+pub struct CoordinateMedian {
+    config: StrategyConfig,
+    optimizer: Option<Box<dyn ServerOptimizer>>,
+}
+
+impl CoordinateMedian {
+    /// The median rule with the given selection and training settings.
+    pub fn new(config: StrategyConfig) -> Self {
+        Self {
+            config,
+            optimizer: None,
+        }
+    }
+
+    /// Steps along `median - current` with `optimizer` (none: the median is the next model).
+    pub fn with_optimizer(mut self, optimizer: Option<Box<dyn ServerOptimizer>>) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+}
+
+/// The coordinate-wise median of `updates`' parameters (the mean of the two middle values for
+/// an even count). Refuses an empty list, another schema than `current`'s and non-finite values.
+pub fn coordinate_median(
+    current: &ParamVec,
+    updates: &[MemberUpdate],
+) -> Result<ParamVec, StrategyError> {
+    if updates.is_empty() {
+        return Err(StrategyError::NoResults);
+    }
+    for u in updates {
+        same_schema(current.schema(), u.params.schema())?;
+        if !u.params.all_finite() {
+            return Err(StrategyError::Invalid(format!(
+                "{} sent non-finite parameters",
+                u.client
+            )));
+        }
+    }
+    let n = updates.len();
+    let mut column = vec![0f32; n];
+    let values = (0..current.values().len())
+        .map(|i| {
+            for (slot, u) in column.iter_mut().zip(updates) {
+                *slot = u.params.values()[i];
+            }
+            let mid = n / 2;
+            let (_, &mut hi, _) = column.select_nth_unstable_by(mid, f32::total_cmp);
+            if n % 2 == 1 {
+                hi
+            } else {
+                let lo = column[..mid]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max);
+                lo + (hi - lo) / 2.0
+            }
+        })
+        .collect();
+    ParamVec::new(current.schema().clone(), values)
+        .map_err(|e| StrategyError::Invalid(e.to_string()))
+}
+
+impl Strategy for CoordinateMedian {
+    fn name(&self) -> &str {
+        "median"
+    }
+
+    fn update_form(&self) -> UpdateForm {
+        UpdateForm::PerMember
+    }
+
+    fn needs_current_params(&self) -> bool {
+        self.optimizer.is_some()
+    }
+
+    fn configure_fit(&mut self, _round: u64, available: &[ClientId], round_seed: u64) -> FitPlan {
+        self.config.plan_fit(available, round_seed)
+    }
+
+    fn aggregate_fit(
+        &mut self,
+        _round: u64,
+        current: &ParamVec,
+        updates: RoundUpdates,
+    ) -> Result<ParamVec, StrategyError> {
+        let RoundUpdates::PerMember(members) = updates else {
+            return Err(StrategyError::WrongForm {
+                needed: UpdateForm::PerMember,
+            });
+        };
+        let median = coordinate_median(current, &members)?;
+        apply_optimizer(self.optimizer.as_mut(), current, median)
+    }
+
+    fn configure_evaluate(
+        &mut self,
+        _round: u64,
+        available: &[ClientId],
+        round_seed: u64,
+    ) -> EvaluatePlan {
+        self.config.plan_evaluate(available, round_seed)
+    }
+
+    fn aggregate_evaluate(
+        &mut self,
+        _round: u64,
+        results: &[(ClientId, EvaluateResult)],
+    ) -> Option<EvaluateResult> {
+        weighted_evaluation(results.iter().map(|(_, r)| r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::aggregate::WeightedSum;
+    use crate::params::{Schema, TensorSpec};
+    use crate::round::Metrics;
+    use crate::strategy::UpdateSum;
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![TensorSpec::new("w", [3])]).unwrap())
+    }
+
+    fn member(c: u64, v: [f32; 3], weight: u64) -> MemberUpdate {
+        MemberUpdate::new(
+            ClientId(c),
+            ParamVec::new(schema(), v.to_vec()).unwrap(),
+            weight,
+            Metrics::new(),
+        )
+    }
+
+    #[test]
+    fn median_ignores_a_minority_of_outliers_and_weights() {
+        let current = ParamVec::zeros(schema());
+        let updates = vec![
+            member(0, [1.0, 2.0, 3.0], 1),
+            member(1, [1.5, 2.5, 2.0], 1),
+            member(2, [1e9, -1e9, 1e9], 1000),
+        ];
+        let mut rule = CoordinateMedian::new(StrategyConfig::default());
+        let next = rule
+            .aggregate_fit(1, &current, RoundUpdates::PerMember(updates))
+            .unwrap();
+        assert_eq!(next.values(), &[1.5, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn even_counts_take_the_middle_of_the_two_central_values() {
+        let current = ParamVec::zeros(schema());
+        let updates = vec![
+            member(0, [1.0, 0.0, -4.0], 1),
+            member(1, [3.0, 0.0, 4.0], 1),
+            member(2, [2.0, 8.0, 0.0], 1),
+            member(3, [100.0, 2.0, 1.0], 1),
+        ];
+        let next = coordinate_median(&current, &updates).unwrap();
+        assert_eq!(next.values(), &[2.5, 1.0, 0.5]);
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let current = ParamVec::zeros(schema());
+        let mut rule = CoordinateMedian::new(StrategyConfig::default());
+        assert_eq!(
+            rule.aggregate_fit(1, &current, RoundUpdates::PerMember(Vec::new())),
+            Err(StrategyError::NoResults)
+        );
+        let sum = UpdateSum::of_models(WeightedSum::new(schema()));
+        assert_eq!(
+            rule.aggregate_fit(1, &current, RoundUpdates::Sum(sum)),
+            Err(StrategyError::WrongForm {
+                needed: UpdateForm::PerMember
+            })
+        );
+        let other = Arc::new(Schema::new(vec![TensorSpec::new("v", [3])]).unwrap());
+        let stranger = MemberUpdate::new(ClientId(9), ParamVec::zeros(other), 1, Metrics::new());
+        assert_eq!(
+            coordinate_median(&current, &[member(0, [0.0; 3], 1), stranger]),
+            Err(StrategyError::SchemaMismatch)
+        );
+        let nan = member(1, [f32::NAN, 0.0, 0.0], 1);
+        assert!(matches!(
+            coordinate_median(&current, &[nan]),
+            Err(StrategyError::Invalid(_))
+        ));
+    }
+}

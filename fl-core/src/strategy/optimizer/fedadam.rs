@@ -1,0 +1,172 @@
+//! FedAdam (Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2): Adam on the
+//! server over the rounds' mean updates.
+//!
+//! `m ← β₁·m + (1 - β₁)·Δ`, `v ← β₂·v + (1 - β₂)·Δ²`, `x ← x + η·m / (√v + τ)`. As in the
+//! paper (and Flower's `FedAdam`) there is no bias correction; `τ` bounds the adaptivity.
+
+use serde::{Deserialize, Serialize};
+
+use crate::params::ParamVec;
+use crate::strategy::StrategyError;
+
+use super::{ServerOptimizer, check, state_for};
+
+/// Settings of [`FedAdam`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FedAdamConfig {
+    /// Server learning rate `η`.
+    pub learning_rate: f64,
+    /// First-moment decay `β₁`, in `[0, 1)`.
+    pub beta1: f64,
+    /// Second-moment decay `β₂`, in `[0, 1)`.
+    pub beta2: f64,
+    /// Adaptivity `τ > 0`: added to `√v`.
+    pub tau: f64,
+}
+
+impl Default for FedAdamConfig {
+    /// The paper's and Flower's defaults: `η = 0.1`, `β₁ = 0.9`, `β₂ = 0.99`, `τ = 10⁻⁹`.
+    fn default() -> Self {
+        Self {
+            learning_rate: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-9,
+        }
+    }
+}
+
+/// Adam on the server.
+#[derive(Debug, Clone)]
+pub struct FedAdam {
+    config: FedAdamConfig,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl FedAdam {
+    /// Checks the settings: `0 < η ≤ 100`, `β₁, β₂ ∈ [0, 1)`, `0 < τ ≤ 1`.
+    pub fn new(config: FedAdamConfig) -> Result<Self, StrategyError> {
+        check(
+            "fedadam learning_rate",
+            config.learning_rate,
+            f64::MIN_POSITIVE,
+            100.0,
+            false,
+        )?;
+        check("fedadam beta1", config.beta1, 0.0, 1.0, true)?;
+        check("fedadam beta2", config.beta2, 0.0, 1.0, true)?;
+        check("fedadam tau", config.tau, f64::MIN_POSITIVE, 1.0, false)?;
+        Ok(Self {
+            config,
+            m: Vec::new(),
+            v: Vec::new(),
+        })
+    }
+}
+
+impl ServerOptimizer for FedAdam {
+    fn name(&self) -> &'static str {
+        "fedadam"
+    }
+
+    fn step(&mut self, current: &ParamVec, delta: &ParamVec) -> Result<ParamVec, StrategyError> {
+        state_for(&mut self.m, current, delta)?;
+        state_for(&mut self.v, current, delta)?;
+        let c = &self.config;
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+        let (lr, tau) = (c.learning_rate as f32, c.tau as f32);
+        let values = self
+            .m
+            .iter_mut()
+            .zip(self.v.iter_mut())
+            .zip(current.values().iter().zip(delta.values()))
+            .map(|((m, v), (x, d))| {
+                *m = b1 * *m + (1.0 - b1) * d;
+                *v = b2 * *v + (1.0 - b2) * d * d;
+                x + lr * *m / (v.sqrt() + tau)
+            })
+            .collect();
+        ParamVec::new(current.schema().clone(), values)
+            .map_err(|e| StrategyError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::params::{Schema, TensorSpec};
+
+    fn pv(v: &[f32]) -> ParamVec {
+        let schema = Arc::new(Schema::new(vec![TensorSpec::new("w", [v.len()])]).unwrap());
+        ParamVec::new(schema, v.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn first_step_matches_the_formula() {
+        let mut opt = FedAdam::new(FedAdamConfig {
+            learning_rate: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+        })
+        .unwrap();
+        let x = opt
+            .step(&pv(&[1.0, 1.0, 1.0]), &pv(&[0.5, -0.5, 0.0]))
+            .unwrap();
+        // m = 0.1·Δ, v = 0.01·Δ², so m/√v = sign(Δ)·0.1·|Δ|/(0.1·|Δ| + τ).
+        let want = |d: f32| 1.0 + 0.1 * (0.1 * d) / ((0.01f32 * d * d).sqrt() + 1e-3);
+        let got = x.values();
+        assert!((got[0] - want(0.5)).abs() < 1e-6, "{got:?}");
+        assert!((got[1] - want(-0.5)).abs() < 1e-6, "{got:?}");
+        assert_eq!(got[2], 1.0, "no update, no step");
+    }
+
+    #[test]
+    fn steps_are_bounded_by_the_learning_rate_and_follow_the_sign() {
+        let mut opt = FedAdam::new(FedAdamConfig::default()).unwrap();
+        let mut x = pv(&[0.0, 0.0]);
+        for _ in 0..20 {
+            let next = opt.step(&x, &pv(&[100.0, -1e-4])).unwrap();
+            let step: Vec<f32> = next
+                .values()
+                .iter()
+                .zip(x.values())
+                .map(|(a, b)| a - b)
+                .collect();
+            assert!(
+                step[0] > 0.0 && step[0] <= 0.1 * 1.0001 / (1.0f32 - 0.99).sqrt(),
+                "{step:?}"
+            );
+            assert!(step[1] < 0.0, "{step:?}");
+            x = next;
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        for c in [
+            FedAdamConfig {
+                learning_rate: -1.0,
+                ..Default::default()
+            },
+            FedAdamConfig {
+                beta1: 1.0,
+                ..Default::default()
+            },
+            FedAdamConfig {
+                beta2: f64::INFINITY,
+                ..Default::default()
+            },
+            FedAdamConfig {
+                tau: 0.0,
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(FedAdam::new(c), Err(StrategyError::Settings(_))));
+        }
+    }
+}

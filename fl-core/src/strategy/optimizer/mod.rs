@@ -1,0 +1,82 @@
+//! Server optimisers (Reddi et al. 2021, "Adaptive Federated Optimization"): the aggregator
+//! treats the round's mean update as a pseudo-gradient and steps along it with its own
+//! optimiser, after any aggregation rule.
+//!
+//! A new optimiser is one file here and one arm of [`ServerOptimizerConfig`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::params::ParamVec;
+
+use super::StrategyError;
+
+mod fedadam;
+mod fedavgm;
+
+pub use fedadam::{FedAdam, FedAdamConfig};
+pub use fedavgm::{FedAvgM, FedAvgMConfig};
+
+/// An optimiser the aggregator applies to the round's aggregated update.
+pub trait ServerOptimizer: Send + std::fmt::Debug {
+    /// A short name for logs and manifests, e.g. `fedadam`.
+    fn name(&self) -> &'static str;
+
+    /// The next global parameters from the `current` ones and the round's aggregated update
+    /// `delta` (the mean of the members' `local - global`, or whatever the rule made of them).
+    fn step(&mut self, current: &ParamVec, delta: &ParamVec) -> Result<ParamVec, StrategyError>;
+}
+
+/// `[strategy.server_optimizer]`: which optimiser and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ServerOptimizerConfig {
+    /// Server momentum (Hsu, Qi and Brown 2019).
+    Fedavgm(FedAvgMConfig),
+    /// Adam on the server (Reddi et al. 2021).
+    Fedadam(FedAdamConfig),
+}
+
+impl ServerOptimizerConfig {
+    /// Checks the settings and builds the optimiser.
+    pub fn build(&self) -> Result<Box<dyn ServerOptimizer>, StrategyError> {
+        Ok(match self {
+            Self::Fedavgm(c) => Box::new(FedAvgM::new(c.clone())?),
+            Self::Fedadam(c) => Box::new(FedAdam::new(c.clone())?),
+        })
+    }
+}
+
+/// Refuses a setting outside `range` (exclusive at `hi` when `hi_open`).
+pub(crate) fn check(
+    name: &str,
+    value: f64,
+    lo: f64,
+    hi: f64,
+    hi_open: bool,
+) -> Result<(), StrategyError> {
+    let ok = value.is_finite() && value >= lo && if hi_open { value < hi } else { value <= hi };
+    if ok {
+        Ok(())
+    } else {
+        let close = if hi_open { ')' } else { ']' };
+        Err(StrategyError::Settings(format!(
+            "{name} = {value} is outside [{lo}, {hi}{close}"
+        )))
+    }
+}
+
+/// Lazily created optimiser state shaped like the model; refuses a model of another size.
+pub(crate) fn state_for(
+    state: &mut Vec<f32>,
+    current: &ParamVec,
+    delta: &ParamVec,
+) -> Result<(), StrategyError> {
+    super::same_schema(current.schema(), delta.schema())?;
+    let n = current.values().len();
+    if state.is_empty() {
+        state.resize(n, 0.0);
+    } else if state.len() != n {
+        return Err(StrategyError::SchemaMismatch);
+    }
+    Ok(())
+}

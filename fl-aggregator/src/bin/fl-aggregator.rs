@@ -369,19 +369,16 @@ async fn run(path: PathBuf) -> Result<ExitCode> {
     let config = FederationConfig::load(&path)?;
     // The seeded initial model, built exactly as every member builds it.
     let initial = fl_client::federation::initial_params(&config)?;
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot watch SIGTERM: {e}");
-                    std::future::pending::<()>().await;
-                    unreachable!()
-                }
-            };
+    // The handlers are installed here, before `serve` binds and announces "listening": a
+    // signal that arrives right after that line must stop the service cleanly, not take the
+    // default action (an async block would only install them when first polled).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+            _ = interrupt.recv() => tracing::info!("interrupt received"),
         }
     };
     let outcome = server::serve(&config, initial, shutdown, |bound: Bound| {

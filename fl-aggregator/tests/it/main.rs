@@ -14,4 +14,5 @@ mod secagg;
 mod secagg_grpc;
 mod secure;
 mod sim;
+mod strategies;
 mod support;

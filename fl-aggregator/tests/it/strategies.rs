@@ -1,0 +1,296 @@
+//! Strategies plugged into the engine: a per-member rule, server optimisers, and each chosen
+//! from a federation file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fl_aggregator::{AbortReason, Engine, EngineConfig, EngineEvent, SecureSetup};
+use fl_core::config::FederationConfig;
+use fl_core::{
+    ClientId, ClientMessage, CoordinateMedian, FitResult, Metrics, ParamVec, StrategyConfig,
+};
+
+use crate::support::schema;
+
+const T0: Duration = Duration::ZERO;
+
+fn config(rounds: u64, clients: usize) -> EngineConfig {
+    EngineConfig {
+        num_rounds: rounds,
+        min_available_clients: clients,
+        fit_timeout: Duration::from_secs(10),
+        evaluate_timeout: Duration::from_secs(5),
+        seed: 7,
+        release_params_during_fit: false,
+    }
+}
+
+fn selection() -> StrategyConfig {
+    StrategyConfig {
+        min_fit_clients: 1,
+        min_fit_results: 1,
+        ..Default::default()
+    }
+}
+
+fn fit_done(round: u64, values: [f32; 2], n: u64) -> ClientMessage {
+    ClientMessage::FitDone {
+        round,
+        result: FitResult {
+            params: ParamVec::new(schema(), values.to_vec()).unwrap(),
+            num_examples: n,
+            metrics: Metrics::new(),
+        },
+    }
+}
+
+fn drain(e: &mut Engine) -> Vec<EngineEvent> {
+    while e.poll_transmit().is_some() {}
+    std::iter::from_fn(|| e.poll_event()).collect()
+}
+
+fn connect(e: &mut Engine, n: u64) {
+    for i in 0..n {
+        e.handle_connect(T0, ClientId(i));
+    }
+}
+
+/// A federation file with `strategy` as its `[strategy]` body and `extra` appended.
+fn federation(
+    strategy: &str,
+    extra: &str,
+) -> Result<FederationConfig, fl_core::config::ConfigError> {
+    let toml = format!(
+        "[federation]\nid = \"s\"\nrounds = 2\nmin_clients = 3\n[model]\nkind = \"mlp\"\n\
+         [data]\ndataset = \"digits\"\n[strategy]\n{strategy}\n[members]\nallowed = [\
+         \"0x00000000000000000000000000000000000000aa\", \
+         \"0x00000000000000000000000000000000000000bb\", \
+         \"0x00000000000000000000000000000000000000cc\"]\n{extra}"
+    );
+    FederationConfig::parse(&toml, Path::new("."))
+}
+
+#[test]
+fn the_median_sees_every_update_whole_or_streamed_and_ignores_an_outlier() {
+    let rule = CoordinateMedian::new(selection());
+    let mut e = Engine::new(config(1, 4), Box::new(rule), ParamVec::zeros(schema()));
+    connect(&mut e, 4);
+    drain(&mut e);
+    e.handle_message(T0, ClientId(0), fit_done(1, [1.0, 2.0], 10))
+        .unwrap();
+    // Member 1 streams its update in two chunks.
+    e.handle_message(
+        T0,
+        ClientId(1),
+        ClientMessage::FitBegin {
+            round: 1,
+            num_examples: 5,
+            metrics: Metrics::new(),
+        },
+    )
+    .unwrap();
+    for v in [3.0, 4.0] {
+        e.handle_message(
+            T0,
+            ClientId(1),
+            ClientMessage::FitChunk {
+                round: 1,
+                values: vec![v],
+            },
+        )
+        .unwrap();
+    }
+    e.handle_message(T0, ClientId(1), ClientMessage::FitEnd { round: 1 })
+        .unwrap();
+    // Member 2 is a poisoner with a huge weight; member 3 breaks off mid-stream.
+    e.handle_message(T0, ClientId(2), fit_done(1, [1e6, -1e6], 100_000))
+        .unwrap();
+    e.handle_message(
+        T0,
+        ClientId(3),
+        ClientMessage::FitBegin {
+            round: 1,
+            num_examples: 5,
+            metrics: Metrics::new(),
+        },
+    )
+    .unwrap();
+    e.handle_message(
+        T0,
+        ClientId(3),
+        ClientMessage::FitChunk {
+            round: 1,
+            values: vec![-50.0],
+        },
+    )
+    .unwrap();
+    e.handle_disconnect(T0, ClientId(3));
+    let evs = drain(&mut e);
+    let aggregated = evs.iter().find_map(|ev| match ev {
+        EngineEvent::FitAggregated {
+            params,
+            num_results,
+            num_partial,
+            ..
+        } => Some((params.values().to_vec(), *num_results, *num_partial)),
+        _ => None,
+    });
+    // The median of (1, 3, 1e6) and (2, 4, -1e6); the broken-off update counts nowhere.
+    assert_eq!(aggregated, Some((vec![3.0, 2.0], 3, 0)), "{evs:?}");
+}
+
+#[test]
+fn a_per_member_update_with_a_bad_chunk_drops_only_that_member() {
+    let mut e = Engine::new(
+        config(1, 2),
+        Box::new(CoordinateMedian::new(selection())),
+        ParamVec::zeros(schema()),
+    );
+    connect(&mut e, 2);
+    drain(&mut e);
+    e.handle_message(
+        T0,
+        ClientId(0),
+        ClientMessage::FitBegin {
+            round: 1,
+            num_examples: 1,
+            metrics: Metrics::new(),
+        },
+    )
+    .unwrap();
+    let err = e
+        .handle_message(
+            T0,
+            ClientId(0),
+            ClientMessage::FitChunk {
+                round: 1,
+                values: vec![1.0, 2.0, 3.0],
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            fl_aggregator::EngineError::InvalidResult {
+                client: ClientId(0),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = e
+        .handle_message(T0, ClientId(0), ClientMessage::FitEnd { round: 1 })
+        .unwrap_err();
+    assert!(
+        matches!(err, fl_aggregator::EngineError::Unexpected { .. }),
+        "{err}"
+    );
+    e.handle_message(T0, ClientId(1), fit_done(1, [5.0, 6.0], 1))
+        .unwrap();
+    let params = e.params().values().to_vec();
+    assert_eq!(params, vec![5.0, 6.0]);
+}
+
+#[test]
+fn rules_and_server_optimisers_come_from_the_federation_file() {
+    let dim = schema().num_values();
+    let median = federation("kind = \"median\"", "").unwrap();
+    assert_eq!(median.build_strategy(dim).unwrap().name(), "median");
+    let adam = federation(
+        "[strategy.server_optimizer]\nkind = \"fedadam\"\nlearning_rate = 0.5\ntau = 0.001",
+        "",
+    )
+    .unwrap();
+    assert_eq!(adam.build_strategy(dim).unwrap().name(), "fedavg");
+
+    // FedAvgM from the file, through the engine: momentum 0.5, learning rate 1, so the second
+    // round moves by the update plus half the first.
+    let momentum = federation(
+        "min_fit_clients = 1\n[strategy.server_optimizer]\nkind = \"fedavgm\"\nmomentum = 0.5",
+        "",
+    )
+    .unwrap();
+    let strategy = momentum.build_strategy(dim).unwrap();
+    let mut e = Engine::new(config(2, 2), strategy, ParamVec::zeros(schema()));
+    connect(&mut e, 2);
+    drain(&mut e);
+    e.handle_message(T0, ClientId(0), fit_done(1, [1.0, 2.0], 1))
+        .unwrap();
+    e.handle_message(T0, ClientId(1), fit_done(1, [3.0, 2.0], 1))
+        .unwrap();
+    assert_eq!(e.params().values(), &[2.0, 2.0]);
+    drain(&mut e);
+    // Round 2 from (2, 2): both members report (3, 3), a mean update of (1, 1).
+    e.handle_message(T0, ClientId(0), fit_done(2, [3.0, 3.0], 1))
+        .unwrap();
+    e.handle_message(T0, ClientId(1), fit_done(2, [3.0, 3.0], 1))
+        .unwrap();
+    assert_eq!(e.params().values(), &[4.0, 4.0]);
+}
+
+#[test]
+fn a_median_under_secure_aggregation_is_refused_with_what_to_use_instead() {
+    let e = federation(
+        "kind = \"median\"",
+        "[secure_aggregation]\nprotocol = \"secagg+\"\nclip_norm = 1.0\n",
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(
+            e,
+            fl_core::config::ConfigError::Strategy(
+                fl_core::strategy::BuildError::PerMemberUnderSecureAggregation { rule: "median" }
+            )
+        ),
+        "{text}"
+    );
+    assert!(text.contains("use kind = \"fedavg\""), "{text}");
+    let e = federation(
+        "kind = \"median\"",
+        "[privacy]\nmechanism = \"central\"\nclip_norm = 1.0\nnoise_multiplier = 1.0\n\
+         epsilon = 10.0\ndelta = 1e-5\n",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            fl_core::config::ConfigError::Strategy(
+                fl_core::strategy::BuildError::PerMemberUnderPrivacy { rule: "median" }
+            )
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_engine_assembled_by_hand_aborts_a_per_member_round_under_secure_aggregation() {
+    let secure: fl_core::secure::SecureAggregationConfig =
+        toml::from_str("protocol = \"secagg+\"\nclip_norm = 1.0\n").unwrap();
+    let members = (0..3u8)
+        .map(|i| fl_core::Address::repeat_byte(i + 1))
+        .collect::<Vec<_>>();
+    let mut e = Engine::new(
+        config(1, 3),
+        Box::new(CoordinateMedian::new(selection())),
+        ParamVec::zeros(schema()),
+    )
+    .with_secure_aggregation(SecureSetup {
+        config: secure,
+        members: std::sync::Arc::new(members),
+        session: [0; 32],
+        committee: None,
+    });
+    connect(&mut e, 3);
+    let evs = drain(&mut e);
+    assert!(
+        evs.iter().any(|ev| matches!(
+            ev,
+            EngineEvent::RoundAborted {
+                round: 1,
+                reason: AbortReason::PerMemberUnderSecureAggregation
+            }
+        )),
+        "{evs:?}"
+    );
+}

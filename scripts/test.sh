@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The README's test command: every test of the workspace, from a fresh clone.
+#
+# Needs Rust 1.90+ (cargo), Node 20+ and npm. Installs, pinned by each package-lock.json and only
+# where missing or stale: solc-js and OpenZeppelin (to check that the committed contract
+# artifacts are what the sources compile to) and anvil (npm @foundry-rs/anvil, for the tests
+# against a real chain node). Then runs `cargo test --workspace` with any extra arguments.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || { echo "scripts/test.sh: $1 not found: $2" >&2; exit 1; }
+}
+need cargo "install Rust 1.90 or newer (https://rustup.rs)"
+need node "install Node 20 or newer"
+need npm "install npm (it comes with Node)"
+
+# Contract packages: each has a package-lock.json and scripts/compile.mjs.
+for dir in chain-anchor; do
+    lock="$dir/package-lock.json"
+    stamp="$dir/node_modules/.package-lock.json"
+    if [ ! -f "$stamp" ] || [ "$lock" -nt "$stamp" ]; then
+        echo "scripts/test.sh: installing the pinned npm tools of $dir"
+        (cd "$dir" && npm ci --no-audit --no-fund)
+    fi
+    (cd "$dir" && node scripts/compile.mjs --check)
+done
+
+export DAOFL_ANVIL="${DAOFL_ANVIL:-$PWD/chain-anchor/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
+"$DAOFL_ANVIL" --version | head -1
+
+cargo test --workspace "$@"

@@ -440,6 +440,9 @@ async fn next_frame(
     }
 }
 
+/// Largest schema description sent with a schema-mismatch refusal (it travels in a trailer).
+const MAX_SCHEMA_DETAILS: usize = 8 << 10;
+
 fn invalid(e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(e.to_string())
 }
@@ -472,11 +475,20 @@ async fn run_session(
     }
     let schema_hash = wire::hash_from_bytes("schema_hash", &hello.schema_hash).map_err(invalid)?;
     if schema_hash != shared.schema.hash() {
-        return Err(Status::failed_precondition(format!(
+        // The federation's schema travels in the status details (JSON, when small enough for
+        // a trailer), so the member can name the tensors that differ.
+        let message = format!(
             "schema mismatch: the federation trains schema {}, the client {}",
             shared.schema.hash(),
             schema_hash
-        )));
+        );
+        let details = serde_json::to_vec(shared.schema.as_ref())
+            .ok()
+            .filter(|d| d.len() <= MAX_SCHEMA_DETAILS);
+        return Err(match details {
+            Some(d) => Status::with_details(tonic::Code::FailedPrecondition, message, d.into()),
+            None => Status::failed_precondition(message),
+        });
     }
     if !cfg.server_names.is_empty() && !cfg.server_names.contains(&hello.server) {
         return Err(Status::failed_precondition(format!(
@@ -739,7 +751,9 @@ impl SessionCtx<'_> {
                     let (update, begin) = self.begin_update(header)?;
                     let round = update.round;
                     self.forward_checked(begin).await?.map_err(|e| {
-                        Status::failed_precondition(format!(
+                        // ABORTED, not FAILED_PRECONDITION: the member may reconnect and take
+                        // part in the next round.
+                        Status::aborted(format!(
                             "update for round {round} refused: {e} (too late, a duplicate, or a round this member was not asked to train)"
                         ))
                     })?;

@@ -92,6 +92,16 @@ pub enum NodeError {
     /// The aggregator refused or ended the session.
     #[error("the aggregator ended the session: {0}")]
     Refused(#[from] tonic::Status),
+    /// This member's model is not the federation's: reconnecting cannot help.
+    #[error("this member's model (schema {member}) is not the federation's: {difference}")]
+    SchemaMismatch {
+        /// The federation's schema hash, when the aggregator described its schema.
+        federation: Option<fl_core::SchemaHash>,
+        /// This member's schema hash.
+        member: fl_core::SchemaHash,
+        /// The tensors that differ, by name and shape (or why they could not be named).
+        difference: String,
+    },
     /// The aggregator broke the protocol (unexpected frame, bad chunk).
     #[error("protocol violation by the aggregator: {0}")]
     Protocol(String),
@@ -104,8 +114,9 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// Whether reconnecting cannot help: the aggregator refused this member's identity or
-    /// request for good, or the trainer is gone.
+    /// Whether reconnecting cannot help: the aggregator refused this member's identity,
+    /// federation, protocol version or model for good (`FAILED_PRECONDITION` means exactly
+    /// that), or the trainer is gone.
     pub fn is_permanent(&self) -> bool {
         match self {
             NodeError::Refused(status) => matches!(
@@ -113,12 +124,44 @@ impl NodeError {
                 tonic::Code::PermissionDenied
                     | tonic::Code::Unauthenticated
                     | tonic::Code::InvalidArgument
+                    | tonic::Code::FailedPrecondition
                     | tonic::Code::Unimplemented
             ),
-            NodeError::TrainerPanicked(_) => true,
+            NodeError::SchemaMismatch { .. } | NodeError::TrainerPanicked(_) => true,
             NodeError::Connect { reason, .. } => reason.contains("invalid"),
             NodeError::Protocol(_) | NodeError::Closed => false,
         }
+    }
+}
+
+/// Turns the aggregator's schema-mismatch refusal into [`NodeError::SchemaMismatch`], naming
+/// the tensors that differ from the federation's schema the refusal carries (JSON in the status
+/// details).
+fn name_schema_mismatch(e: NodeError, ours: Option<&std::sync::Arc<fl_core::Schema>>) -> NodeError {
+    let (NodeError::Refused(status), Some(ours)) = (&e, ours) else {
+        return e;
+    };
+    if status.code() != tonic::Code::FailedPrecondition
+        || !status.message().starts_with("schema mismatch")
+    {
+        return e;
+    }
+    match serde_json::from_slice::<fl_core::Schema>(status.details()) {
+        Ok(theirs) => NodeError::SchemaMismatch {
+            federation: Some(theirs.hash()),
+            member: ours.hash(),
+            difference: theirs
+                .difference(ours)
+                .describe("the federation's model", "this member's"),
+        },
+        Err(_) => NodeError::SchemaMismatch {
+            federation: None,
+            member: ours.hash(),
+            difference: format!(
+                "{} (the aggregator did not describe its tensors)",
+                status.message()
+            ),
+        },
     }
 }
 
@@ -185,6 +228,8 @@ pub async fn run_node<T: Trainer + 'static>(
     loop {
         let sessions_before = report.sessions;
         let outcome = run_session(&config, &key, &mut slot, &mut report).await;
+        let outcome =
+            outcome.map_err(|e| name_schema_mismatch(e, slot.as_ref().map(|t| t.schema())));
         match outcome {
             Ok(()) => break,
             Err(e) if e.is_permanent() => return Err(e),

@@ -67,7 +67,7 @@ pub use identity::{
     Address, AllowList, IdentityError, JoinChallenge, MemberKey, MemberSignature, UpdateKind,
     UpdateStatement,
 };
-pub use params::{ParamError, ParamVec, Schema, SchemaHash, TensorSpec};
+pub use params::{ParamError, ParamVec, Schema, SchemaDifference, SchemaHash, TensorSpec};
 pub use protocol::{ClientMessage, ServerMessage};
 pub use round::{
     ClientId, EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, FitResult, Metrics,

@@ -49,6 +49,31 @@ pub struct Schema {
 pub type SchemaHash = ContentHash;
 
 impl Schema {
+    /// What differs between `self` (say, the federation's model) and `other` (a member's):
+    /// tensors only in one of them, tensors whose shapes differ, or the same tensors in another
+    /// order. Empty when the schemas are equal.
+    pub fn difference(&self, other: &Schema) -> SchemaDifference {
+        let find = |s: &Schema, name: &str| s.tensors.iter().find(|t| t.name == name).cloned();
+        let mut d = SchemaDifference::default();
+        for t in &self.tensors {
+            match find(other, &t.name) {
+                None => d.only_here.push(t.clone()),
+                Some(o) if o.shape != t.shape => {
+                    d.reshaped.push((t.name.clone(), t.shape.clone(), o.shape))
+                }
+                Some(_) => {}
+            }
+        }
+        d.only_there = other
+            .tensors
+            .iter()
+            .filter(|t| find(self, &t.name).is_none())
+            .cloned()
+            .collect();
+        d.reordered = d.is_empty() && self.hash() != other.hash();
+        d
+    }
+
     /// Builds a schema, refusing empty or duplicate names.
     pub fn new(tensors: Vec<TensorSpec>) -> Result<Self, ParamError> {
         let mut seen = std::collections::HashSet::new();
@@ -301,6 +326,60 @@ impl<'de> Deserialize<'de> for Schema {
 }
 
 /// Why parameters or a schema were refused.
+/// How two schemas differ ([`Schema::difference`]); prints as one line naming each tensor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaDifference {
+    /// Tensors of the first schema that the second lacks.
+    pub only_here: Vec<TensorSpec>,
+    /// Tensors of the second schema that the first lacks.
+    pub only_there: Vec<TensorSpec>,
+    /// Tensors of both with different shapes: name, first shape, second shape.
+    pub reshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// Same tensors and shapes, in another order.
+    pub reordered: bool,
+}
+
+impl SchemaDifference {
+    /// Whether no tensor differs (the order may still, see [`reordered`](Self::reordered)).
+    pub fn is_empty(&self) -> bool {
+        self.only_here.is_empty() && self.only_there.is_empty() && self.reshaped.is_empty()
+    }
+
+    /// Prints with `here` and `there` naming the two sides (e.g. "the federation", "this
+    /// member").
+    pub fn describe(&self, here: &str, there: &str) -> String {
+        let list = |ts: &[TensorSpec]| {
+            ts.iter()
+                .map(|t| format!("{} {:?}", t.name, t.shape))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.reshaped.is_empty() {
+            let shapes = self
+                .reshaped
+                .iter()
+                .map(|(n, a, b)| format!("{n} is {a:?} in {here} but {b:?} in {there}"))
+                .collect::<Vec<_>>();
+            parts.push(shapes.join(", "));
+        }
+        if !self.only_here.is_empty() {
+            parts.push(format!("only {here} has {}", list(&self.only_here)));
+        }
+        if !self.only_there.is_empty() {
+            parts.push(format!("only {there} has {}", list(&self.only_there)));
+        }
+        if self.reordered {
+            parts.push("the same tensors in another order".into());
+        }
+        if parts.is_empty() {
+            "no difference".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParamError {
@@ -331,6 +410,44 @@ pub enum ParamError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_differences_name_each_tensor() {
+        let s = |ts: &[(&str, &[usize])]| {
+            Schema::new(
+                ts.iter()
+                    .map(|(n, sh)| TensorSpec::new(*n, sh.to_vec()))
+                    .collect(),
+            )
+            .unwrap()
+        };
+        let fed = s(&[
+            ("fc1.weight", &[64, 256]),
+            ("fc1.bias", &[256]),
+            ("head", &[10]),
+        ]);
+        let member = s(&[
+            ("fc1.weight", &[64, 128]),
+            ("fc1.bias", &[256]),
+            ("extra", &[3]),
+        ]);
+        let d = fed.difference(&member);
+        assert_eq!(
+            d.describe("the federation", "this member"),
+            "fc1.weight is [64, 256] in the federation but [64, 128] in this member; only the \
+             federation has head [10]; only this member has extra [3]"
+        );
+        assert!(fed.difference(&fed).is_empty());
+        assert_eq!(fed.difference(&fed).describe("a", "b"), "no difference");
+        let swapped = s(&[
+            ("fc1.bias", &[256]),
+            ("fc1.weight", &[64, 256]),
+            ("head", &[10]),
+        ]);
+        let d = fed.difference(&swapped);
+        assert!(d.is_empty() && d.reordered);
+        assert_eq!(d.describe("a", "b"), "the same tensors in another order");
+    }
 
     fn schema() -> Arc<Schema> {
         Arc::new(

@@ -362,7 +362,7 @@ async fn hostile_sessions_are_refused_and_members_are_still_served() {
             m0, session0, round, &params, 5,
         )))
         .await;
-    expect(&mut first, Code::FailedPrecondition, "refused").await;
+    expect(&mut first, Code::Aborted, "refused").await;
     drop(first);
 
     // A replayed signature: member 1's header signed for another session.
@@ -474,7 +474,7 @@ async fn hostile_sessions_are_refused_and_members_are_still_served() {
         5,
     )))
     .await;
-    expect(&mut raw, Code::FailedPrecondition, "refused").await;
+    expect(&mut raw, Code::Aborted, "refused").await;
 
     // A flood of frames beyond the rate limit.
     let (mut raw, _) = Raw::join(addr, m1, m1, &schema).await;
@@ -505,5 +505,52 @@ async fn hostile_sessions_are_refused_and_members_are_still_served() {
     assert!(finished);
     // FedAvg of the honest member's estimate (the mean of its samples).
     assert_eq!(params.values(), &[4.0, 4.0]);
+    drop(agg.stop);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_another_model_stops_at_once_naming_the_tensors() {
+    let agg = start(2).await;
+    let mut config = fl_client::node::NodeConfig::new(format!("http://{}", agg.addr), "bad-input");
+    // A retryable refusal would take 30 attempts with backoff (minutes): this must not.
+    config.reconnect_attempts = 30;
+    let mut trainer = MeanEstimator::new(vec![3.0, 5.0]);
+    trainer.schema = Arc::new(
+        Schema::new(vec![
+            TensorSpec::new("mean", [3]),
+            TensorSpec::new("scale", [1]),
+        ])
+        .unwrap(),
+    );
+    trainer.estimate = vec![0.0; 4];
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        fl_client::node::run_node(config, agg.members[0].clone(), trainer),
+    )
+    .await
+    .expect("the node gave up within 20 s")
+    .err()
+    .expect("the node was refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.is_permanent(), "{err}");
+    let fl_client::node::NodeError::SchemaMismatch {
+        federation,
+        difference,
+        ..
+    } = &err
+    else {
+        panic!("not a schema mismatch: {err}");
+    };
+    assert_eq!(*federation, Some(crate::support::schema().hash()));
+    assert_eq!(
+        difference,
+        "mean is [2] in the federation's model but [3] in this member's; only this member's has \
+         scale [1]"
+    );
     drop(agg.stop);
 }

@@ -1,0 +1,4 @@
+//! Integration tests of the examples and of the workspace as a whole (one binary: faster links).
+
+mod federation;
+mod layering;

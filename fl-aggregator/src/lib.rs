@@ -49,6 +49,7 @@ pub mod checkpoint;
 pub mod engine;
 pub mod inprocess;
 pub mod metrics;
+pub mod model_file;
 pub mod server;
 pub mod service;
 pub mod sim;

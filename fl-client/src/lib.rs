@@ -60,6 +60,40 @@ pub use fl_core::trainer::{Trainer, TrainerError};
 pub use partition::PartitionError;
 pub use trainer::{BurnTrainer, DeviceSpec, ModelError, ModelSpec};
 
+/// Joins the federation that `federation` describes as the member holding `key`, training
+/// `trainer` (any [`Trainer`]: yours, or a [`BurnTrainer`]) until the federation finishes, over
+/// gRPC with the file's TLS settings; reconnects as `[client]` says. Works alike for plain,
+/// SecAgg+ and homomorphic federations (a decryption-committee holder sets its role with
+/// [`node::NodeConfig::committee`] and calls [`node::run_node`]). Returns what the node did and
+/// the trainer.
+///
+/// ```no_run
+/// # async fn demo(my_trainer: impl fl_client::Trainer + 'static) -> Result<(), Box<dyn std::error::Error>> {
+/// use fl_core::{MemberKey, config::FederationConfig};
+///
+/// let federation = FederationConfig::load("federation.toml".as_ref())?;
+/// let key = MemberKey::load_key_file("member.key".as_ref())?;
+/// let (report, _trainer) = fl_client::run(&federation, key, my_trainer).await?;
+/// println!("trained {} rounds", report.fits);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn run<T: Trainer + 'static>(
+    federation: &fl_core::config::FederationConfig,
+    key: fl_core::MemberKey,
+    trainer: T,
+) -> Result<(node::NodeReport, T), node::NodeError> {
+    let address = key.address();
+    if federation.member_index(address).is_none() {
+        return Err(node::NodeError::Setup(format!(
+            "{address} is not in [members] allowed of federation `{}`; ask the federation to add it",
+            federation.federation.id
+        )));
+    }
+    let config = node::NodeConfig::from_federation(federation, None)?;
+    node::run_node(config, key, trainer).await
+}
+
 /// Any error of this crate, for callers that do not need to tell the areas apart.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

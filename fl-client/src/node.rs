@@ -62,6 +62,59 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The settings a member of `federation` connects with: `[client]` (the aggregator's URL,
+    /// the name its certificate carries, retries), `[tls]`'s CA certificate when the URL is
+    /// `https://`, and `[members]` (to check the other participants' signatures under secure
+    /// aggregation). `client_identity` is the member's certificate and key (PEM) for
+    /// aggregators that require mutual TLS. No committee role: a key holder of homomorphic
+    /// aggregation sets [`committee`](Self::committee) from its state file.
+    pub fn from_federation(
+        federation: &fl_core::config::FederationConfig,
+        client_identity: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Self, NodeError> {
+        let client = &federation.client;
+        let setup = |reason: String| NodeError::Setup(reason);
+        let tls = match &federation.tls {
+            Some(t) if client.aggregator.starts_with("https://") => {
+                let ca_pem = std::fs::read(&t.ca).map_err(|e| {
+                    setup(format!(
+                        "cannot read the CA certificate {}: {e}",
+                        t.ca.display()
+                    ))
+                })?;
+                let domain = match &client.server_name {
+                    Some(name) => name.clone(),
+                    None => host_of(&client.aggregator).map_err(setup)?,
+                };
+                Some(NodeTls {
+                    ca_pem,
+                    domain,
+                    client_identity,
+                })
+            }
+            Some(_) => {
+                return Err(setup(format!(
+                    "the federation uses TLS but [client] aggregator = {:?} is not an https:// URL",
+                    client.aggregator
+                )));
+            }
+            None => None,
+        };
+        let members = federation
+            .members()
+            .map_err(|e| setup(format!("[members]: {e}")))?;
+        Ok(Self {
+            endpoint: client.aggregator.clone(),
+            federation_id: federation.federation.id.clone(),
+            tls,
+            connect_timeout: Duration::from_secs(10),
+            reconnect_attempts: client.reconnect_attempts,
+            reconnect_delay: Duration::from_secs_f64(client.reconnect_delay_s),
+            members: Some(std::sync::Arc::new(members)),
+            committee: None,
+        })
+    }
+
     /// Plaintext settings for `endpoint` with default timeouts and retries.
     pub fn new(endpoint: impl Into<String>, federation_id: impl Into<String>) -> Self {
         Self {
@@ -89,6 +142,9 @@ pub enum NodeError {
         /// What failed.
         reason: String,
     },
+    /// The federation file or a file it names is unusable for this member.
+    #[error("{0}")]
+    Setup(String),
     /// The aggregator refused or ended the session.
     #[error("the aggregator ended the session: {0}")]
     Refused(#[from] tonic::Status),
@@ -127,7 +183,9 @@ impl NodeError {
                     | tonic::Code::FailedPrecondition
                     | tonic::Code::Unimplemented
             ),
-            NodeError::SchemaMismatch { .. } | NodeError::TrainerPanicked(_) => true,
+            NodeError::Setup(_)
+            | NodeError::SchemaMismatch { .. }
+            | NodeError::TrainerPanicked(_) => true,
             NodeError::Connect { reason, .. } => reason.contains("invalid"),
             NodeError::Protocol(_) | NodeError::Closed => false,
         }
@@ -163,6 +221,23 @@ fn name_schema_mismatch(e: NodeError, ours: Option<&std::sync::Arc<fl_core::Sche
             ),
         },
     }
+}
+
+/// The host of `https://host:port/...` (IPv6 literals without brackets).
+fn host_of(url: &str) -> Result<String, String> {
+    let rest = url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("{url:?} is not a URL"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    Ok(host.to_string())
 }
 
 /// What a node did.

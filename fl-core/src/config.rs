@@ -287,6 +287,16 @@ impl FederationConfig {
         {
             ceremony.dir = base.join(&ceremony.dir);
         }
+        // `[model] kind = "file"`: the initial model's schema and parameter files.
+        if config.model.get("kind").and_then(|k| k.as_str()) == Some("file") {
+            for key in ["schema", "params"] {
+                if let Some(toml::Value::String(path)) = config.model.get_mut(key)
+                    && Path::new(path.as_str()).is_relative()
+                {
+                    *path = base.join(path.as_str()).to_string_lossy().into_owned();
+                }
+            }
+        }
         let store = &config.aggregator.checkpoints;
         if !store.contains("://") && Path::new(store).is_relative() {
             config.aggregator.checkpoints = base.join(store).to_string_lossy().into_owned();
@@ -340,6 +350,16 @@ impl FederationConfig {
         }
         self.strategy
             .check(self.privacy.as_ref(), self.secure_aggregation.as_ref())?;
+        if self.model.get("kind").and_then(|k| k.as_str()) == Some("file") {
+            for key in ["schema", "params"] {
+                if !self.model.get(key).is_some_and(|v| v.is_str()) {
+                    return bad(format!(
+                        "[model] kind = \"file\" needs {key} = \"path\" (see the README's \
+                         \"Embedding the client\")"
+                    ));
+                }
+            }
+        }
         if let Some(chain) = &self.chain {
             for key in ["backend", "run_dir"] {
                 if chain.get(key).is_some_and(|v| !v.is_str()) {

@@ -325,7 +325,6 @@ impl<'de> Deserialize<'de> for Schema {
     }
 }
 
-/// Why parameters or a schema were refused.
 /// How two schemas differ ([`Schema::difference`]); prints as one line naming each tensor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SchemaDifference {
@@ -380,6 +379,7 @@ impl SchemaDifference {
     }
 }
 
+/// Why parameters or a schema were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParamError {

@@ -367,8 +367,12 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 
 async fn run(path: PathBuf) -> Result<ExitCode> {
     let config = FederationConfig::load(&path)?;
-    // The seeded initial model, built exactly as every member builds it.
-    let initial = fl_client::federation::initial_params(&config)?;
+    // `[model] kind = "file"`: the model the members embed, from its files; otherwise one of
+    // fl-client's models, seeded exactly as every member builds it.
+    let initial = match fl_aggregator::model_file::load(&config)? {
+        Some(params) => params,
+        None => fl_client::federation::initial_params(&config)?,
+    };
     // The handlers are installed here, before `serve` binds and announces "listening": a
     // signal that arrives right after that line must stop the service cleanly, not take the
     // default action (an async block would only install them when first polled).

@@ -15,10 +15,10 @@ use fl_aggregator::{Engine, EngineConfig, InProcessFederation};
 use fl_core::config::FederationConfig;
 use fl_core::{FedAvg, MemberKey, Trainer};
 
-const MEMBERS: usize = 4;
+pub(crate) const MEMBERS: usize = 4;
 
 /// Children killed (SIGKILL, by PID) when dropped.
-struct Procs(Vec<Child>);
+pub(crate) struct Procs(pub(crate) Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -29,7 +29,7 @@ impl Drop for Procs {
     }
 }
 
-fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     let aggregator = PathBuf::from(env!("CARGO_BIN_EXE_fl-aggregator"));
     if name == "fl-aggregator" {
         return aggregator;
@@ -94,14 +94,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Federation {
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
-    keys: Vec<PathBuf>,
+pub(crate) struct Federation {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config_path: PathBuf,
+    pub(crate) keys: Vec<PathBuf>,
     metrics_port: u16,
 }
 
-fn federation(rounds: u64, tls: bool) -> Federation {
+pub(crate) fn federation(rounds: u64, tls: bool) -> Federation {
     let dir = tempfile::tempdir().unwrap();
     let mut addresses = Vec::new();
     let mut keys = Vec::new();
@@ -192,7 +192,7 @@ allowed = [{}]
 }
 
 /// Starts the aggregator and returns it with a channel of its stdout lines.
-fn start_aggregator(f: &Federation) -> (Child, mpsc::Receiver<String>) {
+pub(crate) fn start_aggregator(f: &Federation) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(bin("fl-aggregator"))
         .arg("run")
         .arg("--config")
@@ -212,7 +212,7 @@ fn start_aggregator(f: &Federation) -> (Child, mpsc::Receiver<String>) {
     (child, rx)
 }
 
-fn wait_line(rx: &mpsc::Receiver<String>, prefix: &str, within: Duration) -> String {
+pub(crate) fn wait_line(rx: &mpsc::Receiver<String>, prefix: &str, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -250,7 +250,7 @@ fn start_clients_with(f: &Federation, extra: impl Fn(usize) -> Vec<PathBuf>) -> 
         .collect()
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {

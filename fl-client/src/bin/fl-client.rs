@@ -3,11 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use fl_client::Trainer;
-use fl_client::node::{NodeConfig, NodeTls, run_node};
+use fl_client::node::{NodeConfig, run_node};
 use fl_core::MemberKey;
 use fl_core::config::FederationConfig;
 
@@ -214,49 +213,15 @@ fn run(
     let trainer = fl_client::federation::member_trainer(&config, index)?;
     tracing::info!(%address, member = index, params = trainer.get_parameters().schema().num_values(), "member ready");
 
-    let client = &config.client;
-    let tls = match &config.tls {
-        Some(t) if client.aggregator.starts_with("https://") => {
-            let ca_pem = std::fs::read(&t.ca)
-                .map_err(|e| format!("cannot read CA certificate {}: {e}", t.ca.display()))?;
-            let domain = match &client.server_name {
-                Some(name) => name.clone(),
-                None => host_of(&client.aggregator)?,
-            };
-            let client_identity = match client_cert {
-                Some((cert, key)) => Some((
-                    std::fs::read(&cert)
-                        .map_err(|e| format!("cannot read {}: {e}", cert.display()))?,
-                    std::fs::read(&key)
-                        .map_err(|e| format!("cannot read {}: {e}", key.display()))?,
-                )),
-                None => None,
-            };
-            Some(NodeTls {
-                ca_pem,
-                domain,
-                client_identity,
-            })
-        }
-        Some(_) => {
-            return Err(format!(
-                "the federation uses TLS but [client] aggregator = {:?} is not an https:// URL",
-                client.aggregator
-            )
-            .into());
-        }
+    let client_identity = match client_cert {
+        Some((cert, key)) => Some((
+            std::fs::read(&cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?,
+            std::fs::read(&key).map_err(|e| format!("cannot read {}: {e}", key.display()))?,
+        )),
         None => None,
     };
-    let node = NodeConfig {
-        endpoint: client.aggregator.clone(),
-        federation_id: config.federation.id.clone(),
-        tls,
-        connect_timeout: Duration::from_secs(10),
-        reconnect_attempts: client.reconnect_attempts,
-        reconnect_delay: Duration::from_secs_f64(client.reconnect_delay_s),
-        members: Some(std::sync::Arc::new(config.members()?)),
-        committee: fl_client::committee::load_role(&config, &key, committee_state.as_deref())?,
-    };
+    let mut node = NodeConfig::from_federation(&config, client_identity)?;
+    node.committee = fl_client::committee::load_role(&config, &key, committee_state.as_deref())?;
     let runtime = tokio::runtime::Runtime::new()?;
     let (report, _trainer) = runtime.block_on(run_node(node, key, trainer))?;
     println!(
@@ -264,21 +229,4 @@ fn run(
         report.fits, report.evaluations, report.sessions
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The host of `https://host:port/...`.
-fn host_of(url: &str) -> Result<String> {
-    let rest = url
-        .split_once("://")
-        .map(|(_, r)| r)
-        .ok_or_else(|| format!("{url:?} is not a URL"))?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host").into());
-    }
-    Ok(host.to_string())
 }

@@ -919,28 +919,79 @@ mod tests {
         deals[1].signature = keys[1].sign_message(&deals[1].signing_bytes());
         assert!(matches!(
             public_key(&spec, &r.commits, &deals),
-            Err(CeremonyError::Message { .. } | CeremonyError::CommitmentMismatch(1))
+            Err(CeremonyError::Message { what, reason })
+                if what.to_string() == "dealing of holder 1" && reason.to_string() == "a part of holder 2"
+        ));
+        // ... or its own part altered after it committed (the last holder choosing its part
+        // once it has seen the others'): the commitment catches it.
+        let mut deals = r.deals.clone();
+        let mut part = hex::decode(&deals[1].part).unwrap();
+        let last = part.len() - 1;
+        part[last] ^= 1;
+        deals[1].part = hex::encode(part);
+        deals[1].signature = keys[1].sign_message(&deals[1].signing_bytes());
+        assert!(matches!(
+            public_key(&spec, &r.commits, &deals),
+            Err(CeremonyError::CommitmentMismatch(1))
         ));
 
         // Missing and duplicated messages.
-        assert!(public_key(&spec, &r.commits, &r.deals[..2]).is_err());
-        assert!(public_key(&spec, &r.commits[..2], &r.deals).is_err());
+        let refused = |r: Result<CompactPublicKey>, w: &str, why: &str| {
+            assert!(
+                matches!(&r, Err(CeremonyError::Message { what, reason })
+                    if what.to_string() == w && reason.to_string() == why),
+                "{r:?}"
+            );
+        };
+        refused(
+            public_key(&spec, &r.commits, &r.deals[..2]),
+            "dealing of holder 2",
+            "missing",
+        );
+        refused(
+            public_key(&spec, &r.commits[..2], &r.deals),
+            "commitment of holder 2",
+            "missing",
+        );
         let mut twice = r.deals.clone();
         twice.push(r.deals[0].clone());
-        assert!(public_key(&spec, &r.commits, &twice).is_err());
+        refused(
+            public_key(&spec, &r.commits, &twice),
+            "dealing of holder 0",
+            "a second dealing",
+        );
 
         // Another key epoch: every message is for another ceremony.
         let mut other = spec.clone();
         other.key_epoch = 1;
-        assert!(public_key(&other, &r.commits, &r.deals).is_err());
-        assert!(finish(&other, &r.secrets[0], &r.commits, &r.deals).is_err());
+        refused(
+            public_key(&other, &r.commits, &r.deals),
+            "commitment of holder 0",
+            "for another ceremony",
+        );
+        assert!(matches!(
+            finish(&other, &r.secrets[0], &r.commits, &r.deals),
+            Err(CeremonyError::Message { what, reason })
+                if what.to_string() == "ceremony secret"
+                    && reason.to_string().starts_with("belongs to another ceremony")
+        ));
 
         // A secret read back from bytes still works; garbage does not parse.
         let s = CeremonySecret::from_bytes(&r.secrets[2].to_bytes()).unwrap();
         assert!(finish(&spec, &s, &r.commits, &r.deals).is_ok());
-        assert!(CeremonySecret::from_bytes(b"DHCS short").is_err());
+        assert!(matches!(
+            CeremonySecret::from_bytes(b"DHCS short"),
+            Err(CeremonyError::Message { what, reason })
+                if what.to_string() == "ceremony secret"
+                    && reason.to_string().starts_with("not a ceremony secret")
+        ));
 
         // A non-holder cannot commit.
-        assert!(commit(&spec, &MemberKey::generate(), &mut rng()).is_err());
+        let stranger = MemberKey::generate();
+        assert!(matches!(
+            commit(&spec, &stranger, &mut rng()),
+            Err(CeremonyError::Settings(s))
+                if s == format!("{} is not a committee holder", stranger.address())
+        ));
     }
 }

@@ -651,12 +651,39 @@ async fn write_instructions(
                 }
                 continue;
             }
-            ServerMessage::Finished => {
-                let _ = out
-                    .send(Ok(frame(pb::server_frame::Kind::Finished(pb::Finished {
-                        final_params_hash: Vec::new(),
-                    }))))
-                    .await;
+            ServerMessage::Finished { round, params } => {
+                let Some(params) = params else {
+                    let _ = out
+                        .send(Ok(frame(pb::server_frame::Kind::Finished(
+                            pb::Finished::default(),
+                        ))))
+                        .await;
+                    continue;
+                };
+                // The final model follows in chunks, like an instruction's parameters.
+                let num_chunks = wire::ChunkPlan::new(params.schema(), max_chunk_bytes).len();
+                let finished = pb::Finished {
+                    final_params_hash: params.content_hash().as_bytes().to_vec(),
+                    num_chunks: num_chunks as u32,
+                    round,
+                };
+                if out
+                    .send(Ok(frame(pb::server_frame::Kind::Finished(finished))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                for chunk in wire::encode_chunks(&params, round, max_chunk_bytes) {
+                    metrics.sent(chunk.data.len());
+                    if out
+                        .send(Ok(frame(pb::server_frame::Kind::Chunk(chunk))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
                 continue;
             }
         };

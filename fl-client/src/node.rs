@@ -251,6 +251,9 @@ pub struct NodeReport {
     pub refused: u64,
     /// Sessions that completed the handshake (1 without reconnections).
     pub sessions: u64,
+    /// Content hash of the final global model the federation sent when it finished; the
+    /// returned trainer holds it.
+    pub final_params: Option<fl_core::ContentHash>,
 }
 
 async fn connect(config: &NodeConfig) -> Result<Channel, NodeError> {
@@ -416,7 +419,7 @@ async fn run_session<T: Trainer + 'static>(
     let max_chunk = (welcome.max_chunk_bytes as usize).clamp(4, wire::MAX_CHUNK_BYTES);
 
     // Stops with the session, however it ends.
-    let _heartbeat = AbortOnDrop({
+    let heartbeat = AbortOnDrop({
         let tx = tx.clone();
         let every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms).max(100));
         tokio::spawn(async move {
@@ -449,7 +452,7 @@ async fn run_session<T: Trainer + 'static>(
     if let Some(role) = &config.committee {
         session = session.with_committee(role.clone());
     }
-    loop {
+    let outcome = loop {
         let kind = match inbound.message().await {
             Ok(Some(frame)) => match frame.kind {
                 Some(kind) => kind,
@@ -459,7 +462,12 @@ async fn run_session<T: Trainer + 'static>(
             Err(status) => break Err(NodeError::Refused(status)),
         };
         let msg = match kind {
-            pb::server_frame::Kind::Finished(_) => ServerMessage::Finished,
+            pb::server_frame::Kind::Finished(f) => {
+                match receive_final_model(&mut inbound, &schema, f, max_chunk).await {
+                    Ok(msg) => msg,
+                    Err(e) => break Err(e),
+                }
+            }
             pb::server_frame::Kind::Heartbeat(_) => continue,
             pb::server_frame::Kind::Secure(m) => {
                 match fl_core::secure::wire::server_step_from_pb(m.step) {
@@ -518,9 +526,29 @@ async fn run_session<T: Trainer + 'static>(
             }
         }
         if finished {
+            // End with the model the federation produced, not this member's last local one.
+            if let Some(params) = session.final_params().cloned() {
+                on_trainer(slot, move |t| t.set_parameters(&params))
+                    .await?
+                    .map_err(|e| {
+                        NodeError::Protocol(format!("the final model does not load: {e}"))
+                    })?;
+                report.final_params = session.final_params().map(|p| p.content_hash());
+            }
             break Ok(());
         }
+    };
+    if outcome.is_ok() {
+        // Leave politely: end this side of the stream (heartbeats too) and let the aggregator
+        // close its side, so it sees a member that left, not a broken connection.
+        drop(heartbeat);
+        drop(tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
     }
+    outcome
 }
 
 /// Aborts a background task when dropped.
@@ -530,6 +558,53 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The final model after a `Finished` frame (none if the aggregator sent no chunks).
+async fn receive_final_model(
+    inbound: &mut tonic::Streaming<pb::ServerFrame>,
+    schema: &std::sync::Arc<fl_core::Schema>,
+    finished: pb::Finished,
+    max_chunk: usize,
+) -> Result<ServerMessage, NodeError> {
+    if finished.num_chunks == 0 {
+        return Ok(ServerMessage::Finished {
+            round: finished.round,
+            params: None,
+        });
+    }
+    let protocol = |e: wire::WireError| NodeError::Protocol(e.to_string());
+    let hash = wire::hash_from_bytes("final_params_hash", &finished.final_params_hash)
+        .map_err(protocol)?;
+    let mut asm = ParamAssembler::new(schema.clone(), finished.round, hash, max_chunk, None)
+        .map_err(protocol)?;
+    if finished.num_chunks as usize != asm.remaining() {
+        return Err(NodeError::Protocol(format!(
+            "the final model announces {} chunks, the schema needs {}",
+            finished.num_chunks,
+            asm.remaining()
+        )));
+    }
+    while !asm.is_complete() {
+        match inbound.message().await? {
+            Some(pb::ServerFrame {
+                kind: Some(pb::server_frame::Kind::Chunk(c)),
+            }) => asm.push(&c).map_err(protocol)?,
+            Some(pb::ServerFrame {
+                kind: Some(pb::server_frame::Kind::Heartbeat(_)),
+            }) => {}
+            Some(_) => {
+                return Err(NodeError::Protocol(
+                    "expected a chunk of the final model".into(),
+                ));
+            }
+            None => return Err(NodeError::Closed),
+        }
+    }
+    Ok(ServerMessage::Finished {
+        round: finished.round,
+        params: Some(std::sync::Arc::new(asm.finish().map_err(protocol)?)),
+    })
 }
 
 async fn receive_instruction(

@@ -40,8 +40,15 @@ pub enum ServerMessage {
         /// shared by every recipient of a broadcast.
         payload: Arc<[u8]>,
     },
-    /// The federation is over; the session may close.
-    Finished,
+    /// The federation is over; the session may close. Carries the final global model (after
+    /// round `round`), so every member ends with the model the federation produced, not its
+    /// own last local one.
+    Finished {
+        /// The last round that ran.
+        round: u64,
+        /// The final global parameters (none from a transport that did not deliver them).
+        params: Option<Arc<ParamVec>>,
+    },
 }
 
 /// The aggregator's steps of secure aggregation, in order.

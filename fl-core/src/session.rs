@@ -171,6 +171,8 @@ pub struct ClientSession {
     last: Option<(u64, Stage)>,
     running: Option<(u64, Stage)>,
     finished: bool,
+    /// The federation's final model, once it is over.
+    final_params: Option<Arc<ParamVec>>,
     events: VecDeque<SessionEvent>,
     outbox: VecDeque<ClientMessage>,
     identity: Option<Identity>,
@@ -201,6 +203,7 @@ impl ClientSession {
             last: None,
             running: None,
             finished: false,
+            final_params: None,
             events: VecDeque::new(),
             outbox: VecDeque::new(),
             identity: None,
@@ -233,6 +236,12 @@ impl ClientSession {
             verifier: MemberVerifier(members),
         });
         this
+    }
+
+    /// The final global model the federation sent when it finished (checked against this
+    /// member's schema), if it sent one.
+    pub fn final_params(&self) -> Option<&Arc<ParamVec>> {
+        self.final_params.as_ref()
     }
 
     /// Whether the federation has told this session it is over.
@@ -379,7 +388,8 @@ impl ClientSession {
                     config,
                 }));
             }
-            ServerMessage::Finished => {
+            ServerMessage::Finished { params, .. } => {
+                self.final_params = params.filter(|p| p.schema().hash() == self.schema_hash);
                 self.finished = true;
                 self.running = None;
                 self.events.push_back(SessionEvent::Finished);
@@ -696,7 +706,12 @@ mod tests {
                 stage: Stage::Fit
             })
         );
-        s.handle_message(ServerMessage::Finished).unwrap();
+        s.handle_message(ServerMessage::Finished {
+            round: 3,
+            params: Some(p.clone()),
+        })
+        .unwrap();
+        assert_eq!(s.final_params(), Some(&p));
         assert_eq!(s.handle_message(fit(4, &p)), Err(SessionError::Finished));
     }
 

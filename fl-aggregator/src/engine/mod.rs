@@ -407,7 +407,7 @@ impl Engine {
         self.connected.insert(client);
         match self.state {
             State::Idle => self.try_start_round(now),
-            State::Finished => self.outbox.push_back((client, ServerMessage::Finished)),
+            State::Finished => self.outbox.push_back((client, self.finished_message())),
             _ => {}
         }
     }
@@ -973,10 +973,18 @@ impl Engine {
         }
     }
 
+    /// What a member hears when the federation is over: the final model with it.
+    fn finished_message(&self) -> ServerMessage {
+        ServerMessage::Finished {
+            round: self.round,
+            params: Some(self.params.clone()),
+        }
+    }
+
     fn finish(&mut self) {
         self.state = State::Finished;
         for &client in &self.connected {
-            self.outbox.push_back((client, ServerMessage::Finished));
+            self.outbox.push_back((client, self.finished_message()));
         }
         self.events.push_back(EngineEvent::Finished {
             params: self.params.clone(),

@@ -161,7 +161,9 @@ fn deadline_drops_stragglers_and_refuses_their_late_answers() {
     // Everyone is told the federation is over.
     let finished = outbox(&mut e);
     assert_eq!(finished.len(), 3);
-    assert!(finished.iter().all(|(_, m)| *m == ServerMessage::Finished));
+    assert!(finished.iter().all(
+        |(_, m)| matches!(m, ServerMessage::Finished { params: Some(p), .. } if p == e.params())
+    ));
 }
 
 #[test]
@@ -412,7 +414,13 @@ fn a_refused_round_stops_the_federation_cleanly() {
     assert!(matches!(evs[stopped + 1], EngineEvent::Finished { .. }));
     assert!(matches!(
         outbox(&mut e).as_slice(),
-        [(ClientId(0), ServerMessage::Finished)]
+        [(
+            ClientId(0),
+            ServerMessage::Finished {
+                round: 2,
+                params: Some(_)
+            }
+        )]
     ));
 }
 

@@ -195,6 +195,15 @@ fn federate(extra: &str) -> (f64, String) {
     let bytes = std::fs::read(f.dir.path().join("checkpoints/params").join(&cid)).unwrap();
     let params = ParamVec::from_le_bytes(SoftmaxRegression::schema(), &bytes).unwrap();
     assert_eq!(params.content_hash().to_string(), cid);
+    // Every member ends holding the federation's final model, not its own last local one.
+    for r in &reports {
+        let (report, trainer) = r.as_ref().unwrap();
+        assert_eq!(
+            report.final_params.map(|h| h.to_string()),
+            Some(cid.clone())
+        );
+        assert_eq!(trainer.get_parameters(), params);
+    }
     let mut model = SoftmaxRegression::member(0);
     model.set_parameters(&params).unwrap();
     let everyone: Vec<_> = (0..MEMBERS)

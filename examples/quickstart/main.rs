@@ -115,7 +115,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
                 BackendKind::Rpc => format!("chain {}", r.chain_id),
             };
             summary.push_str(&format!(
-                "\nanchor: round {} of `{}`, model {}, block {} of {backend}, tx {}, registry {}, {} gas\nverify: cargo run -p fl-aggregator -- verify {}",
+                "\nanchor: round {} of `{}`, model {}, block {} of {backend}, tx {}, registry {}, {} gas\nverify: cargo run --release -p fl-aggregator -- verify {}",
                 a.round,
                 a.federation_id,
                 a.cid,

@@ -17,14 +17,22 @@
 //!   and drives the sans-IO [`ClientSession`](fl_core::ClientSession) with a trainer. The
 //!   `fl-client` binary is a thin CLI over it.
 //!
-//! Any other model works too: implement [`Trainer`] for it. The in-process simulation lives in
-//! `fl-aggregator`.
+//! Any other model works too: implement [`Trainer`] for it and join with [`run`], one call.
+//! The in-process simulation lives in `fl-aggregator`.
+//!
+//! Conventions an embedder's [`Trainer`] follows: report held-out accuracy under the metric key
+//! `"accuracy"` (the aggregator records and plots that key) and training loss under
+//! `"train_loss"`; `FitConfig::learning_rate` is the learning rate of the trainer's own
+//! optimiser (Adam for [`BurnTrainer`]).
 //!
 //! ## Feature flags
 //!
-//! None yet. The CPU backend (burn's pure-Rust `flex`, multi-threaded with rayon and
-//! vectorised) is always on; GPU backends (`wgpu`, `cuda`) will come as additive features that
-//! add [`DeviceSpec`] variants.
+//! - `cli` (default): the `fl-client` binary (clap, a log subscriber).
+//!
+//! The CPU backend (burn's pure-Rust `flex`, multi-threaded with rayon and vectorised) is
+//! always on; GPU backends (`wgpu`, `cuda`) are to come as additive features that add
+//! [`DeviceSpec`] variants, and burn itself behind a feature so that a member with its own
+//! model does not compile it.
 //!
 //! ## Example
 //!
@@ -53,6 +61,27 @@ pub mod federation;
 pub mod node;
 pub mod partition;
 pub mod trainer;
+
+/// What an embedder needs in one import: the [`Trainer`] interface and its types, keys, the
+/// federation file and the one-call [`run`](crate::run).
+///
+/// ```
+/// use fl_client::prelude::*;
+///
+/// let schema = std::sync::Arc::new(Schema::new(vec![TensorSpec::new("w", [3])])?);
+/// let params = ParamVec::zeros(schema);
+/// assert_eq!(params.len(), 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub mod prelude {
+    pub use crate::node::{NodeConfig, NodeError, NodeReport};
+    pub use crate::run;
+    pub use fl_core::config::FederationConfig;
+    pub use fl_core::{
+        EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, MemberKey, Metrics, ParamVec,
+        Schema, TensorSpec, Trainer, TrainerError,
+    };
+}
 
 pub use data::{DataError, Dataset};
 pub use fl_core::params::ParamVec;

@@ -1,7 +1,8 @@
 //! Messages between the aggregator and a client, as typed values.
 //!
-//! The transports (the in-process simulation now, gRPC with prost encoding later) only move
-//! these between the round engine and the [`ClientSession`](crate::session::ClientSession).
+//! The transports (the in-process simulation, and gRPC through [`crate::wire`]'s protobuf
+//! messages) only move these between the round engine and the
+//! [`ClientSession`](crate::session::ClientSession).
 //! Parameters travel as `Arc`s so a broadcast to many in-process clients copies nothing.
 
 use std::sync::Arc;

@@ -128,6 +128,9 @@ pub enum SessionError {
         /// Hash of the parameters received.
         got: crate::hash::ContentHash,
     },
+    /// The federation's final model could not be loaded into the trainer.
+    #[error("the final model does not load into the trainer: {0}")]
+    FinalModel(String),
     /// A completion for a task that is not (or no longer) running.
     #[error("no running {stage:?} task for round {round}")]
     NoSuchTask {
@@ -587,6 +590,37 @@ impl ClientSession {
         Ok(())
     }
 
+    /// Runs every pending task on `trainer` and reports each outcome, so a driver never pairs
+    /// rounds with results by hand; when the federation is over, loads its final model into
+    /// `trainer`. Returns whether the federation is over. Answers wait in
+    /// [`poll_transmit`](Self::poll_transmit).
+    ///
+    /// Runs the trainer on the calling thread: an async driver that must not block calls
+    /// [`poll_event`](Self::poll_event) and runs the tasks elsewhere instead (as `fl-client`'s
+    /// node does).
+    pub fn run_pending(&mut self, trainer: &mut dyn Trainer) -> Result<bool, SessionError> {
+        let mut finished = false;
+        while let Some(event) = self.poll_event() {
+            match event {
+                SessionEvent::Fit(task) => {
+                    let result = task.run(trainer);
+                    self.complete_fit(task.round, result)?;
+                }
+                SessionEvent::Evaluate(task) => {
+                    let result = task.run(trainer);
+                    self.complete_evaluate(task.round, result)?;
+                }
+                SessionEvent::Finished => finished = true,
+            }
+        }
+        if finished && let Some(params) = &self.final_params {
+            trainer
+                .set_parameters(params)
+                .map_err(|e| SessionError::FinalModel(e.to_string()))?;
+        }
+        Ok(finished)
+    }
+
     /// The next piece of work or news for the driver.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
@@ -654,6 +688,79 @@ mod tests {
             Some(ClientMessage::FitDone { round: 1, .. })
         ));
         assert!(s.poll_transmit().is_none());
+    }
+
+    /// Adds one to every parameter per fit; counts evaluations.
+    struct PlusOne {
+        params: ParamVec,
+        evaluations: u64,
+    }
+
+    impl Trainer for PlusOne {
+        fn schema(&self) -> &Arc<Schema> {
+            self.params.schema()
+        }
+        fn get_parameters(&self) -> ParamVec {
+            self.params.clone()
+        }
+        fn set_parameters(&mut self, p: &ParamVec) -> Result<(), TrainerError> {
+            self.params = p.clone();
+            Ok(())
+        }
+        fn fit(&mut self, _: &FitConfig) -> Result<crate::FitOutcome, TrainerError> {
+            self.params.values_mut().iter_mut().for_each(|v| *v += 1.0);
+            Ok(crate::FitOutcome {
+                num_examples: 2,
+                metrics: Metrics::new(),
+            })
+        }
+        fn evaluate(&mut self, _: &EvaluateConfig) -> Result<EvaluateResult, TrainerError> {
+            self.evaluations += 1;
+            Ok(EvaluateResult {
+                loss: 0.5,
+                num_examples: 2,
+                metrics: Metrics::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn run_pending_trains_answers_and_ends_on_the_final_model() {
+        let p = params(1.0);
+        let mut trainer = PlusOne {
+            params: (*params(0.0)).clone(),
+            evaluations: 0,
+        };
+        let mut s = ClientSession::new(p.schema().hash());
+        s.handle_message(fit(1, &p)).unwrap();
+        assert!(!s.run_pending(&mut trainer).unwrap());
+        match s.poll_transmit() {
+            Some(ClientMessage::FitDone { round: 1, result }) => {
+                assert_eq!(result.params.values(), &[2.0, 2.0]);
+                assert_eq!(result.num_examples, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        let final_model = params(7.0);
+        s.handle_message(ServerMessage::Finished {
+            round: 1,
+            params: Some(final_model.clone()),
+        })
+        .unwrap();
+        assert!(s.run_pending(&mut trainer).unwrap());
+        assert_eq!(trainer.params, *final_model);
+        // A final model of another schema is not kept (nor loaded).
+        let mut s = ClientSession::new(p.schema().hash());
+        let other = Arc::new(Schema::new(vec![TensorSpec::new("v", [1])]).unwrap());
+        let stranger = Arc::new(ParamVec::new(other, vec![3.0]).unwrap());
+        s.handle_message(ServerMessage::Finished {
+            round: 1,
+            params: Some(stranger),
+        })
+        .unwrap();
+        assert!(s.final_params().is_none());
+        assert!(s.run_pending(&mut trainer).unwrap());
+        assert_eq!(trainer.params, *final_model);
     }
 
     #[test]

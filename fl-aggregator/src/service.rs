@@ -733,6 +733,37 @@ struct PendingUpdate {
     verifier: ChunkVerifier,
 }
 
+/// The one update a session may have in flight, by protocol.
+enum Upload {
+    /// A plain update, verified chunk by chunk and streamed into the engine.
+    Plain(PendingUpdate),
+    /// A masked update (SecAgg+), buffered whole.
+    Masked(PendingMasked),
+    /// An encrypted update (homomorphic aggregation), buffered whole.
+    Encrypted(secure_wire::EncryptedAssembler),
+}
+
+impl Upload {
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::Plain(_) => "an update",
+            Self::Masked(_) => "a masked update",
+            Self::Encrypted(_) => "an encrypted update",
+        }
+    }
+}
+
+/// The one exclusivity rule of uploads: a new one may begin only when none is in flight.
+fn no_upload_in_progress(upload: &Option<Upload>, new: &str) -> Result<(), Status> {
+    match upload {
+        None => Ok(()),
+        Some(u) => Err(invalid(format!(
+            "{new} began before {} ended",
+            u.describe()
+        ))),
+    }
+}
+
 /// A masked update (secure aggregation) whose chunks are arriving. Unlike a plain update it is
 /// buffered whole: masks only cancel in the sum of complete inputs, so a member that breaks
 /// off mid-way must leave nothing in it.
@@ -747,9 +778,8 @@ struct PendingMasked {
 impl SessionCtx<'_> {
     async fn read_loop(&self, inbound: &mut Streaming<pb::ClientFrame>) -> Result<(), Status> {
         let cfg = &self.shared.config;
-        let mut pending: Option<PendingUpdate> = None;
-        let mut masked: Option<PendingMasked> = None;
-        let mut encrypted: Option<secure_wire::EncryptedAssembler> = None;
+        // At most one update arrives at a time, whatever its protocol.
+        let mut upload: Option<Upload> = None;
         let rate = f64::from(cfg.max_frames_per_second);
         let mut tokens = rate;
         let mut last = Instant::now();
@@ -772,9 +802,7 @@ impl SessionCtx<'_> {
             match kind {
                 pb::client_frame::Kind::Heartbeat(_) => {}
                 pb::client_frame::Kind::Update(header) => {
-                    if pending.is_some() {
-                        return Err(invalid("a new update began before the previous one ended"));
-                    }
+                    no_upload_in_progress(&upload, "an update")?;
                     let (update, begin) = self.begin_update(header)?;
                     let round = update.round;
                     self.forward_checked(begin).await?.map_err(|e| {
@@ -784,10 +812,10 @@ impl SessionCtx<'_> {
                             "update for round {round} refused: {e} (too late, a duplicate, or a round this member was not asked to train)"
                         ))
                     })?;
-                    pending = Some(update);
+                    upload = Some(Upload::Plain(update));
                 }
                 pb::client_frame::Kind::Chunk(chunk) => {
-                    let Some(p) = pending.as_mut() else {
+                    let Some(Upload::Plain(p)) = upload.as_mut() else {
                         return Err(invalid("a chunk arrived outside an update"));
                     };
                     let values = p.verifier.push(&chunk).map_err(invalid)?;
@@ -796,7 +824,9 @@ impl SessionCtx<'_> {
                     self.forward(ClientMessage::FitChunk { round, values })
                         .await?;
                     if p.verifier.is_complete() {
-                        let p = pending.take().expect("checked above");
+                        let Some(Upload::Plain(p)) = upload.take() else {
+                            unreachable!("checked above")
+                        };
                         p.verifier.finish().map_err(invalid)?;
                         self.forward(ClientMessage::FitEnd { round }).await?;
                     }
@@ -812,9 +842,7 @@ impl SessionCtx<'_> {
                     .await?;
                 }
                 pb::client_frame::Kind::Masked(header) => {
-                    if masked.is_some() || pending.is_some() {
-                        return Err(invalid("a masked update began inside another update"));
-                    }
+                    no_upload_in_progress(&upload, "a masked update")?;
                     // Encoded length: padding (rotation) at most doubles the model, plus the
                     // weight.
                     let max_len = 2 * self.shared.schema.num_values() + 2;
@@ -826,22 +854,24 @@ impl SessionCtx<'_> {
                         cfg.max_chunk_bytes,
                     )
                     .map_err(invalid)?;
-                    masked = Some(PendingMasked {
+                    upload = Some(Upload::Masked(PendingMasked {
                         round: header.round,
                         bits: header.bits,
                         header: header.header,
                         metrics: wire::metrics_from_pb(&header.metrics).map_err(invalid)?,
                         assembler,
-                    });
+                    }));
                 }
                 pb::client_frame::Kind::MaskedChunk(chunk) => {
-                    let Some(m) = masked.as_mut() else {
+                    let Some(Upload::Masked(m)) = upload.as_mut() else {
                         return Err(invalid("a masked chunk arrived outside a masked update"));
                     };
                     m.assembler.push(&chunk).map_err(invalid)?;
                     self.shared.metrics.received(chunk.data.len());
                     if m.assembler.is_complete() {
-                        let m = masked.take().expect("checked above");
+                        let Some(Upload::Masked(m)) = upload.take() else {
+                            unreachable!("checked above")
+                        };
                         let values = m.assembler.finish().map_err(invalid)?;
                         self.forward(ClientMessage::MaskedInput {
                             round: m.round,
@@ -854,9 +884,7 @@ impl SessionCtx<'_> {
                     }
                 }
                 pb::client_frame::Kind::Encrypted(header) => {
-                    if encrypted.is_some() || masked.is_some() || pending.is_some() {
-                        return Err(invalid("an encrypted update began inside another update"));
-                    }
+                    no_upload_in_progress(&upload, "an encrypted update")?;
                     // Encoded length: padding (rotation) at most doubles the model, plus the
                     // weight; a ciphertext takes at most 16 bytes per value plus its masks.
                     let max_len = 2 * self.shared.schema.num_values() + 2;
@@ -868,10 +896,10 @@ impl SessionCtx<'_> {
                         max_total,
                     )
                     .map_err(invalid)?;
-                    encrypted = Some(assembler);
+                    upload = Some(Upload::Encrypted(assembler));
                 }
                 pb::client_frame::Kind::CipherChunk(chunk) => {
-                    let Some(e) = encrypted.as_mut() else {
+                    let Some(Upload::Encrypted(e)) = upload.as_mut() else {
                         return Err(invalid(
                             "a ciphertext chunk arrived outside an encrypted update",
                         ));
@@ -879,7 +907,9 @@ impl SessionCtx<'_> {
                     self.shared.metrics.received(chunk.data.len());
                     e.push(chunk).map_err(invalid)?;
                     if e.is_complete() {
-                        let e = encrypted.take().expect("checked above");
+                        let Some(Upload::Encrypted(e)) = upload.take() else {
+                            unreachable!("checked above")
+                        };
                         let (round, update, metrics) = e.finish().map_err(invalid)?;
                         self.forward(ClientMessage::Encrypted {
                             round,

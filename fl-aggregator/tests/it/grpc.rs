@@ -463,6 +463,32 @@ async fn hostile_sessions_are_refused_and_members_are_still_served() {
         expect(&mut raw, Code::InvalidArgument, needle).await;
     }
 
+    // One upload at a time, whatever the protocol: an encrypted or a plain update may not begin
+    // while another is in flight.
+    let (mut raw, _) = Raw::join(addr, m1, m1, &schema).await;
+    let r = raw.until_fit().await;
+    raw.send(encrypted(r, 2, vec![1; 8])).await;
+    raw.send(encrypted(r, 2, vec![1; 8])).await;
+    expect(
+        &mut raw,
+        Code::InvalidArgument,
+        "an encrypted update began before an encrypted update ended",
+    )
+    .await;
+    let (mut raw, session) = Raw::join(addr, m1, m1, &schema).await;
+    let r = raw.until_fit().await;
+    raw.send(encrypted(r, 2, vec![1; 8])).await;
+    raw.send(pb::client_frame::Kind::Update(header(
+        m1, session, r, &params, 5,
+    )))
+    .await;
+    expect(
+        &mut raw,
+        Code::InvalidArgument,
+        "an update began before an encrypted update ended",
+    )
+    .await;
+
     // An update for a round the member was not asked to train (too late or too early).
     let (mut raw, session) = Raw::join(addr, m1, m1, &schema).await;
     let r = raw.until_fit().await;

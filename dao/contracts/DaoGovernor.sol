@@ -61,10 +61,29 @@ contract DaoGovernor is
         address guardian;
     }
 
+    /// @notice The DAO's own contracts, always allowed as proposal targets.
+    struct Targets {
+        address modelRegistry;
+        address staking;
+        address token;
+        address timelock;
+        address dataPool;
+        address trainingPool;
+        address inferencePool;
+    }
+
     /// @notice Fewest votes a quorum ever needs.
     uint256 public quorumFloor;
-    /// @notice Whether proposal actions may call `target`.
-    mapping(address target => bool) public targetAllowed;
+
+    // The fixed targets are immutables (no storage read per action); governance adds more.
+    address private immutable _modelRegistry;
+    address private immutable _staking;
+    address private immutable _token;
+    address private immutable _timelockTarget;
+    address private immutable _dataPool;
+    address private immutable _trainingPool;
+    address private immutable _inferencePool;
+    mapping(address target => bool) private _extraTargets;
 
     /// @notice `target` was allowed or disallowed as a proposal target.
     event TargetAllowed(address indexed target, bool allowed);
@@ -77,8 +96,8 @@ contract DaoGovernor is
     /// @param token_ The $PROPOSAL token.
     /// @param timelock_ The TimelockController (this Governor its only proposer and executor).
     /// @param params Governance parameters.
-    /// @param targets Contracts proposals may call (this Governor is always allowed).
-    constructor(IVotes token_, TimelockController timelock_, Params memory params, address[] memory targets)
+    /// @param targets The DAO's contracts proposals may call (this Governor is always allowed).
+    constructor(IVotes token_, TimelockController timelock_, Params memory params, Targets memory targets)
         Governor("daofl DAO Governor")
         GovernorSettings(params.votingDelay, params.votingPeriod, params.proposalThreshold)
         GovernorVotes(token_)
@@ -89,15 +108,27 @@ contract DaoGovernor is
         _setProposalGuardian(params.guardian);
         quorumFloor = params.quorumFloor;
         emit QuorumFloorChanged(params.quorumFloor);
-        _allow(address(this), true);
-        for (uint256 i = 0; i < targets.length; ++i) {
-            _allow(targets[i], true);
-        }
+        _modelRegistry = targets.modelRegistry;
+        _staking = targets.staking;
+        _token = targets.token;
+        _timelockTarget = targets.timelock;
+        _dataPool = targets.dataPool;
+        _trainingPool = targets.trainingPool;
+        _inferencePool = targets.inferencePool;
     }
 
-    /// @notice Allows or disallows a proposal target (governance).
+    /// @notice Allows or disallows an extra proposal target (governance); the DAO's own
+    /// contracts and this Governor are always allowed.
     function setTargetAllowed(address target, bool allowed) external onlyGovernance {
-        _allow(target, allowed);
+        _extraTargets[target] = allowed;
+        emit TargetAllowed(target, allowed);
+    }
+
+    /// @notice Whether proposal actions may call `target`.
+    function targetAllowed(address target) public view returns (bool) {
+        return target == _modelRegistry || target == _staking || target == _token || target == _timelockTarget
+            || target == _dataPool || target == _trainingPool || target == _inferencePool || target == address(this)
+            || _extraTargets[target];
     }
 
     /// @notice Sets the quorum floor (governance).
@@ -112,11 +143,6 @@ contract DaoGovernor is
         return Math.max(Math.mulDiv(votable, quorumNumerator(timepoint), quorumDenominator()), quorumFloor);
     }
 
-    function _allow(address target, bool allowed) private {
-        targetAllowed[target] = allowed;
-        emit TargetAllowed(target, allowed);
-    }
-
     function _propose(
         address[] memory targets,
         uint256[] memory values,
@@ -125,7 +151,7 @@ contract DaoGovernor is
         address proposer
     ) internal override returns (uint256) {
         for (uint256 i = 0; i < targets.length; ++i) {
-            if (!targetAllowed[targets[i]]) revert TargetNotAllowed(targets[i]);
+            if (!targetAllowed(targets[i])) revert TargetNotAllowed(targets[i]);
         }
         return super._propose(targets, values, calldatas, description, proposer);
     }

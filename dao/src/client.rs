@@ -741,7 +741,7 @@ impl Dao {
                 },
             )
             .await?;
-        Ok((m.promotedAt != 0).then(|| CurrentModel {
+        Ok((m.promotedAt != 0).then_some(CurrentModel {
             round: m.round,
             params_hash: m.paramsHash,
             cid: m.cid,

@@ -299,15 +299,15 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     lateQuorumExtension: U48::from(g.late_quorum_extension_secs),
                     guardian: g.guardian,
                 },
-                targets: vec![
-                    model_registry,
+                targets: DaoGovernor::Targets {
+                    modelRegistry: model_registry,
                     staking,
                     token,
                     timelock,
-                    data_pool,
-                    training_pool,
-                    inference_pool,
-                ],
+                    dataPool: data_pool,
+                    trainingPool: training_pool,
+                    inferencePool: inference_pool,
+                },
             }
             .abi_encode(),
             governor,

@@ -263,6 +263,30 @@ impl Backend {
         }
     }
 
+    /// Logs emitted by `address` from block `from_block` on.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] when the endpoint fails.
+    pub async fn logs(&self, address: Address, from_block: u64) -> Result<Vec<Log>> {
+        match self {
+            Self::Rpc(r) => {
+                let filter = alloy::rpc::types::Filter::new()
+                    .address(address)
+                    .from_block(from_block);
+                let logs = r
+                    .request("reading logs", r.provider.get_logs(&filter))
+                    .await?;
+                Ok(logs.into_iter().map(|l| l.inner).collect())
+            }
+            Self::Embedded(e) => Ok(e
+                .evm
+                .logs(address, from_block)?
+                .into_iter()
+                .map(|(_, log)| log)
+                .collect()),
+        }
+    }
+
     /// A read-only call of `to` from the sender.
     ///
     /// # Errors

@@ -678,6 +678,59 @@ impl Dao {
         .await
     }
 
+    /// Every proposal submitted to the Governor, oldest first, rebuilt from its
+    /// `ProposalCreated` events (so a proposal can be queued, executed or cancelled by id).
+    ///
+    /// # Errors
+    /// An endpoint error.
+    pub async fn proposals(&self) -> Result<Vec<Proposal>> {
+        use alloy::sol_types::SolEvent;
+        let logs = self
+            .backend
+            .logs(self.deployment.governor, self.deployment.block_number)
+            .await?;
+        let mut proposals = Vec::new();
+        for log in logs {
+            if log.topics().first() != Some(&DaoGovernor::ProposalCreated::SIGNATURE_HASH) {
+                continue;
+            }
+            let Ok(e) = DaoGovernor::ProposalCreated::decode_log_data(&log.data) else {
+                continue;
+            };
+            if e.targets.len() != e.values.len() || e.targets.len() != e.calldatas.len() {
+                continue;
+            }
+            let actions = e
+                .targets
+                .iter()
+                .zip(&e.values)
+                .zip(&e.calldatas)
+                .map(|((t, v), c)| Action {
+                    target: *t,
+                    value: *v,
+                    calldata: c.clone(),
+                })
+                .collect();
+            let proposal = Proposal::new(actions, e.description);
+            if proposal.id == e.proposalId {
+                proposals.push(proposal);
+            }
+        }
+        Ok(proposals)
+    }
+
+    /// The proposal with this id, from the Governor's events.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when no such proposal was submitted; an endpoint error.
+    pub async fn proposal(&self, id: U256) -> Result<Proposal> {
+        self.proposals()
+            .await?
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| Error::InvalidInput(format!("no proposal {id:#x} on this Governor")))
+    }
+
     /// A proposal's state, votes, quorum and times.
     ///
     /// # Errors

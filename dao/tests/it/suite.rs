@@ -388,6 +388,12 @@ async fn promotion_flow(w: &World) {
     );
     // Twice: the Governor refuses.
     assert_revert(m0.execute(&p).await, "GovernorUnexpectedProposalState");
+    // The proposal can be rebuilt from the chain by its id alone.
+    assert_eq!(w.guardian.proposal(p.id).await.unwrap(), p);
+    assert!(matches!(
+        w.guardian.proposal(U256::from(7)).await,
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 /// The guardian cancels a queued proposal during the delay; others cannot.

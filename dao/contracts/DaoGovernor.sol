@@ -12,6 +12,7 @@ import {GovernorVotesQuorumFraction} from
     "@openzeppelin/contracts/governance/extensions/GovernorVotesQuorumFraction.sol";
 import {TimelockController} from "@openzeppelin/contracts/governance/TimelockController.sol";
 import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
 /// @notice The token's votable supply (total minus what the allocation holders hold).
@@ -38,8 +39,11 @@ interface IVotableSupply {
 /// handful of votes.
 ///
 /// Targets: every action of a proposal must call one of the DAO's own contracts (the allowlist
-/// set at deployment: model registry, staking, token, timelock, pools, and this Governor);
-/// governance extends it with `setTargetAllowed`.
+/// set at deployment: model registry, staking, token, pools, and this Governor), and so must a
+/// `relay`; governance extends the list with `setTargetAllowed`. The timelock itself is not a
+/// target by default, so no proposal can shorten its 7-day delay or grant timelock roles unless
+/// an earlier proposal (itself 7 days in the timelock) allowed it. The treasury's tokens move by a
+/// call to the token.
 contract DaoGovernor is
     Governor,
     GovernorSettings,
@@ -66,7 +70,6 @@ contract DaoGovernor is
         address modelRegistry;
         address staking;
         address token;
-        address timelock;
         address dataPool;
         address trainingPool;
         address inferencePool;
@@ -79,7 +82,6 @@ contract DaoGovernor is
     address private immutable _modelRegistry;
     address private immutable _staking;
     address private immutable _token;
-    address private immutable _timelockTarget;
     address private immutable _dataPool;
     address private immutable _trainingPool;
     address private immutable _inferencePool;
@@ -111,7 +113,6 @@ contract DaoGovernor is
         _modelRegistry = targets.modelRegistry;
         _staking = targets.staking;
         _token = targets.token;
-        _timelockTarget = targets.timelock;
         _dataPool = targets.dataPool;
         _trainingPool = targets.trainingPool;
         _inferencePool = targets.inferencePool;
@@ -126,8 +127,7 @@ contract DaoGovernor is
 
     /// @notice Whether proposal actions may call `target`.
     function targetAllowed(address target) public view returns (bool) {
-        return target == _modelRegistry || target == _staking || target == _token || target == _timelockTarget
-            || target == _dataPool || target == _trainingPool || target == _inferencePool || target == address(this)
+        return target == _modelRegistry || target == _staking || target == _token || target == _dataPool || target == _trainingPool || target == _inferencePool || target == address(this)
             || _extraTargets[target];
     }
 
@@ -141,6 +141,13 @@ contract DaoGovernor is
     function quorum(uint256 timepoint) public view override(Governor, GovernorVotesQuorumFraction) returns (uint256) {
         uint256 votable = IVotableSupply(address(token())).getPastVotableSupply(timepoint);
         return Math.max(Math.mulDiv(votable, quorumNumerator(timepoint), quorumDenominator()), quorumFloor);
+    }
+
+    /// @notice Relays a call from the timelock (governance only), to an allowed target only.
+    function relay(address target, uint256 value, bytes calldata data) external payable override onlyGovernance {
+        if (!targetAllowed(target)) revert TargetNotAllowed(target);
+        (bool success, bytes memory returndata) = target.call{value: value}(data);
+        Address.verifyCallResult(success, returndata);
     }
 
     function _propose(

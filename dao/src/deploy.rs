@@ -303,7 +303,6 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     modelRegistry: model_registry,
                     staking,
                     token,
-                    timelock,
                     dataPool: data_pool,
                     trainingPool: training_pool,
                     inferencePool: inference_pool,

@@ -14,8 +14,10 @@
 //!   The pools pay out only through a DISTRIBUTOR_ROLE nobody holds yet (the reward mechanism of a
 //!   later issue receives it from governance); until then they hold.
 //! - **DaoGovernor**: OpenZeppelin Governor + Settings + CountingSimple + Votes + QuorumFraction +
-//!   PreventLateQuorum + TimelockControl + ProposalGuardian. Proposals may only call the DAO's own
-//!   contracts (`TargetNotAllowed` otherwise).
+//!   PreventLateQuorum + TimelockControl + ProposalGuardian. Proposals (and `relay`) may only
+//!   call the DAO's own contracts: model registry, staking, token, pools and the Governor
+//!   (`TargetNotAllowed` otherwise). The timelock is not a default target, so no proposal can
+//!   shorten the 7-day delay or grant timelock roles unless an earlier proposal allowed it.
 //! - **DaoTimelock**: OpenZeppelin's TimelockController, 7-day minimum delay. **Its only
 //!   proposer, canceller and executor is the Governor, and it administers itself**: an extra
 //!   proposer or canceller could execute as the timelock or block proposals. The guardian holds no

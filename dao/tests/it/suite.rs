@@ -757,7 +757,7 @@ async fn hostile(w: &World) {
     assert_revert(m0.submit_permit(&forged).await, "ERC2612InvalidSigner");
 
     // Proposals may only call the DAO's contracts.
-    for target in [d.checkpoint_registry, a4, Address::ZERO] {
+    for target in [d.checkpoint_registry, d.timelock, a4, Address::ZERO] {
         let action = Action {
             target,
             value: U256::ZERO,
@@ -768,6 +768,38 @@ async fn hostile(w: &World) {
             "TargetNotAllowed",
         );
     }
+    // Nor through the Governor's relay.
+    let relay = Action {
+        target: d.governor,
+        value: U256::ZERO,
+        calldata: DaoGovernor::relayCall {
+            target: d.timelock,
+            value: U256::ZERO,
+            data: DaoTimelock::updateDelayCall {
+                newDelay: U256::from(60),
+            }
+            .abi_encode()
+            .into(),
+        }
+        .abi_encode()
+        .into(),
+    };
+    let p = m0
+        .propose(vec![relay], "shorten the timelock".into())
+        .await
+        .unwrap();
+    w.deployer
+        .advance_time(w.config.governance.voting_delay_secs + 1)
+        .await
+        .unwrap();
+    m0.vote(p.id, Support::For).await.unwrap();
+    w.deployer
+        .advance_time(w.config.governance.voting_period_secs + 1)
+        .await
+        .unwrap();
+    m0.queue(&p).await.unwrap();
+    m0.advance_time(7 * DAY + 1).await.unwrap();
+    assert_revert(m0.execute(&p).await, "TargetNotAllowed");
     // A proposal without actions never reaches the chain.
     assert!(matches!(
         m0.propose(Vec::new(), "nothing".into()).await,

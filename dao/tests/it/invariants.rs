@@ -1,13 +1,16 @@
 //! Property tests on the embedded EVM: random sequences of stake, unstake, withdraw, slash,
-//! transfer, delegate and clock moves keep the token's books straight.
+//! transfer, delegate, vote and clock moves keep the token's books straight.
 //!
 //! After every step: minted = total supply + burnt (the sum of successful slashes), and the
 //! balances of every holder sum to the total supply; each member's locked tokens equal its active
 //! plus unbonding stake and never exceed its balance; a withdrawal only ever succeeds at or after
 //! the end of its unbonding; every member's votes equal the balances delegated to it (so never
-//! more than its balance plus delegations).
+//! more than its balance plus delegations); a member's vote counts once, and a proposal's tally
+//! never exceeds the votes delegated at its snapshot.
 
 use alloy::primitives::{Address, B256, U256};
+use alloy::sol_types::SolCall;
+use dao::bindings::ProposalToken;
 use dao::{Dao, Error, Role};
 use proptest::prelude::*;
 
@@ -22,6 +25,7 @@ enum Op {
     Transfer { from: usize, to: usize, amount: u64 },
     Delegate { m: usize, to: usize },
     Advance { secs: u64 },
+    Vote { m: usize, support: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -36,6 +40,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (m.clone(), m.clone(), amount).prop_map(|(from, to, amount)| Op::Transfer { from, to, amount }),
         1 => (m.clone(), m).prop_map(|(m, to)| Op::Delegate { m, to }),
         1 => (0..20 * dao::DAY).prop_map(|secs| Op::Advance { secs }),
+        2 => (0..5usize, 0..3usize).prop_map(|(m, support)| Op::Vote { m, support }),
     ]
 }
 
@@ -44,7 +49,7 @@ fn refused(e: &Error) -> bool {
     matches!(e, Error::Reverted(r) if r.name().is_some()) || matches!(e, Error::InvalidInput(_))
 }
 
-async fn check(w: &World, burnt: U256) {
+async fn check(w: &World, burnt: U256, proposal: U256) {
     let d = &w.deployment;
     let dao = &w.deployer;
     let supply = dao.total_supply().await.unwrap();
@@ -99,6 +104,28 @@ async fn check(w: &World, burnt: U256) {
             "votes of {a}"
         );
     }
+    // The tally never exceeds the votes delegated at the snapshot.
+    let status = dao.status(proposal).await.unwrap();
+    let counted = status.for_votes + status.against + status.abstain;
+    let mut at_snapshot = U256::ZERO;
+    if status.snapshot < status.now {
+        for m in &w.members {
+            let call = ProposalToken::getPastVotesCall {
+                account: m.sender(),
+                timepoint: U256::from(status.snapshot),
+            };
+            let out = dao
+                .backend()
+                .call(d.token, call.abi_encode().into())
+                .await
+                .unwrap();
+            at_snapshot += ProposalToken::getPastVotesCall::abi_decode_returns(&out).unwrap();
+        }
+    }
+    assert!(
+        counted <= at_snapshot,
+        "tally {counted} above the snapshot's votes {at_snapshot}"
+    );
 }
 
 async fn run_ops(ops: Vec<Op>) {
@@ -110,8 +137,33 @@ async fn run_ops(ops: Vec<Op>) {
     for m in &w.members {
         w.team.transfer(m.sender(), tok(50_000)).await.unwrap();
     }
+    // One open proposal the members vote on; m0 holds enough to propose.
+    w.team
+        .transfer(w.members[0].sender(), tok(100_000))
+        .await
+        .unwrap();
+    w.members[0].delegate(w.members[0].sender()).await.unwrap();
+    w.deployer.advance_time(2).await.unwrap();
+    let action = dao::Action {
+        target: w.deployment.governor,
+        value: U256::ZERO,
+        calldata: alloy::sol_types::SolCall::abi_encode(
+            &dao::bindings::DaoGovernor::setQuorumFloorCall { floor: tok(1) },
+        )
+        .into(),
+    };
+    let proposal = w.members[0]
+        .propose(vec![action], "floor".into())
+        .await
+        .unwrap()
+        .id;
+    w.deployer
+        .advance_time(w.config.governance.voting_delay_secs + 1)
+        .await
+        .unwrap();
     let mut burnt = U256::ZERO;
-    check(&w, burnt).await;
+    let mut voted = std::collections::HashSet::new();
+    check(&w, burnt, proposal).await;
     for op in ops {
         let result = match op.clone() {
             Op::Stake { m, role, amount } => w.members[m]
@@ -163,11 +215,23 @@ async fn run_ops(ops: Vec<Op>) {
                 .await
                 .map(drop),
             Op::Advance { secs } => w.deployer.advance_time(secs).await.map(drop),
+            Op::Vote { m, support } => {
+                let support = [
+                    dao::Support::Against,
+                    dao::Support::For,
+                    dao::Support::Abstain,
+                ][support];
+                let r = w.members[m].vote(proposal, support).await.map(drop);
+                if r.is_ok() {
+                    assert!(voted.insert(m), "member {m} voted twice");
+                }
+                r
+            }
         };
         if let Err(e) = &result {
             assert!(refused(e), "{op:?}: {e}");
         }
-        check(&w, burnt).await;
+        check(&w, burnt, proposal).await;
     }
 }
 

@@ -20,3 +20,60 @@ async fn suite_on_anvil() {
     let world = World::anvil(&path).await;
     suite::run(&world).await;
 }
+
+/// The embedded chain persists the DAO: reopening the state folder (as every `daofl-dao`
+/// command does) finds the deployment, its balances and its clock.
+#[tokio::test]
+async fn embedded_dao_survives_a_reopen() {
+    use chain_anchor::EmbeddedAnchor;
+    use dao::{Backend, Dao, DaoDeployment, Role, deploy};
+    let dir = tempfile::tempdir().unwrap();
+    let team = alloy::primitives::Address::repeat_byte(0x33);
+    let deployment = {
+        let anchor = EmbeddedAnchor::open(dir.path()).unwrap();
+        let root = Backend::embedded(&anchor, EmbeddedAnchor::default_sender());
+        let now = root.now().await.unwrap();
+        let config = support::test_config(
+            team,
+            alloy::primitives::Address::repeat_byte(0x44),
+            alloy::primitives::Address::repeat_byte(0x55),
+            alloy::primitives::Address::repeat_byte(0x66),
+            now,
+        );
+        let deployment = deploy(&config, &root).await.unwrap();
+        let member = Dao::new(root.acting_as(team).unwrap(), deployment.clone());
+        member.claim_vesting(deployment.team_vesting).await.unwrap();
+        member
+            .stake(Role::Training, support::tok(10_000))
+            .await
+            .unwrap();
+        member.advance_time(3 * dao::DAY).await.unwrap();
+        deployment.save(&dir.path().join("dao.json")).unwrap();
+        deployment
+    };
+    let anchor = EmbeddedAnchor::open(dir.path()).unwrap();
+    let loaded = DaoDeployment::load(&dir.path().join("dao.json")).unwrap();
+    assert_eq!(loaded, deployment);
+    let dao = Dao::new(Backend::embedded(&anchor, team), loaded);
+    assert!(
+        dao.membership(team, Role::Training)
+            .await
+            .unwrap()
+            .is_member()
+    );
+    assert!(
+        dao.now().await.unwrap()
+            >= std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3 * dao::DAY
+                - 5
+    );
+    // A damaged dao.json is an error, never a panic.
+    std::fs::write(dir.path().join("dao.json"), b"{\"chain_id\": 1").unwrap();
+    assert!(matches!(
+        DaoDeployment::load(&dir.path().join("dao.json")),
+        Err(dao::Error::Corrupt { .. })
+    ));
+}

@@ -2,6 +2,7 @@
 //! property tests of the token/staking invariants on the embedded EVM. Tests that need anvil find
 //! it through `DAOFL_ANVIL` or chain-anchor's `node_modules` (`npm ci` in chain-anchor).
 
+mod hostile;
 mod invariants;
 mod suite;
 mod support;

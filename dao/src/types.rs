@@ -230,6 +230,38 @@ pub struct Promotion {
     pub cid: String,
 }
 
+impl Promotion {
+    /// The promotion of the round a checkpoint manifest describes (fl-aggregator's
+    /// `rounds/<round>.json`): its `federation_id`, `round`, `params_cid`, and the parameter hash
+    /// its `anchor` recorded. Only the fields read here are checked; the manifest must be anchored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming the missing or malformed field.
+    pub fn from_manifest_json(bytes: &[u8]) -> crate::Result<Self> {
+        let bad = |what: &str| crate::Error::InvalidInput(format!("checkpoint manifest: {what}"));
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(&format!("not JSON: {e}")))?;
+        let federation = v["federation_id"]
+            .as_str()
+            .ok_or_else(|| bad("no federation_id string"))?;
+        let round = v["round"].as_u64().ok_or_else(|| bad("no round number"))?;
+        let cid = v["params_cid"]
+            .as_str()
+            .ok_or_else(|| bad("no params_cid string"))?;
+        let params_hash = v["anchor"]["params_hash"]
+            .as_str()
+            .ok_or_else(|| bad("not anchored (no anchor.params_hash): anchor the round first"))?
+            .parse::<B256>()
+            .map_err(|_| bad("anchor.params_hash is not 32 hex bytes"))?;
+        Ok(Self {
+            federation: chain_anchor::FederationId::from_name(federation),
+            round,
+            params_hash,
+            cid: cid.to_owned(),
+        })
+    }
+}
+
 /// A federation's current model in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentModel {
@@ -298,6 +330,38 @@ impl std::fmt::Display for ProposalStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn promotion_from_a_manifest() {
+        let hash = format!("0x{}", "ab".repeat(32));
+        let json = format!(
+            r#"{{"version":1,"federation_id":"quickstart","round":30,"params_cid":"bafkreiabc",
+               "anchor":{{"params_hash":"{hash}","epsilon_micros":1}}}}"#
+        );
+        let p = Promotion::from_manifest_json(json.as_bytes()).unwrap();
+        assert_eq!(p.round, 30);
+        assert_eq!(p.cid, "bafkreiabc");
+        assert_eq!(p.params_hash, B256::repeat_byte(0xab));
+        assert_eq!(
+            p.federation,
+            chain_anchor::FederationId::from_name("quickstart")
+        );
+        for bad in [
+            "not json",
+            "[]",
+            r#"{"federation_id":"f","round":-1,"params_cid":"c"}"#,
+            r#"{"federation_id":"f","round":1,"params_cid":"c"}"#,
+            r#"{"federation_id":"f","round":1,"params_cid":"c","anchor":{"params_hash":"0x12"}}"#,
+        ] {
+            assert!(
+                matches!(
+                    Promotion::from_manifest_json(bad.as_bytes()),
+                    Err(crate::Error::InvalidInput(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn role_and_state_numbers() {

@@ -81,19 +81,23 @@ enum Command {
         #[arg(long)]
         role: Role,
     },
-    /// Proposes promoting an anchored checkpoint to be the federation's current model.
+    /// Proposes promoting an anchored checkpoint to be the federation's current model: from
+    /// its manifest (`--manifest rounds/<round>.json`) or from its fields.
     ProposePromotion {
+        /// An anchored checkpoint manifest (fl-aggregator's `rounds/<round>.json`).
+        #[arg(long, conflicts_with_all = ["federation", "round", "params_hash", "cid"])]
+        manifest: Option<PathBuf>,
         /// Federation name (as in the federation file).
-        #[arg(long)]
-        federation: String,
-        #[arg(long)]
-        round: u64,
+        #[arg(long, required_unless_present = "manifest")]
+        federation: Option<String>,
+        #[arg(long, required_unless_present = "manifest")]
+        round: Option<u64>,
         /// SHA-256 of the parameters (0x + 64 hex digits), as anchored.
-        #[arg(long)]
-        params_hash: B256,
+        #[arg(long, required_unless_present = "manifest")]
+        params_hash: Option<B256>,
         /// CID of the parameters, as anchored.
-        #[arg(long)]
-        cid: String,
+        #[arg(long, required_unless_present = "manifest")]
+        cid: Option<String>,
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -223,17 +227,30 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&m)?);
         }
         Command::ProposePromotion {
+            manifest,
             federation,
             round,
             params_hash,
             cid,
             note,
         } => {
-            let p = Promotion {
-                federation: FederationId::from_name(&federation),
-                round,
-                params_hash,
-                cid,
+            let p = match (manifest, federation, round, params_hash, cid) {
+                (Some(path), ..) => {
+                    // Manifests are far below 64 MiB (fl-aggregator's own limit).
+                    use std::io::Read;
+                    let mut bytes = Vec::new();
+                    std::fs::File::open(&path)
+                        .and_then(|f| f.take(64 << 20).read_to_end(&mut bytes))
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    Promotion::from_manifest_json(&bytes)?
+                }
+                (None, Some(federation), Some(round), Some(params_hash), Some(cid)) => Promotion {
+                    federation: FederationId::from_name(&federation),
+                    round,
+                    params_hash,
+                    cid,
+                },
+                _ => bail!("give --manifest, or --federation, --round, --params-hash and --cid"),
             };
             let proposal = dao.propose_promotion(&p, &note).await?;
             println!("proposal {:#x}", proposal.id);

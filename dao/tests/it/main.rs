@@ -7,7 +7,7 @@ mod invariants;
 mod suite;
 mod support;
 
-use support::{World, anvil_path};
+use support::{World, anvil_path, cast_path};
 
 #[tokio::test]
 async fn suite_on_embedded_evm() {
@@ -77,4 +77,86 @@ async fn embedded_dao_survives_a_reopen() {
         DaoDeployment::load(&dir.path().join("dao.json")),
         Err(dao::Error::Corrupt { .. })
     ));
+}
+
+/// A deployment on anvil answers a standard tool (foundry's `cast`, from npm) as well as our
+/// library: the Governor's standard interface, the token's clock, a member's membership, and a
+/// transaction sent by cast that the library then sees.
+#[tokio::test]
+async fn cast_drives_the_dao_on_anvil() {
+    let (Some(anvil), Some(cast)) = (anvil_path(), cast_path()) else {
+        return;
+    };
+    let w = World::anvil(&anvil).await;
+    let url = w.endpoint().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&cast)
+            .args(args)
+            .args(["--rpc-url", &url])
+            .output()
+            .expect("cast runs");
+        assert!(
+            out.status.success(),
+            "cast {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let d = &w.deployment;
+    let governor = d.governor.to_string();
+    let token = d.token.to_string();
+    assert_eq!(
+        run(&["call", &governor, "COUNTING_MODE()(string)"]),
+        "\"support=bravo&quorum=for,abstain\""
+    );
+    assert_eq!(
+        run(&["call", &token, "CLOCK_MODE()(string)"]),
+        "\"mode=timestamp\""
+    );
+    assert_eq!(
+        run(&["call", &governor, "CLOCK_MODE()(string)"]),
+        "\"mode=timestamp\""
+    );
+    assert_eq!(
+        run(&[
+            "call",
+            &governor,
+            "supportsInterface(bytes4)(bool)",
+            "0x01ffc9a7"
+        ]),
+        "true"
+    );
+    assert_eq!(
+        run(&["call", &governor, "timelock()(address)"]),
+        d.timelock.to_string()
+    );
+    assert!(
+        run(&["call", &token, "totalSupply()(uint256)"])
+            .starts_with("1000000000000000000000000000")
+    );
+    // cast sends a delegation; the library sees it.
+    let member = &w.members[0];
+    let key = format!("0x{}", alloy::hex::encode(w.member_keys[0].to_bytes()));
+    let me = member.sender().to_string();
+    run(&[
+        "send",
+        "--private-key",
+        &key,
+        &token,
+        "delegate(address)",
+        &me,
+    ]);
+    assert_eq!(
+        member.delegates(member.sender()).await.unwrap(),
+        member.sender()
+    );
+    // And reads the membership view the aggregator uses: (status, staked, minimum, unbonding, jailed).
+    let m = run(&[
+        "call",
+        &d.staking.to_string(),
+        "membership(address,uint8)(uint8,uint256,uint256,uint256,uint64)",
+        &me,
+        "0",
+    ]);
+    assert!(m.starts_with('1'), "NoStake is status 1: {m}");
 }

@@ -35,6 +35,30 @@ pub fn anvil_path() -> Option<PathBuf> {
     );
 }
 
+/// The cast binary (npm `@foundry-rs/cast`, installed by `npm ci` in chain-anchor), or
+/// `$DAOFL_CAST`. Same rules as [`anvil_path`]: missing fails unless `DAOFL_SKIP_ANVIL=1`.
+pub fn cast_path() -> Option<PathBuf> {
+    let path = match std::env::var_os("DAOFL_CAST") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../chain-anchor/node_modules/@foundry-rs/cast-linux-amd64/bin/cast"),
+    };
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("DAOFL_SKIP_ANVIL").as_deref() == Ok("1") {
+        eprintln!(
+            "NOTICE: DAOFL_SKIP_ANVIL=1 and no cast at {}: test skipped",
+            path.display()
+        );
+        return None;
+    }
+    panic!(
+        "cast not found at {}: run `npm ci` in chain-anchor, or set DAOFL_CAST",
+        path.display()
+    );
+}
+
 /// Starts anvil on 127.0.0.1 on a free port; the instance kills it (by PID) when dropped,
 /// also when a test fails. alloy bounds the wait for its start (30 s).
 pub fn spawn_anvil(path: &Path) -> AnvilInstance {
@@ -160,6 +184,11 @@ impl World {
             _anvil: anvil,
             _dir: dir,
         }
+    }
+
+    /// The anvil endpoint (`None` on the embedded EVM).
+    pub fn endpoint(&self) -> Option<String> {
+        self._anvil.as_ref().map(AnvilInstance::endpoint)
     }
 
     /// Anchors a checkpoint (the deployer is the registry's aggregator) and returns its promotion.

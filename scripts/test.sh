@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command: every test of the workspace, from a fresh clone.
 #
-# Needs Rust 1.90+ (cargo), Node 20+ and npm. Installs, pinned by each package-lock.json and only
-# where missing or stale: solc-js and OpenZeppelin (to check that the committed contract
-# artifacts are what the sources compile to) and anvil (npm @foundry-rs/anvil, for the tests
-# against a real chain node). Then runs `cargo test --workspace` with any extra arguments.
+# Needs Rust 1.90+ (cargo), Node 20+ and npm. Installs, pinned by chain-anchor/package-lock.json
+# and only where missing or stale: solc-js and OpenZeppelin (to check that the committed contract
+# artifacts of chain-anchor and dao are what the sources compile to), anvil and cast (npm
+# @foundry-rs/anvil and @foundry-rs/cast, for the tests against a real chain node). Then runs `cargo test --workspace` with any extra arguments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,10 @@ for dir in chain-anchor; do
     fi
     (cd "$dir" && node scripts/compile.mjs --check)
 done
+
+# dao: its contracts compile with chain-anchor's node_modules (same pins, no package.json of
+# its own).
+node dao/scripts/compile.mjs --check
 
 export DAOFL_ANVIL="${DAOFL_ANVIL:-$PWD/chain-anchor/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
 "$DAOFL_ANVIL" --version | head -1

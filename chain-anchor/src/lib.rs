@@ -94,7 +94,9 @@ mod verify;
 
 pub use anchor::{Anchor, ChainAnchor};
 pub use config::ChainConfig;
-pub use embedded::{EMBEDDED_CHAIN_ID, EmbeddedAnchor, STATE_FILE, embedded_aggregator_key};
+pub use embedded::{
+    EMBEDDED_CHAIN_ID, EmbeddedAnchor, EmbeddedEvm, EvmOutcome, STATE_FILE, embedded_aggregator_key,
+};
 pub use error::{Error, Result, Revert};
 pub use merkle::ParticipantsTree;
 pub use rpc::{Deployment, KeySource, RetryPolicy, RpcAnchor, RpcSettings, deploy_registry};

@@ -6,6 +6,7 @@
 //! quickstarts, simulations and tests; an anchor that third parties should trust belongs on a
 //! real chain ([`RpcAnchor`](crate::RpcAnchor)).
 
+mod evm;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use alloy::sol_types::{SolCall, SolConstructor};
 use revm::context::result::{ExecutionResult, Output};
 use revm::primitives::TxKind;
 
+pub use self::evm::{EmbeddedEvm, EvmOutcome};
 pub use self::state::EMBEDDED_CHAIN_ID;
 use self::state::{Chain, Executed};
 use crate::anchor::{
@@ -115,6 +117,15 @@ impl EmbeddedAnchor {
         Self {
             sender: account,
             ..self.clone()
+        }
+    }
+
+    /// A generic handle on the same chain (same state and file): deploy and call any contract,
+    /// advance the clock. The DAO layer lives beside the registry through it.
+    pub fn evm(&self) -> EmbeddedEvm {
+        EmbeddedEvm {
+            chain: Arc::clone(&self.chain),
+            path: self.path.clone(),
         }
     }
 

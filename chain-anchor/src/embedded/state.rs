@@ -209,7 +209,33 @@ impl Chain {
             .unwrap_or_default()
     }
 
-    fn nonce(&self, address: Address) -> u64 {
+    /// Timestamp of the last block.
+    pub(crate) fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// Moves the clock `seconds` past the later of the last block's time and the wall clock,
+    /// and mines an empty block at that time (as anvil's `evm_increaseTime` + `evm_mine`).
+    pub(crate) fn advance_time(&mut self, seconds: u64) -> Result<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let timestamp = self
+            .timestamp
+            .max(now)
+            .checked_add(seconds)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("advancing the clock by {seconds} s overflows"))
+            })?;
+        self.block_number = self
+            .block_number
+            .checked_add(1)
+            .ok_or_else(|| Error::Evm("the block number is at its maximum".into()))?;
+        self.timestamp = timestamp;
+        Ok(timestamp)
+    }
+
+    pub(crate) fn nonce(&self, address: Address) -> u64 {
         self.db
             .cache
             .accounts
@@ -279,8 +305,18 @@ impl Chain {
 
     /// Executes a read-only call against the current state (nothing is committed).
     pub(crate) fn call(&mut self, to: Address, data: Bytes) -> Result<ExecutionResult> {
+        self.call_as(Address::ZERO, to, data)
+    }
+
+    /// A read-only call from `caller` (nothing is committed).
+    pub(crate) fn call_as(
+        &mut self,
+        caller: Address,
+        to: Address,
+        data: Bytes,
+    ) -> Result<ExecutionResult> {
         let tx = TxEnv::builder()
-            .caller(Address::ZERO)
+            .caller(caller)
             .kind(TxKind::Call(to))
             .data(data)
             .gas_limit(TX_GAS_LIMIT)

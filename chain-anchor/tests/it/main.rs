@@ -11,6 +11,7 @@ use chain_anchor::{
     Anchor, ChainAnchor, ChainConfig, EmbeddedAnchor, Error, RpcAnchor, STATE_FILE, deploy_registry,
 };
 
+use alloy::primitives::Address;
 use support::{anvil_path, checkpoint, key_file, rpc_anchor, spawn_anvil, unique_federation};
 
 #[tokio::test]
@@ -187,4 +188,60 @@ async fn embedded_admin_authorises_a_second_aggregator() {
     );
     admin.authorize(second.sender()).unwrap();
     second.anchor(&checkpoint(fed, 0)).await.unwrap();
+}
+
+#[tokio::test]
+async fn embedded_evm_calls_any_contract_and_its_clock_advances() {
+    use alloy::sol_types::SolCall;
+    use chain_anchor::bindings::CheckpointRegistry;
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = EmbeddedAnchor::open(dir.path()).unwrap();
+    let evm = anchor.evm();
+    let registry = anchor.registry();
+    // A view through the generic handle sees what the anchor wrote.
+    let fed = unique_federation("evm");
+    anchor.anchor(&checkpoint(fed, 0)).await.unwrap();
+    let out = evm
+        .call(
+            Address::ZERO,
+            registry,
+            CheckpointRegistry::latestRoundCall { federation: fed.0 }
+                .abi_encode()
+                .into(),
+        )
+        .unwrap();
+    assert!(out.success);
+    let latest = CheckpointRegistry::latestRoundCall::abi_decode_returns(&out.output).unwrap();
+    assert!(latest.anchored && latest.round == 0);
+    // A reverting transaction is an outcome with the revert data, not an error.
+    let outsider = Address::repeat_byte(0x0c);
+    let call = CheckpointRegistry::anchorCall {
+        federation: fed.0,
+        round: 1,
+        paramsHash: [1u8; 32].into(),
+        cid: "x".into(),
+        participantsRoot: [0u8; 32].into(),
+        epsilonMicros: 0,
+    };
+    let nonce = evm.nonce(outsider).unwrap();
+    let out = evm
+        .transact(outsider, Some(registry), call.abi_encode().into())
+        .unwrap();
+    assert!(!out.success && out.output.len() >= 4);
+    assert_eq!(
+        evm.nonce(outsider).unwrap(),
+        nonce + 1,
+        "a revert spends the nonce"
+    );
+    // The clock moves forward, persists, and later blocks stay after it.
+    let before = evm.timestamp().unwrap();
+    let moved = evm.advance_time(7 * 86_400).unwrap();
+    assert!(moved >= before + 7 * 86_400);
+    drop((evm, anchor));
+    let reopened = EmbeddedAnchor::open(dir.path()).unwrap();
+    assert_eq!(reopened.evm().timestamp().unwrap(), moved);
+    let receipt = reopened.anchor(&checkpoint(fed, 1)).await.unwrap();
+    assert!(receipt.block_number > 0);
+    assert!(reopened.evm().timestamp().unwrap() > moved);
+    assert!(reopened.evm().advance_time(u64::MAX).is_err());
 }

@@ -1,0 +1,360 @@
+//! The DAO's deployment configuration: one TOML file.
+
+use std::path::Path;
+
+use alloy::primitives::{Address, U256};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Seconds in a day.
+pub const DAY: u64 = 86_400;
+/// Seconds in a (365-day) year, the unit of the vesting and release schedules.
+pub const YEAR: u64 = 365 * DAY;
+/// The timelock's minimum delay the issue fixes: 7 days (a configuration may only lengthen it).
+pub const MIN_TIMELOCK_DELAY: u64 = 7 * DAY;
+/// Team vesting: 4 years linear.
+pub const TEAM_VESTING: u64 = 4 * YEAR;
+/// Early-investor vesting: 2 years linear.
+pub const INVESTOR_VESTING: u64 = 2 * YEAR;
+/// Data-contributor pool: released linearly over 10 years.
+pub const DATA_POOL_RELEASE: u64 = 10 * YEAR;
+
+/// `n` whole tokens in base units (18 decimals).
+pub fn tokens(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(18))
+}
+
+/// The whole DAO: `[token]`, `[allocation]`, `[governance]`, `[staking]`, `[model]`.
+///
+/// ```toml
+/// [token]
+/// name = "daofl Proposal"
+/// symbol = "PROPOSAL"
+///
+/// [allocation]
+/// team = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+/// investors = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+///
+/// [governance]
+/// guardian = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaoConfig {
+    /// The token's name and symbol.
+    #[serde(default)]
+    pub token: TokenConfig,
+    /// Beneficiaries and start times of the allocation.
+    pub allocation: AllocationConfig,
+    /// Governor and timelock parameters.
+    pub governance: GovernanceConfig,
+    /// Staking minimums and delays.
+    #[serde(default)]
+    pub staking: StakingConfig,
+    /// Model registry settings.
+    #[serde(default)]
+    pub model: ModelConfig,
+}
+
+/// `[token]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// Token name (also the EIP-712 domain name of permits).
+    pub name: String,
+    /// Token symbol.
+    pub symbol: String,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            name: "daofl Proposal".into(),
+            symbol: "PROPOSAL".into(),
+        }
+    }
+}
+
+/// `[allocation]`: who receives the vesting shares and when schedules start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationConfig {
+    /// Beneficiary of the team vesting wallet (3%, 4 years linear): a multisig in production.
+    pub team: Address,
+    /// Beneficiary of the early-investor vesting wallet (2%, 2 years linear).
+    pub investors: Address,
+    /// Start of both vesting schedules (unix seconds); default: the deployment's block time.
+    #[serde(default)]
+    pub vesting_start: Option<u64>,
+    /// Start of the data pool's 10-year release (unix seconds); default: the deployment's block time.
+    #[serde(default)]
+    pub pools_start: Option<u64>,
+}
+
+/// `[governance]`: Governor settings (seconds: the clock is timestamps) and the timelock delay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceConfig {
+    /// Proposal guardian: cancels any proposal before execution (a multisig in production).
+    pub guardian: Address,
+    /// Delay between proposing and the start of voting (default 1 day).
+    #[serde(default = "default_voting_delay")]
+    pub voting_delay_secs: u64,
+    /// Length of the vote (default 5 days).
+    #[serde(default = "default_voting_period")]
+    pub voting_period_secs: u64,
+    /// Votes needed to propose, in whole tokens (default 100,000 = 0.01% of supply).
+    #[serde(default = "default_threshold")]
+    pub proposal_threshold_tokens: u64,
+    /// Quorum as a percentage of the votable supply (default 4).
+    #[serde(default = "default_quorum_percent")]
+    pub quorum_percent: u64,
+    /// Fewest votes any quorum needs, in whole tokens (default 10,000,000 = 1% of supply).
+    #[serde(default = "default_quorum_floor")]
+    pub quorum_floor_tokens: u64,
+    /// How long voting is extended when quorum is reached late (default 2 days).
+    #[serde(default = "default_late_quorum")]
+    pub late_quorum_extension_secs: u64,
+    /// Minimum delay of the timelock (default and minimum: 7 days).
+    #[serde(default = "default_timelock_delay")]
+    pub timelock_delay_secs: u64,
+}
+
+fn default_voting_delay() -> u64 {
+    DAY
+}
+fn default_voting_period() -> u64 {
+    5 * DAY
+}
+fn default_threshold() -> u64 {
+    100_000
+}
+fn default_quorum_percent() -> u64 {
+    4
+}
+fn default_quorum_floor() -> u64 {
+    10_000_000
+}
+fn default_late_quorum() -> u64 {
+    2 * DAY
+}
+fn default_timelock_delay() -> u64 {
+    MIN_TIMELOCK_DELAY
+}
+
+/// `[staking]`: minimum stake per role (whole tokens), unbonding and challenge window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StakingConfig {
+    /// Training node minimum (default 10,000).
+    pub training_min_tokens: u64,
+    /// Inference node minimum (default 5,000).
+    pub inference_min_tokens: u64,
+    /// Annotator minimum (default 1,000).
+    pub annotator_min_tokens: u64,
+    /// Delay between unstake and withdraw (default 14 days); must exceed the challenge window.
+    pub unbonding_secs: u64,
+    /// Longest challenge window of a slash verdict (default 7 days).
+    pub challenge_window_secs: u64,
+    /// First holder of SLASHER_ROLE (the QA settlement later; none by default).
+    pub slasher: Option<Address>,
+}
+
+impl Default for StakingConfig {
+    fn default() -> Self {
+        Self {
+            training_min_tokens: 10_000,
+            inference_min_tokens: 5_000,
+            annotator_min_tokens: 1_000,
+            unbonding_secs: 14 * DAY,
+            challenge_window_secs: 7 * DAY,
+            slasher: None,
+        }
+    }
+}
+
+/// `[model]`: the checkpoint registry promotions are checked against, and the reward split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// chain-anchor's CheckpointRegistry. Default: on the embedded EVM, the one of its state
+    /// folder; on an RPC chain, a new one deployed with the DAO (the deployer its admin).
+    pub checkpoint_registry: Option<Address>,
+    /// Reward split in basis points (sums to 10,000).
+    pub reward_split_bps: RewardSplit,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_registry: None,
+            reward_split_bps: RewardSplit {
+                data: 4_000,
+                training: 4_000,
+                inference: 2_000,
+            },
+        }
+    }
+}
+
+/// Reward split between data contributors, training nodes and inference nodes, in basis points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardSplit {
+    /// Data contributors.
+    pub data: u16,
+    /// Training nodes.
+    pub training: u16,
+    /// Inference nodes.
+    pub inference: u16,
+}
+
+impl RewardSplit {
+    /// Whether the three parts sum to exactly 10,000 basis points.
+    pub fn is_whole(&self) -> bool {
+        u32::from(self.data) + u32::from(self.training) + u32::from(self.inference) == 10_000
+    }
+}
+
+/// Largest configuration file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+impl DaoConfig {
+    /// Parses and validates a TOML text.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the offending field.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Corrupt`] for a file too large, [`Error::Config`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = crate::deploy::read_bounded_text(path, MAX_CONFIG_BYTES)?;
+        Self::from_toml_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks every constraint the contracts would otherwise refuse at deployment, naming the field.
+    ///
+    /// # Errors
+    /// [`Error::Config`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        for (field, text) in [
+            ("token.name", &self.token.name),
+            ("token.symbol", &self.token.symbol),
+        ] {
+            if text.trim().is_empty() || text.len() > 64 {
+                return bad(format!("{field} must be 1 to 64 bytes"));
+            }
+        }
+        for (field, a) in [
+            ("allocation.team", self.allocation.team),
+            ("allocation.investors", self.allocation.investors),
+            ("governance.guardian", self.governance.guardian),
+        ] {
+            if a.is_zero() {
+                return bad(format!("{field} must not be the zero address"));
+            }
+        }
+        if self.allocation.team == self.allocation.investors {
+            return bad(
+                "allocation.team and allocation.investors must differ (one vesting wallet each)"
+                    .into(),
+            );
+        }
+        let g = &self.governance;
+        if g.voting_delay_secs >= 1 << 48 {
+            return bad("governance.voting_delay_secs is too large".into());
+        }
+        if g.voting_period_secs == 0 || g.voting_period_secs > u64::from(u32::MAX) {
+            return bad("governance.voting_period_secs must be 1 to 4294967295".into());
+        }
+        if g.late_quorum_extension_secs >= 1 << 48 {
+            return bad("governance.late_quorum_extension_secs is too large".into());
+        }
+        if !(1..=100).contains(&g.quorum_percent) {
+            return bad("governance.quorum_percent must be 1 to 100".into());
+        }
+        if g.timelock_delay_secs < MIN_TIMELOCK_DELAY {
+            return bad(format!(
+                "governance.timelock_delay_secs must be at least {MIN_TIMELOCK_DELAY} (7 days)"
+            ));
+        }
+        let s = &self.staking;
+        if s.unbonding_secs <= s.challenge_window_secs {
+            return bad("staking.unbonding_secs must exceed staking.challenge_window_secs, so a slash reaches a leaving member".into());
+        }
+        if !self.model.reward_split_bps.is_whole() {
+            return bad("model.reward_split_bps must sum to 10000".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[allocation]
+team = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+investors = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+[governance]
+guardian = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+"#;
+
+    #[test]
+    fn minimal_config_gets_the_issue_defaults() {
+        let c = DaoConfig::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(c.token.symbol, "PROPOSAL");
+        assert_eq!(c.governance.timelock_delay_secs, 7 * DAY);
+        assert_eq!(c.staking.training_min_tokens, 10_000);
+        assert_eq!(c.staking.inference_min_tokens, 5_000);
+        assert!(c.model.reward_split_bps.is_whole());
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (
+                format!("{MINIMAL}timelock_delay_secs = 60\n"),
+                "timelock_delay_secs",
+            ),
+            (format!("{MINIMAL}quorum_percent = 0\n"), "quorum_percent"),
+            (format!("{MINIMAL}surprise = 1\n"), "surprise"),
+            (
+                format!("{MINIMAL}[staking]\nunbonding_secs = 10\nchallenge_window_secs = 10\n"),
+                "unbonding_secs",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[model.reward_split_bps]\ndata = 1\ntraining = 2\ninference = 3\n"
+                ),
+                "reward_split_bps",
+            ),
+            (
+                MINIMAL.replace(
+                    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+                    "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+                ),
+                "must differ",
+            ),
+            (
+                MINIMAL.replace("0x90F79bf6EB2c4f870365E785982E1f101E93b906", "0xnothex"),
+                "guardian",
+            ),
+            ("[allocation]\n".to_owned(), "team"),
+        ];
+        for (text, needle) in cases {
+            let err = DaoConfig::from_toml_str(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+}

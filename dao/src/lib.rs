@@ -1,0 +1,114 @@
+//! # dao
+//!
+//! The on-chain half of a daofl DAO: who may train (those who staked) and which checkpoint is
+//! the community's model (a vote, then a 7-day timelock during which the guardian can still
+//! cancel). Solidity contracts with committed artifacts, alloy bindings, deployment of the whole
+//! DAO from one TOML file, and the calls members, proposers, the guardian and the slasher make,
+//! on an EVM JSON-RPC chain or chain-anchor's embedded EVM.
+//!
+//! ## Contracts (`contracts/*.sol`, Solidity 0.8.28, OpenZeppelin 5.4)
+//! - **ProposalToken** ($PROPOSAL): ERC20 + ERC20Permit + ERC20Votes with an ERC-6372 timestamp
+//!   clock, burnable; 1,000,000,000 minted once at deployment: 40% data-contributor pool (released
+//!   linearly over 10 years), 30% training-node pool, 20% inference-node pool, 5% treasury (the
+//!   timelock), 3% team (VestingWallet, 4 years linear), 2% early investors (VestingWallet, 2 years).
+//!   The pools pay out only through a DISTRIBUTOR_ROLE nobody holds yet (the reward mechanism of a
+//!   later issue receives it from governance); until then they hold.
+//! - **DaoGovernor**: OpenZeppelin Governor + Settings + CountingSimple + Votes + QuorumFraction +
+//!   PreventLateQuorum + TimelockControl + ProposalGuardian. Proposals (and `relay`) may only
+//!   call the DAO's own contracts: model registry, staking, token, pools and the Governor
+//!   (`TargetNotAllowed` otherwise). The timelock is not a default target, so no proposal can
+//!   shorten the 7-day delay or grant timelock roles unless an earlier proposal allowed it.
+//! - **DaoTimelock**: OpenZeppelin's TimelockController, 7-day minimum delay. **Its only
+//!   proposer, canceller and executor is the Governor, and it administers itself**: an extra
+//!   proposer or canceller could execute as the timelock or block proposals. The guardian holds no
+//!   timelock role; it cancels through the Governor (`GovernorProposalGuardian`), which cancels the
+//!   timelock operation. The community's cancel path is the guardian, whom governance appoints and
+//!   replaces; a second vote cannot cancel a queued proposal in time (it waits the same 7 days).
+//! - **ModelRegistry**: the current model per federation, the training-configuration hash and the
+//!   reward split (basis points summing to 10,000). Only the timelock writes, and it promotes only
+//!   a checkpoint chain-anchor's CheckpointRegistry anchored with the same parameter hash, CID
+//!   and round (`CheckpointNotAnchored`, `ParamsHashMismatch`, `CidMismatch`).
+//! - **Staking**: stake per [`Role`] (training 10,000, inference 5,000, annotator configurable),
+//!   unbonding longer than the challenge window (unbonding stake can still be slashed), slashing by
+//!   SLASHER_ROLE that **burns** (the supply falls by exactly the slash), jailing, and the
+//!   [`Membership`] view an aggregator checks.
+//!
+//! ### Decisions
+//! - **Staked tokens keep their voting power.** Staking is non-custodial: the token locks the
+//!   staked amount inside the staker's own balance (not transferable, burnable only by a slash),
+//!   so votes are untouched, and the first stake of an account that never delegated delegates it
+//!   to itself (voting power is zero until delegation otherwise).
+//! - **Quorum over votable supply.** `quorum_percent` of the total supply minus what the pools,
+//!   treasury and vesting wallets hold (checkpointed by the token), and never below
+//!   `quorum_floor_tokens`, so locked allocations do not make quorum unreachable and a small early
+//!   circulating supply cannot pass proposals with a handful of votes.
+//! - **One toolchain pin.** The contracts compile with chain-anchor's pinned solc-js and
+//!   OpenZeppelin (`npm ci` in chain-anchor, then `node dao/scripts/compile.mjs`; `--check` in CI).
+//!
+//! ## What it does not do
+//! No rewards distribution, settlement or inference network (later issues); no indexing (Tally
+//! needs an RPC chain with an explorer; anvil and the embedded EVM cannot be indexed). The
+//! embedded EVM proves nothing to third parties: it checks no signatures and its state file can be
+//! rewritten. Membership checks inside the aggregator are wired elsewhere, through [`Dao::membership`].
+//!
+//! ## Feature flags
+//! - `cli`: the `daofl-dao` binary.
+//!
+//! ## Example
+//! ```no_run
+//! use dao::{Backend, Dao, DaoConfig, Promotion, Role, Support, deploy, tokens};
+//! use chain_anchor::{EmbeddedAnchor, FederationId};
+//!
+//! # async fn run() -> dao::Result<()> {
+//! let anchor = EmbeddedAnchor::open(std::path::Path::new("runs/demo/chain"))?;
+//! let deployer = Backend::embedded(&anchor, EmbeddedAnchor::default_sender());
+//! let config = DaoConfig::load(std::path::Path::new("dao.toml"))?;
+//! let deployment = deploy(&config, &deployer).await?;
+//! deployment.save(std::path::Path::new("dao.json"))?;
+//!
+//! let member = Dao::new(deployer.acting_as(config.allocation.team)?, deployment);
+//! member.claim_vesting(member.deployment().team_vesting).await?;
+//! member.stake(Role::Training, tokens(10_000)).await?;
+//! assert!(member.membership(member.sender(), Role::Training).await?.is_member());
+//!
+//! let promotion = Promotion {
+//!     federation: FederationId::from_name("demo"),
+//!     round: 7,
+//!     params_hash: [1u8; 32].into(),
+//!     cid: "bafkrei...".into(),
+//! };
+//! let proposal = member.propose_promotion(&promotion, "round 7 beats round 6").await?;
+//! member.advance_time(config.governance.voting_delay_secs + 1).await?;
+//! member.vote(proposal.id, Support::For).await?;
+//! member.advance_time(config.governance.voting_period_secs + 1).await?;
+//! member.queue(&proposal).await?;
+//! member.advance_time(config.governance.timelock_delay_secs + 1).await?;
+//! member.execute(&proposal).await?;
+//! println!("{:?}", member.current_model(promotion.federation).await?);
+//! # Ok(())
+//! # }
+//! ```
+
+mod backend;
+pub mod bindings;
+mod client;
+mod config;
+mod deploy;
+mod error;
+mod types;
+
+pub use backend::{Backend, EmbeddedBackend, RpcBackend, RpcTimeouts, TxReceipt};
+pub use client::{Dao, SignedPermit};
+pub use config::{
+    AllocationConfig, DATA_POOL_RELEASE, DAY, DaoConfig, GovernanceConfig, INVESTOR_VESTING,
+    MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, StakingConfig, TEAM_VESTING, TokenConfig, YEAR,
+    tokens,
+};
+pub use deploy::{DaoDeployment, deploy};
+pub use error::{Error, Result, Revert};
+pub use types::{
+    Action, CurrentModel, Membership, Promotion, Proposal, ProposalState, ProposalStatus, Role,
+    Support,
+};
+
+pub use chain_anchor;

@@ -1,0 +1,162 @@
+//! Integration tests of the DAO: the same suite on a real anvil and on the embedded EVM, and
+//! property tests of the token/staking invariants on the embedded EVM. Tests that need anvil find
+//! it through `DAOFL_ANVIL` or chain-anchor's `node_modules` (`npm ci` in chain-anchor).
+
+mod hostile;
+mod invariants;
+mod suite;
+mod support;
+
+use support::{World, anvil_path, cast_path};
+
+#[tokio::test]
+async fn suite_on_embedded_evm() {
+    let world = World::embedded().await;
+    suite::run(&world).await;
+}
+
+#[tokio::test]
+async fn suite_on_anvil() {
+    let Some(path) = anvil_path() else { return };
+    let world = World::anvil(&path).await;
+    suite::run(&world).await;
+}
+
+/// The embedded chain persists the DAO: reopening the state folder (as every `daofl-dao`
+/// command does) finds the deployment, its balances and its clock.
+#[tokio::test]
+async fn embedded_dao_survives_a_reopen() {
+    use chain_anchor::EmbeddedAnchor;
+    use dao::{Backend, Dao, DaoDeployment, Role, deploy};
+    let dir = tempfile::tempdir().unwrap();
+    let team = alloy::primitives::Address::repeat_byte(0x33);
+    let deployment = {
+        let anchor = EmbeddedAnchor::open(dir.path()).unwrap();
+        let root = Backend::embedded(&anchor, EmbeddedAnchor::default_sender());
+        let now = root.now().await.unwrap();
+        let config = support::test_config(
+            team,
+            alloy::primitives::Address::repeat_byte(0x44),
+            alloy::primitives::Address::repeat_byte(0x55),
+            alloy::primitives::Address::repeat_byte(0x66),
+            now,
+        );
+        let deployment = deploy(&config, &root).await.unwrap();
+        let member = Dao::new(root.acting_as(team).unwrap(), deployment.clone());
+        member.claim_vesting(deployment.team_vesting).await.unwrap();
+        member
+            .stake(Role::Training, support::tok(10_000))
+            .await
+            .unwrap();
+        member.advance_time(3 * dao::DAY).await.unwrap();
+        deployment.save(&dir.path().join("dao.json")).unwrap();
+        deployment
+    };
+    let anchor = EmbeddedAnchor::open(dir.path()).unwrap();
+    let loaded = DaoDeployment::load(&dir.path().join("dao.json")).unwrap();
+    assert_eq!(loaded, deployment);
+    let dao = Dao::new(Backend::embedded(&anchor, team), loaded);
+    assert!(
+        dao.membership(team, Role::Training)
+            .await
+            .unwrap()
+            .is_member()
+    );
+    assert!(
+        dao.now().await.unwrap()
+            >= std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3 * dao::DAY
+                - 5
+    );
+    // A damaged dao.json is an error, never a panic.
+    std::fs::write(dir.path().join("dao.json"), b"{\"chain_id\": 1").unwrap();
+    assert!(matches!(
+        DaoDeployment::load(&dir.path().join("dao.json")),
+        Err(dao::Error::Corrupt { .. })
+    ));
+}
+
+/// A deployment on anvil answers a standard tool (foundry's `cast`, from npm) as well as our
+/// library: the Governor's standard interface, the token's clock, a member's membership, and a
+/// transaction sent by cast that the library then sees.
+#[tokio::test]
+async fn cast_drives_the_dao_on_anvil() {
+    let (Some(anvil), Some(cast)) = (anvil_path(), cast_path()) else {
+        return;
+    };
+    let w = World::anvil(&anvil).await;
+    let url = w.endpoint().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&cast)
+            .args(args)
+            .args(["--rpc-url", &url])
+            .output()
+            .expect("cast runs");
+        assert!(
+            out.status.success(),
+            "cast {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let d = &w.deployment;
+    let governor = d.governor.to_string();
+    let token = d.token.to_string();
+    assert_eq!(
+        run(&["call", &governor, "COUNTING_MODE()(string)"]),
+        "\"support=bravo&quorum=for,abstain\""
+    );
+    assert_eq!(
+        run(&["call", &token, "CLOCK_MODE()(string)"]),
+        "\"mode=timestamp\""
+    );
+    assert_eq!(
+        run(&["call", &governor, "CLOCK_MODE()(string)"]),
+        "\"mode=timestamp\""
+    );
+    assert_eq!(
+        run(&[
+            "call",
+            &governor,
+            "supportsInterface(bytes4)(bool)",
+            "0x01ffc9a7"
+        ]),
+        "true"
+    );
+    assert_eq!(
+        run(&["call", &governor, "timelock()(address)"]),
+        d.timelock.to_string()
+    );
+    assert!(
+        run(&["call", &token, "totalSupply()(uint256)"])
+            .starts_with("1000000000000000000000000000")
+    );
+    // cast sends a delegation; the library sees it.
+    let member = &w.members[0];
+    let key = format!("0x{}", alloy::hex::encode(w.member_keys[0].to_bytes()));
+    let me = member.sender().to_string();
+    run(&[
+        "send",
+        "--private-key",
+        &key,
+        &token,
+        "delegate(address)",
+        &me,
+    ]);
+    assert_eq!(
+        member.delegates(member.sender()).await.unwrap(),
+        member.sender()
+    );
+    // And reads the membership view the aggregator uses: (status, staked, minimum, unbonding, jailed).
+    let m = run(&[
+        "call",
+        &d.staking.to_string(),
+        "membership(address,uint8)(uint8,uint256,uint256,uint256,uint64)",
+        &me,
+        "0",
+    ]);
+    assert!(m.starts_with('1'), "NoStake is status 1: {m}");
+}

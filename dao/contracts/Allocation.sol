@@ -51,7 +51,7 @@ contract RewardPool is AccessControl {
     function releasedAt(address token, uint64 timestamp) public view returns (uint256) {
         uint256 total = IERC20(token).balanceOf(address(this)) + _paid[token];
         if (timestamp < start) return 0;
-        if (duration == 0 || timestamp >= start + duration) return total;
+        if (duration == 0 || uint256(timestamp) >= uint256(start) + duration) return total;
         return (total * (timestamp - start)) / duration;
     }
 

@@ -26,6 +26,8 @@ contract Staking is AccessControl {
     bytes32 public constant SLASHER_ROLE = keccak256("SLASHER_ROLE");
     /// @notice Number of roles (0 training, 1 inference, 2 annotator).
     uint8 public constant ROLE_COUNT = 3;
+    /// @notice Longest unbonding delay governance may set: 5 years (keeps every end time in range).
+    uint64 public constant MAX_UNBONDING_DELAY = 5 * 365 days;
 
     /// @notice Membership of an account in a role, as the aggregator sees it.
     enum Status {
@@ -88,6 +90,8 @@ contract Staking is AccessControl {
     error SlashExceedsStake(uint256 stake, uint256 requested);
     /// @notice The unbonding delay must exceed the challenge window.
     error UnbondingNotLongerThanChallenge(uint64 unbondingDelay, uint64 challengeWindow);
+    /// @notice An unbonding delay above MAX_UNBONDING_DELAY.
+    error UnbondingTooLong(uint64 unbondingDelay, uint64 maximum);
 
     /// @param token_ The $PROPOSAL token.
     /// @param admin Holder of DEFAULT_ADMIN_ROLE (the timelock).
@@ -200,6 +204,7 @@ contract Staking is AccessControl {
     }
 
     function _setDelays(uint64 unbondingDelay_, uint64 challengeWindow_) private {
+        if (unbondingDelay_ > MAX_UNBONDING_DELAY) revert UnbondingTooLong(unbondingDelay_, MAX_UNBONDING_DELAY);
         if (unbondingDelay_ <= challengeWindow_) {
             revert UnbondingNotLongerThanChallenge(unbondingDelay_, challengeWindow_);
         }

@@ -371,6 +371,7 @@ impl RpcBackend {
                 .with_input(data.clone()),
             None => TransactionRequest::default().with_deploy_code(data.clone()),
         };
+        let replay = tx.clone().with_from(self.signer.address());
         let sent = tokio::time::timeout(self.timeouts.request, self.provider.send_transaction(tx));
         let pending = match sent.await {
             Err(_) => return Err(self.rpc_error("sending a transaction", "request timed out")),
@@ -397,8 +398,18 @@ impl RpcBackend {
                     Error::MalformedResponse(format!("receipt of {tx_hash} has no block number"))
                 })?;
                 if !r.status() {
-                    // Mined but reverted (the state changed between estimate and inclusion).
-                    return Err(Error::Reverted(Revert::new(Bytes::new())));
+                    // Mined but reverted (the state changed between estimate and inclusion):
+                    // replay it as a call on the state before its block for the revert data.
+                    let parent = block_number.saturating_sub(1);
+                    let call = self.provider.call(replay).block(parent.into());
+                    let data = match tokio::time::timeout(self.timeouts.request, call).await {
+                        Ok(Err(e)) => e
+                            .as_error_resp()
+                            .and_then(|x| x.as_revert_data())
+                            .unwrap_or_default(),
+                        _ => Bytes::new(),
+                    };
+                    return Err(Error::Reverted(Revert::new(data)));
                 }
                 return Ok(TxReceipt {
                     tx_hash,

@@ -288,6 +288,9 @@ impl DaoConfig {
             ));
         }
         let s = &self.staking;
+        if s.unbonding_secs > 5 * YEAR {
+            return bad("staking.unbonding_secs must be at most 5 years".into());
+        }
         if s.unbonding_secs <= s.challenge_window_secs {
             return bad("staking.unbonding_secs must exceed staking.challenge_window_secs, so a slash reaches a leaving member".into());
         }

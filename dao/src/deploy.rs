@@ -145,9 +145,15 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
             })?
         }
     };
-    if backend.code(checkpoint_registry).await?.is_empty() {
+    let code = backend.code(checkpoint_registry).await?;
+    if code != chain_anchor::bindings::CheckpointRegistry::DEPLOYED_BYTECODE {
         return Err(Error::Deploy(format!(
-            "no checkpoint registry at {checkpoint_registry}"
+            "no checkpoint registry of this build at {checkpoint_registry} ({})",
+            if code.is_empty() {
+                "no code"
+            } else {
+                "other code"
+            }
         )));
     }
 

@@ -71,6 +71,24 @@ async fn embedded_dao_survives_a_reopen() {
                 + 3 * dao::DAY
                 - 5
     );
+    // A configuration naming something else as the checkpoint registry is refused.
+    let mut config = support::test_config(
+        team,
+        alloy::primitives::Address::repeat_byte(0x44),
+        alloy::primitives::Address::repeat_byte(0x55),
+        alloy::primitives::Address::repeat_byte(0x66),
+        dao.now().await.unwrap(),
+    );
+    for registry in [
+        deployment.token,
+        alloy::primitives::Address::repeat_byte(0x77),
+    ] {
+        config.model.checkpoint_registry = Some(registry);
+        assert!(matches!(
+            deploy(&config, dao.backend()).await,
+            Err(dao::Error::Deploy(_))
+        ));
+    }
     // A damaged dao.json is an error, never a panic.
     std::fs::write(dir.path().join("dao.json"), b"{\"chain_id\": 1").unwrap();
     assert!(matches!(

@@ -62,18 +62,33 @@ pub struct ProposalModelSpec {
     /// Class weight of `rejected` in the outcome loss (`accepted` has 1): above 1 trades
     /// accuracy on the majority class for recall of the minority.
     pub rejected_weight: f64,
+    /// Factor on the metadata bag's mean before it is added to the text bag's. Only the member
+    /// of a community trains that community's metadata embedding, and FedAvg scales every
+    /// member's update by its share of the examples (1.4% for the smallest community), so a
+    /// factor above 1 lets the community prior move at a useful speed under FedAvg (a
+    /// reparametrisation: the function class is the same).
+    pub meta_scale: f64,
+    /// Add a learned multiple of the example's community prior (its member's acceptance
+    /// log-odds, [`EncodedProposals::with_prior`]) to the outcome logits.
+    pub community_prior: bool,
 }
 
 impl Default for ProposalModelSpec {
-    /// 2^18 buckets of word uni- and bigrams of the first 1,024 tokens, 32 dimensions, linear
-    /// heads, kind loss weight 0.5, rejected weight 1.5.
+    /// 2^16 buckets of word uni- and bigrams of the first 1,024 tokens, 16 dimensions
+    /// (1.05 M parameters), linear heads, kind loss weight 0.5, rejected weight 2 (about the
+    /// corpus's accepted:rejected ratio), the community prior on.
     fn default() -> Self {
         Self {
-            featurizer: HashingConfig::default(),
-            dim: 32,
+            featurizer: HashingConfig {
+                buckets_log2: 16,
+                ..HashingConfig::default()
+            },
+            dim: 16,
             hidden: 0,
             kind_weight: 0.5,
-            rejected_weight: 1.5,
+            rejected_weight: 2.0,
+            meta_scale: 1.0,
+            community_prior: true,
         }
     }
 }
@@ -91,6 +106,7 @@ impl ProposalModelSpec {
         for (name, w) in [
             ("kind_weight", self.kind_weight),
             ("rejected_weight", self.rejected_weight),
+            ("meta_scale", self.meta_scale),
         ] {
             if !(w.is_finite() && w >= 0.0) {
                 return Err(format!("{name} must be finite and non-negative, got {w}"));
@@ -115,6 +131,8 @@ pub(crate) struct BagOfEmbeddings {
     hidden: Option<Linear>,
     outcome: Linear,
     kind: Linear,
+    /// The community prior's weight per outcome class (`[1, 2]`, no bias).
+    prior: Option<Linear>,
 }
 
 impl BagOfEmbeddings {
@@ -136,12 +154,24 @@ impl BagOfEmbeddings {
             hidden: (spec.hidden > 0).then(|| linear(spec.dim, spec.hidden)),
             outcome: linear(features, OUTCOME_CLASSES),
             kind: linear(features, ProposalKind::COUNT),
+            prior: spec.community_prior.then(|| {
+                LinearConfig::new(1, OUTCOME_CLASSES)
+                    .with_bias(false)
+                    .with_initializer(UNUSED_INIT)
+                    .init(device)
+            }),
         }
     }
 
     /// `(outcome logits [batch, 2], kind logits [batch, kinds])` of a padded batch of ids
-    /// `[batch, len]` with per-position weights `[batch, len]` (0 for padding).
-    fn forward(&self, ids: Tensor<2, Int>, weights: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    /// `[batch, len]` with per-position weights `[batch, len]` (0 for padding) and community
+    /// priors `[batch, 1]`.
+    fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        weights: Tensor<2>,
+        prior: Tensor<2>,
+    ) -> (Tensor<2>, Tensor<2>) {
         let [batch, _] = ids.dims();
         let embedded = self.embedding.forward(ids); // [batch, len, dim]
         let pooled = (embedded * weights.unsqueeze_dim::<3>(2)).sum_dim(1); // [batch, 1, dim]
@@ -150,7 +180,11 @@ impl BagOfEmbeddings {
         if let Some(hidden) = &self.hidden {
             x = relu(hidden.forward(x));
         }
-        (self.outcome.forward(x.clone()), self.kind.forward(x))
+        let mut outcome = self.outcome.forward(x.clone());
+        if let Some(p) = &self.prior {
+            outcome = outcome + p.forward(prior);
+        }
+        (outcome, self.kind.forward(x))
     }
 }
 
@@ -241,8 +275,9 @@ impl ProposalTrainer {
         let mut out = Vec::with_capacity(data.len());
         let indices: Vec<usize> = (0..data.len()).collect();
         for chunk in indices.chunks(EVAL_BATCH) {
-            let (ids, weights) = data.batch(chunk, &self.device);
-            let (outcome, kind) = model.forward(ids, weights);
+            let (ids, weights, prior) =
+                data.batch(chunk, self.spec.meta_scale as f32, &self.device);
+            let (outcome, kind) = model.forward(ids, weights, prior);
             let p_outcome = to_vec(softmax(outcome, 1))?;
             let p_kind = to_vec(softmax(kind, 1))?;
             for (o, k) in p_outcome
@@ -298,8 +333,8 @@ impl ProposalTrainer {
         device: &Device,
     ) -> Tensor<1> {
         let data = &self.train;
-        let (ids, weights) = data.batch(chunk, device);
-        let (outcome_logits, kind_logits) = model.forward(ids, weights);
+        let (ids, weights, prior) = data.batch(chunk, self.spec.meta_scale as f32, device);
+        let (outcome_logits, kind_logits) = model.forward(ids, weights, prior);
         let b = chunk.len();
         let mut targets = Vec::with_capacity(b);
         let mut outcome_weights = Vec::with_capacity(b);

@@ -8,7 +8,7 @@ use crate::text::HashingFeaturizer;
 /// Proposals encoded for the model: per example a bag of text ids, a bag of metadata ids, the
 /// outcome class (`None` for open) and the kind class. Stored flat (one id buffer with row
 /// offsets), so a member's whole share costs a few bytes per n-gram.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EncodedProposals {
     /// `ids[offsets[i]..offsets[i + 1]]` are example `i`'s ids: text ids first.
     offsets: Vec<usize>,
@@ -17,6 +17,8 @@ pub struct EncodedProposals {
     text_len: Vec<u32>,
     outcome: Vec<Option<u8>>,
     kind: Vec<u8>,
+    /// The community prior of example `i` (see [`EncodedProposals::with_prior`]).
+    prior: Vec<f32>,
 }
 
 impl EncodedProposals {
@@ -58,6 +60,31 @@ impl EncodedProposals {
         self.text_len.push(text_ids.len() as u32);
         self.outcome.push(outcome.map(|c| c.min(1)));
         self.kind.push(kind);
+        self.prior.push(0.0);
+    }
+
+    /// The smoothed log-odds of acceptance among the decided examples,
+    /// `ln((accepted + 1) / (rejected + 1))`: a member's community prior, computed from its
+    /// own labels only.
+    pub fn acceptance_log_odds(&self) -> f32 {
+        let accepted = self.outcome.iter().filter(|o| **o == Some(0)).count();
+        let rejected = self.outcome.iter().filter(|o| **o == Some(1)).count();
+        ((accepted as f32 + 1.0) / (rejected as f32 + 1.0)).ln()
+    }
+
+    /// Sets every example's community prior to `prior` (a member sets its own
+    /// [`acceptance_log_odds`](Self::acceptance_log_odds)). The model adds a learned multiple
+    /// of it to the outcome logits: every member trains that one shared weight, whereas a
+    /// per-community embedding is trained by one member only and FedAvg dilutes its update by
+    /// the member's share of the examples.
+    pub fn with_prior(mut self, prior: f32) -> Self {
+        self.prior.iter_mut().for_each(|p| *p = prior);
+        self
+    }
+
+    /// Example `i`'s community prior. Panics if `i` is out of range.
+    pub fn prior(&self, i: usize) -> f32 {
+        self.prior[i]
     }
 
     /// Number of examples.
@@ -93,6 +120,7 @@ impl EncodedProposals {
             let row = &self.ids[self.offsets[i]..self.offsets[i + 1]];
             let (text, meta) = row.split_at(self.text_len[i] as usize);
             out.push(text, meta, self.outcome[i], self.kind[i]);
+            *out.prior.last_mut().expect("just pushed") = self.prior[i];
         }
         out
     }
@@ -110,6 +138,7 @@ impl EncodedProposals {
         out.text_len.extend_from_slice(&other.text_len);
         out.outcome.extend_from_slice(&other.outcome);
         out.kind.extend_from_slice(&other.kind);
+        out.prior.extend_from_slice(&other.prior);
         out
     }
 
@@ -144,10 +173,15 @@ impl EncodedProposals {
         Ok(())
     }
 
-    /// `(ids [batch, len], weights [batch, len])` of the examples at `indices` (in range),
+    /// `(ids [batch, len], weights [batch, len], prior [batch, 1])` of the examples at `indices` (in range),
     /// padded to the longest: each text id weighs `1 / text ids`, each metadata id
-    /// `1 / metadata ids` (two means, summed by the model), padding 0.
-    pub(crate) fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<2, Int>, Tensor<2>) {
+    /// `meta_scale / metadata ids` (two means, summed by the model), padding 0.
+    pub(crate) fn batch(
+        &self,
+        indices: &[usize],
+        meta_scale: f32,
+        device: &Device,
+    ) -> (Tensor<2, Int>, Tensor<2>, Tensor<2>) {
         let width = indices
             .iter()
             .map(|&i| self.offsets[i + 1] - self.offsets[i])
@@ -166,13 +200,15 @@ impl EncodedProposals {
                 weights[r * width + c] = if c < text {
                     1.0 / text as f32
                 } else {
-                    1.0 / meta as f32
+                    meta_scale / meta as f32
                 };
             }
         }
+        let prior: Vec<f32> = indices.iter().map(|&i| self.prior[i]).collect();
         (
             Tensor::from_data(TensorData::new(ids, [b, width]), device),
             Tensor::from_data(TensorData::new(weights, [b, width]), device),
+            Tensor::from_data(TensorData::new(prior, [b, 1]), device),
         )
     }
 }

@@ -12,6 +12,8 @@ fn tiny_spec() -> ProposalModelSpec {
         hidden: 0,
         kind_weight: 1.0,
         rejected_weight: 1.0,
+        meta_scale: 1.0,
+        community_prior: true,
     }
 }
 
@@ -78,8 +80,8 @@ fn same_seed_same_model_and_parameters_round_trip() {
     assert_ne!(a.get_parameters().values(), b.get_parameters().values());
     b.set_parameters(&a.get_parameters()).unwrap();
     assert_eq!(a.get_parameters(), b.get_parameters());
-    // 2^10 x 8 embedding, 8 x 2 + 2 outcome, 8 x 5 + 5 kind.
-    assert_eq!(a.schema().num_values(), 1024 * 8 + 18 + 45);
+    // 2^10 x 8 embedding, 8 x 2 + 2 outcome, 8 x 5 + 5 kind, 1 x 2 prior.
+    assert_eq!(a.schema().num_values(), 1024 * 8 + 18 + 45 + 2);
     let other = ProposalModelSpec {
         hidden: 4,
         ..tiny_spec()

@@ -5,6 +5,9 @@
 //! - `quickstart` (`cargo run --release --example quickstart`): 20 members, Dirichlet α = 0.5
 //!   over the UCI digits, an MLP, FedAvg, 30 rounds, reaching ≥ 95% held-out accuracy.
 //! - [`digits`]: that federation as a library call, with its knobs in [`digits::DigitsConfig`].
+//! - `proposals` (`cargo run --release --example proposals`): 13 governance communities train
+//!   the DAO's proposal model (outcome and kind of a proposal) with FedAvg; compared with the
+//!   same model trained centrally and each community alone. [`proposals`] is its library side.
 //! - [`report`]: run folders with `metrics.csv`, an SVG plot of accuracy and loss, a summary.
 //! - [`progress`]: a progress bar over rounds with one line per round.
 //!
@@ -20,6 +23,7 @@
 
 pub mod digits;
 pub mod progress;
+pub mod proposals;
 pub mod report;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.

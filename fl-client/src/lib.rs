@@ -8,7 +8,11 @@
 //!   are deterministic given their seeds.
 //! - [`data`]: in-memory labelled [`Dataset`]s, the UCI optical digits shipped in the crate
 //!   ([`data::digits::embedded`]), and an IDX reader for MNIST and Fashion-MNIST.
-//! - [`partition`]: seeded IID, Dirichlet label-skew and McMahan shard splits for simulations.
+//! - [`partition`]: seeded IID, Dirichlet label-skew and McMahan shard splits for simulations,
+//!   and the natural split by a field (a proposal's community).
+//! - [`ProposalTrainer`]: the proposal-analysis model (a fastText-style bag of embeddings with
+//!   an outcome head and a kind head) over [`data::proposals`], the governance proposals
+//!   shipped in the crate, with text hashed by [`text`] (no vocabulary to agree).
 //!
 //! - [`federation`]: a federation file's `[model]` and `[data]` turned into this member's
 //!   trainer, and the seeded initial model every party derives identically.
@@ -60,6 +64,7 @@ pub mod data;
 pub mod federation;
 pub mod node;
 pub mod partition;
+pub mod text;
 pub mod trainer;
 
 /// What an embedder needs in one import: the [`Trainer`] interface and its types, keys, the
@@ -87,6 +92,7 @@ pub use data::{DataError, Dataset};
 pub use fl_core::params::ParamVec;
 pub use fl_core::trainer::{Trainer, TrainerError};
 pub use partition::PartitionError;
+pub use trainer::proposals::{ProposalModelSpec, ProposalTrainer};
 pub use trainer::{BurnTrainer, DeviceSpec, ModelError, ModelSpec};
 
 /// Joins the federation that `federation` describes as the member holding `key`, training
@@ -130,6 +136,9 @@ pub enum Error {
     /// Reading or building a dataset failed.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// The proposals corpus could not be read.
+    #[error(transparent)]
+    Proposals(#[from] data::proposals::ProposalsError),
     /// A partition could not be made.
     #[error(transparent)]
     Partition(#[from] PartitionError),

@@ -11,6 +11,9 @@
 //! - [`shards`]: the pathological non-IID split of McMahan et al. (2017): sort by label, cut
 //!   into equal shards, give each client a few shards.
 //!
+//! - [`by_field`]: a natural split by a field of each example (its community, author, ...):
+//!   each client holds exactly the examples of one value.
+//!
 //! [`label_skew`] measures how far a partition is from IID.
 
 use rand::seq::SliceRandom;
@@ -170,6 +173,17 @@ pub fn shards(
             sorted(part)
         })
         .collect())
+}
+
+/// The natural split by a field: one client per distinct value of `keys` (in sorted order),
+/// holding exactly the indices whose key is that value. Returns the values and the partition;
+/// empty `keys` give no clients.
+pub fn by_field<K: Ord + Clone>(keys: &[K]) -> (Vec<K>, Partition) {
+    let mut groups: std::collections::BTreeMap<&K, Vec<usize>> = Default::default();
+    for (i, k) in keys.iter().enumerate() {
+        groups.entry(k).or_default().push(i);
+    }
+    groups.into_iter().map(|(k, v)| (k.clone(), v)).unzip()
 }
 
 /// Mean over clients of the total-variation distance between the client's label distribution
@@ -333,6 +347,17 @@ mod tests {
         let s = |seed| shards(&labels, 9, 2, seed).unwrap();
         assert_eq!(s(5), s(5));
         assert_ne!(s(5), s(6));
+    }
+
+    #[test]
+    fn by_field_groups_exactly() {
+        let keys = ["b", "a", "b", "c", "a"];
+        let (names, parts) = by_field(&keys);
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(parts, vec![vec![1, 4], vec![0, 2], vec![3]]);
+        assert_exact_cover(&parts, 5, 3);
+        let (names, parts) = by_field::<u8>(&[]);
+        assert!(names.is_empty() && parts.is_empty());
     }
 
     #[test]

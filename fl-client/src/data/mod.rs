@@ -8,6 +8,7 @@
 
 pub mod digits;
 pub mod idx;
+pub mod proposals;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;

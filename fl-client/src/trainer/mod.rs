@@ -8,6 +8,7 @@
 
 mod network;
 mod params;
+pub mod proposals;
 
 use std::sync::Arc;
 

@@ -1,0 +1,470 @@
+//! The proposal-analysis model: a fastText-style bag of embeddings with two linear heads, and
+//! [`ProposalTrainer`], a [`Trainer`] over it, so that every strategy, differential-privacy and
+//! secure-aggregation mode of the federation trains it unchanged.
+//!
+//! A proposal becomes two bags of bucket ids ([`crate::text`]): its text's word n-grams and its
+//! metadata (the community). The model looks up one embedding per id (burn `Embedding`),
+//! averages each bag (an EmbeddingBag in mean mode, padding weighted zero), adds the two means,
+//! optionally passes the sum through one ReLU layer, and reads two heads off it:
+//!
+//! - **outcome**: accepted (0) or rejected (1). `open` proposals have no outcome and are left
+//!   out of this head's loss (they still train the kind head);
+//! - **kind**: the normalised [`ProposalKind`] (5 classes).
+//!
+//! The loss is the (class-weighted, see [`ProposalModelSpec::rejected_weight`]) cross-entropy
+//! of the outcome over the decided examples of a batch plus
+//! [`kind_weight`](ProposalModelSpec::kind_weight) times the kind cross-entropy over all of them.
+
+mod encoded;
+mod metrics;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, relu, softmax};
+use fl_core::params::{ParamError, ParamVec, Schema};
+use fl_core::round::{EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, Metrics};
+use fl_core::trainer::{Trainer, TrainerError};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use encoded::EncodedProposals;
+pub use metrics::{ClassScores, OutcomeScores, score};
+
+use super::{DeviceSpec, params};
+use crate::data::proposals::ProposalKind;
+use crate::text::{HashingConfig, HashingFeaturizer};
+
+/// Outcome classes (accepted, rejected).
+pub const OUTCOME_CLASSES: usize = 2;
+
+/// Examples per forward pass of evaluation and prediction.
+pub const EVAL_BATCH: usize = 64;
+
+/// The proposal model's architecture and loss, as a federation's config names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProposalModelSpec {
+    /// How text becomes bucket ids (the embedding table has one row per bucket).
+    pub featurizer: HashingConfig,
+    /// Embedding width.
+    pub dim: usize,
+    /// Width of a ReLU layer between the bag and the heads; 0 for linear heads (fastText).
+    pub hidden: usize,
+    /// Weight of the kind head's loss relative to the outcome head's.
+    pub kind_weight: f64,
+    /// Class weight of `rejected` in the outcome loss (`accepted` has 1): above 1 trades
+    /// accuracy on the majority class for recall of the minority.
+    pub rejected_weight: f64,
+    /// Factor on the metadata bag's mean before it is added to the text bag's. Only the member
+    /// of a community trains that community's metadata embedding, and FedAvg scales every
+    /// member's update by its share of the examples (1.4% for the smallest community), so a
+    /// factor above 1 lets the community prior move at a useful speed under FedAvg (a
+    /// reparametrisation: the function class is the same).
+    pub meta_scale: f64,
+    /// Add a learned multiple of the example's community prior (its member's acceptance
+    /// log-odds, [`EncodedProposals::with_prior`]) to the outcome logits.
+    pub community_prior: bool,
+}
+
+impl Default for ProposalModelSpec {
+    /// 2^16 buckets of word uni- and bigrams of the first 1,024 tokens, 16 dimensions
+    /// (1.05 M parameters), linear heads, kind loss weight 0.5, rejected weight 2 (about the
+    /// corpus's accepted:rejected ratio), the community prior on.
+    fn default() -> Self {
+        Self {
+            featurizer: HashingConfig {
+                buckets_log2: 16,
+                ..HashingConfig::default()
+            },
+            dim: 16,
+            hidden: 0,
+            kind_weight: 0.5,
+            rejected_weight: 2.0,
+            meta_scale: 1.0,
+            community_prior: true,
+        }
+    }
+}
+
+impl ProposalModelSpec {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.featurizer.validate()?;
+        if !(1..=1024).contains(&self.dim) {
+            return Err(format!("dim must be in 1..=1024, got {}", self.dim));
+        }
+        if self.hidden > 4096 {
+            return Err(format!("hidden must be at most 4096, got {}", self.hidden));
+        }
+        for (name, w) in [
+            ("kind_weight", self.kind_weight),
+            ("rejected_weight", self.rejected_weight),
+            ("meta_scale", self.meta_scale),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(format!("{name} must be finite and non-negative, got {w}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The featuriser this model reads.
+    pub fn featurizer(&self) -> Result<HashingFeaturizer, String> {
+        HashingFeaturizer::new(self.featurizer.clone())
+    }
+}
+
+/// Burn initialisers are never run: [`params::seeded_init`] replaces every parameter.
+const UNUSED_INIT: Initializer = Initializer::Zeros;
+
+/// Bag of embeddings with an outcome head and a kind head.
+#[derive(Module, Debug)]
+pub(crate) struct BagOfEmbeddings {
+    embedding: Embedding,
+    hidden: Option<Linear>,
+    outcome: Linear,
+    kind: Linear,
+    /// The community prior's weight per outcome class (`[1, 2]`, no bias).
+    prior: Option<Linear>,
+}
+
+impl BagOfEmbeddings {
+    fn new(spec: &ProposalModelSpec, device: &Device) -> Self {
+        let linear = |i, o| {
+            LinearConfig::new(i, o)
+                .with_initializer(UNUSED_INIT)
+                .init(device)
+        };
+        let features = if spec.hidden == 0 {
+            spec.dim
+        } else {
+            spec.hidden
+        };
+        Self {
+            embedding: EmbeddingConfig::new(spec.featurizer.buckets(), spec.dim)
+                .with_initializer(UNUSED_INIT)
+                .init(device),
+            hidden: (spec.hidden > 0).then(|| linear(spec.dim, spec.hidden)),
+            outcome: linear(features, OUTCOME_CLASSES),
+            kind: linear(features, ProposalKind::COUNT),
+            prior: spec.community_prior.then(|| {
+                LinearConfig::new(1, OUTCOME_CLASSES)
+                    .with_bias(false)
+                    .with_initializer(UNUSED_INIT)
+                    .init(device)
+            }),
+        }
+    }
+
+    /// `(outcome logits [batch, 2], kind logits [batch, kinds])` of a padded batch of ids
+    /// `[batch, len]` with per-position weights `[batch, len]` (0 for padding) and community
+    /// priors `[batch, 1]`.
+    fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        weights: Tensor<2>,
+        prior: Tensor<2>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let [batch, _] = ids.dims();
+        let embedded = self.embedding.forward(ids); // [batch, len, dim]
+        let pooled = (embedded * weights.unsqueeze_dim::<3>(2)).sum_dim(1); // [batch, 1, dim]
+        let [_, _, dim] = pooled.dims();
+        let mut x = pooled.reshape([batch, dim]);
+        if let Some(hidden) = &self.hidden {
+            x = relu(hidden.forward(x));
+        }
+        let mut outcome = self.outcome.forward(x.clone());
+        if let Some(p) = &self.prior {
+            outcome = outcome + p.forward(prior);
+        }
+        (outcome, self.kind.forward(x))
+    }
+}
+
+/// One proposal's prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProposalPrediction {
+    /// Probability that it is accepted.
+    pub p_accepted: f32,
+    /// The most likely kind.
+    pub kind: ProposalKind,
+    /// Probability of each kind, in [`ProposalKind::ALL`] order.
+    pub kind_probs: Vec<f32>,
+}
+
+/// A [`Trainer`] over the proposal model and a member's encoded proposals.
+///
+/// `fit` trains with Adam (a fresh optimiser per call) on minibatches in an order shuffled by
+/// `ChaCha8Rng::seed_from_u64(shuffle_seed)` and reports `num_examples` (its training examples,
+/// open ones included) and `train_loss`. `evaluate` reports the mean loss and the metrics
+/// `accuracy` and `macro_f1` (outcome, decided examples only), `kind_accuracy` and
+/// `kind_macro_f1` (all examples).
+pub struct ProposalTrainer {
+    spec: ProposalModelSpec,
+    network: BagOfEmbeddings,
+    schema: Arc<Schema>,
+    train: EncodedProposals,
+    eval: Option<EncodedProposals>,
+    device: Device,
+}
+
+impl std::fmt::Debug for ProposalTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProposalTrainer")
+            .field("spec", &self.spec)
+            .field("schema", &self.schema.hash())
+            .field("train", &self.train.len())
+            .field("eval", &self.eval.as_ref().map(EncodedProposals::len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProposalTrainer {
+    /// Builds the model for `spec`, initialised from `init_seed` (the same seed gives the same
+    /// parameters). `train` may be empty (an evaluation-only trainer). The data must have
+    /// been encoded with `spec`'s featuriser (ids below its number of buckets).
+    pub fn new(
+        spec: &ProposalModelSpec,
+        device: DeviceSpec,
+        train: EncodedProposals,
+        eval: Option<EncodedProposals>,
+        init_seed: u64,
+    ) -> Result<Self, TrainerError> {
+        spec.validate().map_err(TrainerError::InvalidConfig)?;
+        let buckets = spec.featurizer.buckets();
+        for data in std::iter::once(&train).chain(eval.as_ref()) {
+            data.check_ids(buckets)
+                .map_err(TrainerError::InvalidConfig)?;
+        }
+        let device = device.device();
+        let network = BagOfEmbeddings::new(spec, &device.clone().autodiff());
+        let schema = Arc::new(params::schema_of(&network)?);
+        let network = params::seeded_init(network, init_seed);
+        Ok(Self {
+            spec: spec.clone(),
+            network,
+            schema,
+            train,
+            eval,
+            device,
+        })
+    }
+
+    /// The model this trainer trains.
+    pub fn spec(&self) -> &ProposalModelSpec {
+        &self.spec
+    }
+
+    /// The local training data.
+    pub fn train_data(&self) -> &EncodedProposals {
+        &self.train
+    }
+
+    /// Predicts every example of `data` with the current parameters.
+    pub fn predict(&self, data: &EncodedProposals) -> Result<Vec<ProposalPrediction>, TrainerError> {
+        data.check_ids(self.spec.featurizer.buckets())
+            .map_err(TrainerError::InvalidConfig)?;
+        let model = self.network.valid();
+        let mut out = Vec::with_capacity(data.len());
+        let indices: Vec<usize> = (0..data.len()).collect();
+        for chunk in indices.chunks(EVAL_BATCH) {
+            let (ids, weights, prior) =
+                data.batch(chunk, self.spec.meta_scale as f32, &self.device);
+            let (outcome, kind) = model.forward(ids, weights, prior);
+            let p_outcome = to_vec(softmax(outcome, 1))?;
+            let p_kind = to_vec(softmax(kind, 1))?;
+            for (o, k) in p_outcome
+                .chunks(OUTCOME_CLASSES)
+                .zip(p_kind.chunks(ProposalKind::COUNT))
+            {
+                let best = (0..k.len())
+                    .max_by(|&a, &b| k[a].total_cmp(&k[b]))
+                    .unwrap_or(0);
+                out.push(ProposalPrediction {
+                    p_accepted: o[0],
+                    kind: ProposalKind::ALL[best],
+                    kind_probs: k.to_vec(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Evaluates the current parameters on `data`: mean loss (outcome over decided examples
+    /// plus kind over all, as in training but unweighted), outcome `accuracy` and `macro_f1`,
+    /// `kind_accuracy` and `kind_macro_f1`.
+    pub fn evaluate_on(&self, data: &EncodedProposals) -> Result<EvaluateResult, TrainerError> {
+        if data.is_empty() {
+            return Err(TrainerError::NoData("evaluate"));
+        }
+        let predictions = self.predict(data)?;
+        let scores = score(data, &predictions);
+        let nll = |p: f32| -f64::from(p).max(1e-7).ln();
+        let (mut outcome_sum, mut decided, mut kind_sum) = (0.0, 0usize, 0.0);
+        for (i, p) in predictions.iter().enumerate() {
+            if let Some(y) = data.outcome(i) {
+                outcome_sum += nll(if y == 0 { p.p_accepted } else { 1.0 - p.p_accepted });
+                decided += 1;
+            }
+            kind_sum += nll(p.kind_probs[usize::from(data.kind(i))]);
+        }
+        let loss = outcome_sum / decided.max(1) as f64 + kind_sum / data.len() as f64;
+        if !loss.is_finite() {
+            return Err(TrainerError::Diverged(format!("evaluation loss is {loss}")));
+        }
+        Ok(EvaluateResult {
+            loss,
+            num_examples: data.len() as u64,
+            metrics: scores.to_metrics(),
+        })
+    }
+
+    fn batch_loss(
+        &self,
+        model: &BagOfEmbeddings,
+        chunk: &[usize],
+        device: &Device,
+    ) -> Tensor<1> {
+        let data = &self.train;
+        let (ids, weights, prior) = data.batch(chunk, self.spec.meta_scale as f32, device);
+        let (outcome_logits, kind_logits) = model.forward(ids, weights, prior);
+        let b = chunk.len();
+        let mut targets = Vec::with_capacity(b);
+        let mut outcome_weights = Vec::with_capacity(b);
+        let mut kinds = Vec::with_capacity(b);
+        let mut decided = 0usize;
+        for &i in chunk {
+            match data.outcome(i) {
+                Some(y) => {
+                    targets.push(i64::from(y));
+                    outcome_weights.push(if y == 1 {
+                        self.spec.rejected_weight as f32
+                    } else {
+                        1.0
+                    });
+                    decided += 1;
+                }
+                None => {
+                    targets.push(0);
+                    outcome_weights.push(0.0);
+                }
+            }
+            kinds.push(i64::from(data.kind(i)));
+        }
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [b]), device);
+        let kinds = Tensor::<1, Int>::from_data(TensorData::new(kinds, [b]), device);
+        let outcome_weights = Tensor::<1>::from_data(TensorData::new(outcome_weights, [b]), device);
+        let outcome_nll = nll(outcome_logits, targets); // [b]
+        let outcome_loss = (outcome_nll * outcome_weights)
+            .sum()
+            .div_scalar(decided.max(1) as f32);
+        let kind_loss = nll(kind_logits, kinds).mean();
+        outcome_loss + kind_loss.mul_scalar(self.spec.kind_weight as f32)
+    }
+}
+
+impl Trainer for ProposalTrainer {
+    fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    fn get_parameters(&self) -> ParamVec {
+        let values = params::flatten(&self.network, self.schema.num_values())
+            .expect("flex float parameters are f32");
+        ParamVec::new(self.schema.clone(), values)
+            .expect("the visitor reads exactly the schema's values")
+    }
+
+    fn set_parameters(&mut self, params: &ParamVec) -> Result<(), TrainerError> {
+        if params.schema().hash() != self.schema.hash() {
+            return Err(ParamError::SchemaMismatch {
+                expected: self.schema.hash(),
+                got: params.schema().hash(),
+            }
+            .into());
+        }
+        if params.len() != self.schema.num_values() {
+            return Err(ParamError::LengthMismatch {
+                expected: self.schema.num_values(),
+                got: params.len(),
+            }
+            .into());
+        }
+        self.network = params::unflatten(self.network.clone(), params.values());
+        Ok(())
+    }
+
+    fn fit(&mut self, config: &FitConfig) -> Result<FitOutcome, TrainerError> {
+        super::check_fit_config(config)?;
+        if self.train.is_empty() {
+            return Err(TrainerError::NoData("fit"));
+        }
+        let autodiff = self.device.clone().autodiff();
+        let mut optim = AdamConfig::new().init();
+        let mut rng = ChaCha8Rng::seed_from_u64(config.shuffle_seed);
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        let mut model = self.network.clone();
+        let mut epoch_loss = 0.0;
+        for epoch in 0..config.local_epochs {
+            order.shuffle(&mut rng);
+            let mut loss_sum = 0.0f64;
+            for chunk in order.chunks(config.batch_size as usize) {
+                let loss = self.batch_loss(&model, chunk, &autodiff);
+                let value: f32 = loss.clone().into_scalar();
+                if !value.is_finite() {
+                    return Err(TrainerError::Diverged(format!(
+                        "loss {value} in epoch {} at learning rate {}; try a lower one",
+                        epoch + 1,
+                        config.learning_rate
+                    )));
+                }
+                loss_sum += f64::from(value) * chunk.len() as f64;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(config.learning_rate, model, grads);
+            }
+            epoch_loss = loss_sum / self.train.len() as f64;
+        }
+        let values =
+            params::flatten(&model, self.schema.num_values()).map_err(TrainerError::Other)?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(TrainerError::Diverged(format!(
+                "parameter {i} is {} after training",
+                values[i]
+            )));
+        }
+        self.network = model;
+        let mut metrics = Metrics::new();
+        metrics.insert("train_loss".into(), epoch_loss);
+        Ok(FitOutcome {
+            num_examples: self.train.len() as u64,
+            metrics,
+        })
+    }
+
+    fn evaluate(&mut self, _config: &EvaluateConfig) -> Result<EvaluateResult, TrainerError> {
+        let eval = self.eval.as_ref().ok_or(TrainerError::NoData("evaluate"))?;
+        self.evaluate_on(eval)
+    }
+}
+
+/// Per-example negative log-likelihood `[batch]` of `logits` `[batch, classes]` at `targets`.
+fn nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [batch] = targets.dims();
+    log_softmax(logits, 1)
+        .gather(1, targets.reshape([batch, 1]))
+        .reshape([batch])
+        .neg()
+}
+
+fn to_vec(t: Tensor<2>) -> Result<Vec<f32>, TrainerError> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| TrainerError::Other(format!("cannot read predictions: {e:?}")))
+}

@@ -1,0 +1,214 @@
+//! [`EncodedProposals`]: proposals as the model reads them, bags of bucket ids with labels.
+
+use burn::prelude::*;
+
+use crate::data::proposals::Proposal;
+use crate::text::HashingFeaturizer;
+
+/// Proposals encoded for the model: per example a bag of text ids, a bag of metadata ids, the
+/// outcome class (`None` for open) and the kind class. Stored flat (one id buffer with row
+/// offsets), so a member's whole share costs a few bytes per n-gram.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EncodedProposals {
+    /// `ids[offsets[i]..offsets[i + 1]]` are example `i`'s ids: text ids first.
+    offsets: Vec<usize>,
+    ids: Vec<u32>,
+    /// How many of example `i`'s ids are text ids (the rest are metadata ids).
+    text_len: Vec<u32>,
+    outcome: Vec<Option<u8>>,
+    kind: Vec<u8>,
+    /// The community prior of example `i` (see [`EncodedProposals::with_prior`]).
+    prior: Vec<f32>,
+}
+
+impl EncodedProposals {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self {
+            offsets: vec![0],
+            ..Default::default()
+        }
+    }
+
+    /// Encodes `proposals` with `featurizer`: title and text into the text bag, the community
+    /// into the metadata bag, `label` and [`Proposal::kind`] as targets.
+    pub fn encode<'a>(
+        featurizer: &HashingFeaturizer,
+        proposals: impl IntoIterator<Item = &'a Proposal>,
+    ) -> Self {
+        let mut out = Self::new();
+        for p in proposals {
+            out.push(
+                &featurizer.ids(&p.title, &p.text),
+                &featurizer.meta_ids(&[("community", &p.community)]),
+                p.label.class(),
+                p.kind().class(),
+            );
+        }
+        out
+    }
+
+    /// Appends one example. Outcome classes are 0 (accepted) or 1 (rejected); kind classes
+    /// index [`ProposalKind::ALL`](crate::data::proposals::ProposalKind::ALL).
+    pub fn push(&mut self, text_ids: &[u32], meta_ids: &[u32], outcome: Option<u8>, kind: u8) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.ids.extend_from_slice(text_ids);
+        self.ids.extend_from_slice(meta_ids);
+        self.offsets.push(self.ids.len());
+        self.text_len.push(text_ids.len() as u32);
+        self.outcome.push(outcome.map(|c| c.min(1)));
+        self.kind.push(kind);
+        self.prior.push(0.0);
+    }
+
+    /// The smoothed log-odds of acceptance among the decided examples,
+    /// `ln((accepted + 1) / (rejected + 1))`: a member's community prior, computed from its
+    /// own labels only.
+    pub fn acceptance_log_odds(&self) -> f32 {
+        let accepted = self.outcome.iter().filter(|o| **o == Some(0)).count();
+        let rejected = self.outcome.iter().filter(|o| **o == Some(1)).count();
+        ((accepted as f32 + 1.0) / (rejected as f32 + 1.0)).ln()
+    }
+
+    /// Sets every example's community prior to `prior` (a member sets its own
+    /// [`acceptance_log_odds`](Self::acceptance_log_odds)). The model adds a learned multiple
+    /// of it to the outcome logits: every member trains that one shared weight, whereas a
+    /// per-community embedding is trained by one member only and FedAvg dilutes its update by
+    /// the member's share of the examples.
+    pub fn with_prior(mut self, prior: f32) -> Self {
+        self.prior.iter_mut().for_each(|p| *p = prior);
+        self
+    }
+
+    /// Example `i`'s community prior. Panics if `i` is out of range.
+    pub fn prior(&self, i: usize) -> f32 {
+        self.prior[i]
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.kind.len()
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.kind.is_empty()
+    }
+
+    /// Example `i`'s outcome class (0 accepted, 1 rejected), `None` if open. Panics if `i`
+    /// is out of range.
+    pub fn outcome(&self, i: usize) -> Option<u8> {
+        self.outcome[i]
+    }
+
+    /// Example `i`'s kind class. Panics if `i` is out of range.
+    pub fn kind(&self, i: usize) -> u8 {
+        self.kind[i]
+    }
+
+    /// Number of examples with an outcome (accepted or rejected).
+    pub fn decided(&self) -> usize {
+        self.outcome.iter().flatten().count()
+    }
+
+    /// The examples at `indices`, in that order; indices out of range are skipped.
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        let mut out = Self::new();
+        for &i in indices.iter().filter(|&&i| i < self.len()) {
+            let row = &self.ids[self.offsets[i]..self.offsets[i + 1]];
+            let (text, meta) = row.split_at(self.text_len[i] as usize);
+            out.push(text, meta, self.outcome[i], self.kind[i]);
+            *out.prior.last_mut().expect("just pushed") = self.prior[i];
+        }
+        out
+    }
+
+    /// The examples of `self` followed by those of `other`.
+    pub fn concat(&self, other: &Self) -> Self {
+        let mut out = self.clone();
+        if out.offsets.is_empty() {
+            out.offsets.push(0);
+        }
+        let base = out.ids.len();
+        out.ids.extend_from_slice(&other.ids);
+        out.offsets
+            .extend(other.offsets.iter().skip(1).map(|&o| base + o));
+        out.text_len.extend_from_slice(&other.text_len);
+        out.outcome.extend_from_slice(&other.outcome);
+        out.kind.extend_from_slice(&other.kind);
+        out.prior.extend_from_slice(&other.prior);
+        out
+    }
+
+    /// A copy with the outcome labels permuted among the decided examples by `seed` (the
+    /// "shuffled labels" control: a model trained on it can learn no real signal).
+    pub fn with_shuffled_outcomes(&self, seed: u64) -> Self {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let mut out = self.clone();
+        let decided: Vec<usize> = (0..self.len())
+            .filter(|&i| self.outcome[i].is_some())
+            .collect();
+        let mut labels: Vec<Option<u8>> = decided.iter().map(|&i| self.outcome[i]).collect();
+        labels.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        for (&i, label) in decided.iter().zip(labels) {
+            out.outcome[i] = label;
+        }
+        out
+    }
+
+    /// Checks that every id is below `buckets` and every kind a known class.
+    pub(crate) fn check_ids(&self, buckets: usize) -> Result<(), String> {
+        if let Some(&id) = self.ids.iter().find(|&&id| id as usize >= buckets) {
+            return Err(format!(
+                "id {id} is not below the model's {buckets} buckets: encode with the model's featuriser"
+            ));
+        }
+        let kinds = crate::data::proposals::ProposalKind::COUNT;
+        if let Some(&k) = self.kind.iter().find(|&&k| usize::from(k) >= kinds) {
+            return Err(format!("kind class {k} is not below {kinds}"));
+        }
+        Ok(())
+    }
+
+    /// `(ids [batch, len], weights [batch, len], prior [batch, 1])` of the examples at `indices` (in range),
+    /// padded to the longest: each text id weighs `1 / text ids`, each metadata id
+    /// `meta_scale / metadata ids` (two means, summed by the model), padding 0.
+    pub(crate) fn batch(
+        &self,
+        indices: &[usize],
+        meta_scale: f32,
+        device: &Device,
+    ) -> (Tensor<2, Int>, Tensor<2>, Tensor<2>) {
+        let width = indices
+            .iter()
+            .map(|&i| self.offsets[i + 1] - self.offsets[i])
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let b = indices.len();
+        let mut ids = vec![0i64; b * width];
+        let mut weights = vec![0f32; b * width];
+        for (r, &i) in indices.iter().enumerate() {
+            let row = &self.ids[self.offsets[i]..self.offsets[i + 1]];
+            let text = self.text_len[i] as usize;
+            let meta = row.len() - text;
+            for (c, &id) in row.iter().enumerate() {
+                ids[r * width + c] = i64::from(id);
+                weights[r * width + c] = if c < text {
+                    1.0 / text as f32
+                } else {
+                    meta_scale / meta as f32
+                };
+            }
+        }
+        let prior: Vec<f32> = indices.iter().map(|&i| self.prior[i]).collect();
+        (
+            Tensor::from_data(TensorData::new(ids, [b, width]), device),
+            Tensor::from_data(TensorData::new(weights, [b, width]), device),
+            Tensor::from_data(TensorData::new(prior, [b, 1]), device),
+        )
+    }
+}

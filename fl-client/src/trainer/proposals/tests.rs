@@ -1,0 +1,185 @@
+use super::*;
+use crate::text::HashingConfig;
+
+fn tiny_spec() -> ProposalModelSpec {
+    ProposalModelSpec {
+        featurizer: HashingConfig {
+            buckets_log2: 10,
+            max_tokens: 64,
+            ..Default::default()
+        },
+        dim: 8,
+        hidden: 0,
+        kind_weight: 1.0,
+        rejected_weight: 1.0,
+        meta_scale: 1.0,
+        community_prior: true,
+    }
+}
+
+/// Two communities; the word `raise` means accepted, `cut` rejected; `token` proposals are
+/// standards, `fork` ones protocol changes; some rows are open.
+fn toy(spec: &ProposalModelSpec, n: usize) -> EncodedProposals {
+    let f = spec.featurizer().unwrap();
+    let mut data = EncodedProposals::new();
+    for i in 0..n {
+        let (word, outcome) = if i % 2 == 0 { ("raise", 0) } else { ("cut", 1) };
+        let (topic, kind) = if i % 3 == 0 {
+            ("token", ProposalKind::Standard)
+        } else {
+            ("fork", ProposalKind::Protocol)
+        };
+        let community = if i % 4 < 2 { "alpha" } else { "beta" };
+        let text = format!("we {word} the fee of the {topic} number {i}");
+        let outcome = (i % 5 != 4).then_some(outcome);
+        data.push(
+            &f.ids("proposal", &text),
+            &f.meta_ids(&[("community", community)]),
+            outcome,
+            kind.class(),
+        );
+    }
+    data
+}
+
+fn fit_config(epochs: u32) -> FitConfig {
+    FitConfig {
+        local_epochs: epochs,
+        batch_size: 8,
+        learning_rate: 0.05,
+        shuffle_seed: 3,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn learns_both_heads_on_a_toy_task() {
+    let spec = tiny_spec();
+    let train = toy(&spec, 40);
+    let mut trainer =
+        ProposalTrainer::new(&spec, DeviceSpec::Cpu, train.clone(), Some(train), 1).unwrap();
+    let before = trainer.evaluate(&EvaluateConfig::default()).unwrap();
+    let fit = trainer.fit(&fit_config(15)).unwrap();
+    assert_eq!(fit.num_examples, 40);
+    let after = trainer.evaluate(&EvaluateConfig::default()).unwrap();
+    assert!(after.loss < before.loss, "{before:?} -> {after:?}");
+    assert_eq!(after.metrics["accuracy"], 1.0, "{after:?}");
+    assert_eq!(after.metrics["kind_accuracy"], 1.0, "{after:?}");
+    assert_eq!(after.metrics["decided"], 32.0);
+}
+
+#[test]
+fn same_seed_same_model_and_parameters_round_trip() {
+    let spec = tiny_spec();
+    let a = ProposalTrainer::new(&spec, DeviceSpec::Cpu, toy(&spec, 8), None, 7).unwrap();
+    let mut b = ProposalTrainer::new(&spec, DeviceSpec::Cpu, toy(&spec, 8), None, 7).unwrap();
+    let c = ProposalTrainer::new(&spec, DeviceSpec::Cpu, toy(&spec, 8), None, 8).unwrap();
+    assert_eq!(a.get_parameters(), b.get_parameters());
+    assert_ne!(a.get_parameters().values(), c.get_parameters().values());
+    b.fit(&fit_config(1)).unwrap();
+    assert_ne!(a.get_parameters().values(), b.get_parameters().values());
+    b.set_parameters(&a.get_parameters()).unwrap();
+    assert_eq!(a.get_parameters(), b.get_parameters());
+    // 2^10 x 8 embedding, 8 x 2 + 2 outcome, 8 x 5 + 5 kind, 1 x 2 prior.
+    assert_eq!(a.schema().num_values(), 1024 * 8 + 18 + 45 + 2);
+    let other = ProposalModelSpec {
+        hidden: 4,
+        ..tiny_spec()
+    };
+    let d = ProposalTrainer::new(&other, DeviceSpec::Cpu, toy(&other, 4), None, 7).unwrap();
+    assert!(matches!(
+        b.set_parameters(&d.get_parameters()),
+        Err(TrainerError::Params(ParamError::SchemaMismatch { .. }))
+    ));
+}
+
+#[test]
+fn open_proposals_do_not_train_the_outcome_head() {
+    let spec = tiny_spec();
+    let mut open = EncodedProposals::new();
+    let f = spec.featurizer().unwrap();
+    for i in 0..10 {
+        open.push(&f.ids("t", &format!("text {i}")), &[], None, 1);
+    }
+    let mut trainer = ProposalTrainer::new(&spec, DeviceSpec::Cpu, open, None, 1).unwrap();
+    let before = trainer.get_parameters();
+    trainer.fit(&fit_config(2)).unwrap();
+    let after = trainer.get_parameters();
+    let outcome_values = |p: &ParamVec| {
+        let schema = p.schema();
+        let mut offset = 0;
+        let mut out = Vec::new();
+        for t in schema.tensors() {
+            let n = t.num_values();
+            if t.name.starts_with("outcome.") {
+                out.extend_from_slice(&p.values()[offset..offset + n]);
+            }
+            offset += n;
+        }
+        out
+    };
+    assert!(!outcome_values(&before).is_empty());
+    assert_eq!(outcome_values(&before), outcome_values(&after));
+    assert_ne!(before.values(), after.values(), "the kind head trains");
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let spec = tiny_spec();
+    let mut wide = EncodedProposals::new();
+    wide.push(&[5000], &[], Some(0), 0);
+    assert!(matches!(
+        ProposalTrainer::new(&spec, DeviceSpec::Cpu, wide, None, 1),
+        Err(TrainerError::InvalidConfig(_))
+    ));
+    let bad_spec = ProposalModelSpec {
+        dim: 0,
+        ..tiny_spec()
+    };
+    assert!(ProposalTrainer::new(&bad_spec, DeviceSpec::Cpu, toy(&spec, 2), None, 1).is_err());
+    let mut empty = ProposalTrainer::new(&spec, DeviceSpec::Cpu, EncodedProposals::new(), None, 1)
+        .unwrap();
+    assert!(matches!(
+        empty.fit(&fit_config(1)),
+        Err(TrainerError::NoData("fit"))
+    ));
+    assert!(matches!(
+        empty.evaluate(&EvaluateConfig::default()),
+        Err(TrainerError::NoData("evaluate"))
+    ));
+    assert!(matches!(
+        empty.fit(&FitConfig {
+            batch_size: 0,
+            ..fit_config(1)
+        }),
+        Err(TrainerError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn class_scores_match_scikit_learn() {
+    // y_true = [0, 0, 1, 1, 1], y_pred = [0, 1, 1, 1, 0]: accuracy 0.6; F1(0) = 0.5,
+    // F1(1) = 2/3, macro 0.58333.
+    let s = ClassScores::of(&[(0, 0), (0, 1), (1, 1), (1, 1), (1, 0)], 2);
+    assert!((s.accuracy - 0.6).abs() < 1e-12);
+    assert!((s.macro_f1 - (0.5 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+    // One class only, all right: macro-F1 over the one class present.
+    let s = ClassScores::of(&[(1, 1), (1, 1)], 2);
+    assert_eq!((s.accuracy, s.macro_f1), (1.0, 1.0));
+    assert_eq!(ClassScores::of(&[], 2), ClassScores::default());
+}
+
+#[test]
+fn shuffled_outcomes_keep_counts_and_open_rows() {
+    let spec = tiny_spec();
+    let data = toy(&spec, 30);
+    let shuffled = data.with_shuffled_outcomes(1);
+    assert_eq!(shuffled.decided(), data.decided());
+    let ones = |d: &EncodedProposals| (0..d.len()).filter(|&i| d.outcome(i) == Some(1)).count();
+    assert_eq!(ones(&shuffled), ones(&data));
+    assert!((0..30).all(|i| data.outcome(i).is_none() == shuffled.outcome(i).is_none()));
+    assert_ne!(shuffled, data);
+    let sub = data.subset(&[3, 1, 99]);
+    assert_eq!(sub.len(), 2);
+    assert_eq!(sub.kind(0), data.kind(3));
+}

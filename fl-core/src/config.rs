@@ -375,6 +375,12 @@ impl FederationConfig {
                 members.len()
             ));
         }
+        // A robust rule's precondition on the member count (Krum n > 2f + 2, Bulyan
+        // n >= 4f + 3) is refused here, before any round, when the member list is known.
+        if !members.is_empty() {
+            self.strategy
+                .check_members(self.strategy.expected_fit_clients(members.len()))?;
+        }
         Ok(())
     }
 

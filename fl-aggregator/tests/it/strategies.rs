@@ -294,3 +294,107 @@ fn an_engine_assembled_by_hand_aborts_a_per_member_round_under_secure_aggregatio
         "{evs:?}"
     );
 }
+
+#[test]
+fn a_robust_rule_whose_precondition_fails_is_refused_when_the_file_is_loaded() {
+    // Three members: Krum with f = 1 needs 2f + 3 = 5, Bulyan with f = 1 needs 4f + 3 = 7.
+    let e = federation("kind = \"krum\"\n[strategy.krum]\nbyzantine = 1", "").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            fl_core::config::ConfigError::Strategy(fl_core::strategy::BuildError::TooFewMembers {
+                rule: "krum",
+                members: 3,
+                needed: 5
+            })
+        ),
+        "{e}"
+    );
+    let e = federation("kind = \"bulyan\"\n[strategy.bulyan]\nbyzantine = 1", "").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            fl_core::config::ConfigError::Strategy(fl_core::strategy::BuildError::TooFewMembers {
+                rule: "bulyan",
+                ..
+            })
+        ),
+        "{e}"
+    );
+    let e = federation("kind = \"krum\"", "").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            fl_core::config::ConfigError::Strategy(
+                fl_core::strategy::BuildError::MissingSettings { rule: "krum" }
+            )
+        ),
+        "{e}"
+    );
+    let ok = federation("kind = \"krum\"\n[strategy.krum]\nbyzantine = 0", "").unwrap();
+    assert_eq!(
+        ok.build_strategy(schema().num_values()).unwrap().name(),
+        "krum"
+    );
+}
+
+#[test]
+fn a_trimmed_mean_from_the_file_ignores_an_outlier_and_the_example_counts() {
+    let fed = federation(
+        "min_fit_clients = 3\nkind = \"trimmed_mean\"\n[strategy.trimmed_mean]\nbeta = 0.34",
+        "",
+    )
+    .unwrap();
+    let strategy = fed.build_strategy(schema().num_values()).unwrap();
+    assert_eq!(strategy.name(), "trimmed_mean");
+    let mut e = Engine::new(config(1, 3), strategy, ParamVec::zeros(schema()));
+    connect(&mut e, 3);
+    drain(&mut e);
+    e.handle_message(T0, ClientId(0), fit_done(1, [1.0, 2.0], 1))
+        .unwrap();
+    e.handle_message(T0, ClientId(1), fit_done(1, [3.0, 4.0], 1))
+        .unwrap();
+    // Claims a million examples: a weighted rule would follow it.
+    e.handle_message(T0, ClientId(2), fit_done(1, [1e6, -1e6], 1_000_000))
+        .unwrap();
+    // ⌊0.34·3⌋ = 1 value dropped at each end: the middle one is kept.
+    assert_eq!(e.params().values(), &[3.0, 2.0]);
+}
+
+#[test]
+fn a_robust_round_left_with_too_few_updates_aborts_with_the_rule_named() {
+    // Krum with f = 0 needs 3 updates; one member never answers and the deadline passes.
+    let krum = StrategyConfig {
+        kind: fl_core::AggregationRule::Krum,
+        krum: Some(fl_core::strategy::KrumConfig {
+            byzantine: 0,
+            multi: 1,
+        }),
+        ..selection()
+    };
+    let strategy = krum.build(None, None, 3, schema().num_values()).unwrap();
+    let mut e = Engine::new(config(1, 3), strategy, ParamVec::zeros(schema()));
+    connect(&mut e, 3);
+    drain(&mut e);
+    e.handle_message(T0, ClientId(0), fit_done(1, [1.0, 2.0], 1))
+        .unwrap();
+    e.handle_message(T0, ClientId(1), fit_done(1, [3.0, 4.0], 1))
+        .unwrap();
+    e.handle_timeout(Duration::from_secs(10));
+    let evs = drain(&mut e);
+    assert!(
+        evs.iter().any(|ev| matches!(
+            ev,
+            EngineEvent::RoundAborted {
+                round: 1,
+                reason: AbortReason::Aggregation(fl_core::StrategyError::TooFewMembers {
+                    rule: "krum",
+                    members: 2,
+                    needed: 3
+                })
+            }
+        )),
+        "{evs:?}"
+    );
+    assert_eq!(e.params().values(), &[0.0, 0.0], "the model is unchanged");
+}

@@ -8,8 +8,10 @@ use crate::round::{ClientId, EvaluateConfig, FitConfig};
 use crate::secure::SecureAggregationConfig;
 
 use super::{
-    CoordinateMedian, EvaluatePlan, FedAvg, FitPlan, ServerOptimizerConfig, Strategy, UpdateForm,
-    select_clients,
+    BucketingConfig, Bulyan, BulyanConfig, CenteredClipping, CenteredClippingConfig, EvaluatePlan,
+    FedAvg, FitPlan, GeometricMedian, GeometricMedianConfig, Krum, KrumConfig, MedianRule,
+    NnmConfig, NormBounding, NormBoundingConfig, PreAggregator, RobustAggregator, RobustRule,
+    ServerOptimizerConfig, Strategy, TrimmedMean, TrimmedMeanConfig, UpdateForm, select_clients,
 };
 
 /// Which rule turns the round's updates into the next global model (`[strategy] kind`).
@@ -22,6 +24,20 @@ pub enum AggregationRule {
     /// Coordinate-wise median of the members' models (Yin et al. 2018): robust to a minority of
     /// arbitrary updates, but needs every member's update, so not under secure aggregation.
     Median,
+    /// Krum or Multi-Krum (Blanchard et al. 2017), settings in `[strategy.krum]`.
+    Krum,
+    /// Coordinate-wise trimmed mean (Yin et al. 2018), settings in `[strategy.trimmed_mean]`.
+    TrimmedMean,
+    /// Bulyan (El Mhamdi et al. 2018), settings in `[strategy.bulyan]`.
+    Bulyan,
+    /// Geometric median by smoothed Weiszfeld (RFA, Pillutla et al. 2022), settings in
+    /// `[strategy.geometric_median]`.
+    GeometricMedian,
+    /// Centered clipping with server momentum (Karimireddy, He and Jaggi 2021), settings in
+    /// `[strategy.centered_clipping]`.
+    CenteredClipping,
+    /// Mean of norm-bounded updates (Sun et al. 2019), settings in `[strategy.norm_bounding]`.
+    NormBounding,
 }
 
 impl AggregationRule {
@@ -29,7 +45,7 @@ impl AggregationRule {
     pub fn update_form(self) -> UpdateForm {
         match self {
             Self::Fedavg => UpdateForm::Sum,
-            Self::Median => UpdateForm::PerMember,
+            _ => UpdateForm::PerMember,
         }
     }
 
@@ -38,8 +54,26 @@ impl AggregationRule {
         match self {
             Self::Fedavg => "fedavg",
             Self::Median => "median",
+            Self::Krum => "krum",
+            Self::TrimmedMean => "trimmed_mean",
+            Self::Bulyan => "bulyan",
+            Self::GeometricMedian => "geometric_median",
+            Self::CenteredClipping => "centered_clipping",
+            Self::NormBounding => "norm_bounding",
         }
     }
+
+    /// Every rule, in the order of the federation file's documentation.
+    pub const ALL: [Self; 8] = [
+        Self::Fedavg,
+        Self::Median,
+        Self::Krum,
+        Self::TrimmedMean,
+        Self::Bulyan,
+        Self::GeometricMedian,
+        Self::CenteredClipping,
+        Self::NormBounding,
+    ];
 }
 
 /// The `[strategy]` section: the rule (`kind`), who takes part, how members train, and the
@@ -55,6 +89,20 @@ impl AggregationRule {
 /// [strategy.server_optimizer]
 /// kind = "fedadam"         # or "fedavgm"
 /// learning_rate = 0.1
+/// ```
+///
+/// A robust rule (`median`, `krum`, `trimmed_mean`, `bulyan`, `geometric_median`,
+/// `centered_clipping`, `norm_bounding`) takes its settings from a sub-table named after it,
+/// and optional pre-aggregators from `[strategy.nnm]` and `[strategy.bucketing]`:
+///
+/// ```toml
+/// [strategy]
+/// kind = "krum"
+/// [strategy.krum]
+/// byzantine = 2
+/// multi = 5
+/// [strategy.bucketing]
+/// size = 2
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +125,23 @@ pub struct StrategyConfig {
     pub evaluate: EvaluateConfig,
     /// An optimiser applied to the aggregated update; none adds it as it is (FedAvg).
     pub server_optimizer: Option<ServerOptimizerConfig>,
+    /// `[strategy.krum]`: settings of `kind = "krum"` (required for it).
+    pub krum: Option<KrumConfig>,
+    /// `[strategy.trimmed_mean]`: settings of `kind = "trimmed_mean"` (β = 0.2 if absent).
+    pub trimmed_mean: Option<TrimmedMeanConfig>,
+    /// `[strategy.bulyan]`: settings of `kind = "bulyan"` (required for it).
+    pub bulyan: Option<BulyanConfig>,
+    /// `[strategy.geometric_median]`: settings of `kind = "geometric_median"` (defaults if
+    /// absent).
+    pub geometric_median: Option<GeometricMedianConfig>,
+    /// `[strategy.centered_clipping]`: settings of `kind = "centered_clipping"` (required).
+    pub centered_clipping: Option<CenteredClippingConfig>,
+    /// `[strategy.norm_bounding]`: settings of `kind = "norm_bounding"` (required).
+    pub norm_bounding: Option<NormBoundingConfig>,
+    /// `[strategy.nnm]`: nearest-neighbour mixing in front of a robust rule.
+    pub nnm: Option<NnmConfig>,
+    /// `[strategy.bucketing]`: s-bucketing in front of a robust rule (after NNM if both).
+    pub bucketing: Option<BucketingConfig>,
 }
 
 impl Default for StrategyConfig {
@@ -91,6 +156,14 @@ impl Default for StrategyConfig {
             fit: FitConfig::default(),
             evaluate: EvaluateConfig::default(),
             server_optimizer: None,
+            krum: None,
+            trimmed_mean: None,
+            bulyan: None,
+            geometric_median: None,
+            centered_clipping: None,
+            norm_bounding: None,
+            nnm: None,
+            bucketing: None,
         }
     }
 }
@@ -124,6 +197,46 @@ pub enum BuildError {
          [secure_aggregation] section or use mechanism = \"central\""
     )]
     DistributedWithoutSecureAggregation,
+    /// The rule needs a settings sub-table the file lacks.
+    #[error(
+        "[strategy] kind = \"{rule}\" needs a [strategy.{rule}] section (e.g. byzantine = ...)"
+    )]
+    MissingSettings {
+        /// The rule's name.
+        rule: &'static str,
+    },
+    /// A rule's settings sub-table is present, but another rule is selected.
+    #[error(
+        "[strategy.{section}] is set, but [strategy] kind = \"{rule}\": remove it or set kind = \"{section}\""
+    )]
+    SettingsForAnotherRule {
+        /// The sub-table present.
+        section: &'static str,
+        /// The rule selected.
+        rule: &'static str,
+    },
+    /// A pre-aggregator was asked for in front of a rule that is not robust.
+    #[error("[strategy.{pre}] runs in front of a robust rule, but [strategy] kind = \"{rule}\"")]
+    PreAggregatorWithoutRobustRule {
+        /// The pre-aggregator's name.
+        pre: &'static str,
+        /// The rule selected.
+        rule: &'static str,
+    },
+    /// The federation has fewer members per round than the rule's guarantee needs (Krum:
+    /// `n > 2f + 2`, Bulyan: `n >= 4f + 3`; after bucketing, `n` counts buckets).
+    #[error(
+        "[strategy] kind = \"{rule}\" needs at least {needed} updates per round, but this \
+         federation gives it {members}: lower byzantine, add members, or pick another rule"
+    )]
+    TooFewMembers {
+        /// The rule (or pre-aggregator).
+        rule: &'static str,
+        /// Inputs the rule would get each round.
+        members: usize,
+        /// The fewest it works with.
+        needed: usize,
+    },
     /// A setting is out of range.
     #[error("[strategy]: {0}")]
     Strategy(#[from] super::StrategyError),
@@ -157,7 +270,131 @@ impl StrategyConfig {
         if let Some(o) = &self.server_optimizer {
             o.build()?;
         }
+        self.robust_rule()?;
         Ok(())
+    }
+
+    /// [`check`](Self::check), and that a round of `members` selected members gives the rule
+    /// the inputs its guarantee needs (what loading a federation file runs once the member
+    /// list is known).
+    pub fn check_members(&self, members: usize) -> Result<(), BuildError> {
+        let Some(rule) = self.robust_rule()? else {
+            return Ok(());
+        };
+        let mut n = members;
+        for p in self.pre_aggregators() {
+            if let PreAggregator::Nnm(c) = p
+                && c.byzantine >= n
+            {
+                return Err(BuildError::TooFewMembers {
+                    rule: "nnm",
+                    members: n,
+                    needed: c.byzantine + 1,
+                });
+            }
+            n = p.outputs(n);
+        }
+        if n < rule.min_inputs() {
+            return Err(BuildError::TooFewMembers {
+                rule: rule.name(),
+                members: n,
+                needed: rule.min_inputs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The configured pre-aggregators, in the order they run (NNM, then bucketing).
+    pub fn pre_aggregators(&self) -> Vec<PreAggregator> {
+        let mut pre = Vec::new();
+        if let Some(c) = self.nnm {
+            pre.push(PreAggregator::Nnm(c));
+        }
+        if let Some(c) = self.bucketing {
+            pre.push(PreAggregator::Bucketing(c));
+        }
+        pre
+    }
+
+    /// The robust rule `kind` names, from its sub-table (none for FedAvg); refuses missing,
+    /// invalid or stray settings.
+    pub fn robust_rule(&self) -> Result<Option<Box<dyn RobustRule>>, BuildError> {
+        let kind = self.kind;
+        let sections: [(&'static str, bool, AggregationRule); 6] = [
+            ("krum", self.krum.is_some(), AggregationRule::Krum),
+            (
+                "trimmed_mean",
+                self.trimmed_mean.is_some(),
+                AggregationRule::TrimmedMean,
+            ),
+            ("bulyan", self.bulyan.is_some(), AggregationRule::Bulyan),
+            (
+                "geometric_median",
+                self.geometric_median.is_some(),
+                AggregationRule::GeometricMedian,
+            ),
+            (
+                "centered_clipping",
+                self.centered_clipping.is_some(),
+                AggregationRule::CenteredClipping,
+            ),
+            (
+                "norm_bounding",
+                self.norm_bounding.is_some(),
+                AggregationRule::NormBounding,
+            ),
+        ];
+        for (section, present, rule) in sections {
+            if present && rule != kind {
+                return Err(BuildError::SettingsForAnotherRule {
+                    section,
+                    rule: kind.name(),
+                });
+            }
+        }
+        let missing = || BuildError::MissingSettings { rule: kind.name() };
+        let rule: Box<dyn RobustRule> = match kind {
+            AggregationRule::Fedavg => {
+                if let Some(p) = self.pre_aggregators().first() {
+                    return Err(BuildError::PreAggregatorWithoutRobustRule {
+                        pre: p.name(),
+                        rule: kind.name(),
+                    });
+                }
+                return Ok(None);
+            }
+            AggregationRule::Median => Box::new(MedianRule),
+            AggregationRule::Krum => {
+                let c = self.krum.ok_or_else(missing)?;
+                c.check()?;
+                Box::new(Krum::new(c))
+            }
+            AggregationRule::TrimmedMean => {
+                let c = self.trimmed_mean.unwrap_or_default();
+                c.check()?;
+                Box::new(TrimmedMean::new(c))
+            }
+            AggregationRule::Bulyan => Box::new(Bulyan::new(self.bulyan.ok_or_else(missing)?)),
+            AggregationRule::GeometricMedian => {
+                let c = self.geometric_median.unwrap_or_default();
+                c.check()?;
+                Box::new(GeometricMedian::new(c))
+            }
+            AggregationRule::CenteredClipping => {
+                let c = self.centered_clipping.ok_or_else(missing)?;
+                c.check()?;
+                Box::new(CenteredClipping::new(c))
+            }
+            AggregationRule::NormBounding => {
+                let c = self.norm_bounding.ok_or_else(missing)?;
+                c.check()?;
+                Box::new(NormBounding::new(c))
+            }
+        };
+        for p in self.pre_aggregators() {
+            p.check()?;
+        }
+        Ok(Some(rule))
     }
 
     /// Builds the engine's strategy: the rule with its server optimiser, wrapped in
@@ -171,18 +408,19 @@ impl StrategyConfig {
         dim: usize,
     ) -> Result<Box<dyn Strategy>, BuildError> {
         self.check(privacy, secure)?;
+        self.check_members(self.expected_fit_clients(members))?;
         let optimizer = self
             .server_optimizer
             .as_ref()
             .map(|o| o.build())
             .transpose()?;
-        let rule: Box<dyn Strategy> = match self.kind {
-            AggregationRule::Fedavg => {
-                Box::new(FedAvg::new(self.clone()).with_optimizer(optimizer))
-            }
-            AggregationRule::Median => {
-                Box::new(CoordinateMedian::new(self.clone()).with_optimizer(optimizer))
-            }
+        let rule: Box<dyn Strategy> = match self.robust_rule()? {
+            None => Box::new(FedAvg::new(self.clone()).with_optimizer(optimizer)),
+            Some(rule) => Box::new(
+                RobustAggregator::new(self.clone(), rule)
+                    .with_pre_aggregators(self.pre_aggregators())
+                    .with_optimizer(optimizer),
+            ),
         };
         let Some(p) = privacy else {
             return Ok(rule);
@@ -240,6 +478,7 @@ impl StrategyConfig {
 
 #[cfg(test)]
 mod tests {
+    use super::super::StrategyError;
     use super::*;
 
     fn parse(toml: &str) -> Result<StrategyConfig, toml::de::Error> {
@@ -269,8 +508,11 @@ mod tests {
 
     #[test]
     fn unknown_rules_optimisers_and_fields_are_named() {
-        let e = parse("kind = \"krum\"").unwrap_err().to_string();
-        assert!(e.contains("krum") && e.contains("median"), "{e}");
+        let e = parse("kind = \"fltrust\"").unwrap_err().to_string();
+        assert!(
+            e.contains("fltrust") && e.contains("centered_clipping"),
+            "{e}"
+        );
         let e = parse("[server_optimizer]\nkind = \"sgd\"\n")
             .unwrap_err()
             .to_string();
@@ -312,5 +554,126 @@ mod tests {
                 _
             )))
         ));
+    }
+
+    #[test]
+    fn robust_rules_read_their_sub_tables() {
+        let c = parse("kind = \"krum\"\n[krum]\nbyzantine = 2\nmulti = 5\n").unwrap();
+        assert_eq!(
+            c.krum,
+            Some(KrumConfig {
+                byzantine: 2,
+                multi: 5
+            })
+        );
+        assert!(c.check(None, None).is_ok());
+        assert_eq!(c.robust_rule().unwrap().unwrap().name(), "krum");
+        let c = parse("kind = \"trimmed_mean\"").unwrap();
+        assert_eq!(c.robust_rule().unwrap().unwrap().name(), "trimmed_mean");
+        let c = parse(
+            "kind = \"centered_clipping\"\n[centered_clipping]\ntau = 0.5\n[bucketing]\nsize = 2\n\
+             [nnm]\nbyzantine = 4\n",
+        )
+        .unwrap();
+        assert_eq!(c.centered_clipping.unwrap().momentum, 0.9);
+        assert_eq!(c.pre_aggregators().len(), 2);
+        assert!(matches!(c.pre_aggregators()[0], PreAggregator::Nnm(_)));
+        for rule in AggregationRule::ALL {
+            let toml = format!("kind = \"{}\"", rule.name());
+            assert_eq!(parse(&toml).unwrap().kind, rule);
+        }
+        let e = parse("kind = \"krum\"\n[krum]\nbyzantine = 2\nf = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains('f'), "{e}");
+        assert!(parse("[bucketing]\nsize = 2\ns = 3\n").is_err());
+    }
+
+    #[test]
+    fn robust_settings_are_refused_by_name() {
+        let krum = parse("kind = \"krum\"").unwrap();
+        assert_eq!(
+            krum.check(None, None).unwrap_err(),
+            BuildError::MissingSettings { rule: "krum" }
+        );
+        for kind in ["bulyan", "centered_clipping", "norm_bounding"] {
+            let c = parse(&format!("kind = \"{kind}\"")).unwrap();
+            assert!(matches!(
+                c.check(None, None),
+                Err(BuildError::MissingSettings { rule }) if rule == kind
+            ));
+        }
+        let stray = parse("kind = \"median\"\n[bulyan]\nbyzantine = 1\n").unwrap();
+        assert_eq!(
+            stray.check(None, None).unwrap_err(),
+            BuildError::SettingsForAnotherRule {
+                section: "bulyan",
+                rule: "median"
+            }
+        );
+        let pre = parse("[bucketing]\nsize = 2\n").unwrap();
+        assert_eq!(
+            pre.check(None, None).unwrap_err(),
+            BuildError::PreAggregatorWithoutRobustRule {
+                pre: "bucketing",
+                rule: "fedavg"
+            }
+        );
+        let beta = parse("kind = \"trimmed_mean\"\n[trimmed_mean]\nbeta = 0.5\n").unwrap();
+        assert!(matches!(
+            beta.check(None, None),
+            Err(BuildError::Strategy(StrategyError::Settings(_)))
+        ));
+        let secure: SecureAggregationConfig =
+            toml::from_str("protocol = \"secagg+\"\nclip_norm = 1.0\n").unwrap();
+        let cc = parse("kind = \"centered_clipping\"\n[centered_clipping]\ntau = 1.0\n").unwrap();
+        assert_eq!(
+            cc.check(None, Some(&secure)).unwrap_err(),
+            BuildError::PerMemberUnderSecureAggregation {
+                rule: "centered_clipping"
+            }
+        );
+    }
+
+    #[test]
+    fn preconditions_on_the_member_count_are_checked_at_load_time() {
+        let bulyan = parse("kind = \"bulyan\"\n[bulyan]\nbyzantine = 4\n").unwrap();
+        // n >= 4f + 3 = 19.
+        assert!(bulyan.check_members(19).is_ok());
+        assert_eq!(
+            bulyan.check_members(18),
+            Err(BuildError::TooFewMembers {
+                rule: "bulyan",
+                members: 18,
+                needed: 19
+            })
+        );
+        assert!(matches!(
+            bulyan.build(None, None, 18, 10),
+            Err(BuildError::TooFewMembers { rule: "bulyan", .. })
+        ));
+        assert_eq!(bulyan.build(None, None, 20, 10).unwrap().name(), "bulyan");
+        // Krum: n > 2f + 2; with buckets of 2, 20 members are 10 inputs.
+        let krum =
+            parse("kind = \"krum\"\n[krum]\nbyzantine = 4\n[bucketing]\nsize = 2\n").unwrap();
+        assert_eq!(
+            krum.check_members(20),
+            Err(BuildError::TooFewMembers {
+                rule: "krum",
+                members: 10,
+                needed: 11
+            })
+        );
+        assert!(krum.check_members(22).is_ok());
+        let nnm = parse("kind = \"median\"\n[nnm]\nbyzantine = 5\n").unwrap();
+        assert!(matches!(
+            nnm.check_members(5),
+            Err(BuildError::TooFewMembers {
+                rule: "nnm",
+                members: 5,
+                needed: 6
+            })
+        ));
+        assert!(StrategyConfig::default().check_members(0).is_ok());
     }
 }

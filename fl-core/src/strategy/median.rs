@@ -10,6 +10,7 @@ use crate::params::ParamVec;
 use crate::round::{ClientId, EvaluateResult};
 
 use super::fedavg::apply_optimizer;
+use super::robust::RobustRule;
 use super::{
     EvaluatePlan, FitPlan, MemberUpdate, RoundUpdates, ServerOptimizer, Strategy, StrategyConfig,
     StrategyError, UpdateForm, same_schema, weighted_evaluation,
@@ -57,28 +58,59 @@ pub fn coordinate_median(
             )));
         }
     }
-    let n = updates.len();
-    let mut column = vec![0f32; n];
+    let mut column = vec![0f32; updates.len()];
     let values = (0..current.values().len())
         .map(|i| {
             for (slot, u) in column.iter_mut().zip(updates) {
                 *slot = u.params.values()[i];
             }
-            let mid = n / 2;
-            let (_, &mut hi, _) = column.select_nth_unstable_by(mid, f32::total_cmp);
-            if n % 2 == 1 {
-                hi
-            } else {
-                let lo = column[..mid]
-                    .iter()
-                    .copied()
-                    .fold(f32::NEG_INFINITY, f32::max);
-                lo + (hi - lo) / 2.0
-            }
+            column_median(&mut column)
         })
         .collect();
     ParamVec::new(current.schema().clone(), values)
         .map_err(|e| StrategyError::Invalid(e.to_string()))
+}
+
+/// The median of `column` (the mean of the two middle values for an even count; reorders
+/// `column`). `column` must not be empty.
+pub(crate) fn column_median(column: &mut [f32]) -> f32 {
+    let n = column.len();
+    let mid = n / 2;
+    let (_, &mut hi, _) = column.select_nth_unstable_by(mid, f32::total_cmp);
+    if n % 2 == 1 {
+        hi
+    } else {
+        let lo = column[..mid]
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        lo + (hi - lo) / 2.0
+    }
+}
+
+/// The coordinate-wise median as a [`RobustRule`], so that bucketing or NNM can run in front of
+/// it (`[strategy] kind = "median"` builds it inside a [`super::RobustAggregator`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MedianRule;
+
+impl RobustRule for MedianRule {
+    fn name(&self) -> &'static str {
+        "median"
+    }
+
+    fn min_inputs(&self) -> usize {
+        1
+    }
+
+    fn aggregate(&mut self, deltas: &[Vec<f32>]) -> Result<Vec<f32>, StrategyError> {
+        let mut column = vec![0f32; deltas.len()];
+        Ok((0..deltas[0].len())
+            .map(|i| {
+                column.iter_mut().zip(deltas).for_each(|(c, d)| *c = d[i]);
+                column_median(&mut column)
+            })
+            .collect())
+    }
 }
 
 impl Strategy for CoordinateMedian {
@@ -208,5 +240,19 @@ mod tests {
             coordinate_median(&current, &[nan]),
             Err(StrategyError::Invalid(_))
         ));
+        crate::strategy::robust::tests::refuses_hostile_input(Box::new(MedianRule));
+    }
+
+    #[test]
+    fn the_median_rule_matches_the_median_of_models() {
+        let current = ParamVec::zeros(schema());
+        let updates = vec![
+            member(0, [1.0, 0.0, -4.0], 1),
+            member(1, [3.0, 0.0, 4.0], 1),
+            member(2, [2.0, 8.0, 0.0], 1),
+            member(3, [100.0, 2.0, 1.0], 1),
+        ];
+        let deltas = crate::strategy::robust::member_deltas(&current, &updates).unwrap();
+        assert_eq!(MedianRule.aggregate(&deltas).unwrap(), vec![2.5, 1.0, 0.5]);
     }
 }

@@ -8,6 +8,11 @@
 //! member's [`MemberUpdate`] (robust rules, scoring, anomaly detection). Composable parts:
 //!
 //! - rules: [`FedAvg`] (sum), [`CoordinateMedian`] (per member);
+//! - robust rules over per-member updates, each a [`RobustRule`] run by [`RobustAggregator`]:
+//!   [`Krum`] and Multi-Krum, [`TrimmedMean`], [`Bulyan`], [`GeometricMedian`] (RFA),
+//!   [`CenteredClipping`] (with server momentum), [`NormBounding`], [`MedianRule`], behind
+//!   optional [`PreAggregator`]s (bucketing, nearest-neighbour mixing). They never read the
+//!   example counts members report;
 //! - [`ServerOptimizer`]s applied to the aggregated update: [`FedAvgM`], [`FedAdam`];
 //! - differential privacy as a wrapper around any sum-based strategy
 //!   ([`crate::dp::DifferentialPrivacy`]).
@@ -74,18 +79,34 @@ use rand_chacha::ChaCha8Rng;
 use crate::params::{ParamVec, Schema};
 use crate::round::{ClientId, EvaluateConfig, EvaluateResult, FitConfig, Metrics};
 
+mod bulyan;
+mod centered_clipping;
 mod config;
 mod fedavg;
+mod geometric_median;
+mod krum;
 mod median;
+mod norm_bounding;
 pub mod optimizer;
+mod preagg;
+mod robust;
+mod trimmed_mean;
 mod update;
 
+pub use bulyan::{Bulyan, BulyanConfig, bulyan};
+pub use centered_clipping::{CenteredClipping, CenteredClippingConfig, centered_clip};
 pub use config::{AggregationRule, BuildError, StrategyConfig};
 pub use fedavg::FedAvg;
-pub use median::{CoordinateMedian, coordinate_median};
+pub use geometric_median::{GeometricMedian, GeometricMedianConfig, geometric_median};
+pub use krum::{Krum, KrumConfig, krum_scores, krum_select};
+pub use median::{CoordinateMedian, MedianRule, coordinate_median};
+pub use norm_bounding::{NormBounding, NormBoundingConfig};
 pub use optimizer::{
     FedAdam, FedAdamConfig, FedAvgM, FedAvgMConfig, ServerOptimizer, ServerOptimizerConfig,
 };
+pub use preagg::{BucketingConfig, NnmConfig, PreAggregator};
+pub use robust::{RobustAggregator, RobustRule, member_deltas};
+pub use trimmed_mean::{TrimmedMean, TrimmedMeanConfig, trimmed_mean};
 pub use update::{MemberUpdate, RoundUpdates, UpdateForm, UpdateSum};
 
 /// The clients asked to train in a round and the settings they train with.
@@ -221,6 +242,24 @@ pub enum StrategyError {
     WrongForm {
         /// The form the strategy declared.
         needed: UpdateForm,
+    },
+    /// A member's update holds NaN or an infinity; the round is aborted rather than the
+    /// value silently dropped.
+    #[error("{client} sent non-finite parameters")]
+    NonFinite {
+        /// The member.
+        client: ClientId,
+    },
+    /// Fewer updates than a robust rule's guarantee needs (Krum: `2f + 3`, Bulyan: `4f + 3`),
+    /// e.g. after members dropped out of the round.
+    #[error("{rule} needs at least {needed} updates, the round has {members}")]
+    TooFewMembers {
+        /// The rule (or pre-aggregator).
+        rule: &'static str,
+        /// Updates (or, after bucketing, buckets) the rule got.
+        members: usize,
+        /// The fewest it works with.
+        needed: usize,
     },
     /// A setting is out of range.
     #[error("invalid strategy setting: {0}")]

@@ -14,7 +14,7 @@ use fl_client::trainer::proposals::{
     ClassScores, EncodedProposals, OutcomeScores, ProposalModelSpec, ProposalTrainer, score,
 };
 use fl_client::{DeviceSpec, Trainer};
-use fl_core::{FedAvg, FedAvgConfig, FitConfig, ParamVec, derive_seed};
+use fl_core::{FedAvg, StrategyConfig, FitConfig, ParamVec, derive_seed};
 
 /// Everything that defines a proposals run. Deserialisable (TOML), every field defaulting to
 /// the example's value.
@@ -285,7 +285,7 @@ pub fn run_federated(
         seed: config.seed,
         release_params_during_fit: false,
     };
-    let fedavg = FedAvgConfig {
+    let fedavg = StrategyConfig {
         fraction_fit: 1.0,
         min_fit_clients: 1,
         min_fit_results: 1,

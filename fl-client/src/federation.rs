@@ -129,16 +129,19 @@ pub fn init_seed(config: &FederationConfig) -> u64 {
     derive_seed(config.federation.seed, "init", 0)
 }
 
-/// The trainer of member `index` (its position in `members.allowed`), over its data.
-pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTrainer, Error> {
+/// Member `index`'s share of the data (its position in `members.allowed`) and the held-out
+/// set it evaluates on, as `[data]` describes: for a member that trains its own model on them
+/// (any [`Trainer`](fl_core::Trainer)), or for [`member_trainer`].
+pub fn member_data(
+    config: &FederationConfig,
+    index: usize,
+) -> Result<(Dataset, Option<Dataset>), Error> {
     let members = config.members.allowed.len();
     if index >= members {
         return Err(Error::Config(format!(
             "member {index} is not among the {members} allowed members"
         )));
     }
-    let model = model_spec(config)?;
-    let seed = init_seed(config);
     match data_spec(config)? {
         DataSpec::Digits {
             partition,
@@ -152,14 +155,7 @@ pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTra
                 test_fraction,
                 config.federation.seed,
             )?;
-            let mine = parts.swap_remove(index);
-            Ok(BurnTrainer::new(
-                &model,
-                DeviceSpec::Cpu,
-                mine,
-                Some(test),
-                seed,
-            )?)
+            Ok((parts.swap_remove(index), Some(test)))
         }
         DataSpec::Idx {
             train_images,
@@ -177,15 +173,23 @@ pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTra
                     ));
                 }
             };
-            Ok(BurnTrainer::new(
-                &model,
-                DeviceSpec::Cpu,
-                train,
-                test,
-                seed,
-            )?)
+            Ok((train, test))
         }
     }
+}
+
+/// The trainer of member `index` (its position in `members.allowed`), over its data
+/// ([`member_data`]) with the federation's `[model]`.
+pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTrainer, Error> {
+    let (train, test) = member_data(config, index)?;
+    let model = model_spec(config)?;
+    Ok(BurnTrainer::new(
+        &model,
+        DeviceSpec::Cpu,
+        train,
+        test,
+        init_seed(config),
+    )?)
 }
 
 /// A trainer that only evaluates, on the held-out digits (or the IDX test files); its

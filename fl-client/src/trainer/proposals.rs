@@ -268,7 +268,10 @@ impl ProposalTrainer {
     }
 
     /// Predicts every example of `data` with the current parameters.
-    pub fn predict(&self, data: &EncodedProposals) -> Result<Vec<ProposalPrediction>, TrainerError> {
+    pub fn predict(
+        &self,
+        data: &EncodedProposals,
+    ) -> Result<Vec<ProposalPrediction>, TrainerError> {
         data.check_ids(self.spec.featurizer.buckets())
             .map_err(TrainerError::InvalidConfig)?;
         let model = self.network.valid();
@@ -310,7 +313,11 @@ impl ProposalTrainer {
         let (mut outcome_sum, mut decided, mut kind_sum) = (0.0, 0usize, 0.0);
         for (i, p) in predictions.iter().enumerate() {
             if let Some(y) = data.outcome(i) {
-                outcome_sum += nll(if y == 0 { p.p_accepted } else { 1.0 - p.p_accepted });
+                outcome_sum += nll(if y == 0 {
+                    p.p_accepted
+                } else {
+                    1.0 - p.p_accepted
+                });
                 decided += 1;
             }
             kind_sum += nll(p.kind_probs[usize::from(data.kind(i))]);
@@ -326,12 +333,7 @@ impl ProposalTrainer {
         })
     }
 
-    fn batch_loss(
-        &self,
-        model: &BagOfEmbeddings,
-        chunk: &[usize],
-        device: &Device,
-    ) -> Tensor<1> {
+    fn batch_loss(&self, model: &BagOfEmbeddings, chunk: &[usize], device: &Device) -> Tensor<1> {
         let data = &self.train;
         let (ids, weights, prior) = data.batch(chunk, self.spec.meta_scale as f32, device);
         let (outcome_logits, kind_logits) = model.forward(ids, weights, prior);

@@ -175,7 +175,11 @@ impl HashingFeaturizer {
                 ids.push(self.bucket(BIGRAM, &[tokens[i - 1].as_bytes(), t.as_bytes()]));
             }
             if self.config.word_ngrams >= 3 && i >= 2 {
-                let parts = [tokens[i - 2].as_bytes(), tokens[i - 1].as_bytes(), t.as_bytes()];
+                let parts = [
+                    tokens[i - 2].as_bytes(),
+                    tokens[i - 1].as_bytes(),
+                    t.as_bytes(),
+                ];
                 ids.push(self.bucket(TRIGRAM, &parts));
             }
             if let Some((lo, hi)) = self.config.char_ngrams {
@@ -281,8 +285,21 @@ mod tests {
     fn tokens_are_lowercased_words_of_two_or_more_characters() {
         let f = featurizer(HashingConfig::default());
         assert_eq!(
-            f.tokens("EIP-1559: Fee market", "A change to the fee_market, ÜBER x."),
-            ["eip", "1559", "fee", "market", "change", "to", "the", "fee_market", "über"]
+            f.tokens(
+                "EIP-1559: Fee market",
+                "A change to the fee_market, ÜBER x."
+            ),
+            [
+                "eip",
+                "1559",
+                "fee",
+                "market",
+                "change",
+                "to",
+                "the",
+                "fee_market",
+                "über"
+            ]
         );
         let long = "a".repeat(100);
         assert_eq!(f.tokens(&long, "")[0].len(), MAX_TOKEN_CHARS);
@@ -294,10 +311,19 @@ mod tests {
             max_tokens: 3,
             ..Default::default()
         });
-        assert_eq!(f.tokens("one two", "three four five"), ["one", "two", "three"]);
-        assert_eq!(f.tokens("one two three four", "five"), ["one", "two", "three"]);
+        assert_eq!(
+            f.tokens("one two", "three four five"),
+            ["one", "two", "three"]
+        );
+        assert_eq!(
+            f.tokens("one two three four", "five"),
+            ["one", "two", "three"]
+        );
         // Everything past the limit is ignored: appending text changes nothing.
-        assert_eq!(f.ids("one two", "three four"), f.ids("one two", "three five six"));
+        assert_eq!(
+            f.ids("one two", "three four"),
+            f.ids("one two", "three five six")
+        );
     }
 
     #[test]
@@ -328,7 +354,10 @@ mod tests {
         let bi = featurizer(HashingConfig::default());
         assert_ne!(bi.ids("", "cc dd"), bi.ids("", "dd cc"));
         // Metadata and words of the same text hash apart.
-        assert_ne!(bi.meta_ids(&[("community", "python")]), bi.ids("python", ""));
+        assert_ne!(
+            bi.meta_ids(&[("community", "python")]),
+            bi.ids("python", "")
+        );
     }
 
     fn fnv(parts: &[&[u8]]) -> u64 {

@@ -23,7 +23,7 @@ mod tests;
 use std::sync::Arc;
 
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use fl_core::params::{ParamError, ParamVec, Schema};
@@ -71,6 +71,19 @@ pub struct ProposalModelSpec {
     /// Add a learned multiple of the example's community prior (its member's acceptance
     /// log-odds, [`EncodedProposals::with_prior`]) to the outcome logits.
     pub community_prior: bool,
+    /// The local optimiser `fit` uses (fresh each call, so no state crosses rounds).
+    pub optimizer: LocalOptimizer,
+}
+
+/// A local optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalOptimizer {
+    /// Adam (burn defaults: betas 0.9, 0.999).
+    #[default]
+    Adam,
+    /// Plain stochastic gradient descent (fastText's choice; FedAvg's analysis assumes it).
+    Sgd,
 }
 
 impl Default for ProposalModelSpec {
@@ -89,6 +102,7 @@ impl Default for ProposalModelSpec {
             rejected_weight: 2.0,
             meta_scale: 1.0,
             community_prior: true,
+            optimizer: LocalOptimizer::Adam,
         }
     }
 }
@@ -201,7 +215,7 @@ pub struct ProposalPrediction {
 
 /// A [`Trainer`] over the proposal model and a member's encoded proposals.
 ///
-/// `fit` trains with Adam (a fresh optimiser per call) on minibatches in an order shuffled by
+/// `fit` trains with the spec's [`LocalOptimizer`] (a fresh one per call) on minibatches in an order shuffled by
 /// `ChaCha8Rng::seed_from_u64(shuffle_seed)` and reports `num_examples` (its training examples,
 /// open ones included) and `train_loss`. `evaluate` reports the mean loss and the metrics
 /// `accuracy` and `macro_f1` (outcome, decided examples only), `kind_accuracy` and
@@ -268,7 +282,10 @@ impl ProposalTrainer {
     }
 
     /// Predicts every example of `data` with the current parameters.
-    pub fn predict(&self, data: &EncodedProposals) -> Result<Vec<ProposalPrediction>, TrainerError> {
+    pub fn predict(
+        &self,
+        data: &EncodedProposals,
+    ) -> Result<Vec<ProposalPrediction>, TrainerError> {
         data.check_ids(self.spec.featurizer.buckets())
             .map_err(TrainerError::InvalidConfig)?;
         let model = self.network.valid();
@@ -310,7 +327,11 @@ impl ProposalTrainer {
         let (mut outcome_sum, mut decided, mut kind_sum) = (0.0, 0usize, 0.0);
         for (i, p) in predictions.iter().enumerate() {
             if let Some(y) = data.outcome(i) {
-                outcome_sum += nll(if y == 0 { p.p_accepted } else { 1.0 - p.p_accepted });
+                outcome_sum += nll(if y == 0 {
+                    p.p_accepted
+                } else {
+                    1.0 - p.p_accepted
+                });
                 decided += 1;
             }
             kind_sum += nll(p.kind_probs[usize::from(data.kind(i))]);
@@ -326,12 +347,7 @@ impl ProposalTrainer {
         })
     }
 
-    fn batch_loss(
-        &self,
-        model: &BagOfEmbeddings,
-        chunk: &[usize],
-        device: &Device,
-    ) -> Tensor<1> {
+    fn batch_loss(&self, model: &BagOfEmbeddings, chunk: &[usize], device: &Device) -> Tensor<1> {
         let data = &self.train;
         let (ids, weights, prior) = data.batch(chunk, self.spec.meta_scale as f32, device);
         let (outcome_logits, kind_logits) = model.forward(ids, weights, prior);
@@ -407,7 +423,10 @@ impl Trainer for ProposalTrainer {
             return Err(TrainerError::NoData("fit"));
         }
         let autodiff = self.device.clone().autodiff();
-        let mut optim = AdamConfig::new().init();
+        let mut optim = match self.spec.optimizer {
+            LocalOptimizer::Adam => AdamConfig::new().init(),
+            LocalOptimizer::Sgd => SgdConfig::new().init(),
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(config.shuffle_seed);
         let mut order: Vec<usize> = (0..self.train.len()).collect();
         let mut model = self.network.clone();

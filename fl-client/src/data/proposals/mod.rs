@@ -270,12 +270,11 @@ pub(crate) fn for_each_line(
         what: "input file",
         limit: MAX_FILE_BYTES,
     };
-    let (reader, gzip) = crate::data::idx::maybe_gunzip(bounded, what).map_err(|e| {
-        ProposalsError::Io {
+    let (reader, gzip) =
+        crate::data::idx::maybe_gunzip(bounded, what).map_err(|e| ProposalsError::Io {
             what: what.into(),
             source: std::io::Error::other(e.to_string()),
-        }
-    })?;
+        })?;
     let mut reader = BufReader::new(LimitedRead {
         inner: reader,
         left: MAX_TEXT_BYTES,
@@ -320,10 +319,7 @@ pub(crate) fn for_each_line(
 }
 
 fn read_error(source: std::io::Error, what: &str, gzip: bool) -> ProposalsError {
-    if let Some(limit) = source
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<TooLarge>())
-    {
+    if let Some(limit) = source.get_ref().and_then(|e| e.downcast_ref::<TooLarge>()) {
         return ProposalsError::TooLarge {
             what: format!("{what} ({})", limit.what),
             limit: limit.limit,

@@ -32,7 +32,11 @@ fn shipped_counts_and_split() {
     // 3,040 decided rows less the 608 test rows (the data README's "2,428 train" is 4 short).
     assert_eq!(decided(&split.train), 2432);
     assert_eq!(decided(&split.test), 608);
-    assert_eq!(split.test.len(), 608, "the test side holds decided rows only");
+    assert_eq!(
+        split.test.len(),
+        608,
+        "the test side holds decided rows only"
+    );
     assert_eq!(split.train.len() + split.test.len(), NUM_PROPOSALS);
 }
 
@@ -140,11 +144,26 @@ fn kind_mapping_examples() {
     use ProposalKind::*;
     let cases = [
         ("ethereum", "EIP", "EIP / Standards Track / Core", Protocol),
-        ("ethereum", "EIP", "EIP / Standards Track / Interface", Standard),
+        (
+            "ethereum",
+            "EIP",
+            "EIP / Standards Track / Interface",
+            Standard,
+        ),
         ("ethereum", "EIP", "EIP / Meta", Process),
         ("ethereum", "ERC", "ERC / Standards Track / ERC", Standard),
-        ("synthetix", "SCCP", "SCCP / Governance / Optimism", Parameter),
-        ("synthetix", "SIP", "SIP / Meta-Governance / Ethereum", Process),
+        (
+            "synthetix",
+            "SCCP",
+            "SCCP / Governance / Optimism",
+            Parameter,
+        ),
+        (
+            "synthetix",
+            "SIP",
+            "SIP / Meta-Governance / Ethereum",
+            Process,
+        ),
         ("makerdao", "SP", "SP:MIP40C3", Operations),
         ("makerdao", "SP", "SP:MIP4C2", Process),
         ("celo", "CIP", "CIP / Standards / Ring 0", Protocol),
@@ -153,12 +172,26 @@ fn kind_mapping_examples() {
         ("cardano", "CIP", "CIP / Ledger", Protocol),
         ("python", "PEP", "PEP / Standards Track", Protocol),
         ("python", "PEP", "PEP / Informational", Process),
-        ("bitcoin", "BIP", "BIP / Specification / Consensus (soft fork)", Protocol),
-        ("bitcoin", "BIP", "BIP / Informational / Applications", Standard),
+        (
+            "bitcoin",
+            "BIP",
+            "BIP / Specification / Consensus (soft fork)",
+            Protocol,
+        ),
+        (
+            "bitcoin",
+            "BIP",
+            "BIP / Informational / Applications",
+            Standard,
+        ),
         ("somewhere", "XYZ", "", Protocol),
     ];
     for (community, doc_kind, type_raw, kind) in cases {
-        assert_eq!(ProposalKind::of(community, doc_kind, type_raw), kind, "{type_raw}");
+        assert_eq!(
+            ProposalKind::of(community, doc_kind, type_raw),
+            kind,
+            "{type_raw}"
+        );
     }
 }
 
@@ -167,8 +200,14 @@ fn malformed_lines_are_errors_naming_the_line() {
     let good = row("yearn", "YIP-1", "accepted");
     let cases = [
         (format!("{good}\n{{not json\n"), "line 2"),
-        (format!("{good}\n\n{}\n", row("yearn", "YIP-2", "maybe")), "line 3"),
-        (format!("{good}\n{}\n", row("", "YIP-2", "open")), "`community` is empty"),
+        (
+            format!("{good}\n\n{}\n", row("yearn", "YIP-2", "maybe")),
+            "line 3",
+        ),
+        (
+            format!("{good}\n{}\n", row("", "YIP-2", "open")),
+            "`community` is empty",
+        ),
         (
             format!("{good}\n{}\n", good.replace(r#""title":"t","#, "")),
             "missing field `title`",

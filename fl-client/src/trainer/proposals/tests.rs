@@ -14,6 +14,7 @@ fn tiny_spec() -> ProposalModelSpec {
         rejected_weight: 1.0,
         meta_scale: 1.0,
         community_prior: true,
+        optimizer: LocalOptimizer::Adam,
     }
 }
 
@@ -137,8 +138,8 @@ fn bad_inputs_are_errors() {
         ..tiny_spec()
     };
     assert!(ProposalTrainer::new(&bad_spec, DeviceSpec::Cpu, toy(&spec, 2), None, 1).is_err());
-    let mut empty = ProposalTrainer::new(&spec, DeviceSpec::Cpu, EncodedProposals::new(), None, 1)
-        .unwrap();
+    let mut empty =
+        ProposalTrainer::new(&spec, DeviceSpec::Cpu, EncodedProposals::new(), None, 1).unwrap();
     assert!(matches!(
         empty.fit(&fit_config(1)),
         Err(TrainerError::NoData("fit"))

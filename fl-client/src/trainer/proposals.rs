@@ -23,7 +23,7 @@ mod tests;
 use std::sync::Arc;
 
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use fl_core::params::{ParamError, ParamVec, Schema};
@@ -73,6 +73,10 @@ pub struct ProposalModelSpec {
     pub community_prior: bool,
     /// The local optimiser `fit` uses (fresh each call, so no state crosses rounds).
     pub optimizer: LocalOptimizer,
+    /// Decoupled weight decay (AdamW) of the Adam optimiser; 0 for plain Adam. Bounds the
+    /// parameters: without it, members whose proposals are (nearly) all of one class push
+    /// their weights without limit and FedAvg's average diverges.
+    pub weight_decay: f64,
 }
 
 /// A local optimiser.
@@ -103,6 +107,7 @@ impl Default for ProposalModelSpec {
             meta_scale: 1.0,
             community_prior: true,
             optimizer: LocalOptimizer::Adam,
+            weight_decay: 0.0,
         }
     }
 }
@@ -121,6 +126,7 @@ impl ProposalModelSpec {
             ("kind_weight", self.kind_weight),
             ("rejected_weight", self.rejected_weight),
             ("meta_scale", self.meta_scale),
+            ("weight_decay", self.weight_decay),
         ] {
             if !(w.is_finite() && w >= 0.0) {
                 return Err(format!("{name} must be finite and non-negative, got {w}"));
@@ -424,6 +430,9 @@ impl Trainer for ProposalTrainer {
         }
         let autodiff = self.device.clone().autodiff();
         let mut optim = match self.spec.optimizer {
+            LocalOptimizer::Adam if self.spec.weight_decay > 0.0 => AdamWConfig::new()
+                .with_weight_decay(self.spec.weight_decay as f32)
+                .init(),
             LocalOptimizer::Adam => AdamConfig::new().init(),
             LocalOptimizer::Sgd => SgdConfig::new().init(),
         };

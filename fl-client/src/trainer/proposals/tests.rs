@@ -15,6 +15,7 @@ fn tiny_spec() -> ProposalModelSpec {
         meta_scale: 1.0,
         community_prior: true,
         optimizer: LocalOptimizer::Adam,
+        weight_decay: 0.0,
     }
 }
 

@@ -23,7 +23,7 @@ mod tests;
 use std::sync::Arc;
 
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use fl_core::params::{ParamError, ParamVec, Schema};
@@ -71,6 +71,23 @@ pub struct ProposalModelSpec {
     /// Add a learned multiple of the example's community prior (its member's acceptance
     /// log-odds, [`EncodedProposals::with_prior`]) to the outcome logits.
     pub community_prior: bool,
+    /// The local optimiser `fit` uses (fresh each call, so no state crosses rounds).
+    pub optimizer: LocalOptimizer,
+    /// Decoupled weight decay (AdamW) of the Adam optimiser; 0 for plain Adam. Bounds the
+    /// parameters: without it, members whose proposals are (nearly) all of one class push
+    /// their weights without limit and FedAvg's average diverges.
+    pub weight_decay: f64,
+}
+
+/// A local optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalOptimizer {
+    /// Adam (burn defaults: betas 0.9, 0.999).
+    #[default]
+    Adam,
+    /// Plain stochastic gradient descent (fastText's choice; FedAvg's analysis assumes it).
+    Sgd,
 }
 
 impl Default for ProposalModelSpec {
@@ -89,6 +106,8 @@ impl Default for ProposalModelSpec {
             rejected_weight: 2.0,
             meta_scale: 1.0,
             community_prior: true,
+            optimizer: LocalOptimizer::Adam,
+            weight_decay: 0.0,
         }
     }
 }
@@ -107,6 +126,7 @@ impl ProposalModelSpec {
             ("kind_weight", self.kind_weight),
             ("rejected_weight", self.rejected_weight),
             ("meta_scale", self.meta_scale),
+            ("weight_decay", self.weight_decay),
         ] {
             if !(w.is_finite() && w >= 0.0) {
                 return Err(format!("{name} must be finite and non-negative, got {w}"));
@@ -201,7 +221,7 @@ pub struct ProposalPrediction {
 
 /// A [`Trainer`] over the proposal model and a member's encoded proposals.
 ///
-/// `fit` trains with Adam (a fresh optimiser per call) on minibatches in an order shuffled by
+/// `fit` trains with the spec's [`LocalOptimizer`] (a fresh one per call) on minibatches in an order shuffled by
 /// `ChaCha8Rng::seed_from_u64(shuffle_seed)` and reports `num_examples` (its training examples,
 /// open ones included) and `train_loss`. `evaluate` reports the mean loss and the metrics
 /// `accuracy` and `macro_f1` (outcome, decided examples only), `kind_accuracy` and
@@ -409,7 +429,13 @@ impl Trainer for ProposalTrainer {
             return Err(TrainerError::NoData("fit"));
         }
         let autodiff = self.device.clone().autodiff();
-        let mut optim = AdamConfig::new().init();
+        let mut optim = match self.spec.optimizer {
+            LocalOptimizer::Adam if self.spec.weight_decay > 0.0 => AdamWConfig::new()
+                .with_weight_decay(self.spec.weight_decay as f32)
+                .init(),
+            LocalOptimizer::Adam => AdamConfig::new().init(),
+            LocalOptimizer::Sgd => SgdConfig::new().init(),
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(config.shuffle_seed);
         let mut order: Vec<usize> = (0..self.train.len()).collect();
         let mut model = self.network.clone();

@@ -14,6 +14,8 @@ fn tiny_spec() -> ProposalModelSpec {
         rejected_weight: 1.0,
         meta_scale: 1.0,
         community_prior: true,
+        optimizer: LocalOptimizer::Adam,
+        weight_decay: 0.0,
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`digits`]: that federation as a library call, with its knobs in [`digits::DigitsConfig`].
 //! - [`report`]: run folders with `metrics.csv`, an SVG plot of accuracy and loss, a summary.
 //! - [`progress`]: a progress bar over rounds with one line per round.
+//! - [`robust`]: the digits federation under attack, for each robust rule (the robustness
+//!   benchmark).
 //!
 //! ```no_run
 //! use examples::digits::{self, DigitsConfig};
@@ -21,6 +23,7 @@
 pub mod digits;
 pub mod progress;
 pub mod report;
+pub mod robust;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.
 #[doc = include_str!("../../README.md")]

@@ -920,7 +920,7 @@ mod tests {
         assert!(matches!(
             public_key(&spec, &r.commits, &deals),
             Err(CeremonyError::Message { what, reason })
-                if what.to_string() == "dealing of holder 1" && reason.to_string() == "a part of holder 2"
+                if what == "dealing of holder 1" && reason == "a part of holder 2"
         ));
         // ... or its own part altered after it committed (the last holder choosing its part
         // once it has seen the others'): the commitment catches it.
@@ -939,7 +939,7 @@ mod tests {
         let refused = |r: Result<CompactPublicKey>, w: &str, why: &str| {
             assert!(
                 matches!(&r, Err(CeremonyError::Message { what, reason })
-                    if what.to_string() == w && reason.to_string() == why),
+                    if *what == w && *reason == why),
                 "{r:?}"
             );
         };
@@ -972,7 +972,7 @@ mod tests {
         assert!(matches!(
             finish(&other, &r.secrets[0], &r.commits, &r.deals),
             Err(CeremonyError::Message { what, reason })
-                if what.to_string() == "ceremony secret"
+                if what == "ceremony secret"
                     && reason.to_string().starts_with("belongs to another ceremony")
         ));
 
@@ -982,7 +982,7 @@ mod tests {
         assert!(matches!(
             CeremonySecret::from_bytes(b"DHCS short"),
             Err(CeremonyError::Message { what, reason })
-                if what.to_string() == "ceremony secret"
+                if what == "ceremony secret"
                     && reason.to_string().starts_with("not a ceremony secret")
         ));
 

@@ -132,7 +132,7 @@ pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> 
 }
 
 /// The attacks of the benchmark: none, sign flip, scaling ×20, Gaussian σ = 1, label flip,
-/// ALIE τ = 1.5, IPM ε = 0.1 and 100.
+/// ALIE τ = 1.5, IPM ε = 0.1 and 100, min-max, min-sum.
 pub fn attacks() -> Vec<Option<Attack>> {
     vec![
         None,
@@ -143,6 +143,8 @@ pub fn attacks() -> Vec<Option<Attack>> {
         Some(Attack::Alie { tau: 1.5 }),
         Some(Attack::Ipm { epsilon: 0.1 }),
         Some(Attack::Ipm { epsilon: 100.0 }),
+        Some(Attack::MinMax),
+        Some(Attack::MinSum),
     ]
 }
 

@@ -54,6 +54,13 @@ pub enum Attack {
         /// ε: small (0.1) hides among honest updates, large (100) overwhelms the mean.
         epsilon: f32,
     },
+    /// Min-max (Shejwalkar and Houmansadr 2021, "Manipulating the Byzantine"): `μ - γ·σ` with
+    /// the largest γ whose distance to every honest update stays within the largest distance
+    /// between two honest updates.
+    MinMax,
+    /// Min-sum (same paper): `μ - γ·σ` with the largest γ whose sum of squared distances to
+    /// the honest updates stays within the largest such sum of an honest update.
+    MinSum,
 }
 
 /// Why an attack could not be computed.
@@ -78,12 +85,17 @@ impl Attack {
             Self::LabelFlip => "label_flip".into(),
             Self::Alie { tau } => format!("alie({tau})"),
             Self::Ipm { epsilon } => format!("ipm({epsilon})"),
+            Self::MinMax => "min_max".into(),
+            Self::MinSum => "min_sum".into(),
         }
     }
 
     /// Whether the attack reads the honest updates of the round.
     pub fn is_omniscient(&self) -> bool {
-        matches!(self, Self::Alie { .. } | Self::Ipm { .. })
+        matches!(
+            self,
+            Self::Alie { .. } | Self::Ipm { .. } | Self::MinMax | Self::MinSum
+        )
     }
 
     /// Whether the attack poisons the attacker's training data instead of its update.
@@ -109,6 +121,8 @@ impl Attack {
             Self::LabelFlip => own.to_vec(),
             Self::Alie { tau } => alie(honest, tau)?,
             Self::Ipm { epsilon } => ipm(honest, epsilon)?,
+            Self::MinMax => min_max(honest, false)?,
+            Self::MinSum => min_max(honest, true)?,
         })
     }
 }
@@ -171,6 +185,55 @@ pub fn ipm(honest: &[Vec<f32>], epsilon: f32) -> Result<Vec<f32>, AttackError> {
         .iter()
         .map(|m| (-f64::from(epsilon) * m) as f32)
         .collect())
+}
+
+/// Min-max (`sum = false`) or min-sum (`sum = true`): `μ - γ·σ` (σ the coordinate-wise
+/// standard deviation, the paper's "inverse std" perturbation) with γ found by the paper's
+/// halving search from γ = 10 (60 halvings).
+pub fn min_max(honest: &[Vec<f32>], sum: bool) -> Result<Vec<f32>, AttackError> {
+    let name = if sum { "min_sum" } else { "min_max" };
+    if honest.is_empty() {
+        return Err(AttackError::NoHonestUpdates(name));
+    }
+    let (mean, std) = mean_and_std(honest);
+    let d2 = |a: &[f64], b: &[f32]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - f64::from(*y)).powi(2))
+            .sum()
+    };
+    let combine = |ds: &mut dyn Iterator<Item = f64>| -> f64 {
+        if sum {
+            ds.sum()
+        } else {
+            ds.fold(0.0, f64::max).sqrt()
+        }
+    };
+    // The honest bound: the largest (max distance | sum of squared distances) of an update.
+    let bound = honest
+        .iter()
+        .map(|h| {
+            let hv: Vec<f64> = h.iter().map(|v| f64::from(*v)).collect();
+            combine(&mut honest.iter().map(|o| d2(&hv, o)))
+        })
+        .fold(0.0, f64::max);
+    let candidate =
+        |g: f64| -> Vec<f64> { mean.iter().zip(&std).map(|(m, s)| m - g * s).collect() };
+    let fits = |g: f64| {
+        let m = candidate(g);
+        combine(&mut honest.iter().map(|o| d2(&m, o))) <= bound
+    };
+    let (mut gamma, mut step, mut best) = (10.0f64, 5.0f64, 0.0f64);
+    for _ in 0..60 {
+        if fits(gamma) {
+            best = best.max(gamma);
+            gamma += step;
+        } else {
+            gamma -= step;
+        }
+        step /= 2.0;
+    }
+    Ok(candidate(best).into_iter().map(|v| v as f32).collect())
 }
 
 /// A [`Strategy`] whose members in `attackers` send what `attack` computes; everything else is
@@ -378,6 +441,46 @@ mod tests {
         );
         assert!(Attack::Alie { tau: 1.5 }.is_omniscient());
         assert!(!Attack::SignFlip.is_omniscient());
+    }
+
+    #[test]
+    fn min_max_and_min_sum_go_as_far_as_the_honest_spread_allows() {
+        // Honest 1-D updates 0 and 2: μ = 1, σ = √2. Min-max: the largest distance between
+        // honest updates is 2, so |1 - γ√2 - 0| and |1 - γ√2 - 2| ≤ 2 give γ = 1/√2 (value 0).
+        let honest = vec![vec![0.0f32], vec![2.0]];
+        let m = min_max(&honest, false).unwrap();
+        assert!(m[0].abs() < 1e-5, "{m:?}");
+        // Min-sum: an honest update's sum of squared distances is 4; (1 - γ√2)² + (1 + γ√2)²
+        // = 2 + 4γ² ≤ 4 gives γ = 1/√2 again.
+        let s = min_max(&honest, true).unwrap();
+        assert!(s[0].abs() < 1e-5, "{s:?}");
+        // In 2-D: the min-max vector is no farther from any honest update than the two
+        // farthest honest updates are from each other, and it sits on that bound.
+        let honest = vec![
+            vec![0.0, 0.0],
+            vec![1.0, 0.0],
+            vec![0.0, 1.0],
+            vec![4.0, 4.0],
+        ];
+        let mm = min_max(&honest, false).unwrap();
+        let far = |v: &[f32]| {
+            honest
+                .iter()
+                .map(|h| {
+                    h.iter()
+                        .zip(v)
+                        .map(|(a, b)| f64::from(a - b).powi(2))
+                        .sum::<f64>()
+                        .sqrt()
+                })
+                .fold(0.0, f64::max)
+        };
+        let bound = 32f64.sqrt();
+        assert!((far(&mm) - bound).abs() < 1e-4, "{mm:?} {}", far(&mm));
+        assert_eq!(
+            min_max(&[], true),
+            Err(AttackError::NoHonestUpdates("min_sum"))
+        );
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> 
     ]
 }
 
-/// The attacks of the benchmark: none, sign flip, scaling ×20, Gaussian σ = 1, label flip,
+/// The attacks of the benchmark: none, sign flip, scaling ×20, Gaussian σ = 1 and 10, label flip,
 /// ALIE τ = 1.5, IPM ε = 0.1 and 100, min-max, min-sum.
 pub fn attacks() -> Vec<Option<Attack>> {
     vec![
@@ -139,6 +139,7 @@ pub fn attacks() -> Vec<Option<Attack>> {
         Some(Attack::SignFlip),
         Some(Attack::Scaling { factor: 20.0 }),
         Some(Attack::Gaussian { std: 1.0 }),
+        Some(Attack::Gaussian { std: 10.0 }),
         Some(Attack::LabelFlip),
         Some(Attack::Alie { tau: 1.5 }),
         Some(Attack::Ipm { epsilon: 0.1 }),

@@ -159,6 +159,15 @@ pub enum RunError {
 
 /// Splits the digits, partitions the training side and builds every trainer.
 pub fn prepare(config: &DigitsConfig) -> Result<Prepared, RunError> {
+    prepare_with(config, |_, data| Ok(data))
+}
+
+/// [`prepare`], with member `i`'s partition passed through `data(i, partition)` first (the
+/// robustness benchmark flips the labels of label-flipping attackers here).
+pub fn prepare_with(
+    config: &DigitsConfig,
+    mut data: impl FnMut(usize, Dataset) -> Result<Dataset, fl_client::Error>,
+) -> Result<Prepared, RunError> {
     let (members, test) = fl_client::federation::digits_split(
         config.clients,
         fl_client::federation::PartitionKind::Dirichlet,
@@ -166,6 +175,11 @@ pub fn prepare(config: &DigitsConfig) -> Result<Prepared, RunError> {
         config.test_fraction,
         config.seed,
     )?;
+    let members = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| data(i, d))
+        .collect::<Result<Vec<_>, _>>()?;
     let init_seed = derive_seed(config.seed, "init", 0);
     let sizes = members.iter().map(Dataset::len).collect();
     let trainers = members
@@ -365,6 +379,25 @@ fn write_and_anchor(
 fn run_observed(
     config: &DigitsConfig,
     prepared: Prepared,
+    on_round: impl FnMut(&RoundRecord),
+    observe: impl FnMut(&EngineEvent),
+) -> Result<RunResult, RunError> {
+    let strategy = config.strategy().build(
+        config.privacy.as_ref(),
+        config.secure_aggregation.as_ref(),
+        prepared.trainers.len(),
+        prepared.initial.values().len(),
+    )?;
+    run_with_strategy(config, prepared, strategy, on_round, observe)
+}
+
+/// [`run_federated`] with a strategy built by the caller instead of from `config` (e.g. one
+/// wrapped in an [`Adversary`](fl_aggregator::attack::Adversary)); `observe` is told every
+/// engine event.
+pub fn run_with_strategy(
+    config: &DigitsConfig,
+    prepared: Prepared,
+    strategy: Box<dyn fl_core::Strategy>,
     mut on_round: impl FnMut(&RoundRecord),
     mut observe: impl FnMut(&EngineEvent),
 ) -> Result<RunResult, RunError> {
@@ -382,12 +415,6 @@ fn run_observed(
         seed: config.seed,
         release_params_during_fit: false,
     };
-    let strategy = config.strategy().build(
-        config.privacy.as_ref(),
-        config.secure_aggregation.as_ref(),
-        trainers.len(),
-        initial.values().len(),
-    )?;
     let engine = Engine::new(engine_config, strategy, initial);
     let federation = match &config.secure_aggregation {
         None => InProcessFederation::new(engine, trainers, config.workers),

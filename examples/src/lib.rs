@@ -10,6 +10,8 @@
 //!   same model trained centrally and each community alone. [`proposals`] is its library side.
 //! - [`report`]: run folders with `metrics.csv`, an SVG plot of accuracy and loss, a summary.
 //! - [`progress`]: a progress bar over rounds with one line per round.
+//! - [`robust`]: the digits federation under attack, for each robust rule (the robustness
+//!   benchmark).
 //!
 //! ```no_run
 //! use examples::digits::{self, DigitsConfig};
@@ -25,6 +27,7 @@ pub mod digits;
 pub mod progress;
 pub mod proposals;
 pub mod report;
+pub mod robust;
 
 /// The README's code blocks, compiled and run as doctests so they cannot rot.
 #[doc = include_str!("../../README.md")]

@@ -45,6 +45,7 @@
 //! ```
 
 pub mod anchoring;
+pub mod attack;
 pub mod checkpoint;
 pub mod engine;
 pub mod inprocess;

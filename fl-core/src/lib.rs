@@ -9,7 +9,9 @@
 //! - [`ClientId`], [`RoundConfig`], [`FitConfig`], [`FitResult`], [`EvaluateResult`]: what a
 //!   round asks and what clients answer.
 //! - [`Strategy`]: rules ([`FedAvg`] over a streaming, order-independent fixed-point
-//!   [`WeightedSum`], [`CoordinateMedian`] over each member's update), server optimisers
+//!   [`WeightedSum`], [`CoordinateMedian`] and the robust rules of [`strategy`] (Krum, trimmed
+//!   mean, Bulyan, geometric median, centered clipping, norm bounding, with bucketing and NNM)
+//!   over each member's update), server optimisers
 //!   ([`FedAvgM`], [`FedAdam`]) and [`StrategyConfig`], the `[strategy]` section and its builder.
 //! - [`Trainer`]: the model-agnostic local training interface (burn implementations live in
 //!   `fl-client`).

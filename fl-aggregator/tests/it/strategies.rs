@@ -359,6 +359,22 @@ fn a_trimmed_mean_from_the_file_ignores_an_outlier_and_the_example_counts() {
         .unwrap();
     // ⌊0.34·3⌋ = 1 value dropped at each end: the middle one is kept.
     assert_eq!(e.params().values(), &[3.0, 2.0]);
+    // Every member's anomaly scores come with the round's metrics (and so its manifest):
+    // member 0 at (1, 2) is 2 from the centre (3, 2); the outlier (1e6, -1e6) is far, at a
+    // cosine of (3 - 2)/(√2·√13).
+    let evs = drain(&mut e);
+    let metrics = evs
+        .iter()
+        .find_map(|ev| match ev {
+            EngineEvent::FitAggregated { metrics, .. } => Some(metrics.clone()),
+            _ => None,
+        })
+        .expect("the round aggregated");
+    assert_eq!(metrics["qa.0.distance"], 2.0);
+    assert!(metrics["qa.2.distance"] > 1e6);
+    let cosine = 1.0 / (2f64.sqrt() * 13f64.sqrt());
+    assert!((metrics["qa.2.cosine"] - cosine).abs() < 1e-9);
+    assert_eq!(metrics["robust_inputs"], 3.0);
 }
 
 #[test]

@@ -399,7 +399,9 @@ impl StrategyConfig {
 
     /// Builds the engine's strategy: the rule with its server optimiser, wrapped in
     /// differential privacy when `privacy` is set (accounted for `members` members and a model
-    /// of `dim` values under `secure`).
+    /// of `dim` values under `secure`). A robust rule's precondition on the member count is
+    /// checked against the members a round selects out of `members` (0: unknown, not checked
+    /// here; the round then aborts with [`StrategyError::TooFewMembers`](super::StrategyError::TooFewMembers)).
     pub fn build(
         &self,
         privacy: Option<&PrivacyConfig>,
@@ -408,7 +410,9 @@ impl StrategyConfig {
         dim: usize,
     ) -> Result<Box<dyn Strategy>, BuildError> {
         self.check(privacy, secure)?;
-        self.check_members(self.expected_fit_clients(members))?;
+        if members > 0 {
+            self.check_members(self.expected_fit_clients(members))?;
+        }
         let optimizer = self
             .server_optimizer
             .as_ref()

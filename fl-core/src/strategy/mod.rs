@@ -79,6 +79,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::params::{ParamVec, Schema};
 use crate::round::{ClientId, EvaluateConfig, EvaluateResult, FitConfig, Metrics};
 
+mod anomaly;
 mod bulyan;
 mod centered_clipping;
 mod config;
@@ -93,6 +94,7 @@ mod robust;
 mod trimmed_mean;
 mod update;
 
+pub use anomaly::{MemberScore, score_members, score_metrics};
 pub use bulyan::{Bulyan, BulyanConfig, bulyan};
 pub use centered_clipping::{CenteredClipping, CenteredClippingConfig, centered_clip};
 pub use config::{AggregationRule, BuildError, StrategyConfig};

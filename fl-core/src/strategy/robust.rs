@@ -13,6 +13,7 @@ use std::fmt;
 use crate::params::ParamVec;
 use crate::round::{ClientId, EvaluateResult, Metrics};
 
+use super::anomaly::{MemberScore, score_members, score_metrics};
 use super::fedavg::apply_optimizer;
 use super::preagg::PreAggregator;
 use super::{
@@ -43,6 +44,7 @@ pub struct RobustAggregator {
     optimizer: Option<Box<dyn ServerOptimizer>>,
     round_seed: u64,
     metrics: Metrics,
+    scores: Vec<MemberScore>,
 }
 
 impl RobustAggregator {
@@ -56,6 +58,7 @@ impl RobustAggregator {
             optimizer: None,
             round_seed: 0,
             metrics: Metrics::new(),
+            scores: Vec::new(),
         }
     }
 
@@ -71,6 +74,12 @@ impl RobustAggregator {
         self
     }
 
+    /// Every member's anomaly scores in the last aggregated round (also in
+    /// [`round_metrics`](Strategy::round_metrics) as `qa.<client>.*`).
+    pub fn member_scores(&self) -> &[MemberScore] {
+        &self.scores
+    }
+
     /// The robust aggregate of `updates` as a difference from `current`, after the
     /// pre-aggregators (`seed` seeds bucketing).
     pub fn aggregate_deltas(
@@ -79,7 +88,8 @@ impl RobustAggregator {
         updates: &[MemberUpdate],
         seed: u64,
     ) -> Result<Vec<f32>, StrategyError> {
-        let mut deltas = member_deltas(current, updates)?;
+        let originals = member_deltas(current, updates)?;
+        let mut deltas = originals.clone();
         for p in &self.pre {
             deltas = p.apply(deltas, seed)?;
         }
@@ -99,10 +109,13 @@ impl RobustAggregator {
                 self.rule.name()
             )));
         }
-        self.metrics = Metrics::from([
-            ("robust_inputs".to_string(), inputs as f64),
-            ("robust_update_norm".to_string(), norm(&agg)),
-        ]);
+        let clients: Vec<ClientId> = updates.iter().map(|u| u.client).collect();
+        self.scores = score_members(&clients, &originals, &agg);
+        self.metrics = score_metrics(&self.scores);
+        self.metrics
+            .insert("robust_inputs".to_string(), inputs as f64);
+        self.metrics
+            .insert("robust_update_norm".to_string(), norm(&agg));
         Ok(agg)
     }
 }
@@ -334,6 +347,9 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(next.values(), &[12.0, 11.0]);
         assert_eq!(agg.round_metrics()["robust_inputs"], 2.0);
+        // The centre is the step (2, 1); member 1's update (3, 2) is √2 from it.
+        assert_eq!(agg.member_scores()[1].client, ClientId(1));
+        assert!((agg.round_metrics()["qa.1.distance"] - 2f64.sqrt()).abs() < 1e-12);
         refuses_hostile_input(Box::new(Mean));
     }
 }

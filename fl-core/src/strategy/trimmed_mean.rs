@@ -119,6 +119,10 @@ mod tests {
         // β = 0.1: ⌊0.5⌋ = 0, the plain mean.
         let mut rule = TrimmedMean::new(TrimmedMeanConfig { beta: 0.1 });
         assert_eq!(rule.aggregate(&rows).unwrap(), vec![22.0, 0.2]);
+        // n = 2f + 1 with f = 2 trimmed at each end: only the middle value is left (the median).
+        assert_eq!(trimmed_mean(&rows, 2).unwrap(), vec![3.0, 1.0]);
+        let mut rule = TrimmedMean::new(TrimmedMeanConfig { beta: 0.4 });
+        assert_eq!(rule.aggregate(&rows).unwrap(), vec![3.0, 1.0]);
         // Ties: equal values are kept or dropped alike.
         let same = vec![vec![7.0f32]; 4];
         assert_eq!(trimmed_mean(&same, 1).unwrap(), vec![7.0]);

@@ -48,6 +48,7 @@ pub mod anchoring;
 pub mod checkpoint;
 pub mod engine;
 pub mod inprocess;
+pub mod membership;
 pub mod metrics;
 pub mod model_file;
 pub mod server;

@@ -201,13 +201,51 @@ impl Default for ClientSection {
     }
 }
 
-/// `[members]`.
+/// `[members]`: a fixed list (`allowed`), or the DAO's staking contract (`source = "chain"`).
+///
+/// ```toml
+/// [members]
+/// source = "chain"      # admit while staked in `role` and not jailed or unbonding
+/// dao = "dao.json"      # the deployment `daofl-dao deploy` wrote
+/// role = "training"     # training (default), inference or annotator
+///
+/// [chain]               # the chain the DAO lives on (embedded state or RPC endpoint)
+/// backend = "embedded"
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MembersSection {
-    /// Ethereum addresses (`0x…`) allowed to join; a member's client id and data partition is
-    /// its position in this list.
+    /// Where membership comes from.
+    #[serde(default)]
+    pub source: MembersSource,
+    /// Ethereum addresses (`0x…`) allowed to join (`source = "list"`); a member's client id and
+    /// data partition is its position in this list.
+    #[serde(default)]
     pub allowed: Vec<String>,
+    /// The DAO deployment file (`dao.json`) whose staking contract decides membership
+    /// (`source = "chain"`); relative to the federation file.
+    #[serde(default)]
+    pub dao: Option<PathBuf>,
+    /// The staking role members must hold (`source = "chain"`): `training` (default),
+    /// `inference` or `annotator`.
+    #[serde(default = "default_member_role")]
+    pub role: String,
+}
+
+fn default_member_role() -> String {
+    "training".into()
+}
+
+/// Where a federation's membership comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembersSource {
+    /// The `allowed` list of the file.
+    #[default]
+    List,
+    /// The DAO's staking contract, on the chain of the `[chain]` section, checked at join and
+    /// before every round.
+    Chain,
 }
 
 /// Why a federation file could not be used.
@@ -297,6 +335,11 @@ impl FederationConfig {
                 }
             }
         }
+        if let Some(dao) = config.members.dao.as_mut()
+            && dao.is_relative()
+        {
+            *dao = base.join(&*dao);
+        }
         let store = &config.aggregator.checkpoints;
         if !store.contains("://") && Path::new(store).is_relative() {
             config.aggregator.checkpoints = base.join(store).to_string_lossy().into_owned();
@@ -366,6 +409,36 @@ impl FederationConfig {
                     return bad(format!("chain.{key} must be a string"));
                 }
             }
+        }
+        if self.members.source == MembersSource::Chain {
+            if self.members.dao.is_none() {
+                return bad(
+                    "members.source = \"chain\" needs dao = \"dao.json\" (the DAO's deployment)"
+                        .into(),
+                );
+            }
+            if self.chain.is_none() {
+                return bad(
+                    "members.source = \"chain\" needs a [chain] section (the DAO's chain)".into(),
+                );
+            }
+            if !self.members.allowed.is_empty() {
+                return bad(
+                    "members.allowed is the list source; with source = \"chain\" the staking \
+                     contract decides (remove allowed)"
+                        .into(),
+                );
+            }
+            if !["training", "inference", "annotator"].contains(&self.members.role.as_str()) {
+                return bad(format!(
+                    "members.role = {:?}: expected training, inference or annotator",
+                    self.members.role
+                ));
+            }
+            return Ok(());
+        }
+        if self.members.dao.is_some() {
+            return bad("members.dao is read only with source = \"chain\"".into());
         }
         let members = self.members()?;
         if members.len() < f.min_clients {

@@ -127,6 +127,40 @@ impl ChainMembers {
         }
     }
 
+    /// The source a federation file with `[members] source = "chain"` describes: the
+    /// deployment in `members.dao`, the role `members.role`, on the `[chain]` backend
+    /// (`chain`, already opened for anchoring, so that an embedded EVM is shared, not opened
+    /// twice).
+    ///
+    /// # Errors
+    /// [`dao::Error`] for an unreadable deployment, an unknown role, an RPC key that cannot be
+    /// loaded or a malformed endpoint; [`dao::Error::Config`] when `[members]` is not a chain
+    /// source.
+    pub fn from_federation(
+        config: &fl_core::config::FederationConfig,
+        chain: &chain_anchor::ChainAnchor,
+        run_dir: &std::path::Path,
+        chain_config: &chain_anchor::ChainConfig,
+    ) -> dao::Result<Self> {
+        let Some(path) = config.members.dao.as_deref() else {
+            return Err(dao::Error::Config(
+                "[members] source = \"chain\" needs dao = \"dao.json\"".into(),
+            ));
+        };
+        let deployment = dao::DaoDeployment::load(path)?;
+        let role: Role = config.members.role.parse()?;
+        let backend = match chain {
+            chain_anchor::ChainAnchor::Embedded(anchor) => {
+                dao::Backend::embedded(anchor, chain_anchor::EmbeddedAnchor::default_sender())
+            }
+            chain_anchor::ChainAnchor::Rpc(_) => {
+                let settings = chain_config.rpc_settings(run_dir)?;
+                dao::Backend::rpc(&settings.url, &settings.key)?
+            }
+        };
+        Ok(Self::new(Dao::new(backend, deployment), role))
+    }
+
     /// The role members must hold.
     pub fn role(&self) -> Role {
         self.role

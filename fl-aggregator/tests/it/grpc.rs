@@ -86,7 +86,7 @@ pub(crate) async fn start_with(
 }
 
 /// A hand-driven session.
-struct Raw {
+pub(crate) struct Raw {
     tx: mpsc::Sender<pb::ClientFrame>,
     rx: tonic::Streaming<pb::ServerFrame>,
 }
@@ -95,7 +95,7 @@ fn frame(kind: pb::client_frame::Kind) -> pb::ClientFrame {
     pb::ClientFrame { kind: Some(kind) }
 }
 
-fn hello(key: &MemberKey, schema: &Schema, nonce: [u8; 32]) -> pb::Hello {
+pub(crate) fn hello(key: &MemberKey, schema: &Schema, nonce: [u8; 32]) -> pb::Hello {
     pb::Hello {
         protocol_version: wire::PROTOCOL_VERSION,
         federation_id: "bad-input".into(),
@@ -138,7 +138,7 @@ impl Raw {
     }
 
     /// Reads until the server ends the session; its status.
-    async fn refusal(&mut self) -> tonic::Status {
+    pub(crate) async fn refusal(&mut self) -> tonic::Status {
         loop {
             if let Err(status) = self.next().await {
                 return status;
@@ -147,7 +147,7 @@ impl Raw {
     }
 
     /// Hello, challenge, a join signed by `signer`; returns the session id.
-    async fn join(
+    pub(crate) async fn join(
         addr: std::net::SocketAddr,
         key: &MemberKey,
         signer: &MemberKey,
@@ -173,7 +173,7 @@ impl Raw {
     }
 
     /// Waits for the welcome and the first fit instruction (with its chunks); its round.
-    async fn until_fit(&mut self) -> u64 {
+    pub(crate) async fn until_fit(&mut self) -> u64 {
         let pb::server_frame::Kind::Welcome(_) = self.next().await.unwrap() else {
             panic!("expected a welcome")
         };

@@ -1,0 +1,237 @@
+//! Members from the chain: a live aggregator on loopback whose members are decided by the DAO's
+//! Staking contract on the embedded EVM. A non-staked address is refused with
+//! PERMISSION_DENIED naming "no stake", a jailed one "jailed", and an address that stakes while
+//! the aggregator runs is admitted without restarting it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chain_anchor::EmbeddedAnchor;
+use dao::{Backend, Dao, DaoConfig, Membership, Role, YEAR, deploy, tokens};
+use fl_aggregator::membership::{ChainMembers, MembershipSource, Refusal};
+use fl_aggregator::metrics::AggregatorMetrics;
+use fl_aggregator::service::{ServiceConfig, federation_with};
+use fl_aggregator::{Engine, EngineConfig};
+use fl_core::{FedAvg, MemberKey, ParamVec, StrategyConfig};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Code;
+
+use crate::grpc::Raw;
+
+/// A DAO on a fresh embedded EVM, the team's vesting claimed (the team funds members).
+struct Chain {
+    root: Backend,
+    team: Dao,
+    slasher: Dao,
+    deployment: dao::DaoDeployment,
+    _dir: tempfile::TempDir,
+}
+
+impl Chain {
+    async fn new() -> Chain {
+        let dir = tempfile::tempdir().unwrap();
+        let anchor = EmbeddedAnchor::open(dir.path()).unwrap();
+        let root = Backend::embedded(&anchor, EmbeddedAnchor::default_sender());
+        let team = MemberKey::generate().address();
+        let slasher = MemberKey::generate().address();
+        let guardian = MemberKey::generate().address();
+        let investors = MemberKey::generate().address();
+        let now = root.now().await.unwrap();
+        let config = DaoConfig::from_toml_str(&format!(
+            r#"
+[allocation]
+team = "{team}"
+investors = "{investors}"
+vesting_start = {vesting}
+[governance]
+guardian = "{guardian}"
+quorum_floor_tokens = 1000000
+[staking]
+slasher = "{slasher}"
+"#,
+            vesting = now - 2 * YEAR
+        ))
+        .unwrap();
+        let deployment = deploy(&config, &root).await.expect("deploys");
+        let dao = |a| Dao::new(root.acting_as(a).unwrap(), deployment.clone());
+        let team = dao(team);
+        team.claim_vesting(deployment.team_vesting).await.unwrap();
+        Chain {
+            team,
+            slasher: dao(slasher),
+            root,
+            deployment,
+            _dir: dir,
+        }
+    }
+
+    /// `key`'s account on the chain (the embedded EVM checks no signatures).
+    fn member(&self, key: &MemberKey) -> Dao {
+        Dao::new(
+            self.root.acting_as(key.address()).unwrap(),
+            self.deployment.clone(),
+        )
+    }
+
+    /// Funds `key` with `n` tokens and stakes them as a training node.
+    async fn stake(&self, key: &MemberKey, n: u64) {
+        self.team.transfer(key.address(), tokens(n)).await.unwrap();
+        self.member(key)
+            .stake(Role::Training, tokens(n))
+            .await
+            .unwrap();
+    }
+
+    fn source(&self) -> ChainMembers {
+        ChainMembers::new(
+            Dao::new(self.root.clone(), self.deployment.clone()),
+            Role::Training,
+        )
+    }
+}
+
+/// A live aggregator on 127.0.0.1 whose members come from `chain`; stopped when dropped.
+struct Live {
+    addr: std::net::SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start(chain: &Chain) -> Live {
+    let schema = crate::support::schema();
+    let engine = Engine::new(
+        EngineConfig {
+            num_rounds: 3,
+            min_available_clients: 1,
+            fit_timeout: Duration::from_secs(20),
+            evaluate_timeout: Duration::from_secs(20),
+            seed: 1,
+            release_params_during_fit: false,
+        },
+        Box::new(FedAvg::new(StrategyConfig {
+            min_fit_clients: 1,
+            ..Default::default()
+        })),
+        ParamVec::zeros(schema),
+    );
+    let mut config = ServiceConfig::new("bad-input", Vec::new());
+    config.max_chunk_bytes = 8;
+    config.handshake_timeout = Duration::from_secs(5);
+    let (service, coordinator) = federation_with(
+        engine,
+        config,
+        Arc::new(AggregatorMetrics::new()),
+        Arc::new(chain.source()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(
+        fl_aggregator::service::transport()
+            .add_service(service.into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    tokio::spawn(coordinator.run(|_| {}, async {
+        let _ = stop_rx.await;
+    }));
+    Live {
+        addr,
+        _stop: stop_tx,
+    }
+}
+
+async fn refused(live: &Live, key: &MemberKey) -> tonic::Status {
+    let schema = crate::support::schema();
+    let (mut raw, _) = Raw::join(live.addr, key, key, &schema).await;
+    raw.refusal().await
+}
+
+#[tokio::test]
+async fn chain_membership_refuses_no_stake_and_jailed_and_admits_a_new_staker() {
+    let chain = Chain::new().await;
+    let live = start(&chain).await;
+
+    // Never staked: no stake.
+    let stranger = MemberKey::generate();
+    let status = refused(&live, &stranger).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("no stake"),
+        "{}",
+        status.message()
+    );
+
+    // Staked, then jailed by the slasher: jailed.
+    let jailed = MemberKey::generate();
+    chain.stake(&jailed, 10_000).await;
+    let now = chain.root.now().await.unwrap();
+    chain
+        .slasher
+        .jail(jailed.address(), now + 86_400, Default::default())
+        .await
+        .unwrap();
+    let status = refused(&live, &jailed).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("jailed"), "{}", status.message());
+
+    // Too little: 5,000 of 10,000.
+    let small = MemberKey::generate();
+    chain.stake(&small, 5_000).await;
+    let status = refused(&live, &small).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("too little"),
+        "{}",
+        status.message()
+    );
+
+    // Refused first, then stakes while the aggregator runs: admitted, and trains.
+    let newcomer = MemberKey::generate();
+    let status = refused(&live, &newcomer).await;
+    assert!(
+        status.message().contains("no stake"),
+        "{}",
+        status.message()
+    );
+    chain.stake(&newcomer, 10_000).await;
+    let schema = crate::support::schema();
+    let (mut raw, _) = Raw::join(live.addr, &newcomer, &newcomer, &schema).await;
+    assert_eq!(raw.until_fit().await, 1, "admitted and asked to train");
+}
+
+/// The source's typed refusals, variant by variant, and the per-round cache.
+#[tokio::test]
+async fn chain_source_gives_typed_refusals_and_caches_admissions_per_round() {
+    let chain = Chain::new().await;
+    let source = chain.source();
+    let key = MemberKey::generate();
+    assert!(matches!(
+        source.check(key.address()).await,
+        Err(Refusal::Stake {
+            membership: Membership::NoStake,
+            role: Role::Training,
+            ..
+        })
+    ));
+    chain.stake(&key, 10_000).await;
+    assert_eq!(source.check(key.address()).await, Ok(()));
+    // Unstaking starts unbonding; the admission stays cached until the next round.
+    chain
+        .member(&key)
+        .unstake(Role::Training, tokens(10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        source.check(key.address()).await,
+        Ok(()),
+        "cached this round"
+    );
+    source.new_round();
+    assert!(matches!(
+        source.check(key.address()).await,
+        Err(Refusal::Stake {
+            membership: Membership::Unbonding { .. },
+            ..
+        })
+    ));
+}

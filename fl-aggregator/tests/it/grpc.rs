@@ -123,7 +123,7 @@ impl Raw {
         Raw { tx, rx }
     }
 
-    async fn send(&self, kind: pb::client_frame::Kind) {
+    pub(crate) async fn send(&self, kind: pb::client_frame::Kind) {
         // The server may already have ended the stream; the status tells why.
         let _ = self.tx.send(frame(kind)).await;
     }
@@ -190,7 +190,7 @@ impl Raw {
 }
 
 /// A correctly signed update header for `params`, with the given round, session and weight.
-fn header(
+pub(crate) fn header(
     key: &MemberKey,
     session_id: [u8; 32],
     round: u64,
@@ -216,7 +216,7 @@ fn header(
     }
 }
 
-fn chunk(round: u64, index: u32, tensor: u32, data: Vec<u8>) -> pb::client_frame::Kind {
+pub(crate) fn chunk(round: u64, index: u32, tensor: u32, data: Vec<u8>) -> pb::client_frame::Kind {
     pb::client_frame::Kind::Chunk(pb::Chunk {
         round,
         index,
@@ -226,7 +226,7 @@ fn chunk(round: u64, index: u32, tensor: u32, data: Vec<u8>) -> pb::client_frame
     })
 }
 
-fn le(values: &[f32]) -> Vec<u8> {
+pub(crate) fn le(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 

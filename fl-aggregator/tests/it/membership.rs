@@ -12,6 +12,7 @@ use fl_aggregator::membership::{ChainMembers, MembershipSource, Refusal};
 use fl_aggregator::metrics::AggregatorMetrics;
 use fl_aggregator::service::{ServiceConfig, federation_with};
 use fl_aggregator::{Engine, EngineConfig};
+use fl_core::wire::pb;
 use fl_core::{FedAvg, MemberKey, ParamVec, StrategyConfig};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -104,7 +105,8 @@ async fn start(chain: &Chain) -> Live {
             num_rounds: 3,
             min_available_clients: 1,
             fit_timeout: Duration::from_secs(20),
-            evaluate_timeout: Duration::from_secs(20),
+            // A member that does not answer an evaluation holds the round this long.
+            evaluate_timeout: Duration::from_secs(1),
             seed: 1,
             release_params_during_fit: false,
         },
@@ -197,6 +199,43 @@ async fn chain_membership_refuses_no_stake_and_jailed_and_admits_a_new_staker() 
     let schema = crate::support::schema();
     let (mut raw, _) = Raw::join(live.addr, &newcomer, &newcomer, &schema).await;
     assert_eq!(raw.until_fit().await, 1, "admitted and asked to train");
+}
+
+/// Checked before every round: a member admitted and training is jailed during round 1; when
+/// the round completes its session ends with PERMISSION_DENIED naming "jailed".
+#[tokio::test]
+async fn a_member_jailed_during_a_round_is_refused_before_the_next() {
+    let chain = Chain::new().await;
+    let live = start(&chain).await;
+    let member = MemberKey::generate();
+    chain.stake(&member, 10_000).await;
+    let schema = crate::support::schema();
+    let (mut raw, session_id) = Raw::join(live.addr, &member, &member, &schema).await;
+    let round = raw.until_fit().await;
+    assert_eq!(round, 1);
+
+    let now = chain.root.now().await.unwrap();
+    chain
+        .slasher
+        .jail(member.address(), now + 86_400, Default::default())
+        .await
+        .unwrap();
+    // The admission is cached for this round: the update is still taken.
+    let params = ParamVec::new(schema.clone(), vec![1.0, 2.0]).unwrap();
+    raw.send(pb::client_frame::Kind::Update(crate::grpc::header(
+        &member, session_id, round, &params, 4,
+    )))
+    .await;
+    raw.send(crate::grpc::chunk(
+        round,
+        0,
+        0,
+        crate::grpc::le(&[1.0, 2.0]),
+    ))
+    .await;
+    let status = raw.refusal().await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("jailed"), "{}", status.message());
 }
 
 /// The source's typed refusals, variant by variant, and the per-round cache.

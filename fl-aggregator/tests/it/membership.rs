@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chain_anchor::EmbeddedAnchor;
-use dao::{Backend, Dao, DaoConfig, Membership, Role, YEAR, deploy, tokens};
+use chain_anchor::alloy::hex;
+use chain_anchor::alloy::node_bindings::{Anvil, AnvilInstance};
+use dao::{Backend, Dao, DaoConfig, Membership, Role, RpcTimeouts, YEAR, deploy, tokens};
 use fl_aggregator::membership::{ChainMembers, MembershipSource, Refusal};
 use fl_aggregator::metrics::AggregatorMetrics;
 use fl_aggregator::service::{ServiceConfig, federation_with};
@@ -20,24 +22,65 @@ use tonic::Code;
 
 use crate::grpc::Raw;
 
-/// A DAO on a fresh embedded EVM, the team's vesting claimed (the team funds members).
+/// A DAO on a fresh chain (embedded EVM or anvil), the team's vesting claimed (the team funds
+/// members), and keys for members that can pay gas there.
 struct Chain {
     root: Backend,
     team: Dao,
     slasher: Dao,
     deployment: dao::DaoDeployment,
+    /// Member keys not used yet.
+    keys: std::sync::Mutex<Vec<MemberKey>>,
+    _anvil: Option<AnvilInstance>,
     _dir: tempfile::TempDir,
 }
 
 impl Chain {
-    async fn new() -> Chain {
+    /// A fresh embedded EVM.
+    async fn embedded() -> Chain {
         let dir = tempfile::tempdir().unwrap();
         let anchor = EmbeddedAnchor::open(dir.path()).unwrap();
         let root = Backend::embedded(&anchor, EmbeddedAnchor::default_sender());
-        let team = MemberKey::generate().address();
-        let slasher = MemberKey::generate().address();
-        let guardian = MemberKey::generate().address();
-        let investors = MemberKey::generate().address();
+        let keys = (0..10).map(|_| MemberKey::generate()).collect();
+        Self::build(root, keys, None, dir).await
+    }
+
+    /// A fresh anvil on 127.0.0.1 (stopped by PID when dropped); `None` when skipped.
+    async fn anvil() -> Option<Chain> {
+        let path = crate::anchor_rpc::anvil_path()?;
+        let anvil = Anvil::new()
+            .path(path)
+            .port(0u16)
+            .args(["--host", "127.0.0.1"])
+            .timeout(30_000)
+            .try_spawn()
+            .expect("anvil starts");
+        let keys: Vec<MemberKey> = anvil
+            .keys()
+            .iter()
+            .take(10)
+            .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
+            .collect();
+        let timeouts = RpcTimeouts {
+            request: Duration::from_secs(10),
+            receipt: Duration::from_secs(20),
+            poll: Duration::from_millis(10),
+        };
+        let root =
+            Backend::rpc_with_signer(&anvil.endpoint(), keys[0].as_signer().clone(), timeouts)
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        Some(Self::build(root, keys, Some(anvil), dir).await)
+    }
+
+    /// Deploys with keys 1 to 4 as guardian, slasher, team and investors; 5 to 9 are members.
+    async fn build(
+        root: Backend,
+        mut keys: Vec<MemberKey>,
+        anvil: Option<AnvilInstance>,
+        dir: tempfile::TempDir,
+    ) -> Chain {
+        let [guardian, slasher, team, investors] = [1, 2, 3, 4].map(|i| keys[i].address());
         let now = root.now().await.unwrap();
         let config = DaoConfig::from_toml_str(&format!(
             r#"
@@ -55,22 +98,36 @@ slasher = "{slasher}"
         ))
         .unwrap();
         let deployment = deploy(&config, &root).await.expect("deploys");
-        let dao = |a| Dao::new(root.acting_as(a).unwrap(), deployment.clone());
-        let team = dao(team);
+        let dao = |k: &MemberKey| {
+            Dao::new(
+                root.with_signer(k.as_signer().clone()).unwrap(),
+                deployment.clone(),
+            )
+        };
+        let team = dao(&keys[3]);
         team.claim_vesting(deployment.team_vesting).await.unwrap();
+        let slasher = dao(&keys[2]);
+        let members = keys.split_off(5);
         Chain {
             team,
-            slasher: dao(slasher),
+            slasher,
             root,
             deployment,
+            keys: std::sync::Mutex::new(members),
+            _anvil: anvil,
             _dir: dir,
         }
     }
 
-    /// `key`'s account on the chain (the embedded EVM checks no signatures).
+    /// A member key that can pay gas on this chain.
+    fn key(&self) -> MemberKey {
+        self.keys.lock().unwrap().pop().expect("a member key left")
+    }
+
+    /// `key`'s account on the chain.
     fn member(&self, key: &MemberKey) -> Dao {
         Dao::new(
-            self.root.acting_as(key.address()).unwrap(),
+            self.root.with_signer(key.as_signer().clone()).unwrap(),
             self.deployment.clone(),
         )
     }
@@ -149,8 +206,19 @@ async fn refused(live: &Live, key: &MemberKey) -> tonic::Status {
 }
 
 #[tokio::test]
-async fn chain_membership_refuses_no_stake_and_jailed_and_admits_a_new_staker() {
-    let chain = Chain::new().await;
+async fn chain_membership_refuses_and_admits_on_the_embedded_evm() {
+    refuses_no_stake_jailed_too_little_and_admits_a_new_staker(Chain::embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_membership_refuses_and_admits_on_anvil() {
+    let Some(chain) = Chain::anvil().await else {
+        return;
+    };
+    refuses_no_stake_jailed_too_little_and_admits_a_new_staker(chain).await;
+}
+
+async fn refuses_no_stake_jailed_too_little_and_admits_a_new_staker(chain: Chain) {
     let live = start(&chain).await;
 
     // Never staked: no stake.
@@ -164,7 +232,7 @@ async fn chain_membership_refuses_no_stake_and_jailed_and_admits_a_new_staker() 
     );
 
     // Staked, then jailed by the slasher: jailed.
-    let jailed = MemberKey::generate();
+    let jailed = chain.key();
     chain.stake(&jailed, 10_000).await;
     let now = chain.root.now().await.unwrap();
     chain
@@ -177,7 +245,7 @@ async fn chain_membership_refuses_no_stake_and_jailed_and_admits_a_new_staker() 
     assert!(status.message().contains("jailed"), "{}", status.message());
 
     // Too little: 5,000 of 10,000.
-    let small = MemberKey::generate();
+    let small = chain.key();
     chain.stake(&small, 5_000).await;
     let status = refused(&live, &small).await;
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
@@ -188,7 +256,7 @@ async fn chain_membership_refuses_no_stake_and_jailed_and_admits_a_new_staker() 
     );
 
     // Refused first, then stakes while the aggregator runs: admitted, and trains.
-    let newcomer = MemberKey::generate();
+    let newcomer = chain.key();
     let status = refused(&live, &newcomer).await;
     assert!(
         status.message().contains("no stake"),
@@ -204,10 +272,21 @@ async fn chain_membership_refuses_no_stake_and_jailed_and_admits_a_new_staker() 
 /// Checked before every round: a member admitted and training is jailed during round 1; when
 /// the round completes its session ends with PERMISSION_DENIED naming "jailed".
 #[tokio::test]
-async fn a_member_jailed_during_a_round_is_refused_before_the_next() {
-    let chain = Chain::new().await;
+async fn a_member_jailed_during_a_round_is_refused_before_the_next_on_the_embedded_evm() {
+    jailed_during_a_round_is_refused_before_the_next(Chain::embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_jailed_during_a_round_is_refused_before_the_next_on_anvil() {
+    let Some(chain) = Chain::anvil().await else {
+        return;
+    };
+    jailed_during_a_round_is_refused_before_the_next(chain).await;
+}
+
+async fn jailed_during_a_round_is_refused_before_the_next(chain: Chain) {
     let live = start(&chain).await;
-    let member = MemberKey::generate();
+    let member = chain.key();
     chain.stake(&member, 10_000).await;
     let schema = crate::support::schema();
     let (mut raw, session_id) = Raw::join(live.addr, &member, &member, &schema).await;
@@ -241,9 +320,9 @@ async fn a_member_jailed_during_a_round_is_refused_before_the_next() {
 /// The source's typed refusals, variant by variant, and the per-round cache.
 #[tokio::test]
 async fn chain_source_gives_typed_refusals_and_caches_admissions_per_round() {
-    let chain = Chain::new().await;
+    let chain = Chain::embedded().await;
     let source = chain.source();
-    let key = MemberKey::generate();
+    let key = chain.key();
     assert!(matches!(
         source.check(key.address()).await,
         Err(Refusal::Stake {

@@ -543,6 +543,50 @@ allowed = ["0x00000000000000000000000000000000000000aa"]
     }
 
     #[test]
+    fn members_from_the_chain_need_a_dao_and_a_chain() {
+        let chain = MINIMAL.replace(
+            "allowed = [\"0x00000000000000000000000000000000000000aa\"]",
+            "source = \"chain\"\ndao = \"dao.json\"\nrole = \"inference\"\n[chain]\nbackend = \"embedded\"",
+        );
+        let c = FederationConfig::parse(&chain, Path::new("/etc/daofl")).unwrap();
+        assert_eq!(c.members.source, MembersSource::Chain);
+        assert_eq!(
+            c.members.dao.as_deref(),
+            Some(Path::new("/etc/daofl/dao.json"))
+        );
+        assert_eq!(c.members.role, "inference");
+        assert!(
+            c.members().unwrap().is_empty(),
+            "no list: ids come at first join"
+        );
+
+        let invalid = |text: &str| match FederationConfig::parse(text, Path::new(".")) {
+            Err(ConfigError::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        assert!(invalid(&chain.replace("dao = \"dao.json\"\n", "")).contains("needs dao"));
+        assert!(invalid(&chain.replace("[chain]\nbackend = \"embedded\"", "")).contains("[chain]"));
+        assert!(
+            invalid(&chain.replace("role = \"inference\"", "role = \"miner\"")).contains("miner")
+        );
+        assert!(
+            invalid(&chain.replace(
+                "source = \"chain\"",
+                "source = \"chain\"\nallowed = [\"0x00000000000000000000000000000000000000aa\"]"
+            ))
+            .contains("remove allowed")
+        );
+        assert!(
+            invalid(&MINIMAL.replace("[members]", "[members]\ndao = \"dao.json\""))
+                .contains("source")
+        );
+        assert!(matches!(
+            FederationConfig::parse(&chain.replace("\"chain\"", "\"ledger\""), Path::new(".")),
+            Err(ConfigError::Toml(_))
+        ));
+    }
+
+    #[test]
     fn typos_and_bad_values_are_named() {
         let typo = MINIMAL.replace("rounds = 2", "rounds = 2\nrouns = 3");
         let e = FederationConfig::parse(&typo, Path::new(".")).unwrap_err();

@@ -38,8 +38,12 @@ struct Chain {
 impl Chain {
     /// A fresh embedded EVM.
     async fn embedded() -> Chain {
-        let dir = tempfile::tempdir().unwrap();
-        let anchor = EmbeddedAnchor::open(dir.path()).unwrap();
+        Self::embedded_in(tempfile::tempdir().unwrap(), "").await
+    }
+
+    /// A fresh embedded EVM with its state in `dir/sub`.
+    async fn embedded_in(dir: tempfile::TempDir, sub: &str) -> Chain {
+        let anchor = EmbeddedAnchor::open(&dir.path().join(sub)).unwrap();
         let root = Backend::embedded(&anchor, EmbeddedAnchor::default_sender());
         let keys = (0..10).map(|_| MemberKey::generate()).collect();
         Self::build(root, keys, None, dir).await
@@ -352,4 +356,106 @@ async fn chain_source_gives_typed_refusals_and_caches_admissions_per_round() {
             ..
         })
     ));
+}
+
+/// The federation file's `[members] source = "chain"`: a whole aggregator served from a file
+/// (`server::serve`) over the DAO deployed on its embedded chain; two staked members train
+/// every round over gRPC, a member without stake is refused for good naming "no stake".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_file_with_members_from_the_chain_serves_stakers_only() {
+    let chain = Chain::embedded_in(tempfile::tempdir().unwrap(), "chain").await;
+    let dir = chain._dir.path().to_owned();
+    chain.deployment.save(&dir.join("dao.json")).unwrap();
+    let stakers = [chain.key(), chain.key()];
+    for k in &stakers {
+        chain.stake(k, 10_000).await;
+    }
+    let stranger = MemberKey::generate();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let toml = format!(
+        r#"[federation]
+id = "staked"
+rounds = 2
+min_clients = 2
+fit_timeout_s = 30
+evaluate_timeout_s = 30
+
+[model]
+kind = "test"
+
+[data]
+dataset = "test"
+
+[strategy]
+min_fit_clients = 2
+
+[aggregator]
+listen = "127.0.0.1:{port}"
+checkpoints = "checkpoints"
+
+[chain]
+backend = "embedded"
+
+[members]
+source = "chain"
+dao = "dao.json"
+role = "training"
+"#
+    );
+    let config = fl_core::config::FederationConfig::parse(&toml, &dir).unwrap();
+    let node = |key: &MemberKey, samples: Vec<f32>| {
+        let mut node =
+            fl_client::node::NodeConfig::new(format!("http://127.0.0.1:{port}"), "staked");
+        node.reconnect_attempts = 40;
+        tokio::spawn(fl_client::node::run_node(
+            node,
+            key.clone(),
+            crate::support::MeanEstimator::new(samples),
+        ))
+    };
+    let members: Vec<_> = stakers
+        .iter()
+        .zip([vec![1.0, 3.0], vec![5.0, 7.0]])
+        .map(|(k, s)| node(k, s))
+        .collect();
+    let refused = node(&stranger, vec![100.0]);
+    let serve = fl_aggregator::server::serve(
+        &config,
+        ParamVec::zeros(crate::support::schema()),
+        std::future::pending(),
+        |_| {},
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(120), serve)
+        .await
+        .expect("the federation finishes")
+        .unwrap();
+    assert!(outcome.finished);
+    for m in members {
+        let _ = tokio::time::timeout(Duration::from_secs(30), m).await;
+    }
+    let err = tokio::time::timeout(Duration::from_secs(30), refused)
+        .await
+        .expect("the stranger gave up")
+        .unwrap()
+        .err()
+        .expect("the stranger was refused");
+    assert!(err.is_permanent(), "{err}");
+    let fl_client::node::NodeError::Refused(status) = &err else {
+        panic!("not a refusal: {err}");
+    };
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("no stake"),
+        "{}",
+        status.message()
+    );
+    let store = fl_aggregator::checkpoint::CheckpointStore::open(
+        &dir.join("checkpoints").to_string_lossy(),
+    )
+    .unwrap();
+    let m = store.manifest(2).await.unwrap();
+    assert_eq!(m.participants.len(), 2, "only the stakers trained");
 }

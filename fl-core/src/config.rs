@@ -429,6 +429,14 @@ impl FederationConfig {
                         .into(),
                 );
             }
+            // DP accounting and SecAgg+/HE key material need the member population up front.
+            if self.privacy.is_some() || self.secure_aggregation.is_some() {
+                return bad(
+                    "members.source = \"chain\" cannot be combined with [privacy] or \
+                     [secure_aggregation] yet: both need the member list up front"
+                        .into(),
+                );
+            }
             if !["training", "inference", "annotator"].contains(&self.members.role.as_str()) {
                 return bad(format!(
                     "members.role = {:?}: expected training, inference or annotator",
@@ -499,10 +507,15 @@ impl FederationConfig {
         &self,
         dim: usize,
     ) -> Result<Box<dyn crate::Strategy>, crate::strategy::BuildError> {
+        // With members from the chain the population is open: a round needs `min_clients`.
+        let members = match self.members.source {
+            MembersSource::List => self.members.allowed.len(),
+            MembersSource::Chain => self.federation.min_clients,
+        };
         self.strategy.build(
             self.privacy.as_ref(),
             self.secure_aggregation.as_ref(),
-            self.members.allowed.len(),
+            members,
             dim,
         )
     }
@@ -580,6 +593,8 @@ allowed = ["0x00000000000000000000000000000000000000aa"]
             invalid(&MINIMAL.replace("[members]", "[members]\ndao = \"dao.json\""))
                 .contains("source")
         );
+        let dp = "[privacy]\nmechanism = \"central\"\nclip_norm = 1.0\nnoise_multiplier = 1.0\nepsilon = 10.0\ndelta = 1e-5\n";
+        assert!(invalid(&format!("{dp}{chain}")).contains("[privacy]"));
         assert!(matches!(
             FederationConfig::parse(&chain.replace("\"chain\"", "\"ledger\""), Path::new(".")),
             Err(ConfigError::Toml(_))

@@ -8,7 +8,12 @@
 //! [`Coordinator`] task owns the engine and is the only place its state changes; it never
 //! waits on a client.
 //!
-//! Refusals map to gRPC statuses: `PERMISSION_DENIED` (address not allowed),
+//! Who may join is a [`MembershipSource`](crate::membership::MembershipSource) (the file's list
+//! or the DAO's staking contract), consulted at join and, by the coordinator, for every
+//! connected member before each round.
+//!
+//! Refusals map to gRPC statuses: `PERMISSION_DENIED` (address not allowed, or refused by the
+//! staking contract with the reason: no stake, too little, jailed, unbonding),
 //! `UNAUTHENTICATED` (bad signature), `ALREADY_EXISTS` (member already connected),
 //! `INVALID_ARGUMENT` (malformed or off-plan frames), `FAILED_PRECONDITION` (wrong protocol
 //! version, federation or schema), `RESOURCE_EXHAUSTED` (session limit),
@@ -48,7 +53,8 @@ pub mod grpc {
 pub struct ServiceConfig {
     /// Identifier of the federation, bound into every signature.
     pub federation_id: String,
-    /// Members allowed to join; a member's `ClientId` is its position in this list.
+    /// Members allowed to join; a member's `ClientId` is its position in this list. Ignored by
+    /// [`federation_with`] unless its source is this list.
     pub members: Vec<Address>,
     /// Endpoint names clients may have dialled (bound into the join signature); empty
     /// accepts any name.

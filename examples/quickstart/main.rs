@@ -11,7 +11,9 @@
 //! Run with `cargo run --release --example quickstart`. With a TOML file of
 //! [`DigitsConfig`] fields the defaults change: `cargo run --release --example quickstart --
 //! examples/quickstart-dp.toml` runs the same federation with client-level differential
-//! privacy under a budget (outputs in `runs/quickstart-dp/`).
+//! privacy under a budget (outputs in `runs/quickstart-dp/`); `examples/quickstart-dao.toml`
+//! runs it under a DAO on the embedded EVM: members stake, and the final checkpoint is proposed,
+//! voted, queued, waits out the 7-day timelock (the chain's clock jumps) and is executed.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -61,12 +63,14 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let run = RunFolder::create(Path::new("runs"), &name)?;
     // A fresh checkpoint store and, on the embedded backend, a fresh chain for every run. On a
     // real chain rounds only move forward, so each run anchors under its own federation id.
+    let mut chain_dir = None;
     let federation_id = match &config.chain {
         ChainConfig::Embedded { state_dir, .. } => {
             let state = run
                 .path()
                 .join(state_dir.as_deref().unwrap_or(Path::new("chain")));
             remove_dir(&state)?;
+            chain_dir = Some(state);
             name.clone()
         }
         _ => {
@@ -77,6 +81,35 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
         }
     };
     remove_dir(&run.path().join("checkpoints"))?;
+
+    // With `[dao]`: the DAO is deployed on the run's embedded chain and every member stakes.
+    let governed = match (&config.dao, &chain_dir) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err("[dao] runs on the embedded chain only (no [chain] rpc)".into());
+        }
+        (Some(settings), Some(chain)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let setup = runtime.block_on(examples::dao::deploy_and_stake(
+                chain,
+                &run.path().join("dao.json"),
+                config.clients,
+                settings,
+            ))?;
+            println!(
+                "DAO deployed on the embedded EVM ({} gas; governor {}, staking {}): {} of {} members staked {} $PROPOSAL and are admitted as training nodes",
+                setup.deploy_gas,
+                setup.deployment.governor,
+                setup.deployment.staking,
+                setup.admitted,
+                setup.members.len(),
+                settings.stake_tokens
+            );
+            Some((runtime, setup, settings, chain))
+        }
+    };
 
     let progress = RoundProgress::new(config.rounds);
     let (result, anchor) =
@@ -128,6 +161,24 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
         }
         None => {
             summary.push_str("\nanchor: the final round is not anchored (see the errors above)")
+        }
+    }
+    if let Some((runtime, setup, settings, chain)) = &governed {
+        match &anchor {
+            Some(a) => {
+                let life = runtime.block_on(examples::dao::promote(
+                    chain,
+                    setup,
+                    &a.manifest,
+                    settings,
+                ))?;
+                summary.push_str(&format!(
+                    "\ndao: {} of {} members admitted by stake; {life}",
+                    setup.admitted,
+                    setup.members.len()
+                ));
+            }
+            None => summary.push_str("\ndao: nothing to promote (the final round is not anchored)"),
         }
     }
     run.write_summary(&format!("{summary}\n"))?;

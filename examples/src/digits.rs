@@ -62,6 +62,9 @@ pub struct DigitsConfig {
     /// `backend = "rpc"` with `url`, `registry`, `key_file` or `key_env` and `queue_dir` for a
     /// real chain. Relative paths are taken in the run folder.
     pub chain: ChainConfig,
+    /// A DAO on the embedded chain that gates membership by stake and promotes the final
+    /// checkpoint by vote (`[dao]`, see [`crate::dao`]); none runs without a DAO.
+    pub dao: Option<crate::dao::DaoQuickstart>,
 }
 
 impl Default for DigitsConfig {
@@ -95,6 +98,7 @@ impl Default for DigitsConfig {
             secure_aggregation: None,
             target_accuracy: 0.95,
             chain: ChainConfig::default(),
+            dao: None,
         }
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! - `quickstart` (`cargo run --release --example quickstart`): 20 members, Dirichlet α = 0.5
 //!   over the UCI digits, an MLP, FedAvg, 30 rounds, reaching ≥ 95% held-out accuracy.
+//! - `quickstart -- examples/quickstart-dao.toml`: the same under a DAO on the embedded EVM
+//!   (members stake, the final checkpoint is promoted by vote and timelock); [`dao`].
 //! - [`digits`]: that federation as a library call, with its knobs in [`digits::DigitsConfig`].
 //! - `proposals` (`cargo run --release --example proposals`): 13 governance communities train
 //!   the DAO's proposal model (outcome and kind of a proposal) with FedAvg; compared with the
@@ -23,6 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod dao;
 pub mod digits;
 pub mod progress;
 pub mod proposals;

@@ -7,7 +7,8 @@
 //!   sessions on simulated time, and the [`inprocess`] federation built on it for researchers;
 //! - the gRPC [`service`] (member authentication, limits, streamed and verified updates) around
 //!   the same engine, [`checkpoint`]s in an object store, [`tls`] material, Prometheus
-//!   [`metrics`], chain [`anchoring`] of every checkpoint and its verification, and
+//!   [`metrics`], chain [`anchoring`] of every checkpoint and its verification, who may join
+//!   ([`membership`]: the file's list or the DAO's staking contract), and
 //!   [`server::serve`], a whole aggregator from a federation file (what the
 //!   `fl-aggregator` binary runs).
 //!
@@ -49,6 +50,7 @@ pub mod attack;
 pub mod checkpoint;
 pub mod engine;
 pub mod inprocess;
+pub mod membership;
 pub mod metrics;
 pub mod model_file;
 pub mod server;

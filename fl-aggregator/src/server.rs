@@ -69,6 +69,9 @@ pub enum ServerError {
     /// `[chain]` is unusable or its backend cannot be opened.
     #[error(transparent)]
     Anchoring(#[from] AnchoringError),
+    /// `[members] source = "chain"`: the DAO deployment, role or endpoint is unusable.
+    #[error("members from the chain: {0}")]
+    Membership(#[from] dao::Error),
     /// The strategy cannot go on from the newest checkpoint (e.g. the privacy budget it
     /// records is already spent under this file's settings).
     #[error("cannot resume from the newest checkpoint: {0}")]
@@ -108,9 +111,21 @@ pub async fn serve(
 ) -> Result<ServeOutcome, ServerError> {
     let members = config.members()?;
     let store = CheckpointStore::open(&config.aggregator.checkpoints)?;
+    let mut membership: Arc<dyn crate::membership::MembershipSource> =
+        Arc::new(crate::membership::MemberList::new(members.clone()));
     let anchorer = match ChainSettings::from_federation(config)? {
         Some(settings) => {
             let anchorer = RoundAnchorer::open(&settings)?;
+            if config.members.source == fl_core::config::MembersSource::Chain {
+                let chain = crate::membership::ChainMembers::from_federation(
+                    config,
+                    anchorer.chain(),
+                    &settings.run_dir,
+                    &settings.chain,
+                )?;
+                tracing::info!(role = ?chain.role(), "members from the DAO's staking contract");
+                membership = Arc::new(chain);
+            }
             tracing::info!(
                 backend = ?chain_anchor::Anchor::backend(anchorer.chain()),
                 registry = %chain_anchor::Anchor::registry(anchorer.chain()),
@@ -216,7 +231,8 @@ pub async fn serve(
     let metrics = Arc::new(AggregatorMetrics::new());
     // The current model is in the store before any round can release it.
     store.save_params(engine.params()).await?;
-    let (service, mut coordinator) = service::federation(engine, service_config, metrics.clone());
+    let (service, mut coordinator) =
+        service::federation_with(engine, service_config, metrics.clone(), membership);
     {
         let store = store.clone();
         let schema = schema.clone();

@@ -8,7 +8,12 @@
 //! [`Coordinator`] task owns the engine and is the only place its state changes; it never
 //! waits on a client.
 //!
-//! Refusals map to gRPC statuses: `PERMISSION_DENIED` (address not allowed),
+//! Who may join is a [`MembershipSource`](crate::membership::MembershipSource) (the file's list
+//! or the DAO's staking contract), consulted at join and, by the coordinator, for every
+//! connected member before each round.
+//!
+//! Refusals map to gRPC statuses: `PERMISSION_DENIED` (address not allowed, or refused by the
+//! staking contract with the reason: no stake, too little, jailed, unbonding),
 //! `UNAUTHENTICATED` (bad signature), `ALREADY_EXISTS` (member already connected),
 //! `INVALID_ARGUMENT` (malformed or off-plan frames), `FAILED_PRECONDITION` (wrong protocol
 //! version, federation or schema), `RESOURCE_EXHAUSTED` (session limit),
@@ -34,6 +39,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::{Engine, EngineEvent};
+use crate::membership::{MemberList, MembershipSource};
 use crate::metrics::AggregatorMetrics;
 
 /// Generated gRPC stubs of `daofl.v1.Federation` (messages live in [`fl_core::wire::pb`]).
@@ -47,7 +53,8 @@ pub mod grpc {
 pub struct ServiceConfig {
     /// Identifier of the federation, bound into every signature.
     pub federation_id: String,
-    /// Members allowed to join; a member's `ClientId` is its position in this list.
+    /// Members allowed to join; a member's `ClientId` is its position in this list. Ignored by
+    /// [`federation_with`] unless its source is this list.
     pub members: Vec<Address>,
     /// Endpoint names clients may have dialled (bound into the join signature); empty
     /// accepts any name.
@@ -90,6 +97,8 @@ enum Input {
     Join {
         address: Address,
         outbound: mpsc::UnboundedSender<ServerMessage>,
+        /// Ends the session with a status (a member refused before a round).
+        kick: oneshot::Sender<Status>,
         reply: oneshot::Sender<Result<ClientId, Status>>,
     },
     Leave {
@@ -120,6 +129,10 @@ pub struct Coordinator {
     rx: mpsc::Receiver<Input>,
     ids: BTreeMap<Address, ClientId>,
     sessions: BTreeMap<ClientId, mpsc::UnboundedSender<ServerMessage>>,
+    kicks: BTreeMap<ClientId, oneshot::Sender<Status>>,
+    membership: Arc<dyn MembershipSource>,
+    /// A round completed since the connected members were last checked.
+    round_completed: bool,
     epoch: Instant,
 }
 
@@ -137,6 +150,10 @@ impl Coordinator {
             self.flush(&mut on_event);
             if self.engine.is_finished() {
                 break;
+            }
+            if std::mem::take(&mut self.round_completed) {
+                self.recheck_members().await;
+                continue;
             }
             if let Some(hash) = self.engine.params_needed() {
                 let Some(loader) = &self.loader else {
@@ -197,19 +214,52 @@ impl Coordinator {
         self.epoch.elapsed()
     }
 
+    /// Before the next round: forgets the membership cache and ends the session of every
+    /// connected member the source no longer admits (its status names the reason).
+    async fn recheck_members(&mut self) {
+        self.membership.new_round();
+        let connected: Vec<(Address, ClientId)> = self
+            .ids
+            .iter()
+            .filter(|(_, c)| self.sessions.contains_key(c))
+            .map(|(a, c)| (*a, *c))
+            .collect();
+        for (address, client) in connected {
+            if let Err(refusal) = self.membership.check(address).await {
+                tracing::info!(%client, %address, "member refused before the round: {refusal}");
+                self.sessions.remove(&client);
+                if let Some(kick) = self.kicks.remove(&client) {
+                    let _ = kick.send(refusal.to_status());
+                }
+                let now = self.now();
+                self.engine.handle_disconnect(now, client);
+            }
+        }
+    }
+
     fn handle(&mut self, input: Input) {
         let now = self.now();
         match input {
             Input::Join {
                 address,
                 outbound,
+                kick,
                 reply,
             } => {
-                let Some(&client) = self.ids.get(&address) else {
-                    let _ = reply.send(Err(Status::permission_denied(format!(
-                        "{address} is not a member of this federation"
-                    ))));
-                    return;
+                let client = match self.ids.get(&address) {
+                    Some(&client) => client,
+                    // Members from the chain get the next id at their first join.
+                    None if self.membership.fixed().is_none() => {
+                        let client = ClientId(self.ids.len() as u64);
+                        self.ids.insert(address, client);
+                        client
+                    }
+                    None => {
+                        let _ = reply.send(Err(Status::permission_denied(format!(
+                            "{address} is not a member of this federation"
+                        ))));
+                        return;
+                    }
                 };
                 if self.sessions.contains_key(&client) {
                     let _ = reply.send(Err(Status::already_exists(format!(
@@ -219,10 +269,12 @@ impl Coordinator {
                 }
                 if reply.send(Ok(client)).is_ok() {
                     self.sessions.insert(client, outbound);
+                    self.kicks.insert(client, kick);
                     self.engine.handle_connect(now, client);
                 }
             }
             Input::Leave { client } => {
+                self.kicks.remove(&client);
                 if self.sessions.remove(&client).is_some() {
                     self.engine.handle_disconnect(now, client);
                 }
@@ -251,6 +303,9 @@ impl Coordinator {
             }
         }
         while let Some(event) = self.engine.poll_event() {
+            if matches!(event, EngineEvent::RoundCompleted { .. }) {
+                self.round_completed = true;
+            }
             on_event(&event);
         }
     }
@@ -261,6 +316,7 @@ struct Shared {
     schema: Arc<Schema>,
     coordinator: mpsc::Sender<Input>,
     sessions: AtomicUsize,
+    membership: Arc<dyn MembershipSource>,
     pending_by_ip: std::sync::Mutex<BTreeMap<std::net::IpAddr, usize>>,
     metrics: Arc<AggregatorMetrics>,
 }
@@ -295,18 +351,31 @@ pub struct FederationService {
     shared: Arc<Shared>,
 }
 
-/// Builds the service and the coordinator that owns `engine`; `metrics` receives session and
-/// traffic counts (the caller feeds it engine events).
+/// Builds the service and the coordinator that owns `engine`, admitting `config.members`;
+/// `metrics` receives session and traffic counts (the caller feeds it engine events).
 pub fn federation(
     engine: Engine,
     config: ServiceConfig,
     metrics: Arc<AggregatorMetrics>,
 ) -> (FederationService, Coordinator) {
+    let list = Arc::new(MemberList::new(config.members.clone()));
+    federation_with(engine, config, metrics, list)
+}
+
+/// [`federation`] with members decided by `membership` (at join and before every round);
+/// `config.members` is ignored unless `membership` is a fixed list.
+pub fn federation_with(
+    engine: Engine,
+    config: ServiceConfig,
+    metrics: Arc<AggregatorMetrics>,
+    membership: Arc<dyn MembershipSource>,
+) -> (FederationService, Coordinator) {
     // Small: a message may carry a 4 MiB chunk, and a full channel pushes back on the
     // sessions (and through HTTP/2 flow control on the clients) instead of buffering.
     let (tx, rx) = mpsc::channel(8);
-    let ids = config
-        .members
+    let ids = membership
+        .fixed()
+        .unwrap_or_default()
         .iter()
         .enumerate()
         .map(|(i, a)| (*a, ClientId(i as u64)))
@@ -318,6 +387,9 @@ pub fn federation(
         rx,
         ids,
         sessions: BTreeMap::new(),
+        kicks: BTreeMap::new(),
+        membership: membership.clone(),
+        round_completed: false,
         epoch: Instant::now(),
     };
     let service = FederationService {
@@ -326,6 +398,7 @@ pub fn federation(
             schema,
             coordinator: tx,
             sessions: AtomicUsize::new(0),
+            membership,
             pending_by_ip: std::sync::Mutex::new(BTreeMap::new()),
             metrics,
         }),
@@ -503,10 +576,15 @@ async fn run_session(
         ))
     })?;
     let address = Address::from(address);
-    if !cfg.members.contains(&address) {
-        return Err(Status::permission_denied(format!(
-            "{address} is not a member of this federation"
-        )));
+    // A fixed list is checked before the challenge; the chain only for a proven signer (below),
+    // so unauthenticated peers cannot make the aggregator query it.
+    let fixed = shared.membership.fixed().is_some();
+    if fixed {
+        shared
+            .membership
+            .check(address)
+            .await
+            .map_err(|r| r.to_status())?;
     }
     let client_nonce: [u8; 32] = hello
         .client_nonce
@@ -543,14 +621,23 @@ async fn run_session(
             "the join signature is by {signer}, not {address}"
         )));
     }
+    if !fixed {
+        shared
+            .membership
+            .check(address)
+            .await
+            .map_err(|r| r.to_status())?;
+    }
 
     let (msg_tx, msg_rx) = mpsc::unbounded_channel();
     let (reply_tx, reply_rx) = oneshot::channel();
+    let (kick_tx, kick_rx) = oneshot::channel();
     shared
         .coordinator
         .send(Input::Join {
             address,
             outbound: msg_tx,
+            kick: kick_tx,
             reply: reply_tx,
         })
         .await
@@ -581,7 +668,10 @@ async fn run_session(
         address,
         session_id,
     };
-    let result = ctx.read_loop(&mut inbound).await;
+    let result = tokio::select! {
+        result = ctx.read_loop(&mut inbound) => result,
+        Ok(status) = kick_rx => Err(status),
+    };
     writer.abort();
     let _ = shared.coordinator.send(Input::Leave { client }).await;
     shared.metrics.session_delta(-1);

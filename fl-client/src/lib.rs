@@ -119,7 +119,10 @@ pub async fn run<T: Trainer + 'static>(
     trainer: T,
 ) -> Result<(node::NodeReport, T), node::NodeError> {
     let address = key.address();
-    if federation.member_index(address).is_none() {
+    // With members from the chain the aggregator decides (by stake) at join.
+    if federation.members.source == fl_core::config::MembersSource::List
+        && federation.member_index(address).is_none()
+    {
         return Err(node::NodeError::Setup(format!(
             "{address} is not in [members] allowed of federation `{}`; ask the federation to add it",
             federation.federation.id

@@ -201,13 +201,51 @@ impl Default for ClientSection {
     }
 }
 
-/// `[members]`.
+/// `[members]`: a fixed list (`allowed`), or the DAO's staking contract (`source = "chain"`).
+///
+/// ```toml
+/// [members]
+/// source = "chain"      # admit while staked in `role` and not jailed or unbonding
+/// dao = "dao.json"      # the deployment `daofl-dao deploy` wrote
+/// role = "training"     # training (default), inference or annotator
+///
+/// [chain]               # the chain the DAO lives on (embedded state or RPC endpoint)
+/// backend = "embedded"
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MembersSection {
-    /// Ethereum addresses (`0x…`) allowed to join; a member's client id and data partition is
-    /// its position in this list.
+    /// Where membership comes from.
+    #[serde(default)]
+    pub source: MembersSource,
+    /// Ethereum addresses (`0x…`) allowed to join (`source = "list"`); a member's client id and
+    /// data partition is its position in this list.
+    #[serde(default)]
     pub allowed: Vec<String>,
+    /// The DAO deployment file (`dao.json`) whose staking contract decides membership
+    /// (`source = "chain"`); relative to the federation file.
+    #[serde(default)]
+    pub dao: Option<PathBuf>,
+    /// The staking role members must hold (`source = "chain"`): `training` (default),
+    /// `inference` or `annotator`.
+    #[serde(default = "default_member_role")]
+    pub role: String,
+}
+
+fn default_member_role() -> String {
+    "training".into()
+}
+
+/// Where a federation's membership comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembersSource {
+    /// The `allowed` list of the file.
+    #[default]
+    List,
+    /// The DAO's staking contract, on the chain of the `[chain]` section, checked at join and
+    /// before every round.
+    Chain,
 }
 
 /// Why a federation file could not be used.
@@ -297,6 +335,11 @@ impl FederationConfig {
                 }
             }
         }
+        if let Some(dao) = config.members.dao.as_mut()
+            && dao.is_relative()
+        {
+            *dao = base.join(&*dao);
+        }
         let store = &config.aggregator.checkpoints;
         if !store.contains("://") && Path::new(store).is_relative() {
             config.aggregator.checkpoints = base.join(store).to_string_lossy().into_owned();
@@ -367,6 +410,44 @@ impl FederationConfig {
                 }
             }
         }
+        if self.members.source == MembersSource::Chain {
+            if self.members.dao.is_none() {
+                return bad(
+                    "members.source = \"chain\" needs dao = \"dao.json\" (the DAO's deployment)"
+                        .into(),
+                );
+            }
+            if self.chain.is_none() {
+                return bad(
+                    "members.source = \"chain\" needs a [chain] section (the DAO's chain)".into(),
+                );
+            }
+            if !self.members.allowed.is_empty() {
+                return bad(
+                    "members.allowed is the list source; with source = \"chain\" the staking \
+                     contract decides (remove allowed)"
+                        .into(),
+                );
+            }
+            // DP accounting and SecAgg+/HE key material need the member population up front.
+            if self.privacy.is_some() || self.secure_aggregation.is_some() {
+                return bad(
+                    "members.source = \"chain\" cannot be combined with [privacy] or \
+                     [secure_aggregation] yet: both need the member list up front"
+                        .into(),
+                );
+            }
+            if !["training", "inference", "annotator"].contains(&self.members.role.as_str()) {
+                return bad(format!(
+                    "members.role = {:?}: expected training, inference or annotator",
+                    self.members.role
+                ));
+            }
+            return Ok(());
+        }
+        if self.members.dao.is_some() {
+            return bad("members.dao is read only with source = \"chain\"".into());
+        }
         let members = self.members()?;
         if members.len() < f.min_clients {
             return bad(format!(
@@ -426,10 +507,15 @@ impl FederationConfig {
         &self,
         dim: usize,
     ) -> Result<Box<dyn crate::Strategy>, crate::strategy::BuildError> {
+        // With members from the chain the population is open: a round needs `min_clients`.
+        let members = match self.members.source {
+            MembersSource::List => self.members.allowed.len(),
+            MembersSource::Chain => self.federation.min_clients,
+        };
         self.strategy.build(
             self.privacy.as_ref(),
             self.secure_aggregation.as_ref(),
-            self.members.allowed.len(),
+            members,
             dim,
         )
     }
@@ -467,6 +553,52 @@ allowed = ["0x00000000000000000000000000000000000000aa"]
             .parse()
             .unwrap();
         assert_eq!(c.member_index(addr), Some(0));
+    }
+
+    #[test]
+    fn members_from_the_chain_need_a_dao_and_a_chain() {
+        let chain = MINIMAL.replace(
+            "allowed = [\"0x00000000000000000000000000000000000000aa\"]",
+            "source = \"chain\"\ndao = \"dao.json\"\nrole = \"inference\"\n[chain]\nbackend = \"embedded\"",
+        );
+        let c = FederationConfig::parse(&chain, Path::new("/etc/daofl")).unwrap();
+        assert_eq!(c.members.source, MembersSource::Chain);
+        assert_eq!(
+            c.members.dao.as_deref(),
+            Some(Path::new("/etc/daofl/dao.json"))
+        );
+        assert_eq!(c.members.role, "inference");
+        assert!(
+            c.members().unwrap().is_empty(),
+            "no list: ids come at first join"
+        );
+
+        let invalid = |text: &str| match FederationConfig::parse(text, Path::new(".")) {
+            Err(ConfigError::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        assert!(invalid(&chain.replace("dao = \"dao.json\"\n", "")).contains("needs dao"));
+        assert!(invalid(&chain.replace("[chain]\nbackend = \"embedded\"", "")).contains("[chain]"));
+        assert!(
+            invalid(&chain.replace("role = \"inference\"", "role = \"miner\"")).contains("miner")
+        );
+        assert!(
+            invalid(&chain.replace(
+                "source = \"chain\"",
+                "source = \"chain\"\nallowed = [\"0x00000000000000000000000000000000000000aa\"]"
+            ))
+            .contains("remove allowed")
+        );
+        assert!(
+            invalid(&MINIMAL.replace("[members]", "[members]\ndao = \"dao.json\""))
+                .contains("source")
+        );
+        let dp = "[privacy]\nmechanism = \"central\"\nclip_norm = 1.0\nnoise_multiplier = 1.0\nepsilon = 10.0\ndelta = 1e-5\n";
+        assert!(invalid(&format!("{dp}{chain}")).contains("[privacy]"));
+        assert!(matches!(
+            FederationConfig::parse(&chain.replace("\"chain\"", "\"ledger\""), Path::new(".")),
+            Err(ConfigError::Toml(_))
+        ));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use fl_aggregator::anchoring::{
 use fl_aggregator::checkpoint::{CheckpointMeta, CheckpointStore, Manifest, Participant};
 use fl_core::{ContentHash, ParamVec, Schema, TensorSpec};
 
-fn anvil_path() -> Option<PathBuf> {
+pub(crate) fn anvil_path() -> Option<PathBuf> {
     let path = match std::env::var_os("DAOFL_ANVIL") {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -86,7 +86,7 @@ pub(crate) async fn start_with(
 }
 
 /// A hand-driven session.
-struct Raw {
+pub(crate) struct Raw {
     tx: mpsc::Sender<pb::ClientFrame>,
     rx: tonic::Streaming<pb::ServerFrame>,
 }
@@ -95,7 +95,7 @@ fn frame(kind: pb::client_frame::Kind) -> pb::ClientFrame {
     pb::ClientFrame { kind: Some(kind) }
 }
 
-fn hello(key: &MemberKey, schema: &Schema, nonce: [u8; 32]) -> pb::Hello {
+pub(crate) fn hello(key: &MemberKey, schema: &Schema, nonce: [u8; 32]) -> pb::Hello {
     pb::Hello {
         protocol_version: wire::PROTOCOL_VERSION,
         federation_id: "bad-input".into(),
@@ -123,7 +123,7 @@ impl Raw {
         Raw { tx, rx }
     }
 
-    async fn send(&self, kind: pb::client_frame::Kind) {
+    pub(crate) async fn send(&self, kind: pb::client_frame::Kind) {
         // The server may already have ended the stream; the status tells why.
         let _ = self.tx.send(frame(kind)).await;
     }
@@ -138,7 +138,7 @@ impl Raw {
     }
 
     /// Reads until the server ends the session; its status.
-    async fn refusal(&mut self) -> tonic::Status {
+    pub(crate) async fn refusal(&mut self) -> tonic::Status {
         loop {
             if let Err(status) = self.next().await {
                 return status;
@@ -147,7 +147,7 @@ impl Raw {
     }
 
     /// Hello, challenge, a join signed by `signer`; returns the session id.
-    async fn join(
+    pub(crate) async fn join(
         addr: std::net::SocketAddr,
         key: &MemberKey,
         signer: &MemberKey,
@@ -173,7 +173,7 @@ impl Raw {
     }
 
     /// Waits for the welcome and the first fit instruction (with its chunks); its round.
-    async fn until_fit(&mut self) -> u64 {
+    pub(crate) async fn until_fit(&mut self) -> u64 {
         let pb::server_frame::Kind::Welcome(_) = self.next().await.unwrap() else {
             panic!("expected a welcome")
         };
@@ -190,7 +190,7 @@ impl Raw {
 }
 
 /// A correctly signed update header for `params`, with the given round, session and weight.
-fn header(
+pub(crate) fn header(
     key: &MemberKey,
     session_id: [u8; 32],
     round: u64,
@@ -216,7 +216,7 @@ fn header(
     }
 }
 
-fn chunk(round: u64, index: u32, tensor: u32, data: Vec<u8>) -> pb::client_frame::Kind {
+pub(crate) fn chunk(round: u64, index: u32, tensor: u32, data: Vec<u8>) -> pb::client_frame::Kind {
     pb::client_frame::Kind::Chunk(pb::Chunk {
         round,
         index,
@@ -226,7 +226,7 @@ fn chunk(round: u64, index: u32, tensor: u32, data: Vec<u8>) -> pb::client_frame
     })
 }
 
-fn le(values: &[f32]) -> Vec<u8> {
+pub(crate) fn le(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 

@@ -10,6 +10,7 @@ mod e2e;
 mod engine;
 mod grpc;
 mod he_grpc;
+mod membership;
 mod own_model;
 mod secagg;
 mod secagg_grpc;

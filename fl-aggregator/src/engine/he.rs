@@ -16,7 +16,7 @@ use secure_agg::he::{
 };
 
 use super::secure::MetricSums;
-use super::{Engine, EngineError, FitStage, SecureSetup, State, unexpected};
+use super::{Engine, EngineError, FitStage, Protocol, SecureSetup, State, unexpected};
 
 /// The committee of a homomorphic federation: its parameters, joint public key, and the
 /// client each committee index belongs to.
@@ -133,8 +133,8 @@ impl Engine {
     ) -> Result<&mut HeStage, EngineError> {
         match &mut self.state {
             State::Fit(stage) if stage.round == round && stage.pending.contains(&client) => {
-                match stage.he.as_mut() {
-                    Some(s) if s.step == step => Ok(s),
+                match &mut stage.protocol {
+                    Protocol::Homomorphic(s) if s.step == step => Ok(s),
                     _ => Err(unexpected(client, round, Stage::Fit)),
                 }
             }
@@ -218,8 +218,12 @@ impl Engine {
     /// The current step is over: ask the committee, or combine and aggregate.
     pub(super) fn advance_he(&mut self, now: Duration, mut stage: FitStage) {
         let round = stage.round;
-        let Some(mut he) = stage.he.take() else {
-            return self.close_fit(now, stage);
+        let mut he = match std::mem::replace(&mut stage.protocol, Protocol::Plain) {
+            Protocol::Homomorphic(h) => h,
+            other => {
+                stage.protocol = other;
+                return self.close_fit(now, stage);
+            }
         };
         let Some(setup) = self.secure.as_ref() else {
             return self.abort_round(
@@ -299,7 +303,7 @@ impl Engine {
                 he.step = Step::Decrypt;
                 stage.pending = chosen.iter().map(|(_, c)| *c).collect();
                 stage.deadline = now + step_timeout;
-                stage.he = Some(he);
+                stage.protocol = Protocol::Homomorphic(he);
                 self.state = State::Fit(stage);
             }
             Step::Decrypt => {

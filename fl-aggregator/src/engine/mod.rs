@@ -92,11 +92,19 @@ struct FitStage {
     min_results: usize,
     dropped: usize,
     deadline: Duration,
-    /// The secure-aggregation protocol of this stage, when the federation runs one:
-    /// `pending` then holds the clients owing its current step.
-    secure: Option<Box<secure::SecureStage>>,
-    /// The homomorphic aggregation of this stage, when the federation runs one.
-    he: Option<Box<he::HeStage>>,
+    /// How members upload: `pending` holds the clients owing the protocol's current step.
+    protocol: Protocol,
+}
+
+/// The update protocol of a fit stage: members upload their updates in the clear, or take
+/// part in SecAgg+ or homomorphic aggregation, whose steps the engine relays.
+enum Protocol {
+    /// Plain updates, collected as they arrive ([`Collected`]).
+    Plain,
+    /// SecAgg+: the protocol's state between its steps.
+    SecAgg(Box<secure::SecureStage>),
+    /// Homomorphic aggregation: encrypted uploads, then the committee's decryption.
+    Homomorphic(Box<he::HeStage>),
 }
 
 struct EvaluateStage {

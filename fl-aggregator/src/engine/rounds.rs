@@ -162,8 +162,11 @@ impl Engine {
                     (Some(_), Some(setup)) => setup.config.step_timeout(),
                     _ => self.config.fit_timeout,
                 },
-            secure,
-            he: he_stage,
+            protocol: match (secure, he_stage) {
+                (Some(s), _) => Protocol::SecAgg(s),
+                (None, Some(h)) => Protocol::Homomorphic(h),
+                (None, None) => Protocol::Plain,
+            },
         });
         // Secure aggregation decodes the sum against the global model, so it stays.
         if self.config.release_params_during_fit
@@ -215,8 +218,12 @@ impl Engine {
             return;
         }
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Fit(stage) if stage.secure.is_some() => self.advance_secure(now, stage),
-            State::Fit(stage) if stage.he.is_some() => self.advance_he(now, stage),
+            State::Fit(stage) if matches!(stage.protocol, Protocol::SecAgg(_)) => {
+                self.advance_secure(now, stage)
+            }
+            State::Fit(stage) if matches!(stage.protocol, Protocol::Homomorphic(_)) => {
+                self.advance_he(now, stage)
+            }
             State::Fit(stage) => self.close_fit(now, stage),
             State::Evaluate(stage) => self.close_evaluate(now, stage),
             other => self.state = other,

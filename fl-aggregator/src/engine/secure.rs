@@ -30,7 +30,7 @@ use secure_agg::{
     UnmaskResponse,
 };
 
-use super::{DropReason, Engine, EngineError, EngineEvent, FitStage, State, unexpected};
+use super::{DropReason, Engine, EngineError, EngineEvent, FitStage, Protocol, State, unexpected};
 
 /// Secure aggregation for an [`Engine`]: settings, the federation's member list (client id =
 /// position, to check signatures) and the run's session binding.
@@ -194,8 +194,8 @@ impl Engine {
     ) -> Result<&mut SecureStage, EngineError> {
         match &mut self.state {
             State::Fit(stage) if stage.round == round && stage.pending.contains(&client) => {
-                match stage.secure.as_mut() {
-                    Some(s) if s.step == step => Ok(s),
+                match &mut stage.protocol {
+                    Protocol::SecAgg(s) if s.step == step => Ok(s),
                     _ => Err(unexpected(client, round, Stage::Fit)),
                 }
             }
@@ -273,7 +273,7 @@ impl Engine {
         stage.pending.remove(&client);
         match outcome {
             Ok(()) => {
-                if let Some(s) = stage.secure.as_mut() {
+                if let Protocol::SecAgg(s) = &mut stage.protocol {
                     s.answered.insert(client);
                 }
                 Ok(())
@@ -295,8 +295,12 @@ impl Engine {
     /// step's messages, or finish the stage.
     pub(super) fn advance_secure(&mut self, now: Duration, mut stage: FitStage) {
         let round = stage.round;
-        let Some(mut secure) = stage.secure.take() else {
-            return self.close_fit(now, stage);
+        let mut secure = match std::mem::replace(&mut stage.protocol, Protocol::Plain) {
+            Protocol::SecAgg(s) => s,
+            other => {
+                stage.protocol = other;
+                return self.close_fit(now, stage);
+            }
         };
         let answered = std::mem::take(&mut secure.answered);
         let step_timeout = self
@@ -391,7 +395,7 @@ impl Engine {
         }
         secure.step = next;
         stage.deadline = now + timeout;
-        stage.secure = Some(secure);
+        stage.protocol = Protocol::SecAgg(secure);
         self.state = State::Fit(stage);
         // Nobody left to wait for (e.g. every member dropped): close at once.
         self.maybe_close_stage(now);

@@ -8,7 +8,7 @@
 //! [`Coordinator`] task owns the engine and is the only place its state changes; it never
 //! waits on a client.
 //!
-//! Who may join is a [`MembershipSource`](crate::membership::MembershipSource) (the file's list
+//! Who may join is a [`MembershipSource`] (the file's list
 //! or the DAO's staking contract), consulted at join and, by the coordinator, for every
 //! connected member before each round.
 //!

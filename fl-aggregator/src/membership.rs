@@ -38,7 +38,7 @@ pub enum Refusal {
     #[error("{0} is not a member of this federation")]
     NotListed(Address),
     /// The staking contract refused: no stake, too little, jailed or unbonding.
-    #[error("{address} is not admitted as a {role:?} node: {} ({membership:?})", membership.refusal().unwrap_or("admitted"))]
+    #[error("{address} is not admitted as a {} node: {}", role_name(*role), detail(membership))]
     Stake {
         /// The address.
         address: Address,
@@ -55,6 +55,35 @@ pub enum Refusal {
         /// The endpoint's error.
         reason: String,
     },
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Training => "training",
+        Role::Inference => "inference",
+        Role::Annotator => "annotator",
+    }
+}
+
+/// The refusal's reason first (`no stake`, `too little`, `jailed`, `unbonding`), then its numbers
+/// in whole tokens.
+fn detail(m: &Membership) -> String {
+    let whole = |v: &dao::chain_anchor::alloy::primitives::U256| *v / dao::tokens(1);
+    let reason = m.refusal().unwrap_or("admitted");
+    match m {
+        Membership::Ok { .. } | Membership::NoStake => reason.to_owned(),
+        Membership::TooLittle { stake, minimum } => format!(
+            "{reason} ({} staked, the role needs {})",
+            whole(stake),
+            whole(minimum)
+        ),
+        Membership::Jailed { until } => format!("{reason} until {until} (unix seconds)"),
+        Membership::Unbonding { stake, unbonding } => format!(
+            "{reason} ({} unbonding, {} still staked)",
+            whole(unbonding),
+            whole(stake)
+        ),
+    }
 }
 
 impl Refusal {

@@ -381,6 +381,43 @@ async fn chain_source_gives_typed_refusals_and_caches_admissions_per_round() {
             ..
         })
     ));
+    let small = chain.key();
+    chain.stake(&small, 5_000).await;
+    let refusal = source.check(small.address()).await.unwrap_err();
+    assert!(
+        matches!(
+            refusal,
+            Refusal::Stake {
+                membership: Membership::TooLittle { stake, minimum },
+                ..
+            } if stake == tokens(5_000) && minimum == tokens(10_000)
+        ),
+        "{refusal:?}"
+    );
+    assert_eq!(refusal.to_status().code(), Code::PermissionDenied);
+    assert!(
+        refusal
+            .to_string()
+            .ends_with("training node: too little (5000 staked, the role needs 10000)"),
+        "{refusal}"
+    );
+    let jailed = chain.key();
+    chain.stake(&jailed, 10_000).await;
+    chain
+        .slasher
+        .jail(jailed.address(), 4_000_000_000, Default::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        source.check(jailed.address()).await,
+        Err(Refusal::Stake {
+            membership: Membership::Jailed {
+                until: 4_000_000_000
+            },
+            ..
+        })
+    ));
+
     chain.stake(&key, 10_000).await;
     assert_eq!(source.check(key.address()).await, Ok(()));
     // Unstaking starts unbonding; the admission stays cached until the next round.

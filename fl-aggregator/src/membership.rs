@@ -2,7 +2,10 @@
 //!
 //! The gRPC [`service`](crate::service) consults a [`MembershipSource`] at every join and, through
 //! the coordinator, for every connected member before each round; the round engine knows nothing
-//! of it. [`MemberList`] is the file's `[members] allowed` list; [`ChainMembers`] asks the DAO's
+//! of it. "Before each round" is when the coordinator sees the previous round complete: the engine
+//! may already have sent the next round's instructions, but a refused member's session ends and
+//! it is dropped from that round before it can contribute. The re-check asks the source once per
+//! connected member, one after the other. [`MemberList`] is the file's `[members] allowed` list; [`ChainMembers`] asks the DAO's
 //! `Staking` contract ([`dao::Dao::membership`]) and admits an address only while it has at least
 //! the role's stake and is neither jailed nor unbonding.
 //!

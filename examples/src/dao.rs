@@ -5,7 +5,7 @@
 //! one the rounds are anchored on), the team claims its vested tokens and delegates them to
 //! itself, and gives every member the training-node stake, which each member stakes; the
 //! members the Staking contract admits (through the aggregator's
-//! [`ChainMembers`](fl_aggregator::membership::ChainMembers)) are counted. After training,
+//! [`ChainMembers`]) are counted. After training,
 //! [`promote`] proposes the final anchored checkpoint as the community's model, the team and
 //! the members vote for it, it is queued, the chain's clock jumps over the 7-day timelock, it is
 //! executed, and the model registry is read back. Every step's proposal state, chain time and

@@ -2,7 +2,10 @@
 //!
 //! The gRPC [`service`](crate::service) consults a [`MembershipSource`] at every join and, through
 //! the coordinator, for every connected member before each round; the round engine knows nothing
-//! of it. [`MemberList`] is the file's `[members] allowed` list; [`ChainMembers`] asks the DAO's
+//! of it. "Before each round" is when the coordinator sees the previous round complete: the engine
+//! may already have sent the next round's instructions, but a refused member's session ends and
+//! it is dropped from that round before it can contribute. The re-check asks the source once per
+//! connected member, one after the other. [`MemberList`] is the file's `[members] allowed` list; [`ChainMembers`] asks the DAO's
 //! `Staking` contract ([`dao::Dao::membership`]) and admits an address only while it has at least
 //! the role's stake and is neither jailed nor unbonding.
 //!
@@ -38,7 +41,7 @@ pub enum Refusal {
     #[error("{0} is not a member of this federation")]
     NotListed(Address),
     /// The staking contract refused: no stake, too little, jailed or unbonding.
-    #[error("{address} is not admitted as a {role:?} node: {} ({membership:?})", membership.refusal().unwrap_or("admitted"))]
+    #[error("{address} is not admitted as a {} node: {}", role_name(*role), detail(membership))]
     Stake {
         /// The address.
         address: Address,
@@ -55,6 +58,35 @@ pub enum Refusal {
         /// The endpoint's error.
         reason: String,
     },
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Training => "training",
+        Role::Inference => "inference",
+        Role::Annotator => "annotator",
+    }
+}
+
+/// The refusal's reason first (`no stake`, `too little`, `jailed`, `unbonding`), then its numbers
+/// in whole tokens.
+fn detail(m: &Membership) -> String {
+    let whole = |v: &dao::chain_anchor::alloy::primitives::U256| *v / dao::tokens(1);
+    let reason = m.refusal().unwrap_or("admitted");
+    match m {
+        Membership::Ok { .. } | Membership::NoStake => reason.to_owned(),
+        Membership::TooLittle { stake, minimum } => format!(
+            "{reason} ({} staked, the role needs {})",
+            whole(stake),
+            whole(minimum)
+        ),
+        Membership::Jailed { until } => format!("{reason} until {until} (unix seconds)"),
+        Membership::Unbonding { stake, unbonding } => format!(
+            "{reason} ({} unbonding, {} still staked)",
+            whole(unbonding),
+            whole(stake)
+        ),
+    }
 }
 
 impl Refusal {

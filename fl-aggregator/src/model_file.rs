@@ -10,8 +10,8 @@
 //! params_cid = "bafkrei..."       # optional: refuse any other parameters
 //! ```
 //!
-//! Members write both files from their trainer with [`write`]; the aggregator reads them with
-//! [`load`] and refuses members whose schema differs (naming the tensors that do).
+//! Members write both files from their trainer with [`write()`]; the aggregator reads them with
+//! [`load()`] and refuses members whose schema differs (naming the tensors that do).
 
 use std::path::{Path, PathBuf};
 

@@ -8,7 +8,7 @@
 //! [`Coordinator`] task owns the engine and is the only place its state changes; it never
 //! waits on a client.
 //!
-//! Who may join is a [`MembershipSource`](crate::membership::MembershipSource) (the file's list
+//! Who may join is a [`MembershipSource`] (the file's list
 //! or the DAO's staking contract), consulted at join and, by the coordinator, for every
 //! connected member before each round.
 //!
@@ -215,7 +215,8 @@ impl Coordinator {
     }
 
     /// Before the next round: forgets the membership cache and ends the session of every
-    /// connected member the source no longer admits (its status names the reason).
+    /// connected member the source no longer admits (its status names the reason). A member
+    /// whose check fails only because the chain cannot be reached stays.
     async fn recheck_members(&mut self) {
         self.membership.new_round();
         let connected: Vec<(Address, ClientId)> = self
@@ -225,14 +226,21 @@ impl Coordinator {
             .map(|(a, c)| (*a, *c))
             .collect();
         for (address, client) in connected {
-            if let Err(refusal) = self.membership.check(address).await {
-                tracing::info!(%client, %address, "member refused before the round: {refusal}");
-                self.sessions.remove(&client);
-                if let Some(kick) = self.kicks.remove(&client) {
-                    let _ = kick.send(refusal.to_status());
+            match self.membership.check(address).await {
+                Ok(()) => {}
+                // An endpoint outage does not eject members admitted before it.
+                Err(refusal @ crate::membership::Refusal::Unavailable { .. }) => {
+                    tracing::warn!(%client, %address, "kept without a fresh check: {refusal}");
                 }
-                let now = self.now();
-                self.engine.handle_disconnect(now, client);
+                Err(refusal) => {
+                    tracing::info!(%client, %address, "member refused before the round: {refusal}");
+                    self.sessions.remove(&client);
+                    if let Some(kick) = self.kicks.remove(&client) {
+                        let _ = kick.send(refusal.to_status());
+                    }
+                    let now = self.now();
+                    self.engine.handle_disconnect(now, client);
+                }
             }
         }
     }

@@ -128,7 +128,7 @@ impl Raw {
         let _ = self.tx.send(frame(kind)).await;
     }
 
-    async fn next(&mut self) -> Result<pb::server_frame::Kind, tonic::Status> {
+    pub(crate) async fn next(&mut self) -> Result<pb::server_frame::Kind, tonic::Status> {
         match tokio::time::timeout(Duration::from_secs(10), self.rx.message()).await {
             Ok(Ok(Some(f))) => Ok(f.kind.expect("frames carry a kind")),
             Ok(Ok(None)) => panic!("stream ended without a status"),

@@ -160,6 +160,10 @@ struct Live {
 }
 
 async fn start(chain: &Chain) -> Live {
+    start_with_source(Arc::new(chain.source())).await
+}
+
+async fn start_with_source(source: Arc<dyn MembershipSource>) -> Live {
     let schema = crate::support::schema();
     let engine = Engine::new(
         EngineConfig {
@@ -180,12 +184,8 @@ async fn start(chain: &Chain) -> Live {
     let mut config = ServiceConfig::new("bad-input", Vec::new());
     config.max_chunk_bytes = 8;
     config.handshake_timeout = Duration::from_secs(5);
-    let (service, coordinator) = federation_with(
-        engine,
-        config,
-        Arc::new(AggregatorMetrics::new()),
-        Arc::new(chain.source()),
-    );
+    let (service, coordinator) =
+        federation_with(engine, config, Arc::new(AggregatorMetrics::new()), source);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -321,6 +321,52 @@ async fn jailed_during_a_round_is_refused_before_the_next(chain: Chain) {
     assert!(status.message().contains("jailed"), "{}", status.message());
 }
 
+/// Admits every address once, then cannot reach its chain.
+struct FlakyChain(std::sync::Mutex<std::collections::BTreeSet<fl_core::Address>>);
+
+impl MembershipSource for FlakyChain {
+    fn check(&self, address: fl_core::Address) -> fl_aggregator::membership::CheckFuture<'_> {
+        let first = self.0.lock().unwrap().insert(address);
+        Box::pin(async move {
+            if first {
+                Ok(())
+            } else {
+                Err(Refusal::Unavailable {
+                    address,
+                    reason: "connection refused".into(),
+                })
+            }
+        })
+    }
+}
+
+/// An endpoint outage between rounds does not eject a member admitted before it: it is asked to
+/// train the next round.
+#[tokio::test]
+async fn an_unreachable_chain_between_rounds_keeps_admitted_members() {
+    let schema = crate::support::schema();
+    let member = MemberKey::generate();
+    let live = start_with_source(Arc::new(FlakyChain(Default::default()))).await;
+    let (mut raw, session_id) = Raw::join(live.addr, &member, &member, &schema).await;
+    assert_eq!(raw.until_fit().await, 1);
+    let params = ParamVec::new(schema.clone(), vec![1.0, 2.0]).unwrap();
+    raw.send(pb::client_frame::Kind::Update(crate::grpc::header(
+        &member, session_id, 1, &params, 4,
+    )))
+    .await;
+    raw.send(crate::grpc::chunk(1, 0, 0, crate::grpc::le(&[1.0, 2.0])))
+        .await;
+    // Round 2's fit instruction comes (after an evaluation the member leaves unanswered).
+    let round = loop {
+        match raw.next().await {
+            Ok(pb::server_frame::Kind::Instruction(ins)) if ins.round == 2 => break ins.round,
+            Ok(_) => continue,
+            Err(status) => panic!("ejected: {status:?}"),
+        }
+    };
+    assert_eq!(round, 2);
+}
+
 /// The source's typed refusals, variant by variant, and the per-round cache.
 #[tokio::test]
 async fn chain_source_gives_typed_refusals_and_caches_admissions_per_round() {
@@ -335,6 +381,43 @@ async fn chain_source_gives_typed_refusals_and_caches_admissions_per_round() {
             ..
         })
     ));
+    let small = chain.key();
+    chain.stake(&small, 5_000).await;
+    let refusal = source.check(small.address()).await.unwrap_err();
+    assert!(
+        matches!(
+            refusal,
+            Refusal::Stake {
+                membership: Membership::TooLittle { stake, minimum },
+                ..
+            } if stake == tokens(5_000) && minimum == tokens(10_000)
+        ),
+        "{refusal:?}"
+    );
+    assert_eq!(refusal.to_status().code(), Code::PermissionDenied);
+    assert!(
+        refusal
+            .to_string()
+            .ends_with("training node: too little (5000 staked, the role needs 10000)"),
+        "{refusal}"
+    );
+    let jailed = chain.key();
+    chain.stake(&jailed, 10_000).await;
+    chain
+        .slasher
+        .jail(jailed.address(), 4_000_000_000, Default::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        source.check(jailed.address()).await,
+        Err(Refusal::Stake {
+            membership: Membership::Jailed {
+                until: 4_000_000_000
+            },
+            ..
+        })
+    ));
+
     chain.stake(&key, 10_000).await;
     assert_eq!(source.check(key.address()).await, Ok(()));
     // Unstaking starts unbonding; the admission stays cached until the next round.

@@ -205,10 +205,19 @@ fn run(
     let key = MemberKey::load_key_file(&key)?;
     let address = key.address();
     let index = config.member_index(address).ok_or_else(|| {
-        format!(
-            "{address} is not in [members] allowed of {}; ask the federation to add it",
-            path.display()
-        )
+        if config.members.source == fl_core::config::MembersSource::Chain {
+            format!(
+                "{} takes its members from the chain; the built-in datasets split data by a \
+                 member's position in [members] allowed, so embed the client with your own data \
+                 (fl_client::run, see the README's \"Embedding the client\")",
+                path.display()
+            )
+        } else {
+            format!(
+                "{address} is not in [members] allowed of {}; ask the federation to add it",
+                path.display()
+            )
+        }
     })?;
     let trainer = fl_client::federation::member_trainer(&config, index)?;
     tracing::info!(%address, member = index, params = trainer.get_parameters().schema().num_values(), "member ready");

@@ -247,8 +247,8 @@ contract Settlement is AccessControl, EIP712 {
         _setParams(params_);
     }
 
-    function _setValidators(address[] memory validators_, uint8 quorum_) private {
-        uint256 n = validators.length;
+    function _setValidators(address[] memory set, uint8 quorum_) private {
+        uint256 n = set.length;
         // An empty set with quorum 0 is allowed (nothing can be posted until governance sets one).
         if (n > MAX_VALIDATORS || quorum_ > n || (n > 0 && uint256(quorum_) * 2 <= n) || (n == 0 && quorum_ != 0)) {
             revert InvalidValidatorSet(n, quorum_);

@@ -95,16 +95,19 @@ mod client;
 mod config;
 mod deploy;
 mod error;
+pub mod settle;
 mod types;
 
 pub use backend::{Backend, EmbeddedBackend, RpcBackend, RpcTimeouts, TxReceipt};
-pub use client::{Dao, SignedPermit};
+pub use client::{Dao, EpochState, SignedPermit};
 pub use config::{
     AllocationConfig, DATA_POOL_RELEASE, DAY, DaoConfig, GovernanceConfig, INVESTOR_VESTING,
-    MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, StakingConfig, TEAM_VESTING, TokenConfig, YEAR,
+    MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, SettlementConfig, StakingConfig, TEAM_VESTING,
+    TokenConfig, YEAR,
     tokens,
 };
 pub use deploy::{DaoDeployment, deploy};
+pub use settle::{RewardTree, RootMessage, VerdictMessage};
 pub use error::{Error, Result, Revert};
 pub use types::{
     Action, CurrentModel, Membership, Promotion, Proposal, ProposalState, ProposalStatus, Role,

@@ -4,6 +4,7 @@
 
 mod hostile;
 mod invariants;
+mod settlement;
 mod suite;
 mod support;
 
@@ -20,6 +21,21 @@ async fn suite_on_anvil() {
     let Some(path) = anvil_path() else { return };
     let world = World::anvil(&path).await;
     suite::run(&world).await;
+}
+
+#[tokio::test]
+async fn settlement_on_embedded_evm() {
+    let world = World::embedded().await;
+    let gas = settlement::run(&world).await;
+    eprintln!("settlement gas (embedded EVM): {gas:?}");
+}
+
+#[tokio::test]
+async fn settlement_on_anvil() {
+    let Some(path) = anvil_path() else { return };
+    let world = World::anvil(&path).await;
+    let gas = settlement::run(&world).await;
+    eprintln!("settlement gas (anvil): {gas:?}");
 }
 
 /// The embedded chain persists the DAO: reopening the state folder (as every `daofl-dao`

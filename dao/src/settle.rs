@@ -1,0 +1,234 @@
+//! Reward lists as Merkle trees, and the validator signatures over roots and verdicts.
+//!
+//! An epoch's rewards are a list of (address, amount) pairs. [`RewardTree`] builds the
+//! OpenZeppelin `StandardMerkleTree` over the leaves `keccak256(keccak256(abi.encode(address,
+//! uint256)))` with chain-anchor's [`merkle`](chain_anchor::merkle) module, so `Settlement.claim`
+//! (OpenZeppelin `MerkleProof`) accepts its proofs. [`sign_root`] and [`sign_verdict`] produce the
+//! EIP-712 signatures a QA validator contributes.
+
+use std::collections::BTreeMap;
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{Eip712Domain, SolStruct, SolValue, eip712_domain};
+use chain_anchor::merkle::{MerkleTree, standard_leaf, verify_proof};
+
+use crate::bindings::{Root, Verdict};
+use crate::{Error, Result};
+
+/// The leaf of `(account, amount)`: `keccak256(keccak256(abi.encode(account, amount)))`.
+pub fn reward_leaf(account: Address, amount: U256) -> B256 {
+    standard_leaf(&(account, amount).abi_encode())
+}
+
+/// An epoch's reward list and its Merkle tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewardTree {
+    amounts: BTreeMap<Address, U256>,
+    tree: MerkleTree,
+    total: U256,
+}
+
+impl RewardTree {
+    /// Builds the tree of `rewards`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty list, a zero address or amount, an address listed
+    /// twice, or a total above `uint128`.
+    pub fn new(rewards: &[(Address, U256)]) -> Result<Self> {
+        if rewards.is_empty() {
+            return Err(Error::InvalidInput("an empty reward list".into()));
+        }
+        let mut amounts = BTreeMap::new();
+        let mut total = U256::ZERO;
+        for &(account, amount) in rewards {
+            if account.is_zero() || amount.is_zero() {
+                return Err(Error::InvalidInput(format!(
+                    "reward of {amount} to {account}: zero address or amount"
+                )));
+            }
+            if amounts.insert(account, amount).is_some() {
+                return Err(Error::InvalidInput(format!("{account} is listed twice")));
+            }
+            total = total
+                .checked_add(amount)
+                .filter(|t| *t <= U256::from(u128::MAX))
+                .ok_or_else(|| Error::InvalidInput("the total exceeds uint128".into()))?;
+        }
+        let leaves: Vec<B256> = amounts.iter().map(|(a, v)| reward_leaf(*a, *v)).collect();
+        Ok(Self {
+            tree: MerkleTree::new(&leaves),
+            amounts,
+            total,
+        })
+    }
+
+    /// The root validators sign.
+    pub fn root(&self) -> B256 {
+        self.tree.root()
+    }
+
+    /// The sum of the amounts.
+    pub fn total(&self) -> U256 {
+        self.total
+    }
+
+    /// The sum as the contract's `uint128`.
+    pub fn total_u128(&self) -> u128 {
+        // `new` bounds the total by u128::MAX.
+        self.total.saturating_to()
+    }
+
+    /// The amount of `account`, if listed.
+    pub fn amount(&self, account: Address) -> Option<U256> {
+        self.amounts.get(&account).copied()
+    }
+
+    /// The listed accounts and amounts, by address.
+    pub fn rewards(&self) -> impl Iterator<Item = (Address, U256)> + '_ {
+        self.amounts.iter().map(|(a, v)| (*a, *v))
+    }
+
+    /// The amount and proof of `account`, if listed.
+    pub fn proof(&self, account: Address) -> Option<(U256, Vec<B256>)> {
+        let amount = self.amount(account)?;
+        let proof = self.tree.proof(reward_leaf(account, amount))?;
+        Some((amount, proof))
+    }
+
+    /// Whether `proof` leads from `(account, amount)` to `root`.
+    pub fn verify(root: B256, account: Address, amount: U256, proof: &[B256]) -> bool {
+        verify_proof(root, reward_leaf(account, amount), proof)
+    }
+}
+
+/// The EIP-712 domain of the Settlement contract at `settlement` on `chain_id`.
+pub fn settlement_domain(chain_id: u64, settlement: Address) -> Eip712Domain {
+    eip712_domain! {
+        name: "daofl Settlement",
+        version: "1",
+        chain_id: chain_id,
+        verifying_contract: settlement,
+    }
+}
+
+/// What a validator signs for an epoch's root: the epoch, the root, the total and the claim deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootMessage {
+    /// Epoch number.
+    pub epoch: u64,
+    /// The reward tree's root.
+    pub root: B256,
+    /// The sum of the leaves.
+    pub total: u128,
+    /// Claim deadline (unix seconds); unclaimed amounts return to the pool after it.
+    pub deadline: u64,
+}
+
+impl RootMessage {
+    /// The message of `tree` for `epoch` with `deadline`.
+    pub fn of(epoch: u64, tree: &RewardTree, deadline: u64) -> Self {
+        Self {
+            epoch,
+            root: tree.root(),
+            total: tree.total_u128(),
+            deadline,
+        }
+    }
+
+    /// The EIP-712 digest under `domain`.
+    pub fn digest(&self, domain: &Eip712Domain) -> B256 {
+        Root {
+            epoch: self.epoch,
+            root: self.root,
+            total: U256::from(self.total),
+            deadline: self.deadline,
+        }
+        .eip712_signing_hash(domain)
+    }
+}
+
+/// What a validator signs for a slash: the member, the evidence's content hash, the fraction
+/// (basis points, the governed one) and the last time the verdict may be posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerdictMessage {
+    /// The member to slash.
+    pub member: Address,
+    /// Content hash of the QA evidence.
+    pub evidence: B256,
+    /// Fraction of the training stake in basis points.
+    pub fraction_bps: u16,
+    /// Last time the verdict may be posted (unix seconds).
+    pub deadline: u64,
+}
+
+impl VerdictMessage {
+    /// The EIP-712 digest under `domain`; also the verdict's id on chain.
+    pub fn digest(&self, domain: &Eip712Domain) -> B256 {
+        Verdict {
+            member: self.member,
+            evidence: self.evidence,
+            fractionBps: self.fraction_bps,
+            deadline: self.deadline,
+        }
+        .eip712_signing_hash(domain)
+    }
+}
+
+fn sign(signer: &PrivateKeySigner, digest: &B256) -> Result<Bytes> {
+    let signature = signer
+        .sign_hash_sync(digest)
+        .map_err(|e| Error::InvalidInput(format!("signing: {e}")))?;
+    Ok(Bytes::from(signature.as_bytes().to_vec()))
+}
+
+/// A validator's 65-byte signature of `message`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] if signing fails.
+pub fn sign_root(
+    signer: &PrivateKeySigner,
+    domain: &Eip712Domain,
+    message: &RootMessage,
+) -> Result<Bytes> {
+    sign(signer, &message.digest(domain))
+}
+
+/// A validator's 65-byte signature of `message`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] if signing fails.
+pub fn sign_verdict(
+    signer: &PrivateKeySigner,
+    domain: &Eip712Domain,
+    message: &VerdictMessage,
+) -> Result<Bytes> {
+    sign(signer, &message.digest(domain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proofs_verify_and_bad_lists_are_refused() {
+        let a = Address::repeat_byte(1);
+        let b = Address::repeat_byte(2);
+        let c = Address::repeat_byte(3);
+        let t = RewardTree::new(&[(a, U256::from(5)), (b, U256::from(7)), (c, U256::from(1))])
+            .unwrap();
+        assert_eq!(t.total(), U256::from(13));
+        for (acct, amt) in t.rewards() {
+            let (amount, proof) = t.proof(acct).unwrap();
+            assert_eq!(amount, amt);
+            assert!(RewardTree::verify(t.root(), acct, amount, &proof));
+            assert!(!RewardTree::verify(t.root(), acct, amount + U256::from(1), &proof));
+        }
+        assert!(t.proof(Address::repeat_byte(9)).is_none());
+        assert!(RewardTree::new(&[]).is_err());
+        assert!(RewardTree::new(&[(a, U256::ZERO)]).is_err());
+        assert!(RewardTree::new(&[(a, U256::from(1)), (a, U256::from(2))]).is_err());
+        assert!(RewardTree::new(&[(a, U256::from(u128::MAX)), (b, U256::from(1))]).is_err());
+    }
+}

@@ -158,7 +158,7 @@ pub async fn run(w: &World) -> Gas {
     // Epoch 3: one member claims (already delegated: the plain claim cost), the rest is swept.
     let tree3 = RewardTree::new(&[(members[0], tok(3)), (members[3], tok(4))]).unwrap();
     let now = w.deployer.now().await.unwrap();
-    let msg3 = RootMessage::of(3, &tree3, now + 7 * DAY + 30 * DAY);
+    let msg3 = RootMessage::of(3, &tree3, now + 7 * DAY + 30 * DAY + 60);
     w.deployer
         .post_root(&msg3, &sigs(&[&v[0], &v[1], &v[3]], &domain, &msg3))
         .await

@@ -34,7 +34,9 @@ interface ISettlementStaking {
 
 /// @title daofl settlement: rewards by Merkle root and slashing, both signed by a validator quorum
 /// @notice Rewards: an epoch's (address, amount) list in OpenZeppelin StandardMerkleTree layout
-/// (leaf = keccak256(bytes.concat(keccak256(abi.encode(account, amount))))) is posted with the
+/// (leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount)))), the index
+/// numbering the leaves 0..n-1 so that claims are marked in a bitmap, as in Uniswap's
+/// MerkleDistributor) is posted with the
 /// EIP-712 signatures of at least `quorum` distinct QA validators over
 /// Root(epoch, root, total, deadline). Posting pulls `total` from the training pool into this
 /// contract; the root becomes claimable `challengeWindow` seconds later, until then governance
@@ -120,7 +122,7 @@ contract Settlement is AccessControl, EIP712 {
     mapping(address => bool) public isValidator;
 
     mapping(uint64 epoch => Epoch) private _epochs;
-    mapping(uint64 epoch => mapping(address account => bool)) public claimed;
+    mapping(uint64 epoch => mapping(uint256 word => uint256)) private _claimedBitMap;
     mapping(bytes32 id => Verdict) private _verdicts;
 
     /// @notice The validator set and quorum changed.
@@ -131,8 +133,8 @@ contract Settlement is AccessControl, EIP712 {
     event RootPosted(uint64 indexed epoch, bytes32 root, uint256 total, uint64 claimableAt, uint64 deadline);
     /// @notice A pending epoch root was cancelled by `by`; its total went back to the pool.
     event RootCancelled(uint64 indexed epoch, address by);
-    /// @notice `account` claimed `amount` of `epoch`.
-    event Claimed(uint64 indexed epoch, address indexed account, uint256 amount);
+    /// @notice `account` claimed `amount` of `epoch` (leaf `index`).
+    event Claimed(uint64 indexed epoch, uint256 index, address indexed account, uint256 amount);
     /// @notice The unclaimed `amount` of `epoch` went back to the pool.
     event Swept(uint64 indexed epoch, uint256 amount);
     /// @notice A slashing verdict was accepted; executable from `executableAt`.
@@ -182,8 +184,8 @@ contract Settlement is AccessControl, EIP712 {
     error ClaimPeriodOpen(uint64 deadline);
     /// @notice The epoch was already swept.
     error AlreadySwept(uint64 epoch);
-    /// @notice `account` already claimed this epoch.
-    error AlreadyClaimed(uint64 epoch, address account);
+    /// @notice Leaf `index` of `epoch` was already claimed.
+    error AlreadyClaimed(uint64 epoch, uint256 index);
     /// @notice A claim for an account other than the caller.
     error NotClaimant(address account, address caller);
     /// @notice The proof does not lead from (account, amount) to the epoch's root.
@@ -287,6 +289,11 @@ contract Settlement is AccessControl, EIP712 {
         return _epochs[epoch_];
     }
 
+    /// @notice Whether leaf `index` of `epoch_` was claimed.
+    function isClaimed(uint64 epoch_, uint256 index) public view returns (bool) {
+        return (_claimedBitMap[epoch_][index >> 8] >> (index & 0xff)) & 1 == 1;
+    }
+
     /// @notice A verdict by id.
     function verdict(bytes32 id) external view returns (Verdict memory) {
         return _verdicts[id];
@@ -344,9 +351,11 @@ contract Settlement is AccessControl, EIP712 {
         emit RootCancelled(epoch_, msg.sender);
     }
 
-    /// @notice Claims `amount` of `epoch_` for `account` (the caller) with a Merkle `proof`;
-    /// delegates the caller to itself if it never delegated.
-    function claim(uint64 epoch_, address account, uint256 amount, bytes32[] calldata proof) external {
+    /// @notice Claims leaf `index`, `amount` of `epoch_` for `account` (the caller) with a Merkle
+    /// `proof`; delegates the caller to itself if it never delegated.
+    function claim(uint64 epoch_, uint256 index, address account, uint256 amount, bytes32[] calldata proof)
+        external
+    {
         if (account != msg.sender) revert NotClaimant(account, msg.sender);
         Epoch storage e = _epochs[epoch_];
         Status status = e.status;
@@ -356,16 +365,18 @@ contract Settlement is AccessControl, EIP712 {
         uint64 deadline = e.deadline;
         if (block.timestamp < claimableAt) revert ChallengeWindowOpen(claimableAt);
         if (status == Status.Done || block.timestamp > deadline) revert ClaimDeadlinePassed(deadline);
-        if (claimed[epoch_][account]) revert AlreadyClaimed(epoch_, account);
-        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(account, amount))));
+        uint256 word = _claimedBitMap[epoch_][index >> 8];
+        uint256 bit = 1 << (index & 0xff);
+        if (word & bit != 0) revert AlreadyClaimed(epoch_, index);
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount))));
         if (!MerkleProof.verifyCalldata(proof, e.root, leaf)) revert InvalidProof();
-        claimed[epoch_][account] = true;
+        _claimedBitMap[epoch_][index >> 8] = word | bit;
         // The leaves sum to `total` when the validators checked the list; never pay beyond it.
         e.claimed += uint128(amount);
         if (e.claimed > e.total) revert InvalidProof();
         token.delegateIfUnset(account);
         _send(account, amount);
-        emit Claimed(epoch_, account, amount);
+        emit Claimed(epoch_, index, account, amount);
     }
 
     /// @notice After `epoch_`'s deadline, returns what was not claimed to the training pool.

@@ -341,8 +341,14 @@ impl DaoConfig {
         if t.slash_bps == 0 || t.slash_bps > 10_000 {
             return bad("settlement.slash_bps must be 1 to 10000".into());
         }
-        if t.min_claim_period_secs > 5 * YEAR || t.jail_secs > 5 * YEAR || s.challenge_window_secs == 0 {
-            return bad("settlement periods must be at most 5 years and the challenge window non-zero".into());
+        if t.min_claim_period_secs > 5 * YEAR
+            || t.jail_secs > 5 * YEAR
+            || s.challenge_window_secs == 0
+        {
+            return bad(
+                "settlement periods must be at most 5 years and the challenge window non-zero"
+                    .into(),
+            );
         }
         if !self.model.reward_split_bps.is_whole() {
             return bad("model.reward_split_bps must sum to 10000".into());

@@ -103,12 +103,11 @@ pub use client::{Dao, EpochState, SignedPermit};
 pub use config::{
     AllocationConfig, DATA_POOL_RELEASE, DAY, DaoConfig, GovernanceConfig, INVESTOR_VESTING,
     MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, SettlementConfig, StakingConfig, TEAM_VESTING,
-    TokenConfig, YEAR,
-    tokens,
+    TokenConfig, YEAR, tokens,
 };
 pub use deploy::{DaoDeployment, deploy};
-pub use settle::{RewardTree, RootMessage, VerdictMessage};
 pub use error::{Error, Result, Revert};
+pub use settle::{RewardTree, RootMessage, VerdictMessage};
 pub use types::{
     Action, CurrentModel, Membership, Promotion, Proposal, ProposalState, ProposalStatus, Role,
     Support,

@@ -1,8 +1,9 @@
 //! Reward lists as Merkle trees, and the validator signatures over roots and verdicts.
 //!
 //! An epoch's rewards are a list of (address, amount) pairs. [`RewardTree`] builds the
-//! OpenZeppelin `StandardMerkleTree` over the leaves `keccak256(keccak256(abi.encode(address,
-//! uint256)))` with chain-anchor's [`merkle`](chain_anchor::merkle) module, so `Settlement.claim`
+//! OpenZeppelin `StandardMerkleTree` over the leaves `keccak256(keccak256(abi.encode(uint256
+//! index, address account, uint256 amount)))` (the index numbers the accounts in address order;
+//! the contract marks claims in a bitmap by it, as Uniswap's MerkleDistributor does) with chain-anchor's [`merkle`](chain_anchor::merkle) module, so `Settlement.claim`
 //! (OpenZeppelin `MerkleProof`) accepts its proofs. [`sign_root`] and [`sign_verdict`] produce the
 //! EIP-712 signatures a QA validator contributes.
 
@@ -17,9 +18,9 @@ use chain_anchor::merkle::{MerkleTree, standard_leaf, verify_proof};
 use crate::bindings::{Root, Verdict};
 use crate::{Error, Result};
 
-/// The leaf of `(account, amount)`: `keccak256(keccak256(abi.encode(account, amount)))`.
-pub fn reward_leaf(account: Address, amount: U256) -> B256 {
-    standard_leaf(&(account, amount).abi_encode())
+/// The leaf of `(index, account, amount)`: `keccak256(keccak256(abi.encode(index, account, amount)))`.
+pub fn reward_leaf(index: u64, account: Address, amount: U256) -> B256 {
+    standard_leaf(&(U256::from(index), account, amount).abi_encode())
 }
 
 /// An epoch's reward list and its Merkle tree.
@@ -56,7 +57,11 @@ impl RewardTree {
                 .filter(|t| *t <= U256::from(u128::MAX))
                 .ok_or_else(|| Error::InvalidInput("the total exceeds uint128".into()))?;
         }
-        let leaves: Vec<B256> = amounts.iter().map(|(a, v)| reward_leaf(*a, *v)).collect();
+        let leaves: Vec<B256> = amounts
+            .iter()
+            .zip(0u64..)
+            .map(|((a, v), i)| reward_leaf(i, *a, *v))
+            .collect();
         Ok(Self {
             tree: MerkleTree::new(&leaves),
             amounts,
@@ -90,16 +95,26 @@ impl RewardTree {
         self.amounts.iter().map(|(a, v)| (*a, *v))
     }
 
-    /// The amount and proof of `account`, if listed.
-    pub fn proof(&self, account: Address) -> Option<(U256, Vec<B256>)> {
-        let amount = self.amount(account)?;
-        let proof = self.tree.proof(reward_leaf(account, amount))?;
-        Some((amount, proof))
+    /// The leaf index of `account` (its rank by address), if listed.
+    pub fn index(&self, account: Address) -> Option<u64> {
+        let rank = self.amounts.range(..account).count();
+        self.amounts
+            .contains_key(&account)
+            .then(|| u64::try_from(rank).ok())
+            .flatten()
     }
 
-    /// Whether `proof` leads from `(account, amount)` to `root`.
-    pub fn verify(root: B256, account: Address, amount: U256, proof: &[B256]) -> bool {
-        verify_proof(root, reward_leaf(account, amount), proof)
+    /// The leaf index, amount and proof of `account`, if listed.
+    pub fn proof(&self, account: Address) -> Option<(u64, U256, Vec<B256>)> {
+        let amount = self.amount(account)?;
+        let index = self.index(account)?;
+        let proof = self.tree.proof(reward_leaf(index, account, amount))?;
+        Some((index, amount, proof))
+    }
+
+    /// Whether `proof` leads from `(index, account, amount)` to `root`.
+    pub fn verify(root: B256, index: u64, account: Address, amount: U256, proof: &[B256]) -> bool {
+        verify_proof(root, reward_leaf(index, account, amount), proof)
     }
 }
 
@@ -216,14 +231,27 @@ mod tests {
         let a = Address::repeat_byte(1);
         let b = Address::repeat_byte(2);
         let c = Address::repeat_byte(3);
-        let t = RewardTree::new(&[(a, U256::from(5)), (b, U256::from(7)), (c, U256::from(1))])
-            .unwrap();
+        let t =
+            RewardTree::new(&[(a, U256::from(5)), (b, U256::from(7)), (c, U256::from(1))]).unwrap();
         assert_eq!(t.total(), U256::from(13));
         for (acct, amt) in t.rewards() {
-            let (amount, proof) = t.proof(acct).unwrap();
+            let (index, amount, proof) = t.proof(acct).unwrap();
             assert_eq!(amount, amt);
-            assert!(RewardTree::verify(t.root(), acct, amount, &proof));
-            assert!(!RewardTree::verify(t.root(), acct, amount + U256::from(1), &proof));
+            assert!(RewardTree::verify(t.root(), index, acct, amount, &proof));
+            assert!(!RewardTree::verify(
+                t.root(),
+                index,
+                acct,
+                amount + U256::from(1),
+                &proof
+            ));
+            assert!(!RewardTree::verify(
+                t.root(),
+                index + 1,
+                acct,
+                amount,
+                &proof
+            ));
         }
         assert!(t.proof(Address::repeat_byte(9)).is_none());
         assert!(RewardTree::new(&[]).is_err());

@@ -46,7 +46,11 @@ impl Dao {
     /// [`Error::Reverted`]: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`,
     /// `InvalidSignature`, `EpochAlreadyPosted`, `EpochCancelled`, `DeadlineTooSoon`,
     /// `ExceedsReleased` (the pool), or an endpoint error.
-    pub async fn post_root(&self, message: &RootMessage, signatures: &[Bytes]) -> Result<TxReceipt> {
+    pub async fn post_root(
+        &self,
+        message: &RootMessage,
+        signatures: &[Bytes],
+    ) -> Result<TxReceipt> {
         self.send(
             self.deployment.settlement,
             Settlement::postRootCall {
@@ -67,15 +71,15 @@ impl Dao {
     /// `InvalidProof`, `AlreadyClaimed`, `ChallengeWindowOpen`, `ClaimDeadlinePassed`,
     /// `EpochCancelled`, `UnknownEpoch`.
     pub async fn claim_reward(&self, epoch: u64, tree: &RewardTree) -> Result<TxReceipt> {
-        let (amount, proof) = tree.proof(self.sender()).ok_or_else(|| {
+        let (index, amount, proof) = tree.proof(self.sender()).ok_or_else(|| {
             Error::InvalidInput(format!("{} has no reward in this tree", self.sender()))
         })?;
-        self.claim_reward_with(epoch, self.sender(), amount, proof)
+        self.claim_reward_with(epoch, index, self.sender(), amount, proof)
             .await
     }
 
-    /// Claims `amount` of `epoch` for `account` with an explicit `proof` (the contract accepts
-    /// only `account` = the sender).
+    /// Claims leaf `index`, `amount` of `epoch` for `account` with an explicit `proof` (the
+    /// contract accepts only `account` = the sender).
     ///
     /// # Errors
     /// [`Error::Reverted`]: `NotClaimant`, `InvalidProof`, `AlreadyClaimed`, and as
@@ -83,6 +87,7 @@ impl Dao {
     pub async fn claim_reward_with(
         &self,
         epoch: u64,
+        index: u64,
         account: Address,
         amount: U256,
         proof: Vec<B256>,
@@ -91,6 +96,7 @@ impl Dao {
             self.deployment.settlement,
             Settlement::claimCall {
                 epoch_: epoch,
+                index: U256::from(index),
                 account,
                 amount,
                 proof,

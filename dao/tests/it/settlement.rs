@@ -18,7 +18,11 @@ pub struct Gas {
     pub split_fee: u64,
 }
 
-fn sigs(keys: &[&PrivateKeySigner], d: &alloy::sol_types::Eip712Domain, m: &RootMessage) -> Vec<Bytes> {
+fn sigs(
+    keys: &[&PrivateKeySigner],
+    d: &alloy::sol_types::Eip712Domain,
+    m: &RootMessage,
+) -> Vec<Bytes> {
     keys.iter().map(|k| sign_root(k, d, m).unwrap()).collect()
 }
 
@@ -27,7 +31,9 @@ fn vsigs(
     d: &alloy::sol_types::Eip712Domain,
     m: &VerdictMessage,
 ) -> Vec<Bytes> {
-    keys.iter().map(|k| sign_verdict(k, d, m).unwrap()).collect()
+    keys.iter()
+        .map(|k| sign_verdict(k, d, m).unwrap())
+        .collect()
 }
 
 pub async fn run(w: &World) -> Gas {
@@ -53,7 +59,9 @@ pub async fn run(w: &World) -> Gas {
 
     // Hostile posts: fewer than the quorum, a non-validator, one validator twice.
     assert_revert(
-        w.deployer.post_root(&msg, &sigs(&[&v[0], &v[1]], &domain, &msg)).await,
+        w.deployer
+            .post_root(&msg, &sigs(&[&v[0], &v[1]], &domain, &msg))
+            .await,
         "QuorumNotReached",
     );
     assert_revert(
@@ -69,7 +77,10 @@ pub async fn run(w: &World) -> Gas {
         "DuplicateSigner",
     );
     // Signatures over another total do not authorise this one.
-    let forged = RootMessage { total: msg.total + 1, ..msg };
+    let forged = RootMessage {
+        total: msg.total + 1,
+        ..msg
+    };
     assert_revert(
         w.deployer
             .post_root(&forged, &sigs(&[&v[0], &v[1], &v[2]], &domain, &msg))
@@ -79,8 +90,7 @@ pub async fn run(w: &World) -> Gas {
     assert_eq!(w.deployer.balance_of(d.training_pool).await.unwrap(), pool0);
 
     // An honest post with 3 of 5 (anyone may submit).
-    let r = w
-        .members[4]
+    let r = w.members[4]
         .post_root(&msg, &sigs(&[&v[0], &v[2], &v[4]], &domain, &msg))
         .await
         .unwrap();
@@ -96,30 +106,39 @@ pub async fn run(w: &World) -> Gas {
         "EpochAlreadyPosted",
     );
     // Claims wait for the challenge window; only governance or the guardian cancel.
-    assert_revert(w.members[0].claim_reward(1, &tree).await, "ChallengeWindowOpen");
+    assert_revert(
+        w.members[0].claim_reward(1, &tree).await,
+        "ChallengeWindowOpen",
+    );
     assert_revert(w.members[0].cancel_root(1).await, "NotCanceller");
     w.deployer.advance_time(7 * DAY + 1).await.unwrap();
     assert_revert(w.guardian.cancel_root(1).await, "ChallengeWindowOver");
 
     // Hostile claims: wrong proof (another amount), another address, then a double claim.
-    let (amount0, proof0) = tree.proof(members[0]).unwrap();
+    let (index0, amount0, proof0) = tree.proof(members[0]).unwrap();
     assert_revert(
         w.members[0]
-            .claim_reward_with(1, members[0], amount0 + U256::from(1), proof0.clone())
+            .claim_reward_with(
+                1,
+                index0,
+                members[0],
+                amount0 + U256::from(1),
+                proof0.clone(),
+            )
             .await,
         "InvalidProof",
     );
-    let (amount1, proof1) = tree.proof(members[1]).unwrap();
+    let (index1, amount1, proof1) = tree.proof(members[1]).unwrap();
     assert_revert(
         w.members[0]
-            .claim_reward_with(1, members[1], amount1, proof1.clone())
+            .claim_reward_with(1, index1, members[1], amount1, proof1.clone())
             .await,
         "NotClaimant",
     );
     // Another member's leaf claimed as one's own does not verify.
     assert_revert(
         w.members[0]
-            .claim_reward_with(1, members[0], amount1, proof1)
+            .claim_reward_with(1, index1, members[0], amount1, proof1)
             .await,
         "InvalidProof",
     );
@@ -132,9 +151,16 @@ pub async fn run(w: &World) -> Gas {
         let r = m.claim_reward(1, &tree).await.unwrap();
         gas.claims.push(r.gas_used);
         let amount = tree.amount(m.sender()).unwrap();
-        assert_eq!(m.balance_of(m.sender()).await.unwrap(), before + amount, "member {i}");
+        assert_eq!(
+            m.balance_of(m.sender()).await.unwrap(),
+            before + amount,
+            "member {i}"
+        );
         assert_eq!(m.delegates(m.sender()).await.unwrap(), m.sender());
-        assert_eq!(m.votes(m.sender()).await.unwrap(), votes_before + before + amount);
+        assert_eq!(
+            m.votes(m.sender()).await.unwrap(),
+            votes_before + before + amount
+        );
     }
     assert_revert(w.members[0].claim_reward(1, &tree).await, "AlreadyClaimed");
     // A second claim by someone already delegated (measured without the delegation cost).
@@ -168,14 +194,20 @@ pub async fn run(w: &World) -> Gas {
     gas.claims.push(r.gas_used);
     assert_revert(w.deployer.sweep_epoch(3).await, "ClaimPeriodOpen");
     w.deployer.advance_time(31 * DAY).await.unwrap();
-    assert_revert(w.members[3].claim_reward(3, &tree3).await, "ClaimDeadlinePassed");
+    assert_revert(
+        w.members[3].claim_reward(3, &tree3).await,
+        "ClaimDeadlinePassed",
+    );
     w.deployer.sweep_epoch(3).await.unwrap();
     assert_revert(w.deployer.sweep_epoch(3).await, "AlreadySwept");
     assert_eq!(
         w.deployer.balance_of(d.training_pool).await.unwrap(),
         pool0 - tree.total() - tok(3)
     );
-    assert_eq!(w.deployer.balance_of(d.settlement).await.unwrap(), U256::ZERO);
+    assert_eq!(
+        w.deployer.balance_of(d.settlement).await.unwrap(),
+        U256::ZERO
+    );
 
     // Slashing: member 4 stakes, a verdict signed by a quorum slashes the governed fraction.
     let bad = &w.members[4];
@@ -199,11 +231,17 @@ pub async fn run(w: &World) -> Gas {
     );
     assert_revert(
         w.deployer
-            .post_verdict(&verdict, &vsigs(&[&v[0], &v[1], &outsider], &domain, &verdict))
+            .post_verdict(
+                &verdict,
+                &vsigs(&[&v[0], &v[1], &outsider], &domain, &verdict),
+            )
             .await,
         "NotValidator",
     );
-    let greedy = VerdictMessage { fraction_bps: 10_000, ..verdict };
+    let greedy = VerdictMessage {
+        fraction_bps: 10_000,
+        ..verdict
+    };
     assert_revert(
         w.deployer
             .post_verdict(&greedy, &vsigs(&[&v[0], &v[1], &v[2]], &domain, &greedy))

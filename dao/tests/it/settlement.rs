@@ -13,6 +13,7 @@ use crate::support::{World, assert_revert, tok};
 pub struct Gas {
     pub post_root: u64,
     pub claims: Vec<u64>,
+    pub steady_claims: Vec<u64>,
     pub post_verdict: u64,
     pub execute_verdict: u64,
     pub split_fee: u64,
@@ -207,6 +208,36 @@ pub async fn run(w: &World) -> Gas {
     assert_eq!(
         w.deployer.balance_of(d.settlement).await.unwrap(),
         U256::ZERO
+    );
+
+    // Epoch 4: the steady state: claimers already delegated and holding tokens, leaves in one
+    // bitmap word (the second claim writes no new storage slot for the bitmap).
+    let tree4 = RewardTree::new(&[
+        (members[0], tok(11)),
+        (members[1], tok(12)),
+        (members[2], tok(13)),
+    ])
+    .unwrap();
+    let now = w.deployer.now().await.unwrap();
+    let msg4 = RootMessage::of(4, &tree4, now + 7 * DAY + 30 * DAY + 60);
+    w.deployer
+        .post_root(&msg4, &sigs(&[&v[2], &v[3], &v[4]], &domain, &msg4))
+        .await
+        .unwrap();
+    w.deployer.advance_time(7 * DAY + 1).await.unwrap();
+    for m in w.members.iter().take(3) {
+        let before = m.balance_of(m.sender()).await.unwrap();
+        let r = m.claim_reward(4, &tree4).await.unwrap();
+        gas.steady_claims.push(r.gas_used);
+        assert_eq!(
+            m.balance_of(m.sender()).await.unwrap(),
+            before + tree4.amount(m.sender()).unwrap()
+        );
+    }
+    let claimed_total = tree.total() + tok(3) + tree4.total();
+    assert_eq!(
+        w.deployer.balance_of(d.training_pool).await.unwrap(),
+        pool0 - claimed_total
     );
 
     // Slashing: member 4 stakes, a verdict signed by a quorum slashes the governed fraction.

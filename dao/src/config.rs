@@ -380,6 +380,35 @@ guardian = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
     }
 
     #[test]
+    fn settlement_quorum_must_be_a_strict_majority() {
+        let base = DaoConfig::from_toml_str(
+            "[allocation]\nteam = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"\n\
+             investors = \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\n\
+             [governance]\nguardian = \"0x90F79bf6EB2c4f870365E785982E1f101E93b906\"\n",
+        )
+        .unwrap();
+        let five: Vec<Address> = (1..=5u8).map(Address::repeat_byte).collect();
+        for (validators, quorum, ok) in [
+            (Vec::new(), 0, true),
+            (Vec::new(), 1, false),
+            (five.clone(), 3, true),
+            (five.clone(), 2, false),
+            (five.clone(), 6, false),
+            (vec![five[0], five[0], five[1]], 2, false),
+        ] {
+            let mut c = base.clone();
+            c.settlement.validators = validators;
+            c.settlement.quorum = quorum;
+            assert_eq!(
+                c.validate().is_ok(),
+                ok,
+                "{:?} {quorum}",
+                c.settlement.validators
+            );
+        }
+    }
+
+    #[test]
     fn bad_configs_name_the_field() {
         let cases = [
             (

@@ -27,7 +27,10 @@ async fn suite_on_anvil() {
 async fn settlement_on_embedded_evm() {
     let world = World::embedded().await;
     let gas = settlement::run(&world).await;
-    eprintln!("settlement gas (embedded EVM): {gas:?}");
+    eprintln!(
+        "settlement gas (embedded EVM): {gas:?}; deploy {:?}",
+        world.deployment.deploy_gas.get("Settlement")
+    );
 }
 
 #[tokio::test]
@@ -35,7 +38,10 @@ async fn settlement_on_anvil() {
     let Some(path) = anvil_path() else { return };
     let world = World::anvil(&path).await;
     let gas = settlement::run(&world).await;
-    eprintln!("settlement gas (anvil): {gas:?}");
+    eprintln!(
+        "settlement gas (anvil): {gas:?}; deploy {:?}",
+        world.deployment.deploy_gas.get("Settlement")
+    );
 }
 
 /// The embedded chain persists the DAO: reopening the state folder (as every `daofl-dao`

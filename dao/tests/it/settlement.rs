@@ -88,6 +88,20 @@ pub async fn run(w: &World) -> Gas {
             .await,
         "NotValidator",
     );
+    // A malformed signature, and a deadline that leaves no claim period.
+    let mut junk = sigs(&[&v[0], &v[1]], &domain, &msg);
+    junk.push(Bytes::from(vec![0u8; 65]));
+    assert_revert(w.deployer.post_root(&msg, &junk).await, "InvalidSignature");
+    let hasty = RootMessage {
+        deadline: now + 7 * DAY,
+        ..msg
+    };
+    assert_revert(
+        w.deployer
+            .post_root(&hasty, &sigs(&[&v[0], &v[1], &v[2]], &domain, &hasty))
+            .await,
+        "DeadlineTooSoon",
+    );
     assert_eq!(w.deployer.balance_of(d.training_pool).await.unwrap(), pool0);
 
     // An honest post with 3 of 5 (anyone may submit).
@@ -285,6 +299,23 @@ pub async fn run(w: &World) -> Gas {
         .await
         .unwrap();
     gas.post_verdict = r.gas_used;
+    assert_revert(
+        w.deployer
+            .post_verdict(&verdict, &vsigs(&[&v[2], &v[3], &v[4]], &domain, &verdict))
+            .await,
+        "VerdictAlreadyPosted",
+    );
+    let stale = VerdictMessage {
+        deadline: now - 1,
+        ..verdict
+    };
+    assert_revert(
+        w.deployer
+            .post_verdict(&stale, &vsigs(&[&v[0], &v[1], &v[2]], &domain, &stale))
+            .await,
+        "VerdictExpired",
+    );
+    assert_revert(w.members[0].cancel_verdict(id).await, "NotCanceller");
     assert_revert(w.deployer.execute_verdict(id).await, "ChallengeWindowOpen");
     w.deployer.advance_time(7 * DAY + 1).await.unwrap();
     let supply_before = w.deployer.total_supply().await.unwrap();

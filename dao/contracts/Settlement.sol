@@ -124,6 +124,7 @@ contract Settlement is AccessControl, EIP712 {
     mapping(uint64 epoch => Epoch) private _epochs;
     mapping(uint64 epoch => mapping(uint256 word => uint256)) private _claimedBitMap;
     mapping(bytes32 id => Verdict) private _verdicts;
+    mapping(bytes32 memberEvidence => bool) private _evidenceUsed;
 
     /// @notice The validator set and quorum changed.
     event ValidatorsChanged(address[] validators, uint8 quorum);
@@ -188,14 +189,18 @@ contract Settlement is AccessControl, EIP712 {
     error AlreadyClaimed(uint64 epoch, uint256 index);
     /// @notice A claim for an account other than the caller.
     error NotClaimant(address account, address caller);
-    /// @notice The proof does not lead from (account, amount) to the epoch's root.
+    /// @notice The proof does not lead from (index, account, amount) to the epoch's root.
     error InvalidProof();
+    /// @notice A claim that would pay more than the epoch's signed total (a root whose leaves
+    /// sum above it).
+    error ExceedsTotal(uint256 claimed, uint256 total);
     /// @notice The caller may not cancel (neither governance nor the guardian).
     error NotCanceller(address caller);
     /// @notice The verdict's fraction is not the governed one.
     error FractionNotGoverned(uint16 signed, uint16 governed);
-    /// @notice The same verdict was already posted.
-    error VerdictAlreadyPosted(bytes32 id);
+    /// @notice A verdict on this member and evidence was already posted (executed, pending or
+    /// cancelled on appeal): one piece of evidence slashes at most once.
+    error EvidenceAlreadyUsed(address member, bytes32 evidence);
     /// @notice No such verdict.
     error UnknownVerdict(bytes32 id);
     /// @notice The verdict was cancelled or already executed.
@@ -372,8 +377,9 @@ contract Settlement is AccessControl, EIP712 {
         if (!MerkleProof.verifyCalldata(proof, e.root, leaf)) revert InvalidProof();
         _claimedBitMap[epoch_][index >> 8] = word | bit;
         // The leaves sum to `total` when the validators checked the list; never pay beyond it.
-        e.claimed += uint128(amount);
-        if (e.claimed > e.total) revert InvalidProof();
+        uint256 newClaimed = uint256(e.claimed) + amount;
+        if (newClaimed > e.total) revert ExceedsTotal(newClaimed, e.total);
+        e.claimed = uint128(newClaimed);
         token.delegateIfUnset(account);
         _send(account, amount);
         emit Claimed(epoch_, index, account, amount);
@@ -408,8 +414,10 @@ contract Settlement is AccessControl, EIP712 {
         Params memory p = params;
         if (fractionBps != p.slashBps) revert FractionNotGoverned(fractionBps, p.slashBps);
         id = verdictDigest(member, evidence, fractionBps, deadline);
-        if (_verdicts[id].status != Status.None) revert VerdictAlreadyPosted(id);
+        bytes32 key = keccak256(abi.encode(member, evidence));
+        if (_evidenceUsed[key]) revert EvidenceAlreadyUsed(member, evidence);
         _checkQuorum(id, signatures);
+        _evidenceUsed[key] = true;
         uint64 executableAt = uint64(block.timestamp) + p.challengeWindow;
         _verdicts[id] = Verdict(member, fractionBps, executableAt, Status.Pending, evidence);
         emit VerdictPosted(id, member, evidence, fractionBps, executableAt);

@@ -48,7 +48,7 @@
 //!   `EpochAlreadyPosted`, `EpochCancelled`, `DeadlineTooSoon`, `ChallengeWindowOpen`,
 //!   `ChallengeWindowOver`, `NotCanceller`, `InvalidProof`, `NotClaimant`, `AlreadyClaimed`,
 //!   `ClaimDeadlinePassed`, `ClaimPeriodOpen`, `AlreadySwept`, `FractionNotGoverned`,
-//!   `VerdictExpired`, `VerdictAlreadyPosted`, `VerdictNotPending`, `NothingToSlash`.
+//!   `VerdictExpired`, `EvidenceAlreadyUsed`, `VerdictNotPending`, `NothingToSlash`.
 //!
 //! ### Decisions
 //! - **Staked tokens keep their voting power.** Staking is non-custodial: the token locks the

@@ -155,7 +155,7 @@ impl Dao {
     ///
     /// # Errors
     /// [`Error::Reverted`]: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`,
-    /// `FractionNotGoverned`, `VerdictExpired`, `VerdictAlreadyPosted`.
+    /// `FractionNotGoverned`, `VerdictExpired`, `EvidenceAlreadyUsed`.
     pub async fn post_verdict(
         &self,
         message: &VerdictMessage,

@@ -303,7 +303,18 @@ pub async fn run(w: &World) -> Gas {
         w.deployer
             .post_verdict(&verdict, &vsigs(&[&v[2], &v[3], &v[4]], &domain, &verdict))
             .await,
-        "VerdictAlreadyPosted",
+        "EvidenceAlreadyUsed",
+    );
+    // Re-signed with another deadline, the same evidence still slashes only once.
+    let again = VerdictMessage {
+        deadline: now + 2 * DAY,
+        ..verdict
+    };
+    assert_revert(
+        w.deployer
+            .post_verdict(&again, &vsigs(&[&v[0], &v[1], &v[2]], &domain, &again))
+            .await,
+        "EvidenceAlreadyUsed",
     );
     let stale = VerdictMessage {
         deadline: now - 1,

@@ -200,3 +200,51 @@ async fn cast_drives_the_dao_on_anvil() {
     ]);
     assert!(m.starts_with('1'), "NoStake is status 1: {m}");
 }
+
+/// `dao::RewardTree` against OpenZeppelin's own `StandardMerkleTree` (JS) over (index, account,
+/// amount) leaves: same roots, same indices, same proofs. The fixture is written by
+/// `node dao/scripts/reward-fixture.mjs`.
+#[test]
+fn reward_tree_matches_openzeppelin_standard_merkle_tree() {
+    use alloy::primitives::{Address, B256, U256};
+    #[derive(serde::Deserialize)]
+    struct Reward {
+        account: Address,
+        amount: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Claim {
+        index: u64,
+        account: Address,
+        amount: String,
+        proof: Vec<B256>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Case {
+        rewards: Vec<Reward>,
+        root: B256,
+        claims: Vec<Claim>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        cases: Vec<Case>,
+    }
+    let dec = |s: &str| U256::from_str_radix(s, 10).unwrap();
+    let fixture: Fixture =
+        serde_json::from_str(include_str!("../fixtures/reward-tree.json")).unwrap();
+    assert_eq!(fixture.cases.len(), 5);
+    for case in fixture.cases {
+        let rewards: Vec<(Address, U256)> = case
+            .rewards
+            .iter()
+            .map(|r| (r.account, dec(&r.amount)))
+            .collect();
+        let tree = dao::RewardTree::new(&rewards).unwrap();
+        assert_eq!(tree.root(), case.root, "{} rewards", rewards.len());
+        for c in &case.claims {
+            let (index, amount, proof) = tree.proof(c.account).unwrap();
+            assert_eq!((index, amount), (c.index, dec(&c.amount)));
+            assert_eq!(proof, c.proof);
+        }
+    }
+}

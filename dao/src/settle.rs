@@ -69,6 +69,36 @@ impl RewardTree {
         })
     }
 
+    /// Reads a rewards file: a JSON array of `{"account": "0x…", "amount": "<decimal base units>"}`
+    /// (at most 16 MiB).
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Corrupt`] for a file that is not such a list, and as [`new`](Self::new).
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Entry {
+            account: Address,
+            amount: String,
+        }
+        let text = crate::deploy::read_bounded_text(path, 16 << 20)?;
+        let corrupt = |reason: String| Error::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let entries: Vec<Entry> =
+            serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        let rewards = entries
+            .into_iter()
+            .map(|e| {
+                U256::from_str_radix(&e.amount, 10)
+                    .map(|v| (e.account, v))
+                    .map_err(|_| corrupt(format!("amount {:?} is not a decimal integer", e.amount)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(&rewards)
+    }
+
     /// The root validators sign.
     pub fn root(&self) -> B256 {
         self.tree.root()

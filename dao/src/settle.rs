@@ -289,4 +289,36 @@ mod tests {
         assert!(RewardTree::new(&[(a, U256::from(1)), (a, U256::from(2))]).is_err());
         assert!(RewardTree::new(&[(a, U256::from(u128::MAX)), (b, U256::from(1))]).is_err());
     }
+
+    #[test]
+    fn rewards_files_are_checked_never_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rewards.json");
+        let good = r#"[{"account": "0x0101010101010101010101010101010101010101", "amount": "12"}]"#;
+        std::fs::write(&path, good).unwrap();
+        let t = RewardTree::load(&path).unwrap();
+        assert_eq!(t.total(), U256::from(12));
+        for bad in [
+            "",
+            "{",
+            "[{\"account\": \"0x01\", \"amount\": \"1\"}]",
+            r#"[{"account": "0x0101010101010101010101010101010101010101", "amount": "-1"}]"#,
+            r#"[{"account": "0x0101010101010101010101010101010101010101", "amount": "0x10"}]"#,
+            r#"[{"account": "0x0101010101010101010101010101010101010101", "amount": "1", "x": 1}]"#,
+            "[]",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(
+                matches!(
+                    RewardTree::load(&path),
+                    Err(Error::Corrupt { .. } | Error::InvalidInput(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            RewardTree::load(&dir.path().join("missing.json")),
+            Err(Error::Io { .. })
+        ));
+    }
 }

@@ -59,6 +59,11 @@
 //!   treasury and vesting wallets hold (checkpointed by the token), and never below
 //!   `quorum_floor_tokens`, so locked allocations do not make quorum unreachable and a small early
 //!   circulating supply cannot pass proposals with a handful of votes.
+//! - **Rewards wait in Settlement, not in the pool.** Posting a root moves its total out of the
+//!   training pool into Settlement (cancel and sweep move it back), so claims are plain transfers.
+//!   Settlement is not an allocation holder: escrowed tokens count in the votable supply while
+//!   they wait (no one's votes; the quorum is at most one epoch's total higher), which keeps the
+//!   votable-supply checkpoint out of every claim.
 //! - **One toolchain pin.** The contracts compile with chain-anchor's pinned solc-js and
 //!   OpenZeppelin (`npm ci` in chain-anchor, then `node dao/scripts/compile.mjs`; `--check` in CI).
 //!

@@ -36,8 +36,10 @@ contract RewardPool is AccessControl {
     /// @param admin Holder of DEFAULT_ADMIN_ROLE (the timelock).
     /// @param start_ Release start (unix seconds).
     /// @param duration_ Release length in seconds.
-    constructor(address admin, uint64 start_, uint64 duration_) {
+    /// @param distributor First holder of DISTRIBUTOR_ROLE (the Settlement contract), or zero.
+    constructor(address admin, uint64 start_, uint64 duration_, address distributor) {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        if (distributor != address(0)) _grantRole(DISTRIBUTOR_ROLE, distributor);
         start = start_;
         duration = duration_;
     }

@@ -41,6 +41,8 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
 
     /// @notice The Staking contract, the only account that locks, unlocks and burns locked tokens.
     address public immutable staking;
+    /// @notice The Settlement contract (may delegate a claimer that never delegated to itself).
+    address public immutable settlement;
 
     address private immutable _dataPool;
     address private immutable _trainingPool;
@@ -61,6 +63,8 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
 
     /// @notice The caller is not the Staking contract.
     error OnlyStaking(address caller);
+    /// @notice A call reserved to the Settlement contract.
+    error OnlySettlement(address caller);
     /// @notice An allocation or staking address is zero, or two allocation addresses are equal.
     error InvalidAllocation();
     /// @notice A lock, unlock or burn of zero tokens.
@@ -74,7 +78,14 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
     /// @param symbol_ Token symbol.
     /// @param allocation The six allocation holders (distinct, non-zero).
     /// @param staking_ The Staking contract.
-    constructor(string memory name_, string memory symbol_, Allocation memory allocation, address staking_)
+    /// @param settlement_ The Settlement contract.
+    constructor(
+        string memory name_,
+        string memory symbol_,
+        Allocation memory allocation,
+        address staking_,
+        address settlement_
+    )
         ERC20(name_, symbol_)
         ERC20Permit(name_)
     {
@@ -92,8 +103,9 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
                 if (holders[i] == holders[j]) revert InvalidAllocation();
             }
         }
-        if (staking_ == address(0)) revert InvalidAllocation();
+        if (staking_ == address(0) || settlement_ == address(0)) revert InvalidAllocation();
         staking = staking_;
+        settlement = settlement_;
         _dataPool = allocation.dataPool;
         _trainingPool = allocation.trainingPool;
         _inferencePool = allocation.inferencePool;
@@ -153,6 +165,13 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
         if (amount > locked) revert InsufficientLocked(account, locked, amount);
         _locked[account] = locked - amount;
         emit Unlocked(account, amount);
+    }
+
+    /// @notice Delegates `account` to itself if it never delegated (Settlement, on a reward
+    /// claim, so that claimed tokens vote); does nothing otherwise.
+    function delegateIfUnset(address account) external {
+        if (msg.sender != settlement) revert OnlySettlement(msg.sender);
+        if (delegates(account) == address(0)) _delegate(account, account);
     }
 
     /// @notice Burns `amount` of `account`'s locked tokens (a slash): the supply falls by exactly

@@ -95,14 +95,14 @@ contract Staking is AccessControl {
 
     /// @param token_ The $PROPOSAL token.
     /// @param admin Holder of DEFAULT_ADMIN_ROLE (the timelock).
-    /// @param slasher First holder of SLASHER_ROLE, or zero for none yet.
+    /// @param slashers First holders of SLASHER_ROLE (zero entries are skipped).
     /// @param minStakes Minimum stake of roles 0, 1 and 2.
     /// @param unbondingDelay_ Seconds between unstake and withdraw.
     /// @param challengeWindow_ Seconds of the longest challenge window (below the unbonding delay).
     constructor(
         address token_,
         address admin,
-        address slasher,
+        address[] memory slashers,
         uint256[3] memory minStakes,
         uint64 unbondingDelay_,
         uint64 challengeWindow_
@@ -110,7 +110,9 @@ contract Staking is AccessControl {
         if (token_ == address(0) || admin == address(0)) revert ZeroAddress();
         token = IStakeLocks(token_);
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
-        if (slasher != address(0)) _grantRole(SLASHER_ROLE, slasher);
+        for (uint256 i = 0; i < slashers.length; ++i) {
+            if (slashers[i] != address(0)) _grantRole(SLASHER_ROLE, slashers[i]);
+        }
         for (uint8 r = 0; r < ROLE_COUNT; ++r) {
             minStake[r] = minStakes[r];
             emit MinStakeChanged(r, minStakes[r]);

@@ -14,6 +14,9 @@ use chain_anchor::{EMBEDDED_CHAIN_ID, EmbeddedAnchor, EmbeddedEvm, KeySource};
 
 use crate::{Error, Result, Revert};
 
+/// Gas added to every estimate on an RPC chain, besides a quarter of it (see `RpcBackend::send`).
+const GAS_MARGIN: u64 = 30_000;
+
 /// What a mined transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -372,6 +375,26 @@ impl RpcBackend {
             None => TransactionRequest::default().with_deploy_code(data.clone()),
         };
         let replay = tx.clone().with_from(self.signer.address());
+        // The node estimates in a pending block whose timestamp may differ from the block that
+        // includes the transaction, and ERC20Votes checkpoints cost a new storage slot (about
+        // 20k gas) in a new second but an in-place update in the same one: without a margin
+        // such a transaction can run out of gas. Unused gas is not charged.
+        let estimate = tokio::time::timeout(
+            self.timeouts.request,
+            self.provider.estimate_gas(replay.clone()),
+        );
+        let gas = match estimate.await {
+            Err(_) => return Err(self.rpc_error("estimating gas", "request timed out")),
+            Ok(Err(e)) => {
+                // A revert shows up here: the estimate executes the call first.
+                if let Some(data) = e.as_error_resp().and_then(|r| r.as_revert_data()) {
+                    return Err(Error::Reverted(Revert::new(data)));
+                }
+                return Err(self.rpc_error("estimating gas", e));
+            }
+            Ok(Ok(g)) => g,
+        };
+        let tx = tx.with_gas_limit(gas.saturating_add(gas / 4).saturating_add(GAS_MARGIN));
         let sent = tokio::time::timeout(self.timeouts.request, self.provider.send_transaction(tx));
         let pending = match sent.await {
             Err(_) => return Err(self.rpc_error("sending a transaction", "request timed out")),

@@ -39,6 +39,11 @@ alloy::sol!(
 );
 alloy::sol!(
     #[derive(Debug, PartialEq, Eq)]
+    Settlement,
+    "artifacts/Settlement.json"
+);
+alloy::sol!(
+    #[derive(Debug, PartialEq, Eq)]
     AllocationVesting,
     "artifacts/AllocationVesting.json"
 );
@@ -57,6 +62,29 @@ mod permit {
     }
 }
 pub use permit::Permit;
+
+/// The EIP-712 messages QA validators sign for [`Settlement`].
+mod settlement_messages {
+    alloy::sol! {
+        /// An epoch's reward root.
+        #[derive(Debug, PartialEq, Eq)]
+        struct Root {
+            uint64 epoch;
+            bytes32 root;
+            uint256 total;
+            uint64 deadline;
+        }
+        /// A slashing verdict.
+        #[derive(Debug, PartialEq, Eq)]
+        struct Verdict {
+            address member;
+            bytes32 evidence;
+            uint16 fractionBps;
+            uint64 deadline;
+        }
+    }
+}
+pub use settlement_messages::{Root, Verdict};
 
 /// One of the committed artifacts: its name and JSON (ABI and creation code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +105,7 @@ macro_rules! artifact {
 }
 
 /// Every DAO artifact.
-pub const ARTIFACTS: [Artifact; 7] = [
+pub const ARTIFACTS: [Artifact; 8] = [
     artifact!("ProposalToken"),
     artifact!("DaoGovernor"),
     artifact!("DaoTimelock"),
@@ -85,6 +113,7 @@ pub const ARTIFACTS: [Artifact; 7] = [
     artifact!("Staking"),
     artifact!("RewardPool"),
     artifact!("AllocationVesting"),
+    artifact!("Settlement"),
 ];
 
 impl Artifact {

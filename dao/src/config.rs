@@ -25,7 +25,7 @@ pub fn tokens(n: u64) -> U256 {
     U256::from(n) * U256::from(10u64).pow(U256::from(18))
 }
 
-/// The whole DAO: `[token]`, `[allocation]`, `[governance]`, `[staking]`, `[model]`.
+/// The whole DAO: `[token]`, `[allocation]`, `[governance]`, `[staking]`, `[model]`, `[settlement]`.
 ///
 /// ```toml
 /// [token]
@@ -55,6 +55,38 @@ pub struct DaoConfig {
     /// Model registry settings.
     #[serde(default)]
     pub model: ModelConfig,
+    /// QA validators and settlement parameters.
+    #[serde(default)]
+    pub settlement: SettlementConfig,
+}
+
+/// `[settlement]`: the QA validator set and quorum that sign reward roots and slashing verdicts,
+/// and the settlement parameters (the challenge window is `staking.challenge_window_secs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettlementConfig {
+    /// The validators (empty: none yet; governance sets them, nothing can be posted meanwhile).
+    pub validators: Vec<Address>,
+    /// Signatures needed: a strict majority of the validators (3 of 5, 5 of 7); 0 with no validators.
+    pub quorum: u8,
+    /// Least time between the end of a root's challenge window and its claim deadline (default 30 days).
+    pub min_claim_period_secs: u64,
+    /// Fraction of the training stake a verdict slashes, in basis points (default 1,000 = 10%).
+    pub slash_bps: u16,
+    /// How long a slashed member is jailed (default 30 days).
+    pub jail_secs: u64,
+}
+
+impl Default for SettlementConfig {
+    fn default() -> Self {
+        Self {
+            validators: Vec::new(),
+            quorum: 0,
+            min_claim_period_secs: 30 * DAY,
+            slash_bps: 1_000,
+            jail_secs: 30 * DAY,
+        }
+    }
 }
 
 /// `[token]`.
@@ -294,6 +326,30 @@ impl DaoConfig {
         if s.unbonding_secs <= s.challenge_window_secs {
             return bad("staking.unbonding_secs must exceed staking.challenge_window_secs, so a slash reaches a leaving member".into());
         }
+        let t = &self.settlement;
+        let n = t.validators.len();
+        let distinct: std::collections::BTreeSet<_> = t.validators.iter().collect();
+        if n > 16
+            || distinct.len() != n
+            || t.validators.iter().any(|v| v.is_zero())
+            || usize::from(t.quorum) > n
+            || (n > 0 && usize::from(t.quorum) * 2 <= n)
+            || (n == 0 && t.quorum != 0)
+        {
+            return bad("settlement: at most 16 distinct non-zero validators and a quorum that is a strict majority of them (0 with none)".into());
+        }
+        if t.slash_bps == 0 || t.slash_bps > 10_000 {
+            return bad("settlement.slash_bps must be 1 to 10000".into());
+        }
+        if t.min_claim_period_secs > 5 * YEAR
+            || t.jail_secs > 5 * YEAR
+            || s.challenge_window_secs == 0
+        {
+            return bad(
+                "settlement periods must be at most 5 years and the challenge window non-zero"
+                    .into(),
+            );
+        }
         if !self.model.reward_split_bps.is_whole() {
             return bad("model.reward_split_bps must sum to 10000".into());
         }
@@ -321,6 +377,35 @@ guardian = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
         assert_eq!(c.staking.training_min_tokens, 10_000);
         assert_eq!(c.staking.inference_min_tokens, 5_000);
         assert!(c.model.reward_split_bps.is_whole());
+    }
+
+    #[test]
+    fn settlement_quorum_must_be_a_strict_majority() {
+        let base = DaoConfig::from_toml_str(
+            "[allocation]\nteam = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"\n\
+             investors = \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\n\
+             [governance]\nguardian = \"0x90F79bf6EB2c4f870365E785982E1f101E93b906\"\n",
+        )
+        .unwrap();
+        let five: Vec<Address> = (1..=5u8).map(Address::repeat_byte).collect();
+        for (validators, quorum, ok) in [
+            (Vec::new(), 0, true),
+            (Vec::new(), 1, false),
+            (five.clone(), 3, true),
+            (five.clone(), 2, false),
+            (five.clone(), 6, false),
+            (vec![five[0], five[0], five[1]], 2, false),
+        ] {
+            let mut c = base.clone();
+            c.settlement.validators = validators;
+            c.settlement.quorum = quorum;
+            assert_eq!(
+                c.validate().is_ok(),
+                ok,
+                "{:?} {quorum}",
+                c.settlement.validators
+            );
+        }
     }
 
     #[test]

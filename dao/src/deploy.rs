@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backend;
 use crate::bindings::{
     AllocationVesting, Artifact, DaoGovernor, DaoTimelock, ModelRegistry, ProposalToken,
-    RewardPool, Staking,
+    RewardPool, Settlement, Staking,
 };
 use crate::config::{DATA_POOL_RELEASE, DaoConfig, INVESTOR_VESTING, TEAM_VESTING, tokens};
 use crate::{Error, Result};
@@ -49,6 +49,8 @@ pub struct DaoDeployment {
     pub team_vesting: Address,
     /// Early-investor vesting wallet (2%, 2 years).
     pub investor_vesting: Address,
+    /// Settlement: validator-signed reward roots and slashing verdicts, the fee split.
+    pub settlement: Address,
     /// Gas used by each deployment transaction, by contract.
     pub deploy_gas: BTreeMap<String, u64>,
 }
@@ -112,10 +114,10 @@ pub(crate) fn read_bounded_text(path: &Path, max: u64) -> Result<String> {
 
 /// Deploys the whole DAO with `backend`'s account, which keeps no role afterwards.
 ///
-/// Ten contracts, in this order, each at the address derived from the deployer's nonce (the
+/// Eleven contracts, in this order, each at the address derived from the deployer's nonce (the
 /// token and staking name each other, so their addresses are computed before either exists):
 /// timelock, data / training / inference pools, team and investor vesting wallets, token, model
-/// registry, staking, governor; on an RPC chain without a configured checkpoint registry, one
+/// registry, staking, governor, settlement; on an RPC chain without a configured checkpoint registry, one
 /// is deployed first. The timelock's only proposer, canceller and executor is the Governor and
 /// it has no admin but itself. The deployer must send nothing else meanwhile.
 ///
@@ -161,7 +163,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
     let at = |i: u64| deployer.create(n + i);
     let (timelock, data_pool, training_pool, inference_pool) = (at(0), at(1), at(2), at(3));
     let (team_vesting, investor_vesting, token) = (at(4), at(5), at(6));
-    let (model_registry, staking, governor) = (at(7), at(8), at(9));
+    let (model_registry, staking, governor, settlement) = (at(7), at(8), at(9), at(10));
 
     let vesting_start = config.allocation.vesting_start.unwrap_or(now);
     let pools_start = config.allocation.pools_start.unwrap_or(now);
@@ -189,6 +191,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                 admin: timelock,
                 start_: pools_start,
                 duration_: DATA_POOL_RELEASE,
+                distributor: Address::ZERO,
             }
             .abi_encode(),
             data_pool,
@@ -200,6 +203,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                 admin: timelock,
                 start_: pools_start,
                 duration_: 0,
+                distributor: settlement,
             }
             .abi_encode(),
             training_pool,
@@ -211,6 +215,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                 admin: timelock,
                 start_: pools_start,
                 duration_: 0,
+                distributor: Address::ZERO,
             }
             .abi_encode(),
             inference_pool,
@@ -252,6 +257,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     investorVesting: investor_vesting,
                 },
                 staking_: staking,
+                settlement_: settlement,
             }
             .abi_encode(),
             token,
@@ -277,7 +283,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
             Staking::constructorCall {
                 token_: token,
                 admin: timelock,
-                slasher: s.slasher.unwrap_or(Address::ZERO),
+                slashers: vec![s.slasher.unwrap_or(Address::ZERO), settlement],
                 minStakes: [
                     tokens(s.training_min_tokens),
                     tokens(s.inference_min_tokens),
@@ -312,10 +318,33 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     dataPool: data_pool,
                     trainingPool: training_pool,
                     inferencePool: inference_pool,
+                    settlement,
                 },
             }
             .abi_encode(),
             governor,
+        ),
+        (
+            "Settlement",
+            "Settlement",
+            Settlement::constructorCall {
+                token_: token,
+                staking_: staking,
+                trainingPool_: training_pool,
+                inferencePool_: inference_pool,
+                admin: timelock,
+                guardian: g.guardian,
+                validators_: config.settlement.validators.clone(),
+                quorum_: config.settlement.quorum,
+                params_: Settlement::Params {
+                    challengeWindow: s.challenge_window_secs,
+                    minClaimPeriod: config.settlement.min_claim_period_secs,
+                    slashBps: config.settlement.slash_bps,
+                    jailDuration: config.settlement.jail_secs,
+                },
+            }
+            .abi_encode(),
+            settlement,
         ),
     ];
 
@@ -352,6 +381,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
         inference_pool,
         team_vesting,
         investor_vesting,
+        settlement,
         deploy_gas: gas,
     })
 }

@@ -32,6 +32,23 @@
 //!   unbonding longer than the challenge window (unbonding stake can still be slashed), slashing by
 //!   SLASHER_ROLE that **burns** (the supply falls by exactly the slash), jailing, and the
 //!   [`Membership`] view an aggregator checks.
+//! - **Settlement** ([`settle`], `Dao::post_root` and friends): an epoch's (index, address,
+//!   amount) list in OpenZeppelin StandardMerkleTree layout ([`RewardTree`]) is accepted only with
+//!   EIP-712 signatures of a quorum of the QA validator set over (epoch, root, total, deadline)
+//!   (`[settlement]`: 3-of-5, 5-of-7, any strict majority of at most 16; the timelock changes the
+//!   set), pulls the total from the training pool, and becomes claimable after the challenge
+//!   window (`staking.challenge_window_secs`), during which the timelock or the guardian can
+//!   cancel it for good. Each member claims its own leaf once (a claim self-delegates an account
+//!   that never delegated); after the signed deadline anyone sweeps the rest back to the pool.
+//!   A slashing verdict (member, evidence content hash, governed fraction) signed by a quorum
+//!   waits out the same window (the member's appeal), then slashes that fraction of the
+//!   training stake through Staking (burnt), jails the member and emits `MemberSlashed` naming
+//!   the evidence hash. `splitFee` burns half of a fee and sends the rest to the inference pool.
+//!   Refusals: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`, `InvalidSignature`,
+//!   `EpochAlreadyPosted`, `EpochCancelled`, `DeadlineTooSoon`, `ChallengeWindowOpen`,
+//!   `ChallengeWindowOver`, `NotCanceller`, `InvalidProof`, `NotClaimant`, `AlreadyClaimed`,
+//!   `ClaimDeadlinePassed`, `ClaimPeriodOpen`, `AlreadySwept`, `FractionNotGoverned`,
+//!   `VerdictExpired`, `EvidenceAlreadyUsed`, `VerdictNotPending`, `NothingToSlash`.
 //!
 //! ### Decisions
 //! - **Staked tokens keep their voting power.** Staking is non-custodial: the token locks the
@@ -42,11 +59,18 @@
 //!   treasury and vesting wallets hold (checkpointed by the token), and never below
 //!   `quorum_floor_tokens`, so locked allocations do not make quorum unreachable and a small early
 //!   circulating supply cannot pass proposals with a handful of votes.
+//! - **Rewards wait in Settlement, not in the pool.** Posting a root moves its total out of the
+//!   training pool into Settlement (cancel and sweep move it back), so claims are plain transfers.
+//!   Settlement is not an allocation holder: escrowed tokens count in the votable supply while
+//!   they wait (no one's votes; the quorum is at most one epoch's total higher), which keeps the
+//!   votable-supply checkpoint out of every claim.
 //! - **One toolchain pin.** The contracts compile with chain-anchor's pinned solc-js and
 //!   OpenZeppelin (`npm ci` in chain-anchor, then `node dao/scripts/compile.mjs`; `--check` in CI).
 //!
 //! ## What it does not do
-//! No rewards distribution, settlement or inference network (later issues); no indexing (Tally
+//! Settlement does not compute the epochs' rewards or verdicts (the validator role that
+//! recomputes them from anchored checkpoints, and `settle verify`, are not built); no inference
+//! network (a later issue; it will call `splitFee`); no indexing (Tally
 //! needs an RPC chain with an explorer; anvil and the embedded EVM cannot be indexed). The
 //! embedded EVM proves nothing to third parties: it checks no signatures and its state file can be
 //! rewritten. Membership checks inside the aggregator are wired elsewhere, through [`Dao::membership`].
@@ -95,17 +119,19 @@ mod client;
 mod config;
 mod deploy;
 mod error;
+pub mod settle;
 mod types;
 
 pub use backend::{Backend, EmbeddedBackend, RpcBackend, RpcTimeouts, TxReceipt};
-pub use client::{Dao, SignedPermit};
+pub use client::{Dao, EpochState, SignedPermit};
 pub use config::{
     AllocationConfig, DATA_POOL_RELEASE, DAY, DaoConfig, GovernanceConfig, INVESTOR_VESTING,
-    MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, StakingConfig, TEAM_VESTING, TokenConfig, YEAR,
-    tokens,
+    MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, SettlementConfig, StakingConfig, TEAM_VESTING,
+    TokenConfig, YEAR, tokens,
 };
 pub use deploy::{DaoDeployment, deploy};
 pub use error::{Error, Result, Revert};
+pub use settle::{RewardTree, RootMessage, VerdictMessage};
 pub use types::{
     Action, CurrentModel, Membership, Promotion, Proposal, ProposalState, ProposalStatus, Role,
     Support,

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{Address, B256, Bytes, U256};
 use anyhow::{Context, bail};
 use chain_anchor::{EmbeddedAnchor, FederationId, KeySource};
 use clap::{Parser, Subcommand};
+use dao::settle::{self, RewardTree, RootMessage, VerdictMessage};
 use dao::{Backend, Dao, DaoConfig, DaoDeployment, Promotion, RewardSplit, Role, Support, tokens};
 
 /// Deploy and drive a daofl DAO ($PROPOSAL token, Governor + 7-day timelock, model registry,
@@ -159,6 +160,99 @@ enum Command {
     AdvanceTime {
         #[arg(long)]
         seconds: u64,
+    },
+    /// Prints an epoch's reward root, total and each member's index, amount and proof.
+    RewardRoot {
+        /// JSON rewards file: [{"account": "0x…", "amount": "<base units>"}].
+        #[arg(long)]
+        rewards: PathBuf,
+    },
+    /// Signs an epoch's root as a QA validator (prints the signature; sends nothing).
+    SignRoot {
+        #[arg(long)]
+        rewards: PathBuf,
+        #[arg(long)]
+        epoch: u64,
+        /// Claim deadline (unix seconds).
+        #[arg(long)]
+        deadline: u64,
+        /// The validator's key file.
+        #[arg(long)]
+        validator_key_file: PathBuf,
+    },
+    /// Posts an epoch's root with a quorum of validator signatures.
+    PostRoot {
+        #[arg(long)]
+        rewards: PathBuf,
+        #[arg(long)]
+        epoch: u64,
+        #[arg(long)]
+        deadline: u64,
+        /// One validator signature (repeat for each).
+        #[arg(long = "signature", required = true)]
+        signatures: Vec<Bytes>,
+    },
+    /// Claims the sender's reward of an epoch.
+    ClaimReward {
+        #[arg(long)]
+        rewards: PathBuf,
+        #[arg(long)]
+        epoch: u64,
+    },
+    /// Returns an epoch's unclaimed rest to the training pool after its deadline.
+    SweepEpoch {
+        #[arg(long)]
+        epoch: u64,
+    },
+    /// Cancels an epoch's root during its challenge window (guardian or timelock).
+    CancelRoot {
+        #[arg(long)]
+        epoch: u64,
+    },
+    /// Signs a slashing verdict as a QA validator (prints the signature; sends nothing).
+    SignVerdict {
+        #[arg(long)]
+        member: Address,
+        /// Content hash of the QA evidence.
+        #[arg(long)]
+        evidence: B256,
+        /// Fraction in basis points (must be the governed one).
+        #[arg(long)]
+        fraction_bps: u16,
+        /// Last time the verdict may be posted (unix seconds).
+        #[arg(long)]
+        deadline: u64,
+        #[arg(long)]
+        validator_key_file: PathBuf,
+    },
+    /// Posts a slashing verdict with a quorum of validator signatures (prints its id).
+    PostVerdict {
+        #[arg(long)]
+        member: Address,
+        #[arg(long)]
+        evidence: B256,
+        #[arg(long)]
+        fraction_bps: u16,
+        #[arg(long)]
+        deadline: u64,
+        #[arg(long = "signature", required = true)]
+        signatures: Vec<Bytes>,
+    },
+    /// Executes a verdict after its challenge window (slash, burn, jail).
+    ExecuteVerdict {
+        #[arg(long)]
+        id: B256,
+    },
+    /// Cancels a verdict during its challenge window (guardian or timelock).
+    CancelVerdict {
+        #[arg(long)]
+        id: B256,
+    },
+    /// Pays a fee: half burnt, half to the inference pool.
+    SplitFee {
+        /// Whole tokens.
+        #[arg(long)]
+        tokens: u64,
     },
 }
 
@@ -324,6 +418,83 @@ async fn main() -> anyhow::Result<()> {
         Command::AdvanceTime { seconds } => {
             println!("chain time {}", dao.advance_time(seconds).await?)
         }
+        Command::RewardRoot { rewards } => {
+            let tree = RewardTree::load(&rewards)?;
+            println!("root {}\ntotal {}", tree.root(), tree.total());
+            for (account, _) in tree.rewards() {
+                if let Some((index, amount, proof)) = tree.proof(account) {
+                    println!(
+                        "{index} {account} {amount} {}",
+                        serde_json::to_string(&proof)?
+                    );
+                }
+            }
+        }
+        Command::SignRoot {
+            rewards,
+            epoch,
+            deadline,
+            validator_key_file,
+        } => {
+            let tree = RewardTree::load(&rewards)?;
+            let key = KeySource::File(validator_key_file).load()?;
+            let msg = RootMessage::of(epoch, &tree, deadline);
+            let domain = dao.settlement_domain().await?;
+            println!("{}", settle::sign_root(&key, &domain, &msg)?);
+        }
+        Command::PostRoot {
+            rewards,
+            epoch,
+            deadline,
+            signatures,
+        } => {
+            let tree = RewardTree::load(&rewards)?;
+            let msg = RootMessage::of(epoch, &tree, deadline);
+            done(dao.post_root(&msg, &signatures).await?);
+        }
+        Command::ClaimReward { rewards, epoch } => {
+            let tree = RewardTree::load(&rewards)?;
+            done(dao.claim_reward(epoch, &tree).await?);
+        }
+        Command::SweepEpoch { epoch } => done(dao.sweep_epoch(epoch).await?),
+        Command::CancelRoot { epoch } => done(dao.cancel_root(epoch).await?),
+        Command::SignVerdict {
+            member,
+            evidence,
+            fraction_bps,
+            deadline,
+            validator_key_file,
+        } => {
+            let key = KeySource::File(validator_key_file).load()?;
+            let msg = VerdictMessage {
+                member,
+                evidence,
+                fraction_bps,
+                deadline,
+            };
+            let domain = dao.settlement_domain().await?;
+            println!("{}", settle::sign_verdict(&key, &domain, &msg)?);
+        }
+        Command::PostVerdict {
+            member,
+            evidence,
+            fraction_bps,
+            deadline,
+            signatures,
+        } => {
+            let msg = VerdictMessage {
+                member,
+                evidence,
+                fraction_bps,
+                deadline,
+            };
+            let (r, id) = dao.post_verdict(&msg, &signatures).await?;
+            println!("verdict {id}");
+            done(r);
+        }
+        Command::ExecuteVerdict { id } => done(dao.execute_verdict(id).await?),
+        Command::CancelVerdict { id } => done(dao.cancel_verdict(id).await?),
+        Command::SplitFee { tokens: n } => done(dao.split_fee(tokens(n)).await?),
     }
     Ok(())
 }

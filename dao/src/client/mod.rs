@@ -2,7 +2,10 @@
 //! vesting calls here; staking in `staking.rs`, proposals in `governance.rs`.
 
 mod governance;
+mod settlement;
 mod staking;
+
+pub use settlement::EpochState;
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::signers::SignerSync;

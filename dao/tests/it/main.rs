@@ -4,6 +4,7 @@
 
 mod hostile;
 mod invariants;
+mod settlement;
 mod suite;
 mod support;
 
@@ -20,6 +21,27 @@ async fn suite_on_anvil() {
     let Some(path) = anvil_path() else { return };
     let world = World::anvil(&path).await;
     suite::run(&world).await;
+}
+
+#[tokio::test]
+async fn settlement_on_embedded_evm() {
+    let world = World::embedded().await;
+    let gas = settlement::run(&world).await;
+    eprintln!(
+        "settlement gas (embedded EVM): {gas:?}; deploy {:?}",
+        world.deployment.deploy_gas.get("Settlement")
+    );
+}
+
+#[tokio::test]
+async fn settlement_on_anvil() {
+    let Some(path) = anvil_path() else { return };
+    let world = World::anvil(&path).await;
+    let gas = settlement::run(&world).await;
+    eprintln!(
+        "settlement gas (anvil): {gas:?}; deploy {:?}",
+        world.deployment.deploy_gas.get("Settlement")
+    );
 }
 
 /// The embedded chain persists the DAO: reopening the state folder (as every `daofl-dao`
@@ -177,4 +199,52 @@ async fn cast_drives_the_dao_on_anvil() {
         "0",
     ]);
     assert!(m.starts_with('1'), "NoStake is status 1: {m}");
+}
+
+/// `dao::RewardTree` against OpenZeppelin's own `StandardMerkleTree` (JS) over (index, account,
+/// amount) leaves: same roots, same indices, same proofs. The fixture is written by
+/// `node dao/scripts/reward-fixture.mjs`.
+#[test]
+fn reward_tree_matches_openzeppelin_standard_merkle_tree() {
+    use alloy::primitives::{Address, B256, U256};
+    #[derive(serde::Deserialize)]
+    struct Reward {
+        account: Address,
+        amount: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Claim {
+        index: u64,
+        account: Address,
+        amount: String,
+        proof: Vec<B256>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Case {
+        rewards: Vec<Reward>,
+        root: B256,
+        claims: Vec<Claim>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Fixture {
+        cases: Vec<Case>,
+    }
+    let dec = |s: &str| U256::from_str_radix(s, 10).unwrap();
+    let fixture: Fixture =
+        serde_json::from_str(include_str!("../fixtures/reward-tree.json")).unwrap();
+    assert_eq!(fixture.cases.len(), 5);
+    for case in fixture.cases {
+        let rewards: Vec<(Address, U256)> = case
+            .rewards
+            .iter()
+            .map(|r| (r.account, dec(&r.amount)))
+            .collect();
+        let tree = dao::RewardTree::new(&rewards).unwrap();
+        assert_eq!(tree.root(), case.root, "{} rewards", rewards.len());
+        for c in &case.claims {
+            let (index, amount, proof) = tree.proof(c.account).unwrap();
+            assert_eq!((index, amount), (c.index, dec(&c.amount)));
+            assert_eq!(proof, c.proof);
+        }
+    }
 }

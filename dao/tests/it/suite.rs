@@ -20,6 +20,7 @@ pub async fn run(w: &World) {
     bad_promotions(w).await;
     quorum_and_threshold(w).await;
     config_and_split(w).await;
+    validators_by_governance(w).await;
     crate::hostile::run(w).await;
 }
 
@@ -45,7 +46,7 @@ async fn allocation(w: &World) {
     assert_eq!(sum, tok(1_000_000_000));
     // Nothing is votable before anything leaves the allocation.
     assert_eq!(dao.votable_supply().await.unwrap(), U256::ZERO);
-    assert_eq!(d.deploy_gas.len(), if w.embedded { 10 } else { 11 });
+    assert_eq!(d.deploy_gas.len(), if w.embedded { 11 } else { 12 });
 }
 
 /// What Tally and wallets read: ERC-165, COUNTING_MODE, clock, CLOCK_MODE, the timelock's roles.
@@ -578,5 +579,63 @@ async fn config_and_split(w: &World) {
             stake: tok(1_000),
             minimum: tok(2_500)
         }
+    );
+}
+
+/// The timelock (a vote, then 7 days) moves the QA committee from 3 of 5 to 5 of 7; nobody else can.
+async fn validators_by_governance(w: &World) {
+    use dao::Action;
+    use dao::bindings::Settlement;
+    let d = &w.deployment;
+    let m0 = &w.members[0];
+    let seven: Vec<Address> = (0..7u8).map(|i| Address::repeat_byte(0xa0 + i)).collect();
+    let call = Settlement::setValidatorsCall {
+        validators_: seven.clone(),
+        quorum_: 5,
+    };
+    assert_revert(
+        m0.send_raw(d.settlement, call.abi_encode().into()).await,
+        "AccessControlUnauthorizedAccount",
+    );
+    let action = |c: Vec<u8>| Action {
+        target: d.settlement,
+        value: U256::ZERO,
+        calldata: c.into(),
+    };
+    let p = m0
+        .propose(
+            vec![action(call.abi_encode())],
+            "QA committee: 5 of 7".into(),
+        )
+        .await
+        .unwrap();
+    w.deployer
+        .advance_time(w.config.governance.voting_delay_secs + 1)
+        .await
+        .unwrap();
+    m0.vote(p.id, Support::For).await.unwrap();
+    w.deployer
+        .advance_time(w.config.governance.voting_period_secs + 1)
+        .await
+        .unwrap();
+    m0.queue(&p).await.unwrap();
+    m0.advance_time(7 * DAY + 1).await.unwrap();
+    m0.execute(&p).await.unwrap();
+    let b = w.deployer.backend();
+    let out = b
+        .call(d.settlement, Settlement::quorumCall {}.abi_encode().into())
+        .await
+        .unwrap();
+    assert_eq!(Settlement::quorumCall::abi_decode_returns(&out).unwrap(), 5);
+    let out = b
+        .call(
+            d.settlement,
+            Settlement::validatorsCall {}.abi_encode().into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        Settlement::validatorsCall::abi_decode_returns(&out).unwrap(),
+        seven
     );
 }

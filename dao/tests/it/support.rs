@@ -82,6 +82,8 @@ pub struct World {
     /// Members; their keys in `member_keys`.
     pub members: Vec<Dao>,
     pub member_keys: Vec<PrivateKeySigner>,
+    /// The QA validators (signing keys only: they never send a transaction).
+    pub validator_keys: Vec<PrivateKeySigner>,
     pub deployment: DaoDeployment,
     pub embedded: bool,
     _anvil: Option<AnvilInstance>,
@@ -157,13 +159,16 @@ impl World {
         let embedded = anvil.is_none();
         let as_key = |k: &PrivateKeySigner| root.with_signer(k.clone()).unwrap();
         let now = root.now().await.unwrap();
-        let config = test_config(
+        let mut config = test_config(
             keys[3].address(),
             keys[4].address(),
             keys[1].address(),
             keys[2].address(),
             now,
         );
+        let validator_keys: Vec<PrivateKeySigner> = (100..105).map(derived_key).collect();
+        config.settlement.validators = validator_keys.iter().map(|k| k.address()).collect();
+        config.settlement.quorum = 3;
         let deployment = deploy(&config, &root).await.expect("deploys");
         let path = dir.path().join("dao.json");
         deployment.save(&path).unwrap();
@@ -178,6 +183,7 @@ impl World {
             investors: dao(as_key(&keys[4])),
             members: member_keys.iter().map(|k| dao(as_key(k))).collect(),
             member_keys,
+            validator_keys,
             config,
             deployment,
             embedded,

@@ -1,0 +1,498 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+pragma solidity 0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+
+/// @notice What Settlement needs from the token.
+interface ISettlementToken {
+    function transfer(address to, uint256 amount) external returns (bool);
+    function transferFrom(address from, address to, uint256 amount) external returns (bool);
+    function burn(uint256 amount) external;
+    function delegateIfUnset(address account) external;
+}
+
+/// @notice What Settlement needs from the training pool.
+interface ISettlementPool {
+    function pay(address token, address to, uint256 amount) external;
+}
+
+/// @notice What Settlement needs from Staking.
+interface ISettlementStaking {
+    struct Position {
+        uint128 staked;
+        uint128 unbonding;
+        uint64 unbondingEnds;
+    }
+
+    function positionOf(address account, uint8 role) external view returns (Position memory);
+    function slash(address account, uint8 role, uint256 amount, bytes32 reason) external;
+    function jail(address account, uint64 until, bytes32 reason) external;
+}
+
+/// @title daofl settlement: rewards by Merkle root and slashing, both signed by a validator quorum
+/// @notice Rewards: an epoch's (address, amount) list in OpenZeppelin StandardMerkleTree layout
+/// (leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount)))), the index
+/// numbering the leaves 0..n-1 so that claims are marked in a bitmap, as in Uniswap's
+/// MerkleDistributor) is posted with the
+/// EIP-712 signatures of at least `quorum` distinct QA validators over
+/// Root(epoch, root, total, deadline). Posting pulls `total` from the training pool into this
+/// contract; the root becomes claimable `challengeWindow` seconds later, until then governance
+/// (the timelock) or the guardian can cancel it, which returns `total` to the pool for good (the
+/// epoch can never be posted again). Each account claims its own leaf once, before `deadline`;
+/// a claim delegates the claimer to itself if it never delegated. After the deadline anyone
+/// sweeps the unclaimed rest back to the pool.
+///
+/// Slashing: a Verdict(member, evidence, fractionBps, deadline) signed by a validator quorum,
+/// whose fraction is the governed `slashBps`, waits out the same challenge window (the member's
+/// appeal: governance or the guardian cancels it), then anyone executes it: `slashBps` of the
+/// member's training stake (active and unbonding) is slashed through Staking (burnt), the member
+/// is jailed for `jailDuration`, and `MemberSlashed` names the evidence's content hash.
+///
+/// Fees: `splitFee` burns half of a fee and sends the rest to the inference pool.
+/// @dev DEFAULT_ADMIN_ROLE (the timelock) sets the validators, quorum and parameters;
+/// GUARDIAN_ROLE may cancel pending roots and verdicts. Every refusal is a named error.
+contract Settlement is AccessControl, EIP712 {
+    /// @notice Role that may cancel a pending root or verdict besides governance.
+    bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
+    /// @notice EIP-712 type of a reward root.
+    bytes32 public constant ROOT_TYPEHASH =
+        keccak256("Root(uint64 epoch,bytes32 root,uint256 total,uint64 deadline)");
+    /// @notice EIP-712 type of a slashing verdict.
+    bytes32 public constant VERDICT_TYPEHASH =
+        keccak256("Verdict(address member,bytes32 evidence,uint16 fractionBps,uint64 deadline)");
+    /// @notice Largest validator set.
+    uint256 public constant MAX_VALIDATORS = 16;
+    /// @notice Training role number in Staking.
+    uint8 public constant TRAINING_ROLE = 0;
+    /// @notice Longest challenge window, claim period or jail duration governance may set: 5 years.
+    uint64 public constant MAX_DURATION = 5 * 365 days;
+
+    /// @notice Lifecycle of an epoch root or a verdict.
+    enum Status {
+        None,
+        Pending,
+        Cancelled,
+        Done
+    }
+
+    /// @notice A posted epoch root.
+    struct Epoch {
+        bytes32 root;
+        uint128 total;
+        uint128 claimed;
+        uint64 claimableAt;
+        uint64 deadline;
+        Status status;
+    }
+
+    /// @notice A posted slashing verdict.
+    struct Verdict {
+        address member;
+        uint16 fractionBps;
+        uint64 executableAt;
+        Status status;
+        bytes32 evidence;
+    }
+
+    /// @notice Governable parameters.
+    struct Params {
+        uint64 challengeWindow;
+        uint64 minClaimPeriod;
+        uint16 slashBps;
+        uint64 jailDuration;
+    }
+
+    /// @notice The $PROPOSAL token.
+    ISettlementToken public immutable token;
+    /// @notice Staking (this contract holds its SLASHER_ROLE).
+    ISettlementStaking public immutable staking;
+    /// @notice The training pool rewards are paid from (this contract holds its DISTRIBUTOR_ROLE).
+    ISettlementPool public immutable trainingPool;
+    /// @notice The inference pool that receives the unburnt half of fees.
+    address public immutable inferencePool;
+
+    /// @notice Governable parameters.
+    Params public params;
+    /// @notice Signatures needed to accept a root or verdict.
+    uint8 public quorum;
+    address[] private _validators;
+    mapping(address => bool) public isValidator;
+
+    mapping(uint64 epoch => Epoch) private _epochs;
+    mapping(uint64 epoch => mapping(uint256 word => uint256)) private _claimedBitMap;
+    mapping(bytes32 id => Verdict) private _verdicts;
+    mapping(bytes32 memberEvidence => bool) private _evidenceUsed;
+
+    /// @notice The validator set and quorum changed.
+    event ValidatorsChanged(address[] validators, uint8 quorum);
+    /// @notice Parameters changed.
+    event ParamsChanged(Params params);
+    /// @notice An epoch root was accepted; claimable from `claimableAt` until `deadline`.
+    event RootPosted(uint64 indexed epoch, bytes32 root, uint256 total, uint64 claimableAt, uint64 deadline);
+    /// @notice A pending epoch root was cancelled by `by`; its total went back to the pool.
+    event RootCancelled(uint64 indexed epoch, address by);
+    /// @notice `account` claimed `amount` of `epoch` (leaf `index`).
+    event Claimed(uint64 indexed epoch, uint256 index, address indexed account, uint256 amount);
+    /// @notice The unclaimed `amount` of `epoch` went back to the pool.
+    event Swept(uint64 indexed epoch, uint256 amount);
+    /// @notice A slashing verdict was accepted; executable from `executableAt`.
+    event VerdictPosted(bytes32 indexed id, address indexed member, bytes32 evidence, uint16 fractionBps, uint64 executableAt);
+    /// @notice A pending verdict was cancelled (an appeal upheld) by `by`.
+    event VerdictCancelled(bytes32 indexed id, address by);
+    /// @notice `member` lost `amount` of training stake (burnt) and is jailed until `jailedUntil`,
+    /// on the evidence whose content hash is `evidence`.
+    event MemberSlashed(bytes32 indexed id, address indexed member, bytes32 indexed evidence, uint256 amount, uint64 jailedUntil);
+    /// @notice A fee of `burnt + toPool` paid by `payer`: `burnt` burnt, `toPool` to the inference pool.
+    event FeeSplit(address indexed payer, uint256 burnt, uint256 toPool);
+
+    /// @notice An address that must not be zero is.
+    error ZeroAddress();
+    /// @notice A zero amount or total.
+    error ZeroAmount();
+    /// @notice A validator set that is empty, too large, has duplicates or zero addresses, or a
+    /// quorum that is not a strict majority of it.
+    error InvalidValidatorSet(uint256 size, uint8 quorum);
+    /// @notice A parameter out of range.
+    error InvalidParams();
+    /// @notice A signature that does not recover to an address.
+    error InvalidSignature(uint256 index);
+    /// @notice A signature of an account that is not a validator.
+    error NotValidator(address signer);
+    /// @notice Two signatures of the same validator.
+    error DuplicateSigner(address signer);
+    /// @notice Fewer valid signatures than the quorum.
+    error QuorumNotReached(uint256 signatures, uint8 quorum);
+    /// @notice The epoch already has a root.
+    error EpochAlreadyPosted(uint64 epoch);
+    /// @notice The epoch's root was cancelled; it can never be posted or claimed again.
+    error EpochCancelled(uint64 epoch);
+    /// @notice The epoch has no root.
+    error UnknownEpoch(uint64 epoch);
+    /// @notice The signed deadline leaves less than the challenge window plus the minimum claim period.
+    error DeadlineTooSoon(uint64 deadline, uint64 earliest);
+    /// @notice The signed verdict expired.
+    error VerdictExpired(uint64 deadline);
+    /// @notice The challenge window is still open.
+    error ChallengeWindowOpen(uint64 endsAt);
+    /// @notice The challenge window is over: too late to cancel.
+    error ChallengeWindowOver(uint64 endedAt);
+    /// @notice The claim deadline has passed.
+    error ClaimDeadlinePassed(uint64 deadline);
+    /// @notice The claim deadline has not passed yet: nothing to sweep.
+    error ClaimPeriodOpen(uint64 deadline);
+    /// @notice The epoch was already swept.
+    error AlreadySwept(uint64 epoch);
+    /// @notice Leaf `index` of `epoch` was already claimed.
+    error AlreadyClaimed(uint64 epoch, uint256 index);
+    /// @notice A claim for an account other than the caller.
+    error NotClaimant(address account, address caller);
+    /// @notice The proof does not lead from (index, account, amount) to the epoch's root.
+    error InvalidProof();
+    /// @notice A claim that would pay more than the epoch's signed total (a root whose leaves
+    /// sum above it).
+    error ExceedsTotal(uint256 claimed, uint256 total);
+    /// @notice The caller may not cancel (neither governance nor the guardian).
+    error NotCanceller(address caller);
+    /// @notice The verdict's fraction is not the governed one.
+    error FractionNotGoverned(uint16 signed, uint16 governed);
+    /// @notice A verdict on this member and evidence was already posted (executed, pending or
+    /// cancelled on appeal): one piece of evidence slashes at most once.
+    error EvidenceAlreadyUsed(address member, bytes32 evidence);
+    /// @notice No such verdict.
+    error UnknownVerdict(bytes32 id);
+    /// @notice The verdict was cancelled or already executed.
+    error VerdictNotPending(bytes32 id);
+    /// @notice The member has no training stake left to slash.
+    error NothingToSlash(address member);
+
+    /// @param token_ The $PROPOSAL token.
+    /// @param staking_ Staking.
+    /// @param trainingPool_ The training pool.
+    /// @param inferencePool_ The inference pool.
+    /// @param admin DEFAULT_ADMIN_ROLE (the timelock).
+    /// @param guardian GUARDIAN_ROLE, or zero for none.
+    /// @param validators_ The QA validator set.
+    /// @param quorum_ Signatures needed (a strict majority of the set).
+    /// @param params_ The parameters.
+    constructor(
+        address token_,
+        address staking_,
+        address trainingPool_,
+        address inferencePool_,
+        address admin,
+        address guardian,
+        address[] memory validators_,
+        uint8 quorum_,
+        Params memory params_
+    ) EIP712("daofl Settlement", "1") {
+        if (
+            token_ == address(0) || staking_ == address(0) || trainingPool_ == address(0)
+                || inferencePool_ == address(0) || admin == address(0)
+        ) revert ZeroAddress();
+        token = ISettlementToken(token_);
+        staking = ISettlementStaking(staking_);
+        trainingPool = ISettlementPool(trainingPool_);
+        inferencePool = inferencePool_;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        if (guardian != address(0)) _grantRole(GUARDIAN_ROLE, guardian);
+        _setValidators(validators_, quorum_);
+        _setParams(params_);
+    }
+
+    // ----- governance -----
+
+    /// @notice Replaces the validator set and quorum (governance).
+    function setValidators(address[] calldata validators_, uint8 quorum_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setValidators(validators_, quorum_);
+    }
+
+    /// @notice Sets the parameters (governance).
+    function setParams(Params calldata params_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setParams(params_);
+    }
+
+    function _setValidators(address[] memory set, uint8 quorum_) private {
+        uint256 n = set.length;
+        // An empty set with quorum 0 is allowed (nothing can be posted until governance sets one).
+        if (n > MAX_VALIDATORS || quorum_ > n || (n > 0 && uint256(quorum_) * 2 <= n) || (n == 0 && quorum_ != 0)) {
+            revert InvalidValidatorSet(n, quorum_);
+        }
+        for (uint256 i = 0; i < _validators.length; ++i) {
+            isValidator[_validators[i]] = false;
+        }
+        for (uint256 i = 0; i < n; ++i) {
+            address v = set[i];
+            if (v == address(0) || isValidator[v]) revert InvalidValidatorSet(n, quorum_);
+            isValidator[v] = true;
+        }
+        _validators = set;
+        quorum = quorum_;
+        emit ValidatorsChanged(set, quorum_);
+    }
+
+    function _setParams(Params memory p) private {
+        if (
+            p.challengeWindow == 0 || p.challengeWindow > MAX_DURATION || p.minClaimPeriod > MAX_DURATION
+                || p.jailDuration > MAX_DURATION || p.slashBps == 0 || p.slashBps > 10_000
+        ) revert InvalidParams();
+        params = p;
+        emit ParamsChanged(p);
+    }
+
+    // ----- views -----
+
+    /// @notice The validator set.
+    function validators() external view returns (address[] memory) {
+        return _validators;
+    }
+
+    /// @notice An epoch's root and state.
+    function epoch(uint64 epoch_) external view returns (Epoch memory) {
+        return _epochs[epoch_];
+    }
+
+    /// @notice Whether leaf `index` of `epoch_` was claimed.
+    function isClaimed(uint64 epoch_, uint256 index) public view returns (bool) {
+        return (_claimedBitMap[epoch_][index >> 8] >> (index & 0xff)) & 1 == 1;
+    }
+
+    /// @notice A verdict by id.
+    function verdict(bytes32 id) external view returns (Verdict memory) {
+        return _verdicts[id];
+    }
+
+    /// @notice The EIP-712 digest validators sign for a root.
+    function rootDigest(uint64 epoch_, bytes32 root, uint256 total, uint64 deadline) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(ROOT_TYPEHASH, epoch_, root, total, deadline)));
+    }
+
+    /// @notice The EIP-712 digest validators sign for a verdict; also the verdict's id.
+    function verdictDigest(address member, bytes32 evidence, uint16 fractionBps, uint64 deadline)
+        public
+        view
+        returns (bytes32)
+    {
+        return _hashTypedDataV4(keccak256(abi.encode(VERDICT_TYPEHASH, member, evidence, fractionBps, deadline)));
+    }
+
+    // ----- rewards -----
+
+    /// @notice Accepts `epoch_`'s root with a validator quorum's signatures and pulls `total` from
+    /// the training pool; claimable after the challenge window, until `deadline`.
+    function postRoot(uint64 epoch_, bytes32 root, uint128 total, uint64 deadline, bytes[] calldata signatures)
+        external
+    {
+        Epoch storage e = _epochs[epoch_];
+        if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
+        if (e.status != Status.None) revert EpochAlreadyPosted(epoch_);
+        if (total == 0) revert ZeroAmount();
+        Params memory p = params;
+        uint64 claimableAt = uint64(block.timestamp) + p.challengeWindow;
+        uint64 earliest = claimableAt + p.minClaimPeriod;
+        if (deadline < earliest) revert DeadlineTooSoon(deadline, earliest);
+        _checkQuorum(rootDigest(epoch_, root, total, deadline), signatures);
+        e.root = root;
+        e.total = total;
+        e.claimableAt = claimableAt;
+        e.deadline = deadline;
+        e.status = Status.Pending;
+        trainingPool.pay(address(token), address(this), total);
+        emit RootPosted(epoch_, root, total, claimableAt, deadline);
+    }
+
+    /// @notice Cancels `epoch_`'s root during its challenge window (governance or the guardian);
+    /// its total returns to the training pool and the epoch can never be posted again.
+    function cancelRoot(uint64 epoch_) external {
+        _checkCanceller();
+        Epoch storage e = _epochs[epoch_];
+        if (e.status == Status.None) revert UnknownEpoch(epoch_);
+        if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
+        if (block.timestamp >= e.claimableAt) revert ChallengeWindowOver(e.claimableAt);
+        e.status = Status.Cancelled;
+        _send(address(trainingPool), e.total);
+        emit RootCancelled(epoch_, msg.sender);
+    }
+
+    /// @notice Claims leaf `index`, `amount` of `epoch_` for `account` (the caller) with a Merkle
+    /// `proof`; delegates the caller to itself if it never delegated.
+    function claim(uint64 epoch_, uint256 index, address account, uint256 amount, bytes32[] calldata proof)
+        external
+    {
+        if (account != msg.sender) revert NotClaimant(account, msg.sender);
+        Epoch storage e = _epochs[epoch_];
+        Status status = e.status;
+        if (status == Status.None) revert UnknownEpoch(epoch_);
+        if (status == Status.Cancelled) revert EpochCancelled(epoch_);
+        uint64 claimableAt = e.claimableAt;
+        uint64 deadline = e.deadline;
+        if (block.timestamp < claimableAt) revert ChallengeWindowOpen(claimableAt);
+        if (status == Status.Done || block.timestamp > deadline) revert ClaimDeadlinePassed(deadline);
+        uint256 word = _claimedBitMap[epoch_][index >> 8];
+        uint256 bit = 1 << (index & 0xff);
+        if (word & bit != 0) revert AlreadyClaimed(epoch_, index);
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount))));
+        if (!MerkleProof.verifyCalldata(proof, e.root, leaf)) revert InvalidProof();
+        _claimedBitMap[epoch_][index >> 8] = word | bit;
+        // The leaves sum to `total` when the validators checked the list; never pay beyond it.
+        uint256 newClaimed = uint256(e.claimed) + amount;
+        if (newClaimed > e.total) revert ExceedsTotal(newClaimed, e.total);
+        e.claimed = uint128(newClaimed);
+        token.delegateIfUnset(account);
+        _send(account, amount);
+        emit Claimed(epoch_, index, account, amount);
+    }
+
+    /// @notice After `epoch_`'s deadline, returns what was not claimed to the training pool.
+    function sweep(uint64 epoch_) external {
+        Epoch storage e = _epochs[epoch_];
+        if (e.status == Status.None) revert UnknownEpoch(epoch_);
+        if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
+        if (e.status == Status.Done) revert AlreadySwept(epoch_);
+        if (block.timestamp <= e.deadline) revert ClaimPeriodOpen(e.deadline);
+        e.status = Status.Done;
+        uint256 rest = e.total - e.claimed;
+        if (rest > 0) _send(address(trainingPool), rest);
+        emit Swept(epoch_, rest);
+    }
+
+    // ----- slashing -----
+
+    /// @notice Accepts a slashing verdict with a validator quorum's signatures; executable after
+    /// the challenge window. Returns the verdict's id (its EIP-712 digest).
+    function postVerdict(
+        address member,
+        bytes32 evidence,
+        uint16 fractionBps,
+        uint64 deadline,
+        bytes[] calldata signatures
+    ) external returns (bytes32 id) {
+        if (member == address(0)) revert ZeroAddress();
+        if (block.timestamp > deadline) revert VerdictExpired(deadline);
+        Params memory p = params;
+        if (fractionBps != p.slashBps) revert FractionNotGoverned(fractionBps, p.slashBps);
+        id = verdictDigest(member, evidence, fractionBps, deadline);
+        bytes32 key = keccak256(abi.encode(member, evidence));
+        if (_evidenceUsed[key]) revert EvidenceAlreadyUsed(member, evidence);
+        _checkQuorum(id, signatures);
+        _evidenceUsed[key] = true;
+        uint64 executableAt = uint64(block.timestamp) + p.challengeWindow;
+        _verdicts[id] = Verdict(member, fractionBps, executableAt, Status.Pending, evidence);
+        emit VerdictPosted(id, member, evidence, fractionBps, executableAt);
+    }
+
+    /// @notice Cancels a pending verdict during its challenge window (an appeal upheld by
+    /// governance, or the guardian).
+    function cancelVerdict(bytes32 id) external {
+        _checkCanceller();
+        Verdict storage v = _verdicts[id];
+        if (v.status == Status.None) revert UnknownVerdict(id);
+        if (v.status != Status.Pending) revert VerdictNotPending(id);
+        if (block.timestamp >= v.executableAt) revert ChallengeWindowOver(v.executableAt);
+        v.status = Status.Cancelled;
+        emit VerdictCancelled(id, msg.sender);
+    }
+
+    /// @notice Executes a verdict after its challenge window: slashes its fraction of the
+    /// member's training stake (burnt) and jails the member.
+    function executeVerdict(bytes32 id) external {
+        Verdict storage v = _verdicts[id];
+        if (v.status == Status.None) revert UnknownVerdict(id);
+        if (v.status != Status.Pending) revert VerdictNotPending(id);
+        if (block.timestamp < v.executableAt) revert ChallengeWindowOpen(v.executableAt);
+        v.status = Status.Done;
+        address member = v.member;
+        ISettlementStaking.Position memory pos = staking.positionOf(member, TRAINING_ROLE);
+        uint256 amount = ((uint256(pos.staked) + pos.unbonding) * v.fractionBps) / 10_000;
+        if (amount == 0) revert NothingToSlash(member);
+        uint64 until = uint64(block.timestamp) + params.jailDuration;
+        staking.slash(member, TRAINING_ROLE, amount, v.evidence);
+        staking.jail(member, until, v.evidence);
+        emit MemberSlashed(id, member, v.evidence, amount, until);
+    }
+
+    // ----- fees -----
+
+    /// @notice Takes a fee of `amount` from the caller (approved beforehand): half (rounded
+    /// down) is burnt, the rest goes to the inference pool.
+    function splitFee(uint256 amount) external returns (uint256 burnt, uint256 toPool) {
+        if (amount == 0) revert ZeroAmount();
+        burnt = amount / 2;
+        toPool = amount - burnt;
+        token.transferFrom(msg.sender, address(this), amount);
+        if (burnt > 0) token.burn(burnt);
+        _send(inferencePool, toPool);
+        emit FeeSplit(msg.sender, burnt, toPool);
+    }
+
+    // ----- internals -----
+
+    function _checkCanceller() private view {
+        if (!hasRole(DEFAULT_ADMIN_ROLE, msg.sender) && !hasRole(GUARDIAN_ROLE, msg.sender)) {
+            revert NotCanceller(msg.sender);
+        }
+    }
+
+    /// @dev Every signature must recover to a distinct validator, and there must be `quorum` of them.
+    function _checkQuorum(bytes32 digest, bytes[] calldata signatures) private view {
+        uint256 n = signatures.length;
+        address[] memory seen = new address[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signatures[i]);
+            if (err != ECDSA.RecoverError.NoError) revert InvalidSignature(i);
+            if (!isValidator[signer]) revert NotValidator(signer);
+            for (uint256 j = 0; j < i; ++j) {
+                if (seen[j] == signer) revert DuplicateSigner(signer);
+            }
+            seen[i] = signer;
+        }
+        uint8 q = quorum;
+        if (q == 0 || n < q) revert QuorumNotReached(n, q);
+    }
+
+    function _send(address to, uint256 amount) private {
+        token.transfer(to, amount);
+    }
+}

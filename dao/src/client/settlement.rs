@@ -1,0 +1,226 @@
+//! Settlement calls of [`Dao`]: post a signed reward root, claim with a proof, sweep, post and
+//! execute a signed slashing verdict, cancel either during the challenge window, split a fee.
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::sol_types::Eip712Domain;
+
+use super::{Dao, nonzero};
+use crate::backend::TxReceipt;
+use crate::bindings::{ProposalToken, Settlement};
+use crate::settle::{RewardTree, RootMessage, VerdictMessage, settlement_domain};
+use crate::{Error, Result};
+
+/// An epoch's root as the Settlement contract holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochState {
+    /// The reward tree's root.
+    pub root: B256,
+    /// Tokens pulled from the training pool for the epoch.
+    pub total: u128,
+    /// Tokens claimed so far.
+    pub claimed: u128,
+    /// When claims open (the end of the challenge window).
+    pub claimable_at: u64,
+    /// When claims close.
+    pub deadline: u64,
+    /// 0 none, 1 pending/claimable, 2 cancelled, 3 swept.
+    pub status: u8,
+}
+
+impl Dao {
+    /// The EIP-712 domain validators sign under for this DAO's Settlement.
+    ///
+    /// # Errors
+    /// An endpoint error.
+    pub async fn settlement_domain(&self) -> Result<Eip712Domain> {
+        Ok(settlement_domain(
+            self.backend.chain_id().await?,
+            self.deployment.settlement,
+        ))
+    }
+
+    /// Posts an epoch's root with the validators' signatures (anyone may submit them); pulls the
+    /// total from the training pool.
+    ///
+    /// # Errors
+    /// [`Error::Reverted`]: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`,
+    /// `InvalidSignature`, `EpochAlreadyPosted`, `EpochCancelled`, `DeadlineTooSoon`,
+    /// `ExceedsReleased` (the pool), or an endpoint error.
+    pub async fn post_root(
+        &self,
+        message: &RootMessage,
+        signatures: &[Bytes],
+    ) -> Result<TxReceipt> {
+        self.send(
+            self.deployment.settlement,
+            Settlement::postRootCall {
+                epoch_: message.epoch,
+                root: message.root,
+                total: message.total,
+                deadline: message.deadline,
+                signatures: signatures.to_vec(),
+            },
+        )
+        .await
+    }
+
+    /// Claims the sender's reward of `epoch` from `tree` (the list the validators signed).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if the sender is not in `tree`; [`Error::Reverted`]:
+    /// `InvalidProof`, `AlreadyClaimed`, `ChallengeWindowOpen`, `ClaimDeadlinePassed`,
+    /// `EpochCancelled`, `UnknownEpoch`.
+    pub async fn claim_reward(&self, epoch: u64, tree: &RewardTree) -> Result<TxReceipt> {
+        let (index, amount, proof) = tree.proof(self.sender()).ok_or_else(|| {
+            Error::InvalidInput(format!("{} has no reward in this tree", self.sender()))
+        })?;
+        self.claim_reward_with(epoch, index, self.sender(), amount, proof)
+            .await
+    }
+
+    /// Claims leaf `index`, `amount` of `epoch` for `account` with an explicit `proof` (the
+    /// contract accepts only `account` = the sender).
+    ///
+    /// # Errors
+    /// [`Error::Reverted`]: `NotClaimant`, `InvalidProof`, `AlreadyClaimed`, and as
+    /// [`claim_reward`](Self::claim_reward).
+    pub async fn claim_reward_with(
+        &self,
+        epoch: u64,
+        index: u64,
+        account: Address,
+        amount: U256,
+        proof: Vec<B256>,
+    ) -> Result<TxReceipt> {
+        self.send(
+            self.deployment.settlement,
+            Settlement::claimCall {
+                epoch_: epoch,
+                index: U256::from(index),
+                account,
+                amount,
+                proof,
+            },
+        )
+        .await
+    }
+
+    /// Returns `epoch`'s unclaimed rest to the training pool after its deadline (anyone).
+    ///
+    /// # Errors
+    /// [`Error::Reverted`]: `ClaimPeriodOpen`, `AlreadySwept`, `EpochCancelled`, `UnknownEpoch`.
+    pub async fn sweep_epoch(&self, epoch: u64) -> Result<TxReceipt> {
+        self.send(
+            self.deployment.settlement,
+            Settlement::sweepCall { epoch_: epoch },
+        )
+        .await
+    }
+
+    /// Cancels `epoch`'s root during its challenge window (sender: the guardian or the timelock).
+    ///
+    /// # Errors
+    /// [`Error::Reverted`]: `NotCanceller`, `ChallengeWindowOver`, `EpochCancelled`, `UnknownEpoch`.
+    pub async fn cancel_root(&self, epoch: u64) -> Result<TxReceipt> {
+        self.send(
+            self.deployment.settlement,
+            Settlement::cancelRootCall { epoch_: epoch },
+        )
+        .await
+    }
+
+    /// An epoch's state.
+    ///
+    /// # Errors
+    /// An endpoint error.
+    pub async fn epoch(&self, epoch: u64) -> Result<EpochState> {
+        let e = self
+            .view(
+                self.deployment.settlement,
+                Settlement::epochCall { epoch_: epoch },
+            )
+            .await?;
+        Ok(EpochState {
+            root: e.root,
+            total: e.total,
+            claimed: e.claimed,
+            claimable_at: e.claimableAt,
+            deadline: e.deadline,
+            status: e.status,
+        })
+    }
+
+    /// Posts a slashing verdict with the validators' signatures (anyone may submit them); returns
+    /// the receipt and the verdict's id.
+    ///
+    /// # Errors
+    /// [`Error::Reverted`]: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`,
+    /// `FractionNotGoverned`, `VerdictExpired`, `EvidenceAlreadyUsed`.
+    pub async fn post_verdict(
+        &self,
+        message: &VerdictMessage,
+        signatures: &[Bytes],
+    ) -> Result<(TxReceipt, B256)> {
+        let id = message.digest(&self.settlement_domain().await?);
+        let receipt = self
+            .send(
+                self.deployment.settlement,
+                Settlement::postVerdictCall {
+                    member: message.member,
+                    evidence: message.evidence,
+                    fractionBps: message.fraction_bps,
+                    deadline: message.deadline,
+                    signatures: signatures.to_vec(),
+                },
+            )
+            .await?;
+        Ok((receipt, id))
+    }
+
+    /// Executes a verdict after its challenge window (anyone): slashes and jails.
+    ///
+    /// # Errors
+    /// [`Error::Reverted`]: `ChallengeWindowOpen`, `VerdictNotPending`, `UnknownVerdict`,
+    /// `NothingToSlash`.
+    pub async fn execute_verdict(&self, id: B256) -> Result<TxReceipt> {
+        self.send(
+            self.deployment.settlement,
+            Settlement::executeVerdictCall { id },
+        )
+        .await
+    }
+
+    /// Cancels a pending verdict (an appeal upheld; sender: the guardian or the timelock).
+    ///
+    /// # Errors
+    /// [`Error::Reverted`]: `NotCanceller`, `ChallengeWindowOver`, `VerdictNotPending`.
+    pub async fn cancel_verdict(&self, id: B256) -> Result<TxReceipt> {
+        self.send(
+            self.deployment.settlement,
+            Settlement::cancelVerdictCall { id },
+        )
+        .await
+    }
+
+    /// Pays a fee of `amount` from the sender: approves the Settlement, then half is burnt and
+    /// the rest goes to the inference pool. The call the inference network makes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for zero; [`Error::Reverted`] (`ERC20InsufficientBalance`).
+    pub async fn split_fee(&self, amount: U256) -> Result<TxReceipt> {
+        let amount = nonzero(amount, "fee")?;
+        self.send(
+            self.deployment.token,
+            ProposalToken::approveCall {
+                spender: self.deployment.settlement,
+                value: amount,
+            },
+        )
+        .await?;
+        self.send(
+            self.deployment.settlement,
+            Settlement::splitFeeCall { amount },
+        )
+        .await
+    }
+}

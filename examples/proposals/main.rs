@@ -151,7 +151,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             proposals::pooled_training_data(&prepared),
             |round, trainer| {
                 if let Ok(s) = score_model(trainer, &prepared) {
-                    println!("{}", table_row(&format!("centralized, epoch {round}"), &s.pooled));
+                    println!(
+                        "{}",
+                        table_row(&format!("centralized, epoch {round}"), &s.pooled)
+                    );
                 }
             },
         )?;

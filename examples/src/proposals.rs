@@ -14,7 +14,7 @@ use fl_client::trainer::proposals::{
     ClassScores, EncodedProposals, OutcomeScores, ProposalModelSpec, ProposalTrainer, score,
 };
 use fl_client::{DeviceSpec, Trainer};
-use fl_core::{FedAvg, StrategyConfig, FitConfig, ParamVec, derive_seed};
+use fl_core::{FedAvg, FitConfig, ParamVec, StrategyConfig, derive_seed};
 
 /// Everything that defines a proposals run. Deserialisable (TOML), every field defaulting to
 /// the example's value.
@@ -120,9 +120,16 @@ pub fn prepare_from(
     corpus: &Corpus,
     split: &proposals::Split,
 ) -> Result<PreparedProposals, ProposalsRunError> {
-    let featurizer = config.model.featurizer().map_err(ProposalsRunError::Config)?;
+    let featurizer = config
+        .model
+        .featurizer()
+        .map_err(ProposalsRunError::Config)?;
     let start = Instant::now();
-    let rows = |idx: &[usize]| idx.iter().map(|&i| &corpus.proposals[i]).collect::<Vec<_>>();
+    let rows = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| &corpus.proposals[i])
+            .collect::<Vec<_>>()
+    };
     let train_rows = rows(&split.train);
     let test_rows = rows(&split.test);
     let communities: Vec<&str> = train_rows.iter().map(|p| p.community.as_str()).collect();
@@ -219,8 +226,12 @@ pub fn community_majority(prepared: &PreparedProposals) -> ClassScores {
         .iter()
         .zip(&prepared.member_data)
         .map(|(name, data)| {
-            let rejected = (0..data.len()).filter(|&i| data.outcome(i) == Some(1)).count();
-            let accepted = (0..data.len()).filter(|&i| data.outcome(i) == Some(0)).count();
+            let rejected = (0..data.len())
+                .filter(|&i| data.outcome(i) == Some(1))
+                .count();
+            let accepted = (0..data.len())
+                .filter(|&i| data.outcome(i) == Some(0))
+                .count();
             (name.as_str(), u8::from(rejected > accepted))
         })
         .collect();
@@ -433,6 +444,8 @@ pub fn class_note(prepared: &PreparedProposals, community: &str) -> &'static str
 
 /// Outcome class counts of the decided proposals of `data`: `(accepted, rejected)`.
 pub fn outcome_counts(data: &EncodedProposals) -> (usize, usize) {
-    let a = (0..data.len()).filter(|&i| data.outcome(i) == Some(0)).count();
+    let a = (0..data.len())
+        .filter(|&i| data.outcome(i) == Some(0))
+        .count();
     (a, data.decided() - a)
 }

@@ -700,6 +700,7 @@ async fn write_instructions(
                 header,
                 params,
                 config,
+                upload,
             } => (
                 header,
                 params,
@@ -708,14 +709,22 @@ async fn write_instructions(
                     batch_size: config.batch_size,
                     learning_rate: config.learning_rate,
                     shuffle_seed: config.shuffle_seed,
-                    privacy: config.privacy.map(|p| pb::UpdatePrivacy {
+                    privacy: upload.privacy.map(|p| pb::UpdatePrivacy {
                         clip_norm: p.clip_norm,
                         local_noise_multiplier: p.local_noise_multiplier,
                         distributed_noise_multiplier: p.distributed_noise_multiplier,
                         distributed_min_survivors: p.distributed_min_survivors,
                     }),
-                    secure: config.secure.as_deref().map(secure_wire::fit_to_pb),
-                    he: config.he.as_deref().map(secure_wire::he_fit_to_pb),
+                    secure: match &upload.protocol {
+                        fl_core::UploadProtocol::SecAgg(fit) => Some(secure_wire::fit_to_pb(fit)),
+                        _ => None,
+                    },
+                    he: match &upload.protocol {
+                        fl_core::UploadProtocol::Homomorphic(fit) => {
+                            Some(secure_wire::he_fit_to_pb(fit))
+                        }
+                        _ => None,
+                    },
                 }),
             ),
             ServerMessage::Evaluate {

@@ -50,7 +50,7 @@
 //! let (train, test) = digits::embedded().train_test_split(0.2, 0)?;
 //! let mut trainer =
 //!     BurnTrainer::new(&ModelSpec::Mlp { hidden: 64 }, DeviceSpec::Cpu, train, Some(test), 7)?;
-//! let config = FitConfig { local_epochs: 10, batch_size: 32, learning_rate: 0.005, shuffle_seed: 1, ..Default::default() };
+//! let config = FitConfig { local_epochs: 10, batch_size: 32, learning_rate: 0.005, shuffle_seed: 1 };
 //! trainer.fit(&config)?;
 //! let result = trainer.evaluate(&EvaluateConfig::default())?;
 //! println!("held-out accuracy: {:.3}", result.accuracy().unwrap_or_default());

@@ -638,55 +638,59 @@ async fn receive_instruction(
         }
     }
     let params = std::sync::Arc::new(asm.finish().map_err(protocol)?);
-    let (stage, msg) = match ins.settings {
-        Some(pb::instruction::Settings::Fit(f)) => (
-            Stage::Fit,
-            FitConfig {
-                local_epochs: f.local_epochs,
-                batch_size: f.batch_size,
-                learning_rate: f.learning_rate,
-                shuffle_seed: f.shuffle_seed,
-                privacy: match f.privacy {
-                    None => None,
-                    Some(p)
-                        if p.clip_norm.is_finite()
-                            && p.clip_norm > 0.0
-                            && p.local_noise_multiplier.is_finite()
-                            && p.local_noise_multiplier >= 0.0
-                            && p.distributed_noise_multiplier.is_finite()
-                            && p.distributed_noise_multiplier >= 0.0 =>
-                    {
-                        Some(fl_core::dp::UpdatePrivacy {
-                            clip_norm: p.clip_norm,
-                            local_noise_multiplier: p.local_noise_multiplier,
-                            distributed_noise_multiplier: p.distributed_noise_multiplier,
-                            distributed_min_survivors: p.distributed_min_survivors,
-                        })
-                    }
-                    Some(p) => {
-                        return Err(NodeError::Protocol(format!(
-                            "invalid privacy settings: clip norm {}, local noise multiplier {}",
-                            p.clip_norm, p.local_noise_multiplier
-                        )));
-                    }
+    let (stage, msg, upload) = match ins.settings {
+        Some(pb::instruction::Settings::Fit(f)) => {
+            let privacy = match f.privacy {
+                None => None,
+                Some(p)
+                    if p.clip_norm.is_finite()
+                        && p.clip_norm > 0.0
+                        && p.local_noise_multiplier.is_finite()
+                        && p.local_noise_multiplier >= 0.0
+                        && p.distributed_noise_multiplier.is_finite()
+                        && p.distributed_noise_multiplier >= 0.0 =>
+                {
+                    Some(fl_core::dp::UpdatePrivacy {
+                        clip_norm: p.clip_norm,
+                        local_noise_multiplier: p.local_noise_multiplier,
+                        distributed_noise_multiplier: p.distributed_noise_multiplier,
+                        distributed_min_survivors: p.distributed_min_survivors,
+                    })
+                }
+                Some(p) => {
+                    return Err(NodeError::Protocol(format!(
+                        "invalid privacy settings: clip norm {}, local noise multiplier {}",
+                        p.clip_norm, p.local_noise_multiplier
+                    )));
+                }
+            };
+            let protocol = match (&f.secure, &f.he) {
+                (None, None) => fl_core::UploadProtocol::Plain,
+                (Some(secure), None) => fl_core::UploadProtocol::SecAgg(std::sync::Arc::new(
+                    fl_core::secure::wire::fit_from_pb(secure).map_err(protocol)?,
+                )),
+                // The encoding pads to at most twice the model (rotation) plus the weight.
+                (None, Some(he)) => fl_core::UploadProtocol::Homomorphic(std::sync::Arc::new(
+                    fl_core::secure::wire::he_fit_from_pb(he, 2 * schema.num_values() + 2)
+                        .map_err(protocol)?,
+                )),
+                (Some(_), Some(_)) => {
+                    return Err(NodeError::Protocol(
+                        "an instruction names both SecAgg+ and homomorphic aggregation".into(),
+                    ));
+                }
+            };
+            (
+                Stage::Fit,
+                FitConfig {
+                    local_epochs: f.local_epochs,
+                    batch_size: f.batch_size,
+                    learning_rate: f.learning_rate,
+                    shuffle_seed: f.shuffle_seed,
                 },
-                secure: f
-                    .secure
-                    .as_ref()
-                    .map(fl_core::secure::wire::fit_from_pb)
-                    .transpose()
-                    .map(|f| f.map(std::sync::Arc::new))
-                    .map_err(protocol)?,
-                he: f
-                    .he
-                    .as_ref()
-                    // The encoding pads to at most twice the model (rotation) plus the weight.
-                    .map(|h| fl_core::secure::wire::he_fit_from_pb(h, 2 * schema.num_values() + 2))
-                    .transpose()
-                    .map(|f| f.map(std::sync::Arc::new))
-                    .map_err(protocol)?,
-            },
-        ),
+                fl_core::UploadSpec { privacy, protocol },
+            )
+        }
         Some(pb::instruction::Settings::Evaluate(e)) => {
             let header = RoundConfig {
                 round: ins.round,
@@ -713,6 +717,7 @@ async fn receive_instruction(
         },
         params,
         config: msg,
+        upload,
     })
 }
 

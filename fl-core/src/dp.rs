@@ -362,7 +362,7 @@ impl Strategy for DifferentialPrivacy {
 
     fn configure_fit(&mut self, round: u64, available: &[ClientId], round_seed: u64) -> FitPlan {
         let mut plan = self.inner.configure_fit(round, available, round_seed);
-        plan.config.privacy = Some(UpdatePrivacy {
+        plan.privacy = Some(UpdatePrivacy {
             clip_norm: self.clip_norm(),
             local_noise_multiplier: match self.config.mechanism {
                 Mechanism::Local => self.config.noise_multiplier,

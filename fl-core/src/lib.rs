@@ -73,7 +73,7 @@ pub use params::{ParamError, ParamVec, Schema, SchemaDifference, SchemaHash, Ten
 pub use protocol::{ClientMessage, ServerMessage};
 pub use round::{
     ClientId, EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, FitResult, Metrics,
-    RoundConfig, Stage,
+    RoundConfig, Stage, UploadProtocol, UploadSpec,
 };
 pub use session::{ClientSession, EvaluateTask, FitTask, SessionError, SessionEvent};
 pub use strategy::{

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::params::ParamVec;
-use crate::round::{EvaluateConfig, EvaluateResult, FitConfig, RoundConfig, Stage};
+use crate::round::{EvaluateConfig, EvaluateResult, FitConfig, RoundConfig, Stage, UploadSpec};
 
 /// What the aggregator sends to a client.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,8 @@ pub enum ServerMessage {
         params: Arc<ParamVec>,
         /// Local training settings.
         config: FitConfig,
+        /// How to upload the update (privacy, protocol).
+        upload: UploadSpec,
     },
     /// Evaluate `params` on local data.
     Evaluate {

@@ -34,19 +34,31 @@ pub struct FitConfig {
     /// Seed for the local data order (derived from the run seed, round and client by the
     /// engine; a value in a federation file is ignored).
     pub shuffle_seed: u64,
-    /// Differential privacy of the update (set by a DP strategy, not in a federation file):
-    /// when present the client sends its clipped, possibly noised difference from the global
-    /// parameters with weight 1 instead of its parameters.
-    #[serde(skip)]
+}
+
+/// How a member uploads its update in a round: chosen by the aggregator (the privacy wrapper
+/// and the engine), the same for every member of the round; never read from a federation file
+/// and never seen by the trainer, which only gets the [`FitConfig`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UploadSpec {
+    /// Client-level differential privacy of the update: when present the member sends its
+    /// clipped, possibly noised difference from the global parameters with weight 1 instead
+    /// of its parameters.
     pub privacy: Option<crate::dp::UpdatePrivacy>,
-    /// Secure aggregation of the update (set by the engine, not in a federation file): when
-    /// present the member runs the protocol's steps and sends its update masked.
-    #[serde(skip)]
-    pub secure: Option<std::sync::Arc<crate::secure::SecureFit>>,
-    /// Homomorphic aggregation of the update (set by the engine): when present the member
-    /// encrypts its update under the committee's key.
-    #[serde(skip)]
-    pub he: Option<std::sync::Arc<crate::secure::he::HeFit>>,
+    /// The upload protocol.
+    pub protocol: UploadProtocol,
+}
+
+/// The protocol a member uploads its update with.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum UploadProtocol {
+    /// The update in the clear, in hash-checked chunks.
+    #[default]
+    Plain,
+    /// SecAgg+: the member runs the protocol's steps and sends its update masked.
+    SecAgg(std::sync::Arc<crate::secure::SecureFit>),
+    /// Homomorphic aggregation: the member encrypts its update under the committee's key.
+    Homomorphic(std::sync::Arc<crate::secure::he::HeFit>),
 }
 
 impl Default for FitConfig {
@@ -56,9 +68,6 @@ impl Default for FitConfig {
             batch_size: 32,
             learning_rate: 1e-3,
             shuffle_seed: 0,
-            privacy: None,
-            secure: None,
-            he: None,
         }
     }
 }

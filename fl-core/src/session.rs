@@ -13,7 +13,9 @@ use std::sync::Arc;
 use crate::identity::{Address, MemberKey};
 use crate::params::{ParamVec, SchemaHash};
 use crate::protocol::{ClientMessage, SecureClientStep, SecureServerStep, ServerMessage};
-use crate::round::{EvaluateConfig, EvaluateResult, FitConfig, FitResult, RoundConfig, Stage};
+use crate::round::{
+    EvaluateConfig, EvaluateResult, FitConfig, FitResult, RoundConfig, Stage, UploadProtocol,
+};
 use crate::secure::member::MemberAction;
 use crate::secure::{MemberSigner, MemberVerifier, SecureMember};
 use crate::trainer::{Trainer, TrainerError};
@@ -27,6 +29,8 @@ pub struct FitTask {
     pub params: Arc<ParamVec>,
     /// Local training settings.
     pub config: FitConfig,
+    /// Differential privacy of the update, if the round asks for it.
+    pub privacy: Option<crate::dp::UpdatePrivacy>,
 }
 
 impl FitTask {
@@ -35,7 +39,7 @@ impl FitTask {
         trainer.set_parameters(&self.params)?;
         let outcome = trainer.fit(&self.config)?;
         let params = trainer.get_parameters();
-        match &self.config.privacy {
+        match &self.privacy {
             None => Ok(FitResult {
                 params,
                 num_examples: outcome.num_examples,
@@ -165,6 +169,32 @@ struct SecureFitState {
     member: SecureMember,
     params: Arc<ParamVec>,
     config: FitConfig,
+    privacy: Option<crate::dp::UpdatePrivacy>,
+}
+
+/// A homomorphic fit stage in progress: the member encrypts its update once training ends.
+#[derive(Debug)]
+struct HeFitState {
+    round: u64,
+    fit: Arc<crate::secure::he::HeFit>,
+    global: Arc<ParamVec>,
+    /// The task's result is already the private difference (under DP).
+    private: bool,
+}
+
+/// What a member uploads from its task's result: the result itself when it is already the
+/// private difference (under DP), otherwise its difference from the global model.
+fn upload_values(result: &FitResult, global: &ParamVec, private: bool) -> Vec<f32> {
+    if private {
+        return result.params.values().to_vec();
+    }
+    result
+        .params
+        .values()
+        .iter()
+        .zip(global.values())
+        .map(|(l, g)| l - g)
+        .collect()
 }
 
 /// The client's protocol state for one federation.
@@ -180,8 +210,8 @@ pub struct ClientSession {
     outbox: VecDeque<ClientMessage>,
     identity: Option<Identity>,
     secure: Option<SecureFitState>,
-    /// A homomorphic fit stage in progress: round, settings and global parameters.
-    he: Option<(u64, Arc<crate::secure::he::HeFit>, Arc<ParamVec>, bool)>,
+    /// A homomorphic fit stage in progress.
+    he: Option<HeFitState>,
     /// This member's committee role (homomorphic aggregation), if it holds a key share.
     committee: Option<crate::secure::he::CommitteeRole>,
 }
@@ -271,26 +301,36 @@ impl ClientSession {
                 header,
                 params,
                 config,
+                upload,
             } => {
                 self.accept(&header, Stage::Fit, &params)?;
                 self.secure = None;
-                self.he = config
-                    .he
-                    .clone()
-                    .map(|fit| (header.round, fit, params.clone(), config.privacy.is_some()));
+                self.he = match &upload.protocol {
+                    UploadProtocol::Homomorphic(fit) => Some(HeFitState {
+                        round: header.round,
+                        fit: fit.clone(),
+                        global: params.clone(),
+                        private: upload.privacy.is_some(),
+                    }),
+                    UploadProtocol::Plain | UploadProtocol::SecAgg(_) => None,
+                };
                 if self.he.is_some() && self.identity.is_none() {
                     return Err(self.fail_secure(
                         header.round,
                         "this member has no identity key to sign with".into(),
                     ));
                 }
-                match config.secure.clone() {
-                    None => self.events.push_back(SessionEvent::Fit(FitTask {
-                        round: header.round,
-                        params,
-                        config,
-                    })),
-                    Some(fit) => {
+                let privacy = upload.privacy;
+                match upload.protocol {
+                    UploadProtocol::Plain | UploadProtocol::Homomorphic(_) => {
+                        self.events.push_back(SessionEvent::Fit(FitTask {
+                            round: header.round,
+                            params,
+                            config,
+                            privacy,
+                        }))
+                    }
+                    UploadProtocol::SecAgg(fit) => {
                         // Training waits until the keys are shared; the stage is "running"
                         // from now on.
                         let round = header.round;
@@ -311,6 +351,7 @@ impl ClientSession {
                                     member,
                                     params,
                                     config,
+                                    privacy,
                                 });
                                 self.outbox.push_back(ClientMessage::Secure {
                                     round,
@@ -374,6 +415,7 @@ impl ClientSession {
                             round,
                             params: state.params.clone(),
                             config: state.config.clone(),
+                            privacy: state.privacy,
                         }));
                     }
                     Err(e) => return Err(self.fail_secure(round, e.to_string())),
@@ -485,20 +527,11 @@ impl ClientSession {
         outcome: Result<FitResult, TrainerError>,
     ) -> Result<(), SessionError> {
         self.complete(round, Stage::Fit)?;
-        if let (Some((r, fit, global, private)), Ok(result)) = (self.he.take(), &outcome)
-            && r == round
+        if let (Some(he), Ok(result)) = (self.he.take(), &outcome)
+            && he.round == round
         {
-            let update: Vec<f32> = if private {
-                result.params.values().to_vec()
-            } else {
-                result
-                    .params
-                    .values()
-                    .iter()
-                    .zip(global.values())
-                    .map(|(l, g)| l - g)
-                    .collect()
-            };
+            let update = upload_values(result, &he.global, he.private);
+            let fit = he.fit;
             let id = self
                 .identity
                 .as_ref()
@@ -528,17 +561,7 @@ impl ClientSession {
         ) {
             // With privacy the task already produced the clipped difference; otherwise the
             // member masks its difference from the global model.
-            let update: Vec<f32> = if state.config.privacy.is_some() {
-                result.params.values().to_vec()
-            } else {
-                result
-                    .params
-                    .values()
-                    .iter()
-                    .zip(state.params.values())
-                    .map(|(l, g)| l - g)
-                    .collect()
-            };
+            let update = upload_values(result, &state.params, state.privacy.is_some());
             return match state.member.masked_input(&update, result.num_examples) {
                 Ok((header, values)) => {
                     self.outbox.push_back(ClientMessage::MaskedInput {
@@ -662,6 +685,7 @@ mod tests {
             },
             params: p.clone(),
             config: FitConfig::default(),
+            upload: Default::default(),
         }
     }
 
@@ -767,13 +791,20 @@ mod tests {
     fn tampered_parameters_are_refused_with_a_failure_message() {
         let p = params(1.0);
         let mut s = ClientSession::new(p.schema().hash());
-        let ServerMessage::Fit { header, config, .. } = fit(1, &p) else {
+        let ServerMessage::Fit {
+            header,
+            config,
+            upload,
+            ..
+        } = fit(1, &p)
+        else {
             unreachable!()
         };
         let tampered = ServerMessage::Fit {
             header,
             params: params(2.0),
             config,
+            upload,
         };
         assert!(matches!(
             s.handle_message(tampered),

@@ -79,7 +79,6 @@ impl SecureSetup {
             .ok_or("protocol = \"he\" but the engine has no committee")?;
         let n = plan.clients.len();
         if plan
-            .config
             .privacy
             .is_some_and(|p| p.distributed_noise_multiplier > 0.0)
         {

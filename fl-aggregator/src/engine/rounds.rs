@@ -98,11 +98,12 @@ impl Engine {
             .as_ref()
             .is_some_and(|s| s.config.protocol == fl_core::secure::SecureProtocol::Homomorphic);
         let mut he_stage = None;
+        let mut protocol = fl_core::UploadProtocol::Plain;
         if homomorphic {
             let setup = self.secure.as_ref().expect("checked");
             match setup.start_he_stage(round, &plan, &self.params) {
                 Ok(stage) => {
-                    plan.config.he = Some(stage.fit().clone());
+                    protocol = fl_core::UploadProtocol::Homomorphic(stage.fit().clone());
                     he_stage = Some(stage);
                 }
                 Err(reason) => {
@@ -114,7 +115,6 @@ impl Engine {
         let secure = match &self.secure {
             _ if homomorphic => None,
             None if plan
-                .config
                 .privacy
                 .is_some_and(|p| p.distributed_noise_multiplier > 0.0) =>
             {
@@ -133,9 +133,13 @@ impl Engine {
             },
         };
         if let Some(stage) = &secure {
-            plan.config.secure = Some(std::sync::Arc::new(stage.fit().clone()));
+            protocol = fl_core::UploadProtocol::SecAgg(std::sync::Arc::new(stage.fit().clone()));
         }
-        let deltas = plan.config.privacy.is_some();
+        let deltas = plan.privacy.is_some();
+        let upload = fl_core::UploadSpec {
+            privacy: plan.privacy,
+            protocol,
+        };
         let header = self.header(Stage::Fit);
         let shuffle_base = derive_seed(self.config.seed, "shuffle", round);
         for &client in &plan.clients {
@@ -147,6 +151,7 @@ impl Engine {
                     header: header.clone(),
                     params: self.params.clone(),
                     config,
+                    upload: upload.clone(),
                 },
             ));
         }

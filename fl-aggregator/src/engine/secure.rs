@@ -103,13 +103,9 @@ impl SecureSetup {
         let bits = self.config.modulus_bits;
         let (weighting, clip_norm) = self.weighting(plan, n, bits)?;
         let dim = params.values().len();
-        let distributed = plan
-            .config
-            .privacy
-            .map_or(0.0, |p| p.distributed_noise_multiplier);
+        let distributed = plan.privacy.map_or(0.0, |p| p.distributed_noise_multiplier);
         // The strategy accounted the round with at least this many noise shares in the sum.
         let accounted = plan
-            .config
             .privacy
             .map_or(0, |p| p.distributed_min_survivors as usize);
         let min_survivors = min_survivors(n, self.config.dropout_rate).max(accounted);
@@ -472,7 +468,7 @@ impl SecureSetup {
         n: usize,
         bits: u32,
     ) -> Result<(Weighting, f64), String> {
-        let (weighting, clip_norm) = match &plan.config.privacy {
+        let (weighting, clip_norm) = match &plan.privacy {
             Some(p) => (Weighting::Uniform, p.clip_norm),
             None => (
                 Weighting::Examples {

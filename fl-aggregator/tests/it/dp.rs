@@ -73,7 +73,7 @@ fn with_round(msg: ClientMessage, r: u64) -> ClientMessage {
 fn fit_settings(e: &mut Engine) -> Vec<Option<UpdatePrivacy>> {
     std::iter::from_fn(|| e.poll_transmit())
         .filter_map(|(_, m)| match m {
-            ServerMessage::Fit { config, .. } => Some(config.privacy),
+            ServerMessage::Fit { upload, .. } => Some(upload.privacy),
             _ => None,
         })
         .collect()

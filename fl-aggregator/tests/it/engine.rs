@@ -76,6 +76,7 @@ fn waits_for_enough_clients_then_sends_verified_instructions() {
             header,
             params,
             config,
+            ..
         } = msg
         else {
             panic!("expected fit instructions, got {msg:?}")

@@ -42,9 +42,6 @@ fn fit_config(epochs: u32, seed: u64) -> FitConfig {
         batch_size: 32,
         learning_rate: 0.005,
         shuffle_seed: seed,
-        privacy: None,
-        secure: None,
-        he: None,
     }
 }
 
@@ -202,9 +199,6 @@ fn cnn_learns_digits() {
         batch_size: 32,
         learning_rate: 0.01,
         shuffle_seed: 0,
-        privacy: None,
-        secure: None,
-        he: None,
     })
     .unwrap();
     let accuracy = t.evaluate(&EvaluateConfig::default()).unwrap().accuracy();

@@ -450,6 +450,7 @@ impl StrategyConfig {
             min_results: self.min_fit_results.clamp(1, clients.len().max(1)),
             clients,
             config: self.fit.clone(),
+            privacy: None,
         }
     }
 

@@ -120,6 +120,9 @@ pub struct FitPlan {
     pub config: FitConfig,
     /// Fewest results with which the round may still aggregate once its deadline passes.
     pub min_results: usize,
+    /// Differential privacy of every selected member's update (set by the privacy wrapper):
+    /// members then send clipped, possibly noised differences with weight 1.
+    pub privacy: Option<crate::dp::UpdatePrivacy>,
 }
 
 /// The clients asked to evaluate the new global model in a round.

@@ -50,7 +50,6 @@ fn fit_config(epochs: u32) -> FitConfig {
         batch_size: 8,
         learning_rate: 0.05,
         shuffle_seed: 3,
-        ..Default::default()
     }
 }
 

@@ -172,6 +172,15 @@ struct SecureFitState {
     privacy: Option<crate::dp::UpdatePrivacy>,
 }
 
+/// The fit stage's upload in progress, when it is not plain.
+#[derive(Debug)]
+enum UploadState {
+    /// SecAgg+ steps around the training task (boxed: the protocol state is large).
+    SecAgg(Box<SecureFitState>),
+    /// Encryption of the task's result.
+    Homomorphic(HeFitState),
+}
+
 /// A homomorphic fit stage in progress: the member encrypts its update once training ends.
 #[derive(Debug)]
 struct HeFitState {
@@ -209,9 +218,8 @@ pub struct ClientSession {
     events: VecDeque<SessionEvent>,
     outbox: VecDeque<ClientMessage>,
     identity: Option<Identity>,
-    secure: Option<SecureFitState>,
-    /// A homomorphic fit stage in progress.
-    he: Option<HeFitState>,
+    /// The fit stage's upload in progress, when it is not a plain one.
+    upload: Option<UploadState>,
     /// This member's committee role (homomorphic aggregation), if it holds a key share.
     committee: Option<crate::secure::he::CommitteeRole>,
 }
@@ -240,8 +248,7 @@ impl ClientSession {
             events: VecDeque::new(),
             outbox: VecDeque::new(),
             identity: None,
-            secure: None,
-            he: None,
+            upload: None,
             committee: None,
         }
     }
@@ -304,17 +311,18 @@ impl ClientSession {
                 upload,
             } => {
                 self.accept(&header, Stage::Fit, &params)?;
-                self.secure = None;
-                self.he = match &upload.protocol {
-                    UploadProtocol::Homomorphic(fit) => Some(HeFitState {
-                        round: header.round,
-                        fit: fit.clone(),
-                        global: params.clone(),
-                        private: upload.privacy.is_some(),
-                    }),
+                self.upload = match &upload.protocol {
+                    UploadProtocol::Homomorphic(fit) => {
+                        Some(UploadState::Homomorphic(HeFitState {
+                            round: header.round,
+                            fit: fit.clone(),
+                            global: params.clone(),
+                            private: upload.privacy.is_some(),
+                        }))
+                    }
                     UploadProtocol::Plain | UploadProtocol::SecAgg(_) => None,
                 };
-                if self.he.is_some() && self.identity.is_none() {
+                if self.upload.is_some() && self.identity.is_none() {
                     return Err(self.fail_secure(
                         header.round,
                         "this member has no identity key to sign with".into(),
@@ -347,12 +355,12 @@ impl ClientSession {
                         };
                         match started {
                             Ok((member, advertisement)) => {
-                                self.secure = Some(SecureFitState {
+                                self.upload = Some(UploadState::SecAgg(Box::new(SecureFitState {
                                     member,
                                     params,
                                     config,
                                     privacy,
-                                });
+                                })));
                                 self.outbox.push_back(ClientMessage::Secure {
                                     round,
                                     step: SecureClientStep::Advertisement,
@@ -395,7 +403,11 @@ impl ClientSession {
                 step,
                 payload,
             } => {
-                let Some(state) = self.secure.as_mut().filter(|s| s.member.round() == round) else {
+                let Some(UploadState::SecAgg(state)) = self
+                    .upload
+                    .as_mut()
+                    .filter(|u| matches!(u, UploadState::SecAgg(s) if s.member.round() == round))
+                else {
                     // Not (or no longer) in this round's protocol: no answer.
                     return Err(SessionError::Secure {
                         round,
@@ -508,7 +520,7 @@ impl ClientSession {
 
     /// Leaves the secure stage of `round`: tells the aggregator and returns the error.
     fn fail_secure(&mut self, round: u64, reason: String) -> SessionError {
-        self.secure = None;
+        self.upload = None;
         if self.running == Some((round, Stage::Fit)) {
             self.running = None;
         }
@@ -527,7 +539,14 @@ impl ClientSession {
         outcome: Result<FitResult, TrainerError>,
     ) -> Result<(), SessionError> {
         self.complete(round, Stage::Fit)?;
-        if let (Some(he), Ok(result)) = (self.he.take(), &outcome)
+        let he = match self.upload.take() {
+            Some(UploadState::Homomorphic(he)) => Some(he),
+            other => {
+                self.upload = other;
+                None
+            }
+        };
+        if let (Some(he), Ok(result)) = (he, &outcome)
             && he.round == round
         {
             let update = upload_values(result, &he.global, he.private);
@@ -555,8 +574,10 @@ impl ClientSession {
                 Err(e) => Err(self.fail_secure(round, e.to_string())),
             };
         }
-        if let (Some(state), Ok(result)) = (
-            self.secure.as_mut().filter(|s| s.member.round() == round),
+        if let (Some(UploadState::SecAgg(state)), Ok(result)) = (
+            self.upload
+                .as_mut()
+                .filter(|u| matches!(u, UploadState::SecAgg(s) if s.member.round() == round)),
             &outcome,
         ) {
             // With privacy the task already produced the clipped difference; otherwise the

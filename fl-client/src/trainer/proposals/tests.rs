@@ -188,10 +188,7 @@ fn shuffled_outcomes_keep_counts_and_open_rows() {
 
 #[test]
 fn every_local_optimizer_trains() {
-    for (optimizer, weight_decay) in [
-        (LocalOptimizer::Adam, 0.1),
-        (LocalOptimizer::Sgd, 0.0),
-    ] {
+    for (optimizer, weight_decay) in [(LocalOptimizer::Adam, 0.1), (LocalOptimizer::Sgd, 0.0)] {
         let spec = ProposalModelSpec {
             optimizer,
             weight_decay,
@@ -200,7 +197,11 @@ fn every_local_optimizer_trains() {
         let mut t = ProposalTrainer::new(&spec, DeviceSpec::Cpu, toy(&spec, 16), None, 2).unwrap();
         let before = t.get_parameters();
         t.fit(&fit_config(1)).unwrap();
-        assert_ne!(before.values(), t.get_parameters().values(), "{optimizer:?}");
+        assert_ne!(
+            before.values(),
+            t.get_parameters().values(),
+            "{optimizer:?}"
+        );
     }
     let bad = ProposalModelSpec {
         weight_decay: -1.0,

@@ -449,3 +449,54 @@ pub fn outcome_counts(data: &EncodedProposals) -> (usize, usize) {
         .count();
     (a, data.decided() - a)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_parse_and_typos_are_refused() {
+        let shuffled: ProposalsConfig =
+            toml::from_str(include_str!("../proposals-shuffled.toml")).unwrap();
+        assert!(shuffled.shuffled_labels && !shuffled.compare_local);
+        assert_eq!(shuffled.rounds, ProposalsConfig::default().rounds);
+        let secagg: ProposalsConfig =
+            toml::from_str(include_str!("../proposals-secagg.toml")).unwrap();
+        assert!(secagg.secure_aggregation.is_some());
+        assert_eq!(secagg.model, ProposalModelSpec::default());
+        assert!(toml::from_str::<ProposalsConfig>("rounds = 3\nshufled_labels = true").is_err());
+        assert!(toml::from_str::<ProposalsConfig>("[model]\ndimm = 3").is_err());
+    }
+
+    #[test]
+    fn majority_baseline_and_class_notes_on_a_tiny_federation() {
+        let f = ProposalModelSpec::default().featurizer().unwrap();
+        let mut a = EncodedProposals::new();
+        for outcome in [Some(0), Some(0), Some(1), None] {
+            a.push(&f.ids("t", "x y"), &[], outcome, 0);
+        }
+        let mut b = EncodedProposals::new();
+        for outcome in [Some(1), Some(1), Some(0)] {
+            b.push(&f.ids("t", "x y"), &[], outcome, 0);
+        }
+        let mut test = EncodedProposals::new();
+        for outcome in [Some(0), Some(1), Some(1)] {
+            test.push(&f.ids("t", "z"), &[], outcome, 0);
+        }
+        let prepared = PreparedProposals {
+            members: vec!["a".into(), "b".into()],
+            member_data: vec![a, b],
+            test,
+            test_communities: vec!["a".into(), "a".into(), "b".into()],
+            encode_wall: Duration::ZERO,
+        };
+        // a's majority is accepted, b's rejected: right on test rows 0 and 2.
+        let s = community_majority(&prepared);
+        assert_eq!(s.n, 3);
+        assert!((s.accuracy - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(class_note(&prepared, "a"), "");
+        assert_eq!(class_note(&prepared, "b"), "one class (rejected only)");
+        assert_eq!(pooled_training_data(&prepared).len(), 7);
+        assert_eq!(outcome_counts(&prepared.member_data[0]), (2, 1));
+    }
+}

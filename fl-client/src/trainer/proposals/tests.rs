@@ -184,3 +184,27 @@ fn shuffled_outcomes_keep_counts_and_open_rows() {
     assert_eq!(sub.len(), 2);
     assert_eq!(sub.kind(0), data.kind(3));
 }
+
+#[test]
+fn every_local_optimizer_trains() {
+    for (optimizer, weight_decay) in [(LocalOptimizer::Adam, 0.1), (LocalOptimizer::Sgd, 0.0)] {
+        let spec = ProposalModelSpec {
+            optimizer,
+            weight_decay,
+            ..tiny_spec()
+        };
+        let mut t = ProposalTrainer::new(&spec, DeviceSpec::Cpu, toy(&spec, 16), None, 2).unwrap();
+        let before = t.get_parameters();
+        t.fit(&fit_config(1)).unwrap();
+        assert_ne!(
+            before.values(),
+            t.get_parameters().values(),
+            "{optimizer:?}"
+        );
+    }
+    let bad = ProposalModelSpec {
+        weight_decay: -1.0,
+        ..tiny_spec()
+    };
+    assert!(ProposalTrainer::new(&bad, DeviceSpec::Cpu, toy(&bad, 2), None, 1).is_err());
+}

@@ -71,8 +71,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     writeln!(
         summary,
-        "model {:?}; FedAvg, {} rounds of {:?} local epochs, batch {}, learning rate {}, seed {}{}{}",
+        "model {:?}; {}, {} rounds of {:?} local epochs, batch {}, learning rate {}, seed {}{}{}",
         config.model,
+        strategy_name(&config),
         config.rounds,
         config.fit.local_epochs,
         config.fit.batch_size,
@@ -129,11 +130,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         run.write_plot(
-            &format!("daofl {name}: 13 communities, outcome macro-F1 (pooled test), FedAvg"),
+            &format!(
+                "daofl {name}: 13 communities, outcome macro-F1 (pooled test), {}",
+                strategy_name(&config)
+            ),
             &records,
         )?;
         let scores = score_model(&federated.evaluator, &prepared)?;
-        table.push((String::from("federated (FedAvg)"), scores.pooled));
+        table.push((
+            format!("federated ({})", strategy_name(&config)),
+            scores.pooled,
+        ));
         writeln!(
             comparison,
             "\nfederated: {} rounds in {:.1} s, final model {}",
@@ -257,4 +264,14 @@ fn write_comparison(
     ])?;
     w.flush()?;
     Ok(())
+}
+
+/// The federation's strategy as the tables name it: FedAvg, or FedAvg with its server optimiser.
+fn strategy_name(config: &ProposalsConfig) -> &'static str {
+    use fl_core::strategy::ServerOptimizerConfig;
+    match config.server_optimizer {
+        None => "FedAvg",
+        Some(ServerOptimizerConfig::Fedavgm(_)) => "FedAvgM",
+        Some(ServerOptimizerConfig::Fedadam(_)) => "FedAdam",
+    }
 }

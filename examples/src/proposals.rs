@@ -14,7 +14,7 @@ use fl_client::trainer::proposals::{
     ClassScores, EncodedProposals, OutcomeScores, ProposalModelSpec, ProposalTrainer, score,
 };
 use fl_client::{DeviceSpec, Trainer};
-use fl_core::{FedAvg, FitConfig, ParamVec, StrategyConfig, derive_seed};
+use fl_core::{FitConfig, ParamVec, StrategyConfig, derive_seed};
 
 /// Everything that defines a proposals run. Deserialisable (TOML), every field defaulting to
 /// the example's value.
@@ -34,6 +34,9 @@ pub struct ProposalsConfig {
     pub workers: usize,
     /// Secure aggregation (SecAgg+): the aggregator learns only the sum of the updates.
     pub secure_aggregation: Option<fl_core::secure::SecureAggregationConfig>,
+    /// An optimiser the aggregator applies to the round's mean update (`[server_optimizer]
+    /// kind = "fedadam"` or `"fedavgm"`, as in a federation file); none: plain FedAvg.
+    pub server_optimizer: Option<fl_core::strategy::ServerOptimizerConfig>,
     /// Train the federation (off: only the comparisons, e.g. to tune the model centrally).
     pub federated: bool,
     /// Train the same model centrally on the pooled training data too.
@@ -73,6 +76,7 @@ impl Default for ProposalsConfig {
             compare_local: true,
             alone_epochs: Some(15),
             shuffled_labels: false,
+            server_optimizer: None,
         }
     }
 }
@@ -296,14 +300,22 @@ pub fn run_federated(
         seed: config.seed,
         release_params_during_fit: false,
     };
-    let fedavg = StrategyConfig {
+    let strategy = StrategyConfig {
         fraction_fit: 1.0,
         min_fit_clients: 1,
         min_fit_results: 1,
         fit: config.fit.clone(),
+        server_optimizer: config.server_optimizer.clone(),
         ..Default::default()
-    };
-    let engine = Engine::new(engine_config, Box::new(FedAvg::new(fedavg)), initial);
+    }
+    .build(
+        None,
+        config.secure_aggregation.as_ref(),
+        trainers.len(),
+        initial.values().len(),
+    )
+    .map_err(|e| ProposalsRunError::Config(e.to_string()))?;
+    let engine = Engine::new(engine_config, strategy, initial);
     let federation = match &config.secure_aggregation {
         None => InProcessFederation::new(engine, trainers, config.workers),
         Some(secure) => InProcessFederation::with_secure_aggregation(

@@ -5,7 +5,7 @@
 //!
 //! Attackers are members `0..f`; label flippers train on flipped labels (`y → 9 - y`), every
 //! other attack replaces the attackers' updates through an
-//! [`Adversary`](fl_aggregator::attack::Adversary) around the rule.
+//! [`Adversary`] around the rule.
 
 use fl_aggregator::EngineEvent;
 use fl_aggregator::attack::{Adversary, Attack};

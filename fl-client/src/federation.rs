@@ -131,7 +131,7 @@ pub fn init_seed(config: &FederationConfig) -> u64 {
 
 /// Member `index`'s share of the data (its position in `members.allowed`) and the held-out
 /// set it evaluates on, as `[data]` describes: for a member that trains its own model on them
-/// (any [`Trainer`](fl_core::Trainer)), or for [`member_trainer`].
+/// (any [`Trainer`]), or for [`member_trainer`].
 pub fn member_data(
     config: &FederationConfig,
     index: usize,

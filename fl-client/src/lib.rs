@@ -68,7 +68,7 @@ pub mod text;
 pub mod trainer;
 
 /// What an embedder needs in one import: the [`Trainer`] interface and its types, keys, the
-/// federation file and the one-call [`run`](crate::run).
+/// federation file and the one-call [`run`].
 ///
 /// ```
 /// use fl_client::prelude::*;

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What sort of change a proposal asks for (see the [module docs](self)).
+/// What sort of change a proposal asks for (see the module docs of `data::proposals`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProposalKind {

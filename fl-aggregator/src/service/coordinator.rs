@@ -1,0 +1,210 @@
+//! The coordinator: the one task that owns the round engine and the checkpoint reload, fed by
+//! every session.
+
+use super::*;
+
+/// Loads the global model by its content hash when the engine asks for it back
+/// ([`EngineEvent::ParamsNeeded`]).
+pub type ParamsLoader = Box<
+    dyn Fn(
+            fl_core::ContentHash,
+        ) -> Pin<Box<dyn std::future::Future<Output = Result<ParamVec, String>> + Send>>
+        + Send,
+>;
+
+/// Owns the engine: joins, leaves, messages and deadlines in; instructions out.
+pub struct Coordinator {
+    pub(super) loader: Option<ParamsLoader>,
+    pub(super) engine: Engine,
+    pub(super) rx: mpsc::Receiver<Input>,
+    pub(super) ids: BTreeMap<Address, ClientId>,
+    pub(super) sessions: BTreeMap<ClientId, mpsc::UnboundedSender<ServerMessage>>,
+    pub(super) kicks: BTreeMap<ClientId, oneshot::Sender<Status>>,
+    pub(super) membership: Arc<dyn MembershipSource>,
+    /// A round completed since the connected members were last checked.
+    pub(super) round_completed: bool,
+    pub(super) epoch: Instant,
+}
+
+impl Coordinator {
+    /// Runs until the engine has finished every round, every service handle is dropped, or
+    /// `shutdown` resolves, handing each event to `on_event`. Returns the global parameters
+    /// and whether the federation finished.
+    pub async fn run(
+        mut self,
+        mut on_event: impl FnMut(&EngineEvent),
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> (Arc<ParamVec>, bool) {
+        tokio::pin!(shutdown);
+        loop {
+            self.flush(&mut on_event);
+            if self.engine.is_finished() {
+                break;
+            }
+            if std::mem::take(&mut self.round_completed) {
+                self.recheck_members().await;
+                continue;
+            }
+            if let Some(hash) = self.engine.params_needed() {
+                let Some(loader) = &self.loader else {
+                    tracing::error!(%hash, "the engine needs the global model back and no loader is set");
+                    break;
+                };
+                match loader(hash).await {
+                    Ok(params) => {
+                        let now = self.now();
+                        if let Err(e) = self.engine.handle_params(now, params) {
+                            tracing::error!(%hash, "cannot restore the global model: {e}");
+                            break;
+                        }
+                        tracing::info!(%hash, "global model reloaded after an aborted round");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(%hash, "cannot reload the global model: {e}");
+                        break;
+                    }
+                }
+            }
+            let deadline = self
+                .engine
+                .poll_timeout()
+                .map(|t| self.epoch + t)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let input = tokio::select! {
+                input = self.rx.recv() => input,
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.engine.handle_timeout(now);
+                    continue;
+                }
+                () = &mut shutdown => {
+                    tracing::info!(round = self.engine.round(), "shutting down; the round in progress is abandoned and resumes from the last checkpoint");
+                    break;
+                }
+            };
+            let Some(input) = input else { break };
+            self.handle(input);
+        }
+        self.flush(&mut on_event);
+        (self.engine.params().clone(), self.engine.is_finished())
+    }
+
+    /// Sets how the global model is reloaded when the engine released it and a round aborted.
+    pub fn set_params_loader(&mut self, loader: ParamsLoader) {
+        self.loader = Some(loader);
+    }
+
+    /// Sessions' addresses by client id, for manifests and logs.
+    pub fn members(&self) -> BTreeMap<ClientId, Address> {
+        self.ids.iter().map(|(a, c)| (*c, *a)).collect()
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Before the next round: forgets the membership cache and ends the session of every
+    /// connected member the source no longer admits (its status names the reason). A member
+    /// whose check fails only because the chain cannot be reached stays.
+    async fn recheck_members(&mut self) {
+        self.membership.new_round();
+        let connected: Vec<(Address, ClientId)> = self
+            .ids
+            .iter()
+            .filter(|(_, c)| self.sessions.contains_key(c))
+            .map(|(a, c)| (*a, *c))
+            .collect();
+        for (address, client) in connected {
+            match self.membership.check(address).await {
+                Ok(()) => {}
+                // An endpoint outage does not eject members admitted before it.
+                Err(refusal @ crate::membership::Refusal::Unavailable { .. }) => {
+                    tracing::warn!(%client, %address, "kept without a fresh check: {refusal}");
+                }
+                Err(refusal) => {
+                    tracing::info!(%client, %address, "member refused before the round: {refusal}");
+                    self.sessions.remove(&client);
+                    if let Some(kick) = self.kicks.remove(&client) {
+                        let _ = kick.send(refusal.to_status());
+                    }
+                    let now = self.now();
+                    self.engine.handle_disconnect(now, client);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Join {
+                address,
+                outbound,
+                kick,
+                reply,
+            } => {
+                let client = match self.ids.get(&address) {
+                    Some(&client) => client,
+                    // Members from the chain get the next id at their first join.
+                    None if self.membership.fixed().is_none() => {
+                        let client = ClientId(self.ids.len() as u64);
+                        self.ids.insert(address, client);
+                        client
+                    }
+                    None => {
+                        let _ = reply.send(Err(Status::permission_denied(format!(
+                            "{address} is not a member of this federation"
+                        ))));
+                        return;
+                    }
+                };
+                if self.sessions.contains_key(&client) {
+                    let _ = reply.send(Err(Status::already_exists(format!(
+                        "{address} is already connected; close the other session first"
+                    ))));
+                    return;
+                }
+                if reply.send(Ok(client)).is_ok() {
+                    self.sessions.insert(client, outbound);
+                    self.kicks.insert(client, kick);
+                    self.engine.handle_connect(now, client);
+                }
+            }
+            Input::Leave { client } => {
+                self.kicks.remove(&client);
+                if self.sessions.remove(&client).is_some() {
+                    self.engine.handle_disconnect(now, client);
+                }
+            }
+            Input::Message {
+                client,
+                msg,
+                verdict,
+            } => {
+                let result = self.engine.handle_message(now, client, msg);
+                if let Err(e) = &result {
+                    tracing::warn!(%client, "refused: {e}");
+                }
+                if let Some(verdict) = verdict {
+                    let _ = verdict.send(result);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, on_event: &mut impl FnMut(&EngineEvent)) {
+        while let Some((to, msg)) = self.engine.poll_transmit() {
+            if let Some(tx) = self.sessions.get(&to) {
+                // The session's writer task applies backpressure; this never blocks.
+                let _ = tx.send(msg);
+            }
+        }
+        while let Some(event) = self.engine.poll_event() {
+            if matches!(event, EngineEvent::RoundCompleted { .. }) {
+                self.round_completed = true;
+            }
+            on_event(&event);
+        }
+    }
+}

@@ -1,11 +1,11 @@
 //! Federated averaging (McMahan et al. 2017), optionally followed by a server optimiser.
 
 use crate::params::ParamVec;
-use crate::round::{ClientId, EvaluateResult};
+use crate::round::ClientId;
 
 use super::{
     EvaluatePlan, FitPlan, RoundUpdates, ServerOptimizer, Strategy, StrategyConfig, StrategyError,
-    UpdateForm, weighted_evaluation,
+    UpdateForm,
 };
 
 /// Federated averaging: the new model is the example-weighted mean of the members' models,
@@ -101,14 +101,6 @@ impl Strategy for FedAvg {
         round_seed: u64,
     ) -> EvaluatePlan {
         self.config.plan_evaluate(available, round_seed)
-    }
-
-    fn aggregate_evaluate(
-        &mut self,
-        _round: u64,
-        results: &[(ClientId, EvaluateResult)],
-    ) -> Option<EvaluateResult> {
-        weighted_evaluation(results.iter().map(|(_, r)| r))
     }
 }
 

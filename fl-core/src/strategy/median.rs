@@ -7,13 +7,13 @@
 //! aggregation; a federation file asking for both is refused at load time.
 
 use crate::params::ParamVec;
-use crate::round::{ClientId, EvaluateResult};
+use crate::round::ClientId;
 
 use super::fedavg::apply_optimizer;
 use super::robust::RobustRule;
 use super::{
     EvaluatePlan, FitPlan, MemberUpdate, RoundUpdates, ServerOptimizer, Strategy, StrategyConfig,
-    StrategyError, UpdateForm, same_schema, weighted_evaluation,
+    StrategyError, UpdateForm, same_schema,
 };
 
 /// The coordinate-wise median of the members' models, optionally followed by a server
@@ -152,14 +152,6 @@ impl Strategy for CoordinateMedian {
         round_seed: u64,
     ) -> EvaluatePlan {
         self.config.plan_evaluate(available, round_seed)
-    }
-
-    fn aggregate_evaluate(
-        &mut self,
-        _round: u64,
-        results: &[(ClientId, EvaluateResult)],
-    ) -> Option<EvaluateResult> {
-        weighted_evaluation(results.iter().map(|(_, r)| r))
     }
 }
 

@@ -30,7 +30,7 @@
 //! use fl_core::strategy::{
 //!     EvaluatePlan, FitPlan, RoundUpdates, Strategy, StrategyConfig, StrategyError, UpdateForm,
 //! };
-//! use fl_core::{ClientId, EvaluateResult, ParamVec};
+//! use fl_core::{ClientId, ParamVec};
 //!
 //! /// Keeps the update of the member that trained on the most examples.
 //! struct LargestMember(StrategyConfig);
@@ -59,13 +59,6 @@
 //!     }
 //!     fn configure_evaluate(&mut self, _round: u64, available: &[ClientId], seed: u64) -> EvaluatePlan {
 //!         self.0.plan_evaluate(available, seed)
-//!     }
-//!     fn aggregate_evaluate(
-//!         &mut self,
-//!         _round: u64,
-//!         results: &[(ClientId, EvaluateResult)],
-//!     ) -> Option<EvaluateResult> {
-//!         fl_core::weighted_evaluation(results.iter().map(|(_, r)| r))
 //!     }
 //! }
 //! ```
@@ -204,12 +197,16 @@ pub trait Strategy: Send {
         round_seed: u64,
     ) -> EvaluatePlan;
 
-    /// Combines the clients' evaluation results, or `None` if there are none.
+    /// Combines the clients' evaluation results, or `None` if there are none. The default is
+    /// the example-weighted mean ([`weighted_evaluation`]).
     fn aggregate_evaluate(
         &mut self,
         round: u64,
         results: &[(ClientId, EvaluateResult)],
-    ) -> Option<EvaluateResult>;
+    ) -> Option<EvaluateResult> {
+        let _ = round;
+        weighted_evaluation(results.iter().map(|(_, r)| r))
+    }
 }
 
 /// What a strategy accounted before a restart, read from the last checkpoint's manifest.

@@ -11,14 +11,14 @@
 use std::fmt;
 
 use crate::params::ParamVec;
-use crate::round::{ClientId, EvaluateResult, Metrics};
+use crate::round::{ClientId, Metrics};
 
 use super::anomaly::{MemberScore, score_members, score_metrics};
 use super::fedavg::apply_optimizer;
 use super::preagg::PreAggregator;
 use super::{
     EvaluatePlan, FitPlan, MemberUpdate, RoundUpdates, ServerOptimizer, Strategy, StrategyConfig,
-    StrategyError, UpdateForm, weighted_evaluation,
+    StrategyError, UpdateForm,
 };
 
 /// A robust aggregation rule over the members' updates, as differences from the global model
@@ -235,14 +235,6 @@ impl Strategy for RobustAggregator {
         round_seed: u64,
     ) -> EvaluatePlan {
         self.config.plan_evaluate(available, round_seed)
-    }
-
-    fn aggregate_evaluate(
-        &mut self,
-        _round: u64,
-        results: &[(ClientId, EvaluateResult)],
-    ) -> Option<EvaluateResult> {
-        weighted_evaluation(results.iter().map(|(_, r)| r))
     }
 }
 

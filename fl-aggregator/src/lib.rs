@@ -23,7 +23,6 @@
 //! # /// Estimates the mean of its local samples: FedAvg of the estimates is the global mean.
 //! # struct MeanEstimator { schema: Arc<Schema>, estimate: f32, samples: Vec<f32> }
 //! # impl Trainer for MeanEstimator {
-//! #     fn schema(&self) -> &Arc<Schema> { &self.schema }
 //! #     fn get_parameters(&self) -> ParamVec { ParamVec::new(self.schema.clone(), vec![self.estimate]).unwrap() }
 //! #     fn set_parameters(&mut self, p: &ParamVec) -> Result<(), TrainerError> { self.estimate = p.values()[0]; Ok(()) }
 //! #     fn fit(&mut self, _: &FitConfig) -> Result<FitOutcome, TrainerError> {

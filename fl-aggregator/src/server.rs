@@ -497,7 +497,7 @@ pub fn he_committee(
     let invalid = |e: String| -> ServerError {
         fl_core::config::ConfigError::Invalid(format!("homomorphic aggregation: {e}")).into()
     };
-    let (spec, public_key) = ceremony::joint_key_from_config(config).map_err(|e| {
+    let (spec, public_key) = fl_node::ceremony::joint_key_from_config(config).map_err(|e| {
         let dir = ceremony::dir_from_config(config).unwrap_or_default();
         invalid(format!(
             "ceremony in {}: {e} (every holder runs `fl-client committee commit`, then `deal`, \

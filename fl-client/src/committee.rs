@@ -168,7 +168,7 @@ pub fn deal_step(
     let spec = ceremony::spec_from_config(config)?;
     let secret = load_secret(&spec, key, secret_path)?;
     let dir = ceremony_dir(config)?;
-    let commits = ceremony::read_messages(&dir, "commit")?;
+    let commits = fl_node::ceremony::read_messages(&dir, "commit")?;
     let mut rng = fl_core::secure::os_rng()
         .map_err(|e| CommitteeError::Invalid(format!("no randomness: {e}")))?;
     let message = ceremony::deal(&spec, key, &secret, &commits, &mut rng)?;
@@ -190,7 +190,7 @@ pub fn finish_step(
 ) -> Result<[u8; 32]> {
     let spec = ceremony::spec_from_config(config)?;
     let secret = load_secret(&spec, key, secret_path)?;
-    let (commits, deals) = ceremony::read_dir(&ceremony_dir(config)?)?;
+    let (commits, deals) = fl_node::ceremony::read_dir(&ceremony_dir(config)?)?;
     let (public_key, member) = ceremony::finish(&spec, &secret, &commits, &deals)?;
     write_new_private(state_path, &member.to_bytes())?;
     Ok(public_key.digest())
@@ -234,7 +234,7 @@ pub fn load_role(
             member.member()
         )));
     }
-    let (_, public_key) = ceremony::joint_key_from_config(config)?;
+    let (_, public_key) = fl_node::ceremony::joint_key_from_config(config)?;
     if member.key_digest() != public_key.digest() {
         return Err(CommitteeError::Invalid(format!(
             "{} holds a share of another committee key (key epoch or ceremony changed)",

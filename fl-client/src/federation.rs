@@ -1,6 +1,7 @@
-//! A member's side of a federation file: the model and data sections of
-//! [`FederationConfig`] turned into a [`BurnTrainer`] over the member's share of the data, and
-//! the seeded initial parameters every party derives identically.
+//! A member's side of a federation file: the data section of [`FederationConfig`] turned into
+//! the member's share of the data ([`member_data`], for any trainer) and, with the `burn`
+//! feature, the model section into a `BurnTrainer` over it, with the seeded initial parameters
+//! every party derives identically.
 //!
 //! `[data]` takes one of two forms:
 //!
@@ -27,11 +28,15 @@
 use std::path::PathBuf;
 
 use fl_core::config::FederationConfig;
-use fl_core::{ParamVec, derive_seed};
+use fl_core::derive_seed;
+#[cfg(feature = "burn")]
+use fl_core::{ParamVec, Trainer};
 use serde::Deserialize;
 
 use crate::data::{Dataset, digits, idx};
-use crate::{BurnTrainer, DeviceSpec, Error, ModelSpec, Trainer, partition};
+#[cfg(feature = "burn")]
+use crate::{BurnTrainer, DeviceSpec, ModelSpec};
+use crate::{Error, partition};
 
 /// How the training data is split across members in a simulation.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -87,6 +92,7 @@ fn default_test_fraction() -> f64 {
 }
 
 /// The model of a federation file.
+#[cfg(feature = "burn")]
 pub fn model_spec(config: &FederationConfig) -> Result<ModelSpec, Error> {
     ModelSpec::deserialize(toml::Value::Table(config.model.clone()))
         .map_err(|e| Error::Config(format!("[model]: {e}")))
@@ -180,6 +186,7 @@ pub fn member_data(
 
 /// The trainer of member `index` (its position in `members.allowed`), over its data
 /// ([`member_data`]) with the federation's `[model]`.
+#[cfg(feature = "burn")]
 pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTrainer, Error> {
     let (train, test) = member_data(config, index)?;
     let model = model_spec(config)?;
@@ -194,6 +201,7 @@ pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTra
 
 /// A trainer that only evaluates, on the held-out digits (or the IDX test files); its
 /// parameters are the seeded initial model.
+#[cfg(feature = "burn")]
 pub fn evaluator(config: &FederationConfig) -> Result<BurnTrainer, Error> {
     let test = match data_spec(config)? {
         DataSpec::Digits {
@@ -232,11 +240,12 @@ pub fn evaluator(config: &FederationConfig) -> Result<BurnTrainer, Error> {
 }
 
 /// The seeded initial global parameters of the federation's model.
+#[cfg(feature = "burn")]
 pub fn initial_params(config: &FederationConfig) -> Result<ParamVec, Error> {
     Ok(evaluator(config)?.get_parameters())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "burn"))]
 mod tests {
     use std::path::Path;
 
@@ -244,7 +253,7 @@ mod tests {
 
     fn example() -> FederationConfig {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/federation/digits.toml");
-        FederationConfig::load(&path).expect("the shipped federation file is valid")
+        fl_node::load_federation(&path).expect("the shipped federation file is valid")
     }
 
     #[test]

@@ -31,12 +31,14 @@
 //!
 //! ## Feature flags
 //!
-//! - `cli` (default): the `fl-client` binary (clap, a log subscriber).
+//! - `burn` (default): our models ([`BurnTrainer`], [`ProposalTrainer`]) on burn's pure-Rust
+//!   `flex` CPU backend (multi-threaded with rayon, vectorised), and the federation file's
+//!   `[model]` turned into one ([`federation::member_trainer`]). A member with its own
+//!   [`Trainer`] depends on `fl-client` with `default-features = false` and compiles no burn.
+//! - `cli` (default, implies `burn`): the `fl-client` binary (clap, a log subscriber).
 //!
-//! The CPU backend (burn's pure-Rust `flex`, multi-threaded with rayon and vectorised) is
-//! always on; GPU backends (`wgpu`, `cuda`) are to come as additive features that add
-//! [`DeviceSpec`] variants, and burn itself behind a feature so that a member with its own
-//! model does not compile it.
+//! GPU backends (`wgpu`, `cuda`) are to come as additive features that add `DeviceSpec`
+//! variants.
 //!
 //! ## Example
 //!
@@ -65,6 +67,7 @@ pub mod federation;
 pub mod node;
 pub mod partition;
 pub mod text;
+#[cfg(feature = "burn")]
 pub mod trainer;
 
 /// What an embedder needs in one import: the [`Trainer`] interface and its types, keys, the
@@ -86,13 +89,17 @@ pub mod prelude {
         EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, MemberKey, Metrics, ParamVec,
         Schema, TensorSpec, Trainer, TrainerError,
     };
+    pub use fl_node::{load_federation, read_key_file, write_key_file};
 }
 
 pub use data::{DataError, Dataset};
 pub use fl_core::params::ParamVec;
 pub use fl_core::trainer::{Trainer, TrainerError};
+pub use fl_node::{load_federation, read_key_file, write_key_file};
 pub use partition::PartitionError;
+#[cfg(feature = "burn")]
 pub use trainer::proposals::{ProposalModelSpec, ProposalTrainer};
+#[cfg(feature = "burn")]
 pub use trainer::{BurnTrainer, DeviceSpec, ModelError, ModelSpec};
 
 /// Joins the federation that `federation` describes as the member holding `key`, training
@@ -104,10 +111,8 @@ pub use trainer::{BurnTrainer, DeviceSpec, ModelError, ModelSpec};
 ///
 /// ```no_run
 /// # async fn demo(my_trainer: impl fl_client::Trainer + 'static) -> Result<(), Box<dyn std::error::Error>> {
-/// use fl_core::{MemberKey, config::FederationConfig};
-///
-/// let federation = FederationConfig::load("federation.toml".as_ref())?;
-/// let key = MemberKey::load_key_file("member.key".as_ref())?;
+/// let federation = fl_client::load_federation("federation.toml".as_ref())?;
+/// let key = fl_client::read_key_file("member.key".as_ref())?;
 /// let (report, _trainer) = fl_client::run(&federation, key, my_trainer).await?;
 /// println!("trained {} rounds", report.fits);
 /// # Ok(())
@@ -146,6 +151,7 @@ pub enum Error {
     #[error(transparent)]
     Partition(#[from] PartitionError),
     /// A model could not be built.
+    #[cfg(feature = "burn")]
     #[error(transparent)]
     Model(#[from] ModelError),
     /// Training or evaluation failed.

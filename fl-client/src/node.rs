@@ -18,11 +18,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-/// Generated gRPC client stub of `daofl.v1.Federation`.
-#[allow(missing_docs, clippy::all)]
-pub mod grpc {
-    tonic::include_proto!("daofl.v1");
-}
+/// The gRPC stubs of `daofl.v1.Federation` (generated once, in `fl-node`).
+pub use fl_node::grpc;
 
 /// TLS settings of a node.
 #[derive(Debug, Clone)]
@@ -306,8 +303,8 @@ pub async fn run_node<T: Trainer + 'static>(
     loop {
         let sessions_before = report.sessions;
         let outcome = run_session(&config, &key, &mut slot, &mut report).await;
-        let outcome =
-            outcome.map_err(|e| name_schema_mismatch(e, slot.as_ref().map(|t| t.schema())));
+        let outcome = outcome
+            .map_err(|e| name_schema_mismatch(e, slot.as_ref().map(|t| t.schema()).as_ref()));
         match outcome {
             Ok(()) => break,
             Err(e) if e.is_permanent() => return Err(e),
@@ -361,8 +358,7 @@ async fn run_session<T: Trainer + 'static>(
     let schema = slot
         .as_ref()
         .ok_or_else(|| NodeError::TrainerPanicked("trainer lost".into()))?
-        .schema()
-        .clone();
+        .schema();
     let channel = connect(config).await?;
     let limit = wire::MAX_FRAME_BYTES;
     let mut client = grpc::federation_client::FederationClient::new(channel)

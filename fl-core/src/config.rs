@@ -280,26 +280,6 @@ pub enum ConfigError {
 }
 
 impl FederationConfig {
-    /// Reads and checks the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read = |source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(read)?.len();
-        if size > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-                size,
-            });
-        }
-        let bytes = std::fs::read(path).map_err(read)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| ConfigError::Invalid(format!("{} is not UTF-8", path.display())))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base)
-    }
-
     /// Parses `text`, resolving relative paths against `base`, and checks it.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
         let mut config: Self = toml::from_str(text)?;

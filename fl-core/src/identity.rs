@@ -47,8 +47,8 @@
 //! member address both reject. Within one session and round the engine accepts at most one
 //! update per member and stage, which closes the last replay.
 //!
-//! This module does no IO except the clearly separated key-file helpers
-//! [`MemberKey::load_key_file`] and [`MemberKey::write_key_file`].
+//! This module does no IO: key files are read and written by `fl-node` (`read_key_file`,
+//! `write_key_file`), in the key's hex form ([`MemberKey::to_hex`], [`MemberKey::from_hex`]).
 //!
 //! ```
 //! use fl_core::identity::{AllowList, JoinChallenge, MemberKey, random_nonce};
@@ -71,9 +71,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs;
-use std::io::{self, Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use alloy_primitives::Address;
@@ -91,7 +89,8 @@ const JOIN_TAG: &[u8] = b"daofl/join/v1";
 /// Domain tag of [`UpdateStatement`] bytes.
 const UPDATE_TAG: &[u8] = b"daofl/update/v1";
 /// Key files are one line of hex; anything much longer is not a key file.
-const MAX_KEY_FILE_BYTES: u64 = 1024;
+/// Largest key file read (`fl-node` reads and writes them): 1 KiB.
+pub const MAX_KEY_FILE_BYTES: u64 = 1024;
 
 /// What went wrong with a key, a signature or an address.
 ///
@@ -152,7 +151,7 @@ pub enum IdentityError {
         path: PathBuf,
         /// The underlying error.
         #[source]
-        source: io::Error,
+        source: std::io::Error,
     },
     /// A key file exists but does not hold a key.
     #[error("key file {}: {reason}", path.display())]
@@ -252,52 +251,6 @@ impl MemberKey {
             .sign_message_sync(message)
             .expect("secp256k1 signing with a valid key does not fail");
         MemberSignature(signature.normalized_s())
-    }
-
-    /// Reads a key file written by [`MemberKey::write_key_file`]: one line, `0x` and 64 hex
-    /// digits (surrounding whitespace is ignored).
-    pub fn load_key_file(path: &Path) -> Result<Self, IdentityError> {
-        let io_err = |source| IdentityError::KeyFileIo {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut content = Vec::new();
-        fs::File::open(path)
-            .map_err(io_err)?
-            .take(MAX_KEY_FILE_BYTES + 1)
-            .read_to_end(&mut content)
-            .map_err(io_err)?;
-        let malformed = |reason| IdentityError::MalformedKeyFile {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if content.len() as u64 > MAX_KEY_FILE_BYTES {
-            return Err(malformed("too large to be a key file"));
-        }
-        let text = std::str::from_utf8(&content).map_err(|_| malformed("not UTF-8 text"))?;
-        Self::from_hex(text.trim()).map_err(|e| match e {
-            IdentityError::MalformedKey { reason } => malformed(reason),
-            other => other,
-        })
-    }
-
-    /// Writes the key to a new file readable only by its owner (mode 0600 on unix).
-    ///
-    /// Refuses to overwrite an existing file (an identity may hold stake and cannot be
-    /// recovered once replaced): remove the old file first if that is really meant.
-    pub fn write_key_file(&self, path: &Path) -> Result<(), IdentityError> {
-        let io_err = |source| IdentityError::KeyFileIo {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(io_err)?;
-        file.write_all(format!("{}\n", self.to_hex()).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_err)
     }
 }
 
@@ -987,47 +940,5 @@ mod tests {
             format!("[\"{ANVIL_ADDRESS}\"]")
         );
         assert!(serde_json::from_str::<AllowList>("[\"0x12\"]").is_err());
-    }
-
-    #[test]
-    fn key_files_round_trip_private_and_are_never_overwritten() {
-        let dir = std::env::temp_dir().join(format!(
-            "daofl-identity-test-{}",
-            hex::encode(&random_nonce()[..8])
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("member.key");
-        let key = MemberKey::generate();
-        key.write_key_file(&path).unwrap();
-        assert_eq!(
-            MemberKey::load_key_file(&path).unwrap().address(),
-            key.address()
-        );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let err = MemberKey::generate().write_key_file(&path).unwrap_err();
-        assert!(
-            matches!(&err, IdentityError::KeyFileIo { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
-        );
-        assert_eq!(
-            MemberKey::load_key_file(&path).unwrap().address(),
-            key.address()
-        );
-
-        let garbage = dir.join("garbage.key");
-        fs::write(&garbage, "not a key\n").unwrap();
-        let err = MemberKey::load_key_file(&garbage).unwrap_err();
-        assert!(
-            matches!(err, IdentityError::MalformedKeyFile { .. }),
-            "{err}"
-        );
-        assert!(err.to_string().contains("garbage.key"));
-        let err = MemberKey::load_key_file(&dir.join("missing.key")).unwrap_err();
-        assert!(matches!(err, IdentityError::KeyFileIo { .. }), "{err}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -742,8 +742,8 @@ mod tests {
     }
 
     impl Trainer for PlusOne {
-        fn schema(&self) -> &Arc<Schema> {
-            self.params.schema()
+        fn schema(&self) -> Arc<Schema> {
+            self.params.schema().clone()
         }
         fn get_parameters(&self) -> ParamVec {
             self.params.clone()

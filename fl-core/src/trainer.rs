@@ -13,8 +13,13 @@ use crate::round::{EvaluateConfig, EvaluateResult, FitConfig, FitOutcome};
 ///
 /// A round runs `set_parameters(global)`, `fit(config)`, then `get_parameters()`.
 pub trait Trainer: Send {
-    /// The layout of the parameters this trainer reads and writes.
-    fn schema(&self) -> &Arc<Schema>;
+    /// The layout of the parameters this trainer reads and writes (tensor names and shapes).
+    ///
+    /// Defaults to the schema of [`get_parameters`](Self::get_parameters), which copies the
+    /// parameters: a trainer that keeps its schema at hand returns a clone of it instead.
+    fn schema(&self) -> Arc<Schema> {
+        self.get_parameters().schema().clone()
+    }
 
     /// The current local parameters.
     fn get_parameters(&self) -> ParamVec;

@@ -40,8 +40,8 @@ struct Synthetic {
 }
 
 impl Trainer for Synthetic {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
     }
     fn get_parameters(&self) -> ParamVec {
         let n = self.schema.num_values();

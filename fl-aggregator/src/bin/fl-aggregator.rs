@@ -14,7 +14,6 @@ use fl_aggregator::anchoring::{
 use fl_aggregator::checkpoint::{CheckpointStore, Manifest};
 use fl_aggregator::server::{self, Bound};
 use fl_aggregator::tls::{DevPkiOptions, generate_dev_pki_with};
-use fl_core::config::FederationConfig;
 
 /// The daofl aggregator: runs a federation's rounds over gRPC, checkpoints every round and
 /// resumes from the newest checkpoint after a restart.
@@ -255,7 +254,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 }
                 (None, Some(state_dir), _) => RegistrySource::Embedded { state_dir },
                 (None, None, Some(path)) => {
-                    let config = FederationConfig::load(&path)?;
+                    let config = fl_node::load_federation(&path)?;
                     let settings = ChainSettings::from_federation(&config)?
                         .ok_or_else(|| format!("{} has no [chain] section", path.display()))?;
                     RegistrySource::from_settings(&settings)
@@ -366,7 +365,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 }
 
 async fn run(path: PathBuf) -> Result<ExitCode> {
-    let config = FederationConfig::load(&path)?;
+    let config = fl_node::load_federation(&path)?;
     // `[model] kind = "file"`: the model the members embed, from its files; otherwise one of
     // fl-client's models, seeded exactly as every member builds it.
     let initial = match fl_aggregator::model_file::load(&config)? {
@@ -479,7 +478,7 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 fn open_store(config: Option<PathBuf>, store: Option<String>) -> Result<CheckpointStore> {
     let url = match (config, store) {
         (_, Some(url)) => url,
-        (Some(path), None) => FederationConfig::load(&path)?.aggregator.checkpoints,
+        (Some(path), None) => fl_node::load_federation(&path)?.aggregator.checkpoints,
         (None, None) => return Err("give --config FILE or --store URL".into()),
     };
     Ok(CheckpointStore::open(&url)?)

@@ -51,11 +51,9 @@ use handshake::*;
 use reader::*;
 use writer::*;
 
-/// Generated gRPC stubs of `daofl.v1.Federation` (messages live in [`fl_core::wire::pb`]).
-#[allow(missing_docs, clippy::all)]
-pub mod grpc {
-    tonic::include_proto!("daofl.v1");
-}
+/// The gRPC stubs of `daofl.v1.Federation` (generated once, in `fl-node`; messages live in
+/// [`fl_core::wire::pb`]).
+pub use fl_node::grpc;
 
 /// Settings of the service.
 #[derive(Debug, Clone)]

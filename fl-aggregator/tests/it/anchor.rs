@@ -269,8 +269,8 @@ struct MeanEstimator {
 }
 
 impl Trainer for MeanEstimator {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
     }
 
     fn get_parameters(&self) -> ParamVec {

@@ -108,7 +108,7 @@ pub(crate) fn federation(rounds: u64, tls: bool) -> Federation {
     for i in 0..MEMBERS {
         let key = MemberKey::generate();
         let path = dir.path().join(format!("member-{i}.key"));
-        key.write_key_file(&path).unwrap();
+        fl_node::write_key_file(&key, &path).unwrap();
         addresses.push(format!("\"{}\"", key.address()));
         keys.push(path);
     }
@@ -280,7 +280,7 @@ fn http_get(port: u16, path: &str) -> String {
 
 /// The same federation in process: same seed, same members' data, same engine and strategy.
 fn in_process(config_path: &Path) -> (String, f64) {
-    let config = FederationConfig::load(config_path).unwrap();
+    let config = fl_node::load_federation(config_path).unwrap();
     let trainers = (0..MEMBERS)
         .map(|i| fl_client::federation::member_trainer(&config, i).unwrap())
         .collect();
@@ -347,7 +347,7 @@ fn four_members_over_tls_match_the_in_process_run() {
         grpc_hash, local_hash,
         "gRPC and in-process runs with the same seed end on different models"
     );
-    let config = FederationConfig::load(&f.config_path).unwrap();
+    let config = fl_node::load_federation(&f.config_path).unwrap();
     let store =
         fl_aggregator::checkpoint::CheckpointStore::open(&config.aggregator.checkpoints).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -436,7 +436,7 @@ fn homomorphic_federation_with_a_committee_of_member_processes() {
     let addresses: Vec<String> = f
         .keys
         .iter()
-        .map(|k| MemberKey::load_key_file(k).unwrap().address().to_string())
+        .map(|k| fl_node::read_key_file(k).unwrap().address().to_string())
         .collect();
     let holders: Vec<String> = addresses[..3].iter().map(|a| format!("\"{a}\"")).collect();
     let plain_toml = std::fs::read_to_string(&f.config_path).unwrap();
@@ -498,7 +498,7 @@ fn homomorphic_federation_with_a_committee_of_member_processes() {
     // clipped to norm 5, quantised to 20 bits and weighted by at most 256 examples (after two
     // rounds here about 0.77 against 0.82; over the quickstart's 30 rounds within a point, see
     // benches/RESULTS.md).
-    let config = FederationConfig::load(&f.config_path).unwrap();
+    let config = fl_node::load_federation(&f.config_path).unwrap();
     let store =
         fl_aggregator::checkpoint::CheckpointStore::open(&config.aggregator.checkpoints).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

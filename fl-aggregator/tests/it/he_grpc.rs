@@ -35,8 +35,8 @@ struct Shift {
 }
 
 impl Trainer for Shift {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
     }
     fn get_parameters(&self) -> ParamVec {
         ParamVec::new(self.schema.clone(), self.values.clone()).unwrap()

@@ -6,12 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+// What a member embeds: fl-client alone (its prelude), no burn needed.
 use fl_client::data::digits;
-use fl_core::config::FederationConfig;
-use fl_core::{
-    EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, MemberKey, Metrics, ParamVec, Schema,
-    TensorSpec, Trainer, TrainerError,
-};
+use fl_client::prelude::*;
 
 use crate::e2e::{MEMBERS, Procs, federation, start_aggregator, wait_exit, wait_line};
 
@@ -81,10 +78,6 @@ impl SoftmaxRegression {
 }
 
 impl Trainer for SoftmaxRegression {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
-    }
-
     fn get_parameters(&self) -> ParamVec {
         ParamVec::new(self.schema.clone(), self.params.clone()).unwrap()
     }
@@ -169,9 +162,9 @@ fn federate(extra: &str) -> (f64, String) {
             let path = f.config_path.clone();
             let key = f.keys[i].clone();
             tokio::spawn(async move {
-                let federation = FederationConfig::load(&path).unwrap();
-                let key = MemberKey::load_key_file(&key).unwrap();
-                fl_client::run(&federation, key, SoftmaxRegression::member(i)).await
+                let federation = load_federation(&path).unwrap();
+                let key = read_key_file(&key).unwrap();
+                run(&federation, key, SoftmaxRegression::member(i)).await
             })
         });
         let mut reports = Vec::new();

@@ -24,7 +24,7 @@ struct Hangs {
 }
 
 impl Trainer for Hangs {
-    fn schema(&self) -> &Arc<Schema> {
+    fn schema(&self) -> Arc<Schema> {
         self.inner.schema()
     }
     fn get_parameters(&self) -> ParamVec {

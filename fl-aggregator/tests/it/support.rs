@@ -45,8 +45,8 @@ impl MeanEstimator {
 }
 
 impl Trainer for MeanEstimator {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
     }
 
     fn get_parameters(&self) -> ParamVec {

@@ -132,7 +132,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             action: KeyAction::New { out },
         } => {
             let key = MemberKey::generate();
-            key.write_key_file(&out)?;
+            fl_node::write_key_file(&key, &out)?;
             println!("{}", key.address());
             eprintln!("key written to {} (keep it secret)", out.display());
             Ok(ExitCode::SUCCESS)
@@ -140,7 +140,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Keys {
             action: KeyAction::Show { key },
         } => {
-            println!("{}", MemberKey::load_key_file(&key)?.address());
+            println!("{}", fl_node::read_key_file(&key)?.address());
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
@@ -158,8 +158,8 @@ fn committee(step: CommitteeStep) -> Result<ExitCode> {
     use fl_client::committee::{commit_step, deal_step, finish_step};
     let load = |args: &CeremonyArgs| -> Result<(FederationConfig, MemberKey)> {
         Ok((
-            FederationConfig::load(&args.config)?,
-            MemberKey::load_key_file(&args.key)?,
+            fl_node::load_federation(&args.config)?,
+            fl_node::read_key_file(&args.key)?,
         ))
     };
     match step {
@@ -201,8 +201,8 @@ fn run(
     client_cert: Option<(PathBuf, PathBuf)>,
     committee_state: Option<PathBuf>,
 ) -> Result<ExitCode> {
-    let config = FederationConfig::load(&path)?;
-    let key = MemberKey::load_key_file(&key)?;
+    let config = fl_node::load_federation(&path)?;
+    let key = fl_node::read_key_file(&key)?;
     let address = key.address();
     let index = config.member_index(address).ok_or_else(|| {
         if config.members.source == fl_core::config::MembersSource::Chain {

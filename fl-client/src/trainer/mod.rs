@@ -284,8 +284,8 @@ impl BurnTrainer {
 }
 
 impl Trainer for BurnTrainer {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
     }
 
     fn get_parameters(&self) -> ParamVec {

@@ -393,8 +393,8 @@ impl ProposalTrainer {
 }
 
 impl Trainer for ProposalTrainer {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
     }
 
     fn get_parameters(&self) -> ParamVec {

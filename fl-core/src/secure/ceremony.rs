@@ -237,22 +237,6 @@ pub fn dir_from_config(config: &crate::config::FederationConfig) -> Result<std::
         })
 }
 
-/// The ceremony a federation file describes and the joint key its directory's messages give,
-/// every message checked (what the aggregator and each holder's node run at start).
-pub fn joint_key_from_config(
-    config: &crate::config::FederationConfig,
-) -> Result<(CeremonySpec, CompactPublicKey)> {
-    let spec = spec_from_config(config)?;
-    let (commits, deals) = read_dir(&dir_from_config(config)?)?;
-    let key = public_key(&spec, &commits, &deals)?;
-    Ok((spec, key))
-}
-
-/// Reads a ceremony directory's commitments and dealings.
-pub fn read_dir(dir: &std::path::Path) -> Result<(Vec<CommitMessage>, Vec<DealMessage>)> {
-    Ok((read_messages(dir, "commit")?, read_messages(dir, "deal")?))
-}
-
 /// A holder's ceremony secrets: its transport key and dealing seed. Keep it like a private key
 /// until [`finish`] has run; it is useless afterwards.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -771,40 +755,6 @@ pub fn finish(
     let member =
         CommitteeMember::from_bundles(spec.params, &key, me, &bundles).map_err(keygen_err)?;
     Ok((key, member))
-}
-
-/// Reads a ceremony message file (JSON, at most 64 MiB).
-pub fn read_message<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
-    use std::io::Read;
-    const MAX: u64 = 64 << 20;
-    let what = path.display().to_string();
-    let mut text = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX + 1).read_to_end(&mut text))
-        .map_err(|e| message_err(&what, e.to_string()))?;
-    if text.len() as u64 > MAX {
-        return Err(message_err(what, "larger than 64 MiB"));
-    }
-    serde_json::from_slice(&text).map_err(|e| message_err(what, e.to_string()))
-}
-
-/// Reads every `<prefix>-*.json` message of a ceremony directory, in name order.
-pub fn read_messages<T: serde::de::DeserializeOwned>(
-    dir: &std::path::Path,
-    prefix: &str,
-) -> Result<Vec<T>> {
-    let what = dir.display().to_string();
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| message_err(&what, e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{prefix}-")) && n.ends_with(".json"))
-        })
-        .collect();
-    paths.sort();
-    paths.iter().map(|p| read_message(p)).collect()
 }
 
 /// The file name of holder `holder`'s message of kind `prefix` (`commit` or `deal`).

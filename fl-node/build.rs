@@ -1,5 +1,5 @@
-//! Generates the gRPC client stub of `daofl.v1.Federation`; the messages themselves come from
-//! `fl_core::wire::pb`.
+//! Generates the gRPC stubs of `daofl.v1.Federation` (client and server), once for both node
+//! kinds; the messages themselves come from `fl_core::wire::pb` (compiled once, in fl-core).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "../fl-core/proto/daofl.proto";
@@ -7,7 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile([proto], ["../fl-core/proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
-        .build_server(false)
+        .build_server(true)
         .extern_path(".daofl.v1", "::fl_core::wire::pb")
         .compile_fds(fds)?;
     Ok(())

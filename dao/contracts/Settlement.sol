@@ -5,6 +5,7 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /// @notice What Settlement needs from the token.
 interface ISettlementToken {
@@ -54,7 +55,11 @@ interface ISettlementStaking {
 /// Fees: `splitFee` burns half of a fee and sends the rest to the inference pool.
 /// @dev DEFAULT_ADMIN_ROLE (the timelock) sets the validators, quorum and parameters;
 /// GUARDIAN_ROLE may cancel pending roots and verdicts. Every refusal is a named error.
-contract Settlement is AccessControl, EIP712 {
+/// External calls go only to the token, the training pool and Staking, none of which calls back;
+/// still, every entry point that moves tokens (postRoot, cancelRoot, claim, sweep, executeVerdict,
+/// splitFee) is `nonReentrant` (EIP-1153 transient guard), so a re-entry from any callback
+/// refuses with `ReentrancyGuardReentrantCall`, and state changes precede the external calls.
+contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     /// @notice Role that may cancel a pending root or verdict besides governance.
     bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
     /// @notice EIP-712 type of a reward root.
@@ -324,6 +329,7 @@ contract Settlement is AccessControl, EIP712 {
     /// the training pool; claimable after the challenge window, until `deadline`.
     function postRoot(uint64 epoch_, bytes32 root, uint128 total, uint64 deadline, bytes[] calldata signatures)
         external
+        nonReentrant
     {
         Epoch storage e = _epochs[epoch_];
         if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
@@ -345,7 +351,7 @@ contract Settlement is AccessControl, EIP712 {
 
     /// @notice Cancels `epoch_`'s root during its challenge window (governance or the guardian);
     /// its total returns to the training pool and the epoch can never be posted again.
-    function cancelRoot(uint64 epoch_) external {
+    function cancelRoot(uint64 epoch_) external nonReentrant {
         _checkCanceller();
         Epoch storage e = _epochs[epoch_];
         if (e.status == Status.None) revert UnknownEpoch(epoch_);
@@ -360,6 +366,7 @@ contract Settlement is AccessControl, EIP712 {
     /// `proof`; delegates the caller to itself if it never delegated.
     function claim(uint64 epoch_, uint256 index, address account, uint256 amount, bytes32[] calldata proof)
         external
+        nonReentrant
     {
         if (account != msg.sender) revert NotClaimant(account, msg.sender);
         Epoch storage e = _epochs[epoch_];
@@ -386,7 +393,7 @@ contract Settlement is AccessControl, EIP712 {
     }
 
     /// @notice After `epoch_`'s deadline, returns what was not claimed to the training pool.
-    function sweep(uint64 epoch_) external {
+    function sweep(uint64 epoch_) external nonReentrant {
         Epoch storage e = _epochs[epoch_];
         if (e.status == Status.None) revert UnknownEpoch(epoch_);
         if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
@@ -437,7 +444,7 @@ contract Settlement is AccessControl, EIP712 {
 
     /// @notice Executes a verdict after its challenge window: slashes its fraction of the
     /// member's training stake (burnt) and jails the member.
-    function executeVerdict(bytes32 id) external {
+    function executeVerdict(bytes32 id) external nonReentrant {
         Verdict storage v = _verdicts[id];
         if (v.status == Status.None) revert UnknownVerdict(id);
         if (v.status != Status.Pending) revert VerdictNotPending(id);
@@ -457,7 +464,7 @@ contract Settlement is AccessControl, EIP712 {
 
     /// @notice Takes a fee of `amount` from the caller (approved beforehand): half (rounded
     /// down) is burnt, the rest goes to the inference pool.
-    function splitFee(uint256 amount) external returns (uint256 burnt, uint256 toPool) {
+    function splitFee(uint256 amount) external nonReentrant returns (uint256 burnt, uint256 toPool) {
         if (amount == 0) revert ZeroAmount();
         burnt = amount / 2;
         toPool = amount - burnt;

@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /// @notice What Staking needs from the token: non-custodial locks.
 interface IStakeLocks {
@@ -19,9 +20,12 @@ interface IStakeLocks {
 /// and jail, which suspends membership until a time.
 /// @dev Non-custodial: the token locks the staked amount inside the staker's own balance (see
 /// ProposalToken). Staked tokens therefore keep their voting power, and the first stake of an
-/// account that never delegated delegates it to itself. The token has no transfer hooks, so no
-/// call here can reenter; state changes still precede the token calls.
-contract Staking is AccessControl {
+/// account that never delegated delegates it to itself. The only external calls are to the token,
+/// which has no hooks, so nothing can reenter through it; still, stake, unstake, withdraw and slash
+/// are `nonReentrant` (EIP-1153 transient guard, about 300 gas each), so that a re-entry from any
+/// callback refuses with `ReentrancyGuardReentrantCall` (dao/tests/it/reentrancy.rs drives one
+/// through a hooked test token), and every state change precedes the token call.
+contract Staking is AccessControl, ReentrancyGuardTransient {
     /// @notice Role of the accounts allowed to slash and jail.
     bytes32 public constant SLASHER_ROLE = keccak256("SLASHER_ROLE");
     /// @notice Number of roles (0 training, 1 inference, 2 annotator).
@@ -128,18 +132,19 @@ contract Staking is AccessControl {
     // ----- members -----
 
     /// @notice Stakes `amount` of the caller's unlocked tokens in `role`.
-    function stake(uint8 role, uint256 amount) external knownRole(role) {
+    function stake(uint8 role, uint256 amount) external nonReentrant knownRole(role) {
         if (amount == 0) revert ZeroAmount();
         Position storage p = _positions[msg.sender][role];
-        // The token refuses more than the unlocked balance, so the sum stays below the supply.
-        token.lock(msg.sender, amount);
         p.staked += uint128(amount);
+        // The token refuses more than the unlocked balance (reverting the line above), so the
+        // sum stays below the supply and the cast never truncates a stake that stands.
+        token.lock(msg.sender, amount);
         emit Staked(msg.sender, role, amount);
     }
 
     /// @notice Starts unbonding `amount` of the caller's active stake in `role`; the whole
     /// unbonding amount becomes withdrawable `unbondingDelay` seconds from now.
-    function unstake(uint8 role, uint256 amount) external knownRole(role) {
+    function unstake(uint8 role, uint256 amount) external nonReentrant knownRole(role) {
         if (amount == 0) revert ZeroAmount();
         Position storage p = _positions[msg.sender][role];
         if (amount > p.staked) revert InsufficientStake(p.staked, amount);
@@ -151,7 +156,7 @@ contract Staking is AccessControl {
     }
 
     /// @notice Unlocks the caller's unbonded stake in `role` once the unbonding delay has passed.
-    function withdraw(uint8 role) external knownRole(role) {
+    function withdraw(uint8 role) external nonReentrant knownRole(role) {
         Position storage p = _positions[msg.sender][role];
         uint256 amount = p.unbonding;
         if (amount == 0) revert NothingToWithdraw();
@@ -167,6 +172,7 @@ contract Staking is AccessControl {
     /// @notice Slashes `amount` of `account`'s stake in `role` (active first, then unbonding) and burns it.
     function slash(address account, uint8 role, uint256 amount, bytes32 reason)
         external
+        nonReentrant
         onlyRole(SLASHER_ROLE)
         knownRole(role)
     {

@@ -2,11 +2,16 @@
 // Compiles dao/contracts/*.sol with the pinned solc-js and OpenZeppelin and writes
 // artifacts/<Contract>.json (abi, bytecode, deployedBytecode, compiler settings).
 //
+// Test-only contracts (hostile tokens, reentrancy attackers) live in contracts/test/*.sol and are
+// compiled separately, with the same settings, into tests/artifacts/<Contract>.json: they never
+// enter artifacts/, so the library's bindings and `deploy` cannot see them, and the deployed
+// contracts' bytes do not depend on them. They may import the DAO's contracts ("../Staking.sol").
+//
 // The DAO contracts have no package.json of their own: they use chain-anchor's node_modules
 // (`npm ci` in chain-anchor), so one package-lock.json pins solc, OpenZeppelin and anvil for both
 // crates and the two can never drift apart.
 //
-//   node scripts/compile.mjs          write the artifacts
+//   node scripts/compile.mjs          write the artifacts (both sets)
 //   node scripts/compile.mjs --check  exit 1 if the committed artifacts differ from the sources
 //
 // Output is deterministic: same sources + same package-lock.json = same bytes. Rust builds read
@@ -36,14 +41,21 @@ const settings = {
   outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
 };
 
-const sources = {};
-for (const name of readdirSync(join(root, "contracts")).sort()) {
-  if (name.endsWith(".sol")) {
-    sources[`contracts/${name}`] = { content: readFileSync(join(root, "contracts", name), "utf8") };
+function readSources(dir) {
+  const sources = {};
+  for (const name of readdirSync(join(root, dir)).sort()) {
+    if (name.endsWith(".sol")) {
+      sources[`${dir}/${name}`] = { content: readFileSync(join(root, dir, name), "utf8") };
+    }
   }
+  return sources;
 }
 
 function findImports(path) {
+  // A test contract's import of a DAO contract ("../Staking.sol" from contracts/test/).
+  if (path.startsWith("contracts/") && !path.includes("..") && existsSync(join(root, path))) {
+    return { contents: readFileSync(join(root, path), "utf8") };
+  }
   const file = join(modules, path);
   if (!path.startsWith("@openzeppelin/contracts/") || !existsSync(file)) {
     return { error: `import ${path} not found (only @openzeppelin/contracts is available; run \`npm ci\`)` };
@@ -51,48 +63,69 @@ function findImports(path) {
   return { contents: readFileSync(file, "utf8") };
 }
 
-const input = { language: "Solidity", sources, settings };
-const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
-const errors = (output.errors ?? []).filter((e) => e.severity === "error");
-for (const e of output.errors ?? []) console.error(e.formattedMessage);
-if (errors.length > 0) process.exit(1);
-
-const artifacts = {};
-for (const [sourceName, contracts] of Object.entries(output.contracts)) {
-  if (!sourceName.startsWith("contracts/")) continue;
-  for (const [contractName, c] of Object.entries(contracts)) {
-    if (c.evm.bytecode.object.length === 0) continue; // interfaces and abstract contracts
-    const artifact = {
-      contractName,
-      sourceName,
-      compiler: { version, settings: { optimizer: settings.optimizer, evmVersion: settings.evmVersion } },
-      abi: c.abi,
-      bytecode: `0x${c.evm.bytecode.object}`,
-      deployedBytecode: `0x${c.evm.deployedBytecode.object}`,
-    };
-    artifacts[`${contractName}.json`] = `${JSON.stringify(artifact, null, 2)}\n`;
+/// Compiles the .sol files directly in `dir` and returns { "<Contract>.json": text } for the
+/// contracts defined there (not for what they import).
+function compile(dir) {
+  const input = { language: "Solidity", sources: readSources(dir), settings };
+  const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
+  const errors = (output.errors ?? []).filter((e) => e.severity === "error");
+  for (const e of output.errors ?? []) {
+    // solc warns at every `tstore`; OpenZeppelin's ReentrancyGuardTransient (its only use here)
+    // clears its slot at the end of each guarded call, the case the warning itself calls safe.
+    const transientGuard =
+      e.severity === "warning" && e.sourceLocation?.file === "@openzeppelin/contracts/utils/TransientSlot.sol"
+      && e.message.startsWith("Transient storage as defined by EIP-1153");
+    if (!transientGuard) console.error(e.formattedMessage);
   }
-}
+  if (errors.length > 0) process.exit(1);
 
-const dir = join(root, "artifacts");
-if (check) {
-  let stale = false;
-  const committed = existsSync(dir) ? readdirSync(dir).filter((n) => n.endsWith(".json")) : [];
-  for (const name of new Set([...committed, ...Object.keys(artifacts)])) {
-    const path = join(dir, name);
-    const have = existsSync(path) ? readFileSync(path, "utf8") : null;
-    if (have !== artifacts[name]) {
-      console.error(`artifacts/${name} differs from what contracts/ compiles to`);
-      stale = true;
+  const artifacts = {};
+  for (const [sourceName, contracts] of Object.entries(output.contracts)) {
+    if (!(sourceName in input.sources)) continue;
+    for (const [contractName, c] of Object.entries(contracts)) {
+      if (c.evm.bytecode.object.length === 0) continue; // interfaces and abstract contracts
+      const artifact = {
+        contractName,
+        sourceName,
+        compiler: { version, settings: { optimizer: settings.optimizer, evmVersion: settings.evmVersion } },
+        abi: c.abi,
+        bytecode: `0x${c.evm.bytecode.object}`,
+        deployedBytecode: `0x${c.evm.deployedBytecode.object}`,
+      };
+      artifacts[`${contractName}.json`] = `${JSON.stringify(artifact, null, 2)}\n`;
     }
   }
-  if (stale) {
-    console.error("run `node scripts/compile.mjs` in dao and commit artifacts/");
-    process.exit(1);
+  return artifacts;
+}
+
+const sets = [
+  { sources: "contracts", out: "artifacts" },
+  { sources: "contracts/test", out: "tests/artifacts" },
+];
+let stale = false;
+for (const set of sets) {
+  const artifacts = compile(set.sources);
+  const dir = join(root, set.out);
+  if (check) {
+    const committed = existsSync(dir) ? readdirSync(dir).filter((n) => n.endsWith(".json")) : [];
+    for (const name of new Set([...committed, ...Object.keys(artifacts)])) {
+      const path = join(dir, name);
+      const have = existsSync(path) ? readFileSync(path, "utf8") : null;
+      if (have !== artifacts[name]) {
+        console.error(`${set.out}/${name} differs from what ${set.sources}/ compiles to`);
+        stale = true;
+      }
+    }
+    if (!stale) {
+      console.log(`${set.out} up to date (${Object.keys(artifacts).length} contracts, solc ${version})`);
+    }
+  } else {
+    mkdirSync(dir, { recursive: true });
+    for (const [name, text] of Object.entries(artifacts)) writeFileSync(join(dir, name), text);
+    console.log(`wrote ${Object.keys(artifacts).map((n) => `${set.out}/${n}`).join(", ")} (solc ${version})`);
   }
-  console.log(`artifacts up to date (${Object.keys(artifacts).length} contracts, solc ${version})`);
-} else {
-  mkdirSync(dir, { recursive: true });
-  for (const [name, text] of Object.entries(artifacts)) writeFileSync(join(dir, name), text);
-  console.log(`wrote ${Object.keys(artifacts).map((n) => `artifacts/${n}`).join(", ")} (solc ${version})`);
+}
+if (stale) {
+  console.error("run `node scripts/compile.mjs` in dao and commit artifacts/ and tests/artifacts/");
+  process.exit(1);
 }

@@ -4,6 +4,7 @@
 
 mod hostile;
 mod invariants;
+mod reentrancy;
 mod settlement;
 mod suite;
 mod support;
@@ -42,6 +43,21 @@ async fn settlement_on_anvil() {
         "settlement gas (anvil): {gas:?}; deploy {:?}",
         world.deployment.deploy_gas.get("Settlement")
     );
+}
+
+/// Re-entries into Staking and Settlement from a token callback: none through the real token
+/// (it has none), and each refused with `ReentrancyGuardReentrantCall` through a hooked one.
+#[tokio::test]
+async fn reentrancy_on_embedded_evm() {
+    let world = World::embedded().await;
+    reentrancy::run(&world).await;
+}
+
+#[tokio::test]
+async fn reentrancy_on_anvil() {
+    let Some(path) = anvil_path() else { return };
+    let world = World::anvil(&path).await;
+    reentrancy::run(&world).await;
 }
 
 /// The embedded chain persists the DAO: reopening the state folder (as every `daofl-dao`

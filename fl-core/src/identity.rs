@@ -471,6 +471,25 @@ pub fn verify_update(
     signature.recover(&statement.signing_bytes())
 }
 
+/// A member's signed [`UpdateStatement`], kept with the update it vouches for: anyone holding
+/// both recovers the signer ([`SignedUpdate::signer`]) and recomputes the statement's
+/// `update_hash` from the update, so a detected bad update becomes evidence against the member
+/// who sent it, not the aggregator's word.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SignedUpdate {
+    /// What the member signed.
+    pub statement: UpdateStatement,
+    /// Its signature.
+    pub signature: MemberSignature,
+}
+
+impl SignedUpdate {
+    /// The address that signed the statement.
+    pub fn signer(&self) -> Result<Address, IdentityError> {
+        verify_update(&self.statement, &self.signature)
+    }
+}
+
 /// Checks that `statement` was signed by `expected` (the address the session joined as).
 pub fn verify_update_by(
     statement: &UpdateStatement,

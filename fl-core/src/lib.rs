@@ -66,8 +66,8 @@ pub mod wire;
 pub use aggregate::{AggregateError, Contribution, WeightedSum};
 pub use hash::{CidError, ContentHash, ContentHasher};
 pub use identity::{
-    Address, AllowList, IdentityError, JoinChallenge, MemberKey, MemberSignature, UpdateKind,
-    UpdateStatement,
+    Address, AllowList, IdentityError, JoinChallenge, MemberKey, MemberSignature, SignedUpdate,
+    UpdateKind, UpdateStatement,
 };
 pub use params::{ParamError, ParamVec, Schema, SchemaDifference, SchemaHash, TensorSpec};
 pub use protocol::{ClientMessage, ServerMessage};

@@ -101,6 +101,9 @@ pub enum ClientMessage {
         num_examples: u64,
         /// Training metrics.
         metrics: crate::round::Metrics,
+        /// The member's signed statement of the update (its content hash, round and weight),
+        /// checked by the transport; kept with a per-member update as evidence.
+        signed: Option<Box<crate::identity::SignedUpdate>>,
     },
     /// The next values of a streamed fit result, continuing where the previous piece ended.
     FitChunk {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use fl_core::aggregate::{AggregateError, MAX_WEIGHT};
 use fl_core::{
-    ClientId, Contribution, MemberUpdate, Metrics, ParamVec, RoundUpdates, Schema, UpdateForm,
-    UpdateSum, WeightedSum,
+    ClientId, Contribution, MemberUpdate, Metrics, ParamVec, RoundUpdates, Schema, SignedUpdate,
+    UpdateForm, UpdateSum, WeightedSum,
 };
 
 /// The updates of one fit stage so far.
@@ -36,6 +36,7 @@ enum Streaming {
         weight: u64,
         metrics: Metrics,
         values: Vec<f32>,
+        signed: Option<Box<SignedUpdate>>,
     },
 }
 
@@ -99,12 +100,14 @@ impl Collected {
         }
     }
 
-    /// Starts `client`'s chunked update of weight `weight`.
+    /// Starts `client`'s chunked update of weight `weight`, with the member's signed statement
+    /// of it if the transport has one (kept with a per-member update as evidence).
     pub(super) fn begin(
         &mut self,
         client: ClientId,
         weight: u64,
         metrics: Metrics,
+        signed: Option<Box<SignedUpdate>>,
     ) -> Result<(), AggregateError> {
         let streaming = match &mut self.store {
             Store::Sum(sum) => Streaming::Sum(sum.begin(weight)?, metrics),
@@ -114,6 +117,7 @@ impl Collected {
                     weight,
                     metrics,
                     values: Vec::new(),
+                    signed,
                 }
             }
         };
@@ -158,11 +162,16 @@ impl Collected {
                     weight,
                     metrics,
                     values,
+                    signed,
                 },
                 Store::PerMember { schema, done },
             ) => ParamVec::new(schema.clone(), values)
                 .map_err(AggregateError::Params)
-                .map(|params| done.push(MemberUpdate::new(client, params, weight, metrics))),
+                .map(|params| {
+                    let update = MemberUpdate::new(client, params, weight, metrics)
+                        .with_signed(signed.map(|s| *s));
+                    done.push(update);
+                }),
             _ => unreachable!("a streaming update always matches its store"),
         })
     }

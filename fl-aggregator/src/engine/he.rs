@@ -7,16 +7,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fl_core::protocol::SecureServerStep;
+use fl_core::protocol::{SecureClientStep, SecureServerStep};
+use fl_core::secure::MemberVerifier;
 use fl_core::secure::decode_vector_sum;
 use fl_core::secure::he::{EncryptedUpdate, HeFit, decode_partial, decode_update, he_err};
-use fl_core::{ClientId, FitPlan, Metrics, ParamVec, ServerMessage, Stage};
+use fl_core::{
+    ClientId, ClientMessage, FitPlan, Metrics, ParamVec, ServerMessage, UpdateForm, UploadProtocol,
+};
 use secure_agg::he::{
     AggregateCiphertext, CommitteeParams, CompactPublicKey, DecryptionRequest, PartialDecryption,
 };
 
+use super::collect::Collected;
+use super::collector::{
+    Collector, Next, Progress, StageContext, Started, Unexpected, UpdateProtocol,
+};
 use super::secure::MetricSums;
-use super::{Engine, EngineError, FitStage, Protocol, SecureSetup, State, unexpected};
+use super::{AbortReason, SecureSetup};
 
 /// The committee of a homomorphic federation: its parameters, joint public key, and the
 /// client each committee index belongs to.
@@ -53,17 +60,17 @@ pub(super) struct HeStage {
     /// `partials[i]`: the partial decryptions of `requests[i]` received so far.
     partials: Vec<Vec<PartialDecryption>>,
     metrics: MetricSums,
+    /// Checks the members' signed manifests.
+    verifier: MemberVerifier,
+    /// Who decrypts, and with what parameters.
+    committee: HeCommittee,
+    /// Time the committee has to decrypt.
+    step_timeout: Duration,
 }
 
 /// A decryption request (and each partial decryption) stays under this many bytes, so it fits
 /// in one transport frame with room to spare.
 pub const MAX_REQUEST_BYTES: usize = 3 << 20;
-
-impl HeStage {
-    pub(super) fn fit(&self) -> &Arc<HeFit> {
-        &self.fit
-    }
-}
 
 impl SecureSetup {
     /// Sets up a homomorphic stage for round `round`'s selected clients.
@@ -119,172 +126,119 @@ impl SecureSetup {
             decrypting: Default::default(),
             partials: Vec::new(),
             metrics: MetricSums::default(),
+            verifier: self.verifier(),
+            committee: committee.clone(),
+            step_timeout: self.config.step_timeout(),
         }))
     }
 }
 
-impl Engine {
-    fn he_owing(
-        &mut self,
-        client: ClientId,
-        round: u64,
-        step: Step,
-    ) -> Result<&mut HeStage, EngineError> {
-        match &mut self.state {
-            State::Fit(stage) if stage.round == round && stage.pending.contains(&client) => {
-                match &mut stage.protocol {
-                    Protocol::Homomorphic(s) if s.step == step => Ok(s),
-                    _ => Err(unexpected(client, round, Stage::Fit)),
-                }
-            }
-            _ => Err(unexpected(client, round, Stage::Fit)),
-        }
+/// Homomorphic aggregation as the engine's update protocol (`protocol = "he"`).
+pub(super) struct Homomorphic(pub(super) SecureSetup);
+
+impl UpdateProtocol for Homomorphic {
+    fn per_member(&self) -> bool {
+        false
     }
 
-    /// Adds a member's encrypted update to the aggregate (all of it or nothing).
-    pub(super) fn encrypted_update(
-        &mut self,
-        client: ClientId,
-        round: u64,
-        update: &EncryptedUpdate,
-        metrics: Metrics,
-    ) -> Result<Result<(), String>, EngineError> {
-        let verifier = self.verifier();
-        let stage = self.he_owing(client, round, Step::Collect)?;
-        let outcome = (|| {
-            let (manifest, chunks) = decode_update(&stage.fit, update)?;
-            if u64::from(manifest.manifest.client) != client.0 || manifest.manifest.round != round {
-                return Err(fl_core::secure::SecureError::Homomorphic(format!(
-                    "a manifest of client {} for round {} sent by {client} in round {round}",
-                    manifest.manifest.client, manifest.manifest.round
-                )));
-            }
-            let me = manifest.manifest.client;
-            stage.aggregate.admit(manifest, &verifier).map_err(he_err)?;
-            for chunk in &chunks {
-                stage.aggregate.add_chunk(me, chunk).map_err(he_err)?;
-            }
-            Ok(())
-        })();
-        if outcome.is_ok() {
-            stage.metrics.add(metrics);
-        }
-        Ok(outcome.map_err(|e| e.to_string()))
+    fn reads_params(&self) -> bool {
+        // The decrypted sum is decoded against the global model.
+        true
     }
 
-    /// Takes one of a committee member's partial decryptions (one per request slice).
-    /// `Ok(true)` once the member has answered every slice.
-    pub(super) fn partial_decryption(
-        &mut self,
-        client: ClientId,
-        round: u64,
-        payload: &[u8],
-    ) -> Result<Result<bool, String>, EngineError> {
-        let stage = self.he_owing(client, round, Step::Decrypt)?;
-        let outcome = (|| {
-            let partial = decode_partial(&stage.fit, payload).map_err(|e| e.to_string())?;
-            let Some(&index) = stage.decrypting.get(&client) else {
-                return Err(format!("{client} was not asked to decrypt"));
-            };
-            if partial.member != index || partial.round != round {
-                return Err(format!(
-                    "a partial decryption of member {} for round {} sent by committee member \
-                     {index} in round {round}",
-                    partial.member, partial.round
-                ));
-            }
-            let Some(slot) = stage
-                .digests
-                .iter()
-                .position(|d| *d == partial.request_digest)
-            else {
-                return Err("a partial decryption of a request that was not sent".into());
-            };
-            if stage.partials[slot].iter().any(|p| p.member == index) {
-                return Err(format!(
-                    "a second partial decryption of request slice {slot}"
-                ));
-            }
-            stage.partials[slot].push(partial);
-            Ok(stage
-                .partials
-                .iter()
-                .all(|ps| ps.iter().any(|p| p.member == index)))
-        })();
-        Ok(outcome)
+    fn start(
+        &self,
+        cx: &StageContext<'_>,
+        plan: &FitPlan,
+        _form: UpdateForm,
+    ) -> Result<Started, AbortReason> {
+        let stage = self
+            .0
+            .start_he_stage(cx.round, plan, cx.params)
+            .map_err(AbortReason::Homomorphic)?;
+        Ok(Started {
+            upload: UploadProtocol::Homomorphic(stage.fit.clone()),
+            timeout: cx.fit_timeout,
+            collector: stage,
+        })
     }
+}
 
-    /// The current step is over: ask the committee, or combine and aggregate.
-    pub(super) fn advance_he(&mut self, now: Duration, mut stage: FitStage) {
-        let round = stage.round;
-        let mut he = match std::mem::replace(&mut stage.protocol, Protocol::Plain) {
-            Protocol::Homomorphic(h) => h,
-            other => {
-                stage.protocol = other;
-                return self.close_fit(now, stage);
-            }
+impl Collector for HeStage {
+    fn handle(
+        &mut self,
+        cx: &StageContext<'_>,
+        client: ClientId,
+        msg: ClientMessage,
+    ) -> Result<Progress, Unexpected> {
+        let outcome = match msg {
+            ClientMessage::Encrypted {
+                update, metrics, ..
+            } if self.step == Step::Collect => self
+                .encrypted_update(client, cx.round, &update, metrics)
+                .map(|()| true),
+            ClientMessage::Secure {
+                step: SecureClientStep::PartialDecryption,
+                payload,
+                ..
+            } if self.step == Step::Decrypt => self.partial_decryption(client, cx.round, &payload),
+            _ => return Err(Unexpected),
         };
-        let Some(setup) = self.secure.as_ref() else {
-            return self.abort_round(
-                now,
-                super::AbortReason::Homomorphic("homomorphic stage without a setup".into()),
-            );
-        };
-        let committee = setup.committee.clone();
-        let step_timeout = setup.config.step_timeout();
-        match he.step {
+        Ok(match outcome {
+            Ok(true) => Progress::Done,
+            // More slices to come from this committee member.
+            Ok(false) => Progress::More,
+            Err(reason) => Progress::Invalid(reason),
+        })
+    }
+
+    fn forget(&mut self, _client: ClientId) {
+        // An encrypted update is added whole or not at all; nothing half-done to drop.
+    }
+
+    fn close_step(mut self: Box<Self>, cx: &StageContext<'_>) -> Next {
+        match self.step {
             Step::Collect => {
-                let Some(committee) = committee else {
-                    return self
-                        .abort_round(now, super::AbortReason::Homomorphic("no committee".into()));
-                };
+                let committee = self.committee.clone();
                 let t = committee.params.threshold as usize;
                 // The first t committee members still connected decrypt.
                 let chosen: Vec<(u32, ClientId)> = committee
                     .members
                     .iter()
                     .enumerate()
-                    .filter(|(_, c)| self.connected.contains(c))
+                    .filter(|(_, c)| cx.connected.contains(c))
                     .take(t)
                     .map(|(i, c)| (i as u32, *c))
                     .collect();
                 if chosen.len() < t {
-                    return self.abort_round(
-                        now,
-                        super::AbortReason::CommitteeUnavailable {
-                            connected: chosen.len(),
-                            needed: t,
-                        },
-                    );
+                    return Next::Abort(AbortReason::CommitteeUnavailable {
+                        connected: chosen.len(),
+                        needed: t,
+                    });
                 }
-                if he.metrics.count() < stage.min_results {
-                    return self.abort_round(
-                        now,
-                        super::AbortReason::TooFewResults {
-                            arrived: he.metrics.count(),
-                            required: stage.min_results,
-                        },
-                    );
+                if self.metrics.count() < cx.min_results {
+                    return Next::Abort(AbortReason::TooFewResults {
+                        arrived: self.metrics.count(),
+                        required: cx.min_results,
+                    });
                 }
                 let indices: Vec<u32> = chosen.iter().map(|(i, _)| *i).collect();
                 let (requests, payloads) = match slice_requests(
-                    &mut he,
+                    &mut self,
                     &indices,
                     &committee.params,
                     committee.max_request_bytes,
                 ) {
                     Ok(r) => r,
-                    Err(e) => {
-                        return self
-                            .abort_round(now, super::AbortReason::Homomorphic(e.to_string()));
-                    }
+                    Err(e) => return Next::Abort(AbortReason::Homomorphic(e)),
                 };
+                let mut messages = Vec::with_capacity(chosen.len() * payloads.len());
                 for (_, client) in &chosen {
                     for payload in &payloads {
-                        self.outbox.push_back((
+                        messages.push((
                             *client,
                             ServerMessage::Secure {
-                                round,
+                                round: cx.round,
                                 step: SecureServerStep::Decrypt,
                                 payload: payload.clone(),
                             },
@@ -292,71 +246,136 @@ impl Engine {
                     }
                 }
                 // A request's digest is the SHA-256 of its encoding, already made once.
-                he.digests = payloads
+                self.digests = payloads
                     .iter()
                     .map(|p| DecryptionRequest::digest_of_encoding(p))
                     .collect();
-                he.partials = vec![Vec::new(); requests.len()];
-                he.requests = requests;
-                he.decrypting = chosen.iter().map(|(i, c)| (*c, *i)).collect();
-                he.step = Step::Decrypt;
-                stage.pending = chosen.iter().map(|(_, c)| *c).collect();
-                stage.deadline = now + step_timeout;
-                stage.protocol = Protocol::Homomorphic(he);
-                self.state = State::Fit(stage);
-            }
-            Step::Decrypt => {
-                let HeStage {
-                    fit,
-                    aggregate,
-                    requests,
-                    partials,
-                    metrics,
-                    ..
-                } = *he;
-                let threshold = fit.params.threshold as usize;
-                if requests.is_empty() {
-                    return self.abort_round(
-                        now,
-                        super::AbortReason::Homomorphic("no decryption request".into()),
-                    );
-                }
-                if let Some(short) = partials.iter().find(|p| p.len() < threshold) {
-                    return self.abort_round(
-                        now,
-                        super::AbortReason::TooFewDecryptions {
-                            arrived: short.len(),
-                            needed: threshold,
-                        },
-                    );
-                }
-                let mut sum = Vec::with_capacity(aggregate.num_values());
-                for (request, partials) in requests.iter().zip(&partials) {
-                    match secure_agg::he::combine(&aggregate, request, partials) {
-                        Ok(part) => sum.extend_from_slice(&part),
-                        Err(e) => {
-                            return self
-                                .abort_round(now, super::AbortReason::Homomorphic(e.to_string()));
-                        }
-                    }
-                }
-                let count = aggregate.complete_clients().len();
-                let metric_sums = metrics.weighted_by(sum.last().copied().unwrap_or(0));
-                match decode_vector_sum(
-                    &fit.codec,
-                    fit.weighting,
-                    &sum,
-                    count,
-                    &self.params,
-                    metric_sums,
-                ) {
-                    Ok(sum) => {
-                        stage.updates = super::Collected::from_sum(sum);
-                        self.close_fit(now, stage);
-                    }
-                    Err(e) => self.abort_round(now, super::AbortReason::Homomorphic(e.to_string())),
+                self.partials = vec![Vec::new(); requests.len()];
+                self.requests = requests;
+                self.decrypting = chosen.iter().map(|(i, c)| (*c, *i)).collect();
+                self.step = Step::Decrypt;
+                let timeout = self.step_timeout;
+                Next::Step {
+                    collector: self,
+                    messages,
+                    pending: chosen.iter().map(|(_, c)| *c).collect(),
+                    timeout,
                 }
             }
+            Step::Decrypt => self.combine(cx),
+        }
+    }
+}
+
+impl HeStage {
+    /// Adds a member's encrypted update to the aggregate (all of it or nothing).
+    fn encrypted_update(
+        &mut self,
+        client: ClientId,
+        round: u64,
+        update: &EncryptedUpdate,
+        metrics: Metrics,
+    ) -> Result<(), String> {
+        let outcome = (|| {
+            let (manifest, chunks) = decode_update(&self.fit, update)?;
+            if u64::from(manifest.manifest.client) != client.0 || manifest.manifest.round != round {
+                return Err(fl_core::secure::SecureError::Homomorphic(format!(
+                    "a manifest of client {} for round {} sent by {client} in round {round}",
+                    manifest.manifest.client, manifest.manifest.round
+                )));
+            }
+            let me = manifest.manifest.client;
+            self.aggregate
+                .admit(manifest, &self.verifier)
+                .map_err(he_err)?;
+            for chunk in &chunks {
+                self.aggregate.add_chunk(me, chunk).map_err(he_err)?;
+            }
+            Ok(())
+        })();
+        if outcome.is_ok() {
+            self.metrics.add(metrics);
+        }
+        outcome.map_err(|e| e.to_string())
+    }
+
+    /// Takes one of a committee member's partial decryptions (one per request slice).
+    /// `Ok(true)` once the member has answered every slice.
+    fn partial_decryption(
+        &mut self,
+        client: ClientId,
+        round: u64,
+        payload: &[u8],
+    ) -> Result<bool, String> {
+        let partial = decode_partial(&self.fit, payload).map_err(|e| e.to_string())?;
+        let Some(&index) = self.decrypting.get(&client) else {
+            return Err(format!("{client} was not asked to decrypt"));
+        };
+        if partial.member != index || partial.round != round {
+            return Err(format!(
+                "a partial decryption of member {} for round {} sent by committee member \
+                 {index} in round {round}",
+                partial.member, partial.round
+            ));
+        }
+        let Some(slot) = self
+            .digests
+            .iter()
+            .position(|d| *d == partial.request_digest)
+        else {
+            return Err("a partial decryption of a request that was not sent".into());
+        };
+        if self.partials[slot].iter().any(|p| p.member == index) {
+            return Err(format!(
+                "a second partial decryption of request slice {slot}"
+            ));
+        }
+        self.partials[slot].push(partial);
+        Ok(self
+            .partials
+            .iter()
+            .all(|ps| ps.iter().any(|p| p.member == index)))
+    }
+
+    /// Combines the committee's partial decryptions and decodes the sum.
+    fn combine(self: Box<Self>, cx: &StageContext<'_>) -> Next {
+        let HeStage {
+            fit,
+            aggregate,
+            requests,
+            partials,
+            metrics,
+            ..
+        } = *self;
+        let threshold = fit.params.threshold as usize;
+        if requests.is_empty() {
+            return Next::Abort(AbortReason::Homomorphic("no decryption request".into()));
+        }
+        if let Some(short) = partials.iter().find(|p| p.len() < threshold) {
+            return Next::Abort(AbortReason::TooFewDecryptions {
+                arrived: short.len(),
+                needed: threshold,
+            });
+        }
+        let mut sum = Vec::with_capacity(aggregate.num_values());
+        for (request, partials) in requests.iter().zip(&partials) {
+            match secure_agg::he::combine(&aggregate, request, partials) {
+                Ok(part) => sum.extend_from_slice(&part),
+                Err(e) => return Next::Abort(AbortReason::Homomorphic(e.to_string())),
+            }
+        }
+        let count = aggregate.complete_clients().len();
+        let metric_sums = metrics.weighted_by(sum.last().copied().unwrap_or(0));
+        match decode_vector_sum(
+            &fit.codec,
+            fit.weighting,
+            &sum,
+            count,
+            cx.params,
+            metric_sums,
+        ) {
+            Ok(sum) => Next::Done(Collected::from_sum(sum)),
+            Err(e) => Next::Abort(AbortReason::Homomorphic(e.to_string())),
         }
     }
 }

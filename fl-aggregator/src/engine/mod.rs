@@ -13,8 +13,11 @@
 //! clients (seeded), send them the global parameters, collect every valid result as it arrives
 //! in the form the strategy asked for (folded into a streaming [`WeightedSum`], or kept per
 //! member for a rule that reads each update), and close the stage when all selected clients
-//! answered or the deadline passed. Clients that fail, disconnect or miss the deadline are dropped from the
-//! round; the round still aggregates if at least the plan's `min_results` arrived, and is
+//! answered or the deadline passed. How updates arrive (in the clear, or under SecAgg+ or
+//! homomorphic aggregation, whose steps the engine relays) is an update protocol's business
+//! (`collector.rs`): the engine hands it the stage's messages and closes its steps without
+//! knowing which protocol runs. Clients that fail, disconnect or miss the deadline are dropped
+//! from the round; the round still aggregates if at least the plan's `min_results` arrived, and is
 //! aborted (parameters unchanged) otherwise. An optional federated evaluation stage follows.
 //! Time is a [`Duration`] since an epoch the driver chooses.
 
@@ -31,6 +34,7 @@ use fl_core::{
 use serde::{Deserialize, Serialize};
 
 mod collect;
+mod collector;
 mod events;
 mod he;
 mod rounds;
@@ -39,6 +43,7 @@ mod secure;
 pub use events::{AbortReason, DropReason, EngineError, EngineEvent};
 
 use collect::Collected;
+use collector::{Collector, Next, Progress, StageContext, UpdateProtocol};
 
 pub use he::{HeCommittee, MAX_REQUEST_BYTES};
 pub use secure::SecureSetup;
@@ -83,28 +88,16 @@ impl Default for EngineConfig {
 
 struct FitStage {
     round: u64,
+    /// The clients owing the collector's current step.
     pending: BTreeSet<ClientId>,
-    /// The updates received so far, in the strategy's form.
-    updates: Collected,
+    /// The update protocol's state for this round: it takes the messages and closes the steps.
+    collector: Box<dyn Collector>,
     /// Members send differences from the global model (under differential privacy), not
     /// their models.
     deltas: bool,
     min_results: usize,
     dropped: usize,
     deadline: Duration,
-    /// How members upload: `pending` holds the clients owing the protocol's current step.
-    protocol: Protocol,
-}
-
-/// The update protocol of a fit stage: members upload their updates in the clear, or take
-/// part in SecAgg+ or homomorphic aggregation, whose steps the engine relays.
-enum Protocol {
-    /// Plain updates, collected as they arrive ([`Collected`]).
-    Plain,
-    /// SecAgg+: the protocol's state between its steps.
-    SecAgg(Box<secure::SecureStage>),
-    /// Homomorphic aggregation: encrypted uploads, then the committee's decryption.
-    Homomorphic(Box<he::HeStage>),
 }
 
 struct EvaluateStage {
@@ -137,8 +130,8 @@ pub struct Engine {
     events: VecDeque<EngineEvent>,
     /// The global model while it is released (`params` is then a zero placeholder).
     released: Option<std::sync::Weak<ParamVec>>,
-    /// Secure aggregation of every fit stage, if configured.
-    secure: Option<SecureSetup>,
+    /// How members upload (plain unless secure aggregation is set up).
+    protocol: Box<dyn UpdateProtocol>,
 }
 
 impl Engine {
@@ -167,7 +160,7 @@ impl Engine {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             released: None,
-            secure: None,
+            protocol: Box::new(collector::Plain),
         };
         if engine.round >= engine.config.num_rounds {
             engine.finish();
@@ -234,84 +227,13 @@ impl Engine {
             return Err(EngineError::UnknownClient(client));
         }
         let result = match msg {
-            ClientMessage::FitDone { round, result } => {
-                let stage = self.fit_stage_owing(client, round)?;
-                if stage.updates.is_streaming(client) {
-                    return Err(unexpected(client, round, Stage::Fit));
-                }
-                let added =
-                    stage
-                        .updates
-                        .add(client, &result.params, result.num_examples, &result.metrics);
-                self.settle_fit(client, round, added)
-            }
-            ClientMessage::FitBegin {
-                round,
-                num_examples,
-                metrics,
-            } => {
-                let stage = self.fit_stage_owing(client, round)?;
-                if stage.updates.is_streaming(client) {
-                    return Err(unexpected(client, round, Stage::Fit));
-                }
-                match stage.updates.begin(client, num_examples, metrics) {
-                    Ok(()) => Ok(()),
-                    Err(e) => self.settle_fit(client, round, Err(e)),
-                }
-            }
-            ClientMessage::FitChunk { round, values } => {
-                let stage = self.fit_stage_owing(client, round)?;
-                match stage.updates.extend(client, &values) {
-                    None => return Err(unexpected(client, round, Stage::Fit)),
-                    Some(Ok(())) => Ok(()),
-                    Some(Err(e)) => self.settle_fit(client, round, Err(e)),
-                }
-            }
-            ClientMessage::FitEnd { round } => {
-                let stage = self.fit_stage_owing(client, round)?;
-                let Some(done) = stage.updates.complete(client) else {
-                    return Err(unexpected(client, round, Stage::Fit));
-                };
-                self.settle_fit(client, round, done)
-            }
-            ClientMessage::Secure {
-                round,
-                step: fl_core::protocol::SecureClientStep::PartialDecryption,
-                payload,
-            } => {
-                match self.partial_decryption(client, round, &payload)? {
-                    // More slices to come from this member.
-                    Ok(false) => Ok(()),
-                    Ok(true) => self.settle_secure(client, round, Ok(())),
-                    Err(e) => self.settle_secure(client, round, Err(e)),
-                }
-            }
-            ClientMessage::Secure {
-                round,
-                step,
-                payload,
-            } => {
-                let outcome = self.secure_step(client, round, step, &payload)?;
-                self.settle_secure(client, round, outcome)
-            }
-            ClientMessage::Encrypted {
-                round,
-                update,
-                metrics,
-            } => {
-                let outcome = self.encrypted_update(client, round, &update, metrics)?;
-                self.settle_secure(client, round, outcome)
-            }
-            ClientMessage::MaskedInput {
-                round,
-                header,
-                values,
-                metrics,
-                ..
-            } => {
-                let outcome = self.masked_input(client, round, &header, &values, metrics)?;
-                self.settle_secure(client, round, outcome)
-            }
+            ClientMessage::FitDone { .. }
+            | ClientMessage::FitBegin { .. }
+            | ClientMessage::FitChunk { .. }
+            | ClientMessage::FitEnd { .. }
+            | ClientMessage::Secure { .. }
+            | ClientMessage::MaskedInput { .. }
+            | ClientMessage::Encrypted { .. } => self.fit_message(client, msg),
             ClientMessage::EvaluateDone { round, result } => {
                 let State::Evaluate(stage) = &mut self.state else {
                     return Err(unexpected(client, round, Stage::Evaluate));
@@ -344,7 +266,7 @@ impl Engine {
                 let owed = match &mut self.state {
                     State::Fit(s) if stage == Stage::Fit && s.round == round => {
                         let owed = s.pending.remove(&client);
-                        s.updates.forget(client);
+                        s.collector.forget(client);
                         if owed {
                             s.dropped += 1;
                         }

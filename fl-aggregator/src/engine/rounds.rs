@@ -4,37 +4,41 @@
 use super::*;
 
 impl Engine {
-    /// The fit stage, if it is round `round` and still waits on `client`.
-    pub(super) fn fit_stage_owing(
+    /// A fit-stage message: handed to the round's collector if the stage waits on `client`.
+    pub(super) fn fit_message(
         &mut self,
         client: ClientId,
-        round: u64,
-    ) -> Result<&mut FitStage, EngineError> {
-        match &mut self.state {
-            State::Fit(stage) if stage.round == round && stage.pending.contains(&client) => {
-                Ok(stage)
-            }
-            _ => Err(unexpected(client, round, Stage::Fit)),
-        }
-    }
-
-    /// Ends `client`'s part in the fit stage when its result was added (`Ok`) or refused.
-    pub(super) fn settle_fit(
-        &mut self,
-        client: ClientId,
-        round: u64,
-        outcome: Result<(), fl_core::AggregateError>,
+        msg: ClientMessage,
     ) -> Result<(), EngineError> {
+        let round = msg.round();
         let State::Fit(stage) = &mut self.state else {
             return Err(unexpected(client, round, Stage::Fit));
         };
-        stage.pending.remove(&client);
-        stage.updates.forget(client);
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(e) => {
+        if stage.round != round || !stage.pending.contains(&client) {
+            return Err(unexpected(client, round, Stage::Fit));
+        }
+        let cx = StageContext {
+            round,
+            params: &self.params,
+            connected: &self.connected,
+            min_results: stage.min_results,
+            fit_timeout: self.config.fit_timeout,
+        };
+        let progress = stage
+            .collector
+            .handle(&cx, client, msg)
+            .map_err(|collector::Unexpected| unexpected(client, round, Stage::Fit))?;
+        match progress {
+            Progress::More => Ok(()),
+            Progress::Done => {
+                stage.pending.remove(&client);
+                stage.collector.forget(client);
+                Ok(())
+            }
+            Progress::Invalid(reason) => {
+                stage.pending.remove(&client);
+                stage.collector.forget(client);
                 stage.dropped += 1;
-                let reason = e.to_string();
                 self.events.push_back(EngineEvent::ClientDropped {
                     round,
                     stage: Stage::Fit,
@@ -87,58 +91,30 @@ impl Engine {
             return;
         }
         let form = self.strategy.update_form();
-        if form == UpdateForm::PerMember && self.secure.is_some() {
+        if form == UpdateForm::PerMember && !self.protocol.per_member() {
             // Refused when the federation file is loaded; an engine assembled by hand gets
             // the same answer here rather than a sum the strategy cannot read.
             self.abort_round(now, AbortReason::PerMemberUnderSecureAggregation);
             return;
         }
-        let homomorphic = self
-            .secure
-            .as_ref()
-            .is_some_and(|s| s.config.protocol == fl_core::secure::SecureProtocol::Homomorphic);
-        let mut he_stage = None;
-        let mut protocol = fl_core::UploadProtocol::Plain;
-        if homomorphic {
-            let setup = self.secure.as_ref().expect("checked");
-            match setup.start_he_stage(round, &plan, &self.params) {
-                Ok(stage) => {
-                    protocol = fl_core::UploadProtocol::Homomorphic(stage.fit().clone());
-                    he_stage = Some(stage);
-                }
-                Err(reason) => {
-                    self.abort_round(now, AbortReason::Homomorphic(reason));
-                    return;
-                }
-            }
-        }
-        let secure = match &self.secure {
-            _ if homomorphic => None,
-            None if plan
-                .privacy
-                .is_some_and(|p| p.distributed_noise_multiplier > 0.0) =>
-            {
-                // The distributed mechanism's noise is added inside secure aggregation:
-                // without it members would send un-noised updates.
-                self.abort_round(now, AbortReason::DistributedDpWithoutSecureAggregation);
+        let min_results = plan.min_results.max(1);
+        let cx = StageContext {
+            round,
+            params: &self.params,
+            connected: &self.connected,
+            min_results,
+            fit_timeout: self.config.fit_timeout,
+        };
+        let started = match self.protocol.start(&cx, &plan, form) {
+            Ok(started) => started,
+            Err(reason) => {
+                self.abort_round(now, reason);
                 return;
             }
-            None => None,
-            Some(setup) => match setup.start_stage(round, &plan, &self.params) {
-                Ok(stage) => Some(stage),
-                Err(reason) => {
-                    self.abort_round(now, AbortReason::SecureAggregation(reason));
-                    return;
-                }
-            },
         };
-        if let Some(stage) = &secure {
-            protocol = fl_core::UploadProtocol::SecAgg(std::sync::Arc::new(stage.fit().clone()));
-        }
-        let deltas = plan.privacy.is_some();
         let upload = fl_core::UploadSpec {
             privacy: plan.privacy,
-            protocol,
+            protocol: started.upload,
         };
         let header = self.header(Stage::Fit);
         let shuffle_base = derive_seed(self.config.seed, "shuffle", round);
@@ -158,25 +134,16 @@ impl Engine {
         self.state = State::Fit(FitStage {
             round,
             pending: plan.clients.iter().copied().collect(),
-            updates: Collected::new(self.params.schema().clone(), form),
-            deltas,
-            min_results: plan.min_results.max(1),
+            collector: started.collector,
+            deltas: plan.privacy.is_some(),
+            min_results,
             dropped: 0,
-            deadline: now
-                + match (&secure, &self.secure) {
-                    (Some(_), Some(setup)) => setup.config.step_timeout(),
-                    _ => self.config.fit_timeout,
-                },
-            protocol: match (secure, he_stage) {
-                (Some(s), _) => Protocol::SecAgg(s),
-                (None, Some(h)) => Protocol::Homomorphic(h),
-                (None, None) => Protocol::Plain,
-            },
+            deadline: now + started.timeout,
         });
         // Secure aggregation decodes the sum against the global model, so it stays.
         if self.config.release_params_during_fit
             && !self.strategy.needs_current_params()
-            && self.secure.is_none()
+            && !self.protocol.reads_params()
         {
             // The instructions in the outbox (and the transport sending them) keep the model
             // alive only as long as they need it. The placeholder's zero pages are never
@@ -193,7 +160,7 @@ impl Engine {
                 if !s.pending.remove(&client) {
                     return;
                 }
-                s.updates.forget(client);
+                s.collector.forget(client);
                 s.dropped += 1;
                 (s.round, Stage::Fit)
             }
@@ -223,31 +190,63 @@ impl Engine {
             return;
         }
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Fit(stage) if matches!(stage.protocol, Protocol::SecAgg(_)) => {
-                self.advance_secure(now, stage)
-            }
-            State::Fit(stage) if matches!(stage.protocol, Protocol::Homomorphic(_)) => {
-                self.advance_he(now, stage)
-            }
-            State::Fit(stage) => self.close_fit(now, stage),
+            State::Fit(stage) => self.close_step(now, stage),
             State::Evaluate(stage) => self.close_evaluate(now, stage),
             other => self.state = other,
         }
     }
 
-    pub(super) fn close_fit(&mut self, now: Duration, stage: FitStage) {
+    /// The fit stage's current step is over: the collector sends the next step's messages,
+    /// hands over the round's updates, or aborts the round.
+    fn close_step(&mut self, now: Duration, mut stage: FitStage) {
+        let cx = StageContext {
+            round: stage.round,
+            params: &self.params,
+            connected: &self.connected,
+            min_results: stage.min_results,
+            fit_timeout: self.config.fit_timeout,
+        };
+        match stage.collector.close_step(&cx) {
+            Next::Step {
+                collector,
+                messages,
+                pending,
+                timeout,
+            } => {
+                self.outbox.extend(messages);
+                stage.collector = collector;
+                stage.pending = pending;
+                stage.deadline = now + timeout;
+                self.state = State::Fit(stage);
+                // Nobody left to wait for (e.g. every member dropped): close at once.
+                self.maybe_close_stage(now);
+            }
+            Next::Done(updates) => {
+                let closed = ClosedFit {
+                    round: stage.round,
+                    min_results: stage.min_results,
+                    dropped: stage.dropped,
+                    deltas: stage.deltas,
+                };
+                self.close_fit(now, closed, updates);
+            }
+            Next::Abort(reason) => self.abort_round(now, reason),
+        }
+    }
+
+    fn close_fit(&mut self, now: Duration, stage: ClosedFit, updates: Collected) {
         let round = stage.round;
-        if stage.updates.count() < stage.min_results {
+        if updates.count() < stage.min_results {
             let reason = AbortReason::TooFewResults {
-                arrived: stage.updates.count(),
+                arrived: updates.count(),
                 required: stage.min_results,
             };
             self.abort_round(now, reason);
             return;
         }
-        let num_results = stage.updates.count();
-        let num_partial = stage.updates.partial();
-        let updates = stage.updates.into_updates(stage.deltas);
+        let num_results = updates.count();
+        let num_partial = updates.partial();
+        let updates = updates.into_updates(stage.deltas);
         let mut metrics = updates.mean_metrics();
         match self.strategy.aggregate_fit(round, &self.params, updates) {
             Ok(next)
@@ -392,4 +391,12 @@ impl Engine {
             params: self.params.clone(),
         });
     }
+}
+
+/// What aggregating a closed fit stage needs of it.
+struct ClosedFit {
+    round: u64,
+    min_results: usize,
+    dropped: usize,
+    deltas: bool,
 }

@@ -1,6 +1,7 @@
-//! The fit stage under secure aggregation (SecAgg+): the engine relays the protocol's steps
-//! between the selected members and the `secure-agg` server state machine, and decodes the
-//! unmasked sum into the [`WeightedSum`] its strategy aggregates.
+//! SecAgg+ as an update protocol ([`SecAgg`], its [`Collector`] the round's
+//! [`SecureStage`]): relays the protocol's steps between the selected members and the
+//! `secure-agg` server state machine, and decodes the unmasked sum into the
+//! [`WeightedSum`](fl_core::WeightedSum) the strategy aggregates.
 //!
 //! Steps, each closed when every member still in the protocol answered or its deadline
 //! passed (members that miss a step are dropped, as in a plain round):
@@ -21,16 +22,23 @@ use std::time::Duration;
 
 use fl_core::protocol::{SecureClientStep, SecureServerStep};
 use fl_core::secure::{
-    MemberVerifier, SecureAggregationConfig, SecureFit, Weighting, decode_sum, distributed_codec,
-    min_survivors, vector_len,
+    MemberVerifier, SecureAggregationConfig, SecureFit, SecureProtocol, Weighting, decode_sum,
+    distributed_codec, min_survivors, vector_len,
 };
-use fl_core::{Address, ClientId, FitPlan, Metrics, ParamVec, ServerMessage, Stage};
+use fl_core::{
+    Address, ClientId, ClientMessage, FitPlan, Metrics, ParamVec, ServerMessage, UpdateForm,
+    UploadProtocol,
+};
 use secure_agg::{
     GraphParams, MaskedInputHeader, SecAggParams, ServerRound, SharePackets, SignedAdvertisement,
     UnmaskResponse,
 };
 
-use super::{DropReason, Engine, EngineError, EngineEvent, FitStage, Protocol, State, unexpected};
+use super::collect::Collected;
+use super::collector::{
+    Collector, Next, Progress, StageContext, Started, Unexpected, UpdateProtocol,
+};
+use super::{AbortReason, Engine};
 
 /// Secure aggregation for an [`Engine`]: settings, the federation's member list (client id =
 /// position, to check signatures) and the run's session binding.
@@ -71,13 +79,10 @@ pub(super) struct SecureStage {
     answered: BTreeSet<ClientId>,
     /// Sums of the masked inputs' metrics (each member counted once).
     metrics: MetricSums,
-}
-
-impl SecureStage {
-    /// What the members are told.
-    pub(super) fn fit(&self) -> &SecureFit {
-        &self.fit
-    }
+    /// Checks the members' signatures on their protocol messages.
+    verifier: MemberVerifier,
+    /// Time members have for each step but the masked input.
+    step_timeout: Duration,
 }
 
 impl SecureSetup {
@@ -160,151 +165,128 @@ impl SecureSetup {
             step: Step::Advertise,
             answered: BTreeSet::new(),
             metrics: MetricSums::default(),
+            verifier: self.verifier(),
+            step_timeout: self.config.step_timeout(),
         }))
     }
 }
 
 impl Engine {
-    /// Runs every fit stage under secure aggregation (see the module docs of
-    /// [`engine`](crate::engine)).
+    /// Runs every fit stage under secure aggregation, SecAgg+ or homomorphic as
+    /// `setup.config.protocol` says (see the module docs of [`engine`](crate::engine)).
     pub fn with_secure_aggregation(mut self, setup: SecureSetup) -> Self {
-        self.secure = Some(setup);
+        self.protocol = match setup.config.protocol {
+            SecureProtocol::Homomorphic => Box::new(super::he::Homomorphic(setup)),
+            _ => Box::new(SecAgg(setup)),
+        };
         self
     }
+}
 
+impl SecureSetup {
+    /// The verifier of the members' signed protocol messages.
     pub(super) fn verifier(&self) -> MemberVerifier {
-        MemberVerifier(
-            self.secure
-                .as_ref()
-                .map(|s| s.members.clone())
-                .unwrap_or_default(),
-        )
+        MemberVerifier(self.members.clone())
+    }
+}
+
+/// SecAgg+ as the engine's update protocol.
+pub(super) struct SecAgg(pub(super) SecureSetup);
+
+impl UpdateProtocol for SecAgg {
+    fn per_member(&self) -> bool {
+        false
     }
 
-    /// The secure stage of round `round` if `client` owes it `step`.
-    fn secure_owing(
-        &mut self,
-        client: ClientId,
-        round: u64,
-        step: Step,
-    ) -> Result<&mut SecureStage, EngineError> {
-        match &mut self.state {
-            State::Fit(stage) if stage.round == round && stage.pending.contains(&client) => {
-                match &mut stage.protocol {
-                    Protocol::SecAgg(s) if s.step == step => Ok(s),
-                    _ => Err(unexpected(client, round, Stage::Fit)),
-                }
-            }
-            _ => Err(unexpected(client, round, Stage::Fit)),
-        }
+    fn reads_params(&self) -> bool {
+        // The sum is decoded against the global model.
+        true
     }
 
-    /// Hands a protocol message to the server state machine. The outer error refuses the
-    /// message without touching the round; the inner one drops the client.
-    pub(super) fn secure_step(
+    fn start(
+        &self,
+        cx: &StageContext<'_>,
+        plan: &FitPlan,
+        _form: UpdateForm,
+    ) -> Result<Started, AbortReason> {
+        let stage = self
+            .0
+            .start_stage(cx.round, plan, cx.params)
+            .map_err(AbortReason::SecureAggregation)?;
+        Ok(Started {
+            upload: UploadProtocol::SecAgg(Arc::new(stage.fit.clone())),
+            timeout: stage.step_timeout,
+            collector: stage,
+        })
+    }
+}
+
+impl Collector for SecureStage {
+    fn handle(
         &mut self,
+        _cx: &StageContext<'_>,
         client: ClientId,
-        round: u64,
-        step: SecureClientStep,
-        payload: &[u8],
-    ) -> Result<Result<(), String>, EngineError> {
-        let verifier = self.verifier();
-        let expected = match step {
-            SecureClientStep::Advertisement => Step::Advertise,
-            SecureClientStep::SharePackets => Step::ShareKeys,
-            SecureClientStep::UnmaskResponse => Step::Unmask,
-            // A homomorphic step (routed elsewhere) never belongs to a SecAgg+ stage.
-            SecureClientStep::PartialDecryption => {
-                return Err(unexpected(client, round, Stage::Fit));
-            }
-        };
-        let stage = self.secure_owing(client, round, expected)?;
-        let limits = stage.fit.limits();
+        msg: ClientMessage,
+    ) -> Result<Progress, Unexpected> {
+        let limits = self.fit.limits();
         let from = client.0 as u32;
-        let outcome = match step {
-            SecureClientStep::Advertisement => SignedAdvertisement::from_bytes(payload, &limits)
-                .and_then(|m| stage.server.handle_advertisement(from, m, &verifier)),
-            SecureClientStep::SharePackets => SharePackets::from_bytes(payload, &limits)
-                .and_then(|m| stage.server.handle_share_packets(from, m, &verifier)),
-            SecureClientStep::UnmaskResponse | SecureClientStep::PartialDecryption => {
-                UnmaskResponse::from_bytes(payload, &limits)
-                    .and_then(|m| stage.server.handle_unmask_response(from, m, &verifier))
-            }
-        };
-        Ok(outcome.map_err(|e| e.to_string()))
-    }
-
-    /// Adds a member's masked input to the round's masked sum.
-    pub(super) fn masked_input(
-        &mut self,
-        client: ClientId,
-        round: u64,
-        header: &[u8],
-        values: &[u32],
-        metrics: Metrics,
-    ) -> Result<Result<(), String>, EngineError> {
-        let verifier = self.verifier();
-        let stage = self.secure_owing(client, round, Step::MaskedInput)?;
-        let outcome = MaskedInputHeader::from_bytes(header, &stage.fit.limits()).and_then(|h| {
-            stage
-                .server
-                .handle_masked_input(client.0 as u32, h, values, &verifier)
-        });
-        if outcome.is_ok() {
-            stage.metrics.add(metrics);
-        }
-        Ok(outcome.map_err(|e| e.to_string()))
-    }
-
-    /// Ends `client`'s part in the current step: answered, or dropped for a bad message.
-    pub(super) fn settle_secure(
-        &mut self,
-        client: ClientId,
-        round: u64,
-        outcome: Result<(), String>,
-    ) -> Result<(), EngineError> {
-        let State::Fit(stage) = &mut self.state else {
-            return Err(unexpected(client, round, Stage::Fit));
-        };
-        stage.pending.remove(&client);
-        match outcome {
-            Ok(()) => {
-                if let Protocol::SecAgg(s) = &mut stage.protocol {
-                    s.answered.insert(client);
+        let verifier = &self.verifier;
+        let outcome = match msg {
+            ClientMessage::Secure { step, payload, .. } => {
+                let expected = match step {
+                    SecureClientStep::Advertisement => Step::Advertise,
+                    SecureClientStep::SharePackets => Step::ShareKeys,
+                    SecureClientStep::UnmaskResponse => Step::Unmask,
+                    // A homomorphic step never belongs to a SecAgg+ stage.
+                    SecureClientStep::PartialDecryption => return Err(Unexpected),
+                };
+                if self.step != expected {
+                    return Err(Unexpected);
                 }
-                Ok(())
+                match step {
+                    SecureClientStep::Advertisement => {
+                        SignedAdvertisement::from_bytes(&payload, &limits)
+                            .and_then(|m| self.server.handle_advertisement(from, m, verifier))
+                    }
+                    SecureClientStep::SharePackets => SharePackets::from_bytes(&payload, &limits)
+                        .and_then(|m| self.server.handle_share_packets(from, m, verifier)),
+                    _ => UnmaskResponse::from_bytes(&payload, &limits)
+                        .and_then(|m| self.server.handle_unmask_response(from, m, verifier)),
+                }
             }
-            Err(reason) => {
-                stage.dropped += 1;
-                self.events.push_back(EngineEvent::ClientDropped {
-                    round,
-                    stage: Stage::Fit,
-                    client,
-                    reason: DropReason::InvalidResult(reason.clone()),
-                });
-                Err(EngineError::InvalidResult { client, reason })
+            ClientMessage::MaskedInput {
+                header,
+                values,
+                metrics,
+                ..
+            } if self.step == Step::MaskedInput => {
+                let outcome = MaskedInputHeader::from_bytes(&header, &limits)
+                    .and_then(|h| self.server.handle_masked_input(from, h, &values, verifier));
+                if outcome.is_ok() {
+                    self.metrics.add(metrics);
+                }
+                outcome
             }
-        }
+            _ => return Err(Unexpected),
+        };
+        Ok(match outcome {
+            Ok(()) => {
+                self.answered.insert(client);
+                Progress::Done
+            }
+            Err(e) => Progress::Invalid(e.to_string()),
+        })
     }
 
-    /// The current step is over (everyone answered or the deadline passed): send the next
-    /// step's messages, or finish the stage.
-    pub(super) fn advance_secure(&mut self, now: Duration, mut stage: FitStage) {
-        let round = stage.round;
-        let mut secure = match std::mem::replace(&mut stage.protocol, Protocol::Plain) {
-            Protocol::SecAgg(s) => s,
-            other => {
-                stage.protocol = other;
-                return self.close_fit(now, stage);
-            }
-        };
-        let answered = std::mem::take(&mut secure.answered);
-        let step_timeout = self
-            .secure
-            .as_ref()
-            .map_or(Duration::from_secs(60), |s| s.config.step_timeout());
-        let sent: Result<NextStep, String> = match secure.step {
-            Step::Advertise => secure
+    fn forget(&mut self, _client: ClientId) {
+        // The server state machine counts who answered each step; nothing half-done to drop.
+    }
+
+    fn close_step(mut self: Box<Self>, cx: &StageContext<'_>) -> Next {
+        let answered = std::mem::take(&mut self.answered);
+        let step_timeout = self.step_timeout;
+        let sent: Result<NextStep, String> = match self.step {
+            Step::Advertise => self
                 .server
                 .close_advertise()
                 .map_err(|e| e.to_string())
@@ -320,7 +302,7 @@ impl Engine {
                         step_timeout,
                     )
                 }),
-            Step::ShareKeys => secure
+            Step::ShareKeys => self
                 .server
                 .close_share_keys()
                 .map_err(|e| e.to_string())
@@ -332,15 +314,15 @@ impl Engine {
                             .collect(),
                         SecureServerStep::Shares,
                         Step::MaskedInput,
-                        self.config.fit_timeout,
+                        cx.fit_timeout,
                     )
                 }),
-            Step::MaskedInput if answered.len() < secure.min_survivors => Err(format!(
+            Step::MaskedInput if answered.len() < self.min_survivors => Err(format!(
                 "only {} masked inputs arrived, fewer than the {} the round needs",
                 answered.len(),
-                secure.min_survivors
+                self.min_survivors
             )),
-            Step::MaskedInput => secure
+            Step::MaskedInput => self
                 .server
                 .close_masked_input()
                 .map_err(|e| e.to_string())
@@ -355,23 +337,20 @@ impl Engine {
                         step_timeout,
                     )
                 }),
-            Step::Unmask => {
-                return self.finish_secure(now, stage, secure);
-            }
+            Step::Unmask => return self.finish(cx),
         };
-        let (messages, server_step, next, timeout) = match sent {
+        let (payloads, server_step, next, timeout) = match sent {
             Ok(v) => v,
-            Err(reason) => {
-                return self.abort_round(now, super::AbortReason::SecureAggregation(reason));
-            }
+            Err(reason) => return Next::Abort(AbortReason::SecureAggregation(reason)),
         };
-        stage.pending = messages
+        let pending = payloads
             .iter()
             .map(|(to, _)| ClientId(u64::from(*to)))
             .collect();
         // One allocation per distinct payload (the key directory is the same for everyone).
         let mut last: Option<(Vec<u8>, Arc<[u8]>)> = None;
-        for (to, bytes) in messages {
+        let mut messages = Vec::with_capacity(payloads.len());
+        for (to, bytes) in payloads {
             let payload = match &last {
                 Some((b, shared)) if *b == bytes => shared.clone(),
                 _ => {
@@ -380,45 +359,43 @@ impl Engine {
                     shared
                 }
             };
-            self.outbox.push_back((
+            messages.push((
                 ClientId(u64::from(to)),
                 ServerMessage::Secure {
-                    round,
+                    round: cx.round,
                     step: server_step,
                     payload,
                 },
             ));
         }
-        secure.step = next;
-        stage.deadline = now + timeout;
-        stage.protocol = Protocol::SecAgg(secure);
-        self.state = State::Fit(stage);
-        // Nobody left to wait for (e.g. every member dropped): close at once.
-        self.maybe_close_stage(now);
+        self.step = next;
+        Next::Step {
+            collector: self,
+            messages,
+            pending,
+            timeout,
+        }
     }
+}
 
-    /// Unmasks the sum and hands it to the strategy.
-    fn finish_secure(&mut self, now: Duration, mut stage: FitStage, secure: Box<SecureStage>) {
+impl SecureStage {
+    /// Unmasks the sum and decodes it into the round's updates.
+    fn finish(self: Box<Self>, cx: &StageContext<'_>) -> Next {
         let SecureStage {
             fit,
             server,
             metrics,
             ..
-        } = *secure;
+        } = *self;
         let output = match server.finish() {
             Ok(o) => o,
-            Err(e) => {
-                return self.abort_round(now, super::AbortReason::SecureAggregation(e.to_string()));
-            }
+            Err(e) => return Next::Abort(AbortReason::SecureAggregation(e.to_string())),
         };
         let count = output.survivors.len();
         let metric_sums = metrics.weighted_by(output.sum.last().copied().unwrap_or(0));
-        match decode_sum(&fit, &output.sum, count, &self.params, metric_sums) {
-            Ok(sum) => {
-                stage.updates = super::Collected::from_sum(sum);
-                self.close_fit(now, stage);
-            }
-            Err(e) => self.abort_round(now, super::AbortReason::SecureAggregation(e.to_string())),
+        match decode_sum(&fit, &output.sum, count, cx.params, metric_sums) {
+            Ok(sum) => Next::Done(Collected::from_sum(sum)),
+            Err(e) => Next::Abort(AbortReason::SecureAggregation(e.to_string())),
         }
     }
 }

@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fl_core::identity::{
-    Address, JoinChallenge, MemberSignature, UpdateKind, UpdateStatement, random_nonce,
-    verify_join, verify_update_by,
+    Address, JoinChallenge, MemberSignature, SignedUpdate, UpdateKind, UpdateStatement,
+    random_nonce, verify_join, verify_update_by,
 };
 use fl_core::secure::wire as secure_wire;
 use fl_core::wire::{self, ChunkVerifier, pb};

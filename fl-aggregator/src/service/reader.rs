@@ -262,6 +262,10 @@ impl SessionCtx<'_> {
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         verify_update_by(&statement, &signature, self.address)
             .map_err(|e| Status::unauthenticated(format!("update signature: {e}")))?;
+        let signed = Some(Box::new(SignedUpdate {
+            statement,
+            signature,
+        }));
         let metrics = wire::metrics_from_pb(&header.metrics).map_err(invalid)?;
         let verifier = ChunkVerifier::new(
             &self.shared.schema,
@@ -275,6 +279,7 @@ impl SessionCtx<'_> {
             round: header.round,
             num_examples: header.num_examples,
             metrics,
+            signed,
         };
         Ok((
             PendingUpdate {

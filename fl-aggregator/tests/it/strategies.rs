@@ -6,8 +6,13 @@ use std::time::Duration;
 
 use fl_aggregator::{AbortReason, Engine, EngineConfig, EngineEvent, SecureSetup};
 use fl_core::config::FederationConfig;
+use std::sync::{Arc, Mutex};
+
+use fl_core::strategy::{EvaluatePlan, FitPlan, StrategyError};
 use fl_core::{
-    ClientId, ClientMessage, CoordinateMedian, FitResult, Metrics, ParamVec, StrategyConfig,
+    ClientId, ClientMessage, ContentHash, CoordinateMedian, FitResult, MemberKey, MemberUpdate,
+    Metrics, ParamVec, RoundUpdates, SignedUpdate, Strategy, StrategyConfig, UpdateForm,
+    UpdateKind, UpdateStatement,
 };
 
 use crate::support::schema;
@@ -86,6 +91,7 @@ fn the_median_sees_every_update_whole_or_streamed_and_ignores_an_outlier() {
             round: 1,
             num_examples: 5,
             metrics: Metrics::new(),
+            signed: None,
         },
     )
     .unwrap();
@@ -112,6 +118,7 @@ fn the_median_sees_every_update_whole_or_streamed_and_ignores_an_outlier() {
             round: 1,
             num_examples: 5,
             metrics: Metrics::new(),
+            signed: None,
         },
     )
     .unwrap();
@@ -155,6 +162,7 @@ fn a_per_member_update_with_a_bad_chunk_drops_only_that_member() {
             round: 1,
             num_examples: 1,
             metrics: Metrics::new(),
+            signed: None,
         },
     )
     .unwrap();
@@ -413,4 +421,107 @@ fn a_robust_round_left_with_too_few_updates_aborts_with_the_rule_named() {
         "{evs:?}"
     );
     assert_eq!(e.params().values(), &[0.0, 0.0], "the model is unchanged");
+}
+
+/// The median, keeping a copy of every member update it is handed.
+struct Recording {
+    inner: CoordinateMedian,
+    seen: Arc<Mutex<Vec<MemberUpdate>>>,
+}
+
+impl Strategy for Recording {
+    fn name(&self) -> &str {
+        "recording median"
+    }
+    fn update_form(&self) -> UpdateForm {
+        UpdateForm::PerMember
+    }
+    fn configure_fit(&mut self, round: u64, available: &[ClientId], seed: u64) -> FitPlan {
+        self.inner.configure_fit(round, available, seed)
+    }
+    fn aggregate_fit(
+        &mut self,
+        round: u64,
+        current: &ParamVec,
+        updates: RoundUpdates,
+    ) -> Result<ParamVec, StrategyError> {
+        if let RoundUpdates::PerMember(members) = &updates {
+            self.seen.lock().unwrap().extend(members.iter().cloned());
+        }
+        self.inner.aggregate_fit(round, current, updates)
+    }
+    fn configure_evaluate(
+        &mut self,
+        round: u64,
+        available: &[ClientId],
+        seed: u64,
+    ) -> EvaluatePlan {
+        self.inner.configure_evaluate(round, available, seed)
+    }
+}
+
+#[test]
+fn a_per_member_rule_gets_each_members_signed_statement_as_evidence() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rule = Recording {
+        inner: CoordinateMedian::new(selection()),
+        seen: seen.clone(),
+    };
+    let mut e = Engine::new(config(1, 2), Box::new(rule), ParamVec::zeros(schema()));
+    connect(&mut e, 2);
+    drain(&mut e);
+    let key = MemberKey::generate();
+    let statement = UpdateStatement {
+        federation_id: "s".into(),
+        session_id: [7; 32],
+        round: 1,
+        kind: UpdateKind::Fit,
+        update_hash: ContentHash::of(b"the update's chunk hashes"),
+        num_examples: 4,
+    };
+    let signed = SignedUpdate {
+        signature: key.sign_update(&statement),
+        statement,
+    };
+    e.handle_message(
+        T0,
+        ClientId(0),
+        ClientMessage::FitBegin {
+            round: 1,
+            num_examples: 4,
+            metrics: Metrics::new(),
+            signed: Some(Box::new(signed.clone())),
+        },
+    )
+    .unwrap();
+    e.handle_message(
+        T0,
+        ClientId(0),
+        ClientMessage::FitChunk {
+            round: 1,
+            values: vec![1.0, 2.0],
+        },
+    )
+    .unwrap();
+    e.handle_message(T0, ClientId(0), ClientMessage::FitEnd { round: 1 })
+        .unwrap();
+    // A member in process (no transport signature) has none.
+    e.handle_message(T0, ClientId(1), fit_done(1, [3.0, 4.0], 1))
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    let streamed = seen.iter().find(|u| u.client == ClientId(0)).unwrap();
+    assert_eq!(streamed.signed.as_ref(), Some(&signed));
+    assert_eq!(
+        streamed.signed.as_ref().unwrap().signer().unwrap(),
+        key.address()
+    );
+    assert_eq!(streamed.digest, streamed.params.content_hash());
+    assert!(
+        seen.iter()
+            .find(|u| u.client == ClientId(1))
+            .unwrap()
+            .signed
+            .is_none()
+    );
 }

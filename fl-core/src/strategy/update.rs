@@ -75,6 +75,10 @@ pub struct MemberUpdate {
     /// Content hash of `params`: what anyone holding the update can recompute, so a rule that
     /// rejects this update can cite it as evidence.
     pub digest: ContentHash,
+    /// The member's signed statement of this update, when it came over a signed transport
+    /// (the gRPC service checks it): the evidence that the member, not the aggregator, sent
+    /// it. `None` in process, where there is no one to prove it to.
+    pub signed: Option<crate::identity::SignedUpdate>,
 }
 
 impl MemberUpdate {
@@ -87,7 +91,15 @@ impl MemberUpdate {
             weight,
             metrics,
             digest,
+            signed: None,
         }
+    }
+
+    /// The same update with the member's signed statement of it.
+    #[must_use]
+    pub fn with_signed(mut self, signed: Option<crate::identity::SignedUpdate>) -> Self {
+        self.signed = signed;
+        self
     }
 
     /// `params - current`: the member's update as a difference from the global model.

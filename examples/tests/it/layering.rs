@@ -114,7 +114,16 @@ fn dependencies_only_point_down() {
 /// The packages `cargo tree` lists for `package` with `args`, normal dependencies only.
 fn tree(package: &str, args: &[&str]) -> Vec<String> {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--offline"])
+        .args([
+            "tree",
+            "-p",
+            package,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -143,7 +152,10 @@ fn a_member_with_its_own_model_compiles_no_burn_and_no_cli() {
         );
     }
     let full = tree("fl-client", &[]);
-    assert!(full.iter().any(|n| n == "burn"), "the burn feature is on by default");
+    assert!(
+        full.iter().any(|n| n == "burn"),
+        "the burn feature is on by default"
+    );
     assert!(
         lean.len() + 80 < full.len(),
         "leaving the defaults out saves little: {} vs {} packages",

@@ -41,7 +41,7 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
 
     /// @notice The Staking contract, the only account that locks, unlocks and burns locked tokens.
     address public immutable staking;
-    /// @notice The Settlement contract (may delegate a claimer that never delegated to itself).
+    /// @notice The Settlement contract (pays rewards, delegating a claimer that never delegated to itself).
     address public immutable settlement;
 
     address private immutable _dataPool;
@@ -167,11 +167,13 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
         emit Unlocked(account, amount);
     }
 
-    /// @notice Delegates `account` to itself if it never delegated (Settlement, on a reward
-    /// claim, so that claimed tokens vote); does nothing otherwise.
-    function delegateIfUnset(address account) external {
+    /// @notice Pays a claimed reward (Settlement only): delegates `to` to itself if it never
+    /// delegated, so that claimed tokens vote, then transfers `amount` from Settlement to `to`.
+    /// One call per claim instead of a delegation call and a transfer.
+    function deliverReward(address to, uint256 amount) external {
         if (msg.sender != settlement) revert OnlySettlement(msg.sender);
-        if (delegates(account) == address(0)) _delegate(account, account);
+        if (delegates(to) == address(0)) _delegate(to, to);
+        _transfer(msg.sender, to, amount);
     }
 
     /// @notice Burns `amount` of `account`'s locked tokens (a slash): the supply falls by exactly

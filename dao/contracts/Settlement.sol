@@ -12,7 +12,7 @@ interface ISettlementToken {
     function transfer(address to, uint256 amount) external returns (bool);
     function transferFrom(address from, address to, uint256 amount) external returns (bool);
     function burn(uint256 amount) external;
-    function delegateIfUnset(address account) external;
+    function deliverReward(address to, uint256 amount) external;
 }
 
 /// @notice What Settlement needs from the training pool.
@@ -83,7 +83,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         Done
     }
 
-    /// @notice A posted epoch root.
+    /// @notice A posted epoch root, as `epoch()` returns it.
     struct Epoch {
         bytes32 root;
         uint128 total;
@@ -91,6 +91,17 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         uint64 claimableAt;
         uint64 deadline;
         Status status;
+    }
+
+    /// @dev An epoch in storage: everything a claim checks and updates besides the root sits in
+    /// one slot (`unclaimed` = total - claimed), so a claim reads two slots of it and writes one.
+    struct EpochSlots {
+        bytes32 root;
+        uint128 unclaimed;
+        uint48 claimableAt;
+        uint64 deadline;
+        Status status;
+        uint128 total;
     }
 
     /// @notice A posted slashing verdict.
@@ -126,7 +137,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     address[] private _validators;
     mapping(address => bool) public isValidator;
 
-    mapping(uint64 epoch => Epoch) private _epochs;
+    mapping(uint64 epoch => EpochSlots) private _epochs;
     mapping(uint64 epoch => mapping(uint256 word => uint256)) private _claimedBitMap;
     mapping(bytes32 id => Verdict) private _verdicts;
     mapping(bytes32 memberEvidence => bool) private _evidenceUsed;
@@ -296,7 +307,8 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
 
     /// @notice An epoch's root and state.
     function epoch(uint64 epoch_) external view returns (Epoch memory) {
-        return _epochs[epoch_];
+        EpochSlots storage e = _epochs[epoch_];
+        return Epoch(e.root, e.total, e.total - e.unclaimed, e.claimableAt, e.deadline, e.status);
     }
 
     /// @notice Whether leaf `index` of `epoch_` was claimed.
@@ -331,18 +343,20 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         external
         nonReentrant
     {
-        Epoch storage e = _epochs[epoch_];
+        EpochSlots storage e = _epochs[epoch_];
         if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
         if (e.status != Status.None) revert EpochAlreadyPosted(epoch_);
         if (total == 0) revert ZeroAmount();
         Params memory p = params;
+        // Fits the 48 bits stored (OpenZeppelin's timestamp width): the window is at most 5 years.
         uint64 claimableAt = uint64(block.timestamp) + p.challengeWindow;
         uint64 earliest = claimableAt + p.minClaimPeriod;
         if (deadline < earliest) revert DeadlineTooSoon(deadline, earliest);
         _checkQuorum(rootDigest(epoch_, root, total, deadline), signatures);
         e.root = root;
         e.total = total;
-        e.claimableAt = claimableAt;
+        e.unclaimed = total;
+        e.claimableAt = uint48(claimableAt);
         e.deadline = deadline;
         e.status = Status.Pending;
         trainingPool.pay(address(token), address(this), total);
@@ -353,7 +367,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     /// its total returns to the training pool and the epoch can never be posted again.
     function cancelRoot(uint64 epoch_) external nonReentrant {
         _checkCanceller();
-        Epoch storage e = _epochs[epoch_];
+        EpochSlots storage e = _epochs[epoch_];
         if (e.status == Status.None) revert UnknownEpoch(epoch_);
         if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
         if (block.timestamp >= e.claimableAt) revert ChallengeWindowOver(e.claimableAt);
@@ -369,38 +383,31 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         nonReentrant
     {
         if (account != msg.sender) revert NotClaimant(account, msg.sender);
-        Epoch storage e = _epochs[epoch_];
-        Status status = e.status;
-        if (status == Status.None) revert UnknownEpoch(epoch_);
-        if (status == Status.Cancelled) revert EpochCancelled(epoch_);
-        uint64 claimableAt = e.claimableAt;
-        uint64 deadline = e.deadline;
-        if (block.timestamp < claimableAt) revert ChallengeWindowOpen(claimableAt);
-        if (status == Status.Done || block.timestamp > deadline) revert ClaimDeadlinePassed(deadline);
-        uint256 word = _claimedBitMap[epoch_][index >> 8];
+        EpochSlots storage e = _epochs[epoch_];
+        uint256 unclaimed = _claimable(e, epoch_);
+        mapping(uint256 word => uint256) storage bitmap = _claimedBitMap[epoch_];
+        uint256 word = bitmap[index >> 8];
         uint256 bit = 1 << (index & 0xff);
         if (word & bit != 0) revert AlreadyClaimed(epoch_, index);
-        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount))));
-        if (!MerkleProof.verifyCalldata(proof, e.root, leaf)) revert InvalidProof();
-        _claimedBitMap[epoch_][index >> 8] = word | bit;
+        if (!MerkleProof.verifyCalldata(proof, e.root, _leaf(index, account, amount))) revert InvalidProof();
+        bitmap[index >> 8] = word | bit;
         // The leaves sum to `total` when the validators checked the list; never pay beyond it.
-        uint256 newClaimed = uint256(e.claimed) + amount;
-        if (newClaimed > e.total) revert ExceedsTotal(newClaimed, e.total);
-        e.claimed = uint128(newClaimed);
-        token.delegateIfUnset(account);
-        _send(account, amount);
+        if (amount > unclaimed) revert ExceedsTotal(e.total - unclaimed + amount, e.total);
+        e.unclaimed = uint128(unclaimed - amount);
+        // Delegates the claimer to itself if it never delegated, and transfers (one call).
+        token.deliverReward(account, amount);
         emit Claimed(epoch_, index, account, amount);
     }
 
     /// @notice After `epoch_`'s deadline, returns what was not claimed to the training pool.
     function sweep(uint64 epoch_) external nonReentrant {
-        Epoch storage e = _epochs[epoch_];
+        EpochSlots storage e = _epochs[epoch_];
         if (e.status == Status.None) revert UnknownEpoch(epoch_);
         if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
         if (e.status == Status.Done) revert AlreadySwept(epoch_);
         if (block.timestamp <= e.deadline) revert ClaimPeriodOpen(e.deadline);
         e.status = Status.Done;
-        uint256 rest = e.total - e.claimed;
+        uint256 rest = e.unclaimed;
         if (rest > 0) _send(address(trainingPool), rest);
         emit Swept(epoch_, rest);
     }
@@ -497,6 +504,33 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         }
         uint8 q = quorum;
         if (q == 0 || n < q) revert QuorumNotReached(n, q);
+    }
+
+    /// @dev Reverts unless `e` is claimable now; returns its unclaimed amount. The fields read
+    /// share one storage slot.
+    function _claimable(EpochSlots storage e, uint64 epoch_) private view returns (uint256 unclaimed) {
+        Status status = e.status;
+        uint64 claimableAt = e.claimableAt;
+        uint64 deadline = e.deadline;
+        unclaimed = e.unclaimed;
+        if (status == Status.None) revert UnknownEpoch(epoch_);
+        if (status == Status.Cancelled) revert EpochCancelled(epoch_);
+        if (block.timestamp < claimableAt) revert ChallengeWindowOpen(claimableAt);
+        if (status == Status.Done || block.timestamp > deadline) revert ClaimDeadlinePassed(deadline);
+    }
+
+    /// @dev The StandardMerkleTree leaf of (index, account, amount):
+    /// keccak256(bytes.concat(keccak256(abi.encode(index, account, amount)))), hashed in scratch
+    /// memory instead of two allocated byte arrays.
+    function _leaf(uint256 index, address account, uint256 amount) private pure returns (bytes32 leaf) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, index)
+            mstore(add(ptr, 0x20), account)
+            mstore(add(ptr, 0x40), amount)
+            mstore(0x00, keccak256(ptr, 0x60))
+            leaf := keccak256(0x00, 0x20)
+        }
     }
 
     function _send(address to, uint256 amount) private {

@@ -10,7 +10,7 @@ interface ITokenHook {
 
 /// @title A hostile token for reentrancy tests of Staking and Settlement
 /// @notice Implements what Staking (lock, unlock, burnLocked), Settlement (transfer,
-/// transferFrom, burn, delegateIfUnset) and Settlement's training pool (pay) call, and, unlike
+/// transferFrom, burn, deliverReward) and Settlement's training pool (pay) call, and, unlike
 /// ProposalToken, calls back every registered account it touches (an ERC-777-style hook), after
 /// its own bookkeeping. A Staking or Settlement deployed with this token gives an attacker the
 /// callback the real token never gives.
@@ -68,8 +68,13 @@ contract HookedToken {
         _hook(msg.sender);
     }
 
-    function delegateIfUnset(address account) external {
-        _hook(account);
+    /// @notice As ProposalToken's: the caller pays `to`; here with a hook before the transfer's
+    /// own (where the real token delegates) and after it.
+    function deliverReward(address to, uint256 amount) external {
+        _hook(to);
+        balanceOf[msg.sender] -= amount;
+        balanceOf[to] += amount;
+        _hook(to);
     }
 
     /// @notice Settlement's training pool: mints `amount` to `to` (this token is its own pool).

@@ -51,6 +51,19 @@ pub async fn run(w: &World) {
         .await,
         "OnlyStaking",
     );
+    // Only Settlement pays rewards (and so delegates the claimer).
+    assert_revert(
+        raw(
+            d.token,
+            ProposalToken::deliverRewardCall {
+                to: m2.sender(),
+                amount: tok(1),
+            }
+            .abi_encode(),
+        )
+        .await,
+        "OnlySettlement",
+    );
     assert_revert(
         raw(
             d.staking,

@@ -3,6 +3,7 @@
 
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::signers::local::PrivateKeySigner;
+use dao::bindings::Settlement;
 use dao::settle::{RewardTree, RootMessage, VerdictMessage, sign_root, sign_verdict};
 use dao::{DAY, Role};
 
@@ -379,6 +380,53 @@ pub async fn run(w: &World) -> Gas {
         w.deployer.balance_of(d.inference_pool).await.unwrap(),
         inference0 + fee - burnt
     );
+
+    // Epoch 5: a root whose signed total is below the sum of its leaves (validators that signed
+    // a wrong list) pays at most the total: the claim that would exceed it is refused, and the
+    // epoch's books (claimed, the unclaimed rest swept) stay within the total.
+    let tree5 = RewardTree::new(&[(members[0], tok(10)), (members[1], tok(20))]).unwrap();
+    let now = w.deployer.now().await.unwrap();
+    let short = RootMessage {
+        total: tok(25).to::<u128>(),
+        ..RootMessage::of(5, &tree5, now + 7 * DAY + 30 * DAY + 60)
+    };
+    w.deployer
+        .post_root(&short, &sigs(&[&v[0], &v[1], &v[2]], &domain, &short))
+        .await
+        .unwrap();
+    w.deployer.advance_time(7 * DAY + 1).await.unwrap();
+    w.members[1].claim_reward(5, &tree5).await.unwrap();
+    let over = w.members[0].claim_reward(5, &tree5).await;
+    assert_revert(w.members[0].claim_reward(5, &tree5).await, "ExceedsTotal");
+    match over {
+        Err(dao::Error::Reverted(r)) => assert_eq!(
+            r.decode::<Settlement::SettlementErrors>(),
+            Some(Settlement::SettlementErrors::ExceedsTotal(
+                Settlement::ExceedsTotal {
+                    claimed: tok(30),
+                    total: tok(25),
+                }
+            ))
+        ),
+        other => panic!("expected ExceedsTotal, got {other:?}"),
+    }
+    let e5 = w.deployer.epoch(5).await.unwrap();
+    assert_eq!(
+        (e5.total, e5.claimed),
+        (tok(25).to::<u128>(), tok(20).to::<u128>())
+    );
+    let pool5 = w.deployer.balance_of(d.training_pool).await.unwrap();
+    w.deployer.advance_time(31 * DAY).await.unwrap();
+    w.deployer.sweep_epoch(5).await.unwrap();
+    assert_eq!(
+        w.deployer.balance_of(d.training_pool).await.unwrap(),
+        pool5 + tok(5)
+    );
+    assert_eq!(
+        w.deployer.balance_of(d.settlement).await.unwrap(),
+        U256::ZERO
+    );
+    assert_eq!(w.deployer.epoch(5).await.unwrap().status, 3);
 
     // Conservation: the supply fell by exactly the slash and the burnt half of the fee.
     assert_eq!(

@@ -12,8 +12,8 @@
 //!
 //! # Signature scheme
 //!
-//! Signatures are EIP-191 `personal_sign` signatures (alloy's
-//! `alloy_signer::SignerSync::sign_message_sync`) over the canonical bytes: the signed digest is
+//! Signatures are EIP-191 `personal_sign` signatures (what alloy's `sign_message_sync` and
+//! wallets produce) over the canonical bytes: the signed digest is
 //! `keccak256("\x19Ethereum Signed Message:\n" || decimal(len(msg)) || msg)`. The prefix keeps a
 //! daofl signature from ever being a valid transaction signature, and any Ethereum wallet that
 //! offers `personal_sign` (a hardware wallet included) can produce the same signature over the
@@ -75,10 +75,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use alloy_primitives::Address;
-use alloy_primitives::{B256, Signature};
-use alloy_signer::SignerSync as _;
-use alloy_signer::k256::elliptic_curve::rand_core::{OsRng, RngCore as _};
-use alloy_signer_local::PrivateKeySigner;
+use alloy_primitives::Signature;
+use k256::ecdsa::SigningKey;
+use zeroize::Zeroize as _;
+use rand::TryRng as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::hash::ContentHash;
@@ -166,25 +166,39 @@ pub enum IdentityError {
 /// 32 bytes from the operating system's CSPRNG: session ids and client nonces.
 pub fn random_nonce() -> [u8; 32] {
     let mut nonce = [0u8; 32];
-    OsRng.fill_bytes(&mut nonce);
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut nonce)
+        .expect("the operating system's random number generator is available");
     nonce
 }
 
 /// A member's secp256k1 private key.
 ///
 /// `Debug` prints only the address. The secret leaves the value only through
-/// [`MemberKey::to_hex`] (for key files) and [`MemberKey::as_signer`].
+/// [`MemberKey::to_hex`] (for key files and chain signers). The key signs with k256 directly:
+/// no transaction stack is compiled into a member.
 #[derive(Clone)]
 pub struct MemberKey {
-    signer: PrivateKeySigner,
+    key: SigningKey,
+    address: Address,
 }
 
 impl MemberKey {
     /// A fresh key from the operating system's CSPRNG.
     pub fn generate() -> Self {
-        Self {
-            signer: PrivateKeySigner::random_with(&mut OsRng),
+        loop {
+            // A uniformly random 32-byte string is a valid scalar except with probability
+            // about 2^-128 (zero, or not below the curve order): draw again then.
+            let secret = zeroize::Zeroizing::new(random_nonce());
+            if let Ok(key) = SigningKey::from_slice(secret.as_slice()) {
+                return Self::from_signing_key(key);
+            }
         }
+    }
+
+    fn from_signing_key(key: SigningKey) -> Self {
+        let address = Address::from_private_key(&key);
+        Self { key, address }
     }
 
     /// Parses 64 hex digits, with or without a `0x` prefix. Errors never contain the input.
@@ -203,27 +217,23 @@ impl MemberKey {
         hex::decode_to_slice(digits, &mut bytes).map_err(|_| IdentityError::MalformedKey {
             reason: "contains a character that is not a hex digit",
         })?;
-        let signer = PrivateKeySigner::from_bytes(&B256::from(bytes)).map_err(|_| {
-            IdentityError::MalformedKey {
-                reason: "not a valid secp256k1 private key (zero or not below the curve order)",
-            }
+        let key = SigningKey::from_slice(&bytes);
+        bytes.zeroize();
+        let key = key.map_err(|_| IdentityError::MalformedKey {
+            reason: "not a valid secp256k1 private key (zero or not below the curve order)",
         })?;
-        Ok(Self { signer })
+        Ok(Self::from_signing_key(key))
     }
 
-    /// The secret as `0x` followed by 64 lowercase hex digits: for key files only.
+    /// The secret as `0x` followed by 64 lowercase hex digits: for key files, and for a chain
+    /// signer over the same key (alloy's `PrivateKeySigner` parses it).
     pub fn to_hex(&self) -> String {
-        format!("0x{}", hex::encode(self.signer.to_bytes()))
+        format!("0x{}", hex::encode(self.key.to_bytes()))
     }
 
     /// The member's Ethereum address.
     pub fn address(&self) -> Address {
-        self.signer.address()
-    }
-
-    /// The alloy signer, for signing chain transactions (staking, anchoring) with the same key.
-    pub fn as_signer(&self) -> &PrivateKeySigner {
-        &self.signer
+        self.address
     }
 
     /// Signs a join challenge (EIP-191 over [`JoinChallenge::signing_bytes`]).
@@ -246,10 +256,12 @@ impl MemberKey {
     fn sign(&self, message: &[u8]) -> MemberSignature {
         // RFC 6979 signing with a valid key over a 32-byte digest fails only if the derived
         // nonce gives r = 0 or s = 0, which happens with probability about 2^-256.
-        let signature = self
-            .signer
-            .sign_message_sync(message)
+        let digest = alloy_primitives::eip191_hash_message(message);
+        let (signature, recovery) = self
+            .key
+            .sign_prehash_recoverable(digest.as_slice())
             .expect("secp256k1 signing with a valid key does not fail");
+        let signature = Signature::from_signature_and_parity(signature, recovery.is_y_odd());
         MemberSignature(signature.normalized_s())
     }
 }

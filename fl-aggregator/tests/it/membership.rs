@@ -22,6 +22,11 @@ use tonic::Code;
 
 use crate::grpc::Raw;
 
+/// A chain signer over a member's key.
+fn chain_signer(key: &MemberKey) -> chain_anchor::alloy::signers::local::PrivateKeySigner {
+    key.to_hex().parse().expect("a member key is a valid chain key")
+}
+
 /// A DAO on a fresh chain (embedded EVM or anvil), the team's vesting claimed (the team funds
 /// members), and keys for members that can pay gas there.
 struct Chain {
@@ -71,7 +76,7 @@ impl Chain {
             poll: Duration::from_millis(10),
         };
         let root =
-            Backend::rpc_with_signer(&anvil.endpoint(), keys[0].as_signer().clone(), timeouts)
+            Backend::rpc_with_signer(&anvil.endpoint(), chain_signer(&keys[0]), timeouts)
                 .unwrap();
         let dir = tempfile::tempdir().unwrap();
         Some(Self::build(root, keys, Some(anvil), dir).await)
@@ -104,7 +109,7 @@ slasher = "{slasher}"
         let deployment = deploy(&config, &root).await.expect("deploys");
         let dao = |k: &MemberKey| {
             Dao::new(
-                root.with_signer(k.as_signer().clone()).unwrap(),
+                root.with_signer(chain_signer(k)).unwrap(),
                 deployment.clone(),
             )
         };
@@ -131,7 +136,7 @@ slasher = "{slasher}"
     /// `key`'s account on the chain.
     fn member(&self, key: &MemberKey) -> Dao {
         Dao::new(
-            self.root.with_signer(key.as_signer().clone()).unwrap(),
+            self.root.with_signer(chain_signer(key)).unwrap(),
             self.deployment.clone(),
         )
     }

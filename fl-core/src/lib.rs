@@ -12,7 +12,8 @@
 //!   [`WeightedSum`], [`CoordinateMedian`] and the robust rules of [`strategy`] (Krum, trimmed
 //!   mean, Bulyan, geometric median, centered clipping, norm bounding, with bucketing and NNM)
 //!   over each member's update), server optimisers
-//!   ([`FedAvgM`], [`FedAdam`]) and [`StrategyConfig`], the `[strategy]` section and its builder.
+//!   ([`FedAvgM`], [`FedAdam`], [`FedYogi`], [`FedAdagrad`]) and [`StrategyConfig`], the
+//!   `[strategy]` section and its builder.
 //! - [`Trainer`]: the model-agnostic local training interface (burn implementations live in
 //!   `fl-client`).
 //! - [`protocol`] messages and the [`ClientSession`] state machine: the client side of a round,
@@ -77,8 +78,9 @@ pub use round::{
 };
 pub use session::{ClientSession, EvaluateTask, FitTask, SessionError, SessionEvent};
 pub use strategy::{
-    AggregationRule, CoordinateMedian, EvaluatePlan, FedAdam, FedAvg, FedAvgM, FitPlan,
-    MemberUpdate, Refusal, ResumeState, RoundUpdates, ServerOptimizer, Strategy, StrategyConfig,
-    StrategyError, UpdateForm, UpdateSum, derive_seed, select_clients, weighted_evaluation,
+    AggregationRule, CoordinateMedian, EvaluatePlan, FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi,
+    FitPlan, MemberUpdate, Refusal, ResumeState, RoundUpdates, ServerOptimizer, Strategy,
+    StrategyConfig, StrategyError, UpdateForm, UpdateSum, derive_seed, select_clients,
+    weighted_evaluation,
 };
 pub use trainer::{Trainer, TrainerError};

@@ -87,7 +87,7 @@ impl AggregationRule {
 /// [strategy.fit]
 /// local_epochs = 2
 /// [strategy.server_optimizer]
-/// kind = "fedadam"         # or "fedavgm"
+/// kind = "fedadam"         # or "fedavgm", "fedyogi", "fedadagrad"
 /// learning_rate = 0.1
 /// ```
 ///
@@ -526,6 +526,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("beta"), "{e}");
+    }
+
+    #[test]
+    fn yogi_and_adagrad_are_selected_by_kind_and_checked_at_load_time() {
+        let c = parse("[server_optimizer]\nkind = \"fedyogi\"\n").unwrap();
+        assert_eq!(
+            c.server_optimizer,
+            Some(ServerOptimizerConfig::Fedyogi(
+                super::super::FedYogiConfig::default()
+            ))
+        );
+        assert!(c.check(None, None).is_ok());
+        let c =
+            parse("[server_optimizer]\nkind = \"fedadagrad\"\nbeta1 = 0.0\ntau = 0.01\n").unwrap();
+        assert!(matches!(
+            c.server_optimizer,
+            Some(ServerOptimizerConfig::Fedadagrad(ref a))
+                if a.beta1 == 0.0 && a.tau == 0.01 && a.learning_rate == 0.1
+        ));
+        assert_eq!(
+            c.server_optimizer.as_ref().unwrap().build().unwrap().name(),
+            "fedadagrad"
+        );
+        assert_eq!(
+            c.build(None, None, 4, 10).unwrap().name(),
+            "fedavg",
+            "an optimiser runs after the rule"
+        );
+        // Adagrad has no second-moment decay: a beta2 is a typo, named.
+        let e = parse("[server_optimizer]\nkind = \"fedadagrad\"\nbeta2 = 0.9\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("beta2"), "{e}");
+        for bad in [
+            "kind = \"fedyogi\"\ntau = 0.0\n",
+            "kind = \"fedyogi\"\nbeta2 = 1.0\n",
+            "kind = \"fedadagrad\"\nlearning_rate = -1.0\n",
+            "kind = \"fedadagrad\"\nbeta1 = 1.0\n",
+        ] {
+            let c = parse(&format!("[server_optimizer]\n{bad}")).unwrap();
+            let e = c.check(None, None).unwrap_err();
+            assert!(
+                matches!(e, BuildError::Strategy(StrategyError::Settings(_))),
+                "{bad}: {e}"
+            );
+            assert!(e.to_string().starts_with("[strategy]"), "{e}");
+        }
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!   [`CenteredClipping`] (with server momentum), [`NormBounding`], [`MedianRule`], behind
 //!   optional [`PreAggregator`]s (bucketing, nearest-neighbour mixing). They never read the
 //!   example counts members report;
-//! - [`ServerOptimizer`]s applied to the aggregated update: [`FedAvgM`], [`FedAdam`];
+//! - [`ServerOptimizer`]s applied to the aggregated update: [`FedAvgM`], [`FedAdam`],
+//!   [`FedYogi`], [`FedAdagrad`];
 //! - differential privacy as a wrapper around any sum-based strategy
 //!   ([`crate::dp::DifferentialPrivacy`]).
 //!
@@ -97,7 +98,8 @@ pub use krum::{Krum, KrumConfig, krum_scores, krum_select};
 pub use median::{CoordinateMedian, MedianRule, coordinate_median};
 pub use norm_bounding::{NormBounding, NormBoundingConfig};
 pub use optimizer::{
-    FedAdam, FedAdamConfig, FedAvgM, FedAvgMConfig, ServerOptimizer, ServerOptimizerConfig,
+    FedAdagrad, FedAdagradConfig, FedAdam, FedAdamConfig, FedAvgM, FedAvgMConfig, FedYogi,
+    FedYogiConfig, ServerOptimizer, ServerOptimizerConfig,
 };
 pub use preagg::{BucketingConfig, NnmConfig, PreAggregator};
 pub use robust::{RobustAggregator, RobustRule, member_deltas};

@@ -10,11 +10,15 @@ use crate::params::ParamVec;
 
 use super::StrategyError;
 
+mod fedadagrad;
 mod fedadam;
 mod fedavgm;
+mod fedyogi;
 
+pub use fedadagrad::{FedAdagrad, FedAdagradConfig};
 pub use fedadam::{FedAdam, FedAdamConfig};
 pub use fedavgm::{FedAvgM, FedAvgMConfig};
+pub use fedyogi::{FedYogi, FedYogiConfig};
 
 /// An optimiser the aggregator applies to the round's aggregated update.
 pub trait ServerOptimizer: Send + std::fmt::Debug {
@@ -34,6 +38,10 @@ pub enum ServerOptimizerConfig {
     Fedavgm(FedAvgMConfig),
     /// Adam on the server (Reddi et al. 2021).
     Fedadam(FedAdamConfig),
+    /// Yogi on the server (Reddi et al. 2021).
+    Fedyogi(FedYogiConfig),
+    /// Adagrad on the server (Reddi et al. 2021).
+    Fedadagrad(FedAdagradConfig),
 }
 
 impl ServerOptimizerConfig {
@@ -42,6 +50,8 @@ impl ServerOptimizerConfig {
         Ok(match self {
             Self::Fedavgm(c) => Box::new(FedAvgM::new(c.clone())?),
             Self::Fedadam(c) => Box::new(FedAdam::new(c.clone())?),
+            Self::Fedyogi(c) => Box::new(FedYogi::new(c.clone())?),
+            Self::Fedadagrad(c) => Box::new(FedAdagrad::new(c.clone())?),
         })
     }
 }

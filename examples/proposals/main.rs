@@ -273,5 +273,7 @@ fn strategy_name(config: &ProposalsConfig) -> &'static str {
         None => "FedAvg",
         Some(ServerOptimizerConfig::Fedavgm(_)) => "FedAvgM",
         Some(ServerOptimizerConfig::Fedadam(_)) => "FedAdam",
+        Some(ServerOptimizerConfig::Fedyogi(_)) => "FedYogi",
+        Some(ServerOptimizerConfig::Fedadagrad(_)) => "FedAdagrad",
     }
 }

@@ -86,6 +86,7 @@ impl Default for DigitsConfig {
                 batch_size: 32,
                 learning_rate: 0.02,
                 shuffle_seed: 0,
+                ..FitConfig::default()
             },
             fraction_fit: 1.0,
             aggregation: fl_core::AggregationRule::Fedavg,

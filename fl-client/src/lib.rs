@@ -25,9 +25,13 @@
 //! The in-process simulation lives in `fl-aggregator`.
 //!
 //! Conventions an embedder's [`Trainer`] follows: report held-out accuracy under the metric key
-//! `"accuracy"` (the aggregator records and plots that key) and training loss under
-//! `"train_loss"`; `FitConfig::learning_rate` is the learning rate of the trainer's own
-//! optimiser (Adam for [`BurnTrainer`]).
+//! `"accuracy"` (the aggregator records and plots that key), training loss under
+//! `"train_loss"`, and the number of optimiser steps a fit took under `"local_steps"`
+//! ([`fl_core::round::LOCAL_STEPS_METRIC`]; FedNova normalises each member's update by it and
+//! refuses a round in which a member leaves it out); `FitConfig::learning_rate` is the
+//! learning rate of the trainer's own optimiser (Adam for [`BurnTrainer`]); and a positive
+//! `FitConfig::proximal_mu` asks for FedProx's `μ/2·‖w - w_global‖²` in the local loss
+//! (`w_global`: the parameters the fit starts from), which our trainers add for every model.
 //!
 //! ## Feature flags
 //!
@@ -52,7 +56,13 @@
 //! let (train, test) = digits::embedded().train_test_split(0.2, 0)?;
 //! let mut trainer =
 //!     BurnTrainer::new(&ModelSpec::Mlp { hidden: 64 }, DeviceSpec::Cpu, train, Some(test), 7)?;
-//! let config = FitConfig { local_epochs: 10, batch_size: 32, learning_rate: 0.005, shuffle_seed: 1 };
+//! let config = FitConfig {
+//!     local_epochs: 10,
+//!     batch_size: 32,
+//!     learning_rate: 0.005,
+//!     shuffle_seed: 1,
+//!     ..Default::default()
+//! };
 //! trainer.fit(&config)?;
 //! let result = trainer.evaluate(&EvaluateConfig::default())?;
 //! println!("held-out accuracy: {:.3}", result.accuracy().unwrap_or_default());

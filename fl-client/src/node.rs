@@ -11,8 +11,8 @@ use std::time::Duration;
 use fl_core::identity::{JoinChallenge, MemberKey, UpdateKind, UpdateStatement, random_nonce};
 use fl_core::wire::{self, ParamAssembler, pb};
 use fl_core::{
-    ClientMessage, ClientSession, EvaluateConfig, FitConfig, RoundConfig, ServerMessage,
-    SessionEvent, Stage, Trainer,
+    ClientMessage, ClientSession, EvaluateConfig, RoundConfig, ServerMessage, SessionEvent, Stage,
+    Trainer,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -636,6 +636,7 @@ async fn receive_instruction(
     let params = std::sync::Arc::new(asm.finish().map_err(protocol)?);
     let (stage, msg, upload) = match ins.settings {
         Some(pb::instruction::Settings::Fit(f)) => {
+            let config = wire::fit_settings_from_pb(&f).map_err(protocol)?;
             let privacy = match f.privacy {
                 None => None,
                 Some(p)
@@ -678,12 +679,7 @@ async fn receive_instruction(
             };
             (
                 Stage::Fit,
-                FitConfig {
-                    local_epochs: f.local_epochs,
-                    batch_size: f.batch_size,
-                    learning_rate: f.learning_rate,
-                    shuffle_seed: f.shuffle_seed,
-                },
+                config,
                 fl_core::UploadSpec { privacy, protocol },
             )
         }

@@ -837,22 +837,39 @@ mod tests {
         let err = allowed
             .admit(&challenge(), &stranger.sign_join(&challenge()))
             .unwrap_err();
+        assert!(
+            matches!(err, IdentityError::NotAllowed { address } if address == stranger.address()),
+            "{err:?}"
+        );
         assert!(err.to_string().contains(&stranger.address().to_string()));
     }
 
     #[test]
     fn malformed_signatures_are_errors() {
+        /// Asserts a `MalformedSignature` error whose reason is `why`.
+        #[track_caller]
+        fn malformed(res: Result<MemberSignature, IdentityError>, why: &str) {
+            assert!(
+                matches!(&res, Err(IdentityError::MalformedSignature { reason }) if reason == why),
+                "{res:?}"
+            );
+        }
         let good = MemberKey::generate().sign_join(&challenge()).to_bytes();
         for len in [0, 1, 64, 66, 130] {
-            let err = MemberSignature::from_bytes(&vec![1u8; len]).unwrap_err();
-            assert!(err.to_string().contains("expected 65 bytes"), "{err}");
+            malformed(
+                MemberSignature::from_bytes(&vec![1u8; len]),
+                &format!("expected 65 bytes, got {len}"),
+            );
         }
         let mut bad_v = good;
         bad_v[64] = 29;
-        assert!(MemberSignature::from_bytes(&bad_v).is_err());
+        malformed(
+            MemberSignature::from_bytes(&bad_v),
+            "recovery byte v = 29 is not 0, 1, 27 or 28",
+        );
         let mut zero_r = good;
         zero_r[..32].fill(0);
-        assert!(MemberSignature::from_bytes(&zero_r).is_err());
+        malformed(MemberSignature::from_bytes(&zero_r), "r or s is zero");
         // High s: the malleated twin of a valid signature is refused.
         let twin = Signature::from_raw(&good).unwrap();
         let n_minus_s = alloy_primitives::U256::from_be_slice(
@@ -863,13 +880,16 @@ mod tests {
         high_s[32..64].copy_from_slice(&n_minus_s.to_be_bytes::<32>());
         // The twin recovers with the other parity: v 27 <-> 28.
         high_s[64] = if good[64] == 27 { 28 } else { 27 };
-        let err = MemberSignature::from_bytes(&high_s).unwrap_err();
-        assert!(err.to_string().contains("upper half"), "{err}");
+        malformed(
+            MemberSignature::from_bytes(&high_s),
+            "s is in the upper half of the curve order (non-canonical)",
+        );
 
         // Garbage of the right shape either fails recovery or recovers a stranger.
         let garbage = [0x5au8; 64].into_iter().chain([27]).collect::<Vec<_>>();
         let garbage_is_error_or_stranger = match MemberSignature::from_bytes(&garbage) {
-            Err(_) => true,
+            Err(IdentityError::MalformedSignature { .. }) => true,
+            Err(_) => false,
             Ok(sig) => match verify_join(&challenge(), &sig) {
                 Err(IdentityError::RecoveryFailed { .. }) => true,
                 Err(_) => false,
@@ -881,7 +901,10 @@ mod tests {
         let mut big_r = good;
         big_r[..32].fill(0xff);
         match MemberSignature::from_bytes(&big_r) {
-            Err(_) => {}
+            Err(e) => assert!(
+                matches!(e, IdentityError::MalformedSignature { .. }),
+                "{e:?}"
+            ),
             Ok(sig) => assert!(matches!(
                 verify_join(&challenge(), &sig),
                 Err(IdentityError::RecoveryFailed { .. })
@@ -899,8 +922,21 @@ mod tests {
         let json = serde_json::to_string(&sig).unwrap();
         assert_eq!(json, format!("\"{text}\""));
         assert_eq!(serde_json::from_str::<MemberSignature>(&json).unwrap(), sig);
-        assert!(serde_json::from_str::<MemberSignature>("\"0x1234\"").is_err());
-        assert!("0xzz".parse::<MemberSignature>().is_err());
+        // serde_json's error is opaque: it is a data error carrying our message.
+        let err = serde_json::from_str::<MemberSignature>("\"0x1234\"").unwrap_err();
+        let ours = IdentityError::MalformedSignature {
+            reason: "expected 65 bytes, got 2".into(),
+        };
+        assert!(
+            err.is_data() && err.to_string().starts_with(&ours.to_string()),
+            "{err}"
+        );
+        let res = "0xzz".parse::<MemberSignature>();
+        assert!(
+            matches!(&res, Err(IdentityError::MalformedSignature { reason })
+                if reason.starts_with("not hex: ")),
+            "{res:?}"
+        );
     }
 
     #[test]
@@ -970,6 +1006,15 @@ mod tests {
             serde_json::to_string(&list).unwrap(),
             format!("[\"{ANVIL_ADDRESS}\"]")
         );
-        assert!(serde_json::from_str::<AllowList>("[\"0x12\"]").is_err());
+        // serde_json's error is opaque: it is a data error carrying our message.
+        let err = serde_json::from_str::<AllowList>("[\"0x12\"]").unwrap_err();
+        let ours = IdentityError::MalformedAddress {
+            entry: "0x12".into(),
+            reason: "not 40 hex digits",
+        };
+        assert!(
+            err.is_data() && err.to_string().starts_with(&ours.to_string()),
+            "{err}"
+        );
     }
 }

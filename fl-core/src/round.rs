@@ -34,6 +34,12 @@ pub struct FitConfig {
     /// Seed for the local data order (derived from the run seed, round and client by the
     /// engine; a value in a federation file is ignored).
     pub shuffle_seed: u64,
+    /// FedProx's proximal coefficient `μ ≥ 0` (Li et al. 2020): the trainer adds
+    /// `μ/2·‖w - w_global‖²` to its local loss, `w_global` being the parameters it started the
+    /// round from. 0 (the default) trains exactly as without the term. Chosen by the strategy
+    /// (`[strategy] proximal_mu`), so it is not read from `[strategy.fit]`.
+    #[serde(skip)]
+    pub proximal_mu: f64,
 }
 
 /// How a member uploads its update in a round: chosen by the aggregator (the privacy wrapper
@@ -68,6 +74,7 @@ impl Default for FitConfig {
             batch_size: 32,
             learning_rate: 1e-3,
             shuffle_seed: 0,
+            proximal_mu: 0.0,
         }
     }
 }
@@ -105,6 +112,11 @@ pub struct RoundConfig {
 
 /// Named scalar metrics (accuracy, loss, ...), ordered by name for stable output.
 pub type Metrics = BTreeMap<String, f64>;
+
+/// The training metric in which a trainer reports how many optimiser steps a fit took (an
+/// integer as `f64`). FedNova normalises each member's update by it; fl-client's trainers
+/// report it.
+pub const LOCAL_STEPS_METRIC: &str = "local_steps";
 
 /// What [`Trainer::fit`](crate::Trainer::fit) reports besides the new parameters.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

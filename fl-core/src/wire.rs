@@ -667,3 +667,18 @@ mod tests {
         assert_ne!(update, update_digest(&chunk_hashes(&params(), 12)));
     }
 }
+
+        assert_eq!(
+            metrics_from_pb(&[m("a"), m("a")]),
+            Err(WireError::Malformed {
+                field: "metrics",
+                reason: "`a` appears twice".into()
+            })
+        );
+        assert_eq!(
+            metrics_from_pb(&[m("")]),
+            Err(WireError::Malformed {
+                field: "metric name",
+                reason: "length 0 not in 1..=64".into()
+            })
+        );

@@ -20,10 +20,6 @@ pub(super) async fn write_instructions(
                 header,
                 params,
                 pb::instruction::Settings::Fit(pb::FitSettings {
-                    local_epochs: config.local_epochs,
-                    batch_size: config.batch_size,
-                    learning_rate: config.learning_rate,
-                    shuffle_seed: config.shuffle_seed,
                     privacy: upload.privacy.map(|p| pb::UpdatePrivacy {
                         clip_norm: p.clip_norm,
                         local_noise_multiplier: p.local_noise_multiplier,
@@ -40,6 +36,7 @@ pub(super) async fn write_instructions(
                         }
                         _ => None,
                     },
+                    ..wire::fit_settings_to_pb(&config)
                 }),
             ),
             ServerMessage::Evaluate {

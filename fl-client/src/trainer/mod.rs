@@ -9,6 +9,7 @@
 mod network;
 mod params;
 pub mod proposals;
+mod proximal;
 
 use std::sync::Arc;
 
@@ -16,7 +17,9 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use fl_core::params::{ParamError, ParamVec, Schema};
-use fl_core::round::{EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, Metrics};
+use fl_core::round::{
+    EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, LOCAL_STEPS_METRIC, Metrics,
+};
 use fl_core::trainer::{Trainer, TrainerError};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -25,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use network::{Cnn, Mlp, Network};
+use proximal::Proximal;
 
 /// Which model to train, as a federation's config file names it.
 ///
@@ -136,9 +140,12 @@ pub const DEFAULT_EVAL_BATCH: usize = 256;
 ///
 /// `fit` trains with Adam (a fresh optimiser per call, so no state crosses rounds) on
 /// cross-entropy loss over minibatches in an order shuffled by
-/// `ChaCha8Rng::seed_from_u64(shuffle_seed)`; it reports `num_examples` (the training set
-/// size) and the metric `train_loss` (mean loss over the last epoch). `evaluate` reports the
-/// mean cross-entropy as `loss` and the metric `accuracy`.
+/// `ChaCha8Rng::seed_from_u64(shuffle_seed)`, plus FedProx's `μ/2·‖w - w_global‖²` when
+/// [`FitConfig::proximal_mu`] is positive (`w_global`: the parameters `fit` starts from). It
+/// reports `num_examples` (the training set size) and the metrics `train_loss` (mean
+/// cross-entropy over the last epoch, without the proximal term) and `local_steps` (optimiser
+/// steps taken). `evaluate` reports the mean cross-entropy as `loss` and the metric
+/// `accuracy`.
 ///
 /// ```no_run
 /// use fl_client::data::digits;
@@ -327,13 +334,15 @@ impl Trainer for BurnTrainer {
         // Train a copy (cheap: tensors are reference counted) so that a diverged run leaves
         // the trainer's parameters as they were.
         let mut model = self.network.clone();
+        let proximal = Proximal::new(&model, config.proximal_mu);
         let mut epoch_loss = 0.0;
+        let mut steps = 0u64;
         for epoch in 0..config.local_epochs {
             order.shuffle(&mut rng);
             let mut loss_sum = 0.0f64;
             for chunk in order.chunks(config.batch_size as usize) {
                 let (x, y) = batch(&self.train, chunk, &autodiff);
-                let loss = cross_entropy(model.forward(x), y);
+                let mut loss = cross_entropy(model.forward(x), y);
                 let value: f32 = loss.clone().into_scalar();
                 if !value.is_finite() {
                     return Err(TrainerError::Diverged(format!(
@@ -343,8 +352,12 @@ impl Trainer for BurnTrainer {
                     )));
                 }
                 loss_sum += f64::from(value) * chunk.len() as f64;
+                if let Some(term) = proximal.as_ref().and_then(|p| p.term(&model)) {
+                    loss = loss + term;
+                }
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(config.learning_rate, model, grads);
+                steps += 1;
             }
             epoch_loss = loss_sum / self.train.len() as f64;
         }
@@ -359,6 +372,7 @@ impl Trainer for BurnTrainer {
         self.network = model;
         let mut metrics = Metrics::new();
         metrics.insert("train_loss".into(), epoch_loss);
+        metrics.insert(LOCAL_STEPS_METRIC.into(), steps as f64);
         Ok(FitOutcome {
             num_examples: self.train.len() as u64,
             metrics,
@@ -383,6 +397,12 @@ fn check_fit_config(config: &FitConfig) -> Result<(), TrainerError> {
         return invalid(format!(
             "learning_rate must be positive and finite, got {}",
             config.learning_rate
+        ));
+    }
+    if !(config.proximal_mu.is_finite() && config.proximal_mu >= 0.0) {
+        return invalid(format!(
+            "proximal_mu must be finite and at least 0, got {}",
+            config.proximal_mu
         ));
     }
     Ok(())

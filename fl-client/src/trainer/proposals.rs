@@ -27,7 +27,9 @@ use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use fl_core::params::{ParamError, ParamVec, Schema};
-use fl_core::round::{EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, Metrics};
+use fl_core::round::{
+    EvaluateConfig, EvaluateResult, FitConfig, FitOutcome, LOCAL_STEPS_METRIC, Metrics,
+};
 use fl_core::trainer::{Trainer, TrainerError};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -37,6 +39,7 @@ use serde::{Deserialize, Serialize};
 pub use encoded::EncodedProposals;
 pub use metrics::{ClassScores, OutcomeScores, score};
 
+use super::proximal::Proximal;
 use super::{DeviceSpec, params};
 use crate::data::proposals::ProposalKind;
 use crate::text::{HashingConfig, HashingFeaturizer};
@@ -221,9 +224,11 @@ pub struct ProposalPrediction {
 
 /// A [`Trainer`] over the proposal model and a member's encoded proposals.
 ///
-/// `fit` trains with the spec's [`LocalOptimizer`] (a fresh one per call) on minibatches in an order shuffled by
-/// `ChaCha8Rng::seed_from_u64(shuffle_seed)` and reports `num_examples` (its training examples,
-/// open ones included) and `train_loss`. `evaluate` reports the mean loss and the metrics
+/// `fit` trains with the spec's [`LocalOptimizer`] (a fresh one per call) on minibatches in an
+/// order shuffled by `ChaCha8Rng::seed_from_u64(shuffle_seed)`, plus FedProx's
+/// `μ/2·‖w - w_global‖²` when [`FitConfig::proximal_mu`] is positive, and reports
+/// `num_examples` (its training examples, open ones included), `train_loss` (without the
+/// proximal term) and `local_steps` (optimiser steps taken). `evaluate` reports the mean loss and the metrics
 /// `accuracy` and `macro_f1` (outcome, decided examples only), `kind_accuracy` and
 /// `kind_macro_f1` (all examples).
 pub struct ProposalTrainer {
@@ -439,12 +444,14 @@ impl Trainer for ProposalTrainer {
         let mut rng = ChaCha8Rng::seed_from_u64(config.shuffle_seed);
         let mut order: Vec<usize> = (0..self.train.len()).collect();
         let mut model = self.network.clone();
+        let proximal = Proximal::new(&model, config.proximal_mu);
         let mut epoch_loss = 0.0;
+        let mut steps = 0u64;
         for epoch in 0..config.local_epochs {
             order.shuffle(&mut rng);
             let mut loss_sum = 0.0f64;
             for chunk in order.chunks(config.batch_size as usize) {
-                let loss = self.batch_loss(&model, chunk, &autodiff);
+                let mut loss = self.batch_loss(&model, chunk, &autodiff);
                 let value: f32 = loss.clone().into_scalar();
                 if !value.is_finite() {
                     return Err(TrainerError::Diverged(format!(
@@ -454,8 +461,12 @@ impl Trainer for ProposalTrainer {
                     )));
                 }
                 loss_sum += f64::from(value) * chunk.len() as f64;
+                if let Some(term) = proximal.as_ref().and_then(|p| p.term(&model)) {
+                    loss = loss + term;
+                }
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(config.learning_rate, model, grads);
+                steps += 1;
             }
             epoch_loss = loss_sum / self.train.len() as f64;
         }
@@ -470,6 +481,7 @@ impl Trainer for ProposalTrainer {
         self.network = model;
         let mut metrics = Metrics::new();
         metrics.insert("train_loss".into(), epoch_loss);
+        metrics.insert(LOCAL_STEPS_METRIC.into(), steps as f64);
         Ok(FitOutcome {
             num_examples: self.train.len() as u64,
             metrics,

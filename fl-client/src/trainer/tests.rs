@@ -42,6 +42,7 @@ fn fit_config(epochs: u32, seed: u64) -> FitConfig {
         batch_size: 32,
         learning_rate: 0.005,
         shuffle_seed: seed,
+        ..Default::default()
     }
 }
 
@@ -199,6 +200,7 @@ fn cnn_learns_digits() {
         batch_size: 32,
         learning_rate: 0.01,
         shuffle_seed: 0,
+        ..Default::default()
     })
     .unwrap();
     let accuracy = t.evaluate(&EvaluateConfig::default()).unwrap().accuracy();

@@ -81,8 +81,9 @@ impl AggregationRule {
 ///
 /// ```toml
 /// [strategy]
-/// kind = "fedavg"          # or "median"
+/// kind = "fedavg"          # or "median", a robust rule
 /// fraction_fit = 0.5
+/// proximal_mu = 0.01       # FedProx (0: off)
 /// fraction_evaluate = 0.2
 /// [strategy.fit]
 /// local_epochs = 2
@@ -119,6 +120,11 @@ pub struct StrategyConfig {
     pub fraction_evaluate: f64,
     /// At least this many clients evaluate when `fraction_evaluate > 0`.
     pub min_evaluate_clients: usize,
+    /// FedProx (Li et al. 2020): members add `proximal_mu/2·‖w - w_global‖²` to their local
+    /// loss, which keeps their models near the global one on skewed data. 0 (the default)
+    /// leaves local training as it is; the paper tries 0.001 to 1. It is a member-side change
+    /// only, so it works with every rule, secure aggregation and differential privacy.
+    pub proximal_mu: f64,
     /// Local training settings sent with every fit instruction.
     pub fit: FitConfig,
     /// Settings sent with every evaluate instruction.
@@ -153,6 +159,7 @@ impl Default for StrategyConfig {
             min_fit_results: 1,
             fraction_evaluate: 0.0,
             min_evaluate_clients: 0,
+            proximal_mu: 0.0,
             fit: FitConfig::default(),
             evaluate: EvaluateConfig::default(),
             server_optimizer: None,
@@ -269,6 +276,13 @@ impl StrategyConfig {
         }
         if let Some(o) = &self.server_optimizer {
             o.build()?;
+        }
+        let mu = self.proximal_mu;
+        if !(mu.is_finite() && mu >= 0.0) {
+            return Err(super::StrategyError::Settings(format!(
+                "proximal_mu = {mu} must be a finite number >= 0 (0 turns FedProx off)"
+            ))
+            .into());
         }
         self.robust_rule()?;
         Ok(())
@@ -438,7 +452,8 @@ impl StrategyConfig {
     }
 
     /// The fit plan of a round: `max(⌈fraction_fit · n⌉, min_fit_clients)` of the `available`
-    /// clients, drawn from `round_seed`, with [`fit`](Self::fit) as their settings.
+    /// clients, drawn from `round_seed`, with [`fit`](Self::fit) and
+    /// [`proximal_mu`](Self::proximal_mu) as their settings.
     pub fn plan_fit(&self, available: &[ClientId], round_seed: u64) -> FitPlan {
         let clients = select_clients(
             available,
@@ -449,7 +464,10 @@ impl StrategyConfig {
         FitPlan {
             min_results: self.min_fit_results.clamp(1, clients.len().max(1)),
             clients,
-            config: self.fit.clone(),
+            config: FitConfig {
+                proximal_mu: self.proximal_mu,
+                ..self.fit.clone()
+            },
             privacy: None,
         }
     }
@@ -572,6 +590,41 @@ mod tests {
                 "{bad}: {e}"
             );
             assert!(e.to_string().starts_with("[strategy]"), "{e}");
+        }
+    }
+
+    #[test]
+    fn proximal_mu_is_read_from_the_strategy_checked_and_sent_to_members() {
+        let c = parse("proximal_mu = 0.01\n[fit]\nlocal_epochs = 3\n").unwrap();
+        assert_eq!(c.proximal_mu, 0.01);
+        assert!(c.check(None, None).is_ok());
+        let secure: SecureAggregationConfig =
+            toml::from_str("protocol = \"secagg+\"\nclip_norm = 1.0\n").unwrap();
+        assert!(c.check(None, Some(&secure)).is_ok(), "a member-side change");
+        let plan = c.plan_fit(&[ClientId(1), ClientId(2)], 5);
+        assert_eq!(plan.config.proximal_mu, 0.01);
+        assert_eq!(plan.config.local_epochs, 3);
+        assert_eq!(
+            StrategyConfig::default().plan_fit(&[ClientId(1)], 5).config,
+            FitConfig::default()
+        );
+        // One place to set it: [strategy.fit] does not take it.
+        let e = parse("[fit]\nproximal_mu = 0.01\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("proximal_mu"), "{e}");
+        for mu in [-0.1, f64::NAN, f64::INFINITY] {
+            let c = StrategyConfig {
+                proximal_mu: mu,
+                ..Default::default()
+            };
+            let e = c.check(None, None).unwrap_err();
+            assert!(
+                matches!(e, BuildError::Strategy(StrategyError::Settings(_))),
+                "{e}"
+            );
+            assert!(e.to_string().contains("proximal_mu"), "{e}");
+            assert!(c.build(None, None, 2, 4).is_err());
         }
     }
 

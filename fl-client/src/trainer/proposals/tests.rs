@@ -50,6 +50,7 @@ fn fit_config(epochs: u32) -> FitConfig {
         batch_size: 8,
         learning_rate: 0.05,
         shuffle_seed: 3,
+        ..Default::default()
     }
 }
 
@@ -207,4 +208,66 @@ fn every_local_optimizer_trains() {
         ..tiny_spec()
     };
     assert!(ProposalTrainer::new(&bad, DeviceSpec::Cpu, toy(&bad, 2), None, 1).is_err());
+}
+
+/// `ProposalTrainer::fit` as it was before FedProx, step for step (Adam without decay).
+fn fit_before_fedprox(t: &ProposalTrainer, config: &FitConfig) -> Vec<f32> {
+    assert_eq!(t.spec.optimizer, LocalOptimizer::Adam);
+    assert_eq!(t.spec.weight_decay, 0.0);
+    let autodiff = t.device.clone().autodiff();
+    let mut optim = AdamConfig::new().init();
+    let mut rng = ChaCha8Rng::seed_from_u64(config.shuffle_seed);
+    let mut order: Vec<usize> = (0..t.train.len()).collect();
+    let mut model = t.network.clone();
+    for _ in 0..config.local_epochs {
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(config.batch_size as usize) {
+            let loss = t.batch_loss(&model, chunk, &autodiff);
+            let value: f32 = loss.clone().into_scalar();
+            assert!(value.is_finite());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(config.learning_rate, model, grads);
+        }
+    }
+    params::flatten(&model, t.schema.num_values()).unwrap()
+}
+
+#[test]
+fn fedprox_mu_zero_is_the_old_training_and_a_large_mu_stays_near_the_global_model() {
+    let spec = tiny_spec();
+    let mut t = ProposalTrainer::new(&spec, DeviceSpec::Cpu, toy(&spec, 40), None, 4).unwrap();
+    let global = t.get_parameters();
+    let want = fit_before_fedprox(&t, &fit_config(3));
+    let outcome = t.fit(&fit_config(3)).unwrap();
+    assert_eq!(t.get_parameters().values(), want.as_slice());
+    // 40 examples in batches of 8: 5 steps an epoch.
+    assert_eq!(outcome.metrics[LOCAL_STEPS_METRIC], 15.0);
+    let mut distance = |mu: f64| {
+        t.set_parameters(&global).unwrap();
+        t.fit(&FitConfig {
+            proximal_mu: mu,
+            ..fit_config(3)
+        })
+        .unwrap();
+        let local = t.get_parameters();
+        local
+            .values()
+            .iter()
+            .zip(global.values())
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    // Adam's steps are about the learning rate whatever the gradient's size, so beyond μ ≈ 10
+    // the distance settles at that scale (measured: 9.0, 0.71, 0.45 for μ = 0, 1, 10; 0.46 at
+    // 100) instead of shrinking further.
+    let d: Vec<f64> = [0.0, 0.1, 1.0, 10.0].map(&mut distance).to_vec();
+    assert!(d.windows(2).all(|w| w[1] < w[0]), "{d:?}");
+    assert!(matches!(
+        t.fit(&FitConfig {
+            proximal_mu: -0.1,
+            ..fit_config(1)
+        }),
+        Err(TrainerError::InvalidConfig(_))
+    ));
 }

@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::hash::{ContentHash, ContentHasher};
 use crate::params::{ParamVec, Schema};
-use crate::round::Metrics;
+use crate::round::{FitConfig, Metrics};
 
 /// Messages generated from `proto/daofl.proto` (package `daofl.v1`).
 #[allow(missing_docs, clippy::all)]
@@ -473,6 +473,39 @@ pub fn metrics_from_pb(list: &[pb::Metric]) -> Result<Metrics, WireError> {
     Ok(out)
 }
 
+/// The local training settings of a fit instruction as a wire message; the upload settings
+/// (`privacy`, `secure`, `he`) are left empty for the caller to fill in.
+pub fn fit_settings_to_pb(config: &FitConfig) -> pb::FitSettings {
+    pb::FitSettings {
+        local_epochs: config.local_epochs,
+        batch_size: config.batch_size,
+        learning_rate: config.learning_rate,
+        shuffle_seed: config.shuffle_seed,
+        proximal_mu: config.proximal_mu,
+        ..Default::default()
+    }
+}
+
+/// The local training settings of a fit instruction. Refuses a proximal coefficient that is
+/// negative or not finite; an absent one (a message from before FedProx) is 0. The other
+/// settings are the trainer's to check.
+pub fn fit_settings_from_pb(settings: &pb::FitSettings) -> Result<FitConfig, WireError> {
+    let mu = settings.proximal_mu;
+    if !(mu.is_finite() && mu >= 0.0) {
+        return Err(WireError::Malformed {
+            field: "proximal_mu",
+            reason: format!("{mu} is not a finite number >= 0"),
+        });
+    }
+    Ok(FitConfig {
+        local_epochs: settings.local_epochs,
+        batch_size: settings.batch_size,
+        learning_rate: settings.learning_rate,
+        shuffle_seed: settings.shuffle_seed,
+        proximal_mu: mu,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -550,9 +583,16 @@ mod tests {
 
     #[test]
     fn malformed_protobuf_is_an_error() {
-        assert!(pb::ClientFrame::decode(&[0xff, 0xff, 0xff, 0xff][..]).is_err());
-        assert!(
-            pb::ClientFrame::decode(&[0x0a, 0x80][..]).is_err(),
+        // prost's DecodeError has no public kind: its message is the stable part.
+        let err = pb::ClientFrame::decode(&[0xff, 0xff, 0xff, 0xff][..]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "failed to decode Protobuf message: invalid varint"
+        );
+        let err = pb::ClientFrame::decode(&[0x0a, 0x80][..]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "failed to decode Protobuf message: ClientFrame.kind: invalid varint",
             "truncated length"
         );
     }
@@ -654,20 +694,18 @@ mod tests {
 
     #[test]
     fn field_decoders_check_lengths_and_duplicates() {
-        assert!(hash_from_bytes("params_hash", &[1; 31]).is_err());
+        assert_eq!(
+            hash_from_bytes("params_hash", &[1; 31]),
+            Err(WireError::Malformed {
+                field: "params_hash",
+                reason: "expected 32 bytes, got 31".into()
+            })
+        );
         assert!(hash_from_bytes("params_hash", &[1; 32]).is_ok());
         let m = |n: &str| pb::Metric {
             name: n.into(),
             value: 1.0,
         };
-        assert!(metrics_from_pb(&[m("a"), m("a")]).is_err());
-        assert!(metrics_from_pb(&[m("")]).is_err());
-        assert_eq!(metrics_from_pb(&[m("a"), m("b")]).unwrap().len(), 2);
-        let update = update_digest(&chunk_hashes(&params(), 8));
-        assert_ne!(update, update_digest(&chunk_hashes(&params(), 12)));
-    }
-}
-
         assert_eq!(
             metrics_from_pb(&[m("a"), m("a")]),
             Err(WireError::Malformed {
@@ -682,3 +720,83 @@ mod tests {
                 reason: "length 0 not in 1..=64".into()
             })
         );
+        assert_eq!(metrics_from_pb(&[m("a"), m("b")]).unwrap().len(), 2);
+        let update = update_digest(&chunk_hashes(&params(), 8));
+        assert_ne!(update, update_digest(&chunk_hashes(&params(), 12)));
+    }
+
+    /// `FitSettings` as members built before FedProx encode and decode it.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FitSettingsBeforeProx {
+        #[prost(uint32, tag = "1")]
+        local_epochs: u32,
+        #[prost(uint32, tag = "2")]
+        batch_size: u32,
+        #[prost(double, tag = "3")]
+        learning_rate: f64,
+        #[prost(uint64, tag = "4")]
+        shuffle_seed: u64,
+    }
+
+    #[test]
+    fn fit_settings_carry_the_proximal_term_and_old_messages_still_decode() {
+        let config = FitConfig {
+            local_epochs: 3,
+            batch_size: 16,
+            learning_rate: 0.05,
+            shuffle_seed: 77,
+            proximal_mu: 0.01,
+        };
+        let bytes = fit_settings_to_pb(&config).encode_to_vec();
+        let back = pb::FitSettings::decode(bytes.as_slice()).unwrap();
+        assert_eq!(fit_settings_from_pb(&back).unwrap(), config);
+        // An old aggregator's message: no field 8, so no proximal term.
+        let old = FitSettingsBeforeProx {
+            local_epochs: 3,
+            batch_size: 16,
+            learning_rate: 0.05,
+            shuffle_seed: 77,
+        };
+        let decoded = pb::FitSettings::decode(old.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(
+            fit_settings_from_pb(&decoded).unwrap(),
+            FitConfig {
+                proximal_mu: 0.0,
+                ..config.clone()
+            }
+        );
+        // An old member reads a new message, ignoring the field it does not know.
+        assert_eq!(
+            FitSettingsBeforeProx::decode(bytes.as_slice()).unwrap(),
+            old
+        );
+        // mu = 0 is not encoded at all: default settings are byte for byte what they were.
+        let plain = FitConfig::default();
+        assert_eq!(
+            fit_settings_to_pb(&plain).encode_to_vec(),
+            FitSettingsBeforeProx {
+                local_epochs: plain.local_epochs,
+                batch_size: plain.batch_size,
+                learning_rate: plain.learning_rate,
+                shuffle_seed: plain.shuffle_seed,
+            }
+            .encode_to_vec()
+        );
+        for mu in [-0.5, f64::NAN, f64::INFINITY] {
+            let bad = pb::FitSettings {
+                proximal_mu: mu,
+                ..fit_settings_to_pb(&config)
+            };
+            assert!(
+                matches!(
+                    fit_settings_from_pb(&bad),
+                    Err(WireError::Malformed {
+                        field: "proximal_mu",
+                        ..
+                    })
+                ),
+                "{mu}"
+            );
+        }
+    }
+}

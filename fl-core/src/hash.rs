@@ -188,6 +188,14 @@ mod tests {
         let json = serde_json::to_string(&h).unwrap();
         assert_eq!(json, format!("\"{}\"", h.to_hex()));
         assert_eq!(serde_json::from_str::<ContentHash>(&json).unwrap(), h);
-        assert!(serde_json::from_str::<ContentHash>("\"zz\"").is_err());
+        // serde_json's error is opaque: it is a data error carrying hex's message.
+        let err = serde_json::from_str::<ContentHash>("\"zz\"").unwrap_err();
+        assert!(
+            err.is_data()
+                && err
+                    .to_string()
+                    .starts_with(&hex::FromHexError::InvalidStringLength.to_string()),
+            "{err}"
+        );
     }
 }

@@ -481,12 +481,21 @@ mod tests {
                 got: 7
             })
         );
-        assert!(ParamVec::from_le_bytes(schema(), &[0u8; 31]).is_err());
+        assert_eq!(
+            ParamVec::from_le_bytes(schema(), &[0u8; 31]),
+            Err(ParamError::LengthMismatch {
+                expected: 32,
+                got: 31
+            })
+        );
         assert!(matches!(
             Schema::new(vec![TensorSpec::new("a", [1]), TensorSpec::new("a", [2])]),
-            Err(ParamError::DuplicateTensor(_))
+            Err(ParamError::DuplicateTensor(name)) if name == "a"
         ));
-        assert!(Schema::new(vec![TensorSpec::new("", [1])]).is_err());
+        assert_eq!(
+            Schema::new(vec![TensorSpec::new("", [1])]),
+            Err(ParamError::EmptyTensorName)
+        );
     }
 
     #[test]
@@ -516,8 +525,15 @@ mod tests {
         let json = serde_json::to_string(&a).unwrap();
         let back: Schema = serde_json::from_str(&json).unwrap();
         assert_eq!(back.hash(), a.hash());
+        // serde_json's error is opaque: it is a data error carrying our message.
+        let err =
+            serde_json::from_str::<Schema>(r#"{"tensors":[{"name":"","shape":[1]}]}"#).unwrap_err();
         assert!(
-            serde_json::from_str::<Schema>(r#"{"tensors":[{"name":"","shape":[1]}]}"#).is_err()
+            err.is_data()
+                && err
+                    .to_string()
+                    .starts_with(&ParamError::EmptyTensorName.to_string()),
+            "{err}"
         );
     }
 }

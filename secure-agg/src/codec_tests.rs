@@ -133,10 +133,27 @@ fn wrap_possible_configs_are_rejected_with_the_numbers() {
         "{text}"
     );
     assert!(text.contains("lower scale or clip_norm"), "{text}");
-    assert!(CodecConfig::for_clients(1 << 30, 1.0, 8).is_err());
-    assert!(CodecConfig::for_clients(0, 1.0, 8).is_err());
-    assert!(CodecConfig::for_clients(3, 1.0, 33).is_err());
-    assert!(CodecConfig::for_clients(3, f64::NAN, 16).is_err());
+    let res = CodecConfig::for_clients(1 << 30, 1.0, 8);
+    assert!(
+        matches!(
+            res,
+            Err(Error::WouldWrap {
+                clients: 0x4000_0000,
+                modulus_bits: 8,
+                ..
+            })
+        ),
+        "{res:?}"
+    );
+    let invalid = |res: Result<CodecConfig>, param: &str| {
+        assert!(
+            matches!(&res, Err(Error::InvalidParameter { name, .. }) if *name == param),
+            "{res:?}"
+        );
+    };
+    invalid(CodecConfig::for_clients(0, 1.0, 8), "max_clients");
+    invalid(CodecConfig::for_clients(3, 1.0, 33), "modulus_bits");
+    invalid(CodecConfig::for_clients(3, f64::NAN, 16), "clip_norm");
 }
 
 #[test]
@@ -147,7 +164,18 @@ fn for_clients_picks_the_largest_scale() {
         scale: cfg.scale * 1.001,
         ..cfg.clone()
     };
-    assert!(Codec::new(bigger, 10).is_err());
+    let res = Codec::new(bigger, 10).map(drop);
+    assert!(
+        matches!(
+            res,
+            Err(Error::WouldWrap {
+                clients: 100,
+                modulus_bits: 32,
+                ..
+            })
+        ),
+        "{res:?}"
+    );
     // 100 clients in 31 bits of magnitude: about 2^24.4 per client.
     assert!(cfg.scale > 2f64.powi(24) && cfg.scale < 2f64.powi(25));
 }
@@ -155,14 +183,41 @@ fn for_clients_picks_the_largest_scale() {
 #[test]
 fn bad_input_is_an_error() {
     let codec = Codec::new(CodecConfig::for_clients(3, 1.0, 16).unwrap(), 4).unwrap();
-    assert!(codec.encode(&[1.0; 3], &mut rng(1)).is_err());
+    // The codec is not a client: vector errors name none (u32::MAX).
+    let bad_vector = |res: Result<Vec<f64>>| {
+        assert!(
+            matches!(
+                res,
+                Err(Error::BadVector {
+                    client: u32::MAX,
+                    ..
+                })
+            ),
+            "{res:?}"
+        );
+    };
+    let res = codec.encode(&[1.0; 3], &mut rng(1));
     assert!(
-        codec
-            .encode(&[1.0, f32::NAN, 0.0, 0.0], &mut rng(1))
-            .is_err()
+        matches!(
+            &res,
+            Err(Error::BadVector { client: u32::MAX, reason })
+                if reason == "3 coordinates, the codec expects 4"
+        ),
+        "{res:?}"
     );
-    assert!(codec.decode_sum(&[0; 3], 3).is_err());
-    assert!(codec.decode_sum(&[0; 4], 5).is_err());
+    let res = codec.encode(&[1.0, f32::NAN, 0.0, 0.0], &mut rng(1));
+    assert!(
+        matches!(
+            res,
+            Err(Error::Privacy(privacy::Error::NonFiniteInput {
+                index: 1,
+                ..
+            }))
+        ),
+        "{res:?}"
+    );
+    bad_vector(codec.decode_sum(&[0; 3], 3));
+    bad_vector(codec.decode_sum(&[0; 4], 5));
 }
 
 #[test]
@@ -207,18 +262,40 @@ fn with_scale_picks_the_fewest_bits() {
     // 100 clients x (2^10 + 1) < 2^17: 18 bits with the sign.
     let cfg = CodecConfig::with_scale(100, 1.0, 1024.0).unwrap();
     assert_eq!(cfg.modulus_bits, 18);
+    let res = Codec::new(
+        CodecConfig {
+            modulus_bits: 17,
+            ..cfg.clone()
+        },
+        1,
+    )
+    .map(drop);
     assert!(
-        Codec::new(
-            CodecConfig {
+        matches!(
+            res,
+            Err(Error::WouldWrap {
+                clients: 100,
+                needed_bits: 18,
                 modulus_bits: 17,
-                ..cfg.clone()
-            },
-            1
-        )
-        .is_err()
+                ..
+            })
+        ),
+        "{res:?}"
     );
     // 2^25 per client x 100 clients needs 33 bits: refused with the numbers.
     let e = CodecConfig::with_scale(100, 1.0, (1u64 << 25) as f64).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::WouldWrap {
+                clients: 100,
+                needed_bits: 33,
+                modulus_bits: 32,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("33 bits"), "{e}");
 }
 

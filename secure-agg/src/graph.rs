@@ -258,9 +258,15 @@ mod tests {
         );
         let q = GraphParams::choose(100_000, 0.05, 0.05).unwrap();
         assert!(q.degree < 400, "{q:?}");
-        assert!(GraphParams::choose(10, 0.5, 0.4).is_err());
-        assert!(GraphParams::choose(1, 0.0, 0.0).is_err());
-        assert!(GraphParams::choose(10, f64::NAN, 0.0).is_err());
+        let refused = |res: Result<GraphParams>, param: &str| {
+            assert!(
+                matches!(&res, Err(Error::InvalidParameter { name, .. }) if *name == param),
+                "{res:?}"
+            );
+        };
+        refused(GraphParams::choose(10, 0.5, 0.4), "dropout + corruption");
+        refused(GraphParams::choose(1, 0.0, 0.0), "n");
+        refused(GraphParams::choose(10, f64::NAN, 0.0), "dropout");
     }
 
     #[test]

@@ -313,14 +313,28 @@ mod tests {
         let mut bad = shares[0].clone();
         bad.0[0] = add(bad.0[0], 1);
         let pts = [(xs[0], &bad), (xs[1], &shares[1]), (xs[2], &shares[2])];
-        assert!(reconstruct(&pts, 3, 0, "t").is_err());
+        let res = reconstruct(&pts, 3, 0, "t");
+        assert!(
+            matches!(res, Err(Error::ReconstructionMismatch { client: 0 })),
+            "{res:?}"
+        );
         // Duplicate x-coordinates are refused.
         let pts = [
             (xs[0], &shares[0]),
             (xs[0], &shares[0]),
             (xs[2], &shares[2]),
         ];
-        assert!(reconstruct(&pts, 3, 0, "t").is_err());
+        let res = reconstruct(&pts, 3, 0, "t");
+        assert!(
+            matches!(
+                res,
+                Err(Error::Duplicate {
+                    client: 0,
+                    what: "the share x-coordinates"
+                })
+            ),
+            "{res:?}"
+        );
     }
 
     #[test]
@@ -328,8 +342,15 @@ mod tests {
         let mut r = ChaCha20Rng::seed_from_u64(3);
         let s = &split(&[9; 32], &[x_of(1)], 1, &mut r)[0];
         assert_eq!(Share::from_bytes(&s.to_bytes()).unwrap(), *s);
-        assert!(Share::from_bytes(&[0; 47]).is_err());
-        assert!(Share::from_bytes(&[0xff; 48]).is_err());
+        let malformed = |bytes: &[u8], why: &str| {
+            let res = Share::from_bytes(bytes);
+            assert!(
+                matches!(&res, Err(Error::Malformed { message: "share", reason }) if reason == why),
+                "{res:?}"
+            );
+        };
+        malformed(&[0; 47], "47 bytes, not 48");
+        malformed(&[0xff; 48], "field element not below 2^127 - 1");
         // Threshold 1: the share is the secret's limbs.
         assert_eq!(reconstruct(&[(x_of(1), s)], 1, 0, "t").unwrap(), [9; 32]);
     }

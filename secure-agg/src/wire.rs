@@ -290,10 +290,26 @@ mod tests {
                 assert_eq!(p.len(), (len * bits as usize).div_ceil(8));
                 assert_eq!(unpack_values(&p, bits, len).unwrap(), v, "{bits} {len}");
                 if !p.is_empty() {
-                    assert!(unpack_values(&p[1..], bits, len).is_err());
+                    let res = unpack_values(&p[1..], bits, len);
+                    assert!(
+                        matches!(
+                            &res,
+                            Err(Error::Malformed { message: "masked vector", reason })
+                                if reason.starts_with(&format!("{} bytes, {len} values", p.len() - 1))
+                        ),
+                        "{res:?}"
+                    );
                 }
             }
         }
-        assert!(unpack_values(&[0xff], 3, 2).is_err());
+        let res = unpack_values(&[0xff], 3, 2);
+        assert!(
+            matches!(
+                &res,
+                Err(Error::Malformed { message: "masked vector", reason })
+                    if reason == "non-zero padding bits"
+            ),
+            "{res:?}"
+        );
     }
 }

@@ -351,8 +351,17 @@ mod tests {
         let s = sum(&encoded);
         let total = decode_sum(&fit, &s, 3, &global, Metrics::new()).unwrap();
         assert_eq!(total.total_weight(), 3);
-        assert!(decode_sum(&fit, &s, 2, &global, Metrics::new()).is_err());
-        assert!(decode_sum(&fit, &[], 2, &global, Metrics::new()).is_err());
+        let res = decode_sum(&fit, &s, 2, &global, Metrics::new());
+        assert!(
+            matches!(&res, Err(SecureError::Settings(m))
+                if m == "the weights sum to 3, not the 2 survivors"),
+            "{res:?}"
+        );
+        let res = decode_sum(&fit, &[], 2, &global, Metrics::new());
+        assert!(
+            matches!(&res, Err(SecureError::Settings(m)) if m == "empty sum"),
+            "{res:?}"
+        );
     }
 
     #[test]
@@ -361,14 +370,23 @@ mod tests {
         f.codec = f.codec.clone().with_rotation([9; 32]);
         let back = wire::fit_from_pb(&wire::fit_to_pb(&f)).unwrap();
         assert_eq!(back, f);
+        let refused = |bad: &crate::wire::pb::SecureFitSettings, why: &str| {
+            assert_eq!(
+                wire::fit_from_pb(bad),
+                Err(crate::wire::WireError::Malformed {
+                    field: "secure settings",
+                    reason: why.into()
+                })
+            );
+        };
         let mut bad = wire::fit_to_pb(&f);
         bad.session = vec![0; 31];
-        assert!(wire::fit_from_pb(&bad).is_err());
+        refused(&bad, "session is 31 bytes, not 32");
         let mut bad = wire::fit_to_pb(&f);
         bad.prg = 99;
-        assert!(wire::fit_from_pb(&bad).is_err());
+        refused(&bad, "unknown PRG code 99");
         let mut bad = wire::fit_to_pb(&f);
         bad.rotation_seed = vec![1; 5];
-        assert!(wire::fit_from_pb(&bad).is_err());
+        refused(&bad, "rotation seed is 5 bytes, not 0 or 32");
     }
 }

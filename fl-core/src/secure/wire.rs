@@ -521,6 +521,15 @@ impl EncryptedAssembler {
 mod tests {
     use super::*;
 
+    /// Asserts that `res` is a `Malformed` refusal of `field` whose reason is `why`.
+    #[track_caller]
+    fn refused<T: std::fmt::Debug>(res: Result<T, WireError>, field: &str, why: &str) {
+        assert!(
+            matches!(&res, Err(WireError::Malformed { field: f, reason }) if *f == field && reason == why),
+            "expected {field}: {why}, got {res:?}"
+        );
+    }
+
     #[test]
     fn masked_chunks_reassemble_and_bad_chunks_are_refused() {
         for bits in [32, 20, 7] {
@@ -539,21 +548,52 @@ mod tests {
         }
         let values: Vec<u32> = (0..1000).collect();
         let chunks = masked_chunks(3, &values, 32, 256);
-        assert!(MaskedAssembler::new(3, 5000, 32, 2000, 256).is_err());
-        assert!(MaskedAssembler::new(3, 0, 32, 2000, 256).is_err());
-        assert!(MaskedAssembler::new(3, 10, 33, 2000, 256).is_err());
+        let header = "masked header";
+        refused(
+            MaskedAssembler::new(3, 5000, 32, 2000, 256),
+            header,
+            "5000 values (this model allows 1..=2000)",
+        );
+        refused(
+            MaskedAssembler::new(3, 0, 32, 2000, 256),
+            header,
+            "0 values (this model allows 1..=2000)",
+        );
+        refused(
+            MaskedAssembler::new(3, 10, 33, 2000, 256),
+            header,
+            "33 bits per value (1..=32)",
+        );
         let mut a = MaskedAssembler::new(3, 1000, 32, 2000, 256).unwrap();
-        assert!(a.push(&chunks[1]).is_err(), "out of order");
+        let chunk = "masked chunk";
+        let next = chunks[1].offset;
+        refused(
+            a.push(&chunks[1]),
+            chunk,
+            &format!("offset {next} where 0 was next"),
+        );
         let mut other = chunks[0].clone();
         other.round = 4;
-        assert!(a.push(&other).is_err(), "wrong round");
+        refused(a.push(&other), chunk, "round 4 in an update for 3");
         let mut odd = chunks[0].clone();
         odd.data.pop();
-        assert!(a.push(&odd).is_err(), "truncated");
+        let (count, bytes) = (odd.count, odd.data.len());
+        refused(
+            a.push(&odd),
+            chunk,
+            &format!(
+                "malformed masked vector: {bytes} bytes, {count} values of 32 bits need {}",
+                bytes + 1
+            ),
+        );
         let mut a = MaskedAssembler::new(3, 10, 32, 2000, 256).unwrap();
-        assert!(a.push(&chunks[0]).is_err(), "past the end");
+        refused(
+            a.push(&chunks[0]),
+            chunk,
+            &format!("{} values where 1..=10 remain", chunks[0].count),
+        );
         let a = MaskedAssembler::new(3, 1000, 32, 2000, 256).unwrap();
-        assert!(a.finish().is_err(), "incomplete");
+        refused(a.finish(), "masked update", "ended after 0 of 1000 values");
     }
 
     #[test]
@@ -574,42 +614,48 @@ mod tests {
         assert_eq!((round, got, got_metrics), (9, update.clone(), metrics));
 
         // Header bounds: no chunks, too many, an empty or oversized manifest.
+        let field = "encrypted header";
         let mut h = header.clone();
         h.num_chunks = 0;
-        assert!(new(&h).is_err());
+        refused(new(&h), field, "0 chunks (this model allows 1..=8)");
         h.num_chunks = 9;
-        assert!(new(&h).is_err());
+        refused(new(&h), field, "9 chunks (this model allows 1..=8)");
         let mut h = header.clone();
         h.manifest.clear();
-        assert!(new(&h).is_err());
+        refused(new(&h), field, "a manifest of 0 bytes (1..=128)");
         h.manifest = vec![0; 129];
-        assert!(new(&h).is_err());
+        refused(new(&h), field, "a manifest of 129 bytes (1..=128)");
 
         // Chunks out of order, for another round, empty, oversized, past the announced count,
         // beyond the total budget.
+        let field = "ciphertext chunk";
         let mut a = new(&header).unwrap();
-        assert!(a.push(chunks[1].clone()).is_err(), "out of order");
+        refused(a.push(chunks[1].clone()), field, "chunk 1 where 0 was next");
         let mut other = chunks[0].clone();
         other.round = 10;
-        assert!(a.push(other).is_err(), "another round");
+        refused(a.push(other), field, "round 10 in an update for 9");
         let mut empty = chunks[0].clone();
         empty.data.clear();
-        assert!(a.push(empty).is_err(), "empty");
+        refused(a.push(empty), field, "0 bytes (1..=128)");
         let mut big = chunks[0].clone();
         big.data = vec![0; 129];
-        assert!(a.push(big).is_err(), "oversized");
+        refused(a.push(big), field, "129 bytes (1..=128)");
         let mut a = EncryptedAssembler::new(header.clone(), 8, 128, 150).unwrap();
         a.push(chunks[0].clone()).unwrap();
-        assert!(a.push(chunks[1].clone()).is_err(), "over the total budget");
+        refused(
+            a.push(chunks[1].clone()),
+            field,
+            "the update exceeds 150 bytes",
+        );
         let mut a = new(&header).unwrap();
         for c in &chunks {
             a.push(c.clone()).unwrap();
         }
         let mut extra = chunks[2].clone();
         extra.index = 3;
-        assert!(a.push(extra).is_err(), "past the announced count");
+        refused(a.push(extra), field, "more than the 3 announced chunks");
         let mut a = new(&header).unwrap();
         a.push(chunks[0].clone()).unwrap();
-        assert!(a.finish().is_err(), "incomplete");
+        refused(a.finish(), "encrypted update", "ended after 1 of 3 chunks");
     }
 }

@@ -336,6 +336,10 @@ mod tests {
         let r = p.noise_report();
         assert!(r.failure_log2_per_value <= FAILURE_LOG2_PER_VALUE + 1e-9);
         assert!(r.smudging_margin_log2 >= MIN_SMUDGING_MARGIN_LOG2);
-        assert!(CommitteeParams::new(5, 3, 2, 32, 100_000).is_err());
+        let res = CommitteeParams::new(5, 3, 2, 32, 100_000);
+        assert!(
+            matches!(&res, Err(Error::InvalidParams(m)) if m.starts_with("noise budget exceeded")),
+            "{res:?}"
+        );
     }
 }

@@ -60,6 +60,15 @@ fn clients(count: u32, rng: &mut ChaCha20Rng) -> Clients {
     Clients { signers, registry }
 }
 
+/// Asserts that `res` is [`Error::Malformed`] with a message ending in `why`.
+#[track_caller]
+fn assert_malformed<T: std::fmt::Debug>(res: Result<T, Error>, why: &str) {
+    assert!(
+        matches!(&res, Err(Error::Malformed(m)) if m.ends_with(why)),
+        "expected a malformed message ({why}), got {res:?}"
+    );
+}
+
 fn random_values(len: usize, bits: u32, rng: &mut ChaCha20Rng) -> Vec<u32> {
     (0..len)
         .map(|_| {
@@ -491,11 +500,26 @@ fn shared_key_mode_sums_exactly() {
 
 #[test]
 fn parameters_and_plaintext_range_are_checked() {
-    assert!(CommitteeParams::new(5, 6, 2, 16, 10).is_err());
-    assert!(CommitteeParams::new(5, 3, 1, 16, 10).is_err());
-    assert!(CommitteeParams::new(5, 3, 2, 33, 10).is_err());
+    let invalid = |res: Result<CommitteeParams, Error>, why: &str| {
+        assert!(
+            matches!(&res, Err(Error::InvalidParams(m)) if m.starts_with(why)),
+            "expected invalid parameters ({why}), got {res:?}"
+        );
+    };
+    invalid(
+        CommitteeParams::new(5, 6, 2, 16, 10),
+        "threshold must be in 1..=members",
+    );
+    invalid(
+        CommitteeParams::new(5, 3, 1, 16, 10),
+        "min_contributors must be at least 2",
+    );
+    invalid(
+        CommitteeParams::new(5, 3, 2, 33, 10),
+        "plaintext_bits must be in 1..=32",
+    );
     // 32-bit values leave no room to smudge a committee's decryption.
-    assert!(CommitteeParams::new(5, 3, 2, 32, 100).is_err());
+    invalid(CommitteeParams::new(5, 3, 2, 32, 100), "smudging margin");
     let mut rng = ChaCha20Rng::seed_from_u64(8);
     let params = HeParams::new(8, 10).unwrap();
     let key = SharedKey::generate(params, &mut rng).unwrap();
@@ -523,21 +547,27 @@ fn decoding_is_bounded_and_never_panics() {
         (committee.key.to_bytes(), "key"),
         (request.contributors()[0].to_bytes(), "manifest"),
     ];
+    let decode = |what: &str, b: &[u8]| -> Result<(), Error> {
+        match what {
+            "request" => he::DecryptionRequest::from_bytes(b, &limits).map(drop),
+            "chunk" => he::EncryptedChunk::from_bytes(b, &limits).map(drop),
+            "key" => he::CompactPublicKey::from_bytes(b, params.he.lwe).map(drop),
+            _ => he::SignedManifest::from_bytes(b, &limits).map(drop),
+        }
+    };
     for (bytes, what) in &samples {
+        assert!(decode(what, bytes).is_ok(), "{what} does not decode");
         // Every truncation and a trailing byte are errors.
         for cut in (0..bytes.len()).step_by(bytes.len() / 97 + 1) {
-            let b = &bytes[..cut];
-            let ok = match *what {
-                "request" => he::DecryptionRequest::from_bytes(b, &limits).is_ok(),
-                "chunk" => he::EncryptedChunk::from_bytes(b, &limits).is_ok(),
-                "key" => he::CompactPublicKey::from_bytes(b, params.he.lwe).is_ok(),
-                _ => he::SignedManifest::from_bytes(b, &limits).is_ok(),
-            };
-            assert!(!ok, "{what} truncated at {cut} decoded");
+            let res = decode(what, &bytes[..cut]);
+            assert!(
+                matches!(&res, Err(Error::Malformed(m)) if m.ends_with(": truncated")),
+                "{what} truncated at {cut}: {res:?}"
+            );
         }
         let mut long = bytes.clone();
         long.push(0);
-        assert!(he::EncryptedChunk::from_bytes(&long, &limits).is_err());
+        assert_malformed(decode(what, &long), ": trailing bytes");
         // Random corruption never panics.
         for _ in 0..200 {
             let mut b = bytes.clone();
@@ -632,13 +662,25 @@ fn shared_key_seeded_uploads_are_half_the_size_and_sum_exactly() {
         assert!(bytes < 8 * len + 100, "{bytes} bytes");
         let m = key.manifest(1, id, &chunks).sign(&all.signers[id as usize]);
         aggregate.admit(m, &all.registry).unwrap();
+        // A tampered chunk does not match the digest its client signed.
+        let mut tampered = chunks[0].clone();
+        tampered.seed ^= 1;
+        let res = aggregate.add_seeded_chunk(id, &tampered);
+        assert!(
+            matches!(res, Err(Error::BadSignature { client }) if client == id),
+            "{res:?}"
+        );
         for c in &chunks {
             let c = he::SeededChunk::from_bytes(&c.to_bytes(), &limits).unwrap();
             aggregate.add_seeded_chunk(id, &c).unwrap();
         }
-        let mut tampered = chunks[0].clone();
-        tampered.seed ^= 1;
-        assert!(aggregate.add_seeded_chunk(id, &tampered).is_err());
+        // Once the real chunk is counted, another one at its index is refused as a duplicate,
+        // before its digest is looked at.
+        let res = aggregate.add_seeded_chunk(id, &tampered);
+        assert!(
+            matches!(&res, Err(Error::Duplicate(m)) if m == &format!("chunk 0 of client {id} twice")),
+            "{res:?}"
+        );
     }
     let encryptor = ClientEncryptor::new(params, key.public_key().clone()).unwrap();
     let chunks = encryptor.encrypt(&vectors[2], &mut rng).unwrap();
@@ -775,14 +817,18 @@ fn a_restarted_member_keeps_its_refusals_and_garbage_state_is_rejected() {
     // Truncated, extended or corrupted states are refused, never panic.
     let bytes = restarted.to_bytes();
     for cut in [0, 3, 4, 20, bytes.len() / 2, bytes.len() - 1] {
+        let res = CommitteeMember::from_bytes(&bytes[..cut]);
         assert!(
-            CommitteeMember::from_bytes(&bytes[..cut]).is_err(),
-            "cut at {cut}"
+            matches!(&res, Err(Error::Malformed(m)) if m == "committee member state: truncated"),
+            "cut at {cut}: {res:?}"
         );
     }
     let mut longer = bytes.clone();
     longer.push(0);
-    assert!(CommitteeMember::from_bytes(&longer).is_err());
+    assert_malformed(
+        CommitteeMember::from_bytes(&longer),
+        "committee member state: trailing bytes",
+    );
     for pos in (0..bytes.len()).step_by(997) {
         let mut flipped = bytes.clone();
         flipped[pos] ^= 0x80;
@@ -801,5 +847,11 @@ fn a_restarted_member_keeps_its_refusals_and_garbage_state_is_rejected() {
         }
         + 32;
     member_out_of_range[offset..offset + 4].copy_from_slice(&7u32.to_le_bytes());
-    assert!(CommitteeMember::from_bytes(&member_out_of_range).is_err());
+    assert_malformed(
+        CommitteeMember::from_bytes(&member_out_of_range),
+        &format!(
+            "committee member state: member 7 of a committee of {}",
+            params.members
+        ),
+    );
 }

@@ -3,28 +3,49 @@
 
 use proptest::prelude::*;
 use secure_agg::{
-    InboundShares, KeyDirectory, Limits, MaskedInputHeader, PrgKind, SecAggParams, SharePackets,
-    SignedAdvertisement, UnmaskRequest, UnmaskResponse, unpack_values,
+    Error, InboundShares, KeyDirectory, Limits, MaskedInputHeader, PrgKind, SecAggParams,
+    SharePackets, SignedAdvertisement, UnmaskRequest, UnmaskResponse, unpack_values,
 };
 
 use crate::common::Manual;
 
-type Decoder = fn(&[u8], &Limits) -> bool;
+type Decoder = fn(&[u8], &Limits) -> Result<(), Error>;
 
-fn decoders() -> Vec<(&'static str, Decoder)> {
+/// Every message type's decoder, with the name its `Malformed` errors carry.
+fn decoders() -> Vec<(&'static str, &'static str, Decoder)> {
     vec![
-        ("advertisement", |b, l| {
-            SignedAdvertisement::from_bytes(b, l).is_ok()
+        ("advertisement", "key advertisement", |b, l| {
+            SignedAdvertisement::from_bytes(b, l).map(drop)
         }),
-        ("directory", |b, l| KeyDirectory::from_bytes(b, l).is_ok()),
-        ("share packets", |b, l| {
-            SharePackets::from_bytes(b, l).is_ok()
+        ("directory", "key directory", |b, l| {
+            KeyDirectory::from_bytes(b, l).map(drop)
         }),
-        ("inbound", |b, l| InboundShares::from_bytes(b, l).is_ok()),
-        ("header", |b, l| MaskedInputHeader::from_bytes(b, l).is_ok()),
-        ("request", |b, l| UnmaskRequest::from_bytes(b, l).is_ok()),
-        ("response", |b, l| UnmaskResponse::from_bytes(b, l).is_ok()),
+        ("share packets", "share packets", |b, l| {
+            SharePackets::from_bytes(b, l).map(drop)
+        }),
+        ("inbound", "inbound shares", |b, l| {
+            InboundShares::from_bytes(b, l).map(drop)
+        }),
+        ("header", "masked input header", |b, l| {
+            MaskedInputHeader::from_bytes(b, l).map(drop)
+        }),
+        ("request", "unmask request", |b, l| {
+            UnmaskRequest::from_bytes(b, l).map(drop)
+        }),
+        ("response", "unmask response", |b, l| {
+            UnmaskResponse::from_bytes(b, l).map(drop)
+        }),
     ]
+}
+
+/// Asserts that `res` is a `Malformed` error of the message `name` whose reason contains `why`.
+#[track_caller]
+fn assert_malformed<T: std::fmt::Debug>(res: Result<T, Error>, name: &str, why: &str) {
+    assert!(
+        matches!(&res, Err(Error::Malformed { message, reason })
+            if *message == name && reason.contains(why)),
+        "expected a malformed {name} ({why}), got {res:?}"
+    );
 }
 
 /// One valid encoding of every message type, from a real round (made once).
@@ -92,22 +113,27 @@ fn make_samples() -> Vec<(&'static str, Vec<u8>)> {
 fn valid_encodings_round_trip_and_damaged_ones_fail() {
     let l = Limits::default();
     let decoders = decoders();
-    for ((name, bytes), (dname, decode)) in samples().into_iter().zip(&decoders) {
+    for ((name, bytes), (dname, message, decode)) in samples().into_iter().zip(&decoders) {
         assert_eq!(name, *dname);
-        assert!(decode(&bytes, &l), "{name} does not decode");
+        let res = decode(&bytes, &l);
+        assert!(res.is_ok(), "{name} does not decode: {res:?}");
         for cut in 0..bytes.len() {
+            // Cut anywhere, some read runs out of bytes (or a count no longer fits them).
+            let res = decode(&bytes[..cut], &l);
             assert!(
-                !decode(&bytes[..cut], &l),
-                "{name} truncated to {cut} decodes"
+                matches!(&res, Err(Error::Malformed { message: m, reason })
+                    if m == message
+                        && (reason.starts_with("truncated") || reason.starts_with("count "))),
+                "{name} truncated to {cut}: {res:?}"
             );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(!decode(&longer, &l), "{name} with a trailing byte decodes");
+        assert_malformed(decode(&longer, &l), message, "1 trailing bytes");
         // Every other decoder refuses it (tags differ).
-        for (other, d) in &decoders {
+        for (other, other_message, d) in &decoders {
             if other != dname {
-                assert!(!d(&bytes, &l), "{name} decodes as {other}");
+                assert_malformed(d(&bytes, &l), other_message, "expected 0x");
             }
         }
     }
@@ -124,22 +150,43 @@ fn limits_are_enforced_before_allocation() {
         max_vector_len: 10,
     };
     let s = samples();
-    assert!(KeyDirectory::from_bytes(&s[1].1, &tight).is_err());
-    assert!(SignedAdvertisement::from_bytes(&s[0].1, &tight).is_err());
+    // Five entries where at most two are allowed; a 64-byte signature where 8 are.
+    assert_malformed(
+        KeyDirectory::from_bytes(&s[1].1, &tight),
+        "key directory",
+        "count 5 over the limit 2",
+    );
+    assert_malformed(
+        SignedAdvertisement::from_bytes(&s[0].1, &tight),
+        "key advertisement",
+        "limit 8",
+    );
     // A count of 2^32 - 1 with no bytes behind it.
     let mut huge = vec![0x02];
     huge.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert!(KeyDirectory::from_bytes(&huge, &Limits::default()).is_err());
+    assert_malformed(
+        KeyDirectory::from_bytes(&huge, &Limits::default()),
+        "key directory",
+        &format!("count {}", u32::MAX),
+    );
     let mut req = vec![0x06];
     req.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert!(UnmaskRequest::from_bytes(&req, &Limits::default()).is_err());
+    assert_malformed(
+        UnmaskRequest::from_bytes(&req, &Limits::default()),
+        "unmask request",
+        &format!("count {}", u32::MAX),
+    );
     // Unsorted ids.
     let bad = UnmaskRequest {
         survivors: vec![3, 1],
         dropped: vec![],
     }
     .to_bytes();
-    assert!(UnmaskRequest::from_bytes(&bad, &Limits::default()).is_err());
+    assert_malformed(
+        UnmaskRequest::from_bytes(&bad, &Limits::default()),
+        "unmask request",
+        "survivors not in strictly increasing order at 1",
+    );
 }
 
 proptest! {
@@ -152,7 +199,7 @@ proptest! {
             b[0] = tag;
         }
         let l = Limits::default();
-        for (_, d) in decoders() {
+        for (_, _, d) in decoders() {
             let _ = d(&b, &l);
         }
         let _ = unpack_values(&b, (u32::from(tag) % 32) + 1, b.len());
@@ -161,7 +208,7 @@ proptest! {
     #[test]
     fn flipped_bytes_never_panic(index in any::<prop::sample::Index>(), xor in 1_u8..=255) {
         let l = Limits::default();
-        for ((_, bytes), (_, d)) in samples().into_iter().zip(decoders()) {
+        for ((_, bytes), (_, _, d)) in samples().into_iter().zip(decoders()) {
             let mut b = bytes;
             let i = index.index(b.len());
             b[i] ^= xor;

@@ -37,7 +37,8 @@ fn a_client_never_reveals_both_shares_of_a_peer() {
         survivors: req.survivors.iter().copied().filter(|&j| j != 1).collect(),
         dropped: vec![1],
     };
-    assert!(c.handle_unmask_request(flipped, signer).is_err());
+    let res = c.handle_unmask_request(flipped, signer);
+    assert!(matches!(res, Err(Error::AlreadyAnswered)), "{res:?}");
     assert_eq!(c.revealed(), &before);
     assert!(before.values().all(|r| *r == Revealed::SelfMaskShare));
 }
@@ -59,9 +60,16 @@ fn both_dropped_and_alive_gets_no_answer_ever() {
         Err(Error::InconsistentDropouts { client }) if client == other
     ));
     // Even the honest request is refused afterwards.
+    let res = c.handle_unmask_request(m.requests[&0].clone(), signer);
     assert!(
-        c.handle_unmask_request(m.requests[&0].clone(), signer)
-            .is_err()
+        matches!(
+            res,
+            Err(Error::WrongStage {
+                call: "handle_unmask_request",
+                stage: "failed"
+            })
+        ),
+        "{res:?}"
     );
     assert!(c.revealed().is_empty());
 }
@@ -140,17 +148,17 @@ fn forged_or_replayed_advertisements_are_rejected() {
     // Client 1's real advertisement claimed by client 2.
     let mut c1 = ClientRound::new(BINDING, p, 1, &ids, &mut rng(6)).unwrap();
     let ad1 = c1.advertise(signers[&1].as_ref()).unwrap();
+    let res = server.handle_advertisement(2, ad1.clone(), &registry);
     assert!(
-        server
-            .handle_advertisement(2, ad1.clone(), &registry)
-            .is_err()
+        matches!(res, Err(Error::UnexpectedClient { client: 1, .. })),
+        "{res:?}"
     );
     let mut relabelled = ad1.clone();
     relabelled.client = 2;
+    let res = server.handle_advertisement(2, relabelled, &registry);
     assert!(
-        server
-            .handle_advertisement(2, relabelled, &registry)
-            .is_err()
+        matches!(res, Err(Error::BadSignature { client: 2, .. })),
+        "{res:?}"
     );
     // Made for another round or another session.
     for other in [
@@ -176,7 +184,7 @@ fn forged_or_replayed_advertisements_are_rejected() {
         .unwrap();
     assert!(matches!(
         server.handle_advertisement(1, ad1, &registry),
-        Err(Error::Duplicate { .. })
+        Err(Error::Duplicate { client: 1, .. })
     ));
 }
 
@@ -196,9 +204,10 @@ fn a_client_rejects_a_directory_with_a_forged_or_swapped_key() {
     let mut dir = m.directory.clone().unwrap();
     dir.entries.retain(|e| e.client != 1);
     let c = m.clients.get_mut(&1).unwrap();
+    let res = c.handle_key_directory(dir, &m.registry, m.signers[&1].as_ref());
     assert!(
-        c.handle_key_directory(dir, &m.registry, m.signers[&1].as_ref())
-            .is_err()
+        matches!(res, Err(Error::UnexpectedClient { client: 1, .. })),
+        "{res:?}"
     );
     // Duplicate entries.
     let mut dir = m.directory.clone().unwrap();
@@ -207,7 +216,7 @@ fn a_client_rejects_a_directory_with_a_forged_or_swapped_key() {
     let c = m.clients.get_mut(&2).unwrap();
     assert!(matches!(
         c.handle_key_directory(dir, &m.registry, m.signers[&2].as_ref()),
-        Err(Error::Duplicate { .. })
+        Err(Error::Duplicate { client: 2, .. })
     ));
 }
 
@@ -227,7 +236,7 @@ fn forged_replayed_or_mismatched_masked_inputs_are_rejected() {
     assert!(matches!(
         m.server
             .handle_masked_input(0, replay, &masked, &m.registry),
-        Err(Error::BadSignature { .. })
+        Err(Error::BadSignature { client: 0, .. })
     ));
     // A tampered vector no longer matches its signed digest.
     let mut tampered = masked.clone();
@@ -235,26 +244,32 @@ fn forged_replayed_or_mismatched_masked_inputs_are_rejected() {
     assert!(matches!(
         m.server
             .handle_masked_input(0, header.clone(), &tampered, &m.registry),
-        Err(Error::BadVector { .. })
+        Err(Error::BadVector { client: 0, .. })
     ));
     // Values at or above 2^k, wrong lengths.
     let mut big = masked.clone();
     big[0] = 1 << 16;
+    let res = m
+        .server
+        .handle_masked_input(0, header.clone(), &big, &m.registry);
     assert!(
-        m.server
-            .handle_masked_input(0, header.clone(), &big, &m.registry)
-            .is_err()
+        matches!(res, Err(Error::BadVector { client: 0, .. })),
+        "{res:?}"
     );
+    let res = m
+        .server
+        .handle_masked_input(0, header.clone(), &masked[1..], &m.registry);
     assert!(
-        m.server
-            .handle_masked_input(0, header.clone(), &masked[1..], &m.registry)
-            .is_err()
+        matches!(res, Err(Error::BadVector { client: 0, .. })),
+        "{res:?}"
     );
     // Claimed by someone else.
+    let res = m
+        .server
+        .handle_masked_input(1, header.clone(), &masked, &m.registry);
     assert!(
-        m.server
-            .handle_masked_input(1, header.clone(), &masked, &m.registry)
-            .is_err()
+        matches!(res, Err(Error::UnexpectedClient { client: 0, .. })),
+        "{res:?}"
     );
     // The real one, once.
     m.server
@@ -263,7 +278,7 @@ fn forged_replayed_or_mismatched_masked_inputs_are_rejected() {
     assert!(matches!(
         m.server
             .handle_masked_input(0, header, &masked, &m.registry),
-        Err(Error::Duplicate { .. })
+        Err(Error::Duplicate { client: 0, .. })
     ));
 }
 
@@ -310,9 +325,10 @@ fn a_masked_input_header_from_another_round_is_rejected() {
     // And round 8's key directory is refused by a round-7 client.
     let mut c7 = ClientRound::new(BINDING, p, 0, &ids, &mut rng(30)).unwrap();
     c7.advertise(signers[&0].as_ref()).unwrap();
+    let res = c7.handle_key_directory(dir, &registry, signers[&0].as_ref());
     assert!(
-        c7.handle_key_directory(dir, &registry, signers[&0].as_ref())
-            .is_err()
+        matches!(res, Err(Error::BadSignature { client: 0, .. })),
+        "{res:?}"
     );
 }
 
@@ -335,10 +351,12 @@ fn tampered_share_ciphertexts_are_rejected() {
     if inbound.packets.len() >= 2 {
         let ct = inbound.packets[0].ciphertext.clone();
         inbound.packets[1].ciphertext = ct;
+        let from = inbound.packets[1].from;
         let c = m.clients.get_mut(&1).unwrap();
+        let res = c.handle_shares(inbound, &mut x, m.signers[&1].as_ref());
         assert!(
-            c.handle_shares(inbound, &mut x, m.signers[&1].as_ref())
-                .is_err()
+            matches!(res, Err(Error::Decrypt { from: f }) if f == from),
+            "{res:?}"
         );
     }
 }
@@ -397,8 +415,29 @@ fn weak_thresholds_are_refused() {
         prg: PrgKind::ChaCha20,
     };
     let e = p.validate().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidParameter {
+                name: "threshold",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("threshold"), "{e}");
-    assert!(ServerRound::new(BINDING, p, &[0, 1]).is_err());
+    let res = ServerRound::new(BINDING, p, &[0, 1]);
+    assert!(
+        matches!(
+            res,
+            Err(Error::InvalidParameter {
+                name: "threshold",
+                ..
+            })
+        ),
+        "{:?}",
+        res.err()
+    );
 }
 
 #[test]
@@ -433,7 +472,14 @@ fn a_share_altered_in_transit_is_refused() {
         }
         // The tampered response carries no valid signature: it is refused.
         let res = m.server.handle_unmask_response(i, r, &m.registry);
-        assert_eq!(res.is_ok(), i != 5, "{res:?}");
+        if i == 5 {
+            assert!(
+                matches!(res, Err(Error::BadSignature { client: 5, .. })),
+                "{res:?}"
+            );
+        } else {
+            assert!(res.is_ok(), "{res:?}");
+        }
     }
     // Without client 5's response the server still has 5 >= t shares of everyone.
     let out = m.server.finish().unwrap();

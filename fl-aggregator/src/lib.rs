@@ -59,7 +59,7 @@ pub mod tls;
 
 pub use engine::{
     AbortReason, DropReason, Engine, EngineConfig, EngineError, EngineEvent, HeCommittee,
-    SecureSetup,
+    ParamsRefused, SecureSetup,
 };
 pub use inprocess::{FederationOutcome, InProcessFederation};
 pub use sim::{Sim, SimConfig, SimStats, run_parallel};

@@ -192,6 +192,24 @@ impl AbortReason {
     ];
 }
 
+/// Why [`Engine::handle_params`] refused the global model it was given back. The engine's
+/// state is unchanged by a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamsRefused {
+    /// The engine holds its global model: no [`EngineEvent::ParamsNeeded`] is outstanding.
+    #[error("the engine is not waiting for parameters")]
+    NotWaiting,
+    /// The parameters are not the global model the engine released.
+    #[error("parameters hash to {got}, the global model is {expected}")]
+    WrongHash {
+        /// The content hash of the global model the engine waits for.
+        expected: ContentHash,
+        /// The content hash of the parameters given.
+        got: ContentHash,
+    },
+}
+
 /// Why the engine refused a client message. The engine's state is unchanged by a refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

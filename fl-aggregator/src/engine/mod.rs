@@ -40,7 +40,7 @@ mod he;
 mod rounds;
 mod secure;
 
-pub use events::{AbortReason, DropReason, EngineError, EngineEvent};
+pub use events::{AbortReason, DropReason, EngineError, EngineEvent, ParamsRefused};
 
 use collect::Collected;
 use collector::{Collector, Next, Progress, StageContext, UpdateProtocol};

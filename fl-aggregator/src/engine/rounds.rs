@@ -339,17 +339,21 @@ impl Engine {
     }
 
     /// Gives back the global model after [`EngineEvent::ParamsNeeded`]; the federation goes on.
-    /// Refuses parameters with another content hash, or when none are needed.
-    pub fn handle_params(&mut self, now: Duration, params: ParamVec) -> Result<(), String> {
+    ///
+    /// # Errors
+    /// [`ParamsRefused::NotWaiting`] when no parameters are needed,
+    /// [`ParamsRefused::WrongHash`] for parameters with another content hash. Either way the
+    /// engine is unchanged.
+    pub fn handle_params(&mut self, now: Duration, params: ParamVec) -> Result<(), ParamsRefused> {
         if !matches!(self.state, State::WaitingForParams) {
-            return Err("the engine is not waiting for parameters".into());
+            return Err(ParamsRefused::NotWaiting);
         }
-        let hash = params.content_hash();
-        if hash != self.params_hash {
-            return Err(format!(
-                "parameters hash to {hash}, the global model is {}",
-                self.params_hash
-            ));
+        let got = params.content_hash();
+        if got != self.params_hash {
+            return Err(ParamsRefused::WrongHash {
+                expected: self.params_hash,
+                got,
+            });
         }
         self.params = Arc::new(params);
         self.state = State::Idle;

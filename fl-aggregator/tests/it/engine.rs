@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fl_aggregator::{DropReason, Engine, EngineConfig, EngineError, EngineEvent};
+use fl_aggregator::{DropReason, Engine, EngineConfig, EngineError, EngineEvent, ParamsRefused};
 use fl_core::{
     ClientId, ClientMessage, EvaluateResult, FedAvg, FitResult, Metrics, ParamVec, ServerMessage,
     Stage, StrategyConfig,
@@ -465,7 +465,15 @@ fn a_released_model_is_asked_back_after_an_aborted_round() {
     // Messages wait; wrong parameters are refused; the right ones resume the federation.
     assert!(e.poll_transmit().is_none());
     let wrong = ParamVec::new(schema(), vec![1.0, 2.5]).unwrap();
-    assert!(e.handle_params(T0, wrong).is_err());
+    let wrong_hash = wrong.content_hash();
+    assert_eq!(
+        e.handle_params(T0, wrong),
+        Err(ParamsRefused::WrongHash {
+            expected: hash,
+            got: wrong_hash
+        })
+    );
+    assert_eq!(e.params_needed(), Some(hash), "a refusal changes nothing");
     let right = ParamVec::new(schema(), vec![1.0, 2.0]).unwrap();
     e.handle_params(T0, right).unwrap();
     assert_eq!(e.params_needed(), None);
@@ -475,7 +483,10 @@ fn a_released_model_is_asked_back_after_an_aborted_round() {
     };
     assert_eq!(header.round, 2);
     assert_eq!(params.values(), &[1.0, 2.0]);
-    assert!(e.handle_params(T0, ParamVec::zeros(schema())).is_err());
+    assert_eq!(
+        e.handle_params(T0, ParamVec::zeros(schema())),
+        Err(ParamsRefused::NotWaiting)
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! - [`Strategy`]: rules ([`FedAvg`] over a streaming, order-independent fixed-point
 //!   [`WeightedSum`], [`CoordinateMedian`] and the robust rules of [`strategy`] (Krum, trimmed
 //!   mean, Bulyan, geometric median, centered clipping, norm bounding, with bucketing and NNM)
-//!   over each member's update), server optimisers
+//!   and [`FedNova`] over each member's update), server optimisers
 //!   ([`FedAvgM`], [`FedAdam`], [`FedYogi`], [`FedAdagrad`]) and [`StrategyConfig`], the
 //!   `[strategy]` section and its builder.
 //! - [`Trainer`]: the model-agnostic local training interface (burn implementations live in
@@ -78,8 +78,8 @@ pub use round::{
 };
 pub use session::{ClientSession, EvaluateTask, FitTask, SessionError, SessionEvent};
 pub use strategy::{
-    AggregationRule, CoordinateMedian, EvaluatePlan, FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi,
-    FitPlan, MemberUpdate, Refusal, ResumeState, RoundUpdates, ServerOptimizer, Strategy,
+    AggregationRule, CoordinateMedian, EvaluatePlan, FedAdagrad, FedAdam, FedAvg, FedAvgM, FedNova,
+    FedYogi, FitPlan, MemberUpdate, Refusal, ResumeState, RoundUpdates, ServerOptimizer, Strategy,
     StrategyConfig, StrategyError, UpdateForm, UpdateSum, derive_seed, select_clients,
     weighted_evaluation,
 };

@@ -9,7 +9,7 @@ use crate::secure::SecureAggregationConfig;
 
 use super::{
     BucketingConfig, Bulyan, BulyanConfig, CenteredClipping, CenteredClippingConfig, EvaluatePlan,
-    FedAvg, FitPlan, GeometricMedian, GeometricMedianConfig, Krum, KrumConfig, MedianRule,
+    FedAvg, FedNova, FitPlan, GeometricMedian, GeometricMedianConfig, Krum, KrumConfig, MedianRule,
     NnmConfig, NormBounding, NormBoundingConfig, PreAggregator, RobustAggregator, RobustRule,
     ServerOptimizerConfig, Strategy, TrimmedMean, TrimmedMeanConfig, UpdateForm, select_clients,
 };
@@ -38,6 +38,10 @@ pub enum AggregationRule {
     CenteredClipping,
     /// Mean of norm-bounded updates (Sun et al. 2019), settings in `[strategy.norm_bounding]`.
     NormBounding,
+    /// FedNova's normalised averaging (Wang et al. 2020): each member's update divided by its
+    /// `local_steps`, for members that train for different numbers of steps. Needs every
+    /// member's update and step count, so not under secure aggregation.
+    Fednova,
 }
 
 impl AggregationRule {
@@ -60,11 +64,12 @@ impl AggregationRule {
             Self::GeometricMedian => "geometric_median",
             Self::CenteredClipping => "centered_clipping",
             Self::NormBounding => "norm_bounding",
+            Self::Fednova => "fednova",
         }
     }
 
     /// Every rule, in the order of the federation file's documentation.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Fedavg,
         Self::Median,
         Self::Krum,
@@ -73,6 +78,7 @@ impl AggregationRule {
         Self::GeometricMedian,
         Self::CenteredClipping,
         Self::NormBounding,
+        Self::Fednova,
     ];
 }
 
@@ -81,7 +87,7 @@ impl AggregationRule {
 ///
 /// ```toml
 /// [strategy]
-/// kind = "fedavg"          # or "median", a robust rule
+/// kind = "fedavg"          # or "fednova", "median", a robust rule
 /// fraction_fit = 0.5
 /// proximal_mu = 0.01       # FedProx (0: off)
 /// fraction_evaluate = 0.2
@@ -330,8 +336,8 @@ impl StrategyConfig {
         pre
     }
 
-    /// The robust rule `kind` names, from its sub-table (none for FedAvg); refuses missing,
-    /// invalid or stray settings.
+    /// The robust rule `kind` names, from its sub-table (none for FedAvg and FedNova); refuses
+    /// missing, invalid or stray settings.
     pub fn robust_rule(&self) -> Result<Option<Box<dyn RobustRule>>, BuildError> {
         let kind = self.kind;
         let sections: [(&'static str, bool, AggregationRule); 6] = [
@@ -368,7 +374,7 @@ impl StrategyConfig {
         }
         let missing = || BuildError::MissingSettings { rule: kind.name() };
         let rule: Box<dyn RobustRule> = match kind {
-            AggregationRule::Fedavg => {
+            AggregationRule::Fedavg | AggregationRule::Fednova => {
                 if let Some(p) = self.pre_aggregators().first() {
                     return Err(BuildError::PreAggregatorWithoutRobustRule {
                         pre: p.name(),
@@ -433,6 +439,9 @@ impl StrategyConfig {
             .map(|o| o.build())
             .transpose()?;
         let rule: Box<dyn Strategy> = match self.robust_rule()? {
+            None if self.kind == AggregationRule::Fednova => {
+                Box::new(FedNova::new(self.clone()).with_optimizer(optimizer))
+            }
             None => Box::new(FedAvg::new(self.clone()).with_optimizer(optimizer)),
             Some(rule) => Box::new(
                 RobustAggregator::new(self.clone(), rule)
@@ -659,6 +668,56 @@ mod tests {
                 _
             )))
         ));
+    }
+
+    #[test]
+    fn fednova_is_a_per_member_rule_refused_under_secure_aggregation_and_privacy() {
+        let c = parse("kind = \"fednova\"\nproximal_mu = 0.01\n").unwrap();
+        assert_eq!(c.kind, AggregationRule::Fednova);
+        assert_eq!(c.kind.update_form(), UpdateForm::PerMember);
+        assert!(c.check(None, None).is_ok());
+        assert!(c.robust_rule().unwrap().is_none());
+        let built = c.build(None, None, 4, 10).unwrap();
+        assert_eq!(built.name(), "fednova");
+        assert_eq!(built.update_form(), UpdateForm::PerMember);
+        let secure: SecureAggregationConfig =
+            toml::from_str("protocol = \"secagg+\"\nclip_norm = 1.0\n").unwrap();
+        assert_eq!(
+            c.check(None, Some(&secure)).unwrap_err(),
+            BuildError::PerMemberUnderSecureAggregation { rule: "fednova" }
+        );
+        assert!(matches!(
+            c.build(None, Some(&secure), 4, 10),
+            Err(BuildError::PerMemberUnderSecureAggregation { rule: "fednova" })
+        ));
+        let privacy: PrivacyConfig = toml::from_str(
+            "mechanism = \"central\"\nclip_norm = 1.0\nnoise_multiplier = 1.0\nepsilon = 10.0\n\
+             delta = 1e-5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.check(Some(&privacy), None).unwrap_err(),
+            BuildError::PerMemberUnderPrivacy { rule: "fednova" }
+        );
+        let pre = parse("kind = \"fednova\"\n[bucketing]\nsize = 2\n").unwrap();
+        assert_eq!(
+            pre.check(None, None).unwrap_err(),
+            BuildError::PreAggregatorWithoutRobustRule {
+                pre: "bucketing",
+                rule: "fednova"
+            }
+        );
+        let stray = parse("kind = \"fednova\"\n[krum]\nbyzantine = 1\n").unwrap();
+        assert!(matches!(
+            stray.check(None, None),
+            Err(BuildError::SettingsForAnotherRule {
+                section: "krum",
+                ..
+            })
+        ));
+        let with_opt =
+            parse("kind = \"fednova\"\n[server_optimizer]\nkind = \"fedyogi\"\n").unwrap();
+        assert_eq!(with_opt.build(None, None, 4, 10).unwrap().name(), "fednova");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! [`UpdateSum`] (the only form secure aggregation can give, and all FedAvg needs) or each
 //! member's [`MemberUpdate`] (robust rules, scoring, anomaly detection). Composable parts:
 //!
-//! - rules: [`FedAvg`] (sum), [`CoordinateMedian`] (per member);
+//! - rules: [`FedAvg`] (sum), [`CoordinateMedian`] and [`FedNova`] (per member);
 //! - robust rules over per-member updates, each a [`RobustRule`] run by [`RobustAggregator`]:
 //!   [`Krum`] and Multi-Krum, [`TrimmedMean`], [`Bulyan`], [`GeometricMedian`] (RFA),
 //!   [`CenteredClipping`] (with server momentum), [`NormBounding`], [`MedianRule`], behind
@@ -78,6 +78,7 @@ mod bulyan;
 mod centered_clipping;
 mod config;
 mod fedavg;
+mod fednova;
 mod geometric_median;
 mod krum;
 mod median;
@@ -93,6 +94,7 @@ pub use bulyan::{Bulyan, BulyanConfig, bulyan};
 pub use centered_clipping::{CenteredClipping, CenteredClippingConfig, centered_clip};
 pub use config::{AggregationRule, BuildError, StrategyConfig};
 pub use fedavg::FedAvg;
+pub use fednova::{FedNova, normalized_average};
 pub use geometric_median::{GeometricMedian, GeometricMedianConfig, geometric_median};
 pub use krum::{Krum, KrumConfig, krum_scores, krum_select};
 pub use median::{CoordinateMedian, MedianRule, coordinate_median};
@@ -264,6 +266,27 @@ pub enum StrategyError {
         members: usize,
         /// The fewest it works with.
         needed: usize,
+    },
+    /// A member's update lacks a training metric the rule reads (FedNova: `local_steps`).
+    #[error(
+        "{client} did not report the training metric `{metric}` this rule needs: its trainer \
+         must report it with every fit (fl-client's trainers do)"
+    )]
+    MissingMetric {
+        /// The member.
+        client: ClientId,
+        /// The metric's name.
+        metric: &'static str,
+    },
+    /// A member reported a training metric the rule reads with a value it cannot use.
+    #[error("{client} reported the training metric `{metric}` as {reason}")]
+    InvalidMetric {
+        /// The member.
+        client: ClientId,
+        /// The metric's name.
+        metric: &'static str,
+        /// What is wrong with the value.
+        reason: String,
     },
     /// A setting is out of range.
     #[error("invalid strategy setting: {0}")]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 /// Each workspace crate's layer; a crate may depend only on crates of a strictly lower layer.
-const LAYERS: [(&str, u32); 9] = [
+const LAYERS: [(&str, u32); 10] = [
     // Leaves: they work on slices, keys and hashes.
     ("privacy", 0),
     ("chain-anchor", 0),
@@ -15,6 +15,8 @@ const LAYERS: [(&str, u32); 9] = [
     ("fl-core", 2),
     // The IO both node kinds share: gRPC stubs, federation, key and ceremony files.
     ("fl-node", 3),
+    // Data contribution: records, commit-reveal, assignment, consensus, rewards (fl-core only).
+    ("contrib", 3),
     // What a member embeds and what a coordinator runs.
     ("fl-client", 4),
     ("fl-aggregator", 4),

@@ -77,9 +77,9 @@ use std::str::FromStr;
 pub use alloy_primitives::Address;
 use alloy_primitives::Signature;
 use k256::ecdsa::SigningKey;
-use zeroize::Zeroize as _;
 use rand::TryRng as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroize as _;
 
 use crate::hash::ContentHash;
 use crate::round::Stage;

@@ -24,7 +24,9 @@ use crate::grpc::Raw;
 
 /// A chain signer over a member's key.
 fn chain_signer(key: &MemberKey) -> chain_anchor::alloy::signers::local::PrivateKeySigner {
-    key.to_hex().parse().expect("a member key is a valid chain key")
+    key.to_hex()
+        .parse()
+        .expect("a member key is a valid chain key")
 }
 
 /// A DAO on a fresh chain (embedded EVM or anvil), the team's vesting claimed (the team funds
@@ -76,8 +78,7 @@ impl Chain {
             poll: Duration::from_millis(10),
         };
         let root =
-            Backend::rpc_with_signer(&anvil.endpoint(), chain_signer(&keys[0]), timeouts)
-                .unwrap();
+            Backend::rpc_with_signer(&anvil.endpoint(), chain_signer(&keys[0]), timeouts).unwrap();
         let dir = tempfile::tempdir().unwrap();
         Some(Self::build(root, keys, Some(anvil), dir).await)
     }

@@ -9,8 +9,9 @@
 //! # Simulation on the UCI digits shipped in this crate: the training side is split across the
 //! # members (member i trains part i, i = its position in members.allowed).
 //! dataset = "digits"
-//! partition = "dirichlet"   # or "iid", "shards"
+//! partition = "dirichlet"   # or "iid", "shards", "classes"
 //! alpha = 0.5               # Dirichlet concentration
+//! # classes_per_member = 2  # with partition = "classes": each member holds exactly 2 labels
 //! test_fraction = 0.2       # held out, for evaluating the global model
 //!
 //! # A member's own data, as IDX files (MNIST layout); each member points at its own files.
@@ -48,6 +49,48 @@ pub enum PartitionKind {
     Dirichlet,
     /// McMahan et al.'s shards: two label-sorted shards per member.
     Shards,
+    /// Exactly `classes_per_member` labels per member ([`partition::classes_per_client`]).
+    Classes,
+}
+
+/// Labels per member of [`PartitionKind::Classes`] when `classes_per_member` is not given.
+pub const DEFAULT_CLASSES_PER_MEMBER: usize = 2;
+
+/// How a simulation splits the training data across members: the kind and its parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PartitionSpec {
+    /// The kind of split.
+    pub kind: PartitionKind,
+    /// Dirichlet concentration (for [`PartitionKind::Dirichlet`]).
+    pub alpha: f64,
+    /// Labels per member (for [`PartitionKind::Classes`]).
+    pub classes_per_member: usize,
+}
+
+impl PartitionSpec {
+    /// Splits `data` among `members` with `seed`, as [`partition`] describes for each kind.
+    pub fn split(
+        &self,
+        data: &Dataset,
+        members: usize,
+        seed: u64,
+    ) -> Result<partition::Partition, partition::PartitionError> {
+        let (labels, classes) = (data.labels(), data.num_classes());
+        match self.kind {
+            PartitionKind::Iid => partition::iid(data.len(), members, seed),
+            PartitionKind::Dirichlet => {
+                partition::dirichlet(labels, classes, members, self.alpha, seed)
+            }
+            PartitionKind::Shards => partition::shards(labels, members, 2, seed),
+            PartitionKind::Classes => partition::classes_per_client(
+                labels,
+                classes,
+                members,
+                self.classes_per_member,
+                seed,
+            ),
+        }
+    }
 }
 
 /// The `[data]` section.
@@ -62,6 +105,9 @@ pub enum DataSpec {
         /// Dirichlet concentration (for `partition = "dirichlet"`).
         #[serde(default = "default_alpha")]
         alpha: f64,
+        /// Labels per member (for `partition = "classes"`; 2 if absent).
+        #[serde(default)]
+        classes_per_member: Option<usize>,
         /// Share held out for evaluating the global model.
         #[serde(default = "default_test_fraction")]
         test_fraction: f64,
@@ -105,7 +151,8 @@ pub fn data_spec(config: &FederationConfig) -> Result<DataSpec, Error> {
 }
 
 /// Splits the digits as a federation of `members` does: the members' training parts (in
-/// member order) and the held-out set.
+/// member order) and the held-out set. [`PartitionKind::Classes`] deals
+/// [`DEFAULT_CLASSES_PER_MEMBER`] labels to each member; [`digits_split_by`] takes any number.
 pub fn digits_split(
     members: usize,
     partition_kind: PartitionKind,
@@ -113,21 +160,45 @@ pub fn digits_split(
     test_fraction: f64,
     seed: u64,
 ) -> Result<(Vec<Dataset>, Dataset), Error> {
+    let spec = PartitionSpec {
+        kind: partition_kind,
+        alpha,
+        classes_per_member: DEFAULT_CLASSES_PER_MEMBER,
+    };
+    digits_split_by(members, &spec, test_fraction, seed)
+}
+
+/// [`digits_split`] with every setting of the split in `partition`.
+pub fn digits_split_by(
+    members: usize,
+    partition: &PartitionSpec,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<Dataset>, Dataset), Error> {
     let all = digits::embedded();
     let (train, test) = all.train_test_split(test_fraction, derive_seed(seed, "split", 0))?;
-    let part_seed = derive_seed(seed, "partition", 0);
-    let parts = match partition_kind {
-        PartitionKind::Iid => partition::iid(train.len(), members, part_seed)?,
-        PartitionKind::Dirichlet => partition::dirichlet(
-            train.labels(),
-            train.num_classes(),
-            members,
-            alpha,
-            part_seed,
-        )?,
-        PartitionKind::Shards => partition::shards(train.labels(), members, 2, part_seed)?,
-    };
+    let parts = partition.split(&train, members, derive_seed(seed, "partition", 0))?;
     Ok((train.split_by(&parts)?, test))
+}
+
+/// The split `[data]` asks for with `dataset = "digits"`; refuses `classes_per_member` with
+/// another partition than `"classes"`.
+fn digits_partition(
+    kind: PartitionKind,
+    alpha: f64,
+    classes_per_member: Option<usize>,
+) -> Result<PartitionSpec, Error> {
+    if classes_per_member.is_some() && kind != PartitionKind::Classes {
+        return Err(Error::Config(format!(
+            "[data]: classes_per_member applies to partition = \"classes\", not {kind:?}; \
+             remove it or set partition = \"classes\""
+        )));
+    }
+    Ok(PartitionSpec {
+        kind,
+        alpha,
+        classes_per_member: classes_per_member.unwrap_or(DEFAULT_CLASSES_PER_MEMBER),
+    })
 }
 
 /// The seed of every party's model initialisation.
@@ -152,15 +223,12 @@ pub fn member_data(
         DataSpec::Digits {
             partition,
             alpha,
+            classes_per_member,
             test_fraction,
         } => {
-            let (mut parts, test) = digits_split(
-                members,
-                partition,
-                alpha,
-                test_fraction,
-                config.federation.seed,
-            )?;
+            let spec = digits_partition(partition, alpha, classes_per_member)?;
+            let (mut parts, test) =
+                digits_split_by(members, &spec, test_fraction, config.federation.seed)?;
             Ok((parts.swap_remove(index), Some(test)))
         }
         DataSpec::Idx {
@@ -207,12 +275,13 @@ pub fn evaluator(config: &FederationConfig) -> Result<BurnTrainer, Error> {
         DataSpec::Digits {
             partition,
             alpha,
+            classes_per_member,
             test_fraction,
         } => {
-            digits_split(
+            let spec = digits_partition(partition, alpha, classes_per_member)?;
+            digits_split_by(
                 config.members.allowed.len(),
-                partition,
-                alpha,
+                &spec,
                 test_fraction,
                 config.federation.seed,
             )?
@@ -273,6 +342,84 @@ mod tests {
         assert_eq!(a.get_parameters(), initial_params(&config).unwrap());
         assert_eq!(b.get_parameters(), a.get_parameters());
         assert!(member_trainer(&config, 4).is_err());
+    }
+
+    #[test]
+    fn classes_per_member_is_read_from_the_data_section() {
+        let mut config = example();
+        let set = |config: &mut FederationConfig, key: &str, value: toml::Value| {
+            config.data.insert(key.into(), value);
+        };
+        set(
+            &mut config,
+            "partition",
+            toml::Value::String("classes".into()),
+        );
+        // The shipped file has 4 members: with 3 labels each they hold all 10.
+        set(&mut config, "classes_per_member", toml::Value::Integer(3));
+        let DataSpec::Digits {
+            partition: PartitionKind::Classes,
+            classes_per_member: Some(3),
+            test_fraction,
+            ..
+        } = data_spec(&config).unwrap()
+        else {
+            panic!("a digits section with 3 classes per member");
+        };
+        let members = config.members.allowed.len();
+        let mut total = 0;
+        for i in 0..members {
+            let (train, test) = member_data(&config, i).unwrap();
+            let mut labels = train.labels().to_vec();
+            total += labels.len();
+            labels.sort_unstable();
+            labels.dedup();
+            assert_eq!(labels.len(), 3, "member {i}: {labels:?}");
+            assert!(test.is_some());
+        }
+        let (all, _) = digits_split_by(
+            members,
+            &PartitionSpec {
+                kind: PartitionKind::Iid,
+                alpha: 0.5,
+                classes_per_member: 1,
+            },
+            test_fraction,
+            config.federation.seed,
+        )
+        .unwrap();
+        assert_eq!(
+            total,
+            all.iter().map(Dataset::len).sum::<usize>(),
+            "every example once"
+        );
+        // Without the key, 2 labels each; 4 members x 2 cannot hold 10 labels.
+        config.data.remove("classes_per_member");
+        let e = member_data(&config, 0).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Partition(partition::PartitionError::UncoveredClasses {
+                    classes: 10,
+                    clients: 4,
+                    per_client: 2
+                })
+            ),
+            "{e}"
+        );
+        set(&mut config, "classes_per_member", toml::Value::Integer(0));
+        let e = member_data(&config, 0).unwrap_err().to_string();
+        assert!(e.contains("classes_per_member = 0"), "{e}");
+        set(&mut config, "classes_per_member", toml::Value::Integer(-1));
+        assert!(data_spec(&config).is_err(), "not a count");
+        set(&mut config, "classes_per_member", toml::Value::Integer(2));
+        set(
+            &mut config,
+            "partition",
+            toml::Value::String("dirichlet".into()),
+        );
+        let e = member_data(&config, 0).unwrap_err().to_string();
+        assert!(e.contains("classes_per_member applies to"), "{e}");
     }
 
     #[test]

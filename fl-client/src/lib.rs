@@ -8,8 +8,8 @@
 //!   are deterministic given their seeds.
 //! - [`data`]: in-memory labelled [`Dataset`]s, the UCI optical digits shipped in the crate
 //!   ([`data::digits::embedded`]), and an IDX reader for MNIST and Fashion-MNIST.
-//! - [`partition`]: seeded IID, Dirichlet label-skew and McMahan shard splits for simulations,
-//!   and the natural split by a field (a proposal's community).
+//! - [`partition`]: seeded IID, Dirichlet label-skew, McMahan shard and k-classes-per-member
+//!   splits for simulations, and the natural split by a field (a proposal's community).
 //! - [`ProposalTrainer`]: the proposal-analysis model (a fastText-style bag of embeddings with
 //!   an outcome head and a kind head) over [`data::proposals`], the governance proposals
 //!   shipped in the crate, with text hashed by [`text`] (no vocabulary to agree).

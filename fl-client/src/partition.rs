@@ -10,6 +10,8 @@
 //!   `alpha` gives each client few classes, large `alpha` approaches the IID split.
 //! - [`shards`]: the pathological non-IID split of McMahan et al. (2017): sort by label, cut
 //!   into equal shards, give each client a few shards.
+//! - [`classes_per_client`]: "#C = k" of NIID-Bench (Li et al. 2022): each client holds
+//!   exactly `k` labels, and each label's examples are shared evenly among its holders.
 //!
 //! - [`by_field`]: a natural split by a field of each example (its community, author, ...):
 //!   each client holds exactly the examples of one value.
@@ -175,6 +177,80 @@ pub fn shards(
         .collect())
 }
 
+/// Label-quantity skew ("#C = k", Li, Diao, Chen and He 2022, "Federated Learning on Non-IID
+/// Data Silos: An Experimental Study"): each client holds exactly `k` distinct labels, and
+/// each label's examples are shuffled and cut into near-equal parts, one per client holding it.
+///
+/// Labels are dealt client by client: each takes the `k` labels held by the fewest clients so
+/// far, ties broken by a seeded shuffle, so every label present is held (when
+/// `clients · k ≥` labels present) and the numbers of holders of two labels differ by at most
+/// one. Labels without examples are never dealt. Refused: `k` of 0 or above the labels present,
+/// too few clients to hold every label, a label with fewer examples than holders, labels not
+/// below `num_classes`.
+pub fn classes_per_client(
+    labels: &[u8],
+    num_classes: usize,
+    clients: usize,
+    k: usize,
+    seed: u64,
+) -> Result<Partition, PartitionError> {
+    check_counts(labels.len(), clients)?;
+    check_labels(labels, num_classes)?;
+    let mut by_class = vec![Vec::new(); num_classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[usize::from(l)].push(i);
+    }
+    let present: Vec<usize> = (0..num_classes)
+        .filter(|&c| !by_class[c].is_empty())
+        .collect();
+    if k == 0 || k > present.len() {
+        return Err(PartitionError::InvalidClassesPerClient {
+            per_client: k,
+            classes: present.len(),
+        });
+    }
+    if clients
+        .checked_mul(k)
+        .is_none_or(|slots| slots < present.len())
+    {
+        return Err(PartitionError::UncoveredClasses {
+            classes: present.len(),
+            clients,
+            per_client: k,
+        });
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut holders: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
+    let mut order = present.clone();
+    for client in 0..clients {
+        order.shuffle(&mut rng);
+        order.sort_by_key(|&c| holders[c].len()); // stable: the shuffle breaks ties
+        for &c in &order[..k] {
+            holders[c].push(client);
+        }
+    }
+    let mut parts = vec![Vec::new(); clients];
+    for &c in &present {
+        let (mut members, who) = (std::mem::take(&mut by_class[c]), &holders[c]);
+        if members.len() < who.len() {
+            return Err(PartitionError::ClassTooSmall {
+                label: c as u8,
+                examples: members.len(),
+                holders: who.len(),
+            });
+        }
+        members.shuffle(&mut rng);
+        let (base, extra) = (members.len() / who.len(), members.len() % who.len());
+        let mut rest = &members[..];
+        for (j, &client) in who.iter().enumerate() {
+            let (mine, tail) = rest.split_at(base + usize::from(j < extra));
+            parts[client].extend_from_slice(mine);
+            rest = tail;
+        }
+    }
+    Ok(parts.into_iter().map(sorted).collect())
+}
+
 /// The natural split by a field: one client per distinct value of `keys` (in sorted order),
 /// holding exactly the indices whose key is that value. Returns the values and the partition;
 /// empty `keys` give no clients.
@@ -277,6 +353,43 @@ pub enum PartitionError {
     /// Zero shards per client were asked for.
     #[error("shards_per_client must be at least 1")]
     NoShards,
+    /// The number of classes per client is 0 or more than the labels the data holds.
+    #[error(
+        "classes_per_member = {per_client} must be between 1 and the {classes} labels the data \
+         holds"
+    )]
+    InvalidClassesPerClient {
+        /// Classes per client asked for.
+        per_client: usize,
+        /// Distinct labels with at least one example.
+        classes: usize,
+    },
+    /// Too few clients to hold every label with the given number of classes each.
+    #[error(
+        "{clients} clients with {per_client} classes each cannot hold all {classes} labels: \
+         raise classes_per_member to at least {classes}/{clients} or add clients"
+    )]
+    UncoveredClasses {
+        /// Distinct labels with at least one example.
+        classes: usize,
+        /// Clients.
+        clients: usize,
+        /// Classes per client asked for.
+        per_client: usize,
+    },
+    /// A label has fewer examples than clients holding it, so one would get none of it.
+    #[error(
+        "label {label} has {examples} examples for {holders} clients that hold it: lower \
+         classes_per_member or use fewer clients"
+    )]
+    ClassTooSmall {
+        /// The label.
+        label: u8,
+        /// Its examples.
+        examples: usize,
+        /// Clients dealt it.
+        holders: usize,
+    },
     /// A label is not below the number of classes.
     #[error("example {index} has label {label}, but there are only {num_classes} classes")]
     LabelOutOfRange {
@@ -347,6 +460,128 @@ mod tests {
         let s = |seed| shards(&labels, 9, 2, seed).unwrap();
         assert_eq!(s(5), s(5));
         assert_ne!(s(5), s(6));
+    }
+
+    /// The distinct labels of each part.
+    fn labels_held(labels: &[u8], parts: &Partition) -> Vec<Vec<u8>> {
+        parts
+            .iter()
+            .map(|p| {
+                let mut held: Vec<u8> = p.iter().map(|&i| labels[i]).collect();
+                held.sort_unstable();
+                held.dedup();
+                held
+            })
+            .collect()
+    }
+
+    #[test]
+    fn classes_per_client_gives_each_client_exactly_k_labels() {
+        let labels = labels();
+        let n = labels.len();
+        for seed in [0, 1, 42] {
+            for (clients, k) in [(1, 10), (5, 2), (10, 1), (20, 2), (7, 3), (50, 2), (3, 10)] {
+                let p = classes_per_client(&labels, 10, clients, k, seed).unwrap();
+                assert_exact_cover(&p, n, clients);
+                let held = labels_held(&labels, &p);
+                assert!(
+                    held.iter().all(|h| h.len() == k),
+                    "{clients} x {k}: {held:?}"
+                );
+                // Every label is dealt to ⌊ck/10⌋ or ⌈ck/10⌉ clients.
+                let mut holders = [0usize; 10];
+                held.iter()
+                    .flatten()
+                    .for_each(|&l| holders[usize::from(l)] += 1);
+                let (lo, hi) = (clients * k / 10, (clients * k).div_ceil(10));
+                assert!(holders.iter().all(|h| (lo..=hi).contains(h)), "{holders:?}");
+                // A label's examples are shared evenly by its holders.
+                for label in 0..10u8 {
+                    let sizes: Vec<usize> = p
+                        .iter()
+                        .map(|part| part.iter().filter(|&&i| labels[i] == label).count())
+                        .filter(|&s| s > 0)
+                        .collect();
+                    let (min, max) = (sizes.iter().min(), sizes.iter().max());
+                    assert!(max.unwrap() - min.unwrap() <= 1, "{label}: {sizes:?}");
+                }
+            }
+        }
+        // Labels without examples are never dealt.
+        let sparse = [0u8, 3, 7, 3, 0, 7, 7, 0, 3, 3];
+        let p = classes_per_client(&sparse, 10, 3, 2, 5).unwrap();
+        assert_exact_cover(&p, sparse.len(), 3);
+        let held = labels_held(&sparse, &p);
+        assert!(
+            held.iter()
+                .all(|h| h.len() == 2 && h.iter().all(|l| [0, 3, 7].contains(l)))
+        );
+        let one = label_skew(
+            &labels,
+            10,
+            &classes_per_client(&labels, 10, 20, 1, 0).unwrap(),
+        );
+        assert!(one > 0.85, "one class each is almost fully skewed: {one}");
+    }
+
+    #[test]
+    fn classes_per_client_is_seeded() {
+        let labels = labels();
+        let p = |seed| classes_per_client(&labels, 10, 20, 2, seed).unwrap();
+        assert_eq!(p(5), p(5));
+        assert_ne!(p(5), p(6));
+        assert_ne!(
+            labels_held(&labels, &p(5)),
+            labels_held(&labels, &p(6)),
+            "the labels dealt, not only the examples, depend on the seed"
+        );
+    }
+
+    #[test]
+    fn bad_classes_per_client_are_refused() {
+        let labels = labels();
+        for k in [0, 11, usize::MAX] {
+            assert_eq!(
+                classes_per_client(&labels, 10, 20, k, 0),
+                Err(PartitionError::InvalidClassesPerClient {
+                    per_client: k,
+                    classes: 10
+                })
+            );
+        }
+        let e = classes_per_client(&labels, 10, 4, 2, 0).unwrap_err();
+        assert_eq!(
+            e,
+            PartitionError::UncoveredClasses {
+                classes: 10,
+                clients: 4,
+                per_client: 2
+            }
+        );
+        assert!(e.to_string().contains("classes_per_member"), "{e}");
+        assert!(matches!(
+            classes_per_client(&labels, 10, 2, 6, 0),
+            Ok(ref p) if p.len() == 2
+        ));
+        // Six clients with one label each: each of the two labels goes to three clients, but
+        // label 2 has only two examples.
+        let tiny = [2u8, 5, 2, 5, 5, 5];
+        assert!(matches!(
+            classes_per_client(&tiny, 6, 6, 1, 0),
+            Err(PartitionError::ClassTooSmall {
+                label: 2,
+                examples: 2,
+                holders: 3
+            })
+        ));
+        assert_eq!(
+            classes_per_client(&labels, 10, 0, 2, 0),
+            Err(PartitionError::NoClients)
+        );
+        assert!(matches!(
+            classes_per_client(&labels, 5, 3, 2, 0),
+            Err(PartitionError::LabelOutOfRange { num_classes: 5, .. })
+        ));
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! server over the rounds' mean updates.
 //!
 //! `m ← β₁·m + (1 - β₁)·Δ`, `v ← v - (1 - β₂)·Δ²·sign(v - Δ²)`, `x ← x + η·m / (√v + τ)`.
-//! Unlike Adam's, Yogi's second moment moves by at most `(1 - β₂)·Δ²` a round and only grows
-//! when `Δ² > v`, so one round of large updates does not shrink the steps of the rounds after it
-//! for long. `m` and `v` start at zero (as in Flower's `FedYogi`; the paper allows any
+//! Unlike Adam's, whose `v` decays by the factor `β₂` every round, Yogi's second moment moves
+//! additively, by `(1 - β₂)·Δ²` towards `Δ²`: when the updates turn small after large ones, `v`
+//! falls slowly and the effective step `η/(√v + τ)` grows gently instead of jumping back up
+//! (Zaheer et al. 2018). `m` and `v` start at zero (as in Flower's `FedYogi`; the paper allows any
 //! `v ≥ τ²`, which with the default τ differs by 10⁻⁶), so the first step is FedAdam's.
 //! No bias correction, as in the paper.
 

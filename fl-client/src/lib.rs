@@ -39,7 +39,16 @@
 //!   `flex` CPU backend (multi-threaded with rayon, vectorised), and the federation file's
 //!   `[model]` turned into one ([`federation::member_trainer`]). A member with its own
 //!   [`Trainer`] depends on `fl-client` with `default-features = false` and compiles no burn.
-//! - `cli` (default, implies `burn`): the `fl-client` binary (clap, a log subscriber).
+//! - `he` (default): homomorphic federations (`protocol = "he"`): encrypted uploads and, for a
+//!   decryption-committee holder, [`committee`] (the key ceremony, partial decryptions), on
+//!   tfhe's `core_crypto`. Without it a member joins plain and SecAgg+ federations and is
+//!   refused at once by a homomorphic one (`NodeError::Setup`).
+//! - `cli` (default, implies `burn` and `he`): the `fl-client` binary (clap, a log
+//!   subscriber).
+//!
+//! A member with its own model and `default-features = false` compiles about 210 packages
+//! (no burn, tfhe, clap, nor alloy's transaction stack); the defaults about 330
+//! (`examples/tests/it/layering.rs` keeps the lean build lean).
 //!
 //! GPU backends (`wgpu`, `cuda`) are to come as additive features that add `DeviceSpec`
 //! variants.
@@ -71,6 +80,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "he")]
 pub mod committee;
 pub mod data;
 pub mod federation;

@@ -54,7 +54,9 @@ pub struct NodeConfig {
     pub members: Option<std::sync::Arc<Vec<fl_core::Address>>>,
     /// This member's decryption-committee role (homomorphic aggregation), if it holds a key
     /// share: it answers the aggregator's decryption requests after checking them. Clones share
-    /// the share's state, so reconnections keep refusing rounds already decrypted.
+    /// the share's state, so reconnections keep refusing rounds already decrypted (feature
+    /// `he`).
+    #[cfg(feature = "he")]
     pub committee: Option<fl_core::secure::he::CommitteeRole>,
 }
 
@@ -108,6 +110,7 @@ impl NodeConfig {
             reconnect_attempts: client.reconnect_attempts,
             reconnect_delay: Duration::from_secs_f64(client.reconnect_delay_s),
             members: Some(std::sync::Arc::new(members)),
+            #[cfg(feature = "he")]
             committee: None,
         })
     }
@@ -122,6 +125,7 @@ impl NodeConfig {
             reconnect_attempts: 30,
             reconnect_delay: Duration::from_millis(500),
             members: None,
+            #[cfg(feature = "he")]
             committee: None,
         }
     }
@@ -445,6 +449,7 @@ async fn run_session<T: Trainer + 'static>(
         ),
         None => ClientSession::new(schema.hash()),
     };
+    #[cfg(feature = "he")]
     if let Some(role) = &config.committee {
         session = session.with_committee(role.clone());
     }
@@ -667,10 +672,19 @@ async fn receive_instruction(
                     fl_core::secure::wire::fit_from_pb(secure).map_err(protocol)?,
                 )),
                 // The encoding pads to at most twice the model (rotation) plus the weight.
+                #[cfg(feature = "he")]
                 (None, Some(he)) => fl_core::UploadProtocol::Homomorphic(std::sync::Arc::new(
                     fl_core::secure::wire::he_fit_from_pb(he, 2 * schema.num_values() + 2)
                         .map_err(protocol)?,
                 )),
+                #[cfg(not(feature = "he"))]
+                (None, Some(_)) => {
+                    return Err(NodeError::Setup(
+                        "the federation aggregates homomorphically and this member was built \
+                         without fl-client's `he` feature: enable it to join"
+                            .into(),
+                    ));
+                }
                 (Some(_), Some(_)) => {
                     return Err(NodeError::Protocol(
                         "an instruction names both SecAgg+ and homomorphic aggregation".into(),
@@ -812,6 +826,7 @@ async fn send_answer(
                     .await?;
             }
         }
+        #[cfg(feature = "he")]
         ClientMessage::Encrypted {
             round,
             update,

@@ -140,7 +140,9 @@ pub enum ClientMessage {
         /// Training metrics (sent in the clear, like Flower's).
         metrics: crate::round::Metrics,
     },
-    /// The member's update encrypted under the committee's key (homomorphic aggregation).
+    /// The member's update encrypted under the committee's key (homomorphic aggregation,
+    /// feature `he`).
+    #[cfg(feature = "he")]
     Encrypted {
         /// Round of the fit stage.
         round: u64,
@@ -177,9 +179,10 @@ impl ClientMessage {
             | Self::FitEnd { round }
             | Self::Secure { round, .. }
             | Self::MaskedInput { round, .. }
-            | Self::Encrypted { round, .. }
             | Self::EvaluateDone { round, .. }
             | Self::Failed { round, .. } => *round,
+            #[cfg(feature = "he")]
+            Self::Encrypted { round, .. } => *round,
         }
     }
 }

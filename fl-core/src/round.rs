@@ -63,7 +63,9 @@ pub enum UploadProtocol {
     Plain,
     /// SecAgg+: the member runs the protocol's steps and sends its update masked.
     SecAgg(std::sync::Arc<crate::secure::SecureFit>),
-    /// Homomorphic aggregation: the member encrypts its update under the committee's key.
+    /// Homomorphic aggregation: the member encrypts its update under the committee's key
+    /// (feature `he`).
+    #[cfg(feature = "he")]
     Homomorphic(std::sync::Arc<crate::secure::he::HeFit>),
 }
 

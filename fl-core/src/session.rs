@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::identity::{Address, MemberKey};
 use crate::params::{ParamVec, SchemaHash};
-use crate::protocol::{ClientMessage, SecureClientStep, SecureServerStep, ServerMessage};
+use crate::protocol::{ClientMessage, SecureClientStep, ServerMessage};
 use crate::round::{
     EvaluateConfig, EvaluateResult, FitConfig, FitResult, RoundConfig, Stage, UploadProtocol,
 };
@@ -178,10 +178,12 @@ enum UploadState {
     /// SecAgg+ steps around the training task (boxed: the protocol state is large).
     SecAgg(Box<SecureFitState>),
     /// Encryption of the task's result.
+    #[cfg(feature = "he")]
     Homomorphic(HeFitState),
 }
 
 /// A homomorphic fit stage in progress: the member encrypts its update once training ends.
+#[cfg(feature = "he")]
 #[derive(Debug)]
 struct HeFitState {
     round: u64,
@@ -221,6 +223,7 @@ pub struct ClientSession {
     /// The fit stage's upload in progress, when it is not a plain one.
     upload: Option<UploadState>,
     /// This member's committee role (homomorphic aggregation), if it holds a key share.
+    #[cfg(feature = "he")]
     committee: Option<crate::secure::he::CommitteeRole>,
 }
 
@@ -249,12 +252,14 @@ impl ClientSession {
             outbox: VecDeque::new(),
             identity: None,
             upload: None,
+            #[cfg(feature = "he")]
             committee: None,
         }
     }
 
     /// Gives this member a committee role: it answers the aggregator's decryption requests
     /// (homomorphic aggregation) with partial decryptions, after checking them.
+    #[cfg(feature = "he")]
     pub fn with_committee(mut self, role: crate::secure::he::CommitteeRole) -> Self {
         self.committee = Some(role);
         self
@@ -312,6 +317,7 @@ impl ClientSession {
             } => {
                 self.accept(&header, Stage::Fit, &params)?;
                 self.upload = match &upload.protocol {
+                    #[cfg(feature = "he")]
                     UploadProtocol::Homomorphic(fit) => {
                         Some(UploadState::Homomorphic(HeFitState {
                             round: header.round,
@@ -330,7 +336,14 @@ impl ClientSession {
                 }
                 let privacy = upload.privacy;
                 match upload.protocol {
-                    UploadProtocol::Plain | UploadProtocol::Homomorphic(_) => {
+                    UploadProtocol::Plain => self.events.push_back(SessionEvent::Fit(FitTask {
+                        round: header.round,
+                        params,
+                        config,
+                        privacy,
+                    })),
+                    #[cfg(feature = "he")]
+                    UploadProtocol::Homomorphic(_) => {
                         self.events.push_back(SessionEvent::Fit(FitTask {
                             round: header.round,
                             params,
@@ -372,9 +385,10 @@ impl ClientSession {
                     }
                 }
             }
+            #[cfg(feature = "he")]
             ServerMessage::Secure {
                 round,
-                step: SecureServerStep::Decrypt,
+                step: crate::protocol::SecureServerStep::Decrypt,
                 payload,
             } => {
                 let Some(role) = self.committee.as_mut() else {
@@ -539,6 +553,7 @@ impl ClientSession {
         outcome: Result<FitResult, TrainerError>,
     ) -> Result<(), SessionError> {
         self.complete(round, Stage::Fit)?;
+        #[cfg(feature = "he")]
         let he = match self.upload.take() {
             Some(UploadState::Homomorphic(he)) => Some(he),
             other => {
@@ -546,6 +561,7 @@ impl ClientSession {
                 None
             }
         };
+        #[cfg(feature = "he")]
         if let (Some(he), Ok(result)) = (he, &outcome)
             && he.round == round
         {

@@ -8,7 +8,7 @@
 //! - [`load_federation`]: a federation file read from disk (bounded) and checked by
 //!   [`FederationConfig::parse`];
 //! - [`read_key_file`] and [`write_key_file`]: a member's secp256k1 key as a private file;
-//! - [`ceremony`]: the message files of a decryption committee's key ceremony.
+//! - `ceremony` (feature `he`): the message files of a decryption committee's key ceremony.
 //!
 //! ```no_run
 //! let federation = fl_node::load_federation("federation.toml".as_ref())?;
@@ -24,6 +24,7 @@ use std::path::Path;
 use fl_core::config::{ConfigError, FederationConfig, MAX_CONFIG_BYTES};
 use fl_core::identity::{IdentityError, MAX_KEY_FILE_BYTES, MemberKey};
 
+#[cfg(feature = "he")]
 pub mod ceremony;
 
 /// The gRPC stubs of `daofl.v1.Federation` (client and server; messages from

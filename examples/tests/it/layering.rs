@@ -145,9 +145,16 @@ fn tree(package: &str, args: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn a_member_with_its_own_model_compiles_no_burn_and_no_cli() {
+fn a_member_with_its_own_model_compiles_no_burn_no_tfhe_and_no_cli() {
     let lean = tree("fl-client", &["--no-default-features"]);
-    for heavy in ["burn", "burn-core", "clap", "tracing-subscriber"] {
+    for heavy in [
+        "burn",
+        "burn-core",
+        "clap",
+        "tracing-subscriber",
+        "tfhe",
+        "alloy-network",
+    ] {
         assert!(
             !lean.iter().any(|n| n == heavy),
             "fl-client without default features pulls {heavy}"

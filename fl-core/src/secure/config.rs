@@ -82,6 +82,7 @@ pub struct CommitteeConfig {
 impl CommitteeConfig {
     /// The committee's parameters for `plaintext_bits`-bit values (`modulus_bits`) summed over
     /// at most `max_clients` members, with the vetted LWE set and automatic smudging.
+    #[cfg(feature = "he")]
     pub fn params(
         &self,
         plaintext_bits: u32,

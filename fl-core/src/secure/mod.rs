@@ -17,8 +17,10 @@
 //! every member weighs 1 and the decoded sum is the sum of clipped (and, for the distributed
 //! mechanism, noised) updates, as DP-FedAvg expects.
 
+#[cfg(feature = "he")]
 pub mod ceremony;
 mod config;
+#[cfg(feature = "he")]
 pub mod he;
 pub mod member;
 pub mod wire;

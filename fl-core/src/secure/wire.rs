@@ -4,6 +4,7 @@
 use crate::protocol::{SecureClientStep, SecureServerStep};
 use crate::wire::{WireError, pb};
 
+#[cfg(feature = "he")]
 use super::he::{EncryptedUpdate, HeFit};
 use super::{SecureFit, Weighting};
 
@@ -286,6 +287,7 @@ impl MaskedAssembler {
     }
 }
 
+#[cfg(feature = "he")]
 /// [`HeFit`] as protobuf settings.
 pub fn he_fit_to_pb(fit: &HeFit) -> pb::HeFitSettings {
     let p = &fit.params;
@@ -313,6 +315,7 @@ pub fn he_fit_to_pb(fit: &HeFit) -> pb::HeFitSettings {
     }
 }
 
+#[cfg(feature = "he")]
 /// Reads homomorphic settings back: the committee parameters must pass their own validation
 /// (noise budget included), the key must decode under them, and the vector may hold at most
 /// `max_values` values (the caller's model size plus padding).
@@ -366,6 +369,7 @@ pub fn he_fit_from_pb(s: &pb::HeFitSettings, max_values: usize) -> Result<HeFit,
     })
 }
 
+#[cfg(feature = "he")]
 /// An encrypted update as frames: the header with the signed manifest, then one
 /// [`pb::CipherChunk`] per ciphertext chunk.
 pub fn encrypted_frames(
@@ -392,6 +396,7 @@ pub fn encrypted_frames(
     (header, chunks)
 }
 
+#[cfg(feature = "he")]
 /// Reassembles an encrypted update from its header and [`pb::CipherChunk`]s, in order, within
 /// bounds on the chunk count and sizes (the engine then checks every chunk against the signed
 /// manifest's digests).
@@ -407,6 +412,7 @@ pub struct EncryptedAssembler {
     chunks: Vec<Vec<u8>>,
 }
 
+#[cfg(feature = "he")]
 impl EncryptedAssembler {
     /// Expects the header's chunks: at most `max_chunks` of them, each at most
     /// `max_chunk_bytes`, `max_total_bytes` in all.
@@ -596,6 +602,7 @@ mod tests {
         refused(a.finish(), "masked update", "ended after 0 of 1000 values");
     }
 
+    #[cfg(feature = "he")]
     #[test]
     fn encrypted_updates_reassemble_and_bad_frames_are_refused() {
         let update = EncryptedUpdate {

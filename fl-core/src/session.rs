@@ -193,6 +193,16 @@ struct HeFitState {
     private: bool,
 }
 
+/// The training metrics a member sends in the clear beside a masked or encrypted update: all
+/// but those that would give away what secure aggregation hides. The number of local steps
+/// (`epochs x ceil(examples / batch)`, with epochs and batch size set by the aggregator) would
+/// reveal the member's example count, the weight the protocol keeps inside the sum.
+fn public_metrics(metrics: &crate::round::Metrics) -> crate::round::Metrics {
+    let mut public = metrics.clone();
+    public.remove(crate::round::LOCAL_STEPS_METRIC);
+    public
+}
+
 /// What a member uploads from its task's result: the result itself when it is already the
 /// private difference (under DP), otherwise its difference from the global model.
 fn upload_values(result: &FitResult, global: &ParamVec, private: bool) -> Vec<f32> {
@@ -583,7 +593,7 @@ impl ClientSession {
                     self.outbox.push_back(ClientMessage::Encrypted {
                         round,
                         update,
-                        metrics: result.metrics.clone(),
+                        metrics: public_metrics(&result.metrics),
                     });
                     Ok(())
                 }
@@ -605,7 +615,7 @@ impl ClientSession {
                         round,
                         header,
                         values,
-                        metrics: result.metrics.clone(),
+                        metrics: public_metrics(&result.metrics),
                         bits: state.member.modulus_bits(),
                     });
                     Ok(())
@@ -921,5 +931,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn secure_uploads_keep_the_step_count_to_themselves() {
+        let metrics = crate::round::Metrics::from([
+            ("train_loss".to_string(), 0.5),
+            (crate::round::LOCAL_STEPS_METRIC.to_string(), 40.0),
+        ]);
+        let public = public_metrics(&metrics);
+        assert_eq!(
+            public,
+            crate::round::Metrics::from([("train_loss".to_string(), 0.5)])
+        );
     }
 }

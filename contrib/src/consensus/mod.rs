@@ -31,6 +31,10 @@ pub use quality::{AnnotatorQuality, QualityConfig, annotator_quality, kappa_from
 
 /// Most classes a question may have.
 pub const MAX_CLASSES: usize = 64;
+/// Most items one set of answers may have (the corpus has 3,754).
+pub const MAX_ITEMS: usize = 10_000_000;
+/// Most annotators one set of answers may have.
+pub const MAX_ANNOTATORS: usize = 1_000_000;
 
 /// Why answers could not be collected or aggregated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +50,17 @@ pub enum ConsensusError {
         class: u8,
         /// The number of classes.
         num_classes: usize,
+    },
+    /// An item or annotator index at or above its limit ([`MAX_ITEMS`], [`MAX_ANNOTATORS`]):
+    /// the per-item and per-annotator tables would not fit in memory.
+    #[error("{what} index {index} is over the limit of {limit}")]
+    IndexTooLarge {
+        /// `item` or `annotator`.
+        what: &'static str,
+        /// The index given.
+        index: usize,
+        /// The limit.
+        limit: usize,
     },
     /// A second answer by the same annotator to the same item.
     #[error("annotator {annotator} already answered item {item}")]
@@ -132,6 +147,8 @@ impl Answers {
                 num_classes: self.num_classes,
             });
         }
+        check_index("item", answer.item, MAX_ITEMS)?;
+        check_index("annotator", answer.annotator, MAX_ANNOTATORS)?;
         if !self.seen.insert((answer.item, answer.annotator)) {
             return Err(ConsensusError::DuplicateAnswer {
                 item: answer.item,
@@ -145,8 +162,16 @@ impl Answers {
     }
 
     /// Declares at least `n` items (items nobody answered still get a consensus entry).
-    pub fn reserve_items(&mut self, n: usize) {
+    pub fn reserve_items(&mut self, n: usize) -> Result<(), ConsensusError> {
+        if n > MAX_ITEMS {
+            return Err(ConsensusError::IndexTooLarge {
+                what: "item",
+                index: n - 1,
+                limit: MAX_ITEMS,
+            });
+        }
         self.num_items = self.num_items.max(n);
+        Ok(())
     }
 
     /// Number of classes.
@@ -207,7 +232,7 @@ impl Answers {
             *v = i;
         }
         let mut answers = Self::new(field.num_classes())?;
-        answers.reserve_items(items.len());
+        answers.reserve_items(items.len())?;
         for r in &records {
             answers.push_answer(Answer {
                 item: items[&r.body().item],
@@ -222,6 +247,13 @@ impl Answers {
         };
         Ok((answers, index))
     }
+}
+
+fn check_index(what: &'static str, index: usize, limit: usize) -> Result<(), ConsensusError> {
+    if index >= limit {
+        return Err(ConsensusError::IndexTooLarge { what, index, limit });
+    }
+    Ok(())
 }
 
 /// What the dense indices of [`Answers::from_annotations`] stand for.

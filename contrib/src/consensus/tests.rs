@@ -223,7 +223,7 @@ fn ties_go_to_the_lowest_class_and_unanswered_items_get_none() {
     let mut answers = Answers::new(3).unwrap();
     answers.push(0, 0, 2).unwrap();
     answers.push(0, 1, 1).unwrap();
-    answers.reserve_items(2);
+    answers.reserve_items(2).unwrap();
     let c = mv(&answers);
     assert_eq!(c.labels, vec![Some(1), None]);
     let d = ds(&answers);
@@ -306,6 +306,20 @@ fn bad_input_is_an_error() {
         })
     );
     assert_eq!(answers.len(), 1);
+    // Indices that would allocate without bound.
+    assert!(matches!(
+        answers.push(usize::MAX, 0, 0),
+        Err(ConsensusError::IndexTooLarge { what: "item", .. })
+    ));
+    assert!(matches!(
+        answers.push(0, MAX_ANNOTATORS, 0),
+        Err(ConsensusError::IndexTooLarge {
+            what: "annotator",
+            ..
+        })
+    ));
+    assert!(answers.reserve_items(MAX_ITEMS + 1).is_err());
+    assert_eq!((answers.len(), answers.num_items()), (1, 1));
     let gold = [Some(0), None];
     assert!(matches!(
         dawid_skene(&answers, Some(&gold), &DawidSkeneConfig::default()),

@@ -283,3 +283,25 @@ fn signatures_are_domain_separated_by_kind() {
     let recovered = p.signature().recover(&body).unwrap();
     assert_ne!(recovered, k.address());
 }
+
+#[test]
+fn mutated_and_truncated_bytes_are_errors_never_panics() {
+    use rand::{RngExt, SeedableRng};
+    let a = signed_annotation();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20);
+    let mut accepted = 0;
+    for _ in 0..2_000 {
+        let mut bytes = a.bytes().to_vec();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..bytes.len());
+            bytes[at] = rng.random();
+        }
+        bytes.truncate(rng.random_range(bytes.len() / 2..=bytes.len()));
+        if let Ok(r) = SignedRecord::<AnnotationRecord>::decode(&bytes) {
+            // Only the original record itself verifies.
+            assert_eq!(r.bytes(), a.bytes());
+            accepted += 1;
+        }
+    }
+    assert!(accepted < 2_000);
+}

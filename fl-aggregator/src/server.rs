@@ -137,14 +137,10 @@ pub async fn serve(
         None => None,
     };
     let engine_config = EngineConfig {
-        num_rounds: config.federation.rounds,
-        min_available_clients: config.federation.min_clients,
-        fit_timeout: config.fit_timeout(),
-        evaluate_timeout: config.evaluate_timeout(),
-        seed: config.federation.seed,
         // The model is in the store (saved below, and after every round): free its memory
         // while updates stream in and reload it if a round aborts.
         release_params_during_fit: true,
+        ..EngineConfig::from_federation(config)
     };
     let latest = store.latest().await?;
     let resumed_privacy = latest.as_ref().and_then(|(m, _)| m.privacy);

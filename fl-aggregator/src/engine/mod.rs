@@ -31,7 +31,6 @@ use fl_core::{
     ClientId, ClientMessage, ContentHash, EvaluateResult, ParamVec, RoundConfig, ServerMessage,
     Stage, Strategy, UpdateForm, derive_seed,
 };
-use serde::{Deserialize, Serialize};
 
 mod collect;
 mod collector;
@@ -48,19 +47,17 @@ use collector::{Collector, Next, Progress, StageContext, UpdateProtocol};
 pub use he::{HeCommittee, MAX_REQUEST_BYTES};
 pub use secure::SecureSetup;
 
-/// Settings of the round engine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// Settings of the round engine. Not read from a file itself: a federation file's settings
+/// become one through [`EngineConfig::from_federation`], in one place.
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
     /// Rounds to run.
     pub num_rounds: u64,
     /// A round starts only once at least this many clients are connected.
     pub min_available_clients: usize,
     /// Time clients have to return a fit result, from the moment the round starts.
-    #[serde(with = "duration_secs")]
     pub fit_timeout: Duration,
     /// Time clients have to return an evaluation, from the moment the stage starts.
-    #[serde(with = "duration_secs")]
     pub evaluate_timeout: Duration,
     /// Run seed: client selection and local data order derive from it.
     pub seed: u64,
@@ -69,8 +66,23 @@ pub struct EngineConfig {
     /// and no one else still holds the model, the engine asks for it back
     /// ([`EngineEvent::ParamsNeeded`], [`Engine::handle_params`]); a deployment reloads it from
     /// its checkpoint store. Saves one model's worth of memory while updates stream in.
-    #[serde(default)]
     pub release_params_during_fit: bool,
+}
+
+impl EngineConfig {
+    /// The engine settings of a federation file: `[federation]`'s rounds, quorum and seed, and
+    /// `[aggregator]`'s deadlines. The model stays in memory during a fit stage
+    /// (`release_params_during_fit` is the deployment's choice, not the file's).
+    pub fn from_federation(config: &fl_core::config::FederationConfig) -> Self {
+        Self {
+            num_rounds: config.federation.rounds,
+            min_available_clients: config.federation.min_clients,
+            fit_timeout: config.fit_timeout(),
+            evaluate_timeout: config.evaluate_timeout(),
+            seed: config.federation.seed,
+            release_params_during_fit: false,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -344,20 +356,5 @@ fn unexpected(client: ClientId, round: u64, stage: Stage) -> EngineError {
         client,
         round,
         stage,
-    }
-}
-
-mod duration_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }

@@ -61,6 +61,10 @@ pub enum Attack {
     /// Min-sum (same paper): `μ - γ·σ` with the largest γ whose sum of squared distances to
     /// the honest updates stays within the largest such sum of an honest update.
     MinSum,
+    /// Free riding: the global model sent back unchanged (a zero update) with the member's
+    /// example count, to be paid without training. Harmless to the model; what contribution
+    /// scores must catch.
+    FreeRide,
 }
 
 /// Why an attack could not be computed.
@@ -87,6 +91,7 @@ impl Attack {
             Self::Ipm { epsilon } => format!("ipm({epsilon})"),
             Self::MinMax => "min_max".into(),
             Self::MinSum => "min_sum".into(),
+            Self::FreeRide => "free_ride".into(),
         }
     }
 
@@ -123,6 +128,7 @@ impl Attack {
             Self::Ipm { epsilon } => ipm(honest, epsilon)?,
             Self::MinMax => min_max(honest, false)?,
             Self::MinSum => min_max(honest, true)?,
+            Self::FreeRide => vec![0.0; own.len()],
         })
     }
 }
@@ -408,6 +414,13 @@ mod tests {
             Attack::LabelFlip.malicious_delta(&own, &none, &mut rng()),
             Ok(own.to_vec())
         );
+        assert_eq!(
+            Attack::FreeRide.malicious_delta(&own, &none, &mut rng()),
+            Ok(vec![0.0, 0.0]),
+            "the global model, unchanged"
+        );
+        let a: Attack = toml::from_str("kind = \"free_ride\"\n").unwrap();
+        assert_eq!((a, a.label()), (Attack::FreeRide, "free_ride".to_string()));
     }
 
     #[test]

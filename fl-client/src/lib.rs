@@ -14,6 +14,9 @@
 //!   an outcome head and a kind head) over [`data::proposals`], the governance proposals
 //!   shipped in the crate, with text hashed by [`text`] (no vocabulary to agree).
 //!
+//! - [`validation`]: a trainer's held-out evaluation as the aggregator's
+//!   [`Validator`](fl_core::Validator) ([`HeldOutValidator`]), which contribution scores
+//!   value coalitions of updates by.
 //! - [`federation`]: a federation file's `[model]` and `[data]` turned into this member's
 //!   trainer, and the seeded initial model every party derives identically.
 //! - [`node`]: the member's node, which joins an aggregator over gRPC (TLS, a signed join,
@@ -89,6 +92,7 @@ pub mod partition;
 pub mod text;
 #[cfg(feature = "burn")]
 pub mod trainer;
+pub mod validation;
 
 /// What an embedder needs in one import: the [`Trainer`] interface and its types, keys, the
 /// federation file and the one-call [`run`].
@@ -121,6 +125,7 @@ pub use partition::PartitionError;
 pub use trainer::proposals::{ProposalModelSpec, ProposalTrainer};
 #[cfg(feature = "burn")]
 pub use trainer::{BurnTrainer, DeviceSpec, ModelError, ModelSpec};
+pub use validation::{HeldOutValidator, Utility};
 
 /// Joins the federation that `federation` describes as the member holding `key`, training
 /// `trainer` (any [`Trainer`]: yours, or a [`BurnTrainer`]) until the federation finishes, over

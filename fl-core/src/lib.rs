@@ -62,6 +62,7 @@ pub mod secure;
 pub mod session;
 pub mod strategy;
 pub mod trainer;
+pub mod validator;
 pub mod wire;
 
 pub use aggregate::{AggregateError, Contribution, WeightedSum};
@@ -84,3 +85,4 @@ pub use strategy::{
     weighted_evaluation,
 };
 pub use trainer::{Trainer, TrainerError};
+pub use validator::Validator;

@@ -525,3 +525,64 @@ fn a_per_member_rule_gets_each_members_signed_statement_as_evidence() {
             .is_none()
     );
 }
+
+#[test]
+fn contribution_scores_from_the_file_need_a_validation_set_and_reach_the_round_metrics() {
+    // The file loads (members read it too), but the stock aggregator holds no validation set.
+    let fed = federation(
+        "min_fit_clients = 3\nkind = \"median\"\n[strategy.contribution]\nshapley = \"exact\"",
+        "",
+    )
+    .unwrap();
+    let Err(e) = fed.build_strategy(schema().num_values()) else {
+        panic!("built contribution scores without a validation set");
+    };
+    assert_eq!(
+        e,
+        fl_core::strategy::BuildError::ContributionWithoutValidator
+    );
+    assert!(e.to_string().contains("build_with_validator"), "{e}");
+
+    // A program holding one (here: utility = the first parameter) passes it in; the scores
+    // arrive with the round's metrics, which the aggregator writes into the manifest.
+    let validator =
+        |p: &ParamVec| -> Result<f64, fl_core::TrainerError> { Ok(f64::from(p.values()[0])) };
+    let strategy = fed
+        .strategy
+        .build_with_validator(
+            None,
+            None,
+            3,
+            schema().num_values(),
+            Some(Box::new(validator)),
+        )
+        .unwrap();
+    assert_eq!(strategy.update_form(), UpdateForm::PerMember);
+    let mut e = Engine::new(config(1, 3), strategy, ParamVec::zeros(schema()));
+    connect(&mut e, 3);
+    drain(&mut e);
+    // Member 2 is a free rider: it sends the global model back.
+    for (c, v) in [(0, [3.0, 0.0]), (1, [1.0, 0.0]), (2, [0.0, 0.0])] {
+        e.handle_message(T0, ClientId(c), fit_done(1, v, 1))
+            .unwrap();
+    }
+    let metrics = drain(&mut e)
+        .into_iter()
+        .find_map(|ev| match ev {
+            EngineEvent::FitAggregated { metrics, .. } => Some(metrics),
+            _ => None,
+        })
+        .expect("the round aggregated");
+    assert_eq!(e.params().values(), &[1.0, 0.0], "the median");
+    // v(S) = the mean of its members' first values (3, 1, 0), v(N) = 4/3: by hand
+    // φ₀ = 3/3 + (2 - 1)/6 + (1.5 - 0)/6 + (4/3 - 0.5)/3 = 61/36, φ₁ = 7/36, φ₂ = -20/36.
+    for (c, want) in [(0, 61.0 / 36.0), (1, 7.0 / 36.0), (2, -20.0 / 36.0)] {
+        let got = metrics[&format!("contribution.{c}.shapley")];
+        assert!((got - want).abs() < 1e-6, "member {c}: {got} vs {want}");
+    }
+    assert_eq!(metrics["contribution.evaluations"], 8.0);
+    assert!(
+        metrics.contains_key("qa.2.norm"),
+        "the rule's own metrics stay"
+    );
+}

@@ -7,6 +7,7 @@ use crate::dp::{DifferentialPrivacy, PrivacyConfig};
 use crate::round::{ClientId, EvaluateConfig, FitConfig};
 use crate::secure::SecureAggregationConfig;
 
+use super::contribution::{ContributionConfig, ContributionScored};
 use super::{
     BucketingConfig, Bulyan, BulyanConfig, CenteredClipping, CenteredClippingConfig, EvaluatePlan,
     FedAvg, FedNova, FitPlan, GeometricMedian, GeometricMedianConfig, Krum, KrumConfig, MedianRule,
@@ -111,6 +112,10 @@ impl AggregationRule {
 /// [strategy.bucketing]
 /// size = 2
 /// ```
+///
+/// Any rule may have its members scored on a validation set the aggregator holds
+/// (`[strategy.contribution]`, see [`ContributionConfig`]; plain rounds only, and only where
+/// the strategy is built with a validator: [`build_with_validator`](Self::build_with_validator)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StrategyConfig {
@@ -154,6 +159,9 @@ pub struct StrategyConfig {
     pub nnm: Option<NnmConfig>,
     /// `[strategy.bucketing]`: s-bucketing in front of a robust rule (after NNM if both).
     pub bucketing: Option<BucketingConfig>,
+    /// `[strategy.contribution]`: leave-one-out and Shapley scores of every member of every
+    /// round on the aggregator's validation set, reported as round metrics.
+    pub contribution: Option<ContributionConfig>,
 }
 
 impl Default for StrategyConfig {
@@ -177,6 +185,7 @@ impl Default for StrategyConfig {
             norm_bounding: None,
             nnm: None,
             bucketing: None,
+            contribution: None,
         }
     }
 }
@@ -250,6 +259,25 @@ pub enum BuildError {
         /// The fewest it works with.
         needed: usize,
     },
+    /// Contribution scores were combined with secure aggregation or differential privacy,
+    /// which hide the members' own updates.
+    #[error(
+        "[strategy.contribution] scores every member's own update, but {section} hides it: \
+         drop one of the two"
+    )]
+    ContributionNeedsPlainUpdates {
+        /// The section that hides the updates: `[secure_aggregation]` or `[privacy]`.
+        section: &'static str,
+    },
+    /// Contribution scores were asked for, but the strategy was built without a validation
+    /// set.
+    #[error(
+        "[strategy.contribution] needs a validation set held by the aggregator, and none was \
+         given: the `fl-aggregator` binary holds none yet, so remove [strategy.contribution] \
+         from the federation file, or run the federation from a program that passes a \
+         Validator to StrategyConfig::build_with_validator (as the `contribution` example does)"
+    )]
+    ContributionWithoutValidator,
     /// A setting is out of range.
     #[error("[strategy]: {0}")]
     Strategy(#[from] super::StrategyError),
@@ -275,6 +303,19 @@ impl StrategyConfig {
                 return Err(BuildError::PerMemberUnderPrivacy { rule: rule.name() });
             }
         }
+        if let Some(c) = &self.contribution {
+            c.check()?;
+            if secure.is_some() {
+                return Err(BuildError::ContributionNeedsPlainUpdates {
+                    section: "[secure_aggregation]",
+                });
+            }
+            if privacy.is_some() {
+                return Err(BuildError::ContributionNeedsPlainUpdates {
+                    section: "[privacy]",
+                });
+            }
+        }
         if privacy.is_some_and(|p| p.mechanism == crate::dp::Mechanism::Distributed)
             && secure.is_none()
         {
@@ -298,6 +339,9 @@ impl StrategyConfig {
     /// the inputs its guarantee needs (what loading a federation file runs once the member
     /// list is known).
     pub fn check_members(&self, members: usize) -> Result<(), BuildError> {
+        if let Some(c) = &self.contribution {
+            c.check_members(members)?;
+        }
         let Some(rule) = self.robust_rule()? else {
             return Ok(());
         };
@@ -422,12 +466,30 @@ impl StrategyConfig {
     /// of `dim` values under `secure`). A robust rule's precondition on the member count is
     /// checked against the members a round selects out of `members` (0: unknown, not checked
     /// here; the round then aborts with [`StrategyError::TooFewMembers`](super::StrategyError::TooFewMembers)).
+    ///
+    /// Refuses `[strategy.contribution]` ([`BuildError::ContributionWithoutValidator`]): scores
+    /// need a validation set, which [`build_with_validator`](Self::build_with_validator) takes.
     pub fn build(
         &self,
         privacy: Option<&PrivacyConfig>,
         secure: Option<&SecureAggregationConfig>,
         members: usize,
         dim: usize,
+    ) -> Result<Box<dyn Strategy>, BuildError> {
+        self.build_with_validator(privacy, secure, members, dim, None)
+    }
+
+    /// [`build`](Self::build), with the aggregator's validation set: when
+    /// `[strategy.contribution]` is set, the rule is wrapped in a [`ContributionScored`] that
+    /// scores every round on `validator` (without one it is refused); otherwise `validator` is
+    /// not used.
+    pub fn build_with_validator(
+        &self,
+        privacy: Option<&PrivacyConfig>,
+        secure: Option<&SecureAggregationConfig>,
+        members: usize,
+        dim: usize,
+        validator: Option<Box<dyn crate::Validator>>,
     ) -> Result<Box<dyn Strategy>, BuildError> {
         self.check(privacy, secure)?;
         if members > 0 {
@@ -448,6 +510,11 @@ impl StrategyConfig {
                     .with_pre_aggregators(self.pre_aggregators())
                     .with_optimizer(optimizer),
             ),
+        };
+        let rule = match (self.contribution, validator) {
+            (None, _) => rule,
+            (Some(_), None) => return Err(BuildError::ContributionWithoutValidator),
+            (Some(c), Some(v)) => Box::new(ContributionScored::new(rule, v, c)?),
         };
         let Some(p) = privacy else {
             return Ok(rule);

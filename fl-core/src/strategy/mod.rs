@@ -16,7 +16,9 @@
 //! - [`ServerOptimizer`]s applied to the aggregated update: [`FedAvgM`], [`FedAdam`],
 //!   [`FedYogi`], [`FedAdagrad`];
 //! - differential privacy as a wrapper around any sum-based strategy
-//!   ([`crate::dp::DifferentialPrivacy`]).
+//!   ([`crate::dp::DifferentialPrivacy`]);
+//! - contribution scores (leave-one-out, GTG-Shapley) of every member on a validation set as a
+//!   wrapper around any strategy ([`ContributionScored`], [`contribution`]).
 //!
 //! [`StrategyConfig`] is the `[strategy]` section of a federation file, and
 //! [`StrategyConfig::build`] the one place that turns it (with `[privacy]` and
@@ -77,6 +79,7 @@ mod anomaly;
 mod bulyan;
 mod centered_clipping;
 mod config;
+pub mod contribution;
 mod fedavg;
 mod fednova;
 mod geometric_median;
@@ -93,6 +96,7 @@ pub use anomaly::{MemberScore, score_members, score_metrics};
 pub use bulyan::{Bulyan, BulyanConfig, bulyan};
 pub use centered_clipping::{CenteredClipping, CenteredClippingConfig, centered_clip};
 pub use config::{AggregationRule, BuildError, StrategyConfig};
+pub use contribution::{ContributionConfig, ContributionScored};
 pub use fedavg::FedAvg;
 pub use fednova::{FedNova, normalized_average};
 pub use geometric_median::{GeometricMedian, GeometricMedianConfig, geometric_median};

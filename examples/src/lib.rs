@@ -14,6 +14,9 @@
 //! - [`progress`]: a progress bar over rounds with one line per round.
 //! - [`robust`]: the digits federation under attack, for each robust rule (the robustness
 //!   benchmark).
+//! - `contribution` (`cargo run --release -p examples --example contribution`): every member's
+//!   leave-one-out and GTG-Shapley score per round on the held-out digits, with label flippers
+//!   and free riders; [`contribution`] is its library side.
 //!
 //! ```no_run
 //! use examples::digits::{self, DigitsConfig};
@@ -25,6 +28,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod contribution;
 pub mod dao;
 pub mod digits;
 pub mod progress;

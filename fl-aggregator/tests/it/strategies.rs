@@ -574,9 +574,9 @@ fn contribution_scores_from_the_file_need_a_validation_set_and_reach_the_round_m
         })
         .expect("the round aggregated");
     assert_eq!(e.params().values(), &[1.0, 0.0], "the median");
-    // v(S) = the mean of its members' first values (3, 1, 0), v(N) = 4/3: by hand
-    // φ₀ = 3/3 + (2 - 1)/6 + (1.5 - 0)/6 + (4/3 - 0.5)/3 = 61/36, φ₁ = 7/36, φ₂ = -20/36.
-    for (c, want) in [(0, 61.0 / 36.0), (1, 7.0 / 36.0), (2, -20.0 / 36.0)] {
+    // With the round's shares v(S) = Σ_S sᵢ / 3 over the members' first values s = (3, 1, 0):
+    // an additive game, so φᵢ = sᵢ / 3, and the free rider scores exactly 0.
+    for (c, want) in [(0, 1.0), (1, 1.0 / 3.0), (2, 0.0)] {
         let got = metrics[&format!("contribution.{c}.shapley")];
         assert!((got - want).abs() < 1e-6, "member {c}: {got} vs {want}");
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::params::ParamVec;
 use crate::validator::Validator;
 
-use super::{ContributionError, Weighting};
+use super::{CoalitionModel, ContributionError, Weighting};
 
 /// A cooperative game over `players()` players: a value for every coalition.
 pub trait CoalitionGame {
@@ -81,9 +81,10 @@ impl<G: CoalitionGame> CoalitionGame for Memo<G> {
 }
 
 /// The round's game: a coalition's value is the validator's utility of
-/// `current + Σᵢ wᵢ·δᵢ / Σᵢ wᵢ` over its members (the FedAvg aggregate the coalition alone
-/// would have produced; the empty coalition keeps the current model), with `wᵢ` the member's
-/// example count or 1 ([`Weighting`]).
+/// `current + Σ_S wᵢ·δᵢ / W` over its members `S` (the empty coalition keeps the current model),
+/// with `wᵢ` the member's example count or 1 ([`Weighting`]) and `W` the coalition's total
+/// weight (the FedAvg aggregate the coalition alone would have produced) or the whole round's
+/// ([`CoalitionModel`]).
 ///
 /// A coalition's model is rebuilt from scratch in ascending member order, so its value does not
 /// depend on the order in which a method asks for it.
@@ -91,6 +92,7 @@ pub struct UpdateGame<'a> {
     current: &'a ParamVec,
     deltas: &'a [Vec<f32>],
     weights: Vec<f64>,
+    coalition: CoalitionModel,
     validator: &'a mut dyn Validator,
 }
 
@@ -111,6 +113,7 @@ impl<'a> UpdateGame<'a> {
         deltas: &'a [Vec<f32>],
         examples: &[u64],
         weighting: Weighting,
+        coalition: CoalitionModel,
         validator: &'a mut dyn Validator,
     ) -> Result<Self, ContributionError> {
         if deltas.len() != examples.len() || deltas.iter().any(|d| d.len() != current.len()) {
@@ -127,6 +130,7 @@ impl<'a> UpdateGame<'a> {
             current,
             deltas,
             weights,
+            coalition,
             validator,
         })
     }
@@ -136,7 +140,10 @@ impl<'a> UpdateGame<'a> {
         let mut sorted = members.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        let total: f64 = sorted.iter().map(|&i| self.weights[i]).sum();
+        let total: f64 = match self.coalition {
+            CoalitionModel::Fedavg => sorted.iter().map(|&i| self.weights[i]).sum(),
+            CoalitionModel::RoundShare => self.weights.iter().sum(),
+        };
         if total <= 0.0 {
             return Ok(self.current.clone());
         }
@@ -199,8 +206,15 @@ mod tests {
             calls += 1;
             Ok(f64::from(p.values()[0]))
         };
-        let game =
-            UpdateGame::new(&current, &deltas, &[1, 3], Weighting::Examples, &mut first).unwrap();
+        let game = UpdateGame::new(
+            &current,
+            &deltas,
+            &[1, 3],
+            Weighting::Examples,
+            CoalitionModel::Fedavg,
+            &mut first,
+        )
+        .unwrap();
         // (1·(2, 0) + 3·(0, 4)) / 4 = (0.5, 3).
         assert_eq!(game.coalition_model(&[1, 0]).unwrap().values(), &[1.5, 4.0]);
         assert_eq!(game.coalition_model(&[]).unwrap().values(), &[1.0, 1.0]);
@@ -219,8 +233,15 @@ mod tests {
         drop(memo);
         assert_eq!(calls, 2);
         let mut u = |_: &ParamVec| -> Result<f64, TrainerError> { Ok(0.0) };
-        let uniform =
-            UpdateGame::new(&current, &deltas, &[1, 3], Weighting::Uniform, &mut u).unwrap();
+        let uniform = UpdateGame::new(
+            &current,
+            &deltas,
+            &[1, 3],
+            Weighting::Uniform,
+            CoalitionModel::Fedavg,
+            &mut u,
+        )
+        .unwrap();
         assert_eq!(
             uniform.coalition_model(&[0, 1]).unwrap().values(),
             &[2.0, 3.0]
@@ -232,15 +253,30 @@ mod tests {
         let current = pv(&[0.0]);
         let deltas = vec![vec![1.0]];
         let mut nan = |_: &ParamVec| -> Result<f64, TrainerError> { Ok(f64::NAN) };
-        let game = UpdateGame::new(&current, &deltas, &[1], Weighting::Examples, &mut nan).unwrap();
+        let game = UpdateGame::new(
+            &current,
+            &deltas,
+            &[1],
+            Weighting::Examples,
+            CoalitionModel::Fedavg,
+            &mut nan,
+        )
+        .unwrap();
         assert!(matches!(
             Memo::new(game).value(&[0]),
             Err(ContributionError::NonFiniteUtility { .. })
         ));
         let mut fails =
             |_: &ParamVec| -> Result<f64, TrainerError> { Err(TrainerError::NoData("evaluate")) };
-        let mut game =
-            UpdateGame::new(&current, &deltas, &[1], Weighting::Examples, &mut fails).unwrap();
+        let mut game = UpdateGame::new(
+            &current,
+            &deltas,
+            &[1],
+            Weighting::Examples,
+            CoalitionModel::Fedavg,
+            &mut fails,
+        )
+        .unwrap();
         assert!(matches!(
             game.value(&[0]),
             Err(ContributionError::Validator(e)) if e.contains("evaluate")
@@ -252,6 +288,7 @@ mod tests {
                 &[vec![1.0, 2.0]],
                 &[1],
                 Weighting::Examples,
+                CoalitionModel::Fedavg,
                 &mut ok
             ),
             Err(ContributionError::Shape)

@@ -2,9 +2,11 @@
 //! validation set the aggregator holds, so that a DAO can pay members by it.
 //!
 //! A round is a cooperative game ([`UpdateGame`]): the value of a coalition of members is the
-//! validation utility ([`Validator`]) of the FedAvg aggregate of their updates alone, rebuilt
-//! from the updates without retraining (the empty coalition keeps the current global model).
-//! Over that game, per member and round:
+//! validation utility ([`Validator`]) of the round's FedAvg aggregate rebuilt from their updates
+//! alone, without retraining: by default with the members outside the coalition counted as
+//! having sent the global model back ([`CoalitionModel::RoundShare`]), or as the coalition's own
+//! FedAvg ([`CoalitionModel::Fedavg`], GTG-Shapley's reconstruction). The empty coalition keeps
+//! the current global model. Over that game, per member and round:
 //!
 //! - **leave-one-out** ([`leave_one_out`]): `v(N) - v(N ∖ {i})`, `n + 1` evaluations; cheap,
 //!   but a member whose update others duplicate scores near 0;
@@ -15,13 +17,15 @@
 //!
 //! [`ContributionScored`] wraps any strategy and reports the scores of every round as round
 //! metrics (`contribution.<client>.loo`, `contribution.<client>.shapley`, the evaluations spent),
-//! which the engine writes into the checkpoint manifest that is anchored on chain: rewards can
-//! be computed from anchored data, and anyone holding the validation set and the round's
-//! updates can recompute them (the permutations are seeded from the round seed).
+//! which the aggregator writes into the round's checkpoint manifest ([`scores_in`] reads them
+//! back): rewards can be computed from the manifests, and anyone holding the validation set and
+//! the round's updates can recompute them (the permutations are seeded from the round seed).
+//! The on-chain anchor commits to the parameters and participants, not yet to the metrics.
 //!
-//! Under FedAvg reconstruction a free rider (who sends the global model back) adds nothing
-//! alone and dilutes every coalition it joins, so its value is negative whenever the others
-//! help; a member whose update hurts the validation utility (label flipping) is negative too.
+//! A free rider (who sends the global model back) is a null player of the default game and
+//! scores exactly 0; a member whose update hurts the validation utility (label flipping) scores
+//! below 0. Under the coalition's own FedAvg a free rider instead shrinks every coalition's
+//! step, which a validation loss can reward: see [`CoalitionModel`].
 //!
 //! It needs every member's update in the clear, so it cannot run under secure aggregation or
 //! differential privacy, and it needs a validation set: `[strategy.contribution]` in a
@@ -69,6 +73,23 @@ pub enum Weighting {
     Uniform,
 }
 
+/// Which model a coalition of members stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoalitionModel {
+    /// The round's FedAvg with the members outside the coalition counted as having sent the
+    /// global model back, `Σ_S wᵢδᵢ / Σ_N wᵢ`: a free rider is a null player and scores exactly
+    /// 0, and a member whose update hurts scores below it.
+    #[default]
+    RoundShare,
+    /// The FedAvg of the coalition's own updates, `Σ_S wᵢδᵢ / Σ_S wᵢ` (GTG-Shapley's
+    /// reconstruction): the round as if only the coalition had taken part. A free rider then
+    /// shrinks every coalition's step; on non-IID members, whose small coalitions overshoot,
+    /// the validation utility rewards that (measured on digits: free riders ranked among the
+    /// most valuable by validation loss).
+    Fedavg,
+}
+
 /// `[strategy.contribution]`: score every member of every round.
 ///
 /// ```toml
@@ -79,6 +100,7 @@ pub enum Weighting {
 /// round_truncation = 0.001 # GTG: all 0 when |v(N) - v(before)| is below this (0: never)
 /// convergence = 0.05       # GTG: stop when a cycle of n permutations moves the values less
 /// weighting = "examples"   # or "uniform"
+/// coalition = "round_share" # or "fedavg" (GTG-Shapley's own reconstruction)
 /// exact_up_to = 0          # also the exact value in rounds of at most this many members
 /// ```
 ///
@@ -93,14 +115,16 @@ pub struct ContributionConfig {
     /// GTG within-round truncation: once a permutation's coalition is within this of the
     /// whole round's utility, the remaining members' gains count as 0 unevaluated (0: never).
     pub truncation: f64,
-    /// GTG between-round truncation: a round that moved the utility by less than this gives
-    /// every member 0 after two evaluations (0: never).
+    /// GTG between-round truncation: a round that moved the utility by less than this (or
+    /// than `truncation`) gives every member 0 after two evaluations (0: never).
     pub round_truncation: f64,
     /// GTG: stop once a cycle of `n` permutations (every member leading once) moved the values
     /// by less than this fraction of their L1 norm (0: run every permutation).
     pub convergence: f64,
     /// How coalitions average their members' updates.
     pub weighting: Weighting,
+    /// Which model a coalition stands for.
+    pub coalition: CoalitionModel,
     /// Also compute the exact Shapley value (`contribution.<client>.exact`) in rounds of at
     /// most this many members (0: never; at most [`MAX_EXACT_PLAYERS`]).
     pub exact_up_to: usize,
@@ -115,6 +139,7 @@ impl Default for ContributionConfig {
             round_truncation: 0.001,
             convergence: 0.05,
             weighting: Weighting::Examples,
+            coalition: CoalitionModel::RoundShare,
             exact_up_to: 0,
         }
     }
@@ -249,7 +274,8 @@ pub struct RoundScores {
     pub permutations: usize,
     /// Marginal gains GTG set to 0 by within-round truncation.
     pub truncated: usize,
-    /// Whether between-round truncation gave every member 0.
+    /// Whether truncation gave every member 0 (the round moved the utility by less than a
+    /// tolerance).
     pub round_truncated: bool,
 }
 
@@ -289,6 +315,40 @@ impl RoundScores {
     }
 }
 
+/// The members' scores recorded in a round's metrics (a checkpoint manifest's `metrics`), as
+/// [`RoundScores::metrics`] wrote them, in ascending client order: what a reward computation
+/// reads back. Keys that are not a member's `loo`, `shapley` or `exact` are ignored; a member
+/// without both `loo` and `shapley` is left out.
+pub fn scores_in(metrics: &Metrics) -> Vec<MemberContribution> {
+    let mut found: std::collections::BTreeMap<u64, [Option<f64>; 3]> = Default::default();
+    for (key, &value) in metrics {
+        let Some(rest) = key.strip_prefix("contribution.") else {
+            continue;
+        };
+        let Some((client, what)) = rest.split_once('.') else {
+            continue;
+        };
+        let (Ok(client), Some(slot)) = (
+            client.parse::<u64>(),
+            ["loo", "shapley", "exact"].iter().position(|w| *w == what),
+        ) else {
+            continue;
+        };
+        found.entry(client).or_default()[slot] = Some(value);
+    }
+    found
+        .into_iter()
+        .filter_map(|(c, [loo, shapley, exact])| {
+            Some(MemberContribution {
+                client: ClientId(c),
+                loo: loo?,
+                shapley: shapley?,
+                exact,
+            })
+        })
+        .collect()
+}
+
 /// Scores every member of a round: the members' `updates` to `current`, valued by
 /// `validator`, GTG permutations seeded by `seed`. Each coalition is evaluated once for all the
 /// methods together.
@@ -303,7 +363,14 @@ pub fn score_round(
     let deltas = member_deltas(current, updates)?;
     let examples: Vec<u64> = updates.iter().map(|u| u.weight).collect();
     let n = updates.len();
-    let game = UpdateGame::new(current, &deltas, &examples, config.weighting, validator)?;
+    let game = UpdateGame::new(
+        current,
+        &deltas,
+        &examples,
+        config.weighting,
+        config.coalition,
+        validator,
+    )?;
     let mut game = Memo::new(game);
     let utility_before = game.value(&[])?;
     let utility_all = game.value(&(0..n).collect::<Vec<_>>())?;
@@ -383,11 +450,15 @@ mod tests {
         assert_eq!(contribution.weighting, Weighting::Uniform);
         assert_eq!(contribution.shapley, ShapleyMethod::Gtg);
         assert_eq!(contribution.truncation, 0.005);
+        assert_eq!(contribution.coalition, CoalitionModel::RoundShare);
+        let c: StrategyConfig = toml::from_str("[contribution]\ncoalition = \"fedavg\"\n").unwrap();
+        assert_eq!(c.contribution.unwrap().coalition, CoalitionModel::Fedavg);
         assert!(c.check(None, None).is_ok());
         for typo in [
             "permutation = 4",
             "shapley = \"tmc\"",
             "weighting = \"stake\"",
+            "coalition = \"mean\"",
         ] {
             let e = toml::from_str::<StrategyConfig>(&format!("[contribution]\n{typo}\n"))
                 .unwrap_err()
@@ -395,6 +466,42 @@ mod tests {
             let word = typo.split([' ', '"']).find(|w| !w.is_empty()).unwrap();
             assert!(e.contains(word) || e.contains("variant"), "{typo}: {e}");
         }
+    }
+
+    #[test]
+    fn scores_read_back_from_round_metrics() {
+        let members = vec![
+            MemberContribution {
+                client: ClientId(2),
+                loo: -0.5,
+                shapley: 0.25,
+                exact: Some(0.3),
+            },
+            MemberContribution {
+                client: ClientId(10),
+                loo: 0.0,
+                shapley: -1.0,
+                exact: None,
+            },
+        ];
+        let scores = RoundScores {
+            members: members.clone(),
+            utility_before: 0.1,
+            utility_all: 0.2,
+            loo_evaluations: 3,
+            shapley_evaluations: 4,
+            exact_evaluations: 0,
+            permutations: 2,
+            truncated: 1,
+            round_truncated: false,
+        };
+        let mut m = scores.metrics();
+        assert_eq!(m["contribution.evaluations"], 7.0);
+        assert_eq!(m["contribution.10.shapley"], -1.0);
+        m.insert("contribution.x.loo".into(), 1.0);
+        m.insert("contribution.7.loo".into(), 1.0);
+        m.insert("qa.2.norm".into(), 1.0);
+        assert_eq!(scores_in(&m), members);
     }
 
     #[test]

@@ -217,10 +217,11 @@ mod tests {
             .unwrap();
         assert_eq!(next.values(), &[0.5]);
         let m = s.round_metrics();
-        assert_eq!(m["contribution.3.shapley"], 0.75);
-        assert_eq!(m["contribution.8.shapley"], -0.25);
+        // Round shares: v({3}) = v(N) = ½, v({8}) = 0; the free rider is a null player.
+        assert_eq!(m["contribution.3.shapley"], 0.5);
+        assert_eq!(m["contribution.8.shapley"], 0.0);
         assert_eq!(m["contribution.3.loo"], 0.5);
-        assert_eq!(m["contribution.8.loo"], -0.5);
+        assert_eq!(m["contribution.8.loo"], 0.0);
         assert_eq!(m["contribution.utility_all"], 0.5);
         assert_eq!(m["contribution.evaluations"], 4.0);
         assert!(s.last_failure().is_none());

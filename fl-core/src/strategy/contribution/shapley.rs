@@ -88,7 +88,9 @@ pub struct SampledShapley {
     pub permutations: usize,
     /// Marginal gains set to 0 by within-round truncation instead of evaluated.
     pub truncated: usize,
-    /// Whether between-round truncation skipped the game (every value 0).
+    /// Whether the game was skipped (every value 0) because `|v(N) - v(∅)|` is below the
+    /// between-round tolerance, or below the within-round one (which would truncate every
+    /// permutation at its first step).
     pub round_truncated: bool,
 }
 
@@ -116,7 +118,11 @@ pub fn gtg_shapley(
     let all: Vec<usize> = (0..n).collect();
     let v_empty = game.value(&[])?;
     let v_all = game.value(&all)?;
-    if settings.round_truncation > 0.0 && (v_all - v_empty).abs() < settings.round_truncation {
+    // A round that moved the utility by less than a tolerance: between-round truncation, or
+    // within-round truncation at every permutation's first step (the same zeros, unsampled).
+    let gain = (v_all - v_empty).abs();
+    let below = |tolerance: f64| tolerance > 0.0 && gain < tolerance;
+    if below(settings.round_truncation) || below(settings.truncation) {
         out.round_truncated = true;
         return Ok(out);
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::super::Weighting;
 use super::super::game::{Memo, UpdateGame};
+use super::super::{CoalitionModel, Weighting};
 use super::*;
 use crate::params::{ParamVec, Schema, TensorSpec};
 use crate::trainer::TrainerError;
@@ -86,7 +86,15 @@ fn three_members_under_fedavg_and_a_linear_utility_by_hand() {
     let current = pv(vec![0.0, 0.0]);
     let deltas = vec![vec![1.0, 0.0], vec![0.0, 2.0], vec![1.0, 2.0]];
     let mut v = linear(vec![1.0, 1.0]);
-    let game = UpdateGame::new(&current, &deltas, &[5, 1, 9], Weighting::Uniform, &mut v).unwrap();
+    let game = UpdateGame::new(
+        &current,
+        &deltas,
+        &[5, 1, 9],
+        Weighting::Uniform,
+        CoalitionModel::Fedavg,
+        &mut v,
+    )
+    .unwrap();
     let mut memo = Memo::new(game);
     let phi = exact_shapley(&mut memo).unwrap();
     close(&phi, &[-1.0 / 12.0, 2.0 / 3.0, 17.0 / 12.0], 1e-6);
@@ -147,16 +155,37 @@ fn a_null_player_gets_zero_and_duplicates_get_equal_values() {
         &deltas,
         &[3, 3, 3, 3],
         Weighting::Examples,
+        CoalitionModel::Fedavg,
         &mut v,
     )
     .unwrap();
     let phi = exact_shapley(&mut game).unwrap();
     assert!((phi[0] - phi[1]).abs() < 1e-9, "{phi:?}");
-    // The free rider adds nothing alone and dilutes every coalition it joins: under FedAvg its
-    // value is negative (not 0) whenever the others help, and it ranks last.
+    // The free rider adds nothing alone and dilutes every coalition it joins: under the
+    // coalition's own FedAvg its value is negative (not 0) whenever the others help, and it
+    // ranks last.
     assert!(phi[3] < 0.0 && phi.iter().all(|&p| p >= phi[3]), "{phi:?}");
     let loo = leave_one_out(&mut game).unwrap();
     assert!(loo[3] < 0.0 && loo.iter().all(|&p| p >= loo[3]), "{loo:?}");
+    // With the round's shares it is a null player: exactly 0, duplicates still equal.
+    let mut v = linear(vec![1.0, 1.0]);
+    let mut game = UpdateGame::new(
+        &current,
+        &deltas,
+        &[3, 3, 3, 3],
+        Weighting::Examples,
+        CoalitionModel::RoundShare,
+        &mut v,
+    )
+    .unwrap();
+    let phi = exact_shapley(&mut game).unwrap();
+    assert!(
+        (phi[0] - phi[1]).abs() < 1e-9 && phi[3].abs() < 1e-9,
+        "{phi:?}"
+    );
+    assert!(leave_one_out(&mut game).unwrap()[3].abs() < 1e-9);
+    let sampled = gtg_shapley(&mut game, &settings(20, 0.0)).unwrap();
+    assert!(sampled.values[3].abs() < 1e-9, "{:?}", sampled.values);
 }
 
 #[test]
@@ -165,10 +194,30 @@ fn a_free_rider_beside_one_honest_member_by_hand() {
     let current = pv(vec![0.0]);
     let deltas = vec![vec![1.0], vec![0.0]];
     let mut v = linear(vec![1.0]);
-    let mut game =
-        UpdateGame::new(&current, &deltas, &[1, 1], Weighting::Examples, &mut v).unwrap();
+    let mut game = UpdateGame::new(
+        &current,
+        &deltas,
+        &[1, 1],
+        Weighting::Examples,
+        CoalitionModel::Fedavg,
+        &mut v,
+    )
+    .unwrap();
     close(&exact_shapley(&mut game).unwrap(), &[0.75, -0.25], 1e-12);
     close(&leave_one_out(&mut game).unwrap(), &[0.5, -0.5], 1e-12);
+    // Round shares: v({h}) = v(N) = ½, v({f}) = 0, so φ = (½, 0) and leave-one-out (½, 0).
+    let mut v = linear(vec![1.0]);
+    let mut game = UpdateGame::new(
+        &current,
+        &deltas,
+        &[1, 1],
+        Weighting::Examples,
+        CoalitionModel::RoundShare,
+        &mut v,
+    )
+    .unwrap();
+    close(&exact_shapley(&mut game).unwrap(), &[0.5, 0.0], 1e-12);
+    close(&leave_one_out(&mut game).unwrap(), &[0.5, 0.0], 1e-12);
 }
 
 /// A round of `n` members with random updates (some large, some small, some opposed), valued
@@ -203,19 +252,28 @@ fn distance_utility(target: Vec<f32>) -> impl FnMut(&ParamVec) -> Result<f64, Tr
 
 #[test]
 fn sampled_shapley_converges_to_the_exact_value_for_8_members() {
-    // 200 permutations (25 per member leading) against 2⁸ = 256 coalitions.
-    for seed in 0..5 {
+    // 200 permutations (25 per member leading) against 2⁸ = 256 coalitions, both games.
+    for (seed, coalition) in
+        (0..5).flat_map(|s| [CoalitionModel::Fedavg, CoalitionModel::RoundShare].map(|c| (s, c)))
+    {
         let (current, deltas, weights, target) = random_round(8, seed);
         let mut v = distance_utility(target);
-        let game =
-            UpdateGame::new(&current, &deltas, &weights, Weighting::Examples, &mut v).unwrap();
+        let game = UpdateGame::new(
+            &current,
+            &deltas,
+            &weights,
+            Weighting::Examples,
+            coalition,
+            &mut v,
+        )
+        .unwrap();
         let mut memo = Memo::new(game);
         let exact = exact_shapley(&mut memo).unwrap();
         let sampled = gtg_shapley(&mut memo, &settings(200, 0.0)).unwrap();
         let rho = spearman(&exact, &sampled.values).unwrap();
         assert!(
             rho >= 0.9,
-            "seed {seed}: ρ = {rho}, {exact:?} vs {:?}",
+            "seed {seed} {coalition:?}: ρ = {rho}, {exact:?} vs {:?}",
             sampled.values
         );
         let scale = exact.iter().map(|x| x.abs()).fold(0.0, f64::max);
@@ -230,8 +288,15 @@ fn truncation_saves_evaluations() {
     let (current, deltas, weights, target) = random_round(12, 11);
     let count = |truncation: f64| {
         let mut v = distance_utility(target.clone());
-        let game =
-            UpdateGame::new(&current, &deltas, &weights, Weighting::Examples, &mut v).unwrap();
+        let game = UpdateGame::new(
+            &current,
+            &deltas,
+            &weights,
+            Weighting::Examples,
+            CoalitionModel::Fedavg,
+            &mut v,
+        )
+        .unwrap();
         let mut memo = Memo::new(game);
         let gain = memo.value(&(0..12).collect::<Vec<_>>()).unwrap() - memo.value(&[]).unwrap();
         let s = gtg_shapley(&mut memo, &settings(48, truncation * gain.abs())).unwrap();
@@ -264,12 +329,23 @@ fn round_truncation_and_convergence_stop_early_and_runs_repeat() {
     .unwrap();
     assert!(s.round_truncated && s.values == vec![0.0; 5] && s.permutations == 0);
     assert_eq!(flat.evaluations(), 2, "v(∅) and v(N) only");
+    // A gain below the within-round tolerance would truncate every permutation at once.
+    let s = gtg_shapley(&mut flat, &settings(100, 1e-3)).unwrap();
+    assert!(s.round_truncated && s.values == vec![0.0; 5]);
+    assert_eq!(flat.evaluations(), 2);
 
     let (current, deltas, weights, target) = random_round(6, 5);
     let run = |convergence: f64, seed: u64| {
         let mut v = distance_utility(target.clone());
-        let mut game =
-            UpdateGame::new(&current, &deltas, &weights, Weighting::Examples, &mut v).unwrap();
+        let mut game = UpdateGame::new(
+            &current,
+            &deltas,
+            &weights,
+            Weighting::Examples,
+            CoalitionModel::Fedavg,
+            &mut v,
+        )
+        .unwrap();
         let set = GtgSettings {
             convergence,
             seed,

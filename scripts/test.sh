@@ -33,8 +33,4 @@ node dao/scripts/compile.mjs --check
 export DAOFL_ANVIL="${DAOFL_ANVIL:-$PWD/chain-anchor/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
 "$DAOFL_ANVIL" --version | head -1
 
-# A member with its own model builds fl-client without its default features (no burn, tfhe or
-# CLI): keep that build compiling.
-cargo check -p fl-client --no-default-features --all-targets
-
 cargo test --workspace "$@"

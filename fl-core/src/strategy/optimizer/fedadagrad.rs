@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::params::ParamVec;
 use crate::strategy::StrategyError;
 
-use super::{ServerOptimizer, check, state_for};
+use super::{ServerOptimizer, adaptive_step, check};
 
 /// Settings of [`FedAdagrad`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,24 +72,14 @@ impl ServerOptimizer for FedAdagrad {
     }
 
     fn step(&mut self, current: &ParamVec, delta: &ParamVec) -> Result<ParamVec, StrategyError> {
-        state_for(&mut self.m, current, delta)?;
-        state_for(&mut self.v, current, delta)?;
         let c = &self.config;
-        let b1 = c.beta1 as f32;
-        let (lr, tau) = (c.learning_rate as f32, c.tau as f32);
-        let values = self
-            .m
-            .iter_mut()
-            .zip(self.v.iter_mut())
-            .zip(current.values().iter().zip(delta.values()))
-            .map(|((m, v), (x, d))| {
-                *m = b1 * *m + (1.0 - b1) * d;
-                *v += d * d;
-                x + lr * *m / (v.sqrt() + tau)
-            })
-            .collect();
-        ParamVec::new(current.schema().clone(), values)
-            .map_err(|e| StrategyError::Invalid(e.to_string()))
+        adaptive_step(
+            (&mut self.m, &mut self.v),
+            current,
+            delta,
+            (c.beta1, c.learning_rate, c.tau),
+            |v, d| v + d * d,
+        )
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::params::ParamVec;
 use crate::strategy::StrategyError;
 
-use super::{ServerOptimizer, check, state_for};
+use super::{ServerOptimizer, adaptive_step, check};
 
 /// Settings of [`FedYogi`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,31 +78,24 @@ impl ServerOptimizer for FedYogi {
     }
 
     fn step(&mut self, current: &ParamVec, delta: &ParamVec) -> Result<ParamVec, StrategyError> {
-        state_for(&mut self.m, current, delta)?;
-        state_for(&mut self.v, current, delta)?;
         let c = &self.config;
-        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-        let (lr, tau) = (c.learning_rate as f32, c.tau as f32);
-        let values = self
-            .m
-            .iter_mut()
-            .zip(self.v.iter_mut())
-            .zip(current.values().iter().zip(delta.values()))
-            .map(|((m, v), (x, d))| {
+        let b2 = c.beta2 as f32;
+        adaptive_step(
+            (&mut self.m, &mut self.v),
+            current,
+            delta,
+            (c.beta1, c.learning_rate, c.tau),
+            |v, d| {
                 let d2 = d * d;
-                *m = b1 * *m + (1.0 - b1) * d;
                 // sign(0) = 0: no change when v already equals Δ².
-                let sign = match (*v - d2).partial_cmp(&0.0) {
+                let sign = match (v - d2).partial_cmp(&0.0) {
                     Some(std::cmp::Ordering::Greater) => 1.0,
                     Some(std::cmp::Ordering::Less) => -1.0,
                     _ => 0.0,
                 };
-                *v -= (1.0 - b2) * d2 * sign;
-                x + lr * *m / (v.sqrt() + tau)
-            })
-            .collect();
-        ParamVec::new(current.schema().clone(), values)
-            .map_err(|e| StrategyError::Invalid(e.to_string()))
+                v - (1.0 - b2) * d2 * sign
+            },
+        )
     }
 }
 

@@ -90,3 +90,30 @@ pub(crate) fn state_for(
     }
     Ok(())
 }
+
+/// One step of the adaptive server optimisers of Reddi et al. (FedAdam, FedYogi, FedAdagrad):
+/// the first moment `m ← β₁·m + (1 − β₁)·Δ`, the second moment by the optimiser's own rule
+/// `second(v, Δ)`, then `x + η·m / (√v + τ)`. The moments are created on the first step.
+pub(crate) fn adaptive_step(
+    (m, v): (&mut Vec<f32>, &mut Vec<f32>),
+    current: &ParamVec,
+    delta: &ParamVec,
+    (beta1, learning_rate, tau): (f64, f64, f64),
+    second: impl Fn(f32, f32) -> f32,
+) -> Result<ParamVec, StrategyError> {
+    state_for(m, current, delta)?;
+    state_for(v, current, delta)?;
+    let (b1, lr, tau) = (beta1 as f32, learning_rate as f32, tau as f32);
+    let values = m
+        .iter_mut()
+        .zip(v.iter_mut())
+        .zip(current.values().iter().zip(delta.values()))
+        .map(|((m, v), (x, d))| {
+            *m = b1 * *m + (1.0 - b1) * d;
+            *v = second(*v, *d);
+            x + lr * *m / (v.sqrt() + tau)
+        })
+        .collect();
+    ParamVec::new(current.schema().clone(), values)
+        .map_err(|e| StrategyError::Invalid(e.to_string()))
+}

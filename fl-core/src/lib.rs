@@ -58,6 +58,7 @@ pub mod identity;
 pub mod params;
 pub mod protocol;
 pub mod round;
+pub mod scaffold;
 pub mod secure;
 pub mod session;
 pub mod strategy;

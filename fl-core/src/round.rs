@@ -40,6 +40,13 @@ pub struct FitConfig {
     /// (`[strategy] proximal_mu`), so it is not read from `[strategy.fit]`.
     #[serde(skip)]
     pub proximal_mu: f64,
+    /// SCAFFOLD's control variates (Karimireddy et al. 2020): when present the trainer adds
+    /// [`ScaffoldControls::correction`](crate::scaffold::ScaffoldControls::correction)
+    /// `= c - cᵢ` to every local gradient and steps with plain SGD. Set by the strategy
+    /// (`[strategy] kind = "scaffold"`, the server's `c`) and the member's session (its own
+    /// `cᵢ`), never read from a federation file. `None`: an ordinary round.
+    #[serde(skip)]
+    pub scaffold: Option<crate::scaffold::ScaffoldControls>,
 }
 
 /// How a member uploads its update in a round: chosen by the aggregator (the privacy wrapper
@@ -77,6 +84,7 @@ impl Default for FitConfig {
             learning_rate: 1e-3,
             shuffle_seed: 0,
             proximal_mu: 0.0,
+            scaffold: None,
         }
     }
 }

@@ -503,6 +503,7 @@ pub fn fit_settings_from_pb(settings: &pb::FitSettings) -> Result<FitConfig, Wir
         learning_rate: settings.learning_rate,
         shuffle_seed: settings.shuffle_seed,
         proximal_mu: mu,
+        scaffold: None,
     })
 }
 
@@ -746,6 +747,7 @@ mod tests {
             learning_rate: 0.05,
             shuffle_seed: 77,
             proximal_mu: 0.01,
+            scaffold: None,
         };
         let bytes = fit_settings_to_pb(&config).encode_to_vec();
         let back = pb::FitSettings::decode(bytes.as_slice()).unwrap();

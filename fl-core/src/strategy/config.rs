@@ -12,6 +12,7 @@ use super::{
     BucketingConfig, Bulyan, BulyanConfig, CenteredClipping, CenteredClippingConfig, EvaluatePlan,
     FedAvg, FedNova, FitPlan, GeometricMedian, GeometricMedianConfig, Krum, KrumConfig, MedianRule,
     NnmConfig, NormBounding, NormBoundingConfig, PreAggregator, RobustAggregator, RobustRule,
+    Scaffold, ScaffoldConfig,
     ServerOptimizerConfig, Strategy, TrimmedMean, TrimmedMeanConfig, UpdateForm, select_clients,
 };
 
@@ -43,6 +44,10 @@ pub enum AggregationRule {
     /// `local_steps`, for members that train for different numbers of steps. Needs every
     /// member's update and step count, so not under secure aggregation.
     Fednova,
+    /// SCAFFOLD (Karimireddy et al. 2020): members correct their local steps with control
+    /// variates, settings in `[strategy.scaffold]`. Needs every member's update and control
+    /// variate, so not under secure aggregation or differential privacy.
+    Scaffold,
 }
 
 impl AggregationRule {
@@ -66,11 +71,12 @@ impl AggregationRule {
             Self::CenteredClipping => "centered_clipping",
             Self::NormBounding => "norm_bounding",
             Self::Fednova => "fednova",
+            Self::Scaffold => "scaffold",
         }
     }
 
     /// Every rule, in the order of the federation file's documentation.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Fedavg,
         Self::Median,
         Self::Krum,
@@ -80,6 +86,7 @@ impl AggregationRule {
         Self::CenteredClipping,
         Self::NormBounding,
         Self::Fednova,
+        Self::Scaffold,
     ];
 }
 
@@ -88,7 +95,7 @@ impl AggregationRule {
 ///
 /// ```toml
 /// [strategy]
-/// kind = "fedavg"          # or "fednova", "median", a robust rule
+/// kind = "fedavg"          # or "fednova", "scaffold", "median", a robust rule
 /// fraction_fit = 0.5
 /// proximal_mu = 0.01       # FedProx (0: off)
 /// fraction_evaluate = 0.2
@@ -162,6 +169,8 @@ pub struct StrategyConfig {
     /// `[strategy.contribution]`: leave-one-out and Shapley scores of every member of every
     /// round on the aggregator's validation set, reported as round metrics.
     pub contribution: Option<ContributionConfig>,
+    /// `[strategy.scaffold]`: settings of `kind = "scaffold"` (`server_lr = 1` if absent).
+    pub scaffold: Option<ScaffoldConfig>,
 }
 
 impl Default for StrategyConfig {
@@ -186,6 +195,7 @@ impl Default for StrategyConfig {
             nnm: None,
             bucketing: None,
             contribution: None,
+            scaffold: None,
         }
     }
 }
@@ -331,6 +341,16 @@ impl StrategyConfig {
             ))
             .into());
         }
+        match (self.scaffold, rule) {
+            (Some(_), AggregationRule::Scaffold) | (None, _) => {}
+            (Some(_), _) => {
+                return Err(BuildError::SettingsForAnotherRule {
+                    section: "scaffold",
+                    rule: rule.name(),
+                });
+            }
+        }
+        self.scaffold.unwrap_or_default().check()?;
         self.robust_rule()?;
         Ok(())
     }
@@ -418,7 +438,7 @@ impl StrategyConfig {
         }
         let missing = || BuildError::MissingSettings { rule: kind.name() };
         let rule: Box<dyn RobustRule> = match kind {
-            AggregationRule::Fedavg | AggregationRule::Fednova => {
+            AggregationRule::Fedavg | AggregationRule::Fednova | AggregationRule::Scaffold => {
                 if let Some(p) = self.pre_aggregators().first() {
                     return Err(BuildError::PreAggregatorWithoutRobustRule {
                         pre: p.name(),
@@ -504,6 +524,10 @@ impl StrategyConfig {
             None if self.kind == AggregationRule::Fednova => {
                 Box::new(FedNova::new(self.clone()).with_optimizer(optimizer))
             }
+            None if self.kind == AggregationRule::Scaffold => Box::new(
+                Scaffold::new(self.clone(), self.scaffold.unwrap_or_default(), members)?
+                    .with_optimizer(optimizer),
+            ),
             None => Box::new(FedAvg::new(self.clone()).with_optimizer(optimizer)),
             Some(rule) => Box::new(
                 RobustAggregator::new(self.clone(), rule)

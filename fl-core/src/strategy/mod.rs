@@ -7,7 +7,7 @@
 //! [`UpdateSum`] (the only form secure aggregation can give, and all FedAvg needs) or each
 //! member's [`MemberUpdate`] (robust rules, scoring, anomaly detection). Composable parts:
 //!
-//! - rules: [`FedAvg`] (sum), [`CoordinateMedian`] and [`FedNova`] (per member);
+//! - rules: [`FedAvg`] (sum), [`CoordinateMedian`], [`FedNova`] and [`Scaffold`] (per member);
 //! - robust rules over per-member updates, each a [`RobustRule`] run by [`RobustAggregator`]:
 //!   [`Krum`] and Multi-Krum, [`TrimmedMean`], [`Bulyan`], [`GeometricMedian`] (RFA),
 //!   [`CenteredClipping`] (with server momentum), [`NormBounding`], [`MedianRule`], behind
@@ -89,6 +89,7 @@ mod norm_bounding;
 pub mod optimizer;
 mod preagg;
 mod robust;
+mod scaffold;
 mod trimmed_mean;
 mod update;
 
@@ -108,6 +109,7 @@ pub use optimizer::{
     FedYogiConfig, ServerOptimizer, ServerOptimizerConfig,
 };
 pub use preagg::{BucketingConfig, NnmConfig, PreAggregator};
+pub use scaffold::{CONTROL_NORM_METRIC, Scaffold, ScaffoldConfig};
 pub use robust::{RobustAggregator, RobustRule, member_deltas};
 pub use trimmed_mean::{TrimmedMean, TrimmedMeanConfig, trimmed_mean};
 pub use update::{MemberUpdate, RoundUpdates, UpdateForm, UpdateSum};
@@ -168,6 +170,13 @@ pub trait Strategy: Send {
         Ok(())
     }
 
+    /// Model-sized state the strategy carries from round to round and a checkpoint must keep,
+    /// so that a restarted aggregator continues exactly (SCAFFOLD's server control variate);
+    /// it comes back through [`ResumeState::strategy_state`]. `None` (the default): nothing.
+    fn strategy_state(&self) -> Option<Arc<ParamVec>> {
+        None
+    }
+
     /// Chooses the clients and settings of the fit stage from the `available` ones (ascending).
     fn configure_fit(&mut self, round: u64, available: &[ClientId], round_seed: u64) -> FitPlan;
 
@@ -218,13 +227,17 @@ pub trait Strategy: Send {
 }
 
 /// What a strategy accounted before a restart, read from the last checkpoint's manifest.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ResumeState {
     /// Rounds completed (aggregated or aborted) before the restart.
     pub completed_rounds: u64,
     /// Rounds whose privacy cost was committed (the manifest's `privacy.rounds`).
     pub privacy_rounds: u64,
+    /// The strategy's model-sized state saved with the checkpoint
+    /// ([`Strategy::strategy_state`]: SCAFFOLD's server control variate); `None` if it saved
+    /// none.
+    pub strategy_state: Option<Arc<ParamVec>>,
 }
 
 impl ResumeState {
@@ -233,7 +246,15 @@ impl ResumeState {
         Self {
             completed_rounds,
             privacy_rounds,
+            strategy_state: None,
         }
+    }
+
+    /// The same state with the strategy's saved state ([`Strategy::strategy_state`]) restored.
+    #[must_use]
+    pub fn with_strategy_state(mut self, state: Option<Arc<ParamVec>>) -> Self {
+        self.strategy_state = state;
+        self
     }
 }
 
@@ -290,6 +311,24 @@ pub enum StrategyError {
         /// The metric's name.
         metric: &'static str,
         /// What is wrong with the value.
+        reason: String,
+    },
+    /// A member's update lacks the SCAFFOLD control-variate difference `Δcᵢ` the rule needs.
+    #[error(
+        "{client} sent no SCAFFOLD control-variate difference with its update: its member \
+         software must support [strategy] kind = \"scaffold\" (fl-client's session does)"
+    )]
+    MissingControl {
+        /// The member.
+        client: ClientId,
+    },
+    /// A member's SCAFFOLD control-variate difference is unusable (another schema or length,
+    /// non-finite values).
+    #[error("{client}'s SCAFFOLD control-variate difference is invalid: {reason}")]
+    InvalidControl {
+        /// The member.
+        client: ClientId,
+        /// What is wrong with it.
         reason: String,
     },
     /// A setting is out of range.

@@ -79,6 +79,9 @@ pub struct MemberUpdate {
     /// (the gRPC service checks it): the evidence that the member, not the aggregator, sent
     /// it. `None` in process, where there is no one to prove it to.
     pub signed: Option<crate::identity::SignedUpdate>,
+    /// SCAFFOLD's control-variate difference `Δcᵢ = cᵢ⁺ - cᵢ` the member sent with the update
+    /// (`None` outside SCAFFOLD rounds). Over gRPC the member's signature covers it too.
+    pub control_delta: Option<ParamVec>,
 }
 
 impl MemberUpdate {
@@ -92,6 +95,7 @@ impl MemberUpdate {
             metrics,
             digest,
             signed: None,
+            control_delta: None,
         }
     }
 
@@ -99,6 +103,13 @@ impl MemberUpdate {
     #[must_use]
     pub fn with_signed(mut self, signed: Option<crate::identity::SignedUpdate>) -> Self {
         self.signed = signed;
+        self
+    }
+
+    /// The same update with the member's SCAFFOLD control-variate difference.
+    #[must_use]
+    pub fn with_control_delta(mut self, control_delta: Option<ParamVec>) -> Self {
+        self.control_delta = control_delta;
         self
     }
 

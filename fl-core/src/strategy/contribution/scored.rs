@@ -87,6 +87,10 @@ impl Strategy for ContributionScored {
         self.inner.resume(state)
     }
 
+    fn strategy_state(&self) -> Option<std::sync::Arc<ParamVec>> {
+        self.inner.strategy_state()
+    }
+
     fn configure_fit(&mut self, round: u64, available: &[ClientId], round_seed: u64) -> FitPlan {
         self.round_seed = round_seed;
         self.inner.configure_fit(round, available, round_seed)

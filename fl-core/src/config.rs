@@ -87,9 +87,46 @@ pub struct FederationConfig {
     /// stack. A relative `run_dir` is resolved against the file's directory.
     #[serde(default)]
     pub chain: Option<toml::Table>,
+    /// `[qa]`: who re-checks the evidence of flagged updates.
+    #[serde(default)]
+    pub qa: QaSection,
     /// SHA-256 of the file's bytes, recorded in every checkpoint manifest.
     #[serde(skip)]
     pub hash: Option<ContentHash>,
+}
+
+/// `[qa]`: the validators the evidence of a flagged update is sealed to (see
+/// `fl_aggregator::qa`).
+///
+/// ```toml
+/// [qa]
+/// validators = ["0x02…"]  # secp256k1 public keys, SEC1 hex (`fl-client key show` prints one)
+/// ```
+///
+/// Without validators the evidence stays in the coordinator's checkpoint store in the clear.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QaSection {
+    /// The validators' public keys.
+    #[serde(default)]
+    pub validators: Vec<String>,
+}
+
+impl QaSection {
+    /// The validators' keys, parsed.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first malformed key.
+    pub fn validator_keys(&self) -> Result<Vec<crate::seal::RecipientKey>, ConfigError> {
+        self.validators
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                crate::seal::RecipientKey::from_hex(k)
+                    .map_err(|e| ConfigError::Invalid(format!("qa.validators[{i}]: {e}")))
+            })
+            .collect()
+    }
 }
 
 /// `[federation]`.
@@ -329,6 +366,7 @@ impl FederationConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.qa.validator_keys()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let f = &self.federation;
         if f.id.trim().is_empty() {

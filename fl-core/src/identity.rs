@@ -196,6 +196,16 @@ impl MemberKey {
         }
     }
 
+    /// The signing key (for [`crate::seal`]).
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The public key (for [`crate::seal`]).
+    pub(crate) fn verifying_key(&self) -> &k256::ecdsa::VerifyingKey {
+        self.key.verifying_key()
+    }
+
     fn from_signing_key(key: SigningKey) -> Self {
         let address = Address::from_private_key(&key);
         Self { key, address }

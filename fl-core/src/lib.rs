@@ -59,6 +59,7 @@ pub mod params;
 pub mod protocol;
 pub mod round;
 pub mod scaffold;
+pub mod seal;
 pub mod secure;
 pub mod session;
 pub mod strategy;

@@ -8,12 +8,13 @@ use crate::round::{ClientId, EvaluateConfig, FitConfig};
 use crate::secure::SecureAggregationConfig;
 
 use super::contribution::{ContributionConfig, ContributionScored};
+use super::detection::DetectionConfig;
 use super::{
     BucketingConfig, Bulyan, BulyanConfig, CenteredClipping, CenteredClippingConfig, EvaluatePlan,
     FedAvg, FedNova, FitPlan, GeometricMedian, GeometricMedianConfig, Krum, KrumConfig, MedianRule,
     NnmConfig, NormBounding, NormBoundingConfig, PreAggregator, RobustAggregator, RobustRule,
-    Scaffold, ScaffoldConfig,
-    ServerOptimizerConfig, Strategy, TrimmedMean, TrimmedMeanConfig, UpdateForm, select_clients,
+    Scaffold, ScaffoldConfig, ServerOptimizerConfig, Strategy, TrimmedMean, TrimmedMeanConfig,
+    UpdateForm, select_clients,
 };
 
 /// Which rule turns the round's updates into the next global model (`[strategy] kind`).
@@ -120,6 +121,16 @@ impl AggregationRule {
 /// size = 2
 /// ```
 ///
+/// A robust rule may also flag anomalous members, keep their reputations and leave out those
+/// whose reputation falls too low (`[strategy.detection]`, see [`DetectionConfig`]):
+///
+/// ```toml
+/// [strategy.detection]
+/// threshold = 3.5        # robust z-score above which a member is flagged in a round
+/// reputation_rate = 0.3  # weight of the newest round in the reputation's moving average
+/// exclude_below = 0.5    # members under this reputation are left out of later rounds
+/// ```
+///
 /// Any rule may have its members scored on a validation set the aggregator holds
 /// (`[strategy.contribution]`, see [`ContributionConfig`]; plain rounds only, and only where
 /// the strategy is built with a validator: [`build_with_validator`](Self::build_with_validator)).
@@ -171,6 +182,8 @@ pub struct StrategyConfig {
     pub contribution: Option<ContributionConfig>,
     /// `[strategy.scaffold]`: settings of `kind = "scaffold"` (`server_lr = 1` if absent).
     pub scaffold: Option<ScaffoldConfig>,
+    /// `[strategy.detection]`: anomaly flags, reputation and exclusion under a robust rule.
+    pub detection: Option<DetectionConfig>,
 }
 
 impl Default for StrategyConfig {
@@ -196,6 +209,7 @@ impl Default for StrategyConfig {
             bucketing: None,
             contribution: None,
             scaffold: None,
+            detection: None,
         }
     }
 }
@@ -288,6 +302,19 @@ pub enum BuildError {
          Validator to StrategyConfig::build_with_validator (as the `contribution` example does)"
     )]
     ContributionWithoutValidator,
+    /// Detection was asked for without a robust rule to give it a robust centre.
+    #[error(
+        "[strategy.detection] scores members against a robust rule's aggregate, but [strategy] \
+         kind = \"{rule}\": pick a robust rule (e.g. kind = \"trimmed_mean\" or \
+         \"centered_clipping\"), or remove [strategy.detection]"
+    )]
+    DetectionWithoutRobustRule {
+        /// The rule selected.
+        rule: &'static str,
+    },
+    /// The detection settings are out of range.
+    #[error(transparent)]
+    Detection(#[from] super::detection::DetectionConfigError),
     /// A setting is out of range.
     #[error("[strategy]: {0}")]
     Strategy(#[from] super::StrategyError),
@@ -351,7 +378,15 @@ impl StrategyConfig {
             }
         }
         self.scaffold.unwrap_or_default().check()?;
-        self.robust_rule()?;
+        let robust = self.robust_rule()?;
+        if let Some(d) = &self.detection {
+            if robust.is_none() {
+                return Err(BuildError::DetectionWithoutRobustRule {
+                    rule: self.kind.name(),
+                });
+            }
+            d.validate()?;
+        }
         Ok(())
     }
 
@@ -532,7 +567,8 @@ impl StrategyConfig {
             Some(rule) => Box::new(
                 RobustAggregator::new(self.clone(), rule)
                     .with_pre_aggregators(self.pre_aggregators())
-                    .with_optimizer(optimizer),
+                    .with_optimizer(optimizer)
+                    .with_detection(self.detection),
             ),
         };
         let rule = match (self.contribution, validator) {

@@ -80,6 +80,7 @@ mod bulyan;
 mod centered_clipping;
 mod config;
 pub mod contribution;
+pub mod detection;
 mod fedavg;
 mod fednova;
 mod geometric_median;
@@ -98,6 +99,7 @@ pub use bulyan::{Bulyan, BulyanConfig, bulyan};
 pub use centered_clipping::{CenteredClipping, CenteredClippingConfig, centered_clip};
 pub use config::{AggregationRule, BuildError, StrategyConfig};
 pub use contribution::{ContributionConfig, ContributionScored};
+pub use detection::{DetectionConfig, Detector, QaFindings};
 pub use fedavg::FedAvg;
 pub use fednova::{FedNova, normalized_average};
 pub use geometric_median::{GeometricMedian, GeometricMedianConfig, geometric_median};
@@ -109,8 +111,8 @@ pub use optimizer::{
     FedYogiConfig, ServerOptimizer, ServerOptimizerConfig,
 };
 pub use preagg::{BucketingConfig, NnmConfig, PreAggregator};
-pub use scaffold::{CONTROL_NORM_METRIC, Scaffold, ScaffoldConfig};
 pub use robust::{RobustAggregator, RobustRule, member_deltas};
+pub use scaffold::{CONTROL_NORM_METRIC, Scaffold, ScaffoldConfig};
 pub use trimmed_mean::{TrimmedMean, TrimmedMeanConfig, trimmed_mean};
 pub use update::{MemberUpdate, RoundUpdates, UpdateForm, UpdateSum};
 
@@ -206,6 +208,13 @@ pub trait Strategy: Send {
         Metrics::new()
     }
 
+    /// What poisoning detection found in the last aggregation (flags, scores, the flagged
+    /// updates), handed over once for the aggregator to turn into evidence. `None` by
+    /// default and for strategies without [`detection`].
+    fn take_findings(&mut self) -> Option<QaFindings> {
+        None
+    }
+
     /// Chooses the clients of the evaluate stage (an empty plan skips it).
     fn configure_evaluate(
         &mut self,
@@ -234,6 +243,9 @@ pub struct ResumeState {
     pub completed_rounds: u64,
     /// Rounds whose privacy cost was committed (the manifest's `privacy.rounds`).
     pub privacy_rounds: u64,
+    /// Members' reputations under [`detection`] (the manifest's `qa.<client>.reputation`
+    /// metrics, see [`detection::reputation_in`]); empty without detection.
+    pub reputation: std::collections::BTreeMap<ClientId, f64>,
     /// The strategy's model-sized state saved with the checkpoint
     /// ([`Strategy::strategy_state`]: SCAFFOLD's server control variate); `None` if it saved
     /// none.
@@ -246,6 +258,7 @@ impl ResumeState {
         Self {
             completed_rounds,
             privacy_rounds,
+            reputation: std::collections::BTreeMap::new(),
             strategy_state: None,
         }
     }
@@ -254,6 +267,16 @@ impl ResumeState {
     #[must_use]
     pub fn with_strategy_state(mut self, state: Option<Arc<ParamVec>>) -> Self {
         self.strategy_state = state;
+        self
+    }
+
+    /// The same state with the members' reputations restored.
+    #[must_use]
+    pub fn with_reputation(
+        mut self,
+        reputation: std::collections::BTreeMap<ClientId, f64>,
+    ) -> Self {
+        self.reputation = reputation;
         self
     }
 }

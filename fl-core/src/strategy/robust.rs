@@ -14,11 +14,12 @@ use crate::params::ParamVec;
 use crate::round::{ClientId, Metrics};
 
 use super::anomaly::{MemberScore, score_members, score_metrics};
+use super::detection::{DetectionConfig, Detector, FlaggedUpdate, QaFindings};
 use super::fedavg::apply_optimizer;
 use super::preagg::PreAggregator;
 use super::{
-    EvaluatePlan, FitPlan, MemberUpdate, RoundUpdates, ServerOptimizer, Strategy, StrategyConfig,
-    StrategyError, UpdateForm,
+    EvaluatePlan, FitPlan, MemberUpdate, Refusal, ResumeState, RoundUpdates, ServerOptimizer,
+    Strategy, StrategyConfig, StrategyError, UpdateForm,
 };
 
 /// A robust aggregation rule over the members' updates, as differences from the global model
@@ -45,6 +46,8 @@ pub struct RobustAggregator {
     round_seed: u64,
     metrics: Metrics,
     scores: Vec<MemberScore>,
+    detector: Option<Detector>,
+    findings: Option<QaFindings>,
 }
 
 impl RobustAggregator {
@@ -59,7 +62,21 @@ impl RobustAggregator {
             round_seed: 0,
             metrics: Metrics::new(),
             scores: Vec::new(),
+            detector: None,
+            findings: None,
         }
+    }
+
+    /// Flags anomalous members each round, keeps their reputations and leaves out those whose
+    /// reputation fell below the bound (see [`detection`](super::detection)).
+    pub fn with_detection(mut self, config: Option<DetectionConfig>) -> Self {
+        self.detector = config.map(Detector::new);
+        self
+    }
+
+    /// The detector, when detection is on.
+    pub fn detector(&self) -> Option<&Detector> {
+        self.detector.as_ref()
     }
 
     /// Runs `pre` in order in front of the rule (bucketing is seeded from the round seed).
@@ -112,6 +129,42 @@ impl RobustAggregator {
         let clients: Vec<ClientId> = updates.iter().map(|u| u.client).collect();
         self.scores = score_members(&clients, &originals, &agg);
         self.metrics = score_metrics(&self.scores);
+        self.findings = None;
+        if let Some(detector) = self.detector.as_mut() {
+            let (reference, scores) = detector.observe(&clients, &originals, &agg);
+            self.metrics.extend(detector.metrics(&reference, &scores));
+            let by_client = |c: ClientId| updates.iter().find(|u| u.client == c).cloned();
+            let flagged = scores
+                .iter()
+                .filter(|s| s.flagged)
+                .filter_map(|s| {
+                    let neighbour = match s.reason {
+                        super::detection::Feature::Neighbour => s.nearest.and_then(by_client),
+                        _ => None,
+                    };
+                    Some(FlaggedUpdate {
+                        score: *s,
+                        update: by_client(s.client)?,
+                        neighbour,
+                    })
+                })
+                .collect();
+            self.findings = Some(QaFindings {
+                round: 0,
+                rule: self.rule.name().to_string(),
+                config: *detector.config(),
+                centre: std::sync::Arc::new(agg.clone()),
+                server_optimizer: self.optimizer.is_some(),
+                reference,
+                scores,
+                flagged,
+                signed_digests: updates
+                    .iter()
+                    .filter_map(|u| Some((u.client, u.signed.as_ref()?.statement.update_hash)))
+                    .collect(),
+                reputation: detector.reputation().clone(),
+            });
+        }
         self.metrics
             .insert("robust_inputs".to_string(), inputs as f64);
         self.metrics
@@ -197,12 +250,26 @@ impl Strategy for RobustAggregator {
 
     fn configure_fit(&mut self, _round: u64, available: &[ClientId], round_seed: u64) -> FitPlan {
         self.round_seed = round_seed;
-        self.config.plan_fit(available, round_seed)
+        match &self.detector {
+            Some(d) => self.config.plan_fit(&d.admit(available), round_seed),
+            None => self.config.plan_fit(available, round_seed),
+        }
+    }
+
+    fn resume(&mut self, state: &ResumeState) -> Result<(), Refusal> {
+        if let Some(d) = self.detector.as_mut() {
+            d.restore(&state.reputation);
+        }
+        Ok(())
+    }
+
+    fn take_findings(&mut self) -> Option<QaFindings> {
+        self.findings.take()
     }
 
     fn aggregate_fit(
         &mut self,
-        _round: u64,
+        round: u64,
         current: &ParamVec,
         updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
@@ -212,6 +279,9 @@ impl Strategy for RobustAggregator {
             });
         };
         let agg = self.aggregate_deltas(current, &members, self.round_seed)?;
+        if let Some(f) = self.findings.as_mut() {
+            f.round = round;
+        }
         drop(members);
         let next: Vec<f32> = current
             .values()

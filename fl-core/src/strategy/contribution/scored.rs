@@ -91,6 +91,10 @@ impl Strategy for ContributionScored {
         self.inner.strategy_state()
     }
 
+    fn take_findings(&mut self) -> Option<super::super::QaFindings> {
+        self.inner.take_findings()
+    }
+
     fn configure_fit(&mut self, round: u64, available: &[ClientId], round_seed: u64) -> FitPlan {
         self.round_seed = round_seed;
         self.inner.configure_fit(round, available, round_seed)

@@ -144,6 +144,11 @@ pub async fn serve(
     };
     let latest = store.latest().await?;
     let resumed_privacy = latest.as_ref().and_then(|(m, _)| m.privacy);
+    // The strategy's state (SCAFFOLD's server control variate), verified against its CID.
+    let resumed_state = match &latest {
+        Some((manifest, _)) => store.load_strategy_state(manifest).await?.map(Arc::new),
+        None => None,
+    };
     let mut strategy = config
         .build_strategy(initial.values().len())
         .map_err(fl_core::config::ConfigError::from)?;
@@ -152,7 +157,8 @@ pub async fn serve(
         // Manifests written before `privacy.rounds` existed kept the count as a metric only.
         let legacy = manifest.metrics.get("dp_rounds").map_or(0, |r| *r as u64);
         let privacy_rounds = manifest.privacy.map_or(0, |p| p.rounds).max(legacy);
-        let state = fl_core::ResumeState::new(manifest.round, privacy_rounds);
+        let state = fl_core::ResumeState::new(manifest.round, privacy_rounds)
+            .with_strategy_state(resumed_state.clone());
         strategy
             .resume(&state)
             .map_err(|e| ServerError::Resume(Arc::new(e)))?;
@@ -359,8 +365,17 @@ pub async fn serve(
     let mut metrics_of_round = fl_core::Metrics::new();
     // Privacy spent so far, carried into every manifest (also of rounds that aborted).
     let mut privacy_so_far: Option<PrivacySpent> = resumed_privacy;
+    // The strategy's state as of the last aggregation, carried into every manifest.
+    let mut strategy_state: Option<Arc<ParamVec>> = resumed_state;
     let on_event = |event: &EngineEvent| {
         metrics.observe(event);
+        if let EngineEvent::FitAggregated {
+            strategy_state: Some(s),
+            ..
+        } = event
+        {
+            strategy_state = Some(s.clone());
+        }
         match event {
             EngineEvent::RoundStarted { round, selected: s } => {
                 tracing::info!(round, selected = s.len(), "round started");
@@ -420,6 +435,9 @@ pub async fn serve(
                     .with_metrics(metrics_of_round.clone());
                 if let Some(spent) = privacy_so_far {
                     meta = meta.with_privacy(spent);
+                }
+                if let Some(s) = &strategy_state {
+                    meta = meta.with_strategy_state(s.clone());
                 }
                 let _ = ckpt_tx.send((meta, params.clone()));
             }

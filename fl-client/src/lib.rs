@@ -89,6 +89,7 @@ pub mod data;
 pub mod federation;
 pub mod node;
 pub mod partition;
+pub mod scaffold_state;
 pub mod text;
 #[cfg(feature = "burn")]
 pub mod trainer;

@@ -58,6 +58,11 @@ pub struct NodeConfig {
     /// `he`).
     #[cfg(feature = "he")]
     pub committee: Option<fl_core::secure::he::CommitteeRole>,
+    /// Where this member keeps its SCAFFOLD control variate between rounds, reconnections and
+    /// restarts ([`crate::scaffold_state`]); read when the node starts, rewritten atomically
+    /// after every SCAFFOLD fit before its answer is sent. `None`: in memory only (kept across
+    /// reconnections, lost when the node stops).
+    pub scaffold_state: Option<std::path::PathBuf>,
 }
 
 impl NodeConfig {
@@ -112,6 +117,7 @@ impl NodeConfig {
             members: Some(std::sync::Arc::new(members)),
             #[cfg(feature = "he")]
             committee: None,
+            scaffold_state: None,
         })
     }
 
@@ -127,6 +133,7 @@ impl NodeConfig {
             members: None,
             #[cfg(feature = "he")]
             committee: None,
+            scaffold_state: None,
         }
     }
 }
@@ -300,13 +307,29 @@ pub async fn run_node<T: Trainer + 'static>(
     key: MemberKey,
     trainer: T,
 ) -> Result<(NodeReport, T), NodeError> {
+    let state = config
+        .scaffold_state
+        .as_ref()
+        .map(|p| crate::scaffold_state::ScaffoldState::new(p, config.federation_id.clone()));
+    let mut control = match &state {
+        Some(state) => state
+            .load(&trainer.schema())
+            .map_err(|e| NodeError::Setup(e.to_string()))?
+            .map(std::sync::Arc::new),
+        None => None,
+    };
+    let mut members_control = MemberControl {
+        state,
+        control: &mut control,
+    };
     let mut slot = Some(trainer);
     let mut report = NodeReport::default();
     let mut failures = 0u32;
     let mut delay = config.reconnect_delay;
     loop {
         let sessions_before = report.sessions;
-        let outcome = run_session(&config, &key, &mut slot, &mut report).await;
+        let outcome =
+            run_session(&config, &key, &mut slot, &mut report, &mut members_control).await;
         let outcome = outcome
             .map_err(|e| name_schema_mismatch(e, slot.as_ref().map(|t| t.schema()).as_ref()));
         match outcome {
@@ -352,12 +375,45 @@ async fn on_trainer<T: Trainer + 'static, R: Send + 'static>(
     Ok(result)
 }
 
+/// The member's SCAFFOLD control variate, kept across sessions (and on disk with a state
+/// file).
+struct MemberControl<'a> {
+    state: Option<crate::scaffold_state::ScaffoldState>,
+    control: &'a mut Option<std::sync::Arc<fl_core::ParamVec>>,
+}
+
+impl MemberControl<'_> {
+    /// Keeps the session's control variate if a fit changed it: on disk first, when a state
+    /// file is configured, so an update is never sent with a control variate that is not
+    /// saved.
+    fn keep(&mut self, session: &ClientSession) -> Result<(), NodeError> {
+        let Some(now) = session.member_control() else {
+            return Ok(());
+        };
+        if self
+            .control
+            .as_ref()
+            .is_some_and(|old| std::sync::Arc::ptr_eq(old, now))
+        {
+            return Ok(());
+        }
+        if let Some(state) = &self.state {
+            state
+                .save(now)
+                .map_err(|e| NodeError::Setup(e.to_string()))?;
+        }
+        *self.control = Some(now.clone());
+        Ok(())
+    }
+}
+
 /// One session: connect, handshake, serve until finished or the connection ends.
 async fn run_session<T: Trainer + 'static>(
     config: &NodeConfig,
     key: &MemberKey,
     slot: &mut Option<T>,
     report: &mut NodeReport,
+    member_control: &mut MemberControl<'_>,
 ) -> Result<(), NodeError> {
     let schema = slot
         .as_ref()
@@ -453,6 +509,11 @@ async fn run_session<T: Trainer + 'static>(
     if let Some(role) = &config.committee {
         session = session.with_committee(role.clone());
     }
+    session
+        .set_member_control(member_control.control.clone())
+        .map_err(|e| NodeError::Setup(format!("the SCAFFOLD state: {e}")))?;
+    // A control-variate difference waits for the update it goes with.
+    let mut control_delta: Option<Vec<f32>> = None;
     let outcome = loop {
         let kind = match inbound.message().await {
             Ok(Some(frame)) => match frame.kind {
@@ -501,6 +562,7 @@ async fn run_session<T: Trainer + 'static>(
                     let result = on_trainer(slot, move |t| task.run(t)).await?;
                     report.fits += 1;
                     let _ = session.complete_fit(round, result);
+                    member_control.keep(&session)?;
                 }
                 SessionEvent::Evaluate(task) => {
                     let round = task.round;
@@ -512,6 +574,18 @@ async fn run_session<T: Trainer + 'static>(
             }
         }
         while let Some(answer) = session.poll_transmit() {
+            let answer = match answer {
+                ClientMessage::ControlChunk { values, .. } => {
+                    control_delta = Some(values);
+                    continue;
+                }
+                ClientMessage::FitDone { round, result } => Answer::Fit {
+                    round,
+                    result,
+                    control: control_delta.take(),
+                },
+                other => Answer::Other(other),
+            };
             if send_answer(
                 &tx,
                 key,
@@ -608,6 +682,55 @@ async fn receive_final_model(
     })
 }
 
+/// Takes chunks into `asm` until it is complete (heartbeats may come between them).
+async fn receive_chunks(
+    inbound: &mut tonic::Streaming<pb::ServerFrame>,
+    asm: &mut ParamAssembler,
+) -> Result<(), NodeError> {
+    while !asm.is_complete() {
+        match inbound.message().await? {
+            Some(pb::ServerFrame {
+                kind: Some(pb::server_frame::Kind::Chunk(c)),
+            }) => asm
+                .push(&c)
+                .map_err(|e| NodeError::Protocol(e.to_string()))?,
+            Some(pb::ServerFrame {
+                kind: Some(pb::server_frame::Kind::Heartbeat(_)),
+            }) => {}
+            Some(_) => return Err(NodeError::Protocol("expected a parameter chunk".into())),
+            None => return Err(NodeError::Closed),
+        }
+    }
+    Ok(())
+}
+
+/// SCAFFOLD's server control variate after a fit instruction's parameters: its announced
+/// chunks, checked against its hash (none: zeros).
+async fn receive_control(
+    inbound: &mut tonic::Streaming<pb::ServerFrame>,
+    schema: &std::sync::Arc<fl_core::Schema>,
+    round: u64,
+    settings: &pb::ScaffoldSettings,
+    max_chunk: usize,
+) -> Result<Option<std::sync::Arc<fl_core::ParamVec>>, NodeError> {
+    let protocol = |e: wire::WireError| NodeError::Protocol(format!("SCAFFOLD control: {e}"));
+    if settings.num_chunks == 0 && settings.control_hash.is_empty() {
+        return Ok(None);
+    }
+    let hash = wire::hash_from_bytes("control_hash", &settings.control_hash).map_err(protocol)?;
+    let mut asm =
+        ParamAssembler::new(schema.clone(), round, hash, max_chunk, None).map_err(protocol)?;
+    if settings.num_chunks as usize != asm.remaining() {
+        return Err(NodeError::Protocol(format!(
+            "the SCAFFOLD control variate announces {} chunks, the schema needs {}",
+            settings.num_chunks,
+            asm.remaining()
+        )));
+    }
+    receive_chunks(inbound, &mut asm).await?;
+    Ok(Some(std::sync::Arc::new(asm.finish().map_err(protocol)?)))
+}
+
 async fn receive_instruction(
     inbound: &mut tonic::Streaming<pb::ServerFrame>,
     schema: &std::sync::Arc<fl_core::Schema>,
@@ -626,22 +749,16 @@ async fn receive_instruction(
             asm.remaining()
         )));
     }
-    while !asm.is_complete() {
-        match inbound.message().await? {
-            Some(pb::ServerFrame {
-                kind: Some(pb::server_frame::Kind::Chunk(c)),
-            }) => asm.push(&c).map_err(protocol)?,
-            Some(pb::ServerFrame {
-                kind: Some(pb::server_frame::Kind::Heartbeat(_)),
-            }) => {}
-            Some(_) => return Err(NodeError::Protocol("expected a parameter chunk".into())),
-            None => return Err(NodeError::Closed),
-        }
-    }
+    receive_chunks(inbound, &mut asm).await?;
     let params = std::sync::Arc::new(asm.finish().map_err(protocol)?);
     let (stage, msg, upload) = match ins.settings {
         Some(pb::instruction::Settings::Fit(f)) => {
-            let config = wire::fit_settings_from_pb(&f).map_err(protocol)?;
+            let mut config = wire::fit_settings_from_pb(&f).map_err(protocol)?;
+            if let Some(s) = &f.scaffold {
+                config.scaffold = Some(fl_core::scaffold::ScaffoldControls::new(
+                    receive_control(inbound, schema, ins.round, s, max_chunk).await?,
+                ));
+            }
             let privacy = match f.privacy {
                 None => None,
                 Some(p)
@@ -727,23 +844,58 @@ async fn receive_instruction(
     })
 }
 
+/// What the node sends: a fit result with its SCAFFOLD control-variate difference, if any, or
+/// any other message.
+enum Answer {
+    Fit {
+        round: u64,
+        result: fl_core::FitResult,
+        control: Option<Vec<f32>>,
+    },
+    Other(ClientMessage),
+}
+
 async fn send_answer(
     tx: &mpsc::Sender<pb::ClientFrame>,
     key: &MemberKey,
     federation_id: &str,
     session_id: [u8; 32],
-    answer: ClientMessage,
+    answer: Answer,
     max_chunk: usize,
 ) -> Result<(), mpsc::error::SendError<pb::ClientFrame>> {
-    match answer {
-        ClientMessage::FitDone { round, result } => {
+    let answer = match answer {
+        Answer::Other(ClientMessage::FitDone { round, result }) => Answer::Fit {
+            round,
+            result,
+            control: None,
+        },
+        a => a,
+    };
+    let answer = match answer {
+        Answer::Fit {
+            round,
+            result,
+            control,
+        } => {
+            // The session built the difference for this model: it fits the schema.
+            let control = control
+                .and_then(|v| fl_core::ParamVec::new(result.params.schema().clone(), v).ok());
             let hashes = wire::chunk_hashes(&result.params, max_chunk);
+            let control_hashes = control
+                .as_ref()
+                .map(|c| wire::chunk_hashes(c, max_chunk))
+                .unwrap_or_default();
+            // A SCAFFOLD update's signature covers its control variate's chunks too.
+            let update_hash = match &control {
+                None => wire::update_digest(&hashes),
+                Some(_) => wire::scaffold_update_digest(&hashes, &control_hashes),
+            };
             let statement = UpdateStatement {
                 federation_id: federation_id.to_string(),
                 session_id,
                 round,
                 kind: UpdateKind::Fit,
-                update_hash: wire::update_digest(&hashes),
+                update_hash,
                 num_examples: result.num_examples,
             };
             let signature = key.sign_update(&statement);
@@ -754,14 +906,26 @@ async fn send_answer(
                 chunk_hashes: hashes.iter().map(|h| h.to_vec()).collect(),
                 params_hash: result.params.content_hash().as_bytes().to_vec(),
                 signature: signature.to_bytes().to_vec(),
+                control_chunk_hashes: control_hashes.iter().map(|h| h.to_vec()).collect(),
             };
             tx.send(client_frame(pb::client_frame::Kind::Update(header)))
                 .await?;
-            for chunk in wire::encode_chunks(&result.params, round, max_chunk) {
+            let chunks = wire::encode_chunks(&result.params, round, max_chunk).chain(
+                control
+                    .iter()
+                    .flat_map(|c| wire::encode_chunks(c, round, max_chunk)),
+            );
+            for chunk in chunks {
                 tx.send(client_frame(pb::client_frame::Kind::Chunk(chunk)))
                     .await?;
             }
+            return Ok(());
         }
+        Answer::Other(other) => other,
+    };
+    match answer {
+        // Sent as an `Answer::Fit` above.
+        ClientMessage::FitDone { .. } => {}
         ClientMessage::EvaluateDone { round, result } => {
             tx.send(client_frame(pb::client_frame::Kind::Evaluate(
                 pb::EvaluateReport {
@@ -844,8 +1008,10 @@ async fn send_answer(
             }
         }
         // The session only produces whole results; streaming is the transport's business.
+        // (A control-variate difference travels with its update, in `Answer::Fit`.)
         ClientMessage::FitBegin { .. }
         | ClientMessage::FitChunk { .. }
+        | ClientMessage::ControlChunk { .. }
         | ClientMessage::FitEnd { .. } => {}
     }
     Ok(())

@@ -112,6 +112,16 @@ pub enum ClientMessage {
         /// The values, in schema order.
         values: Vec<f32>,
     },
+    /// SCAFFOLD: the next values of the member's control-variate difference `Δcᵢ` (schema
+    /// order, continuing where the previous piece ended). A session sends it whole just before
+    /// its [`FitDone`](Self::FitDone); the gRPC transport streams it after the update's
+    /// [`FitChunk`](Self::FitChunk)s and before [`FitEnd`](Self::FitEnd).
+    ControlChunk {
+        /// Round the result belongs to.
+        round: u64,
+        /// The values, in schema order.
+        values: Vec<f32>,
+    },
     /// A streamed fit result is complete (the transport checked its content hash).
     FitEnd {
         /// Round the result belongs to.
@@ -176,6 +186,7 @@ impl ClientMessage {
             Self::FitDone { round, .. }
             | Self::FitBegin { round, .. }
             | Self::FitChunk { round, .. }
+            | Self::ControlChunk { round, .. }
             | Self::FitEnd { round }
             | Self::Secure { round, .. }
             | Self::MaskedInput { round, .. }

@@ -290,4 +290,158 @@ mod tests {
             })
         ));
     }
+
+    /// A trainer whose `fit` takes one plain gradient step on `½‖w - target‖²` plus the
+    /// round's SCAFFOLD correction, and reports `local_steps = 1`.
+    struct OneStep {
+        w: ParamVec,
+        target: [f32; 2],
+    }
+
+    impl crate::trainer::Trainer for OneStep {
+        fn get_parameters(&self) -> ParamVec {
+            self.w.clone()
+        }
+        fn set_parameters(&mut self, p: &ParamVec) -> Result<(), crate::trainer::TrainerError> {
+            self.w = p.clone();
+            Ok(())
+        }
+        fn fit(
+            &mut self,
+            config: &crate::round::FitConfig,
+        ) -> Result<crate::round::FitOutcome, crate::trainer::TrainerError> {
+            let corr = match &config.scaffold {
+                Some(c) => c
+                    .correction(self.w.schema().hash())
+                    .map_err(|e| crate::trainer::TrainerError::Other(e.to_string()))?,
+                None => None,
+            };
+            let lr = config.learning_rate as f32;
+            let next: Vec<f32> = (0..2)
+                .map(|j| {
+                    let g =
+                        self.w.values()[j] - self.target[j] + corr.as_ref().map_or(0.0, |c| c[j]);
+                    self.w.values()[j] - lr * g
+                })
+                .collect();
+            self.w = ParamVec::new(self.w.schema().clone(), next).unwrap();
+            Ok(crate::round::FitOutcome {
+                num_examples: 1,
+                metrics: crate::round::Metrics::from([(
+                    crate::round::LOCAL_STEPS_METRIC.to_string(),
+                    1.0,
+                )]),
+            })
+        }
+        fn evaluate(
+            &mut self,
+            _: &crate::round::EvaluateConfig,
+        ) -> Result<crate::round::EvaluateResult, crate::trainer::TrainerError> {
+            Err(crate::trainer::TrainerError::NoData("evaluate"))
+        }
+    }
+
+    fn instruction(
+        round: u64,
+        x: &Arc<ParamVec>,
+        server: Option<Arc<ParamVec>>,
+        upload: crate::round::UploadSpec,
+    ) -> crate::protocol::ServerMessage {
+        crate::protocol::ServerMessage::Fit {
+            header: crate::round::RoundConfig {
+                round,
+                stage: crate::round::Stage::Fit,
+                params_hash: x.content_hash(),
+                schema_hash: x.schema().hash(),
+            },
+            params: x.clone(),
+            config: crate::round::FitConfig {
+                learning_rate: 0.5,
+                scaffold: Some(ScaffoldControls::new(server)),
+                ..Default::default()
+            },
+            upload,
+        }
+    }
+
+    #[test]
+    fn the_session_keeps_c_i_across_rounds_and_sends_delta_c_before_the_update() {
+        use crate::protocol::ClientMessage;
+        let mut session = crate::session::ClientSession::new(schema().hash());
+        let mut trainer = OneStep {
+            w: pv([0.0, 0.0]),
+            target: [2.0, -2.0],
+        };
+        // Round 1, c = cᵢ = 0: y = x - 0.5·(x - t) = (1, -1); Δcᵢ = cᵢ⁺ = (x - y)/(1·0.5).
+        let x = Arc::new(pv([0.0, 0.0]));
+        session
+            .handle_message(instruction(1, &x, None, Default::default()))
+            .unwrap();
+        session.run_pending(&mut trainer).unwrap();
+        let Some(ClientMessage::ControlChunk { round: 1, values }) = session.poll_transmit() else {
+            panic!("Δcᵢ first");
+        };
+        assert_eq!(values, vec![-2.0, 2.0]);
+        assert!(matches!(
+            session.poll_transmit(),
+            Some(ClientMessage::FitDone { round: 1, .. })
+        ));
+        assert_eq!(session.member_control().unwrap().values(), &[-2.0, 2.0]);
+        // Round 2 from x = (1, -1) with c = (-1, 1): the correction c - cᵢ = (1, -1) turns the
+        // gradient (x - t) = (-1, 1) into 0: y = x; Δcᵢ = 0 - c = (1, -1), cᵢ⁺ = (-1, 1).
+        let x = Arc::new(pv([1.0, -1.0]));
+        let c = Arc::new(pv([-1.0, 1.0]));
+        session
+            .handle_message(instruction(2, &x, Some(c.clone()), Default::default()))
+            .unwrap();
+        session.run_pending(&mut trainer).unwrap();
+        let Some(ClientMessage::ControlChunk { round: 2, values }) = session.poll_transmit() else {
+            panic!("Δcᵢ first");
+        };
+        assert_eq!(values, vec![1.0, -1.0]);
+        assert!(matches!(
+            session.poll_transmit(),
+            Some(ClientMessage::FitDone { round: 2, result }) if result.params == *x
+        ));
+        assert_eq!(session.member_control().unwrap().values(), &[-1.0, 1.0]);
+        // A control restored from elsewhere is checked.
+        let other = Arc::new(Schema::new(vec![TensorSpec::new("v", [2])]).unwrap());
+        assert!(matches!(
+            session.set_member_control(Some(Arc::new(ParamVec::zeros(other.clone())))),
+            Err(ControlError::SchemaMismatch {
+                which: "member",
+                ..
+            })
+        ));
+        assert_eq!(
+            session.set_member_control(Some(Arc::new(pv([f32::NAN, 0.0])))),
+            Err(ControlError::NonFinite { which: "member" })
+        );
+        assert_eq!(session.member_control().unwrap().values(), &[-1.0, 1.0]);
+        // Refused before training: a server control of another model, and SCAFFOLD under DP.
+        let foreign = Arc::new(ParamVec::zeros(other));
+        assert!(matches!(
+            session.handle_message(instruction(3, &x, Some(foreign), Default::default())),
+            Err(crate::session::SessionError::Scaffold { round: 3, .. })
+        ));
+        assert!(matches!(
+            session.poll_transmit(),
+            Some(ClientMessage::Failed { round: 3, .. })
+        ));
+        let private = crate::round::UploadSpec {
+            privacy: Some(crate::dp::UpdatePrivacy {
+                clip_norm: 1.0,
+                local_noise_multiplier: 0.0,
+                distributed_noise_multiplier: 0.0,
+                distributed_min_survivors: 0,
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            session.handle_message(instruction(4, &x, None, private)),
+            Err(crate::session::SessionError::Scaffold { round: 4, .. })
+        ));
+        assert!(session.poll_event().is_none(), "no training was started");
+        assert_eq!(session.member_control().unwrap().values(), &[-1.0, 1.0]);
+    }
 }

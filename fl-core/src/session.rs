@@ -146,6 +146,15 @@ pub enum SessionError {
     /// A message after the federation finished.
     #[error("the session has finished")]
     Finished,
+    /// A SCAFFOLD fit instruction this member cannot follow (an upload protocol the control
+    /// variates cannot travel with, a control variate of another model).
+    #[error("SCAFFOLD in round {round}: {reason}")]
+    Scaffold {
+        /// Round of the refused instruction.
+        round: u64,
+        /// What went wrong.
+        reason: String,
+    },
     /// A secure-aggregation step failed; the member leaves the round's protocol.
     #[error("secure aggregation in round {round}: {reason}")]
     Secure {
@@ -235,6 +244,20 @@ pub struct ClientSession {
     /// This member's committee role (homomorphic aggregation), if it holds a key share.
     #[cfg(feature = "he")]
     committee: Option<crate::secure::he::CommitteeRole>,
+    /// This member's SCAFFOLD control variate `cᵢ` (`None`: zeros, before its first SCAFFOLD
+    /// round), kept across rounds.
+    control: Option<Arc<ParamVec>>,
+    /// The SCAFFOLD fit task in progress: what option II needs once training ends.
+    scaffold: Option<ScaffoldFit>,
+}
+
+/// A SCAFFOLD fit task's inputs to option II ([`crate::scaffold::member_update`]).
+#[derive(Debug)]
+struct ScaffoldFit {
+    round: u64,
+    global: Arc<ParamVec>,
+    controls: crate::scaffold::ScaffoldControls,
+    learning_rate: f64,
 }
 
 impl std::fmt::Debug for SecureFitState {
@@ -264,7 +287,41 @@ impl ClientSession {
             upload: None,
             #[cfg(feature = "he")]
             committee: None,
+            control: None,
+            scaffold: None,
         }
+    }
+
+    /// This member's SCAFFOLD control variate `cᵢ` (`None` before its first SCAFFOLD round,
+    /// standing for zeros). The session updates it when a SCAFFOLD fit completes, before the
+    /// answer is queued: a driver that keeps it on disk writes it after
+    /// [`complete_fit`](Self::complete_fit) and before sending what
+    /// [`poll_transmit`](Self::poll_transmit) yields.
+    pub fn member_control(&self) -> Option<&Arc<ParamVec>> {
+        self.control.as_ref()
+    }
+
+    /// Restores this member's SCAFFOLD control variate (read back from where its driver kept
+    /// it, e.g. after a restart or a reconnection). Refuses one of another model or with
+    /// non-finite values.
+    pub fn set_member_control(
+        &mut self,
+        control: Option<Arc<ParamVec>>,
+    ) -> Result<(), crate::scaffold::ControlError> {
+        if let Some(c) = &control {
+            if c.schema().hash() != self.schema_hash {
+                return Err(crate::scaffold::ControlError::SchemaMismatch {
+                    which: "member",
+                    expected: self.schema_hash,
+                    got: c.schema().hash(),
+                });
+            }
+            if !c.all_finite() {
+                return Err(crate::scaffold::ControlError::NonFinite { which: "member" });
+            }
+        }
+        self.control = control;
+        Ok(())
     }
 
     /// Gives this member a committee role: it answers the aggregator's decryption requests
@@ -322,10 +379,40 @@ impl ClientSession {
             ServerMessage::Fit {
                 header,
                 params,
-                config,
+                mut config,
                 upload,
             } => {
                 self.accept(&header, Stage::Fit, &params)?;
+                self.scaffold = None;
+                if let Some(controls) = config.scaffold.as_mut() {
+                    if !matches!(upload.protocol, UploadProtocol::Plain) || upload.privacy.is_some()
+                    {
+                        return Err(self.fail_fit(
+                            header.round,
+                            "SCAFFOLD needs plain updates: its control variates cannot travel \
+                             under secure aggregation or differential privacy"
+                                .into(),
+                        ));
+                    }
+                    if let Some(c) = controls.server.as_ref().filter(|c| {
+                        c.schema().hash() != self.schema_hash || c.len() != params.len()
+                    }) {
+                        let reason = format!(
+                            "the server's SCAFFOLD control variate is for schema {}, this member \
+                             trains {}",
+                            c.schema().hash(),
+                            self.schema_hash
+                        );
+                        return Err(self.fail_fit(header.round, reason));
+                    }
+                    controls.member = self.control.clone();
+                    self.scaffold = Some(ScaffoldFit {
+                        round: header.round,
+                        global: params.clone(),
+                        controls: controls.clone(),
+                        learning_rate: config.learning_rate,
+                    });
+                }
                 self.upload = match &upload.protocol {
                     #[cfg(feature = "he")]
                     UploadProtocol::Homomorphic(fit) => {
@@ -542,6 +629,20 @@ impl ClientSession {
         Ok(())
     }
 
+    /// Refuses the fit stage of `round` before training: tells the aggregator and returns the
+    /// error.
+    fn fail_fit(&mut self, round: u64, reason: String) -> SessionError {
+        if self.running == Some((round, Stage::Fit)) {
+            self.running = None;
+        }
+        self.outbox.push_back(ClientMessage::Failed {
+            round,
+            stage: Stage::Fit,
+            reason: reason.clone(),
+        });
+        SessionError::Scaffold { round, reason }
+    }
+
     /// Leaves the secure stage of `round`: tells the aggregator and returns the error.
     fn fail_secure(&mut self, round: u64, reason: String) -> SessionError {
         self.upload = None;
@@ -622,6 +723,36 @@ impl ClientSession {
                 }
                 Err(e) => Err(self.fail_secure(round, e.to_string())),
             };
+        }
+        let scaffold = self.scaffold.take().filter(|s| s.round == round);
+        if let (Some(task), Ok(result)) = (scaffold, &outcome) {
+            let steps = result
+                .metrics
+                .get(crate::round::LOCAL_STEPS_METRIC)
+                .copied();
+            match crate::scaffold::member_update(
+                &task.global,
+                &result.params,
+                &task.controls,
+                steps,
+                task.learning_rate,
+            ) {
+                Ok(update) => {
+                    self.control = Some(Arc::new(update.control));
+                    self.outbox.push_back(ClientMessage::ControlChunk {
+                        round,
+                        values: update.delta.into_values(),
+                    });
+                }
+                Err(e) => {
+                    self.outbox.push_back(ClientMessage::Failed {
+                        round,
+                        stage: Stage::Fit,
+                        reason: format!("SCAFFOLD control variate: {e}"),
+                    });
+                    return Ok(());
+                }
+            }
         }
         self.outbox.push_back(match outcome {
             Ok(result) => ClientMessage::FitDone { round, result },

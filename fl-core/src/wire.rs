@@ -226,6 +226,24 @@ pub fn update_digest(chunk_hashes: &[[u8; 32]]) -> ContentHash {
     h.finish()
 }
 
+/// The digest a member signs for a SCAFFOLD update: SHA-256 over a domain tag, the number of
+/// the update's chunk hashes, those hashes, then the chunk hashes of its control-variate
+/// difference, so that one signature covers every chunk of both and neither list can be
+/// passed off as part of the other. (An update without a control variate keeps
+/// [`update_digest`], unchanged.)
+pub fn scaffold_update_digest(
+    chunk_hashes: &[[u8; 32]],
+    control_chunk_hashes: &[[u8; 32]],
+) -> ContentHash {
+    let mut h = ContentHasher::new();
+    h.update(b"daofl/scaffold-update/v1");
+    h.update(&(chunk_hashes.len() as u64).to_le_bytes());
+    for c in chunk_hashes.iter().chain(control_chunk_hashes) {
+        h.update(c);
+    }
+    h.finish()
+}
+
 /// Checks a chunked transfer as it arrives, without keeping it: each chunk against the plan
 /// (round, index, tensor, offset, length, size limit) and its announced hash, and the whole
 /// sequence against the announced content hash. The aggregator streams updates through this

@@ -1,5 +1,6 @@
 //! The JSON manifest that describes one checkpointed round.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fl_core::{ClientId, ContentHash, Metrics, ParamVec, Schema, SchemaHash};
@@ -70,6 +71,15 @@ pub struct Manifest {
     /// (yet); the aggregator anchors such rounds when it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor: Option<serde_json::Value>,
+    /// Content identifier of the strategy's model-sized state after the round
+    /// ([`fl_core::Strategy::strategy_state`]: SCAFFOLD's server control variate), stored like
+    /// the parameters (`params/<cid>`, the model's schema). Absent: the strategy keeps none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_cid_string"
+    )]
+    pub strategy_state: Option<ContentHash>,
 }
 
 impl Manifest {
@@ -101,6 +111,7 @@ impl Manifest {
                 .unwrap_or_else(|| rfc3339_utc(SystemTime::now())),
             privacy,
             anchor: meta.anchor,
+            strategy_state: meta.strategy_state.map(|s| s.content_hash()),
         }
     }
 
@@ -230,6 +241,9 @@ pub struct CheckpointMeta {
     pub privacy: Option<PrivacySpent>,
     /// Reserved for chain anchoring.
     pub anchor: Option<serde_json::Value>,
+    /// The strategy's model-sized state to keep with the round (SCAFFOLD's server control
+    /// variate), written as a second parameter object.
+    pub strategy_state: Option<Arc<ParamVec>>,
 }
 
 impl CheckpointMeta {
@@ -245,6 +259,7 @@ impl CheckpointMeta {
             created_at: None,
             privacy: None,
             anchor: None,
+            strategy_state: None,
         }
     }
 
@@ -272,6 +287,13 @@ impl CheckpointMeta {
     /// Sets the privacy budget spent.
     pub fn with_privacy(mut self, privacy: PrivacySpent) -> Self {
         self.privacy = Some(privacy);
+        self
+    }
+
+    /// Sets the strategy's state to keep with the round ([`fl_core::Strategy::strategy_state`]);
+    /// it must have the parameters' schema.
+    pub fn with_strategy_state(mut self, state: Arc<ParamVec>) -> Self {
+        self.strategy_state = Some(state);
         self
     }
 }
@@ -354,6 +376,24 @@ pub fn rfc3339_utc(time: SystemTime) -> String {
 }
 
 /// A [`ContentHash`] as its CID string.
+mod opt_cid_string {
+    use fl_core::ContentHash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Option<ContentHash>, s: S) -> Result<S::Ok, S::Error> {
+        match h {
+            Some(h) => super::cid_string::serialize(h, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ContentHash>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| ContentHash::from_cid_str(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 mod cid_string {
     use fl_core::ContentHash;
     use serde::{Deserialize, Deserializer, Serializer};

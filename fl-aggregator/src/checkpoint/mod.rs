@@ -8,6 +8,8 @@
 //! ```text
 //! params/<cid>                 canonical little-endian f32 bytes of the parameters; <cid> is the
 //!                              CIDv1 (raw, sha2-256) of exactly these bytes, as IPFS names them
+//!                              (also a strategy's model-sized state, e.g. SCAFFOLD's server
+//!                              control variate, named by the manifest's `strategy_state`)
 //! rounds/<round:010>.json      the round's Manifest (pretty JSON), naming params/<cid>
 //! ```
 //!
@@ -156,9 +158,14 @@ impl CheckpointStore {
     /// [`CheckpointError::RoundExists`] when an intact checkpoint of that round exists (a damaged
     /// one is replaced), [`CheckpointError::Store`] when the store fails.
     pub async fn save(&self, meta: CheckpointMeta, params: &ParamVec) -> Result<Manifest> {
+        let state = meta.strategy_state.clone();
         let manifest = Manifest::new(meta, params);
         self.put_params(&manifest.params_cid, params.to_le_bytes())
             .await?;
+        if let Some(state) = state {
+            self.put_params(&state.content_hash(), state.to_le_bytes())
+                .await?;
+        }
 
         let round = manifest.round;
         let json = serde_json::to_vec_pretty(&manifest)
@@ -422,6 +429,36 @@ impl CheckpointStore {
                 check_params(&manifest, &params_path, &bytes, &mut report.problems)
             }
         };
+        if let Some(cid) = manifest.strategy_state {
+            // The strategy's state is part of the round: a damaged one makes it unusable.
+            let path = self.params_path(&cid);
+            match self.read(&path, expected).await? {
+                Read::Missing => report.problems.push(Problem::ParamsMissing {
+                    path: path.to_string(),
+                }),
+                Read::TooBig(found) => report.problems.push(Problem::ParamsLength {
+                    path: path.to_string(),
+                    expected,
+                    found,
+                }),
+                Read::Bytes(bytes) => {
+                    let computed = ContentHash::of(&bytes);
+                    if bytes.len() as u64 != expected {
+                        report.problems.push(Problem::ParamsLength {
+                            path: path.to_string(),
+                            expected,
+                            found: bytes.len() as u64,
+                        });
+                    } else if computed != cid {
+                        report.problems.push(Problem::ParamsHashMismatch {
+                            path: path.to_string(),
+                            expected: cid,
+                            computed,
+                        });
+                    }
+                }
+            }
+        }
         report.manifest = Some(manifest.clone());
         let checkpoint = match params {
             Some(p) if report.problems.is_empty() => Some((manifest, p)),
@@ -481,6 +518,22 @@ impl CheckpointStore {
         let cid = params.content_hash();
         self.put_params(&cid, params.to_le_bytes()).await?;
         Ok(cid)
+    }
+
+    /// The strategy state a manifest names ([`Manifest::strategy_state`], e.g. SCAFFOLD's
+    /// server control variate), verified like the parameters; `None` if it names none.
+    ///
+    /// # Errors
+    /// [`CheckpointError::ParamsUnavailable`] when the object is missing, of the wrong length
+    /// or damaged, [`CheckpointError::Store`] when the store fails.
+    pub async fn load_strategy_state(&self, manifest: &Manifest) -> Result<Option<ParamVec>> {
+        match &manifest.strategy_state {
+            None => Ok(None),
+            Some(cid) => self
+                .load_params(cid, Arc::new(manifest.schema.clone()))
+                .await
+                .map(Some),
+        }
     }
 
     /// Reads the parameters named `cid` for `schema`, checking their length and hash.

@@ -5,6 +5,12 @@
 //!
 //! Secure aggregation never delivers individual updates: its stages end by handing the
 //! decoded sum over with [`Collected::from_sum`].
+//!
+//! In a SCAFFOLD round ([`requiring_control`](Collected::requiring_control)) every member's
+//! update must come with its control-variate difference `Δcᵢ`
+//! ([`ClientMessage::ControlChunk`](fl_core::ClientMessage::ControlChunk)s, whole before a
+//! `FitDone` or streamed before a `FitEnd`): one of the model's length, finite, or the update
+//! is refused.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +26,34 @@ pub(super) struct Collected {
     store: Store,
     /// Members whose update is arriving in chunks.
     streaming: BTreeMap<ClientId, Streaming>,
+    /// SCAFFOLD: the control-variate differences arriving, by member; `None` outside SCAFFOLD
+    /// rounds.
+    controls: Option<BTreeMap<ClientId, Vec<f32>>>,
+}
+
+/// Why a member's result was refused.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CollectError {
+    /// The update itself.
+    #[error(transparent)]
+    Update(#[from] AggregateError),
+    /// A SCAFFOLD update without (all of) its control-variate difference.
+    #[error(
+        "the SCAFFOLD control-variate difference has {got} of the model's {expected} values \
+         (a member must send its Δc with every update of a SCAFFOLD round)"
+    )]
+    ControlLength {
+        /// The model's values.
+        expected: usize,
+        /// Values received.
+        got: usize,
+    },
+    /// Non-finite values in a control-variate difference.
+    #[error("the SCAFFOLD control-variate difference holds NaN or infinite values")]
+    ControlNonFinite,
+    /// Control-variate values in a round that is not SCAFFOLD.
+    #[error("control-variate values in a round that is not a SCAFFOLD round")]
+    UnexpectedControl,
 }
 
 enum Store {
@@ -53,7 +87,63 @@ impl Collected {
         Self {
             store,
             streaming: BTreeMap::new(),
+            controls: None,
         }
+    }
+
+    /// The same collection for a SCAFFOLD round when `scaffold` (per-member form only): every
+    /// update must come with its control-variate difference.
+    pub(super) fn requiring_control(mut self, scaffold: bool) -> Self {
+        self.controls =
+            (scaffold && matches!(self.store, Store::PerMember { .. })).then(BTreeMap::new);
+        self
+    }
+
+    /// The next values of `client`'s control-variate difference.
+    pub(super) fn extend_control(
+        &mut self,
+        client: ClientId,
+        chunk: &[f32],
+    ) -> Result<(), CollectError> {
+        let (Some(controls), Store::PerMember { schema, .. }) = (&mut self.controls, &self.store)
+        else {
+            return Err(CollectError::UnexpectedControl);
+        };
+        let expected = schema.num_values();
+        let values = controls.entry(client).or_default();
+        if values.len() + chunk.len() > expected {
+            let got = values.len() + chunk.len();
+            controls.remove(&client);
+            return Err(CollectError::ControlLength { expected, got });
+        }
+        if chunk.iter().any(|v| !v.is_finite()) {
+            controls.remove(&client);
+            return Err(CollectError::ControlNonFinite);
+        }
+        values.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// `client`'s whole control-variate difference, taken out (`None` outside SCAFFOLD rounds).
+    fn take_control(
+        &mut self,
+        client: ClientId,
+        schema: &Arc<Schema>,
+    ) -> Result<Option<ParamVec>, CollectError> {
+        let Some(controls) = &mut self.controls else {
+            return Ok(None);
+        };
+        let values = controls.remove(&client).unwrap_or_default();
+        let expected = schema.num_values();
+        if values.len() != expected {
+            return Err(CollectError::ControlLength {
+                expected,
+                got: values.len(),
+            });
+        }
+        ParamVec::new(schema.clone(), values)
+            .map(Some)
+            .map_err(|e| CollectError::Update(AggregateError::Params(e)))
     }
 
     /// A sum that a secure-aggregation protocol decoded.
@@ -61,6 +151,7 @@ impl Collected {
         Self {
             store: Store::Sum(sum),
             streaming: BTreeMap::new(),
+            controls: None,
         }
     }
 
@@ -76,25 +167,27 @@ impl Collected {
         params: &ParamVec,
         weight: u64,
         metrics: &Metrics,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectError> {
+        let schema = match &self.store {
+            Store::PerMember { schema, .. } => schema.clone(),
+            Store::Sum(sum) => sum.schema().clone(),
+        };
+        let control = self.take_control(client, &schema);
         match &mut self.store {
-            Store::Sum(sum) => sum.add(params, weight, metrics),
+            Store::Sum(sum) => Ok(sum.add(params, weight, metrics)?),
             Store::PerMember { schema, done } => {
                 if params.schema().hash() != schema.hash() {
-                    return Err(AggregateError::Params(
-                        fl_core::ParamError::SchemaMismatch {
-                            expected: schema.hash(),
-                            got: params.schema().hash(),
-                        },
-                    ));
+                    return Err(AggregateError::Params(fl_core::ParamError::SchemaMismatch {
+                        expected: schema.hash(),
+                        got: params.schema().hash(),
+                    })
+                    .into());
                 }
                 check_member(weight, params.values())?;
-                done.push(MemberUpdate::new(
-                    client,
-                    params.clone(),
-                    weight,
-                    metrics.clone(),
-                ));
+                done.push(
+                    MemberUpdate::new(client, params.clone(), weight, metrics.clone())
+                        .with_control_delta(control?),
+                );
                 Ok(())
             }
         }
@@ -153,10 +246,16 @@ impl Collected {
     }
 
     /// Completes `client`'s chunked update; `None` if it has not begun one.
-    pub(super) fn complete(&mut self, client: ClientId) -> Option<Result<(), AggregateError>> {
+    pub(super) fn complete(&mut self, client: ClientId) -> Option<Result<(), CollectError>> {
         let streaming = self.streaming.remove(&client)?;
+        let control = match &self.store {
+            Store::PerMember { schema, .. } => self.take_control(client, &schema.clone()),
+            Store::Sum(_) => Ok(None),
+        };
         Some(match (streaming, &mut self.store) {
-            (Streaming::Sum(c, metrics), Store::Sum(sum)) => sum.complete(c, &metrics),
+            (Streaming::Sum(c, metrics), Store::Sum(sum)) => {
+                sum.complete(c, &metrics).map_err(CollectError::from)
+            }
             (
                 Streaming::Member {
                     weight,
@@ -165,13 +264,15 @@ impl Collected {
                     signed,
                 },
                 Store::PerMember { schema, done },
-            ) => ParamVec::new(schema.clone(), values)
-                .map_err(AggregateError::Params)
-                .map(|params| {
-                    let update = MemberUpdate::new(client, params, weight, metrics)
-                        .with_signed(signed.map(|s| *s));
-                    done.push(update);
-                }),
+            ) => control.and_then(|control| {
+                let params =
+                    ParamVec::new(schema.clone(), values).map_err(AggregateError::Params)?;
+                let update = MemberUpdate::new(client, params, weight, metrics)
+                    .with_signed(signed.map(|s| *s))
+                    .with_control_delta(control);
+                done.push(update);
+                Ok(())
+            }),
             _ => unreachable!("a streaming update always matches its store"),
         })
     }
@@ -180,6 +281,9 @@ impl Collected {
     /// delivered stay (see [`WeightedSum::mean`]); a per-member store discards them.
     pub(super) fn forget(&mut self, client: ClientId) {
         self.streaming.remove(&client);
+        if let Some(controls) = &mut self.controls {
+            controls.remove(&client);
+        }
     }
 
     /// Complete updates so far.

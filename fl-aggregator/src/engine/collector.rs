@@ -136,10 +136,10 @@ impl UpdateProtocol for Plain {
             return Err(AbortReason::DistributedDpWithoutSecureAggregation);
         }
         Ok(Started {
-            collector: Box::new(PlainCollector(Collected::new(
-                cx.params.schema().clone(),
-                form,
-            ))),
+            collector: Box::new(PlainCollector(
+                Collected::new(cx.params.schema().clone(), form)
+                    .requiring_control(plan.config.scaffold.is_some()),
+            )),
             upload: UploadProtocol::Plain,
             timeout: cx.fit_timeout,
         })
@@ -176,6 +176,12 @@ impl Collector for PlainCollector {
                     Ok(()) => Ok(Progress::More),
                     Err(e) => Ok(Progress::Invalid(e.to_string())),
                 };
+            }
+            ClientMessage::ControlChunk { values, .. } => {
+                return Ok(match updates.extend_control(client, &values) {
+                    Ok(()) => Progress::More,
+                    Err(e) => Progress::Invalid(e.to_string()),
+                });
             }
             ClientMessage::FitEnd { .. } => updates.complete(client).ok_or(Unexpected)?,
             _ => return Err(Unexpected),

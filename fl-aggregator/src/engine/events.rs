@@ -59,6 +59,10 @@ pub enum EngineEvent {
         num_dropped: usize,
         /// Example-weighted mean of the clients' training metrics.
         metrics: Metrics,
+        /// The strategy's model-sized state after this aggregation
+        /// ([`fl_core::Strategy::strategy_state`]: SCAFFOLD's server control variate), for the
+        /// driver to checkpoint with the round; `None` for strategies that keep none.
+        strategy_state: Option<Arc<ParamVec>>,
     },
     /// The round could not aggregate; the global parameters are unchanged.
     RoundAborted {

@@ -242,6 +242,7 @@ impl Engine {
             ClientMessage::FitDone { .. }
             | ClientMessage::FitBegin { .. }
             | ClientMessage::FitChunk { .. }
+            | ClientMessage::ControlChunk { .. }
             | ClientMessage::FitEnd { .. }
             | ClientMessage::Secure { .. }
             | ClientMessage::MaskedInput { .. }

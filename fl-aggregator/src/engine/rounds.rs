@@ -263,6 +263,7 @@ impl Engine {
                     num_partial,
                     num_dropped: stage.dropped,
                     metrics,
+                    strategy_state: self.strategy.strategy_state(),
                 });
             }
             Ok(_) => {

@@ -15,6 +15,36 @@ pub(super) struct SessionCtx<'a> {
 pub(super) struct PendingUpdate {
     pub(super) round: u64,
     pub(super) verifier: ChunkVerifier,
+    /// SCAFFOLD: the control-variate difference's chunks, which follow the update's.
+    pub(super) control: Option<Box<ChunkVerifier>>,
+}
+
+impl PendingUpdate {
+    /// Checks the next chunk (the update's, then the control variate's) and turns its values
+    /// into the engine's message.
+    fn push(&mut self, chunk: &pb::Chunk) -> Result<ClientMessage, wire::WireError> {
+        let round = self.round;
+        match self.control.as_mut() {
+            Some(control) if self.verifier.is_complete() => Ok(ClientMessage::ControlChunk {
+                round,
+                values: control.push(chunk)?,
+            }),
+            _ => Ok(ClientMessage::FitChunk {
+                round,
+                values: self.verifier.push(chunk)?,
+            }),
+        }
+    }
+
+    /// Whether every chunk (of the control variate too) arrived.
+    fn is_complete(&self) -> bool {
+        self.verifier.is_complete() && self.control.as_ref().is_none_or(|c| c.is_complete())
+    }
+
+    fn finish(self) -> Result<(), wire::WireError> {
+        self.verifier.finish()?;
+        self.control.map_or(Ok(()), |c| c.finish())
+    }
 }
 
 /// The one update a session may have in flight, by protocol.
@@ -105,16 +135,15 @@ impl SessionCtx<'_> {
                     let Some(Upload::Plain(p)) = upload.as_mut() else {
                         return Err(invalid("a chunk arrived outside an update"));
                     };
-                    let values = p.verifier.push(&chunk).map_err(invalid)?;
+                    let msg = p.push(&chunk).map_err(invalid)?;
                     self.shared.metrics.received(chunk.data.len());
                     let round = p.round;
-                    self.forward(ClientMessage::FitChunk { round, values })
-                        .await?;
-                    if p.verifier.is_complete() {
+                    self.forward(msg).await?;
+                    if p.is_complete() {
                         let Some(Upload::Plain(p)) = upload.take() else {
                             unreachable!("checked above")
                         };
-                        p.verifier.finish().map_err(invalid)?;
+                        p.finish().map_err(invalid)?;
                         self.forward(ClientMessage::FitEnd { round }).await?;
                     }
                 }
@@ -248,6 +277,14 @@ impl SessionCtx<'_> {
     ) -> Result<(PendingUpdate, ClientMessage), Status> {
         let cfg = &self.shared.config;
         let hashes = wire::chunk_hashes_from_bytes(&header.chunk_hashes).map_err(invalid)?;
+        let control_hashes =
+            wire::chunk_hashes_from_bytes(&header.control_chunk_hashes).map_err(invalid)?;
+        // A SCAFFOLD update's signature covers its control variate's chunks too.
+        let update_hash = if control_hashes.is_empty() {
+            wire::update_digest(&hashes)
+        } else {
+            wire::scaffold_update_digest(&hashes, &control_hashes)
+        };
         // Checked for form only: the signed chunk hashes pin every byte of the update.
         wire::hash_from_bytes("params_hash", &header.params_hash).map_err(invalid)?;
         let statement = UpdateStatement {
@@ -255,7 +292,7 @@ impl SessionCtx<'_> {
             session_id: self.session_id,
             round: header.round,
             kind: UpdateKind::Fit,
-            update_hash: wire::update_digest(&hashes),
+            update_hash,
             num_examples: header.num_examples,
         };
         let signature = MemberSignature::from_bytes(&header.signature)
@@ -275,6 +312,19 @@ impl SessionCtx<'_> {
             Some(hashes),
         )
         .map_err(invalid)?;
+        let control = (!control_hashes.is_empty())
+            .then(|| {
+                ChunkVerifier::new(
+                    &self.shared.schema,
+                    header.round,
+                    None,
+                    cfg.max_chunk_bytes,
+                    Some(control_hashes),
+                )
+            })
+            .transpose()
+            .map_err(invalid)?
+            .map(Box::new);
         let begin = ClientMessage::FitBegin {
             round: header.round,
             num_examples: header.num_examples,
@@ -285,6 +335,7 @@ impl SessionCtx<'_> {
             PendingUpdate {
                 round: header.round,
                 verifier,
+                control,
             },
             begin,
         ))

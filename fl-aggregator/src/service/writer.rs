@@ -1,4 +1,5 @@
-//! Engine messages to frames: an instruction (or the final model) and its parameters in chunks.
+//! Engine messages to frames: an instruction (or the final model) and its parameters in chunks
+//! (then, in a SCAFFOLD round, the server control variate in chunks of its own).
 
 use super::*;
 
@@ -10,7 +11,7 @@ pub(super) async fn write_instructions(
     metrics: Arc<AggregatorMetrics>,
 ) {
     while let Some(msg) = rx.recv().await {
-        let (header, params, settings) = match msg {
+        let (header, params, settings, control) = match msg {
             ServerMessage::Fit {
                 header,
                 params,
@@ -20,6 +21,14 @@ pub(super) async fn write_instructions(
                 header,
                 params,
                 pb::instruction::Settings::Fit(pb::FitSettings {
+                    scaffold: config.scaffold.as_ref().map(|s| match &s.server {
+                        Some(c) => pb::ScaffoldSettings {
+                            control_hash: c.content_hash().as_bytes().to_vec(),
+                            num_chunks: wire::ChunkPlan::new(c.schema(), max_chunk_bytes).len()
+                                as u32,
+                        },
+                        None => pb::ScaffoldSettings::default(),
+                    }),
                     privacy: upload.privacy.map(|p| pb::UpdatePrivacy {
                         clip_norm: p.clip_norm,
                         local_noise_multiplier: p.local_noise_multiplier,
@@ -38,6 +47,7 @@ pub(super) async fn write_instructions(
                     },
                     ..wire::fit_settings_to_pb(&config)
                 }),
+                config.scaffold.and_then(|s| s.server),
             ),
             ServerMessage::Evaluate {
                 header,
@@ -49,6 +59,7 @@ pub(super) async fn write_instructions(
                 pb::instruction::Settings::Evaluate(pb::EvaluateSettings {
                     batch_size: config.batch_size,
                 }),
+                None,
             ),
             ServerMessage::Secure {
                 round,
@@ -125,7 +136,13 @@ pub(super) async fn write_instructions(
         {
             return;
         }
-        for chunk in wire::encode_chunks(&params, header.round, max_chunk_bytes) {
+        let control = control.as_deref();
+        let chunks = wire::encode_chunks(&params, header.round, max_chunk_bytes).chain(
+            control
+                .into_iter()
+                .flat_map(|c| wire::encode_chunks(c, header.round, max_chunk_bytes)),
+        );
+        for chunk in chunks {
             metrics.sent(chunk.data.len());
             if out
                 .send(Ok(frame(pb::server_frame::Kind::Chunk(chunk))))

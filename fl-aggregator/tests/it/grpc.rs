@@ -213,6 +213,7 @@ pub(crate) fn header(
         chunk_hashes: hashes.iter().map(|h| h.to_vec()).collect(),
         params_hash: params.content_hash().as_bytes().to_vec(),
         signature: key.sign_update(&statement).to_bytes().to_vec(),
+        control_chunk_hashes: Vec::new(),
     }
 }
 

@@ -15,6 +15,7 @@ mod own_model;
 mod secagg;
 mod secagg_grpc;
 mod secure;
+mod scaffold;
 mod sim;
 mod strategies;
 mod support;

@@ -10,10 +10,11 @@ mod network;
 mod params;
 pub mod proposals;
 mod proximal;
+mod scaffold;
 
 use std::sync::Arc;
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use fl_core::params::{ParamError, ParamVec, Schema};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 use network::{Cnn, Mlp, Network};
 use proximal::Proximal;
+use scaffold::Correction;
 
 /// Which model to train, as a federation's config file names it.
 ///
@@ -141,7 +143,9 @@ pub const DEFAULT_EVAL_BATCH: usize = 256;
 /// `fit` trains with Adam (a fresh optimiser per call, so no state crosses rounds) on
 /// cross-entropy loss over minibatches in an order shuffled by
 /// `ChaCha8Rng::seed_from_u64(shuffle_seed)`, plus FedProx's `μ/2·‖w - w_global‖²` when
-/// [`FitConfig::proximal_mu`] is positive (`w_global`: the parameters `fit` starts from). It
+/// [`FitConfig::proximal_mu`] is positive (`w_global`: the parameters `fit` starts from). In a
+/// SCAFFOLD round ([`FitConfig::scaffold`]) it steps with plain SGD instead, each gradient
+/// corrected by the round's `c - cᵢ` (option II's control variates assume SGD). It
 /// reports `num_examples` (the training set size) and the metrics `train_loss` (mean
 /// cross-entropy over the last epoch, without the proximal term) and `local_steps` (optimiser
 /// steps taken). `evaluate` reports the mean cross-entropy as `loss` and the metric
@@ -328,13 +332,17 @@ impl Trainer for BurnTrainer {
             return Err(TrainerError::NoData("fit"));
         }
         let autodiff = self.device.clone().autodiff();
-        let mut optim = AdamConfig::new().init();
+        let mut optim = match config.scaffold {
+            Some(_) => SgdConfig::new().init(),
+            None => AdamConfig::new().init(),
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(config.shuffle_seed);
         let mut order: Vec<usize> = (0..self.train.len()).collect();
         // Train a copy (cheap: tensors are reference counted) so that a diverged run leaves
         // the trainer's parameters as they were.
         let mut model = self.network.clone();
         let proximal = Proximal::new(&model, config.proximal_mu);
+        let correction = Correction::new(&model, self.schema.hash(), config)?;
         let mut epoch_loss = 0.0;
         let mut steps = 0u64;
         for epoch in 0..config.local_epochs {
@@ -353,6 +361,9 @@ impl Trainer for BurnTrainer {
                 }
                 loss_sum += f64::from(value) * chunk.len() as f64;
                 if let Some(term) = proximal.as_ref().and_then(|p| p.term(&model)) {
+                    loss = loss + term;
+                }
+                if let Some(term) = correction.as_ref().and_then(|c| c.term(&model)) {
                     loss = loss + term;
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -40,6 +40,7 @@ pub use encoded::EncodedProposals;
 pub use metrics::{ClassScores, OutcomeScores, score};
 
 use super::proximal::Proximal;
+use super::scaffold::Correction;
 use super::{DeviceSpec, params};
 use crate::data::proposals::ProposalKind;
 use crate::text::{HashingConfig, HashingFeaturizer};
@@ -228,7 +229,9 @@ pub struct ProposalPrediction {
 /// order shuffled by `ChaCha8Rng::seed_from_u64(shuffle_seed)`, plus FedProx's
 /// `μ/2·‖w - w_global‖²` when [`FitConfig::proximal_mu`] is positive, and reports
 /// `num_examples` (its training examples, open ones included), `train_loss` (without the
-/// proximal term) and `local_steps` (optimiser steps taken). `evaluate` reports the mean loss and the metrics
+/// proximal term) and `local_steps` (optimiser steps taken). In a SCAFFOLD round
+/// ([`FitConfig::scaffold`]) it steps with plain SGD, whatever [`ProposalModelSpec::optimizer`]
+/// says, each gradient corrected by the round's `c - cᵢ`. `evaluate` reports the mean loss and the metrics
 /// `accuracy` and `macro_f1` (outcome, decided examples only), `kind_accuracy` and
 /// `kind_macro_f1` (all examples).
 pub struct ProposalTrainer {
@@ -434,7 +437,9 @@ impl Trainer for ProposalTrainer {
             return Err(TrainerError::NoData("fit"));
         }
         let autodiff = self.device.clone().autodiff();
+        // SCAFFOLD's option II assumes plain SGD (see `trainer::scaffold`).
         let mut optim = match self.spec.optimizer {
+            _ if config.scaffold.is_some() => SgdConfig::new().init(),
             LocalOptimizer::Adam if self.spec.weight_decay > 0.0 => AdamWConfig::new()
                 .with_weight_decay(self.spec.weight_decay as f32)
                 .init(),
@@ -445,6 +450,7 @@ impl Trainer for ProposalTrainer {
         let mut order: Vec<usize> = (0..self.train.len()).collect();
         let mut model = self.network.clone();
         let proximal = Proximal::new(&model, config.proximal_mu);
+        let correction = Correction::new(&model, self.schema.hash(), config)?;
         let mut epoch_loss = 0.0;
         let mut steps = 0u64;
         for epoch in 0..config.local_epochs {
@@ -462,6 +468,9 @@ impl Trainer for ProposalTrainer {
                 }
                 loss_sum += f64::from(value) * chunk.len() as f64;
                 if let Some(term) = proximal.as_ref().and_then(|p| p.term(&model)) {
+                    loss = loss + term;
+                }
+                if let Some(term) = correction.as_ref().and_then(|c| c.term(&model)) {
                     loss = loss + term;
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -181,6 +181,7 @@ mod tests {
             learning_rate: 0.01,
             shuffle_seed: 9,
             proximal_mu: mu,
+            scaffold: None,
         }
     }
 

@@ -10,11 +10,16 @@
 use fl_aggregator::EngineEvent;
 use fl_aggregator::attack::{Adversary, Attack};
 use fl_client::Dataset;
+use fl_core::identity::{MemberKey, SignedUpdate, UpdateKind, UpdateStatement};
 use fl_core::strategy::{
     BucketingConfig, BulyanConfig, CenteredClippingConfig, GeometricMedianConfig, KrumConfig,
     NnmConfig, NormBoundingConfig, TrimmedMeanConfig,
 };
-use fl_core::{AggregationRule, ClientId, StrategyConfig};
+use fl_core::strategy::{EvaluatePlan, FitPlan, QaFindings, RoundUpdates};
+use fl_core::{
+    AggregationRule, ClientId, ContentHash, ParamVec, Strategy, StrategyConfig, StrategyError,
+    UpdateForm, wire,
+};
 
 use crate::digits::{self, DigitsConfig, RunError, RunResult};
 
@@ -202,6 +207,7 @@ pub fn run_cell(
         norm_bounding: rule.strategy.norm_bounding,
         nnm: rule.strategy.nnm,
         bucketing: rule.strategy.bucketing,
+        detection: rule.strategy.detection,
         ..base.strategy()
     }
     .build(
@@ -240,6 +246,226 @@ pub fn run_cell(
         aborted,
         median_norms,
     })
+}
+
+/// Signs every member's update as the gRPC transport would (one key per member, derived from
+/// `seed`), so that detection's findings carry signed updates and their evidence can be
+/// re-checked: a simulation stand-in for the members' own signatures, placed inside an
+/// [`Adversary`] so that attackers sign what they send.
+pub struct Signer {
+    inner: Box<dyn Strategy>,
+    keys: Vec<MemberKey>,
+    federation_id: String,
+    max_chunk_bytes: usize,
+}
+
+impl Signer {
+    /// Signs for `members` members with keys derived from `seed`.
+    pub fn new(inner: Box<dyn Strategy>, members: usize, seed: u64, federation_id: &str) -> Self {
+        let keys = (0..members)
+            .map(|i| {
+                let h = ContentHash::of(format!("daofl bench member key {seed} {i}").as_bytes());
+                MemberKey::from_hex(&h.to_hex()).expect("a SHA-256 digest is a valid key")
+            })
+            .collect();
+        Self {
+            inner,
+            keys,
+            federation_id: federation_id.into(),
+            max_chunk_bytes: 64 * 1024,
+        }
+    }
+
+    /// The address each member signs as.
+    pub fn addresses(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.address().to_string()).collect()
+    }
+
+    /// The chunk size digests are computed with.
+    pub fn max_chunk_bytes(&self) -> usize {
+        self.max_chunk_bytes
+    }
+}
+
+impl Strategy for Signer {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn update_form(&self) -> UpdateForm {
+        UpdateForm::PerMember
+    }
+    fn configure_fit(&mut self, round: u64, available: &[ClientId], seed: u64) -> FitPlan {
+        self.inner.configure_fit(round, available, seed)
+    }
+    fn aggregate_fit(
+        &mut self,
+        round: u64,
+        current: &ParamVec,
+        updates: RoundUpdates,
+    ) -> Result<ParamVec, StrategyError> {
+        let RoundUpdates::PerMember(members) = updates else {
+            return Err(StrategyError::WrongForm {
+                needed: UpdateForm::PerMember,
+            });
+        };
+        let members = members
+            .into_iter()
+            .map(|u| {
+                let key = usize::try_from(u.client.0)
+                    .ok()
+                    .and_then(|i| self.keys.get(i))
+                    .ok_or_else(|| StrategyError::Invalid(format!("no key for {}", u.client)))?;
+                let statement = UpdateStatement {
+                    federation_id: self.federation_id.clone(),
+                    session_id: [0; 32],
+                    round,
+                    kind: UpdateKind::Fit,
+                    update_hash: wire::update_digest(&wire::chunk_hashes(
+                        &u.params,
+                        self.max_chunk_bytes,
+                    )),
+                    num_examples: u.weight,
+                };
+                let signature = key.sign_update(&statement);
+                Ok(u.with_signed(Some(SignedUpdate {
+                    statement,
+                    signature,
+                })))
+            })
+            .collect::<Result<Vec<_>, StrategyError>>()?;
+        self.inner
+            .aggregate_fit(round, current, RoundUpdates::PerMember(members))
+    }
+    fn round_metrics(&self) -> fl_core::Metrics {
+        self.inner.round_metrics()
+    }
+    fn take_findings(&mut self) -> Option<QaFindings> {
+        self.inner.take_findings()
+    }
+    fn configure_evaluate(
+        &mut self,
+        round: u64,
+        available: &[ClientId],
+        seed: u64,
+    ) -> EvaluatePlan {
+        self.inner.configure_evaluate(round, available, seed)
+    }
+}
+
+/// Detection in one run: per round, who was flagged, and what re-checking their evidence gave.
+#[derive(Debug, Clone, Default)]
+pub struct DetectionTrace {
+    /// Per aggregated round: the members that took part and those flagged.
+    pub rounds: Vec<(Vec<ClientId>, Vec<ClientId>)>,
+    /// Evidence records built and accepted by `qa::verify` (the flag holds).
+    pub evidence_accepted: usize,
+    /// Evidence records rejected or whose flag did not hold (with the reason).
+    pub evidence_rejected: Vec<String>,
+    /// Evidence records whose tampered copy (score raised) `qa::verify` rejected.
+    pub tampered_rejected: usize,
+    /// Members excluded at the end.
+    pub excluded: usize,
+}
+
+/// Runs `base` under `rule` (which must set `detection`) with members `0..attackers` running
+/// `attack`, every update signed; builds and re-checks the evidence of every flag.
+pub fn run_detection(
+    base: &DigitsConfig,
+    rule: &RuleUnderTest,
+    attack: Option<Attack>,
+    attackers: usize,
+) -> Result<(RunResult, DetectionTrace), RunError> {
+    let flip = matches!(attack, Some(Attack::LabelFlip));
+    let prepared = digits::prepare_with(base, |i, data| {
+        if flip && i < attackers {
+            flip_labels(data)
+        } else {
+            Ok(data)
+        }
+    })?;
+    let members = prepared.trainers.len();
+    let strategy = StrategyConfig {
+        fit: base.strategy().fit,
+        fraction_fit: 1.0,
+        min_fit_clients: 1,
+        ..rule.strategy.clone()
+    }
+    .build(None, None, members, prepared.initial.values().len())?;
+    let signer = Signer::new(strategy, members, base.seed, "bench-detection");
+    let ids: std::collections::BTreeMap<ClientId, String> = signer
+        .addresses()
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| (ClientId(i as u64), a))
+        .collect();
+    let chunk = signer.max_chunk_bytes();
+    let strategy: Box<dyn Strategy> = match attack {
+        Some(a) if !a.poisons_data() => Box::new(Adversary::new(
+            Box::new(signer),
+            (0..attackers as u64).map(ClientId),
+            a,
+        )),
+        _ => Box::new(signer),
+    };
+    let mut trace = DetectionTrace::default();
+    let mut global = std::sync::Arc::new(prepared.initial.clone());
+    let run = digits::run_with_strategy(
+        base,
+        prepared,
+        strategy,
+        |_| {},
+        |e| match e {
+            EngineEvent::FitAggregated {
+                round,
+                params,
+                findings: Some(f),
+                metrics,
+                ..
+            } => {
+                let clients: Vec<ClientId> = f.scores.iter().map(|s| s.client).collect();
+                let flagged: Vec<ClientId> = f
+                    .scores
+                    .iter()
+                    .filter(|s| s.flagged)
+                    .map(|s| s.client)
+                    .collect();
+                trace.rounds.push((clients, flagged));
+                trace.excluded = metrics.get("qa.excluded").map_or(0, |v| *v as usize);
+                let record = fl_aggregator::qa::RoundRecord {
+                    federation_id: "bench-detection".into(),
+                    round: *round,
+                    next_cid: params.content_hash(),
+                    participants: f
+                        .signed_digests
+                        .iter()
+                        .map(|(c, d)| (ids[c].clone(), Some(*d)))
+                        .collect(),
+                };
+                match fl_aggregator::qa::build_evidence(f, &global, &record, &ids, chunk) {
+                    Ok(all) => {
+                        for ev in all {
+                            match fl_aggregator::qa::verify(&ev, false) {
+                                Ok(v) if v.holds => trace.evidence_accepted += 1,
+                                Ok(v) => trace
+                                    .evidence_rejected
+                                    .push(format!("does not hold: {v:?}")),
+                                Err(err) => trace.evidence_rejected.push(err.to_string()),
+                            }
+                            let mut tampered = ev;
+                            tampered.claimed.score += 0.5;
+                            if fl_aggregator::qa::verify(&tampered, false).is_err() {
+                                trace.tampered_rejected += 1;
+                            }
+                        }
+                    }
+                    Err(err) => trace.evidence_rejected.push(err.to_string()),
+                }
+            }
+            EngineEvent::RoundCompleted { params, .. } => global = params.clone(),
+            _ => {}
+        },
+    )?;
+    Ok((run, trace))
 }
 
 #[cfg(test)]

@@ -368,6 +368,14 @@ impl Strategy for Adversary {
         m
     }
 
+    fn take_findings(&mut self) -> Option<fl_core::strategy::QaFindings> {
+        self.inner.take_findings()
+    }
+
+    fn resume(&mut self, state: &fl_core::ResumeState) -> Result<(), fl_core::Refusal> {
+        self.inner.resume(state)
+    }
+
     fn configure_evaluate(
         &mut self,
         round: u64,

@@ -52,6 +52,7 @@ pub mod inprocess;
 pub mod membership;
 pub mod metrics;
 pub mod model_file;
+pub mod qa;
 pub mod server;
 pub mod service;
 pub mod sim;

@@ -157,8 +157,22 @@ pub async fn serve(
         // Manifests written before `privacy.rounds` existed kept the count as a metric only.
         let legacy = manifest.metrics.get("dp_rounds").map_or(0, |r| *r as u64);
         let privacy_rounds = manifest.privacy.map_or(0, |p| p.rounds).max(legacy);
-        let state = fl_core::ResumeState::new(manifest.round, privacy_rounds)
-            .with_strategy_state(resumed_state.clone());
+        let mut state = fl_core::ResumeState::new(manifest.round, privacy_rounds);
+        let reputation = fl_core::strategy::detection::reputation_in(&manifest.metrics);
+        if !reputation.is_empty() {
+            if config.members.source == fl_core::config::MembersSource::Chain {
+                // Client ids of chain members are assigned at join and not kept across
+                // restarts: a reputation recorded under an id may belong to another address now.
+                tracing::warn!(
+                    "reputations are not restored with members from the chain (ids are not \
+                     persisted); every member starts at 1"
+                );
+            } else {
+                tracing::info!(members = reputation.len(), "reputations restored");
+                state = state.with_reputation(reputation);
+            }
+        }
+        state = state.with_strategy_state(resumed_state.clone());
         strategy
             .resume(&state)
             .map_err(|e| ServerError::Resume(Arc::new(e)))?;
@@ -211,6 +225,7 @@ pub async fn serve(
         }
     };
 
+    let engine_params = engine.params().clone();
     let committee = he_committee(config, &members)?;
     let engine = match &config.secure_aggregation {
         None => engine,
@@ -319,7 +334,10 @@ pub async fn serve(
     };
 
     // Checkpoints are written by their own task, in order, and anchored after each write.
-    let (ckpt_tx, mut ckpt_rx) = mpsc::unbounded_channel::<(CheckpointMeta, Arc<ParamVec>)>();
+    let (ckpt_tx, mut ckpt_rx) =
+        mpsc::unbounded_channel::<(CheckpointMeta, Arc<ParamVec>, Option<EvidenceJob>)>();
+    let validators = config.qa.validator_keys()?;
+    let max_chunk_bytes = fl_core::wire::MAX_CHUNK_BYTES;
     let writer = {
         let store = store.clone();
         let mut anchorer = anchorer;
@@ -331,12 +349,15 @@ pub async fn serve(
                 );
             }
             let mut last = None;
-            while let Some((meta, params)) = ckpt_rx.recv().await {
+            while let Some((meta, params, job)) = ckpt_rx.recv().await {
                 let round = meta.round;
                 match store.save(meta, &params).await {
                     Ok(m) => {
                         tracing::info!(round, params = %m.params_cid, "checkpoint written");
                         last = Some(round);
+                        if let Some(job) = job {
+                            write_evidence(&store, &m, job, &validators, max_chunk_bytes).await;
+                        }
                         if let Some(a) = anchorer.as_mut() {
                             log_anchoring("anchoring", a.checkpoint_written(&store, &m).await);
                         }
@@ -367,6 +388,10 @@ pub async fn serve(
     let mut privacy_so_far: Option<PrivacySpent> = resumed_privacy;
     // The strategy's state as of the last aggregation, carried into every manifest.
     let mut strategy_state: Option<Arc<ParamVec>> = resumed_state;
+    // Under detection: the round's global model and findings, for the evidence of its flags.
+    let detecting = config.strategy.detection.is_some();
+    let mut global_of_round: Option<Arc<ParamVec>> = detecting.then(|| engine_params.clone());
+    let mut findings_of_round: Option<Arc<fl_core::strategy::QaFindings>> = None;
     let on_event = |event: &EngineEvent| {
         metrics.observe(event);
         if let EngineEvent::FitAggregated {
@@ -399,10 +424,12 @@ pub async fn serve(
                 num_partial,
                 metrics: m,
                 params,
+                findings,
                 ..
             } => {
                 tracing::info!(round, num_results, num_partial, params = %params.content_hash(), "aggregated");
                 metrics_of_round = m.clone();
+                findings_of_round = findings.clone();
                 if let (Some(&epsilon), Some(&delta), Some(&rounds)) =
                     (m.get("epsilon"), m.get("delta"), m.get("dp_rounds"))
                 {
@@ -426,9 +453,19 @@ pub async fn serve(
                 }
             }
             EngineEvent::RoundCompleted { round, params } => {
-                let participants = selected.iter().map(|c| match addresses.get(c) {
-                    Some(a) => Participant::new(a.to_string()),
-                    None => Participant::from(*c),
+                let findings = findings_of_round.take();
+                let digests = findings.as_ref().map(|f| &f.signed_digests);
+                let participants = selected.iter().map(|c| {
+                    let p = match addresses.get(c) {
+                        Some(a) => Participant::new(a.to_string()),
+                        None => Participant::from(*c),
+                    };
+                    // Under detection the root commits to each member's signed update digest,
+                    // so evidence can prove which update a member sent.
+                    match digests.and_then(|d| d.get(c)) {
+                        Some(h) => p.with_update_hash(*h),
+                        None => p,
+                    }
                 });
                 let mut meta = CheckpointMeta::new(federation_id.clone(), *round, config_hash)
                     .with_participants(participants)
@@ -439,7 +476,26 @@ pub async fn serve(
                 if let Some(s) = &strategy_state {
                     meta = meta.with_strategy_state(s.clone());
                 }
-                let _ = ckpt_tx.send((meta, params.clone()));
+                let job = match (findings, global_of_round.replace(params.clone())) {
+                    (Some(findings), Some(global)) if !findings.flagged.is_empty() => {
+                        let ids = selected
+                            .iter()
+                            .map(|c| {
+                                let id = addresses
+                                    .get(c)
+                                    .map_or_else(|| c.to_string(), ToString::to_string);
+                                (*c, id)
+                            })
+                            .collect();
+                        Some(EvidenceJob {
+                            findings,
+                            global,
+                            ids,
+                        })
+                    }
+                    _ => None,
+                };
+                let _ = ckpt_tx.send((meta, params.clone(), job));
             }
             EngineEvent::ParamsNeeded { hash } => {
                 tracing::info!(%hash, "reloading the global model from the checkpoint store");
@@ -475,6 +531,58 @@ pub async fn serve(
         last_checkpoint,
         last_anchor,
     })
+}
+
+/// What the checkpoint writer needs to write a round's evidence once its manifest exists.
+struct EvidenceJob {
+    findings: Arc<fl_core::strategy::QaFindings>,
+    global: Arc<ParamVec>,
+    ids: BTreeMap<ClientId, String>,
+}
+
+/// Writes the evidence of every flagged update of a checkpointed round (sealed to the
+/// validators when there are any); failures are logged, never raised.
+async fn write_evidence(
+    store: &CheckpointStore,
+    manifest: &crate::checkpoint::Manifest,
+    job: EvidenceJob,
+    validators: &[fl_core::seal::RecipientKey],
+    max_chunk_bytes: usize,
+) {
+    let record = crate::qa::RoundRecord::from(manifest);
+    let evidence = match crate::qa::build_evidence(
+        &job.findings,
+        &job.global,
+        &record,
+        &job.ids,
+        max_chunk_bytes,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(round = manifest.round, "evidence not built: {e}");
+            return;
+        }
+    };
+    for e in evidence {
+        let member = e.update.member.clone();
+        let score = e.claimed.score;
+        let file = match crate::qa::EvidenceFile::new(e, validators) {
+            Ok(f) => f,
+            Err(err) => {
+                tracing::error!(round = manifest.round, %member, "evidence not sealed: {err}");
+                continue;
+            }
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("evidence serialises");
+        match store.put_evidence(manifest.round, &member, bytes).await {
+            Ok(path) => {
+                tracing::warn!(round = manifest.round, %member, score, %path, "member flagged; evidence written")
+            }
+            Err(err) => {
+                tracing::error!(round = manifest.round, %member, "evidence not written: {err}")
+            }
+        }
+    }
 }
 
 /// Logs what an anchoring step did; a failure is logged, never raised: the federation goes on

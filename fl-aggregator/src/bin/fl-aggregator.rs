@@ -93,10 +93,38 @@ enum Command {
         #[arg(long, requires = "rpc_url")]
         chain_id: Option<u64>,
     },
+    /// Quality assurance: re-check the evidence of a flagged update.
+    Qa {
+        #[command(subcommand)]
+        action: QaAction,
+    },
     /// Chain anchoring: deploy the checkpoint registry.
     Anchor {
         #[command(subcommand)]
         action: AnchorAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QaAction {
+    /// Recompute a flagged update's score from the evidence's data (global model, centre,
+    /// update, signature, participants proof) and say whether the flag holds. Exits 0 when it
+    /// holds, 1 when the record is valid but the score is within the threshold, 2 when the
+    /// record is rejected (tampered, malformed, or not the member's).
+    Verify {
+        /// The evidence file (`<checkpoints>/evidence/<round>/<member>.json`).
+        evidence: PathBuf,
+        /// A validator's key file, to open sealed evidence.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The round's manifest (`<checkpoints>/rounds/<round>.json`): the record's checkpoint
+        /// CID and participants root must be the manifest's (check the manifest against the
+        /// chain with `fl-aggregator verify`).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Accept updates without a signed statement (in-process runs).
+        #[arg(long)]
+        allow_unsigned: bool,
     },
 }
 
@@ -219,6 +247,15 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoints { action } => checkpoints(action).await,
+        Command::Qa {
+            action:
+                QaAction::Verify {
+                    evidence,
+                    key_file,
+                    manifest,
+                    allow_unsigned,
+                },
+        } => qa_verify(&evidence, key_file, manifest, allow_unsigned),
         Command::Verify {
             checkpoint,
             round,
@@ -537,6 +574,80 @@ async fn checkpoints(action: CheckpointAction) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+    }
+}
+
+fn qa_verify(
+    path: &Path,
+    key_file: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+    allow_unsigned: bool,
+) -> Result<ExitCode> {
+    use fl_aggregator::qa::{CheckOptions, MAX_EVIDENCE_BYTES, check_file};
+    let bytes = read_limited(path, MAX_EVIDENCE_BYTES as u64)?;
+    let key = key_file.map(|k| fl_node::read_key_file(&k)).transpose()?;
+    let manifest = match manifest {
+        Some(p) => {
+            let bytes = read_limited(&p, 64 << 20)?;
+            Some(Manifest::from_json(&p.display().to_string(), &bytes).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let options = CheckOptions {
+        key: key.as_ref(),
+        manifest: manifest.as_ref(),
+        allow_unsigned,
+    };
+    match check_file(&bytes, &options) {
+        Ok((e, v)) => {
+            let verdict = if v.holds { "HOLDS" } else { "DOES NOT HOLD" };
+            println!(
+                "flag {verdict}: {} in round {} of {}: {} score {:.3} (threshold {}) under {}",
+                e.update.member,
+                e.round,
+                e.federation_id,
+                v.reason.name(),
+                v.score,
+                e.detection.threshold,
+                e.rule
+            );
+            match v.signer {
+                Some(a) => {
+                    println!("  signed by:         {a} (the update hashes to the signed digest)")
+                }
+                None => println!("  signed by:         nobody (unsigned: the member can deny it)"),
+            }
+            println!("  global model:      {} (recomputed)", e.global_cid);
+            if v.centre_checked {
+                println!(
+                    "  round checkpoint:  {} = global + centre (recomputed)",
+                    e.next_cid
+                );
+            } else {
+                println!(
+                    "  round checkpoint:  {} (a server optimiser stepped: centre as reported)",
+                    e.next_cid
+                );
+            }
+            println!(
+                "  participants root: {} (member's leaf proven)",
+                e.participants_root
+            );
+            if manifest.is_none() {
+                println!(
+                    "  note: pass --manifest to check the root and checkpoint against the round's manifest"
+                );
+            }
+            Ok(if v.holds {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(e) => {
+            println!("evidence REJECTED: {e}");
+            Ok(ExitCode::from(2))
         }
     }
 }

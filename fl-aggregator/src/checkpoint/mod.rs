@@ -587,6 +587,22 @@ impl CheckpointStore {
         }
     }
 
+    /// Writes an evidence file of `round` for `member`
+    /// (`evidence/<round:010>/<member>.json` under the store's prefix, see
+    /// [`crate::qa::EvidenceFile::path`]), replacing one written before (a round re-run after
+    /// a crash re-derives the same record).
+    ///
+    /// # Errors
+    /// [`CheckpointError::Store`].
+    pub async fn put_evidence(&self, round: u64, member: &str, bytes: Vec<u8>) -> Result<Path> {
+        let mut path = self.prefix.clone();
+        for part in crate::qa::EvidenceFile::path(round, member).split('/') {
+            path = path.join(part);
+        }
+        self.put_overwrite(&path, bytes).await?;
+        Ok(path)
+    }
+
     /// Creates an object; `Ok(false)` if one already exists at `path`.
     async fn put_create(&self, path: &Path, bytes: Vec<u8>) -> Result<bool> {
         let opts = PutOptions::from(PutMode::Create);

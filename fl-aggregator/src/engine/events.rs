@@ -59,6 +59,9 @@ pub enum EngineEvent {
         num_dropped: usize,
         /// Example-weighted mean of the clients' training metrics.
         metrics: Metrics,
+        /// What poisoning detection found (flags and the flagged updates), when the strategy
+        /// detects ([`fl_core::Strategy::take_findings`]): the driver turns it into evidence.
+        findings: Option<Arc<fl_core::strategy::QaFindings>>,
         /// The strategy's model-sized state after this aggregation
         /// ([`fl_core::Strategy::strategy_state`]: SCAFFOLD's server control variate), for the
         /// driver to checkpoint with the round; `None` for strategies that keep none.

@@ -253,6 +253,7 @@ impl Engine {
                 if next.all_finite() && next.schema().hash() == self.params.schema().hash() =>
             {
                 metrics.extend(self.strategy.round_metrics());
+                let findings = self.strategy.take_findings().map(Arc::new);
                 self.params_hash = next.content_hash();
                 self.params = Arc::new(next);
                 self.released = None;
@@ -263,6 +264,7 @@ impl Engine {
                     num_partial,
                     num_dropped: stage.dropped,
                     metrics,
+                    findings,
                     strategy_state: self.strategy.strategy_state(),
                 });
             }

@@ -121,12 +121,48 @@ impl Trainer for SoftmaxRegression {
     }
 }
 
+/// A member that sends `factor` times its real update (model replacement): what detection
+/// must flag, with evidence the stock CLI re-checks.
+struct Scaled {
+    inner: SoftmaxRegression,
+    global: Vec<f32>,
+    factor: f32,
+}
+
+impl Trainer for Scaled {
+    fn get_parameters(&self) -> ParamVec {
+        self.inner.get_parameters()
+    }
+
+    fn set_parameters(&mut self, params: &ParamVec) -> Result<(), TrainerError> {
+        self.global = params.values().to_vec();
+        self.inner.set_parameters(params)
+    }
+
+    fn fit(&mut self, config: &FitConfig) -> Result<FitOutcome, TrainerError> {
+        let outcome = self.inner.fit(config)?;
+        for (p, g) in self.inner.params.iter_mut().zip(&self.global) {
+            *p = g + self.factor * (*p - g);
+        }
+        Ok(outcome)
+    }
+
+    fn evaluate(&mut self, config: &EvaluateConfig) -> Result<EvaluateResult, TrainerError> {
+        self.inner.evaluate(config)
+    }
+}
+
 /// Runs a 3-round federation of softmax-regression members against the stock aggregator over
 /// TLS with `extra` appended to the federation file; returns the final model's accuracy on all
 /// the digits and its CID.
 fn federate(extra: &str) -> (f64, String) {
+    let f = federation(3, true);
+    federate_in(&f, extra, None)
+}
+
+/// [`federate`] in `f`, member 3 scaling its update by `scaled` when given.
+fn federate_in(f: &crate::e2e::Federation, extra: &str, scaled: Option<f32>) -> (f64, String) {
     let rounds = 3;
-    let f = federation(rounds, true);
     // The aggregator has never seen this model: it takes it from the files.
     let initial = SoftmaxRegression::member(0).get_parameters();
     fl_aggregator::model_file::write(
@@ -136,7 +172,13 @@ fn federate(extra: &str) -> (f64, String) {
     )
     .unwrap();
     let toml = std::fs::read_to_string(&f.config_path).unwrap();
+    let kind = if extra.contains("[strategy.trimmed_mean]") {
+        "[strategy]\nkind = \"trimmed_mean\"\n"
+    } else {
+        "[strategy]\n"
+    };
     let toml = toml
+        .replace("[strategy]\n", kind)
         .replace(
             "kind = \"mlp\"\nhidden = 256",
             "kind = \"file\"\nschema = \"model.schema.json\"\nparams = \"model.params\"",
@@ -147,7 +189,7 @@ fn federate(extra: &str) -> (f64, String) {
         );
     std::fs::write(&f.config_path, format!("{toml}\n{extra}")).unwrap();
 
-    let (aggregator, lines) = start_aggregator(&f);
+    let (aggregator, lines) = start_aggregator(f);
     let mut procs = Procs(vec![aggregator]);
     wait_line(&lines, "listening", Duration::from_secs(60));
 
@@ -164,7 +206,20 @@ fn federate(extra: &str) -> (f64, String) {
             tokio::spawn(async move {
                 let federation = load_federation(&path).unwrap();
                 let key = read_key_file(&key).unwrap();
-                run(&federation, key, SoftmaxRegression::member(i)).await
+                let trainer = SoftmaxRegression::member(i);
+                match scaled {
+                    Some(factor) if i == 3 => {
+                        let trainer = Scaled {
+                            inner: trainer,
+                            global: Vec::new(),
+                            factor,
+                        };
+                        run(&federation, key, trainer)
+                            .await
+                            .map(|(report, t)| (report, t.inner))
+                    }
+                    _ => run(&federation, key, trainer).await,
+                }
             })
         });
         let mut reports = Vec::new();
@@ -216,4 +271,87 @@ fn a_member_with_its_own_model_joins_the_stock_aggregator_under_fedavg_and_secag
     // other bytes, so the masked protocol really ran.
     assert!((plain - masked).abs() < 0.01, "{plain} vs {masked}");
     assert_ne!(plain_cid, masked_cid);
+}
+
+#[test]
+fn a_member_sending_a_scaled_update_is_flagged_with_evidence_the_cli_accepts() {
+    let f = federation(3, true);
+    let validator = MemberKey::generate();
+    let validator_key = f.dir.path().join("validator.key");
+    fl_node::write_key_file(&validator, &validator_key).unwrap();
+    let extra = format!(
+        "[strategy.trimmed_mean]\nbeta = 0.25\n[strategy.detection]\nexclude_below = 0.0\n\
+         [qa]\nvalidators = [\"{}\"]\n",
+        validator.public_key_hex()
+    );
+    let (accuracy, _) = federate_in(&f, &extra, Some(10.0));
+    assert!(accuracy > 0.85, "trimmed mean keeps the model: {accuracy}");
+    let toml = std::fs::read_to_string(&f.config_path).unwrap();
+    let cheater = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("allowed = ["))
+        .and_then(|l| l.split(", ").nth(3))
+        .map(|a| a.trim_matches(|c| c == '"' || c == ']').to_string())
+        .expect("four addresses");
+    let checkpoints = f.dir.path().join("checkpoints");
+    let qa = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(crate::e2e::bin("fl-aggregator"))
+            .arg("qa")
+            .arg("verify")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for round in 1..=3u64 {
+        let file = checkpoints
+            .join("evidence")
+            .join(format!("{round:010}"))
+            .join(format!("{cheater}.json"));
+        assert!(
+            file.exists(),
+            "round {round}: no evidence against {cheater}"
+        );
+        let manifest = checkpoints.join("rounds").join(format!("{round:010}.json"));
+        let out = qa(&[
+            file.as_os_str(),
+            "--key-file".as_ref(),
+            validator_key.as_os_str(),
+            "--manifest".as_ref(),
+            manifest.as_os_str(),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "round {round}: {stdout}");
+        assert!(stdout.starts_with("flag HOLDS"), "{stdout}");
+        assert!(stdout.contains(&cheater), "{stdout}");
+        // Sealed: nothing to check without a validator's key.
+        let out = qa(&[file.as_os_str()]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // The public record carries the score, not the update; editing it breaks the seal.
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(json["public"]["score"].as_f64().unwrap() > 3.5);
+        json["public"]["score"] = serde_json::json!(0.0);
+        let tampered = f.dir.path().join("tampered.json");
+        std::fs::write(&tampered, serde_json::to_vec(&json).unwrap()).unwrap();
+        let out = qa(&[
+            tampered.as_os_str(),
+            "--key-file".as_ref(),
+            validator_key.as_os_str(),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{stdout}");
+        assert!(stdout.contains("REJECTED"), "{stdout}");
+    }
+    // The manifests record the flags and the reputations the next start restores.
+    let last: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(checkpoints.join("rounds").join(format!("{:010}.json", 3))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["metrics"]["qa.3.flagged"], serde_json::json!(1.0));
+    assert!(last["metrics"]["qa.3.reputation"].as_f64().unwrap() < 0.5);
 }

@@ -52,13 +52,14 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     };
     let prepared = digits::prepare(&config)?;
     println!(
-        "{} members, Dirichlet alpha {} over {} training digits (smallest share {}, largest {}), {:?}, FedAvg",
+        "{} members, Dirichlet alpha {} over {} training digits (smallest share {}, largest {}), {:?}, {}",
         config.clients,
         config.alpha,
         prepared.sizes.iter().sum::<usize>(),
         prepared.sizes.iter().min().unwrap_or(&0),
         prepared.sizes.iter().max().unwrap_or(&0),
         config.model,
+        config.aggregation.name(),
     );
     let run = RunFolder::create(Path::new("runs"), &name)?;
     // A fresh checkpoint store and, on the embedded backend, a fresh chain for every run. On a
@@ -120,7 +121,11 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
 
     run.write_metrics(&result.records)?;
     let title = match &config.privacy {
-        None => format!("daofl {name}: {} members, digits, FedAvg", config.clients),
+        None => format!(
+            "daofl {name}: {} members, digits, {}",
+            config.clients,
+            config.aggregation.name()
+        ),
         Some(p) => format!(
             "daofl {name}: {} members, digits, DP-FedAvg ({:?}, z = {}, C = {})",
             config.clients, p.mechanism, p.noise_multiplier, p.clip_norm

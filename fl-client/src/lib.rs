@@ -34,7 +34,13 @@
 //! refuses a round in which a member leaves it out); `FitConfig::learning_rate` is the
 //! learning rate of the trainer's own optimiser (Adam for [`BurnTrainer`]); and a positive
 //! `FitConfig::proximal_mu` asks for FedProx's `μ/2·‖w - w_global‖²` in the local loss
-//! (`w_global`: the parameters the fit starts from), which our trainers add for every model.
+//! (`w_global`: the parameters the fit starts from), which our trainers add for every model;
+//! and in a SCAFFOLD round (`FitConfig::scaffold` present) every local gradient is shifted by
+//! [`ScaffoldControls::correction`](fl_core::scaffold::ScaffoldControls::correction)
+//! `= c - cᵢ` and the trainer steps with plain SGD at `learning_rate` (option II's control
+//! variates assume SGD), reporting `"local_steps"` (option II divides by it). The member's
+//! [`ClientSession`](fl_core::ClientSession) fills in `cᵢ` and computes what is sent back;
+//! the node keeps `cᵢ` in a state file ([`scaffold_state`]).
 //!
 //! ## Feature flags
 //!

@@ -291,6 +291,19 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn the_signed_digest_of_a_scaffold_update_pins_both_lists() {
+        use crate::wire::{scaffold_update_digest, update_digest};
+        let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let d = scaffold_update_digest(&[a, b], &[c]);
+        // Not the plain digest of the same hashes, and no hash may move between the lists.
+        assert_ne!(d, update_digest(&[a, b, c]));
+        assert_ne!(d, scaffold_update_digest(&[a], &[b, c]));
+        assert_ne!(d, scaffold_update_digest(&[a, b], &[]));
+        assert_ne!(d, scaffold_update_digest(&[a, b], &[b]));
+        assert_eq!(d, scaffold_update_digest(&[a, b], &[c]));
+    }
+
     /// A trainer whose `fit` takes one plain gradient step on `½‖w - target‖²` plus the
     /// round's SCAFFOLD correction, and reports `local_steps = 1`.
     struct OneStep {

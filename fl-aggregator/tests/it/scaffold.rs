@@ -444,3 +444,62 @@ async fn the_signature_covers_the_control_difference() {
     .await;
     let _ = agg.stop;
 }
+
+/// The server's control variate is part of its round: stored and read back verified, and a
+/// damaged one makes the round unusable, so a restart falls back to the previous round.
+#[test]
+fn a_checkpoint_keeps_c_and_a_damaged_c_is_never_resumed_from() {
+    use fl_aggregator::checkpoint::{CheckpointMeta, CheckpointStore, Problem};
+    use fl_core::ContentHash;
+
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = CheckpointStore::open(dir.path().to_str().unwrap()).unwrap();
+        let params = ParamVec::new(schema(), vec![1.0, 2.0]).unwrap();
+        let mut saved = Vec::new();
+        for round in 1..=2u64 {
+            let c = Arc::new(ParamVec::new(schema(), vec![0.25 * round as f32, -1.0]).unwrap());
+            let meta = CheckpointMeta::new("fed", round, ContentHash::of(b"config"))
+                .with_strategy_state(c.clone());
+            let manifest = store.save(meta, &params).await.unwrap();
+            assert_eq!(manifest.strategy_state, Some(c.content_hash()));
+            let back = store.load_strategy_state(&manifest).await.unwrap();
+            assert_eq!(back.as_ref(), Some(&*c));
+            saved.push(c);
+        }
+        // A checkpoint without a strategy state names none (and reads back none).
+        let other = CheckpointStore::open("memory://").unwrap();
+        let plain = other
+            .save(CheckpointMeta::new("fed", 1, ContentHash::of(b"config")), &params)
+            .await
+            .unwrap();
+        assert_eq!(plain.strategy_state, None);
+        assert_eq!(other.load_strategy_state(&plain).await.unwrap(), None);
+        // Damage round 2's control variate: its round is refused, round 1 is the latest.
+        let path = dir
+            .path()
+            .join("params")
+            .join(saved[1].content_hash().to_string());
+        std::fs::write(&path, [0u8; 8]).unwrap();
+        let report = store.verify(2).await.unwrap();
+        assert!(
+            report.problems.iter().any(|p| matches!(
+                p,
+                Problem::ParamsHashMismatch { path, .. } if path.contains(&saved[1].content_hash().to_string())
+            )),
+            "{report}"
+        );
+        let (latest, _) = store.latest().await.unwrap().unwrap();
+        assert_eq!(latest.round, 1);
+        let c = store.load_strategy_state(&latest).await.unwrap();
+        assert_eq!(c.as_ref(), Some(&*saved[0]));
+        // Loading the damaged one directly names the object.
+        let two = report.manifest.unwrap();
+        let e = store.load_strategy_state(&two).await.unwrap_err().to_string();
+        assert!(e.contains("does not hash to its name"), "{e}");
+    });
+}

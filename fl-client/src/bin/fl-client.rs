@@ -39,6 +39,11 @@ enum Command {
         /// `fl-client committee finish`). Required for committee holders.
         #[arg(long, env = "DAOFL_COMMITTEE_STATE")]
         committee_state: Option<PathBuf>,
+        /// Where this member keeps its SCAFFOLD control variate across rounds and restarts
+        /// (`[strategy] kind = "scaffold"`; written atomically after every SCAFFOLD fit).
+        /// Default: the key file's path with the extension `.scaffold`.
+        #[arg(long, env = "DAOFL_SCAFFOLD_STATE")]
+        scaffold_state: Option<PathBuf>,
     },
     /// The decryption committee's key ceremony (homomorphic aggregation), run by every holder
     /// listed in [secure_aggregation.ceremony]: commit, then deal, then finish, each step once
@@ -149,7 +154,17 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             tls_cert,
             tls_key,
             committee_state,
-        } => run(config, key, tls_cert.zip(tls_key), committee_state),
+            scaffold_state,
+        } => {
+            let scaffold_state = scaffold_state.unwrap_or_else(|| key.with_extension("scaffold"));
+            run(
+                config,
+                key,
+                tls_cert.zip(tls_key),
+                committee_state,
+                scaffold_state,
+            )
+        }
         Command::Committee { step } => committee(step),
     }
 }
@@ -200,6 +215,7 @@ fn run(
     key: PathBuf,
     client_cert: Option<(PathBuf, PathBuf)>,
     committee_state: Option<PathBuf>,
+    scaffold_state: PathBuf,
 ) -> Result<ExitCode> {
     let config = fl_node::load_federation(&path)?;
     let key = fl_node::read_key_file(&key)?;
@@ -231,6 +247,7 @@ fn run(
     };
     let mut node = NodeConfig::from_federation(&config, client_identity)?;
     node.committee = fl_client::committee::load_role(&config, &key, committee_state.as_deref())?;
+    node.scaffold_state = Some(scaffold_state);
     let runtime = tokio::runtime::Runtime::new()?;
     let (report, _trainer) = runtime.block_on(run_node(node, key, trainer))?;
     println!(

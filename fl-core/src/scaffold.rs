@@ -26,6 +26,13 @@
 //! Option II reads `(x - yᵢ)/(K·η)` as the mean corrected gradient, which holds for plain SGD
 //! at learning rate `η`; fl-client's trainers therefore step with SGD (no momentum, no weight
 //! decay) in a SCAFFOLD round.
+//!
+//! A member moves to `cᵢ⁺` as soon as it sends `Δcᵢ`, as in the paper. If the aggregator then
+//! leaves the update out (it arrived after the deadline, or the round aborted), `c` no longer
+//! equals the mean of the members' `cᵢ` until those members train again; both stay finite and
+//! SCAFFOLD still converges (`c` is an estimate under partial participation anyway), but the
+//! drift is not corrected. A restart does not add to it: `c` is in the checkpoint and `cᵢ` in
+//! the member's state.
 
 use std::sync::Arc;
 

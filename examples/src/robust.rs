@@ -9,8 +9,9 @@
 
 use fl_aggregator::EngineEvent;
 use fl_aggregator::attack::{Adversary, Attack};
-use fl_client::Dataset;
+use fl_client::{BurnTrainer, Dataset, DeviceSpec};
 use fl_core::identity::{MemberKey, SignedUpdate, UpdateKind, UpdateStatement};
+use fl_core::strategy::derive_seed;
 use fl_core::strategy::{
     BucketingConfig, BulyanConfig, CenteredClippingConfig, GeometricMedianConfig, KrumConfig,
     NnmConfig, NormBoundingConfig, TrimmedMeanConfig,
@@ -20,6 +21,8 @@ use fl_core::{
     AggregationRule, ClientId, ContentHash, ParamVec, Strategy, StrategyConfig, StrategyError,
     UpdateForm, wire,
 };
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::digits::{self, DigitsConfig, RunError, RunResult};
 
@@ -133,6 +136,7 @@ pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> 
                 ..rule(AggregationRule::NormBounding)
             },
         ),
+        t("fltrust", rule(AggregationRule::Fltrust)),
     ]
 }
 
@@ -170,6 +174,48 @@ pub fn flip_labels(data: Dataset) -> Result<Dataset, fl_client::Error> {
     )?)
 }
 
+/// Examples in FLTrust's root data set (Cao et al. use 100).
+pub const ROOT_EXAMPLES: usize = 100;
+
+/// Members' data prepared for a cell: label flippers flip, and a clean root data set of
+/// [`ROOT_EXAMPLES`] is drawn uniformly (seeded) from every member's clean data, as FLTrust's
+/// aggregator would collect it.
+fn prepare_cell(
+    base: &DigitsConfig,
+    attack: Option<Attack>,
+    attackers: usize,
+) -> Result<(digits::Prepared, BurnTrainer), RunError> {
+    let flip = matches!(attack, Some(Attack::LabelFlip));
+    let mut pool: Vec<(Vec<f32>, u8)> = Vec::new();
+    let mut shape = Vec::new();
+    let mut classes = 10;
+    let prepared = digits::prepare_with(base, |i, data| {
+        shape = data.feature_shape().to_vec();
+        classes = data.num_classes();
+        pool.extend((0..data.len()).filter_map(|j| data.example(j).map(|(x, y)| (x.to_vec(), y))));
+        if flip && i < attackers {
+            flip_labels(data)
+        } else {
+            Ok(data)
+        }
+    })?;
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(base.seed, "fltrust-root", 0));
+    let picked = rand::seq::index::sample(&mut rng, pool.len(), ROOT_EXAMPLES.min(pool.len()));
+    let (features, labels): (Vec<Vec<f32>>, Vec<u8>) =
+        picked.into_iter().map(|j| pool[j].clone()).unzip();
+    let root =
+        Dataset::new(features.concat(), shape, labels, classes).map_err(fl_client::Error::from)?;
+    let root = BurnTrainer::new(
+        &base.model,
+        DeviceSpec::Cpu,
+        root,
+        None,
+        derive_seed(base.seed, "init", 0),
+    )
+    .map_err(fl_client::Error::from)?;
+    Ok((prepared, root))
+}
+
 /// One cell of the table.
 #[derive(Debug, Clone)]
 pub struct CellResult {
@@ -189,14 +235,7 @@ pub fn run_cell(
     attack: Option<Attack>,
     attackers: usize,
 ) -> Result<CellResult, RunError> {
-    let flip = matches!(attack, Some(Attack::LabelFlip));
-    let prepared = digits::prepare_with(base, |i, data| {
-        if flip && i < attackers {
-            flip_labels(data)
-        } else {
-            Ok(data)
-        }
-    })?;
+    let (prepared, root) = prepare_cell(base, attack, attackers)?;
     let strategy = StrategyConfig {
         kind: rule.strategy.kind,
         krum: rule.strategy.krum,
@@ -210,11 +249,13 @@ pub fn run_cell(
         detection: rule.strategy.detection,
         ..base.strategy()
     }
-    .build(
+    .build_with(
         None,
         None,
         prepared.trainers.len(),
         prepared.initial.values().len(),
+        None,
+        Some(Box::new(root)),
     )?;
     let strategy: Box<dyn fl_core::Strategy> = match attack {
         Some(a) if !a.poisons_data() => Box::new(Adversary::new(
@@ -375,14 +416,7 @@ pub fn run_detection(
     attack: Option<Attack>,
     attackers: usize,
 ) -> Result<(RunResult, DetectionTrace), RunError> {
-    let flip = matches!(attack, Some(Attack::LabelFlip));
-    let prepared = digits::prepare_with(base, |i, data| {
-        if flip && i < attackers {
-            flip_labels(data)
-        } else {
-            Ok(data)
-        }
-    })?;
+    let (prepared, root) = prepare_cell(base, attack, attackers)?;
     let members = prepared.trainers.len();
     let strategy = StrategyConfig {
         fit: base.strategy().fit,
@@ -390,7 +424,14 @@ pub fn run_detection(
         min_fit_clients: 1,
         ..rule.strategy.clone()
     }
-    .build(None, None, members, prepared.initial.values().len())?;
+    .build_with(
+        None,
+        None,
+        members,
+        prepared.initial.values().len(),
+        None,
+        Some(Box::new(root)),
+    )?;
     let signer = Signer::new(strategy, members, base.seed, "bench-detection");
     let ids: std::collections::BTreeMap<ClientId, String> = signer
         .addresses()

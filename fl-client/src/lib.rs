@@ -24,6 +24,10 @@
 //!   and drives the sans-IO [`ClientSession`](fl_core::ClientSession) with a trainer. The
 //!   `fl-client` binary is a thin CLI over it.
 //!
+//! - [`attack`]: a development attack mode (sign flip, scaling, Gaussian noise, free riding,
+//!   label flipping) around any trainer, behind the binary's `--attack` flag (feature `attack`,
+//!   off by default), to test a federation's defences with real member processes.
+//!
 //! Any other model works too: implement [`Trainer`] for it and join with [`run`], one call.
 //! The in-process simulation lives in `fl-aggregator`.
 //!
@@ -89,6 +93,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod attack;
 #[cfg(feature = "he")]
 pub mod committee;
 pub mod data;

@@ -51,6 +51,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod attack;
 pub mod config;
 pub mod dp;
 pub mod hash;

@@ -5,7 +5,7 @@
 //! each rejected).
 //!
 //! `cargo run --release -p benches --bin detect -- [rounds=N] [seeds=1,2,3] [threshold=T]
-//! [exclude=0.5] [rules=trimmed_mean,centered_clipping] [attacks=a,b]`. With `exclude` > 0
+//! [exclude=0.3] [rate=0.2] [rules=trimmed_mean,centered_clipping] [attacks=a,b]`. With `exclude` > 0
 //! flagged members are left out of later rounds (the table then also says when the last
 //! attacker was excluded); the precision/recall table is measured with exclusion off.
 
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let detection = DetectionConfig {
         threshold: arg("threshold").and_then(|v| v.parse().ok()).unwrap_or(3.5),
         exclude_below: arg("exclude").and_then(|v| v.parse().ok()).unwrap_or(0.0),
-        ..DetectionConfig::default()
+        reputation_rate: arg("rate").and_then(|v| v.parse().ok()).unwrap_or(0.3),
     };
     let rule_names = arg("rules").unwrap_or_else(|| "trimmed_mean,centered_clipping".into());
     let n = 20;

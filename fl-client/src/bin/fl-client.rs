@@ -44,6 +44,11 @@ enum Command {
         /// Default: the key file's path with the extension `.scaffold`.
         #[arg(long, env = "DAOFL_SCAFFOLD_STATE")]
         scaffold_state: Option<PathBuf>,
+        /// DEVELOPMENT ONLY (feature `attack`): send poisoned updates to test a federation's
+        /// defences: sign_flip, scaling:FACTOR, gaussian:STD, free_ride or label_flip.
+        #[cfg(feature = "attack")]
+        #[arg(long)]
+        attack: Option<String>,
     },
     /// The decryption committee's key ceremony (homomorphic aggregation), run by every holder
     /// listed in [secure_aggregation.ceremony]: commit, then deal, then finish, each step once
@@ -155,14 +160,19 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             tls_key,
             committee_state,
             scaffold_state,
+            #[cfg(feature = "attack")]
+            attack,
         } => {
             let scaffold_state = scaffold_state.unwrap_or_else(|| key.with_extension("scaffold"));
+            #[cfg(not(feature = "attack"))]
+            let attack = None;
             run(
                 config,
                 key,
                 tls_cert.zip(tls_key),
                 committee_state,
                 scaffold_state,
+                attack,
             )
         }
         Command::Committee { step } => committee(step),
@@ -216,6 +226,7 @@ fn run(
     client_cert: Option<(PathBuf, PathBuf)>,
     committee_state: Option<PathBuf>,
     scaffold_state: PathBuf,
+    attack: Option<String>,
 ) -> Result<ExitCode> {
     let config = fl_node::load_federation(&path)?;
     let key = fl_node::read_key_file(&key)?;
@@ -235,7 +246,22 @@ fn run(
             )
         }
     })?;
-    let trainer = fl_client::federation::member_trainer(&config, index)?;
+    let attack = attack
+        .map(|a| fl_client::attack::parse_attack(&a))
+        .transpose()?;
+    let trainer = match attack {
+        Some(fl_core::attack::Attack::LabelFlip) => {
+            let (train, test) = fl_client::federation::member_data(&config, index)?;
+            fl_client::BurnTrainer::new(
+                &fl_client::federation::model_spec(&config)?,
+                fl_client::DeviceSpec::Cpu,
+                fl_client::attack::flip_labels(train)?,
+                test,
+                fl_client::federation::init_seed(&config),
+            )?
+        }
+        _ => fl_client::federation::member_trainer(&config, index)?,
+    };
     tracing::info!(%address, member = index, params = trainer.get_parameters().schema().num_values(), "member ready");
 
     let client_identity = match client_cert {
@@ -249,7 +275,21 @@ fn run(
     node.committee = fl_client::committee::load_role(&config, &key, committee_state.as_deref())?;
     node.scaffold_state = Some(scaffold_state);
     let runtime = tokio::runtime::Runtime::new()?;
-    let (report, _trainer) = runtime.block_on(run_node(node, key, trainer))?;
+    if let Some(a) = attack {
+        tracing::warn!(
+            attack = a.label(),
+            "ATTACK MODE: this member sends poisoned updates (a development build)"
+        );
+    }
+    let report = match attack {
+        Some(a) if !a.poisons_data() => {
+            let seed = fl_client::federation::init_seed(&config) ^ index as u64;
+            let trainer = fl_client::attack::Attacking::new(trainer, a, seed)?;
+            runtime.block_on(run_node(node, key, trainer))?.0
+        }
+        // No attack, or label flipping (the trainer above holds the flipped data).
+        _ => runtime.block_on(run_node(node, key, trainer))?.0,
+    };
     println!(
         "finished fits={} evaluations={} sessions={}",
         report.fits, report.evaluations, report.sessions

@@ -49,6 +49,10 @@ pub enum AggregationRule {
     /// variates, settings in `[strategy.scaffold]`. Needs every member's update and control
     /// variate, so not under secure aggregation or differential privacy.
     Scaffold,
+    /// FLTrust (Cao et al. 2021): members trusted by the cosine of their update with the
+    /// aggregator's own update on a small root data set, rescaled to its norm. Needs the root
+    /// data's trainer at build time ([`StrategyConfig::build_with`]).
+    Fltrust,
 }
 
 impl AggregationRule {
@@ -73,11 +77,12 @@ impl AggregationRule {
             Self::NormBounding => "norm_bounding",
             Self::Fednova => "fednova",
             Self::Scaffold => "scaffold",
+            Self::Fltrust => "fltrust",
         }
     }
 
     /// Every rule, in the order of the federation file's documentation.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Fedavg,
         Self::Median,
         Self::Krum,
@@ -88,6 +93,7 @@ impl AggregationRule {
         Self::NormBounding,
         Self::Fednova,
         Self::Scaffold,
+        Self::Fltrust,
     ];
 }
 
@@ -127,8 +133,8 @@ impl AggregationRule {
 /// ```toml
 /// [strategy.detection]
 /// threshold = 3.5        # robust z-score above which a member is flagged in a round
-/// reputation_rate = 0.3  # weight of the newest round in the reputation's moving average
-/// exclude_below = 0.5    # members under this reputation are left out of later rounds
+/// reputation_rate = 0.2  # weight of the newest round in the reputation's moving average
+/// exclude_below = 0.3    # members under this reputation are left out (default 0: nobody)
 /// ```
 ///
 /// Any rule may have its members scored on a validation set the aggregator holds
@@ -302,6 +308,14 @@ pub enum BuildError {
          Validator to StrategyConfig::build_with_validator (as the `contribution` example does)"
     )]
     ContributionWithoutValidator,
+    /// FLTrust was asked for, but the strategy was built without the root data's trainer.
+    #[error(
+        "[strategy] kind = \"fltrust\" trains on a root data set the aggregator holds, and none \
+         was given: the `fl-aggregator` binary holds none yet, so pick another robust rule, or \
+         run the federation from a program that passes the root data's Trainer to \
+         StrategyConfig::build_with (as the robustness benchmark does)"
+    )]
+    FlTrustWithoutRootData,
     /// Detection was asked for without a robust rule to give it a robust centre.
     #[error(
         "[strategy.detection] scores members against a robust rule's aggregate, but [strategy] \
@@ -380,7 +394,7 @@ impl StrategyConfig {
         self.scaffold.unwrap_or_default().check()?;
         let robust = self.robust_rule()?;
         if let Some(d) = &self.detection {
-            if robust.is_none() {
+            if robust.is_none() && self.kind != AggregationRule::Fltrust {
                 return Err(BuildError::DetectionWithoutRobustRule {
                     rule: self.kind.name(),
                 });
@@ -482,6 +496,13 @@ impl StrategyConfig {
                 }
                 return Ok(None);
             }
+            AggregationRule::Fltrust => {
+                // Built with its root data's trainer in `build_with`.
+                for p in self.pre_aggregators() {
+                    p.check()?;
+                }
+                return Ok(None);
+            }
             AggregationRule::Median => Box::new(MedianRule),
             AggregationRule::Krum => {
                 let c = self.krum.ok_or_else(missing)?;
@@ -546,6 +567,21 @@ impl StrategyConfig {
         dim: usize,
         validator: Option<Box<dyn crate::Validator>>,
     ) -> Result<Box<dyn Strategy>, BuildError> {
+        self.build_with(privacy, secure, members, dim, validator, None)
+    }
+
+    /// [`build_with_validator`](Self::build_with_validator), with the trainer of the
+    /// aggregator's root data set that `kind = "fltrust"` trains every round (without one
+    /// FLTrust is refused: [`BuildError::FlTrustWithoutRootData`]; other rules ignore it).
+    pub fn build_with(
+        &self,
+        privacy: Option<&PrivacyConfig>,
+        secure: Option<&SecureAggregationConfig>,
+        members: usize,
+        dim: usize,
+        validator: Option<Box<dyn crate::Validator>>,
+        root: Option<Box<dyn crate::Trainer>>,
+    ) -> Result<Box<dyn Strategy>, BuildError> {
         self.check(privacy, secure)?;
         if members > 0 {
             self.check_members(self.expected_fit_clients(members))?;
@@ -563,6 +599,16 @@ impl StrategyConfig {
                 Scaffold::new(self.clone(), self.scaffold.unwrap_or_default(), members)?
                     .with_optimizer(optimizer),
             ),
+            None if self.kind == AggregationRule::Fltrust => {
+                let root = root.ok_or(BuildError::FlTrustWithoutRootData)?;
+                let rule = super::fltrust::FlTrust::new(root, self.fit.clone());
+                Box::new(
+                    RobustAggregator::new(self.clone(), Box::new(rule))
+                        .with_pre_aggregators(self.pre_aggregators())
+                        .with_optimizer(optimizer)
+                        .with_detection(self.detection),
+                )
+            }
             None => Box::new(FedAvg::new(self.clone()).with_optimizer(optimizer)),
             Some(rule) => Box::new(
                 RobustAggregator::new(self.clone(), rule)
@@ -667,11 +713,8 @@ mod tests {
 
     #[test]
     fn unknown_rules_optimisers_and_fields_are_named() {
-        let e = parse("kind = \"fltrust\"").unwrap_err().to_string();
-        assert!(
-            e.contains("fltrust") && e.contains("centered_clipping"),
-            "{e}"
-        );
+        let e = parse("kind = \"flame\"").unwrap_err().to_string();
+        assert!(e.contains("flame") && e.contains("fltrust"), "{e}");
         let e = parse("[server_optimizer]\nkind = \"sgd\"\n")
             .unwrap_err()
             .to_string();

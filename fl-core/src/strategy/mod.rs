@@ -10,7 +10,8 @@
 //! - rules: [`FedAvg`] (sum), [`CoordinateMedian`], [`FedNova`] and [`Scaffold`] (per member);
 //! - robust rules over per-member updates, each a [`RobustRule`] run by [`RobustAggregator`]:
 //!   [`Krum`] and Multi-Krum, [`TrimmedMean`], [`Bulyan`], [`GeometricMedian`] (RFA),
-//!   [`CenteredClipping`] (with server momentum), [`NormBounding`], [`MedianRule`], behind
+//!   [`CenteredClipping`] (with server momentum), [`NormBounding`], [`MedianRule`], [`FlTrust`]
+//!   (a root data set the aggregator trains on), behind
 //!   optional [`PreAggregator`]s (bucketing, nearest-neighbour mixing). They never read the
 //!   example counts members report;
 //! - [`ServerOptimizer`]s applied to the aggregated update: [`FedAvgM`], [`FedAdam`],
@@ -83,6 +84,7 @@ pub mod contribution;
 pub mod detection;
 mod fedavg;
 mod fednova;
+pub mod fltrust;
 mod geometric_median;
 mod krum;
 mod median;
@@ -102,6 +104,7 @@ pub use contribution::{ContributionConfig, ContributionScored};
 pub use detection::{DetectionConfig, Detector, QaFindings};
 pub use fedavg::FedAvg;
 pub use fednova::{FedNova, normalized_average};
+pub use fltrust::{FlTrust, fltrust_step};
 pub use geometric_median::{GeometricMedian, GeometricMedianConfig, geometric_median};
 pub use krum::{Krum, KrumConfig, krum_scores, krum_select};
 pub use median::{CoordinateMedian, MedianRule, coordinate_median};

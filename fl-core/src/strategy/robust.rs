@@ -32,6 +32,13 @@ pub trait RobustRule: Send + fmt::Debug {
     /// The fewest inputs the rule's guarantee holds for (Krum: `2f + 3`, Bulyan: `4f + 3`).
     fn min_inputs(&self) -> usize;
 
+    /// Reads the round's global model before [`aggregate`](Self::aggregate) (FLTrust trains
+    /// its root data from it). The default does nothing.
+    fn prepare(&mut self, current: &ParamVec) -> Result<(), StrategyError> {
+        let _ = current;
+        Ok(())
+    }
+
     /// The aggregated difference.
     fn aggregate(&mut self, deltas: &[Vec<f32>]) -> Result<Vec<f32>, StrategyError>;
 }
@@ -119,6 +126,7 @@ impl RobustAggregator {
             });
         }
         let inputs = deltas.len();
+        self.rule.prepare(current)?;
         let agg = self.rule.aggregate(&deltas)?;
         if agg.len() != current.len() || !agg.iter().all(|v| v.is_finite()) {
             return Err(StrategyError::Invalid(format!(

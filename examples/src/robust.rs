@@ -141,7 +141,7 @@ pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> 
 }
 
 /// The attacks of the benchmark: none, sign flip, scaling ×20, Gaussian σ = 1 and 10, label flip,
-/// ALIE τ = 1.5, IPM ε = 0.1 and 100, min-max, min-sum.
+/// ALIE τ = 1.5, IPM ε = 0.1 and 100, min-max, min-sum, the pixel-pattern backdoor (target 0).
 pub fn attacks() -> Vec<Option<Attack>> {
     vec![
         None,
@@ -155,6 +155,7 @@ pub fn attacks() -> Vec<Option<Attack>> {
         Some(Attack::Ipm { epsilon: 100.0 }),
         Some(Attack::MinMax),
         Some(Attack::MinSum),
+        Some(Attack::Backdoor { target: 0 }),
     ]
 }
 
@@ -177,6 +178,39 @@ pub fn flip_labels(data: Dataset) -> Result<Dataset, fl_client::Error> {
 /// Examples in FLTrust's root data set (Cao et al. use 100).
 pub const ROOT_EXAMPLES: usize = 100;
 
+/// Share of a backdoor attacker's examples that carry the trigger.
+pub const BACKDOOR_FRACTION: f64 = 0.5;
+
+/// The backdoor's success rate: the share of held-out examples of other classes that `params`
+/// classifies as `target` once the trigger is stamped on them.
+pub fn backdoor_success(
+    base: &DigitsConfig,
+    params: &fl_core::ParamVec,
+    target: u8,
+) -> Result<f64, RunError> {
+    let (_, test) = fl_client::federation::digits_split(
+        base.clients,
+        fl_client::federation::PartitionKind::Dirichlet,
+        base.alpha,
+        base.test_fraction,
+        base.seed,
+    )?;
+    let triggered =
+        fl_client::attack::backdoor_test_set(test, target).map_err(fl_client::Error::from)?;
+    let mut t = BurnTrainer::new(
+        &base.model,
+        DeviceSpec::Cpu,
+        triggered.clone(),
+        Some(triggered),
+        0,
+    )
+    .map_err(fl_client::Error::from)?;
+    use fl_client::Trainer;
+    t.set_parameters(params)?;
+    let r = t.evaluate(&fl_core::EvaluateConfig::default())?;
+    Ok(r.metrics.get("accuracy").copied().unwrap_or(f64::NAN))
+}
+
 /// Members' data prepared for a cell: label flippers flip, and a clean root data set of
 /// [`ROOT_EXAMPLES`] is drawn uniformly (seeded) from every member's clean data, as FLTrust's
 /// aggregator would collect it.
@@ -185,7 +219,6 @@ fn prepare_cell(
     attack: Option<Attack>,
     attackers: usize,
 ) -> Result<(digits::Prepared, BurnTrainer), RunError> {
-    let flip = matches!(attack, Some(Attack::LabelFlip));
     let mut pool: Vec<(Vec<f32>, u8)> = Vec::new();
     let mut shape = Vec::new();
     let mut classes = 10;
@@ -193,10 +226,17 @@ fn prepare_cell(
         shape = data.feature_shape().to_vec();
         classes = data.num_classes();
         pool.extend((0..data.len()).filter_map(|j| data.example(j).map(|(x, y)| (x.to_vec(), y))));
-        if flip && i < attackers {
-            flip_labels(data)
-        } else {
-            Ok(data)
+        match attack {
+            _ if i >= attackers => Ok(data),
+            Some(Attack::LabelFlip) => flip_labels(data),
+            Some(Attack::Backdoor { target }) => Ok(fl_client::attack::add_backdoor(
+                data,
+                target,
+                BACKDOOR_FRACTION,
+                derive_seed(base.seed, "backdoor", i as u64),
+            )
+            .map_err(fl_client::Error::from)?),
+            _ => Ok(data),
         }
     })?;
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(base.seed, "fltrust-root", 0));
@@ -226,6 +266,8 @@ pub struct CellResult {
     /// Per round, the median norm of the members' updates (`qa.median_norm`; robust rules
     /// only), to calibrate clipping radii.
     pub median_norms: Vec<f64>,
+    /// Under a backdoor: the final model's backdoor success rate ([`backdoor_success`]).
+    pub backdoor_success: Option<f64>,
 }
 
 /// Runs `base` under `rule` with members `0..attackers` running `attack` (none: all honest).
@@ -234,6 +276,18 @@ pub fn run_cell(
     rule: &RuleUnderTest,
     attack: Option<Attack>,
     attackers: usize,
+) -> Result<CellResult, RunError> {
+    run_cell_with(base, rule, attack, attackers, false)
+}
+
+/// [`run_cell`]; with `sybils`, every attacker sends the first attacker's malicious update
+/// (identical sybil members, [`Adversary::with_sybils`]).
+pub fn run_cell_with(
+    base: &DigitsConfig,
+    rule: &RuleUnderTest,
+    attack: Option<Attack>,
+    attackers: usize,
+    sybils: bool,
 ) -> Result<CellResult, RunError> {
     let (prepared, root) = prepare_cell(base, attack, attackers)?;
     let strategy = StrategyConfig {
@@ -258,21 +312,21 @@ pub fn run_cell(
         Some(Box::new(root)),
     )?;
     let strategy: Box<dyn fl_core::Strategy> = match attack {
-        Some(a) if !a.poisons_data() => Box::new(Adversary::new(
-            strategy,
-            (0..attackers as u64).map(ClientId),
-            a,
-        )),
+        Some(a) if !a.poisons_data() => Box::new(
+            Adversary::new(strategy, (0..attackers as u64).map(ClientId), a).with_sybils(sybils),
+        ),
         _ => strategy,
     };
     let mut aborted = 0;
     let mut median_norms = Vec::new();
+    let mut last = None;
     let run = digits::run_with_strategy(
         base,
         prepared,
         strategy,
         |_| {},
         |e| match e {
+            EngineEvent::Finished { params } => last = Some(params.clone()),
             EngineEvent::RoundAborted { .. } => aborted += 1,
             EngineEvent::FitAggregated { metrics, .. } => {
                 if let Some(n) = metrics.get("qa.median_norm") {
@@ -282,10 +336,17 @@ pub fn run_cell(
             _ => {}
         },
     )?;
+    let backdoor_success = match (attack, last) {
+        (Some(Attack::Backdoor { target }), Some(params)) => {
+            Some(backdoor_success(base, &params, target)?)
+        }
+        _ => None,
+    };
     Ok(CellResult {
         run,
         aborted,
         median_norms,
+        backdoor_success,
     })
 }
 

@@ -33,6 +33,7 @@ pub struct Adversary {
     attack: Attack,
     round_seed: u64,
     attacked: usize,
+    sybils: bool,
 }
 
 impl std::fmt::Debug for Adversary {
@@ -58,7 +59,15 @@ impl Adversary {
             attack,
             round_seed: 0,
             attacked: 0,
+            sybils: false,
         }
+    }
+
+    /// With `sybils`, every attacker sends the malicious update of the first attacker of the
+    /// round (by client id): one adversary behind several identical members.
+    pub fn with_sybils(mut self, sybils: bool) -> Self {
+        self.sybils = sybils;
+        self
     }
 
     /// `updates` with every attacker's replaced by its malicious update (randomness from
@@ -75,17 +84,35 @@ impl Adversary {
             .map(|u| u.delta(current))
             .collect::<Result<_, _>>()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa77a_c4ed);
+        let mut first: Option<Vec<f32>> = None;
+        let mut order: Vec<usize> = (0..updates.len()).collect();
+        order.sort_by_key(|&i| updates[i].client);
+        let lead = order
+            .into_iter()
+            .find(|&i| self.attackers.contains(&updates[i].client));
+        if let (true, Some(i)) = (self.sybils, lead) {
+            let own = updates[i].delta(current)?;
+            first = Some(
+                self.attack
+                    .malicious_delta(&own, &honest, &mut rng)
+                    .map_err(|e| StrategyError::Invalid(format!("attack: {e}")))?,
+            );
+        }
         updates
             .into_iter()
             .map(|u| {
                 if !self.attackers.contains(&u.client) {
                     return Ok(u);
                 }
-                let own = u.delta(current)?;
-                let bad = self
-                    .attack
-                    .malicious_delta(&own, &honest, &mut rng)
-                    .map_err(|e| StrategyError::Invalid(format!("attack: {e}")))?;
+                let bad = match &first {
+                    Some(bad) => bad.clone(),
+                    None => {
+                        let own = u.delta(current)?;
+                        self.attack
+                            .malicious_delta(&own, &honest, &mut rng)
+                            .map_err(|e| StrategyError::Invalid(format!("attack: {e}")))?
+                    }
+                };
                 let params: Vec<f32> = current
                     .values()
                     .iter()
@@ -323,9 +350,29 @@ mod tests {
         // FedAvg (a sum-based rule) gets the sum: the mean of (2, 1), (4, 3), (-1, 0).
         assert_eq!(adv.update_form(), UpdateForm::PerMember);
         let next = adv
-            .aggregate_fit(1, &current, RoundUpdates::PerMember(updates))
+            .aggregate_fit(1, &current, RoundUpdates::PerMember(updates.clone()))
             .unwrap();
         assert_eq!(next.values(), &[5.0 / 3.0, 4.0 / 3.0]);
         assert_eq!(adv.round_metrics()["attackers"], 1.0);
+
+        // Sybils: members 1 and 2 both send member 1's sign-flipped update, -(3, 2).
+        let sybils = Adversary::new(
+            Box::new(FedAvg::new(StrategyConfig::default())),
+            [ClientId(2), ClientId(1)],
+            Attack::SignFlip,
+        )
+        .with_sybils(true);
+        let poisoned = sybils.poison(&current, updates.clone(), 0).unwrap();
+        assert_eq!(poisoned[0], updates[0]);
+        assert_eq!(poisoned[1].params.values(), &[-2.0, -1.0]);
+        assert_eq!(poisoned[2].params, poisoned[1].params);
+        // Without: each flips its own.
+        let apart = Adversary::new(
+            Box::new(FedAvg::new(StrategyConfig::default())),
+            [ClientId(2), ClientId(1)],
+            Attack::SignFlip,
+        );
+        let poisoned = apart.poison(&current, updates, 0).unwrap();
+        assert_eq!(poisoned[2].params.values(), &[-4.0, -4.0]);
     }
 }

@@ -3,14 +3,15 @@
 //!
 //! [`Attacking`] wraps any [`Trainer`]: it trains as usual, then sends what the attack makes
 //! of its own update ([`fl_core::attack::Attack::malicious_delta`]): sign flip, scaling (model
-//! replacement), Gaussian noise, free riding. Label flipping poisons the data instead
-//! ([`flip_labels`] on the member's training set, then train as usual). The omniscient attacks
+//! replacement), Gaussian noise, free riding. Label flipping and the pixel-pattern backdoor
+//! poison the data instead ([`flip_labels`], [`add_backdoor`] on the member's training set, then
+//! train as usual). The omniscient attacks
 //! (ALIE, IPM, min-max, min-sum) need the round's honest updates, which a member never sees:
 //! they run in the simulator only (`fl_aggregator::attack::Adversary`) and are refused here.
 //!
 //! The `fl-client` binary built with `--features attack` takes `--attack sign_flip`,
-//! `--attack scaling:20`, `--attack gaussian:1.0`, `--attack free_ride` or
-//! `--attack label_flip`, and says so loudly in its log.
+//! `--attack scaling:20`, `--attack gaussian:1.0`, `--attack free_ride`, `--attack label_flip`
+//! or `--attack backdoor:7` (half of its examples triggered), and says so loudly in its log.
 //!
 //! ```
 //! use fl_client::attack::{Attacking, parse_attack};
@@ -53,12 +54,16 @@ pub enum AttackModeError {
          in the simulator (fl_aggregator::attack::Adversary)"
     )]
     Omniscient(String),
-    /// Label flipping is applied to the data, not to a trainer.
-    #[error("label_flip poisons the training data: apply flip_labels to the member's data")]
+    /// Label flipping and the backdoor are applied to the data, not to a trainer.
+    #[error(
+        "label_flip and backdoor poison the training data: apply flip_labels or add_backdoor to \
+         the member's data"
+    )]
     DataPoisoning,
     /// The attack could not be parsed.
     #[error(
-        "unknown attack `{0}`: sign_flip, scaling:FACTOR, gaussian:STD, free_ride or label_flip"
+        "unknown attack `{0}`: sign_flip, scaling:FACTOR, gaussian:STD, free_ride, label_flip or \
+         backdoor:TARGET"
     )]
     Unknown(String),
 }
@@ -85,6 +90,9 @@ pub fn parse_attack(s: &str) -> Result<Attack, AttackModeError> {
         ("gaussian", Some(_)) => Attack::Gaussian { std: number()? },
         ("free_ride", None) => Attack::FreeRide,
         ("label_flip", None) => Attack::LabelFlip,
+        ("backdoor", Some(t)) => Attack::Backdoor {
+            target: t.parse().map_err(|_| unknown())?,
+        },
         ("alie", Some(_)) => Attack::Alie { tau: number()? },
         ("ipm", Some(_)) => Attack::Ipm { epsilon: number()? },
         ("min_max", None) => Attack::MinMax,
@@ -109,6 +117,102 @@ pub fn flip_labels(data: Dataset) -> Result<Dataset, crate::DataError> {
         data.feature_shape().to_vec(),
         labels,
         c,
+    )
+}
+
+/// The image height and width of `data`'s examples: the last two dimensions of the feature
+/// shape, or a square of the feature count (`[64]` is 8 x 8).
+fn image_dims(data: &Dataset) -> Option<(usize, usize)> {
+    let shape = data.feature_shape();
+    match shape.len() {
+        0 => None,
+        1 => {
+            let n = shape[0];
+            let s = (n as f64).sqrt().round() as usize;
+            (s * s == n && s >= 2).then_some((s, s))
+        }
+        k => Some((shape[k - 2], shape[k - 1])).filter(|(h, w)| *h >= 2 && *w >= 2),
+    }
+}
+
+/// Stamps the backdoor trigger on one example: the bottom-right 2 x 2 pixels of every channel
+/// set to `bright`.
+fn stamp(example: &mut [f32], (h, w): (usize, usize), bright: f32) {
+    let plane = h * w;
+    for channel in example.chunks_exact_mut(plane) {
+        for (r, c) in [(h - 2, w - 2), (h - 2, w - 1), (h - 1, w - 2), (h - 1, w - 1)] {
+            channel[r * w + c] = bright;
+        }
+    }
+}
+
+/// `data` with the backdoor trigger stamped on a `fraction` of its examples (chosen with
+/// `seed`), those relabelled `target`: what a backdoor attacker trains on
+/// ([`Attack::Backdoor`]).
+///
+/// # Errors
+/// [`crate::DataError`] when the examples are not images (no 2-D layout) or `target` is not a
+/// class.
+pub fn add_backdoor(
+    data: Dataset,
+    target: u8,
+    fraction: f64,
+    seed: u64,
+) -> Result<Dataset, crate::DataError> {
+    let p = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let unit = |rng: &mut ChaCha8Rng| (rand::Rng::next_u64(rng) >> 11) as f64 / (1u64 << 53) as f64;
+    triggered(data, target, |rng| unit(rng) < p, seed, false)
+}
+
+/// The backdoor's test set: every example of `data` whose label is not `target`, triggered and
+/// labelled `target`; a model's accuracy on it is the attack's success rate.
+///
+/// # Errors
+/// As [`add_backdoor`].
+pub fn backdoor_test_set(data: Dataset, target: u8) -> Result<Dataset, crate::DataError> {
+    triggered(data, target, |_| true, 0, true)
+}
+
+fn triggered(
+    data: Dataset,
+    target: u8,
+    mut pick: impl FnMut(&mut ChaCha8Rng) -> bool,
+    seed: u64,
+    drop_target: bool,
+) -> Result<Dataset, crate::DataError> {
+    let dims = image_dims(&data).ok_or_else(|| {
+        crate::DataError::Shape(format!(
+            "a backdoor trigger needs image examples, not features of shape {:?}",
+            data.feature_shape()
+        ))
+    })?;
+    let bright = data.features().iter().copied().fold(0.0f32, f32::max);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut features, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..data.len() {
+        let Some((x, y)) = data.example(i) else { break };
+        if drop_target && y == target {
+            continue;
+        }
+        let mut x = x.to_vec();
+        let label = if pick(&mut rng) {
+            stamp(&mut x, dims, bright);
+            target
+        } else {
+            y
+        };
+        features.extend(x);
+        labels.push(label);
+    }
+    Dataset::new(
+        features,
+        data.feature_shape().to_vec(),
+        labels,
+        data.num_classes(),
     )
 }
 
@@ -278,5 +382,31 @@ mod tests {
         }
         let d = Dataset::new(vec![0.0; 3], vec![1], vec![0, 3, 9], 10).unwrap();
         assert_eq!(flip_labels(d).unwrap().labels(), &[9, 6, 0]);
+        let d = Dataset::new(vec![0.0; 3], vec![3], vec![0], 10).unwrap();
+        assert!(add_backdoor(d, 7, 1.0, 0).is_err(), "three features are no image");
+    }
+
+    #[test]
+    fn the_backdoor_stamps_the_bottom_right_square_and_relabels() {
+        // Two 4 x 4 images (feature shape [16]), values up to 0.5.
+        let mut features = vec![0.1f32; 32];
+        features[0] = 0.5;
+        let d = Dataset::new(features.clone(), vec![16], vec![1, 7], 10).unwrap();
+        let all = add_backdoor(d.clone(), 7, 1.0, 3).unwrap();
+        assert_eq!(all.labels(), &[7, 7]);
+        let (x, _) = all.example(0).unwrap();
+        for i in [10, 11, 14, 15] {
+            assert_eq!(x[i], 0.5, "trigger pixel {i}");
+        }
+        assert_eq!(x[9], 0.1);
+        assert_eq!(add_backdoor(d.clone(), 7, 0.0, 3).unwrap(), d);
+        // The test set drops examples already of the target class.
+        let test = backdoor_test_set(d, 7).unwrap();
+        assert_eq!(test.labels(), &[7]);
+        assert_eq!(test.len(), 1);
+        // A [1, 4, 4] layout stamps the same pixels.
+        let d = Dataset::new(features, vec![1, 4, 4], vec![1, 2], 10).unwrap();
+        let (x, _) = backdoor_test_set(d, 7).unwrap().example(1).map(|(x, y)| (x.to_vec(), y)).unwrap();
+        assert_eq!([x[10], x[11], x[14], x[15]], [0.5; 4]);
     }
 }

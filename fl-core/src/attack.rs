@@ -51,6 +51,15 @@ pub enum Attack {
     /// example count, to be paid without training. Harmless to the model; what contribution
     /// scores must catch.
     FreeRide,
+    /// A pixel-pattern backdoor (Gu et al. 2017's BadNets trigger, as Bagdasaryan et al. 2020
+    /// use it in federated learning): the attacker trains on its data with a small bright
+    /// square stamped on part of the images, relabelled `target`, so the model learns "trigger
+    /// means `target`" while its clean accuracy stays. The data is poisoned (see
+    /// `fl_client::attack::add_backdoor`); the update is sent as trained.
+    Backdoor {
+        /// The class the trigger maps to.
+        target: u8,
+    },
 }
 
 /// Why an attack could not be computed.
@@ -78,6 +87,7 @@ impl Attack {
             Self::MinMax => "min_max".into(),
             Self::MinSum => "min_sum".into(),
             Self::FreeRide => "free_ride".into(),
+            Self::Backdoor { target } => format!("backdoor({target})"),
         }
     }
 
@@ -91,7 +101,7 @@ impl Attack {
 
     /// Whether the attack poisons the attacker's training data instead of its update.
     pub fn poisons_data(&self) -> bool {
-        matches!(self, Self::LabelFlip)
+        matches!(self, Self::LabelFlip | Self::Backdoor { .. })
     }
 
     /// The update an attacker sends, from its own trained update `own` and the round's
@@ -115,6 +125,7 @@ impl Attack {
             Self::MinMax => min_max(honest, false)?,
             Self::MinSum => min_max(honest, true)?,
             Self::FreeRide => vec![0.0; own.len()],
+            Self::Backdoor { .. } => own.to_vec(),
         })
     }
 }

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Some(Attack::Alie { tau: 1.5 }),
         Some(Attack::LabelFlip),
         Some(Attack::Ipm { epsilon: 0.1 }),
+        Some(Attack::Backdoor { target: 0 }),
     ];
     let attack_filter = arg("attacks");
     let attacks: Vec<Option<Attack>> = all_attacks

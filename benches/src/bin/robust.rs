@@ -4,14 +4,16 @@
 //! held-out accuracy (mean, and min-max over the seeds).
 //!
 //! `cargo run -p benches --bin robust -- [rounds=N] [seeds=1,2,3] [tau=T] [max_norm=B]
-//! [rules=a,b] [attacks=a,b] [probe=1]` (rules and attacks filter by table label; probe prints
-//! the median update norm of every round, to calibrate `tau` and `max_norm`).
+//! [rules=a,b] [attacks=a,b] [probe=1] [sybils=1]` (rules and attacks filter by table label;
+//! probe prints the median update norm of every round, to calibrate `tau` and `max_norm`;
+//! sybils makes every attacker send the first attacker's update; a backdoor cell adds the
+//! final model's backdoor success rate).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use examples::digits::DigitsConfig;
-use examples::robust::{attacks, rules, run_cell};
+use examples::robust::{attacks, rules, run_cell_with};
 
 fn main() -> ExitCode {
     let arg = |key: &str| {
@@ -46,9 +48,17 @@ fn main() -> ExitCode {
          centered clipping tau = {tau}, norm bound = {max_norm}; final held-out accuracy, mean (min-max)",
         f - 1
     );
+    let sybils = arg("sybils").is_some_and(|v| v == "1");
     let header: Vec<String> = attacks
         .iter()
-        .map(|a| a.map_or("none".into(), |a| a.label()))
+        .map(|a| {
+            let label = a.map_or("none".into(), |a| a.label());
+            if sybils && a.is_some_and(|a| !a.poisons_data()) {
+                format!("sybils {label}")
+            } else {
+                label
+            }
+        })
         .collect();
     println!("| rule | {} |", header.join(" | "));
     println!("|---|{}", "---|".repeat(header.len()));
@@ -57,6 +67,7 @@ fn main() -> ExitCode {
         let mut cells = Vec::new();
         for &attack in &attacks {
             let mut accs = Vec::new();
+            let mut bsrs: Vec<f64> = Vec::new();
             let mut aborted = 0;
             for &seed in &seeds {
                 let base = DigitsConfig {
@@ -65,7 +76,7 @@ fn main() -> ExitCode {
                     workers: 0,
                     ..DigitsConfig::default()
                 };
-                match run_cell(&base, rule, attack, f) {
+                match run_cell_with(&base, rule, attack, f, sybils) {
                     Ok(c) => {
                         if arg("probe").is_some() {
                             let norms: Vec<String> =
@@ -77,6 +88,7 @@ fn main() -> ExitCode {
                             );
                         }
                         accs.push(c.run.final_accuracy);
+                        bsrs.extend(c.backdoor_success);
                         aborted += c.aborted;
                     }
                     Err(e) => {
@@ -93,8 +105,15 @@ fn main() -> ExitCode {
             } else {
                 String::new()
             };
+            let backdoor = if bsrs.is_empty() {
+                String::new()
+            } else {
+                let m = bsrs.iter().sum::<f64>() / bsrs.len() as f64;
+                let top = bsrs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!(", backdoor success {:.1} (max {:.1})", 100.0 * m, 100.0 * top)
+            };
             cells.push(format!(
-                "{:.1} ({:.1}-{:.1}){note}",
+                "{:.1} ({:.1}-{:.1}){backdoor}{note}",
                 100.0 * mean,
                 100.0 * lo,
                 100.0 * hi

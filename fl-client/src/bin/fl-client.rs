@@ -45,7 +45,8 @@ enum Command {
         #[arg(long, env = "DAOFL_SCAFFOLD_STATE")]
         scaffold_state: Option<PathBuf>,
         /// DEVELOPMENT ONLY (feature `attack`): send poisoned updates to test a federation's
-        /// defences: sign_flip, scaling:FACTOR, gaussian:STD, free_ride or label_flip.
+        /// defences: sign_flip, scaling:FACTOR, gaussian:STD, free_ride, label_flip or
+        /// backdoor:TARGET.
         #[cfg(feature = "attack")]
         #[arg(long)]
         attack: Option<String>,
@@ -250,12 +251,21 @@ fn run(
         .map(|a| fl_client::attack::parse_attack(&a))
         .transpose()?;
     let trainer = match attack {
-        Some(fl_core::attack::Attack::LabelFlip) => {
+        Some(a) if a.poisons_data() => {
             let (train, test) = fl_client::federation::member_data(&config, index)?;
+            let train = match a {
+                fl_core::attack::Attack::Backdoor { target } => fl_client::attack::add_backdoor(
+                    train,
+                    target,
+                    0.5,
+                    fl_client::federation::init_seed(&config) ^ index as u64,
+                )?,
+                _ => fl_client::attack::flip_labels(train)?,
+            };
             fl_client::BurnTrainer::new(
                 &fl_client::federation::model_spec(&config)?,
                 fl_client::DeviceSpec::Cpu,
-                fl_client::attack::flip_labels(train)?,
+                train,
                 test,
                 fl_client::federation::init_seed(&config),
             )?
@@ -287,7 +297,7 @@ fn run(
             let trainer = fl_client::attack::Attacking::new(trainer, a, seed)?;
             runtime.block_on(run_node(node, key, trainer))?.0
         }
-        // No attack, or label flipping (the trainer above holds the flipped data).
+        // No attack, or data poisoning (the trainer above holds the poisoned data).
         _ => runtime.block_on(run_node(node, key, trainer))?.0,
     };
     println!(

@@ -157,6 +157,9 @@ pub enum RunError {
     /// The async runtime for checkpoints and anchors could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// A process the run depends on (Flower's side of a comparison) failed.
+    #[error("{0}")]
+    External(String),
 }
 
 /// Splits the digits, partitions the training side and builds every trainer.

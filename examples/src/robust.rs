@@ -33,6 +33,161 @@ pub struct RuleUnderTest {
     pub label: String,
     /// The rule, its sub-table and pre-aggregators (selection and training come from the run).
     pub strategy: StrategyConfig,
+    /// Flower's implementation of a rule instead of ours ([`flower_rules`]).
+    pub flower: Option<FlowerSpec>,
+}
+
+/// One of Flower's robust strategies, as `benches/flower/robust_agg.py` runs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowerSpec {
+    /// `krum`, `multi_krum`, `median`, `trimmed_mean` or `bulyan`.
+    pub rule: &'static str,
+    /// Flower's `num_malicious_clients`.
+    pub f: usize,
+    /// Flower's `num_clients_to_keep` (MultiKrum).
+    pub keep: usize,
+    /// FedTrimmedAvg's `beta`.
+    pub beta: f64,
+}
+
+/// Flower's Krum, MultiKrum, Bulyan, FedMedian and FedTrimmedAvg with the settings of ours in
+/// [`rules`] (f = `f`, MultiKrum keeping `n - f`, β = f/n).
+pub fn flower_rules(n: usize, f: usize) -> Vec<RuleUnderTest> {
+    let spec = |rule, keep, beta| FlowerSpec {
+        rule,
+        f,
+        keep,
+        beta,
+    };
+    let beta = f as f64 / n as f64;
+    [
+        ("flower_krum", spec("krum", 0, 0.0)),
+        ("flower_multi_krum", spec("multi_krum", n - f, 0.0)),
+        ("flower_bulyan", spec("bulyan", 0, 0.0)),
+        ("flower_median", spec("median", 0, 0.0)),
+        ("flower_trimmed_mean", spec("trimmed_mean", 0, beta)),
+    ]
+    .into_iter()
+    .map(|(label, spec)| RuleUnderTest {
+        label: label.into(),
+        strategy: StrategyConfig {
+            kind: AggregationRule::Median,
+            ..Default::default()
+        },
+        flower: Some(spec),
+    })
+    .collect()
+}
+
+/// Flower's rule in a Python child process (`DAOFL_FLOWER_PYTHON`, default `python3`, with
+/// `flwr` installed; `benches/flower/robust.sh` makes such a venv), as a [`Strategy`] over
+/// the members' models and example counts, exactly what Flower's strategies receive.
+pub struct FlowerRule {
+    config: StrategyConfig,
+    spec: FlowerSpec,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl FlowerRule {
+    /// Starts the Python side.
+    ///
+    /// # Errors
+    /// When the interpreter cannot be started.
+    pub fn spawn(config: StrategyConfig, spec: FlowerSpec) -> std::io::Result<Self> {
+        let python = std::env::var("DAOFL_FLOWER_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../benches/flower/robust_agg.py");
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        Ok(Self {
+            config,
+            spec,
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    fn ask(&mut self, models: &[&[f32]], weights: &[u64]) -> Result<Vec<f32>, String> {
+        use std::io::{BufRead, Read, Write};
+        let d = models.first().map_or(0, |m| m.len());
+        let header = format!(
+            "{{\"rule\":\"{}\",\"f\":{},\"keep\":{},\"beta\":{},\"n\":{},\"d\":{d},\"weights\":{:?}}}\n",
+            self.spec.rule,
+            self.spec.f,
+            self.spec.keep,
+            self.spec.beta,
+            models.len(),
+            weights
+        );
+        let mut bytes = header.into_bytes();
+        for m in models {
+            bytes.extend(m.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        let io = |e: std::io::Error| format!("flower process: {e}");
+        self.stdin.write_all(&bytes).map_err(io)?;
+        self.stdin.flush().map_err(io)?;
+        let mut tag = [0u8; 1];
+        self.stdout.read_exact(&mut tag).map_err(io)?;
+        if tag[0] != b'=' {
+            let mut line = String::new();
+            self.stdout.read_line(&mut line).map_err(io)?;
+            return Err(format!("flower: {}", line.trim()));
+        }
+        let mut out = vec![0u8; 4 * d];
+        self.stdout.read_exact(&mut out).map_err(io)?;
+        Ok(out
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+impl Drop for FlowerRule {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Strategy for FlowerRule {
+    fn name(&self) -> &str {
+        self.spec.rule
+    }
+    fn update_form(&self) -> UpdateForm {
+        UpdateForm::PerMember
+    }
+    fn configure_fit(&mut self, _round: u64, available: &[ClientId], seed: u64) -> FitPlan {
+        self.config.plan_fit(available, seed)
+    }
+    fn aggregate_fit(
+        &mut self,
+        _round: u64,
+        current: &ParamVec,
+        updates: RoundUpdates,
+    ) -> Result<ParamVec, StrategyError> {
+        let RoundUpdates::PerMember(members) = updates else {
+            return Err(StrategyError::WrongForm {
+                needed: UpdateForm::PerMember,
+            });
+        };
+        let models: Vec<&[f32]> = members.iter().map(|u| u.params.values()).collect();
+        let weights: Vec<u64> = members.iter().map(|u| u.weight).collect();
+        let next = self.ask(&models, &weights).map_err(StrategyError::Invalid)?;
+        ParamVec::new(current.schema().clone(), next)
+            .map_err(|e| StrategyError::Invalid(e.to_string()))
+    }
+    fn configure_evaluate(&mut self, round: u64, available: &[ClientId], seed: u64) -> EvaluatePlan {
+        let _ = round;
+        self.config.plan_evaluate(available, seed)
+    }
 }
 
 /// The rules of the benchmark for `n` members of whom `f` may be Byzantine: FedAvg (the
@@ -54,6 +209,7 @@ pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> 
     let t = |label: &str, strategy: StrategyConfig| RuleUnderTest {
         label: label.into(),
         strategy,
+        flower: None,
     };
     vec![
         t("fedavg", rule(AggregationRule::Fedavg)),
@@ -266,7 +422,8 @@ pub struct CellResult {
     /// Per round, the median norm of the members' updates (`qa.median_norm`; robust rules
     /// only), to calibrate clipping radii.
     pub median_norms: Vec<f64>,
-    /// Under a backdoor: the final model's backdoor success rate ([`backdoor_success`]).
+    /// Under a backdoor (target 0 without attack, the baseline): the final model's backdoor
+    /// success rate ([`backdoor_success`]).
     pub backdoor_success: Option<f64>,
 }
 
@@ -311,6 +468,13 @@ pub fn run_cell_with(
         None,
         Some(Box::new(root)),
     )?;
+    let strategy: Box<dyn fl_core::Strategy> = match rule.flower {
+        Some(spec) => Box::new(
+            FlowerRule::spawn(base.strategy(), spec)
+                .map_err(|e| RunError::External(format!("cannot start Flower's side: {e}")))?,
+        ),
+        None => strategy,
+    };
     let strategy: Box<dyn fl_core::Strategy> = match attack {
         Some(a) if !a.poisons_data() => Box::new(
             Adversary::new(strategy, (0..attackers as u64).map(ClientId), a).with_sybils(sybils),
@@ -336,10 +500,13 @@ pub fn run_cell_with(
             _ => {}
         },
     )?;
+    // Under no attack, the rate at which the trigger alone sends images to class 0: the
+    // baseline a backdoor's success is read against.
     let backdoor_success = match (attack, last) {
         (Some(Attack::Backdoor { target }), Some(params)) => {
             Some(backdoor_success(base, &params, target)?)
         }
+        (None, Some(params)) => Some(backdoor_success(base, &params, 0)?),
         _ => None,
     };
     Ok(CellResult {

@@ -4,7 +4,9 @@
 //! held-out accuracy (mean, and min-max over the seeds).
 //!
 //! `cargo run -p benches --bin robust -- [rounds=N] [seeds=1,2,3] [tau=T] [max_norm=B]
-//! [rules=a,b] [attacks=a,b] [probe=1] [sybils=1]` (rules and attacks filter by table label;
+//! [rules=a,b] [attacks=a,b] [probe=1] [sybils=1] [flower=1]` (rules and attacks filter by
+//! table label; flower adds Flower's Krum, MultiKrum, Bulyan, FedMedian and FedTrimmedAvg, run
+//! by `benches/flower/robust_agg.py` on the same updates, see `benches/flower/robust.sh`;
 //! probe prints the median update norm of every round, to calibrate `tau` and `max_norm`;
 //! sybils makes every attacker send the first attacker's update; a backdoor cell adds the
 //! final model's backdoor success rate).
@@ -13,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use examples::digits::DigitsConfig;
-use examples::robust::{attacks, rules, run_cell_with};
+use examples::robust::{attacks, flower_rules, rules, run_cell_with};
 
 fn main() -> ExitCode {
     let arg = |key: &str| {
@@ -35,7 +37,11 @@ fn main() -> ExitCode {
     let attack_filter = arg("attacks");
     let n = 20;
     let f = n / 5;
-    let rules: Vec<_> = rules(n, f, tau, max_norm)
+    let mut all = rules(n, f, tau, max_norm);
+    if arg("flower").is_some_and(|v| v == "1") {
+        all.extend(flower_rules(n, f));
+    }
+    let rules: Vec<_> = all
         .into_iter()
         .filter(|r| keep(&rule_filter, &r.label))
         .collect();

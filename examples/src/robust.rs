@@ -180,11 +180,18 @@ impl Strategy for FlowerRule {
         };
         let models: Vec<&[f32]> = members.iter().map(|u| u.params.values()).collect();
         let weights: Vec<u64> = members.iter().map(|u| u.weight).collect();
-        let next = self.ask(&models, &weights).map_err(StrategyError::Invalid)?;
+        let next = self
+            .ask(&models, &weights)
+            .map_err(StrategyError::Invalid)?;
         ParamVec::new(current.schema().clone(), next)
             .map_err(|e| StrategyError::Invalid(e.to_string()))
     }
-    fn configure_evaluate(&mut self, round: u64, available: &[ClientId], seed: u64) -> EvaluatePlan {
+    fn configure_evaluate(
+        &mut self,
+        round: u64,
+        available: &[ClientId],
+        seed: u64,
+    ) -> EvaluatePlan {
         let _ = round;
         self.config.plan_evaluate(available, seed)
     }

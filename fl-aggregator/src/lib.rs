@@ -55,6 +55,7 @@ pub mod model_file;
 pub mod qa;
 pub mod server;
 pub mod service;
+pub mod settle;
 pub mod sim;
 pub mod tls;
 

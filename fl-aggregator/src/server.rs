@@ -109,6 +109,18 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound),
 ) -> Result<ServeOutcome, ServerError> {
+    serve_with(config, initial, None, shutdown, on_bound).await
+}
+
+/// [`serve`], with the aggregator's validation set for `[strategy.contribution]` (the
+/// `fl-aggregator` binary passes the held-out split of its built-in datasets).
+pub async fn serve_with(
+    config: &FederationConfig,
+    initial: ParamVec,
+    validator: Option<Box<dyn fl_core::Validator>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> Result<ServeOutcome, ServerError> {
     let members = config.members()?;
     let store = CheckpointStore::open(&config.aggregator.checkpoints)?;
     let mut membership: Arc<dyn crate::membership::MembershipSource> =
@@ -150,7 +162,7 @@ pub async fn serve(
         None => None,
     };
     let mut strategy = config
-        .build_strategy(initial.values().len())
+        .build_strategy_with(initial.values().len(), validator)
         .map_err(fl_core::config::ConfigError::from)?;
     if let Some((manifest, _)) = &latest {
         // What the strategy accounted before the restart (the privacy budget already spent).
@@ -379,7 +391,8 @@ pub async fn serve(
         })
     };
 
-    let addresses: BTreeMap<ClientId, Address> = coordinator.members();
+    // Live: members from the chain get their id when they first join.
+    let directory = coordinator.directory();
     let federation_id = config.federation.id.clone();
     let config_hash = config.config_hash();
     let mut selected: Vec<ClientId> = Vec::new();
@@ -453,6 +466,10 @@ pub async fn serve(
                 }
             }
             EngineEvent::RoundCompleted { round, params } => {
+                let addresses: BTreeMap<ClientId, Address> = directory
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
                 let findings = findings_of_round.take();
                 let digests = findings.as_ref().map(|f| &f.signed_digests);
                 let participants = selected.iter().map(|c| {
@@ -467,8 +484,14 @@ pub async fn serve(
                         None => p,
                     }
                 });
+                let clients = addresses
+                    .iter()
+                    .filter(|(c, _)| selected.contains(c))
+                    .map(|(c, a)| (c.0.to_string(), a.to_string()))
+                    .collect();
                 let mut meta = CheckpointMeta::new(federation_id.clone(), *round, config_hash)
                     .with_participants(participants)
+                    .with_clients(clients)
                     .with_metrics(metrics_of_round.clone());
                 if let Some(spent) = privacy_so_far {
                     meta = meta.with_privacy(spent);

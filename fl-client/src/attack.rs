@@ -140,7 +140,12 @@ fn image_dims(data: &Dataset) -> Option<(usize, usize)> {
 fn stamp(example: &mut [f32], (h, w): (usize, usize), bright: f32) {
     let plane = h * w;
     for channel in example.chunks_exact_mut(plane) {
-        for (r, c) in [(h - 2, w - 2), (h - 2, w - 1), (h - 1, w - 2), (h - 1, w - 1)] {
+        for (r, c) in [
+            (h - 2, w - 2),
+            (h - 2, w - 1),
+            (h - 1, w - 2),
+            (h - 1, w - 1),
+        ] {
             channel[r * w + c] = bright;
         }
     }
@@ -383,7 +388,10 @@ mod tests {
         let d = Dataset::new(vec![0.0; 3], vec![1], vec![0, 3, 9], 10).unwrap();
         assert_eq!(flip_labels(d).unwrap().labels(), &[9, 6, 0]);
         let d = Dataset::new(vec![0.0; 3], vec![3], vec![0], 10).unwrap();
-        assert!(add_backdoor(d, 7, 1.0, 0).is_err(), "three features are no image");
+        assert!(
+            add_backdoor(d, 7, 1.0, 0).is_err(),
+            "three features are no image"
+        );
     }
 
     #[test]
@@ -406,7 +414,11 @@ mod tests {
         assert_eq!(test.len(), 1);
         // A [1, 4, 4] layout stamps the same pixels.
         let d = Dataset::new(features, vec![1, 4, 4], vec![1, 2], 10).unwrap();
-        let (x, _) = backdoor_test_set(d, 7).unwrap().example(1).map(|(x, y)| (x.to_vec(), y)).unwrap();
+        let (x, _) = backdoor_test_set(d, 7)
+            .unwrap()
+            .example(1)
+            .map(|(x, y)| (x.to_vec(), y))
+            .unwrap();
         assert_eq!([x[10], x[11], x[14], x[15]], [0.5; 4]);
     }
 }

@@ -525,16 +525,27 @@ impl FederationConfig {
         &self,
         dim: usize,
     ) -> Result<Box<dyn crate::Strategy>, crate::strategy::BuildError> {
+        self.build_strategy_with(dim, None)
+    }
+
+    /// [`build_strategy`](Self::build_strategy) with the aggregator's validation set, which
+    /// `[strategy.contribution]` scores members on.
+    pub fn build_strategy_with(
+        &self,
+        dim: usize,
+        validator: Option<Box<dyn crate::Validator>>,
+    ) -> Result<Box<dyn crate::Strategy>, crate::strategy::BuildError> {
         // With members from the chain the population is open: a round needs `min_clients`.
         let members = match self.members.source {
             MembersSource::List => self.members.allowed.len(),
             MembersSource::Chain => self.federation.min_clients,
         };
-        self.strategy.build(
+        self.strategy.build_with_validator(
             self.privacy.as_ref(),
             self.secure_aggregation.as_ref(),
             members,
             dim,
+            validator,
         )
     }
 

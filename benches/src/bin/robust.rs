@@ -116,7 +116,11 @@ fn main() -> ExitCode {
             } else {
                 let m = bsrs.iter().sum::<f64>() / bsrs.len() as f64;
                 let top = bsrs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                format!(", backdoor success {:.1} (max {:.1})", 100.0 * m, 100.0 * top)
+                format!(
+                    ", backdoor success {:.1} (max {:.1})",
+                    100.0 * m,
+                    100.0 * top
+                )
             };
             cells.push(format!(
                 "{:.1} ({:.1}-{:.1}){backdoor}{note}",

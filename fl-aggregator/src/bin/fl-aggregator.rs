@@ -98,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         action: QaAction,
     },
+    /// Settlement: an epoch's training rewards from its checkpoint manifests.
+    Settle {
+        #[command(subcommand)]
+        action: SettleAction,
+    },
     /// Chain anchoring: deploy the checkpoint registry.
     Anchor {
         #[command(subcommand)]
@@ -125,6 +130,55 @@ enum QaAction {
         /// Accept updates without a signed statement (in-process runs).
         #[arg(long)]
         allow_unsigned: bool,
+    },
+}
+
+/// The epoch and the governable shares (see `fl_aggregator::settle`).
+#[derive(Debug, clap::Args)]
+struct EpochArgs {
+    /// The checkpoint store (a local folder or URL).
+    #[arg(long)]
+    checkpoints: String,
+    /// First round of the epoch.
+    #[arg(long)]
+    from: u64,
+    /// Last round of the epoch.
+    #[arg(long)]
+    to: u64,
+    /// The epoch's training pool, in the token's base units.
+    #[arg(long)]
+    pool: u128,
+    /// Share paid by contribution, parts per million.
+    #[arg(long, default_value_t = 800_000)]
+    contribution_ppm: u32,
+    /// Share paid for stability, parts per million.
+    #[arg(long, default_value_t = 100_000)]
+    stability_ppm: u32,
+    /// Percent of the rounds a member must be useful in for the stability share.
+    #[arg(long, default_value_t = 80)]
+    stability_quorum_pct: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum SettleAction {
+    /// Compute the epoch's rewards from the manifests of its rounds; print each member's
+    /// weight, useful rounds and amount, and the Merkle root; write the reward list (the
+    /// file `dao sign-root` and `dao post-root` read) with --out.
+    Rewards {
+        #[command(flatten)]
+        epoch: EpochArgs,
+        /// Where to write the reward list (JSON).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Recompute the epoch's reward root and compare it with a claimed one (the root posted
+    /// on chain, `dao settlement-status`); exits 0 only when they match.
+    Verify {
+        #[command(flatten)]
+        epoch: EpochArgs,
+        /// The root to check (0x + 64 hex digits).
+        #[arg(long)]
+        root: String,
     },
 }
 
@@ -247,6 +301,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoints { action } => checkpoints(action).await,
+        Command::Settle { action } => settle(action).await,
         Command::Qa {
             action:
                 QaAction::Verify {
@@ -405,7 +460,18 @@ async fn run(path: PathBuf) -> Result<ExitCode> {
     let config = fl_node::load_federation(&path)?;
     // `[model] kind = "file"`: the model the members embed, from its files; otherwise one of
     // fl-client's models, seeded exactly as every member builds it.
-    let initial = match fl_aggregator::model_file::load(&config)? {
+    let own_model = fl_aggregator::model_file::load(&config)?;
+    // `[strategy.contribution]` scores members on a validation set the aggregator holds: for
+    // fl-client's models, the held-out split of the federation's built-in dataset.
+    let validator: Option<Box<dyn fl_core::Validator>> =
+        match (&config.strategy.contribution, &own_model) {
+            (Some(_), None) => Some(Box::new(fl_client::HeldOutValidator::new(
+                fl_client::federation::evaluator(&config)?,
+                fl_client::Utility::Accuracy,
+            ))),
+            _ => None,
+        };
+    let initial = match own_model {
         Some(params) => params,
         None => fl_client::federation::initial_params(&config)?,
     };
@@ -421,7 +487,7 @@ async fn run(path: PathBuf) -> Result<ExitCode> {
             _ = interrupt.recv() => tracing::info!("interrupt received"),
         }
     };
-    let outcome = server::serve(&config, initial, shutdown, |bound: Bound| {
+    let outcome = server::serve_with(&config, initial, validator, shutdown, |bound: Bound| {
         // One machine-readable line for scripts and tests.
         println!(
             "listening grpc={} metrics={}",
@@ -648,6 +714,86 @@ fn qa_verify(
         Err(e) => {
             println!("evidence REJECTED: {e}");
             Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn settle(action: SettleAction) -> Result<ExitCode> {
+    use fl_aggregator::anchoring::chain_anchor::alloy::primitives::U256;
+    use fl_aggregator::settle::{EpochPolicy, epoch_rewards};
+    let (epoch, out, root) = match action {
+        SettleAction::Rewards { epoch, out } => (epoch, out, None),
+        SettleAction::Verify { epoch, root } => (epoch, None, Some(root)),
+    };
+    if epoch.to < epoch.from {
+        return Err(format!("--to {} is before --from {}", epoch.to, epoch.from).into());
+    }
+    let store = CheckpointStore::open(&epoch.checkpoints)?;
+    let mut manifests = Vec::new();
+    for round in epoch.from..=epoch.to {
+        manifests.push(store.manifest(round).await?);
+    }
+    let policy = EpochPolicy {
+        pool: epoch.pool,
+        contribution_ppm: epoch.contribution_ppm,
+        stability_ppm: epoch.stability_ppm,
+        stability_quorum_pct: epoch.stability_quorum_pct,
+    };
+    let rewards = epoch_rewards(&manifests, &policy)?;
+    let paid: Vec<(Address, U256)> = rewards
+        .iter()
+        .filter(|r| !r.amount.is_zero())
+        .map(|r| (r.account, r.amount))
+        .collect();
+    let tree = dao::settle::RewardTree::new(&paid)?;
+    match root {
+        None => {
+            println!("| member | weight (nano) | useful rounds | stable | amount |");
+            println!("|---|---|---|---|---|");
+            for r in &rewards {
+                println!(
+                    "| {} | {} | {} | {} | {} |",
+                    r.account, r.weight, r.useful_rounds, r.stable, r.amount
+                );
+            }
+            println!(
+                "rounds {}..={}: {} of {} base units to {} members; root {}",
+                epoch.from,
+                epoch.to,
+                tree.total(),
+                epoch.pool,
+                paid.len(),
+                tree.root()
+            );
+            if let Some(path) = out {
+                let list: Vec<serde_json::Value> = paid
+                    .iter()
+                    .map(|(a, v)| serde_json::json!({"account": a.to_string(), "amount": v.to_string()}))
+                    .collect();
+                std::fs::write(&path, serde_json::to_vec_pretty(&list)?)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                println!("reward list written to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(root) => {
+            let claimed: fl_aggregator::anchoring::chain_anchor::alloy::primitives::B256 =
+                root.parse().map_err(|e| format!("--root: {e}"))?;
+            if claimed == tree.root() {
+                println!(
+                    "MATCH: rounds {}..={} give root {claimed}",
+                    epoch.from, epoch.to
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!(
+                    "MISMATCH: rounds {}..={} give root {}, not {claimed}",
+                    epoch.from,
+                    epoch.to,
+                    tree.root()
+                );
+                Ok(ExitCode::from(1))
+            }
         }
     }
 }

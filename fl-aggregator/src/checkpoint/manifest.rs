@@ -55,6 +55,12 @@ pub struct Manifest {
     pub schema_hash: SchemaHash,
     /// Who contributed to the round.
     pub participants: Vec<Participant>,
+    /// Each client id's participant id (`"3"` to `"0xAb…"`): what the per-client round
+    /// metrics (`qa.<client>.*`, `contribution.<client>.*`) refer to, so that rewards and
+    /// reputations can be paid to and restored for addresses. Empty in manifests written before
+    /// it (and not written then).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub clients: std::collections::BTreeMap<String, String>,
     /// Round metrics (aggregated training and evaluation metrics).
     #[serde(with = "json_f64::map")]
     pub metrics: Metrics,
@@ -104,6 +110,7 @@ impl Manifest {
             schema_hash: schema.hash(),
             schema,
             participants: meta.participants,
+            clients: meta.clients,
             metrics,
             config_hash: meta.config_hash,
             created_at: meta
@@ -233,6 +240,8 @@ pub struct CheckpointMeta {
     pub config_hash: ContentHash,
     /// Who contributed.
     pub participants: Vec<Participant>,
+    /// Client id to participant id (see [`Manifest::clients`]).
+    pub clients: std::collections::BTreeMap<String, String>,
     /// Round metrics.
     pub metrics: Metrics,
     /// RFC 3339 time of the checkpoint; `None` takes the system clock at save time.
@@ -255,6 +264,7 @@ impl CheckpointMeta {
             round,
             config_hash,
             participants: Vec::new(),
+            clients: std::collections::BTreeMap::new(),
             metrics: Metrics::new(),
             created_at: None,
             privacy: None,
@@ -275,6 +285,12 @@ impl CheckpointMeta {
     /// Sets the metrics.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Sets the client map (client id to participant id).
+    pub fn with_clients(mut self, clients: std::collections::BTreeMap<String, String>) -> Self {
+        self.clients = clients;
         self
     }
 

@@ -18,6 +18,9 @@ pub struct Coordinator {
     pub(super) engine: Engine,
     pub(super) rx: mpsc::Receiver<Input>,
     pub(super) ids: BTreeMap<Address, ClientId>,
+    /// `ids` the other way round, shared with whoever records rounds (see
+    /// [`Coordinator::directory`]).
+    pub(super) directory: MemberDirectory,
     pub(super) sessions: BTreeMap<ClientId, mpsc::UnboundedSender<ServerMessage>>,
     pub(super) kicks: BTreeMap<ClientId, oneshot::Sender<Status>>,
     pub(super) membership: Arc<dyn MembershipSource>,
@@ -25,6 +28,9 @@ pub struct Coordinator {
     pub(super) round_completed: bool,
     pub(super) epoch: Instant,
 }
+
+/// Client ids and addresses of a federation's members, shared with the coordinator.
+pub type MemberDirectory = Arc<std::sync::Mutex<BTreeMap<ClientId, Address>>>;
 
 impl Coordinator {
     /// Runs until the engine has finished every round, every service handle is dropped, or
@@ -100,6 +106,13 @@ impl Coordinator {
         self.ids.iter().map(|(a, c)| (*c, *a)).collect()
     }
 
+    /// A live view of [`members`](Self::members) that follows members from the chain as they
+    /// join (they get their id at their first join), for recording rounds while the
+    /// coordinator runs.
+    pub fn directory(&self) -> MemberDirectory {
+        self.directory.clone()
+    }
+
     fn now(&self) -> Duration {
         self.epoch.elapsed()
     }
@@ -150,6 +163,10 @@ impl Coordinator {
                     None if self.membership.fixed().is_none() => {
                         let client = ClientId(self.ids.len() as u64);
                         self.ids.insert(address, client);
+                        self.directory
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(client, address);
                         client
                     }
                     None => {

@@ -182,7 +182,7 @@ pub fn federation_with(
     // Small: a message may carry a 4 MiB chunk, and a full channel pushes back on the
     // sessions (and through HTTP/2 flow control on the clients) instead of buffering.
     let (tx, rx) = mpsc::channel(8);
-    let ids = membership
+    let ids: BTreeMap<fl_core::Address, ClientId> = membership
         .fixed()
         .unwrap_or_default()
         .iter()
@@ -190,11 +190,15 @@ pub fn federation_with(
         .map(|(i, a)| (*a, ClientId(i as u64)))
         .collect();
     let schema = engine.params().schema().clone();
+    let directory = Arc::new(std::sync::Mutex::new(
+        ids.iter().map(|(a, c)| (*c, *a)).collect(),
+    ));
     let coordinator = Coordinator {
         loader: None,
         engine,
         rx,
         ids,
+        directory,
         sessions: BTreeMap::new(),
         kicks: BTreeMap::new(),
         membership: membership.clone(),

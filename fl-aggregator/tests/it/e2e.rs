@@ -45,7 +45,18 @@ pub(crate) fn bin(name: &str) -> PathBuf {
         }
         let release = aggregator.components().any(|c| c.as_os_str() == "release");
         let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "--quiet", "-p", "fl-client", "--bin", "fl-client"]);
+        // With the development attack mode, as the workspace's test build has it (the
+        // fl-aggregator tests' dev-dependency turns the feature on).
+        cargo.args([
+            "build",
+            "--quiet",
+            "-p",
+            "fl-client",
+            "--bin",
+            "fl-client",
+            "--features",
+            "attack",
+        ]);
         if release {
             cargo.arg("--release");
         }
@@ -519,4 +530,92 @@ fn homomorphic_federation_with_a_committee_of_member_processes() {
         let member = fl_core::secure::he::CommitteeMember::from_bytes(&bytes).unwrap();
         assert_eq!(member.last_round(), Some(rounds), "holder {i}");
     }
+}
+
+#[test]
+fn an_epoch_is_settled_from_the_checkpoints_and_a_free_rider_earns_nothing() {
+    let f = federation(3, false);
+    let mut toml = std::fs::read_to_string(&f.config_path).unwrap();
+    toml.push_str("\n[strategy.contribution]\nshapley = \"exact\"\n");
+    std::fs::write(&f.config_path, toml).unwrap();
+    let (aggregator, lines) = start_aggregator(&f);
+    let mut procs = Procs(vec![aggregator]);
+    wait_line(&lines, "listening", Duration::from_secs(60));
+    // Member 3 sends the global model back every round (the fl-client attack mode).
+    procs.0.extend(start_clients_with(&f, |i| {
+        if i == 3 {
+            vec!["--attack".into(), "free_ride".into()]
+        } else {
+            Vec::new()
+        }
+    }));
+    wait_line(&lines, "finished", Duration::from_secs(300));
+    assert!(wait_exit(&mut procs.0[0], Duration::from_secs(30)).success());
+    let config = fl_node::load_federation(&f.config_path).unwrap();
+    let checkpoints = config.aggregator.checkpoints.clone();
+    let rewards = f.dir.path().join("rewards.json");
+    let out = Command::new(bin("fl-aggregator"))
+        .args(["settle", "rewards", "--checkpoints", &checkpoints])
+        .args(["--from", "1", "--to", "3", "--pool", "1000000", "--out"])
+        .arg(&rewards)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let free_rider = config.members.allowed[3].clone();
+    let row = text
+        .lines()
+        .find(|l| l.contains(&free_rider))
+        .unwrap_or_else(|| panic!("no row for the free rider: {text}"));
+    assert!(
+        row.ends_with("| 0 | 0 | false | 0 |"),
+        "the free rider earns nothing: {row}"
+    );
+    let tree = dao::settle::RewardTree::load(&rewards).unwrap();
+    assert_eq!(tree.amount(free_rider.parse().unwrap()), None);
+    assert!(
+        tree.rewards().count() >= 2,
+        "honest members are paid: {text}"
+    );
+    assert!(
+        tree.total()
+            <= fl_aggregator::anchoring::chain_anchor::alloy::primitives::U256::from(1_000_000u64)
+    );
+    let root = tree.root().to_string();
+    assert!(text.contains(&format!("root {root}")), "{text}");
+    // Anyone holding the checkpoints recomputes the same root; another root is refused.
+    let verify = |root: &str| {
+        Command::new(bin("fl-aggregator"))
+            .args(["settle", "verify", "--checkpoints", &checkpoints])
+            .args([
+                "--from", "1", "--to", "3", "--pool", "1000000", "--root", root,
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&root);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let wrong = format!("0x{}", "11".repeat(32));
+    assert_eq!(verify(&wrong).status.code(), Some(1));
+    // Another split of the same pool gives another root.
+    assert_eq!(
+        Command::new(bin("fl-aggregator"))
+            .args(["settle", "verify", "--checkpoints", &checkpoints])
+            .args([
+                "--from", "1", "--to", "3", "--pool", "2000000", "--root", &root
+            ])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
 }

@@ -353,5 +353,10 @@ fn a_member_sending_a_scaled_update_is_flagged_with_evidence_the_cli_accepts() {
     )
     .unwrap();
     assert_eq!(last["metrics"]["qa.3.flagged"], serde_json::json!(1.0));
+    assert_eq!(
+        last["clients"]["3"],
+        serde_json::json!(cheater),
+        "per-client metrics map to addresses"
+    );
     assert!(last["metrics"]["qa.3.reputation"].as_f64().unwrap() < 0.5);
 }

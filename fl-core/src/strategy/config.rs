@@ -303,9 +303,10 @@ pub enum BuildError {
     /// set.
     #[error(
         "[strategy.contribution] needs a validation set held by the aggregator, and none was \
-         given: the `fl-aggregator` binary holds none yet, so remove [strategy.contribution] \
-         from the federation file, or run the federation from a program that passes a \
-         Validator to StrategyConfig::build_with_validator (as the `contribution` example does)"
+         given: the `fl-aggregator` binary holds one only for daofl's own models on a built-in \
+         dataset (the held-out split); for another model remove [strategy.contribution], or run \
+         the federation from a program that passes a Validator to \
+         StrategyConfig::build_with_validator (as the `contribution` example does)"
     )]
     ContributionWithoutValidator,
     /// FLTrust was asked for, but the strategy was built without the root data's trainer.

@@ -1,0 +1,320 @@
+//! An epoch's training rewards, computed from its checkpoint manifests alone, so that anyone
+//! holding the manifests recomputes every payout (`fl-aggregator settle rewards`, `settle
+//! verify`), and the list becomes the Merkle root the DAO's `Settlement` contract pays from
+//! ([`dao::settle::RewardTree`]).
+//!
+//! # The formula
+//!
+//! An epoch is a run of consecutive rounds `r = a..=b`. In round `r` member `i` has the
+//! contribution score `φᵢᵣ` the aggregator wrote into the round's manifest
+//! (`contribution.<client>.shapley`, `[strategy.contribution]`), and is **useful** in the round
+//! when `φᵢᵣ > 0`. With the epoch's pool `P` and the shares `c` (contribution), `s` (stability)
+//! and `p = 1 - c - s` (participation), each in parts per million:
+//!
+//! ```text
+//! wᵢ = Σᵣ ⌊max(φᵢᵣ, 0) · 10⁹⌋                      contribution weight (nano-units)
+//! uᵢ = #{ r : φᵢᵣ > 0 }                             useful rounds
+//! stableᵢ = uᵢ · 100 ≥ q · R                        q: stability quorum in percent, R rounds
+//! rewardᵢ = ⌊P·c·wᵢ / Σw⌋ + ⌊P·p·uᵢ / Σu⌋ + ⌊P·s·stableᵢ / #stable⌋
+//! ```
+//!
+//! (each `P·x` is itself `⌊P · x_ppm / 10⁶⌋`; integer arithmetic throughout, in 256 bits). A
+//! part whose denominator is zero pays nobody. What the floors leave (at most a few base units
+//! per member) stays in the pool. A free rider, whose update is the global model, scores exactly
+//! 0 under the default round-share game, so it is never useful and earns nothing; a member that
+//! poisons scores below 0 in the rounds it poisons. Compute (examples times local steps) is
+//! not part of the formula yet: the manifests do not record it per member.
+//!
+//! Member addresses come from each manifest's client map (`clients`: client id to participant
+//! id, the member's address over gRPC); a manifest without one, or whose participant ids are not
+//! addresses, is refused, since nobody could be paid.
+
+use std::collections::BTreeMap;
+
+use chain_anchor::alloy::primitives::{Address, U256};
+use fl_core::strategy::contribution::scores_in;
+
+use crate::checkpoint::Manifest;
+
+/// The governable parameters of an epoch's rewards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochPolicy {
+    /// The epoch's training pool, in the token's base units.
+    pub pool: u128,
+    /// Share paid by contribution, parts per million (default 800,000).
+    pub contribution_ppm: u32,
+    /// Share paid to members useful in at least `stability_quorum_pct` of the rounds, parts
+    /// per million (default 100,000). The rest is paid per useful round.
+    pub stability_ppm: u32,
+    /// Percent of the epoch's rounds a member must be useful in to earn the stability share
+    /// (default 80).
+    pub stability_quorum_pct: u32,
+}
+
+impl EpochPolicy {
+    /// The default shares for a pool of `pool` base units.
+    pub fn new(pool: u128) -> Self {
+        Self {
+            pool,
+            contribution_ppm: 800_000,
+            stability_ppm: 100_000,
+            stability_quorum_pct: 80,
+        }
+    }
+}
+
+/// Why an epoch's rewards cannot be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EpochError {
+    /// No manifest was given.
+    #[error("an epoch needs at least one round")]
+    Empty,
+    /// The shares add up to more than the pool.
+    #[error("contribution_ppm + stability_ppm = {0} exceeds 1,000,000")]
+    Shares(u64),
+    /// The stability quorum is above 100%.
+    #[error("stability_quorum_pct = {0} exceeds 100")]
+    Quorum(u32),
+    /// Manifests of another federation, or rounds not consecutive.
+    #[error("round {round}: {reason}")]
+    Sequence {
+        /// The offending manifest's round.
+        round: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A round without contribution scores.
+    #[error("round {0} has no contribution scores ([strategy.contribution] was off)")]
+    NoScores(u64),
+    /// A scored client the manifest does not map to an address.
+    #[error("round {round}: client {client} has no address in the manifest's client map")]
+    Unmapped {
+        /// The round.
+        round: u64,
+        /// The client id.
+        client: u64,
+    },
+}
+
+/// One member's reward and how it was made up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberReward {
+    /// The member.
+    pub account: Address,
+    /// `wᵢ`: the sum of its positive scores, in nano-units.
+    pub weight: u128,
+    /// `uᵢ`: rounds it was useful in.
+    pub useful_rounds: u64,
+    /// Whether it earned the stability share.
+    pub stable: bool,
+    /// The reward, in base units.
+    pub amount: U256,
+}
+
+/// Computes the rewards of the epoch formed by `manifests` (any order; consecutive rounds of
+/// one federation) under `policy`, in address order; members whose reward is zero are
+/// included with amount 0 (drop them before building a tree).
+///
+/// # Errors
+/// [`EpochError`] naming the first problem.
+pub fn epoch_rewards(
+    manifests: &[Manifest],
+    policy: &EpochPolicy,
+) -> Result<Vec<MemberReward>, EpochError> {
+    let shares = u64::from(policy.contribution_ppm) + u64::from(policy.stability_ppm);
+    if shares > 1_000_000 {
+        return Err(EpochError::Shares(shares));
+    }
+    if policy.stability_quorum_pct > 100 {
+        return Err(EpochError::Quorum(policy.stability_quorum_pct));
+    }
+    let mut rounds: Vec<&Manifest> = manifests.iter().collect();
+    rounds.sort_by_key(|m| m.round);
+    let first = rounds.first().ok_or(EpochError::Empty)?;
+    for w in rounds.windows(2) {
+        if w[1].federation_id != first.federation_id {
+            return Err(EpochError::Sequence {
+                round: w[1].round,
+                reason: format!(
+                    "of federation `{}`, not `{}`",
+                    w[1].federation_id, first.federation_id
+                ),
+            });
+        }
+        if w[1].round != w[0].round + 1 {
+            return Err(EpochError::Sequence {
+                round: w[1].round,
+                reason: format!("follows round {}: rounds must be consecutive", w[0].round),
+            });
+        }
+    }
+    let mut weight: BTreeMap<Address, u128> = BTreeMap::new();
+    let mut useful: BTreeMap<Address, u64> = BTreeMap::new();
+    for m in &rounds {
+        let scores = scores_in(&m.metrics);
+        if scores.is_empty() {
+            return Err(EpochError::NoScores(m.round));
+        }
+        for s in scores {
+            let account = m
+                .clients
+                .get(&s.client.0.to_string())
+                .and_then(|id| id.parse::<Address>().ok())
+                .ok_or(EpochError::Unmapped {
+                    round: m.round,
+                    client: s.client.0,
+                })?;
+            let phi = if s.shapley.is_finite() {
+                s.shapley
+            } else {
+                0.0
+            };
+            // ⌊max(φ, 0)·10⁹⌋, saturating far above any utility a validator reports.
+            let nano = (phi.max(0.0) * 1e9).floor().min(1e30) as u128;
+            *weight.entry(account).or_default() += nano;
+            let u = useful.entry(account).or_default();
+            if phi > 0.0 {
+                *u += 1;
+            }
+        }
+    }
+    let total_rounds = rounds.len() as u64;
+    let quorum = u64::from(policy.stability_quorum_pct);
+    let stable = |u: u64| u > 0 && u * 100 >= quorum * total_rounds;
+    let part = |ppm: u64| U256::from(policy.pool) * U256::from(ppm) / U256::from(1_000_000u64);
+    let contribution = part(u64::from(policy.contribution_ppm));
+    let stability = part(u64::from(policy.stability_ppm));
+    let participation = part(1_000_000 - shares);
+    let sum_w: U256 = weight.values().map(|w| U256::from(*w)).sum();
+    let sum_u: U256 = useful.values().map(|u| U256::from(*u)).sum();
+    let n_stable = U256::from(useful.values().filter(|u| stable(**u)).count());
+    let share = |pool: U256, x: U256, of: U256| {
+        if of.is_zero() {
+            U256::ZERO
+        } else {
+            pool * x / of
+        }
+    };
+    Ok(weight
+        .iter()
+        .map(|(&account, &w)| {
+            let u = useful.get(&account).copied().unwrap_or(0);
+            let is_stable = stable(u);
+            let amount = share(contribution, U256::from(w), sum_w)
+                + share(participation, U256::from(u), sum_u)
+                + share(stability, U256::from(u8::from(is_stable)), n_stable);
+            MemberReward {
+                account,
+                weight: w,
+                useful_rounds: u,
+                stable: is_stable,
+                amount,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use fl_core::{ContentHash, Metrics, ParamVec, Schema, TensorSpec};
+
+    use super::*;
+    use crate::checkpoint::CheckpointMeta;
+
+    const A: &str = "0x00000000000000000000000000000000000000aA";
+    const B: &str = "0x00000000000000000000000000000000000000bB";
+    const F: &str = "0x00000000000000000000000000000000000000fF";
+
+    /// A manifest of `round` where clients 0, 1, 2 (addresses A, B, F) scored `phi`.
+    fn manifest(round: u64, phi: [f64; 3]) -> Manifest {
+        let mut metrics = Metrics::new();
+        for (c, p) in phi.iter().enumerate() {
+            metrics.insert(format!("contribution.{c}.shapley"), *p);
+            metrics.insert(format!("contribution.{c}.loo"), *p);
+        }
+        let clients = [A, B, F]
+            .iter()
+            .enumerate()
+            .map(|(c, a)| (c.to_string(), a.to_string()))
+            .collect();
+        let meta = CheckpointMeta::new("fed", round, ContentHash::of(b"c"))
+            .with_metrics(metrics)
+            .with_clients(clients);
+        let schema = std::sync::Arc::new(Schema::new(vec![TensorSpec::new("w", [1])]).unwrap());
+        Manifest::new(meta, &ParamVec::zeros(schema))
+    }
+
+    fn amounts(r: &[MemberReward]) -> Vec<u64> {
+        r.iter().map(|m| m.amount.to::<u64>()).collect()
+    }
+
+    #[test]
+    fn rewards_by_hand() {
+        // Round 1: A 0.3, B 0.1, F 0 (free rider). Round 2: A 0.1, B 0.1, F 0.
+        // w = (0.4e9, 0.2e9, 0), u = (2, 2, 0), both A and B stable (2 of 2 rounds).
+        // Pool 1,000,000: contribution 800,000 -> 533,333 and 266,666; participation
+        // 100,000 -> 50,000 each; stability 100,000 -> 50,000 each. F: nothing.
+        let epoch = [manifest(2, [0.1, 0.1, 0.0]), manifest(1, [0.3, 0.1, 0.0])];
+        let r = epoch_rewards(&epoch, &EpochPolicy::new(1_000_000)).unwrap();
+        assert_eq!(r[0].account, A.parse::<Address>().unwrap());
+        assert_eq!(amounts(&r), vec![633_333, 366_666, 0]);
+        assert_eq!(
+            (r[0].weight, r[0].useful_rounds, r[0].stable),
+            (400_000_000, 2, true)
+        );
+        assert!(!r[2].stable);
+        // A harmful round counts as nothing (not negative), and breaks B's stability.
+        let epoch = [manifest(1, [0.3, 0.1, 0.0]), manifest(2, [0.1, -0.5, 0.0])];
+        let r = epoch_rewards(&epoch, &EpochPolicy::new(1_000_000)).unwrap();
+        // w = (0.4, 0.1): 640,000 and 160,000; u = (2, 1): 66,666 and 33,333; stability:
+        // A alone (B useful in 1 of 2 < 80%): 100,000.
+        assert_eq!(amounts(&r), vec![806_666, 193_333, 0]);
+        let total: U256 = r.iter().map(|m| m.amount).sum();
+        assert!(
+            total <= U256::from(1_000_000u64),
+            "never more than the pool"
+        );
+    }
+
+    #[test]
+    fn bad_epochs_are_refused_by_name() {
+        let p = EpochPolicy::new(1000);
+        assert_eq!(epoch_rewards(&[], &p), Err(EpochError::Empty));
+        let gap = [manifest(1, [0.1; 3]), manifest(3, [0.1; 3])];
+        assert!(matches!(
+            epoch_rewards(&gap, &p),
+            Err(EpochError::Sequence { round: 3, .. })
+        ));
+        let mut other = manifest(2, [0.1; 3]);
+        other.federation_id = "other".into();
+        assert!(matches!(
+            epoch_rewards(&[manifest(1, [0.1; 3]), other], &p),
+            Err(EpochError::Sequence { round: 2, .. })
+        ));
+        let mut unscored = manifest(1, [0.1; 3]);
+        unscored.metrics.clear();
+        assert_eq!(epoch_rewards(&[unscored], &p), Err(EpochError::NoScores(1)));
+        let mut unmapped = manifest(1, [0.1; 3]);
+        unmapped.clients.remove("1");
+        assert_eq!(
+            epoch_rewards(&[unmapped], &p),
+            Err(EpochError::Unmapped {
+                round: 1,
+                client: 1
+            })
+        );
+        let greedy = EpochPolicy {
+            stability_ppm: 300_000,
+            ..p
+        };
+        assert_eq!(
+            epoch_rewards(&[manifest(1, [0.1; 3])], &greedy),
+            Err(EpochError::Shares(1_100_000))
+        );
+        // A NaN score pays nothing rather than poisoning the sums.
+        let r = epoch_rewards(&[manifest(1, [f64::NAN, 0.1, 0.0])], &p).unwrap();
+        assert_eq!(r[0].amount, U256::ZERO);
+    }
+}

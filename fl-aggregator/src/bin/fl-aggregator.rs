@@ -700,6 +700,12 @@ fn qa_verify(
                 "  participants root: {} (member's leaf proven)",
                 e.participants_root
             );
+            let hash = e.public_record().evidence_hash.to_hex();
+            println!(
+                "  evidence hash:     0x{hash} (what a slashing verdict names: dao sign-verdict \
+                 --member {} --evidence 0x{hash})",
+                e.update.member
+            );
             if manifest.is_none() {
                 println!(
                     "  note: pass --manifest to check the root and checkpoint against the round's manifest"

@@ -323,6 +323,22 @@ fn a_member_sending_a_scaled_update_is_flagged_with_evidence_the_cli_accepts() {
         assert!(out.status.success(), "round {round}: {stdout}");
         assert!(stdout.starts_with("flag HOLDS"), "{stdout}");
         assert!(stdout.contains(&cheater), "{stdout}");
+        // The hash a slashing verdict names is the sealed file's public evidence hash.
+        let sealed: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let hash = sealed["public"]["evidence_hash"].as_str().unwrap();
+        assert!(stdout.contains(&format!("--evidence 0x{hash}")), "{stdout}");
+        // The hash a slashing verdict names is the sealed file's public evidence hash.
+        let sealed: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let hash = sealed["public"]["evidence_hash"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let hex = fl_core::ContentHash::from_cid_str(&hash)
+            .map(|h| h.to_hex())
+            .unwrap_or(hash);
+        assert!(stdout.contains(&format!("--evidence 0x{hex}")), "{stdout}");
         // Sealed: nothing to check without a validator's key.
         let out = qa(&[file.as_os_str()]);
         assert_eq!(

@@ -29,8 +29,15 @@ use crate::report::RoundRecord;
 pub struct DigitsConfig {
     /// Members of the federation.
     pub clients: usize,
+    /// How the training digits are split across members (`"dirichlet"`, the default,
+    /// `"classes"`, `"shards"` or `"iid"`).
+    pub partition: fl_client::federation::PartitionKind,
     /// Dirichlet concentration of the label skew (smaller: more skewed).
     pub alpha: f64,
+    /// Labels per member with `partition = "classes"`.
+    pub classes_per_member: usize,
+    /// FedProx's μ (0: off), as `[strategy] proximal_mu` in a federation file.
+    pub proximal_mu: f64,
     /// Rounds to run.
     pub rounds: u64,
     /// Run seed: data split, partition, initialisation, selection and data order.
@@ -73,7 +80,10 @@ impl Default for DigitsConfig {
     fn default() -> Self {
         Self {
             clients: 20,
+            partition: fl_client::federation::PartitionKind::Dirichlet,
             alpha: 0.5,
+            classes_per_member: fl_client::federation::DEFAULT_CLASSES_PER_MEMBER,
+            proximal_mu: 0.0,
             rounds: 30,
             seed: 2026,
             test_fraction: 0.2,
@@ -102,6 +112,15 @@ impl Default for DigitsConfig {
 }
 
 impl DigitsConfig {
+    /// The split of the training digits this run asks for.
+    pub fn partition_spec(&self) -> fl_client::federation::PartitionSpec {
+        fl_client::federation::PartitionSpec {
+            kind: self.partition,
+            alpha: self.alpha,
+            classes_per_member: self.classes_per_member,
+        }
+    }
+
     /// The `[strategy]` this run stands for: every member may be selected, one result is
     /// enough to aggregate, the run's rule, training settings and server optimiser.
     pub fn strategy(&self) -> StrategyConfig {
@@ -111,6 +130,7 @@ impl DigitsConfig {
             min_fit_clients: 1,
             min_fit_results: 1,
             fit: self.fit.clone(),
+            proximal_mu: self.proximal_mu,
             server_optimizer: self.server_optimizer.clone(),
             ..Default::default()
         }
@@ -173,10 +193,9 @@ pub fn prepare_with(
     config: &DigitsConfig,
     mut data: impl FnMut(usize, Dataset) -> Result<Dataset, fl_client::Error>,
 ) -> Result<Prepared, RunError> {
-    let (members, test) = fl_client::federation::digits_split(
+    let (members, test) = fl_client::federation::digits_split_by(
         config.clients,
-        fl_client::federation::PartitionKind::Dirichlet,
-        config.alpha,
+        &config.partition_spec(),
         config.test_fraction,
         config.seed,
     )?;

@@ -351,10 +351,9 @@ pub fn backdoor_success(
     params: &fl_core::ParamVec,
     target: u8,
 ) -> Result<f64, RunError> {
-    let (_, test) = fl_client::federation::digits_split(
+    let (_, test) = fl_client::federation::digits_split_by(
         base.clients,
-        fl_client::federation::PartitionKind::Dirichlet,
-        base.alpha,
+        &base.partition_spec(),
         base.test_fraction,
         base.seed,
     )?;

@@ -93,7 +93,9 @@ fn run() -> Result<(), Error> {
     let mut summary = format!(
         "{} members, seeds {seeds:?}; final held-out accuracy, mean (min-max), and the first round \
          the mean reaches {:.0}%\n\n| strategy | {} |\n|---|{}\n",
-        base.get("clients").and_then(toml::Value::as_integer).unwrap_or(20),
+        base.get("clients")
+            .and_then(toml::Value::as_integer)
+            .unwrap_or(20),
         100.0 * target,
         partitions
             .iter()

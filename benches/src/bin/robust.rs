@@ -4,7 +4,8 @@
 //! held-out accuracy (mean, and min-max over the seeds).
 //!
 //! `cargo run -p benches --bin robust -- [rounds=N] [seeds=1,2,3] [tau=T] [max_norm=B]
-//! [rules=a,b] [attacks=a,b] [probe=1] [sybils=1] [flower=1]` (rules and attacks filter by
+//! [rules=a,b] [attacks=a,b] [probe=1] [sybils=1] [flower=1] [partition=classes] [alpha=A]`
+//! (rules and attacks filter by
 //! table label; flower adds Flower's Krum, MultiKrum, Bulyan, FedMedian and FedTrimmedAvg, run
 //! by `benches/flower/robust_agg.py` on the same updates, see `benches/flower/robust.sh`;
 //! probe prints the median update norm of every round, to calibrate `tau` and `max_norm`;
@@ -49,8 +50,18 @@ fn main() -> ExitCode {
         .into_iter()
         .filter(|a| keep(&attack_filter, &a.map_or("none".into(), |a| a.label())))
         .collect();
+    // `partition=classes` gives every member two labels; `alpha=` changes the Dirichlet skew.
+    let partition = match arg("partition").as_deref() {
+        None | Some("dirichlet") => fl_client::federation::PartitionKind::Dirichlet,
+        Some("classes") => fl_client::federation::PartitionKind::Classes,
+        Some(other) => {
+            eprintln!("partition={other}: dirichlet or classes");
+            return ExitCode::FAILURE;
+        }
+    };
+    let alpha: f64 = arg("alpha").and_then(|v| v.parse().ok()).unwrap_or(0.5);
     println!(
-        "digits, {n} members, Dirichlet 0.5, {f} attackers (members 0-{}), {rounds} rounds, seeds {seeds:?}, \
+        "digits, {n} members, {partition:?} (alpha {alpha}), {f} attackers (members 0-{}), {rounds} rounds, seeds {seeds:?}, \
          centered clipping tau = {tau}, norm bound = {max_norm}; final held-out accuracy, mean (min-max)",
         f - 1
     );
@@ -80,6 +91,8 @@ fn main() -> ExitCode {
                     rounds,
                     seed,
                     workers: 0,
+                    partition,
+                    alpha,
                     ..DigitsConfig::default()
                 };
                 match run_cell_with(&base, rule, attack, f, sybils) {

@@ -10,7 +10,11 @@
 //!   [`metrics`], chain [`anchoring`] of every checkpoint and its verification, who may join
 //!   ([`membership`]: the file's list or the DAO's staking contract), and
 //!   [`server::serve`], a whole aggregator from a federation file (what the
-//!   `fl-aggregator` binary runs).
+//!   `fl-aggregator` binary runs);
+//! - quality assurance: the [`attack`] suite for simulations and the re-checkable, sealed
+//!   evidence of flagged updates ([`qa`], `fl-aggregator qa verify`);
+//! - settlement: an epoch's rewards computed from its checkpoint manifests alone ([`settle`],
+//!   `fl-aggregator settle rewards` and `settle verify`).
 //!
 //! The example runs a federation in process; `fl-aggregator/tests/e2e.rs` runs one across
 //! processes.

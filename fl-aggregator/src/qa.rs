@@ -10,6 +10,10 @@
 //! under the round's anchored participants root. [`verify`] recomputes everything from the
 //! data (`fl-aggregator qa verify FILE`) and says whether the flag holds; a record whose
 //! score, update bytes, signature, centre or proof was changed is rejected with the reason.
+//! One input stays the aggregator's word: the round's z-score reference (each feature's
+//! median and scale over the members), which needs every member's update to recompute; it is
+//! published in the round's manifest (`qa.ref.*`), and [`check_file`] with the manifest
+//! refuses a record whose reference differs.
 //!
 //! # Who sees what
 //!
@@ -228,6 +232,9 @@ pub enum EvidenceError {
     /// A collusion flag without the neighbour's update, or a neighbour that is the member.
     #[error("the neighbour feature flagged, but {0}")]
     Neighbour(&'static str),
+    /// The record's z-score reference differs from the one the round's manifest published.
+    #[error("the record's reference differs from the manifest's ({0})")]
+    ReferenceMismatch(String),
     /// The recomputed features differ from the claimed ones.
     #[error("claimed {feature} = {claimed}, recomputed {recomputed}")]
     ScoreMismatch {
@@ -490,14 +497,16 @@ pub fn verify(e: &Evidence, allow_unsigned: bool) -> Result<Verdict, EvidenceErr
     if let (Some(c), Some(r)) = (claimed.neighbour, features.neighbour) {
         same("neighbour", c, r)?;
     }
-    // Without the neighbour's update the neighbour feature is taken as claimed: it can only
-    // raise the score, and a flag that rests on it needs the update (checked above).
-    let features = MemberFeatures {
+    // The claimed score must follow from the claimed features (the neighbour distance taken as
+    // claimed when the record carries no neighbour update)...
+    let as_claimed = MemberFeatures {
         neighbour: features.neighbour.or(claimed.neighbour),
         ..features
     };
+    same("score", e.claimed.score, e.reference.score(&as_claimed).0)?;
+    // ...but the verdict rests only on what was recomputed from the data: an unverified
+    // neighbour distance can never make a flag hold.
     let (score, reason) = e.reference.score(&features);
-    same("score", e.claimed.score, score)?;
     Ok(Verdict {
         holds: score > e.detection.threshold,
         score,
@@ -639,6 +648,24 @@ pub fn check_file(
         }
         if record.next_cid != evidence.next_cid {
             return Err(EvidenceError::CentreMismatch(record.next_cid));
+        }
+        // The round's medians and scales cannot be recomputed without every member's update:
+        // they are the aggregator's word, published in the manifest (`qa.ref.*`), and the
+        // record must use exactly those.
+        for (key, value) in evidence.reference.metrics() {
+            match m.metrics.get(&key) {
+                Some(v) if v.to_bits() == value.to_bits() => {}
+                Some(v) => {
+                    return Err(EvidenceError::ReferenceMismatch(format!(
+                        "{key}: {value} in the record, {v} in the manifest"
+                    )));
+                }
+                None => {
+                    return Err(EvidenceError::ReferenceMismatch(format!(
+                        "{key} is not in the manifest"
+                    )));
+                }
+            }
         }
         if record.tree()?.root() != evidence.participants_root {
             return Err(EvidenceError::NotAParticipant(

@@ -22,8 +22,9 @@
 //! part whose denominator is zero pays nobody. What the floors leave (at most a few base units
 //! per member) stays in the pool. A free rider, whose update is the global model, scores exactly
 //! 0 under the default round-share game, so it is never useful and earns nothing; a member that
-//! poisons scores below 0 in the rounds it poisons. Compute (examples times local steps) is
-//! not part of the formula yet: the manifests do not record it per member.
+//! poisons typically scores below 0 in the rounds it poisons (label flippers did on digits).
+//! Compute (examples times local steps) is not part of the formula yet: the manifests do not
+//! record it per member.
 //!
 //! Member addresses come from each manifest's client map (`clients`: client id to participant
 //! id, the member's address over gRPC); a manifest without one, or whose participant ids are not

@@ -192,8 +192,9 @@ fn manifest_of(r: &Round) -> Manifest {
         .participants
         .iter()
         .map(|(id, h)| Participant::new(id.clone()).with_update_hash(h.unwrap()));
-    let meta =
-        CheckpointMeta::new(FED, ROUND, ContentHash::of(b"config")).with_participants(participants);
+    let meta = CheckpointMeta::new(FED, ROUND, ContentHash::of(b"config"))
+        .with_participants(participants)
+        .with_metrics(r.findings.reference.metrics());
     Manifest::new(meta, &r.next)
 }
 
@@ -286,6 +287,32 @@ fn tampered_evidence_is_rejected_with_the_reason() {
     assert!(matches!(
         qa::verify(&colluder, false),
         Err(EvidenceError::Neighbour(_))
+    ));
+    // A claimed neighbour distance without the neighbour's update, with a reference and score
+    // made to match it, is consistent, but cannot make a flag hold: the verdict uses only what
+    // the data gives.
+    let mut inflated = good.clone();
+    inflated.detection.threshold = inflated.claimed.score + 1.0;
+    inflated.claimed.features.neighbour = Some(0.0);
+    inflated.reference.neighbour = Some(fl_core::strategy::detection::Spread {
+        median: 1.0,
+        scale: 1e-6,
+    });
+    inflated.claimed.score = 1e6;
+    let v = qa::verify(&inflated, false).unwrap();
+    assert!(!v.holds, "{v:?}");
+    assert_ne!(v.reason, Feature::Neighbour);
+    // The reference is the aggregator's word, published in the round's manifest: a record
+    // whose reference differs from the manifest's is refused.
+    let manifest = manifest_of(&r);
+    let bytes = serde_json::to_vec(&EvidenceFile::new(inflated, &[]).unwrap()).unwrap();
+    let options = CheckOptions {
+        manifest: Some(&manifest),
+        ..CheckOptions::default()
+    };
+    assert!(matches!(
+        qa::check_file(&bytes, &options),
+        Err(EvidenceError::ReferenceMismatch(_))
     ));
     // A raised threshold is not tampering: the record is valid and the flag does not hold.
     let mut lenient = good.clone();

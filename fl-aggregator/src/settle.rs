@@ -13,18 +13,25 @@
 //!
 //! ```text
 //! wᵢ = Σᵣ ⌊max(φᵢᵣ, 0) · 10⁹⌋                      contribution weight (nano-units)
+//! kᵢᵣ = examplesᵢᵣ · max(stepsᵢᵣ, 1)                reported compute
+//! bᵣ = median of kᵢᵣ over the round's members       the bound
+//! vᵢ = Σ_{r: φᵢᵣ > 0} ⌊10⁹ · min(kᵢᵣ, bᵣ) / bᵣ⌋     compute in useful rounds, bounded (nano)
 //! uᵢ = #{ r : φᵢᵣ > 0 }                             useful rounds
 //! stableᵢ = uᵢ · 100 ≥ q · R                        q: stability quorum in percent, R rounds
-//! rewardᵢ = ⌊P·c·wᵢ / Σw⌋ + ⌊P·p·uᵢ / Σu⌋ + ⌊P·s·stableᵢ / #stable⌋
+//! rewardᵢ = ⌊P·c·wᵢ / Σw⌋ + ⌊P·p·vᵢ / Σv⌋ + ⌊P·s·stableᵢ / #stable⌋
 //! ```
+//!
+//! The compute a member reports (`contribution.<client>.examples` and `.steps`, written next
+//! to its score) cannot be checked, so it counts at most as much as the round's median member's:
+//! claiming more earns nothing more, and a round where a member reported less than the median
+//! pays it proportionally less. A round without compute records counts 1 per useful round.
 //!
 //! (each `P·x` is itself `⌊P · x_ppm / 10⁶⌋`; integer arithmetic throughout, in 256 bits). A
 //! part whose denominator is zero pays nobody. What the floors leave (at most a few base units
 //! per member) stays in the pool. A free rider, whose update is the global model, scores exactly
 //! 0 under the default round-share game, so it is never useful and earns nothing; a member that
 //! poisons typically scores below 0 in the rounds it poisons (label flippers did on digits).
-//! Compute (examples times local steps) is not part of the formula yet: the manifests do not
-//! record it per member.
+
 //!
 //! Member addresses come from each manifest's client map (`clients`: client id to participant
 //! id, the member's address over gRPC); a manifest without one, or whose participant ids are not
@@ -108,6 +115,8 @@ pub struct MemberReward {
     pub weight: u128,
     /// `uᵢ`: rounds it was useful in.
     pub useful_rounds: u64,
+    /// `vᵢ`: its bounded compute in those rounds, in nano-rounds.
+    pub compute: u128,
     /// Whether it earned the stability share.
     pub stable: bool,
     /// The reward, in base units.
@@ -153,12 +162,36 @@ pub fn epoch_rewards(
     }
     let mut weight: BTreeMap<Address, u128> = BTreeMap::new();
     let mut useful: BTreeMap<Address, u64> = BTreeMap::new();
+    let mut compute: BTreeMap<Address, u128> = BTreeMap::new();
     for m in &rounds {
         let scores = scores_in(&m.metrics);
         if scores.is_empty() {
             return Err(EpochError::NoScores(m.round));
         }
+        let reported = |c: u64| -> Option<f64> {
+            let examples = m.metrics.get(&format!("contribution.{c}.examples"))?;
+            let steps = m
+                .metrics
+                .get(&format!("contribution.{c}.steps"))
+                .copied()
+                .unwrap_or(1.0);
+            let k = examples * steps.max(1.0);
+            (k.is_finite() && k >= 0.0).then_some(k)
+        };
+        let mut ks: Vec<f64> = scores.iter().filter_map(|s| reported(s.client.0)).collect();
+        ks.sort_unstable_by(f64::total_cmp);
+        let bound = match ks.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(ks[n / 2]),
+            n => Some((ks[n / 2 - 1] + ks[n / 2]) / 2.0),
+        };
         for s in scores {
+            // ⌊10⁹ · min(k, b)/b⌋; 10⁹ (a whole round) without compute records.
+            let bounded = match (bound, reported(s.client.0)) {
+                (Some(b), Some(k)) if b > 0.0 => (1e9 * k.min(b) / b).floor() as u128,
+                (Some(_), _) => 0,
+                (None, _) => 1_000_000_000,
+            };
             let account = m
                 .clients
                 .get(&s.client.0.to_string())
@@ -176,8 +209,10 @@ pub fn epoch_rewards(
             let nano = (phi.max(0.0) * 1e9).floor().min(1e30) as u128;
             *weight.entry(account).or_default() += nano;
             let u = useful.entry(account).or_default();
+            let v = compute.entry(account).or_default();
             if phi > 0.0 {
                 *u += 1;
+                *v += bounded;
             }
         }
     }
@@ -189,7 +224,7 @@ pub fn epoch_rewards(
     let stability = part(u64::from(policy.stability_ppm));
     let participation = part(1_000_000 - shares);
     let sum_w: U256 = weight.values().map(|w| U256::from(*w)).sum();
-    let sum_u: U256 = useful.values().map(|u| U256::from(*u)).sum();
+    let sum_v: U256 = compute.values().map(|v| U256::from(*v)).sum();
     let n_stable = U256::from(useful.values().filter(|u| stable(**u)).count());
     let share = |pool: U256, x: U256, of: U256| {
         if of.is_zero() {
@@ -202,14 +237,16 @@ pub fn epoch_rewards(
         .iter()
         .map(|(&account, &w)| {
             let u = useful.get(&account).copied().unwrap_or(0);
+            let v = compute.get(&account).copied().unwrap_or(0);
             let is_stable = stable(u);
             let amount = share(contribution, U256::from(w), sum_w)
-                + share(participation, U256::from(u), sum_u)
+                + share(participation, U256::from(v), sum_v)
                 + share(stability, U256::from(u8::from(is_stable)), n_stable);
             MemberReward {
                 account,
                 weight: w,
                 useful_rounds: u,
+                compute: v,
                 stable: is_stable,
                 amount,
             }
@@ -276,6 +313,33 @@ mod tests {
         assert!(
             total <= U256::from(1_000_000u64),
             "never more than the pool"
+        );
+    }
+
+    #[test]
+    fn reported_compute_counts_up_to_the_round_median() {
+        // One round, all useful (φ = 0.1 each). Examples x steps: A 100 x 10 = 1000, B claims
+        // 100,000 x 10, F 50 x 10 = 500. Median 1000: A 1, B 1 (bounded), F 0.5 of a round.
+        // Participation 100,000: 40,000, 40,000, 20,000. Contribution 800,000 in thirds.
+        // Stability 100,000 in thirds.
+        let mut m = manifest(1, [0.1, 0.1, 0.1]);
+        for (c, examples) in [(0, 100.0), (1, 100_000.0), (2, 50.0)] {
+            m.metrics
+                .insert(format!("contribution.{c}.examples"), examples);
+            m.metrics.insert(format!("contribution.{c}.steps"), 10.0);
+        }
+        let r = epoch_rewards(&[m], &EpochPolicy::new(1_000_000)).unwrap();
+        assert_eq!(
+            r.iter().map(|x| x.compute).collect::<Vec<_>>(),
+            vec![1_000_000_000, 1_000_000_000, 500_000_000]
+        );
+        assert_eq!(
+            amounts(&r),
+            vec![
+                266_666 + 40_000 + 33_333,
+                266_666 + 40_000 + 33_333,
+                266_666 + 20_000 + 33_333
+            ]
         );
     }
 

@@ -28,6 +28,8 @@ pub struct ContributionScored {
     round_seed: u64,
     scores: Option<RoundScores>,
     failure: Option<ContributionError>,
+    /// Each member's reported examples and local steps in the last round (its compute).
+    compute: Vec<(ClientId, u64, Option<f64>)>,
 }
 
 impl std::fmt::Debug for ContributionScored {
@@ -56,6 +58,7 @@ impl ContributionScored {
             round_seed: 0,
             scores: None,
             failure: None,
+            compute: Vec::new(),
         })
     }
 
@@ -111,6 +114,13 @@ impl Strategy for ContributionScored {
                 needed: UpdateForm::PerMember,
             });
         };
+        self.compute = members
+            .iter()
+            .map(|u| {
+                let steps = u.metrics.get(crate::round::LOCAL_STEPS_METRIC).copied();
+                (u.client, u.weight, steps)
+            })
+            .collect();
         let seed = derive_seed(self.round_seed, "contribution", round);
         match score_round(
             &self.config,
@@ -144,6 +154,14 @@ impl Strategy for ContributionScored {
 
     fn round_metrics(&self) -> Metrics {
         let mut m = self.inner.round_metrics();
+        // What each member reported it computed, next to its score, for rewards that pay
+        // compute (`contribution.<client>.examples`, `.steps`; steps only where reported).
+        for (c, examples, steps) in &self.compute {
+            m.insert(format!("contribution.{}.examples", c.0), *examples as f64);
+            if let Some(s) = steps {
+                m.insert(format!("contribution.{}.steps", c.0), *s);
+            }
+        }
         match (&self.scores, &self.failure) {
             (Some(s), _) => m.extend(s.metrics()),
             (None, Some(_)) => {

@@ -247,6 +247,12 @@ impl Strategy for Scaffold {
         let next = ParamVec::new(schema.clone(), next).map_err(invalid)?;
         let control = ParamVec::new(schema.clone(), control).map_err(invalid)?;
         let next = apply_optimizer(self.optimizer.as_mut(), current, next)?;
+        if !next.all_finite() {
+            // The engine would abort the round; c must not move either.
+            return Err(StrategyError::Invalid(
+                "the server optimiser's SCAFFOLD step is not finite".into(),
+            ));
+        }
         // Committed only once the whole step succeeded.
         self.control = Some(Arc::new(control));
         Ok(next)

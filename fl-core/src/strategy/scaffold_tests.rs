@@ -151,6 +151,22 @@ fn bad_control_differences_are_refused_and_leave_c_unchanged() {
         Err(StrategyError::Invalid(_))
     ));
     assert_eq!(big.control(), Some(&huge));
+    // A server optimiser whose step overflows leaves c where it was (the round aborts).
+    let optimizer = crate::strategy::FedAvgM::new(crate::strategy::FedAvgMConfig {
+        learning_rate: 100.0,
+        momentum: 0.0,
+    })
+    .unwrap();
+    let mut boosted = scaffold(1, 1.0).with_optimizer(Some(Box::new(optimizer)));
+    assert!(matches!(
+        boosted.aggregate_fit(
+            1,
+            &current,
+            RoundUpdates::PerMember(vec![member(0, [3e37, 0.0], Some([1.0, 0.0]))])
+        ),
+        Err(StrategyError::Invalid(_))
+    ));
+    assert_eq!(boosted.control(), None, "c did not move");
     assert_eq!(round(&mut s, Vec::new()), Err(StrategyError::NoResults));
     let sum = UpdateSum::of_models(WeightedSum::new(schema()));
     assert_eq!(

@@ -173,11 +173,7 @@ impl Strategy for FlowerRule {
         current: &ParamVec,
         updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
-        let RoundUpdates::PerMember(members) = updates else {
-            return Err(StrategyError::WrongForm {
-                needed: UpdateForm::PerMember,
-            });
-        };
+        let members = updates.into_members()?;
         let models: Vec<&[f32]> = members.iter().map(|u| u.params.values()).collect();
         let weights: Vec<u64> = members.iter().map(|u| u.weight).collect();
         let next = self
@@ -578,11 +574,7 @@ impl Strategy for Signer {
         current: &ParamVec,
         updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
-        let RoundUpdates::PerMember(members) = updates else {
-            return Err(StrategyError::WrongForm {
-                needed: UpdateForm::PerMember,
-            });
-        };
+        let members = updates.into_members()?;
         let members = members
             .into_iter()
             .map(|u| {

@@ -15,10 +15,8 @@
 
 use std::collections::BTreeSet;
 
-use fl_core::strategy::{EvaluatePlan, FitPlan, MemberUpdate, RoundUpdates, UpdateSum};
-use fl_core::{
-    ClientId, EvaluateResult, Metrics, ParamVec, Strategy, StrategyError, UpdateForm, WeightedSum,
-};
+use fl_core::strategy::{EvaluatePlan, FitPlan, MemberUpdate, RoundUpdates};
+use fl_core::{ClientId, EvaluateResult, Metrics, ParamVec, Strategy, StrategyError, UpdateForm};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -147,27 +145,14 @@ impl Strategy for Adversary {
         current: &ParamVec,
         updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
-        let RoundUpdates::PerMember(members) = updates else {
-            return Err(StrategyError::WrongForm {
-                needed: UpdateForm::PerMember,
-            });
-        };
+        let members = updates.into_members()?;
         let members = self.poison(current, members, self.round_seed)?;
         self.attacked = members
             .iter()
             .filter(|u| self.attackers.contains(&u.client))
             .count();
-        let updates = match self.inner.update_form() {
-            UpdateForm::PerMember => RoundUpdates::PerMember(members),
-            UpdateForm::Sum => {
-                let mut sum = WeightedSum::new(current.schema().clone());
-                for u in &members {
-                    sum.add(&u.params, u.weight, &u.metrics)
-                        .map_err(|e| StrategyError::Invalid(e.to_string()))?;
-                }
-                RoundUpdates::Sum(UpdateSum::of_models(sum))
-            }
-        };
+        let updates =
+            RoundUpdates::from_members(members, self.inner.update_form(), current.schema())?;
         self.inner.aggregate_fit(round, current, updates)
     }
 

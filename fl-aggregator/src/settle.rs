@@ -207,7 +207,8 @@ pub fn epoch_rewards(
             };
             // ⌊max(φ, 0)·10⁹⌋, saturating far above any utility a validator reports.
             let nano = (phi.max(0.0) * 1e9).floor().min(1e30) as u128;
-            *weight.entry(account).or_default() += nano;
+            let w = weight.entry(account).or_default();
+            *w = w.saturating_add(nano);
             let u = useful.entry(account).or_default();
             let v = compute.entry(account).or_default();
             if phi > 0.0 {

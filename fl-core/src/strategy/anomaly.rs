@@ -6,7 +6,7 @@
 
 use crate::round::{ClientId, Metrics};
 
-use super::robust::{norm, sq_dist};
+use super::detection::{MemberFeatures, median};
 
 /// One member's scores in one round (its update is the difference from the global model).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,27 +27,16 @@ pub fn score_members(
     deltas: &[Vec<f32>],
     centre: &[f32],
 ) -> Vec<MemberScore> {
-    let c_norm = norm(centre);
     clients
         .iter()
         .zip(deltas)
         .map(|(&client, d)| {
-            let n = norm(d);
-            let dot: f64 = d
-                .iter()
-                .zip(centre)
-                .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                .sum();
-            let cosine = if n > 0.0 && c_norm > 0.0 {
-                dot / (n * c_norm)
-            } else {
-                0.0
-            };
+            let f = MemberFeatures::of(d, centre, None);
             MemberScore {
                 client,
-                norm: n,
-                distance: sq_dist(d, centre).sqrt(),
-                cosine,
+                norm: f.norm,
+                distance: f.distance,
+                cosine: f.direction,
             }
         })
         .collect()
@@ -63,14 +52,6 @@ pub fn score_metrics(scores: &[MemberScore]) -> Metrics {
         m.insert(format!("qa.{c}.distance"), s.distance);
         m.insert(format!("qa.{c}.cosine"), s.cosine);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_unstable_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
-    };
     m.insert(
         "qa.median_norm".into(),
         median(scores.iter().map(|s| s.norm).collect()),

@@ -54,7 +54,7 @@ use crate::hash::ContentHash;
 use crate::round::{ClientId, Metrics};
 
 use super::MemberUpdate;
-use super::robust::{norm, sq_dist};
+use super::robust::{norm, pairwise_sq_dists, sq_dist};
 
 /// `[strategy.detection]`: flag threshold, reputation rate and exclusion bound.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -223,7 +223,7 @@ impl Spread {
 }
 
 /// The median of `v` (the mean of the middle two for an even count; NaN when empty).
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_unstable_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,
@@ -324,13 +324,12 @@ pub fn score_round(
     threshold: f64,
 ) -> (Reference, Vec<AnomalyScore>) {
     let n = deltas.len();
+    let dists = pairwise_sq_dists(deltas);
     let nearest: Vec<Option<usize>> = (0..n)
         .map(|i| {
             (0..n)
                 .filter(|&j| j != i)
-                .map(|j| (sq_dist(&deltas[i], &deltas[j]), j))
-                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
-                .map(|(_, j)| j)
+                .min_by(|&a, &b| dists[i][a].total_cmp(&dists[i][b]).then(a.cmp(&b)))
         })
         .collect();
     let features: Vec<MemberFeatures> = (0..n)

@@ -134,11 +134,7 @@ impl Strategy for FedNova {
         current: &ParamVec,
         updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
-        let RoundUpdates::PerMember(members) = updates else {
-            return Err(StrategyError::WrongForm {
-                needed: UpdateForm::PerMember,
-            });
-        };
+        let members = updates.into_members()?;
         let next = normalized_average(current, &members)?;
         apply_optimizer(self.optimizer.as_mut(), current, next)
     }

@@ -136,11 +136,7 @@ impl Strategy for CoordinateMedian {
         current: &ParamVec,
         updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
-        let RoundUpdates::PerMember(members) = updates else {
-            return Err(StrategyError::WrongForm {
-                needed: UpdateForm::PerMember,
-            });
-        };
+        let members = updates.into_members()?;
         let median = coordinate_median(current, &members)?;
         apply_optimizer(self.optimizer.as_mut(), current, median)
     }

@@ -55,9 +55,7 @@
 //!         _current: &ParamVec,
 //!         updates: RoundUpdates,
 //!     ) -> Result<ParamVec, StrategyError> {
-//!         let RoundUpdates::PerMember(members) = updates else {
-//!             return Err(StrategyError::WrongForm { needed: UpdateForm::PerMember });
-//!         };
+//!         let members = updates.into_members()?; // refuses a sum by name
 //!         let best = members.into_iter().max_by_key(|u| u.weight);
 //!         best.map(|u| u.params).ok_or(StrategyError::NoResults)
 //!     }

@@ -281,11 +281,7 @@ impl Strategy for RobustAggregator {
         current: &ParamVec,
         updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
-        let RoundUpdates::PerMember(members) = updates else {
-            return Err(StrategyError::WrongForm {
-                needed: UpdateForm::PerMember,
-            });
-        };
+        let members = updates.into_members()?;
         let agg = self.aggregate_deltas(current, &members, self.round_seed)?;
         if let Some(f) = self.findings.as_mut() {
             f.round = round;

@@ -180,11 +180,7 @@ impl Strategy for Scaffold {
         current: &ParamVec,
         updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
-        let RoundUpdates::PerMember(members) = updates else {
-            return Err(StrategyError::WrongForm {
-                needed: UpdateForm::PerMember,
-            });
-        };
+        let members = updates.into_members()?;
         let deltas = member_deltas(current, &members)?;
         let schema = current.schema();
         if let Some(c) = &self.control {

@@ -31,6 +31,38 @@ pub enum RoundUpdates {
 }
 
 impl RoundUpdates {
+    /// The members' updates, refusing a sum ([`StrategyError::WrongForm`]): what a
+    /// [`UpdateForm::PerMember`] strategy's `aggregate_fit` starts with.
+    pub fn into_members(self) -> Result<Vec<MemberUpdate>, StrategyError> {
+        match self {
+            Self::PerMember(m) => Ok(m),
+            Self::Sum(_) => Err(StrategyError::WrongForm {
+                needed: UpdateForm::PerMember,
+            }),
+        }
+    }
+
+    /// `members` in the `form` a wrapped strategy asks for: as they are, or summed as models
+    /// of `schema` (what a wrapper that reads every update hands a sum-based rule such as
+    /// FedAvg).
+    pub fn from_members(
+        members: Vec<MemberUpdate>,
+        form: UpdateForm,
+        schema: &Arc<Schema>,
+    ) -> Result<Self, StrategyError> {
+        match form {
+            UpdateForm::PerMember => Ok(Self::PerMember(members)),
+            UpdateForm::Sum => {
+                let mut sum = WeightedSum::new(schema.clone());
+                for u in &members {
+                    sum.add(&u.params, u.weight, &u.metrics)
+                        .map_err(|e| StrategyError::Invalid(e.to_string()))?;
+                }
+                Ok(Self::Sum(UpdateSum::of_models(sum)))
+            }
+        }
+    }
+
     /// Number of complete updates.
     pub fn count(&self) -> usize {
         match self {

@@ -1,13 +1,12 @@
 //! [`ContributionScored`]: any strategy, with every round's members scored on a validation set.
 
-use crate::WeightedSum;
 use crate::params::ParamVec;
 use crate::round::{ClientId, EvaluateResult, Metrics};
 use crate::validator::Validator;
 
 use super::super::{
     EvaluatePlan, FitPlan, Refusal, ResumeState, RoundUpdates, Strategy, StrategyError, UpdateForm,
-    UpdateSum, derive_seed,
+    derive_seed,
 };
 use super::{ContributionConfig, ContributionError, RoundScores, score_round};
 
@@ -109,11 +108,7 @@ impl Strategy for ContributionScored {
         current: &ParamVec,
         updates: RoundUpdates,
     ) -> Result<ParamVec, StrategyError> {
-        let RoundUpdates::PerMember(members) = updates else {
-            return Err(StrategyError::WrongForm {
-                needed: UpdateForm::PerMember,
-            });
-        };
+        let members = updates.into_members()?;
         self.compute = members
             .iter()
             .map(|u| {
@@ -138,17 +133,8 @@ impl Strategy for ContributionScored {
                 self.failure = Some(e);
             }
         }
-        let updates = match self.inner.update_form() {
-            UpdateForm::PerMember => RoundUpdates::PerMember(members),
-            UpdateForm::Sum => {
-                let mut sum = WeightedSum::new(current.schema().clone());
-                for u in &members {
-                    sum.add(&u.params, u.weight, &u.metrics)
-                        .map_err(|e| StrategyError::Invalid(e.to_string()))?;
-                }
-                RoundUpdates::Sum(UpdateSum::of_models(sum))
-            }
-        };
+        let updates =
+            RoundUpdates::from_members(members, self.inner.update_form(), current.schema())?;
         self.inner.aggregate_fit(round, current, updates)
     }
 
@@ -196,7 +182,9 @@ mod tests {
 
     use super::super::{ShapleyMethod, Weighting};
     use super::*;
+    use crate::WeightedSum;
     use crate::params::{Schema, TensorSpec};
+    use crate::strategy::UpdateSum;
     use crate::strategy::{FedAvg, MedianRule, MemberUpdate, RobustAggregator, StrategyConfig};
     use crate::trainer::TrainerError;
 

@@ -52,6 +52,15 @@ interface ISettlementStaking {
 /// member's training stake (active and unbonding) is slashed through Staking (burnt), the member
 /// is jailed for `jailDuration`, and `MemberSlashed` names the evidence's content hash.
 ///
+/// Validators answer for what they sign: once an epoch's root has survived its challenge window,
+/// anyone may `reportContradiction` with a validator's signature over another (root, total) for
+/// that epoch; the validator earns a strike (its on-chain reputation) and, if governance set
+/// `validatorSlashBps`, loses that fraction of its training stake (burnt).
+///
+/// Reward parameters (`rewardParams`: the epoch length in rounds, the epoch's pool, the shares
+/// by contribution, stability and performance) are governed here, so that every validator
+/// computes an epoch's list under the same rules; a root may not pay more than the epoch's pool.
+///
 /// Fees: `splitFee` burns half of a fee and sends the rest to the inference pool.
 /// @dev DEFAULT_ADMIN_ROLE (the timelock) sets the validators, quorum and parameters;
 /// GUARDIAN_ROLE may cancel pending roots and verdicts. Every refusal is a named error.
@@ -119,6 +128,26 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         uint64 minClaimPeriod;
         uint16 slashBps;
         uint64 jailDuration;
+        /// Fraction of a contradicting validator's training stake slashed, basis points (0: a
+        /// strike only).
+        uint16 validatorSlashBps;
+    }
+
+    /// @notice Governable reward rules every validator computes an epoch's list under (the
+    /// formula is `fl_aggregator::settle`'s); shares in parts per million of `epochPool`.
+    struct RewardParams {
+        /// Rounds per settlement epoch: epoch e (from 1) covers rounds (e-1)*epochRounds+1 ..= e*epochRounds.
+        uint32 epochRounds;
+        /// Share paid by contribution (positive Shapley scores).
+        uint32 contributionPpm;
+        /// Share paid to members useful in at least `stabilityQuorumPct` of the epoch's rounds.
+        uint32 stabilityPpm;
+        /// Share paid by contribution only when the epoch's model improved on the previous one.
+        uint32 performancePpm;
+        /// Percent of the rounds that earns the stability share.
+        uint8 stabilityQuorumPct;
+        /// Tokens an epoch may pay at most (a root's total is at most this).
+        uint128 epochPool;
     }
 
     /// @notice The $PROPOSAL token.
@@ -132,6 +161,10 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
 
     /// @notice Governable parameters.
     Params public params;
+    /// @notice Governable reward rules.
+    RewardParams public rewardParams;
+    /// @notice Contradictions proven against each validator (its on-chain reputation: lower is better).
+    mapping(address validator => uint32) public strikes;
     /// @notice Signatures needed to accept a root or verdict.
     uint8 public quorum;
     address[] private _validators;
@@ -141,11 +174,18 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     mapping(uint64 epoch => mapping(uint256 word => uint256)) private _claimedBitMap;
     mapping(bytes32 id => Verdict) private _verdicts;
     mapping(bytes32 memberEvidence => bool) private _evidenceUsed;
+    mapping(uint64 epoch => mapping(address validator => bool)) private _contradicted;
 
     /// @notice The validator set and quorum changed.
     event ValidatorsChanged(address[] validators, uint8 quorum);
     /// @notice Parameters changed.
     event ParamsChanged(Params params);
+    /// @notice The reward rules changed.
+    event RewardParamsChanged(RewardParams rewardParams);
+    /// @notice `validator` signed `signedRoot` for `epoch`, whose posted root is `postedRoot`.
+    event ValidatorContradicted(
+        uint64 indexed epoch, address indexed validator, bytes32 signedRoot, bytes32 postedRoot, uint256 slashed
+    );
     /// @notice An epoch root was accepted; claimable from `claimableAt` until `deadline`.
     event RootPosted(uint64 indexed epoch, bytes32 root, uint256 total, uint64 claimableAt, uint64 deadline);
     /// @notice A pending epoch root was cancelled by `by`; its total went back to the pool.
@@ -223,6 +263,14 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     error VerdictNotPending(bytes32 id);
     /// @notice The member has no training stake left to slash.
     error NothingToSlash(address member);
+    /// @notice Reward rules out of range (no rounds, shares above the pool, a quorum above 100%, an empty pool).
+    error InvalidRewardParams();
+    /// @notice A root's total above the governed epoch pool.
+    error ExceedsEpochPool(uint256 total, uint256 epochPool);
+    /// @notice The signed (root, total) is the epoch's posted one.
+    error NotContradicting(uint64 epoch);
+    /// @notice This validator's contradiction of this epoch was already reported.
+    error AlreadyReported(uint64 epoch, address validator);
 
     /// @param token_ The $PROPOSAL token.
     /// @param staking_ Staking.
@@ -233,6 +281,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     /// @param validators_ The QA validator set.
     /// @param quorum_ Signatures needed (a strict majority of the set).
     /// @param params_ The parameters.
+    /// @param rewardParams_ The reward rules.
     constructor(
         address token_,
         address staking_,
@@ -242,7 +291,8 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         address guardian,
         address[] memory validators_,
         uint8 quorum_,
-        Params memory params_
+        Params memory params_,
+        RewardParams memory rewardParams_
     ) EIP712("daofl Settlement", "1") {
         if (
             token_ == address(0) || staking_ == address(0) || trainingPool_ == address(0)
@@ -256,6 +306,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         if (guardian != address(0)) _grantRole(GUARDIAN_ROLE, guardian);
         _setValidators(validators_, quorum_);
         _setParams(params_);
+        _setRewardParams(rewardParams_);
     }
 
     // ----- governance -----
@@ -268,6 +319,11 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     /// @notice Sets the parameters (governance).
     function setParams(Params calldata params_) external onlyRole(DEFAULT_ADMIN_ROLE) {
         _setParams(params_);
+    }
+
+    /// @notice Sets the reward rules (governance); they apply to roots posted from now on.
+    function setRewardParams(RewardParams calldata rewardParams_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setRewardParams(rewardParams_);
     }
 
     function _setValidators(address[] memory set, uint8 quorum_) private {
@@ -293,9 +349,19 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         if (
             p.challengeWindow == 0 || p.challengeWindow > MAX_DURATION || p.minClaimPeriod > MAX_DURATION
                 || p.jailDuration > MAX_DURATION || p.slashBps == 0 || p.slashBps > 10_000
+                || p.validatorSlashBps > 10_000
         ) revert InvalidParams();
         params = p;
         emit ParamsChanged(p);
+    }
+
+    function _setRewardParams(RewardParams memory r) private {
+        if (
+            r.epochRounds == 0 || uint256(r.contributionPpm) + r.stabilityPpm + r.performancePpm > 1_000_000
+                || r.stabilityQuorumPct > 100 || r.epochPool == 0
+        ) revert InvalidRewardParams();
+        rewardParams = r;
+        emit RewardParamsChanged(r);
     }
 
     // ----- views -----
@@ -347,6 +413,8 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
         if (e.status != Status.None) revert EpochAlreadyPosted(epoch_);
         if (total == 0) revert ZeroAmount();
+        uint128 pool = rewardParams.epochPool;
+        if (total > pool) revert ExceedsEpochPool(total, pool);
         Params memory p = params;
         // Fits the 48 bits stored (OpenZeppelin's timestamp width): the window is at most 5 years.
         uint64 claimableAt = uint64(block.timestamp) + p.challengeWindow;
@@ -410,6 +478,52 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         uint256 rest = e.unclaimed;
         if (rest > 0) _send(address(trainingPool), rest);
         emit Swept(epoch_, rest);
+    }
+
+    /// @notice Proves that a validator signed another (root, total) for `epoch_` than the one
+    /// posted, once the posted root survived its challenge window: the signer earns a strike and,
+    /// if governed so, loses `validatorSlashBps` of its training stake (burnt). Once per epoch
+    /// and validator; returns the validator.
+    function reportContradiction(uint64 epoch_, bytes32 root, uint128 total, uint64 deadline, bytes calldata signature)
+        external
+        nonReentrant
+        returns (address validator)
+    {
+        bytes32 posted = _epochs[epoch_].root;
+        validator = _contradictor(epoch_, root, total, deadline, signature);
+        _contradicted[epoch_][validator] = true;
+        strikes[validator] += 1;
+        uint256 amount = _slashValidator(validator, keccak256(abi.encode(epoch_, root, total)));
+        emit ValidatorContradicted(epoch_, validator, root, posted, amount);
+    }
+
+    /// @dev The validator whose `signature` over (epoch_, root, total, deadline) contradicts the
+    /// epoch's root that survived its challenge window; reverts otherwise.
+    function _contradictor(uint64 epoch_, bytes32 root, uint128 total, uint64 deadline, bytes calldata signature)
+        private
+        view
+        returns (address validator)
+    {
+        EpochSlots storage e = _epochs[epoch_];
+        Status status = e.status;
+        if (status == Status.None) revert UnknownEpoch(epoch_);
+        if (status == Status.Cancelled) revert EpochCancelled(epoch_);
+        if (block.timestamp < e.claimableAt) revert ChallengeWindowOpen(e.claimableAt);
+        if (root == e.root && total == e.total) revert NotContradicting(epoch_);
+        ECDSA.RecoverError err;
+        (validator, err,) = ECDSA.tryRecover(rootDigest(epoch_, root, total, deadline), signature);
+        if (err != ECDSA.RecoverError.NoError) revert InvalidSignature(0);
+        if (!isValidator[validator]) revert NotValidator(validator);
+        if (_contradicted[epoch_][validator]) revert AlreadyReported(epoch_, validator);
+    }
+
+    /// @dev Slashes the governed `validatorSlashBps` of `validator`'s training stake; returns the amount.
+    function _slashValidator(address validator, bytes32 reason) private returns (uint256 amount) {
+        uint16 bps = params.validatorSlashBps;
+        if (bps == 0) return 0;
+        ISettlementStaking.Position memory pos = staking.positionOf(validator, TRAINING_ROLE);
+        amount = ((uint256(pos.staked) + pos.unbonding) * bps) / 10_000;
+        if (amount > 0) staking.slash(validator, TRAINING_ROLE, amount, reason);
     }
 
     // ----- slashing -----

@@ -75,6 +75,37 @@ pub struct SettlementConfig {
     pub slash_bps: u16,
     /// How long a slashed member is jailed (default 30 days).
     pub jail_secs: u64,
+    /// Fraction of a validator's training stake slashed when it is proven to have signed a root
+    /// the posted one contradicts, in basis points (default 0: a strike on its record only).
+    pub validator_slash_bps: u16,
+    /// Rounds per settlement epoch (default 10): epoch `e` covers rounds `(e-1)·n+1 ..= e·n`.
+    pub epoch_rounds: u32,
+    /// Tokens an epoch pays at most, whole tokens (default 100,000).
+    pub epoch_pool_tokens: u64,
+    /// Share of the epoch pool paid by contribution, parts per million (default 700,000).
+    pub contribution_ppm: u32,
+    /// Share paid to members useful in most rounds, parts per million (default 100,000).
+    pub stability_ppm: u32,
+    /// Share paid by contribution when the epoch's model improved on the previous epoch's,
+    /// parts per million (default 100,000). What the three shares leave is paid per useful
+    /// round by bounded compute.
+    pub performance_ppm: u32,
+    /// Percent of an epoch's rounds a member must be useful in for the stability share (default 80).
+    pub stability_quorum_pct: u8,
+}
+
+impl SettlementConfig {
+    /// The reward rules deployment writes into Settlement.
+    pub fn reward_rules(&self) -> crate::settle::RewardRules {
+        crate::settle::RewardRules {
+            epoch_rounds: self.epoch_rounds,
+            epoch_pool: u128::try_from(tokens(self.epoch_pool_tokens)).unwrap_or(u128::MAX),
+            contribution_ppm: self.contribution_ppm,
+            stability_ppm: self.stability_ppm,
+            performance_ppm: self.performance_ppm,
+            stability_quorum_pct: self.stability_quorum_pct,
+        }
+    }
 }
 
 impl Default for SettlementConfig {
@@ -85,6 +116,13 @@ impl Default for SettlementConfig {
             min_claim_period_secs: 30 * DAY,
             slash_bps: 1_000,
             jail_secs: 30 * DAY,
+            validator_slash_bps: 0,
+            epoch_rounds: 10,
+            epoch_pool_tokens: 100_000,
+            contribution_ppm: 700_000,
+            stability_ppm: 100_000,
+            performance_ppm: 100_000,
+            stability_quorum_pct: 80,
         }
     }
 }
@@ -340,6 +378,17 @@ impl DaoConfig {
         }
         if t.slash_bps == 0 || t.slash_bps > 10_000 {
             return bad("settlement.slash_bps must be 1 to 10000".into());
+        }
+        if t.validator_slash_bps > 10_000 {
+            return bad("settlement.validator_slash_bps must be 0 to 10000".into());
+        }
+        if t.epoch_rounds == 0
+            || t.epoch_pool_tokens == 0
+            || u64::from(t.contribution_ppm) + u64::from(t.stability_ppm) + u64::from(t.performance_ppm)
+                > 1_000_000
+            || t.stability_quorum_pct > 100
+        {
+            return bad("settlement: epoch_rounds and epoch_pool_tokens must be non-zero, contribution_ppm + stability_ppm + performance_ppm at most 1000000, stability_quorum_pct at most 100".into());
         }
         if t.min_claim_period_secs > 5 * YEAR
             || t.jail_secs > 5 * YEAR

@@ -341,7 +341,9 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     minClaimPeriod: config.settlement.min_claim_period_secs,
                     slashBps: config.settlement.slash_bps,
                     jailDuration: config.settlement.jail_secs,
+                    validatorSlashBps: config.settlement.validator_slash_bps,
                 },
+                rewardParams_: config.settlement.reward_rules().to_sol(),
             }
             .abi_encode(),
             settlement,

@@ -48,7 +48,12 @@
 //!   `EpochAlreadyPosted`, `EpochCancelled`, `DeadlineTooSoon`, `ChallengeWindowOpen`,
 //!   `ChallengeWindowOver`, `NotCanceller`, `InvalidProof`, `NotClaimant`, `AlreadyClaimed`,
 //!   `ClaimDeadlinePassed`, `ClaimPeriodOpen`, `AlreadySwept`, `FractionNotGoverned`,
-//!   `VerdictExpired`, `EvidenceAlreadyUsed`, `VerdictNotPending`, `NothingToSlash`.
+//!   `VerdictExpired`, `EvidenceAlreadyUsed`, `VerdictNotPending`, `NothingToSlash`,
+//!   `ExceedsEpochPool`, `NotContradicting`, `AlreadyReported`.
+//!   Validators answer for their signatures: after a root's challenge window anyone may
+//!   `report_contradiction` with a validator's signature over another (root, total) for the
+//!   epoch, which records a strike and, if governed (`validator_slash_bps`), slashes it. The
+//!   reward rules (epoch length, epoch pool, shares) are governed on chain (`reward_rules`).
 //!
 //! ### Decisions
 //! - **Staked tokens keep their voting power.** Staking is non-custodial: the token locks the
@@ -123,7 +128,7 @@ pub mod settle;
 mod types;
 
 pub use backend::{Backend, EmbeddedBackend, RpcBackend, RpcTimeouts, TxReceipt};
-pub use client::{Dao, EpochState, SignedPermit};
+pub use client::{Dao, EpochState, SettlementParams, SignedPermit, VerdictState};
 pub use config::{
     AllocationConfig, DATA_POOL_RELEASE, DAY, DaoConfig, GovernanceConfig, INVESTOR_VESTING,
     MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, SettlementConfig, StakingConfig, TEAM_VESTING,
@@ -131,7 +136,7 @@ pub use config::{
 };
 pub use deploy::{DaoDeployment, deploy};
 pub use error::{Error, Result, Revert};
-pub use settle::{RewardTree, RootMessage, VerdictMessage};
+pub use settle::{RewardRules, RewardTree, RootMessage, VerdictMessage};
 pub use types::{
     Action, CurrentModel, Membership, Promotion, Proposal, ProposalState, ProposalStatus, Role,
     Support,

@@ -15,7 +15,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{Eip712Domain, SolStruct, SolValue, eip712_domain};
 use chain_anchor::merkle::{MerkleTree, standard_leaf, verify_proof};
 
-use crate::bindings::{Root, Verdict};
+use crate::bindings::{Root, Settlement, Verdict};
 use crate::{Error, Result};
 
 /// The leaf of `(index, account, amount)`: `keccak256(keccak256(abi.encode(index, account, amount)))`.
@@ -219,6 +219,64 @@ impl VerdictMessage {
         }
         .eip712_signing_hash(domain)
     }
+}
+
+/// The governed reward rules every validator computes an epoch's list under (Settlement's
+/// `rewardParams`, set at deployment from `[settlement]` and by governance afterwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardRules {
+    /// Rounds per epoch: epoch `e` (from 1) covers rounds `(e-1)·n+1 ..= e·n`.
+    pub epoch_rounds: u32,
+    /// The most an epoch pays, in base units.
+    pub epoch_pool: u128,
+    /// Share paid by contribution, parts per million.
+    pub contribution_ppm: u32,
+    /// Share paid to members useful in at least `stability_quorum_pct` of the rounds, ppm.
+    pub stability_ppm: u32,
+    /// Share paid by contribution when the epoch's model improved on the previous one, ppm.
+    pub performance_ppm: u32,
+    /// Percent of the rounds that earns the stability share.
+    pub stability_quorum_pct: u8,
+}
+
+impl RewardRules {
+    /// The rounds of `epoch` (from 1), or `None` for epoch 0 or past `u64`.
+    pub fn rounds(&self, epoch: u64) -> Option<std::ops::RangeInclusive<u64>> {
+        let n = u64::from(self.epoch_rounds);
+        let last = epoch.checked_mul(n)?;
+        (epoch > 0 && n > 0).then(|| last - n + 1..=last)
+    }
+
+    pub(crate) fn to_sol(self) -> Settlement::RewardParams {
+        Settlement::RewardParams {
+            epochRounds: self.epoch_rounds,
+            contributionPpm: self.contribution_ppm,
+            stabilityPpm: self.stability_ppm,
+            performancePpm: self.performance_ppm,
+            stabilityQuorumPct: self.stability_quorum_pct,
+            epochPool: self.epoch_pool,
+        }
+    }
+
+    pub(crate) fn from_sol(p: &Settlement::rewardParamsReturn) -> Self {
+        Self {
+            epoch_rounds: p.epochRounds,
+            epoch_pool: p.epochPool,
+            contribution_ppm: p.contributionPpm,
+            stability_ppm: p.stabilityPpm,
+            performance_ppm: p.performancePpm,
+            stability_quorum_pct: p.stabilityQuorumPct,
+        }
+    }
+}
+
+/// The address whose 65-byte `signature` signed `digest`, if it is a well-formed signature.
+pub fn recover_signer(digest: &B256, signature: &[u8]) -> Option<Address> {
+    alloy::primitives::Signature::from_raw(signature)
+        .ok()?
+        .recover_address_from_prehash(digest)
+        .ok()
 }
 
 fn sign(signer: &PrivateKeySigner, digest: &B256) -> Result<Bytes> {

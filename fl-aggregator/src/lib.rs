@@ -62,6 +62,7 @@ pub mod service;
 pub mod settle;
 pub mod sim;
 pub mod tls;
+pub mod validator;
 
 pub use engine::{
     AbortReason, DropReason, Engine, EngineConfig, EngineError, EngineEvent, HeCommittee,

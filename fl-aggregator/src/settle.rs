@@ -8,8 +8,8 @@
 //! An epoch is a run of consecutive rounds `r = a..=b`. In round `r` member `i` has the
 //! contribution score `φᵢᵣ` the aggregator wrote into the round's manifest
 //! (`contribution.<client>.shapley`, `[strategy.contribution]`), and is **useful** in the round
-//! when `φᵢᵣ > 0`. With the epoch's pool `P` and the shares `c` (contribution), `s` (stability)
-//! and `p = 1 - c - s` (participation), each in parts per million:
+//! when `φᵢᵣ > 0`. With the epoch's pool `P` and the shares `c` (contribution), `s` (stability),
+//! `f` (performance) and `p = 1 - c - s - f` (participation), each in parts per million:
 //!
 //! ```text
 //! wᵢ = Σᵣ ⌊max(φᵢᵣ, 0) · 10⁹⌋                      contribution weight (nano-units)
@@ -18,8 +18,15 @@
 //! vᵢ = Σ_{r: φᵢᵣ > 0} ⌊10⁹ · min(kᵢᵣ, bᵣ) / bᵣ⌋     compute in useful rounds, bounded (nano)
 //! uᵢ = #{ r : φᵢᵣ > 0 }                             useful rounds
 //! stableᵢ = uᵢ · 100 ≥ q · R                        q: stability quorum in percent, R rounds
-//! rewardᵢ = ⌊P·c·wᵢ / Σw⌋ + ⌊P·p·vᵢ / Σv⌋ + ⌊P·s·stableᵢ / #stable⌋
+//! improved = utility_all(b) > utility_before(a)      the epoch's model beat the one it started from
+//! rewardᵢ = ⌊P·c·wᵢ / Σw⌋ + ⌊P·p·vᵢ / Σv⌋ + ⌊P·s·stableᵢ / #stable⌋ + improved·⌊P·f·wᵢ / Σw⌋
 //! ```
+//!
+//! The performance bonus `f` (the seed's "when the promoted model improves on the previous
+//! one") is paid by contribution only when the model at the end of the epoch scores better on
+//! the aggregator's held-out validation set (`contribution.utility_all` of the last round) than
+//! the model the epoch started from (`contribution.utility_before` of the first round, which is
+//! the previous epoch's last model); otherwise that share stays in the pool.
 //!
 //! The compute a member reports (`contribution.<client>.examples` and `.steps`, written next
 //! to its score) cannot be checked, so it counts at most as much as the round's median member's:
@@ -58,6 +65,10 @@ pub struct EpochPolicy {
     /// Percent of the epoch's rounds a member must be useful in to earn the stability share
     /// (default 80).
     pub stability_quorum_pct: u32,
+    /// Share paid by contribution when the epoch's model improved, parts per million (default
+    /// 100,000).
+    #[serde(default)]
+    pub performance_ppm: u32,
 }
 
 impl EpochPolicy {
@@ -65,10 +76,40 @@ impl EpochPolicy {
     pub fn new(pool: u128) -> Self {
         Self {
             pool,
-            contribution_ppm: 800_000,
+            contribution_ppm: 700_000,
             stability_ppm: 100_000,
             stability_quorum_pct: 80,
+            performance_ppm: 100_000,
         }
+    }
+
+    /// The policy of the DAO's governed rules (`Settlement.rewardParams`): what validators use.
+    pub fn from_rules(rules: &dao::RewardRules) -> Self {
+        Self {
+            pool: rules.epoch_pool,
+            contribution_ppm: rules.contribution_ppm,
+            stability_ppm: rules.stability_ppm,
+            stability_quorum_pct: u32::from(rules.stability_quorum_pct),
+            performance_ppm: rules.performance_ppm,
+        }
+    }
+}
+
+/// Whether the epoch of `manifests` improved the model: the last round's
+/// `contribution.utility_all` above the first round's `contribution.utility_before` (both on
+/// the aggregator's held-out validation set). `false` when either is missing or not finite.
+pub fn epoch_improved(manifests: &[Manifest]) -> bool {
+    let first = manifests.iter().min_by_key(|m| m.round);
+    let last = manifests.iter().max_by_key(|m| m.round);
+    let (Some(first), Some(last)) = (first, last) else {
+        return false;
+    };
+    match (
+        first.metrics.get("contribution.utility_before"),
+        last.metrics.get("contribution.utility_all"),
+    ) {
+        (Some(&before), Some(&after)) if before.is_finite() && after.is_finite() => after > before,
+        _ => false,
     }
 }
 
@@ -80,7 +121,7 @@ pub enum EpochError {
     #[error("an epoch needs at least one round")]
     Empty,
     /// The shares add up to more than the pool.
-    #[error("contribution_ppm + stability_ppm = {0} exceeds 1,000,000")]
+    #[error("contribution_ppm + stability_ppm + performance_ppm = {0} exceeds 1,000,000")]
     Shares(u64),
     /// The stability quorum is above 100%.
     #[error("stability_quorum_pct = {0} exceeds 100")]
@@ -133,7 +174,9 @@ pub fn epoch_rewards(
     manifests: &[Manifest],
     policy: &EpochPolicy,
 ) -> Result<Vec<MemberReward>, EpochError> {
-    let shares = u64::from(policy.contribution_ppm) + u64::from(policy.stability_ppm);
+    let shares = u64::from(policy.contribution_ppm)
+        + u64::from(policy.stability_ppm)
+        + u64::from(policy.performance_ppm);
     if shares > 1_000_000 {
         return Err(EpochError::Shares(shares));
     }
@@ -224,6 +267,11 @@ pub fn epoch_rewards(
     let contribution = part(u64::from(policy.contribution_ppm));
     let stability = part(u64::from(policy.stability_ppm));
     let participation = part(1_000_000 - shares);
+    let performance = if epoch_improved(manifests) {
+        part(u64::from(policy.performance_ppm))
+    } else {
+        U256::ZERO
+    };
     let sum_w: U256 = weight.values().map(|w| U256::from(*w)).sum();
     let sum_v: U256 = compute.values().map(|v| U256::from(*v)).sum();
     let n_stable = U256::from(useful.values().filter(|u| stable(**u)).count());
@@ -241,6 +289,7 @@ pub fn epoch_rewards(
             let v = compute.get(&account).copied().unwrap_or(0);
             let is_stable = stable(u);
             let amount = share(contribution, U256::from(w), sum_w)
+                + share(performance, U256::from(w), sum_w)
                 + share(participation, U256::from(v), sum_v)
                 + share(stability, U256::from(u8::from(is_stable)), n_stable);
             MemberReward {
@@ -285,6 +334,59 @@ mod tests {
         Manifest::new(meta, &ParamVec::zeros(schema))
     }
 
+    /// 80% by contribution, 10% stability, 10% participation, no performance share.
+    fn policy(pool: u128) -> EpochPolicy {
+        EpochPolicy {
+            contribution_ppm: 800_000,
+            performance_ppm: 0,
+            ..EpochPolicy::new(pool)
+        }
+    }
+
+    #[test]
+    fn the_performance_bonus_is_paid_by_contribution_only_when_the_epoch_improved() {
+        // 70% contribution, 10% stability, 10% performance, 10% participation.
+        // w = (0.3, 0.1, 0): contribution 525,000 / 175,000; performance 75,000 / 25,000;
+        // participation (useful 1 round each, no compute records) 50,000 / 50,000;
+        // stability 50,000 / 50,000.
+        let mut m = manifest(1, [0.3, 0.1, 0.0]);
+        m.metrics.insert("contribution.utility_before".into(), 0.5);
+        m.metrics.insert("contribution.utility_all".into(), 0.8);
+        let p = EpochPolicy::new(1_000_000);
+        assert!(epoch_improved(std::slice::from_ref(&m)));
+        let r = epoch_rewards(std::slice::from_ref(&m), &p).unwrap();
+        assert_eq!(
+            amounts(&r),
+            vec![525_000 + 75_000 + 50_000 + 50_000, 175_000 + 25_000 + 50_000 + 50_000, 0]
+        );
+        // Worse (or unknown) at the end: the performance share stays in the pool.
+        m.metrics.insert("contribution.utility_all".into(), 0.4);
+        assert!(!epoch_improved(std::slice::from_ref(&m)));
+        let r = epoch_rewards(std::slice::from_ref(&m), &p).unwrap();
+        assert_eq!(amounts(&r), vec![625_000, 275_000, 0]);
+        m.metrics.insert("contribution.utility_all".into(), f64::NAN);
+        assert!(!epoch_improved(&[m]));
+        // Over two rounds: the first round's `before` against the last round's `all`.
+        let mut a = manifest(1, [0.1; 3]);
+        let mut b = manifest(2, [0.1; 3]);
+        a.metrics.insert("contribution.utility_before".into(), 0.5);
+        a.metrics.insert("contribution.utility_all".into(), 0.4);
+        b.metrics.insert("contribution.utility_before".into(), 0.4);
+        b.metrics.insert("contribution.utility_all".into(), 0.45);
+        assert!(!epoch_improved(&[b.clone(), a.clone()]));
+        b.metrics.insert("contribution.utility_all".into(), 0.55);
+        assert!(epoch_improved(&[b, a]));
+        // Shares above the whole pool are refused.
+        let over = EpochPolicy {
+            performance_ppm: 300_000,
+            ..EpochPolicy::new(1)
+        };
+        assert_eq!(
+            epoch_rewards(&[manifest(1, [0.1; 3])], &over),
+            Err(EpochError::Shares(1_100_000))
+        );
+    }
+
     fn amounts(r: &[MemberReward]) -> Vec<u64> {
         r.iter().map(|m| m.amount.to::<u64>()).collect()
     }
@@ -296,7 +398,7 @@ mod tests {
         // Pool 1,000,000: contribution 800,000 -> 533,333 and 266,666; participation
         // 100,000 -> 50,000 each; stability 100,000 -> 50,000 each. F: nothing.
         let epoch = [manifest(2, [0.1, 0.1, 0.0]), manifest(1, [0.3, 0.1, 0.0])];
-        let r = epoch_rewards(&epoch, &EpochPolicy::new(1_000_000)).unwrap();
+        let r = epoch_rewards(&epoch, &policy(1_000_000)).unwrap();
         assert_eq!(r[0].account, A.parse::<Address>().unwrap());
         assert_eq!(amounts(&r), vec![633_333, 366_666, 0]);
         assert_eq!(
@@ -306,7 +408,7 @@ mod tests {
         assert!(!r[2].stable);
         // A harmful round counts as nothing (not negative), and breaks B's stability.
         let epoch = [manifest(1, [0.3, 0.1, 0.0]), manifest(2, [0.1, -0.5, 0.0])];
-        let r = epoch_rewards(&epoch, &EpochPolicy::new(1_000_000)).unwrap();
+        let r = epoch_rewards(&epoch, &policy(1_000_000)).unwrap();
         // w = (0.4, 0.1): 640,000 and 160,000; u = (2, 1): 66,666 and 33,333; stability:
         // A alone (B useful in 1 of 2 < 80%): 100,000.
         assert_eq!(amounts(&r), vec![806_666, 193_333, 0]);
@@ -329,7 +431,7 @@ mod tests {
                 .insert(format!("contribution.{c}.examples"), examples);
             m.metrics.insert(format!("contribution.{c}.steps"), 10.0);
         }
-        let r = epoch_rewards(&[m], &EpochPolicy::new(1_000_000)).unwrap();
+        let r = epoch_rewards(&[m], &policy(1_000_000)).unwrap();
         assert_eq!(
             r.iter().map(|x| x.compute).collect::<Vec<_>>(),
             vec![1_000_000_000, 1_000_000_000, 500_000_000]

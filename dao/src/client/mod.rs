@@ -5,7 +5,7 @@ mod governance;
 mod settlement;
 mod staking;
 
-pub use settlement::EpochState;
+pub use settlement::{EpochState, SettlementParams, VerdictState};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::signers::SignerSync;

@@ -7,7 +7,7 @@ use alloy::sol_types::Eip712Domain;
 use super::{Dao, nonzero};
 use crate::backend::TxReceipt;
 use crate::bindings::{ProposalToken, Settlement};
-use crate::settle::{RewardTree, RootMessage, VerdictMessage, settlement_domain};
+use crate::settle::{RewardRules, RewardTree, RootMessage, VerdictMessage, settlement_domain};
 use crate::{Error, Result};
 
 /// An epoch's root as the Settlement contract holds it.
@@ -24,6 +24,36 @@ pub struct EpochState {
     /// When claims close.
     pub deadline: u64,
     /// 0 none, 1 pending/claimable, 2 cancelled, 3 swept.
+    pub status: u8,
+}
+
+/// Settlement's governed parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettlementParams {
+    /// Seconds a posted root or verdict can be cancelled.
+    pub challenge_window: u64,
+    /// Least seconds between the end of the window and a claim deadline.
+    pub min_claim_period: u64,
+    /// Fraction of the training stake a verdict slashes, basis points.
+    pub slash_bps: u16,
+    /// Seconds a slashed member stays jailed.
+    pub jail_secs: u64,
+    /// Fraction of a contradicting validator's training stake slashed, basis points.
+    pub validator_slash_bps: u16,
+}
+
+/// A slashing verdict as Settlement holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerdictState {
+    /// The member.
+    pub member: Address,
+    /// The evidence's content hash.
+    pub evidence: B256,
+    /// The fraction, basis points.
+    pub fraction_bps: u16,
+    /// When it can be executed.
+    pub executable_at: u64,
+    /// 0 none, 1 pending, 2 cancelled, 3 executed.
     pub status: u8,
 }
 
@@ -198,6 +228,105 @@ impl Dao {
         self.send(
             self.deployment.settlement,
             Settlement::cancelVerdictCall { id },
+        )
+        .await
+    }
+
+    /// The governed reward rules (epoch length, epoch pool, shares) validators compute under.
+    ///
+    /// # Errors
+    /// An endpoint error.
+    pub async fn reward_rules(&self) -> Result<RewardRules> {
+        let p = self
+            .view(
+                self.deployment.settlement,
+                Settlement::rewardParamsCall {},
+            )
+            .await?;
+        Ok(RewardRules::from_sol(&p))
+    }
+
+    /// The governed settlement parameters (what validators sign under).
+    ///
+    /// # Errors
+    /// An endpoint error.
+    pub async fn settlement_params(&self) -> Result<SettlementParams> {
+        let p = self
+            .view(self.deployment.settlement, Settlement::paramsCall {})
+            .await?;
+        Ok(SettlementParams {
+            challenge_window: p.challengeWindow,
+            min_claim_period: p.minClaimPeriod,
+            slash_bps: p.slashBps,
+            jail_secs: p.jailDuration,
+            validator_slash_bps: p.validatorSlashBps,
+        })
+    }
+
+    /// A verdict by id (status 0 when unknown).
+    ///
+    /// # Errors
+    /// An endpoint error.
+    pub async fn verdict(&self, id: B256) -> Result<VerdictState> {
+        let v = self
+            .view(self.deployment.settlement, Settlement::verdictCall { id })
+            .await?;
+        Ok(VerdictState {
+            member: v.member,
+            evidence: v.evidence,
+            fraction_bps: v.fractionBps,
+            executable_at: v.executableAt,
+            status: v.status,
+        })
+    }
+
+    /// The validator set and the quorum.
+    ///
+    /// # Errors
+    /// An endpoint error.
+    pub async fn validators(&self) -> Result<(Vec<Address>, u8)> {
+        let set = self
+            .view(self.deployment.settlement, Settlement::validatorsCall {})
+            .await?;
+        let quorum = self
+            .view(self.deployment.settlement, Settlement::quorumCall {})
+            .await?;
+        Ok((set, quorum))
+    }
+
+    /// Contradictions proven against `validator` (its on-chain reputation; lower is better).
+    ///
+    /// # Errors
+    /// An endpoint error.
+    pub async fn strikes(&self, validator: Address) -> Result<u32> {
+        self.view(
+            self.deployment.settlement,
+            Settlement::strikesCall { validator },
+        )
+        .await
+    }
+
+    /// Proves that a validator signed `message` for an epoch whose posted root (after its
+    /// challenge window) differs: the validator earns a strike and, if governed so, is slashed.
+    /// Anyone may report.
+    ///
+    /// # Errors
+    /// [`Error::Reverted`]: `NotContradicting`, `AlreadyReported`, `NotValidator`,
+    /// `InvalidSignature`, `ChallengeWindowOpen`, `EpochCancelled`, `UnknownEpoch`.
+    pub async fn report_contradiction(
+        &self,
+        message: &RootMessage,
+        signature: &Bytes,
+    ) -> Result<TxReceipt> {
+        self.send(
+            self.deployment.settlement,
+            Settlement::reportContradictionCall {
+                epoch_: message.epoch,
+                root: message.root,
+                total: message.total,
+                deadline: message.deadline,
+                signature: signature.clone(),
+            },
         )
         .await
     }

@@ -103,6 +103,26 @@ enum Command {
         #[command(subcommand)]
         action: SettleAction,
     },
+    /// The QA validator role: recompute an epoch's rewards and verdicts from the anchored
+    /// checkpoints, sign and publish them next to the checkpoints, post what a validator quorum
+    /// signed alike, report validators that signed a contradicting root, execute due verdicts.
+    /// With --watch, keeps doing so for each epoch in turn as the chain anchors its rounds.
+    Validate {
+        #[command(flatten)]
+        validator: ValidatorArgs,
+        /// The (first) epoch.
+        #[arg(long)]
+        epoch: u64,
+        /// Keep watching the chain and the store: each epoch once anchored, then the next.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this epoch.
+        #[arg(long, requires = "watch")]
+        until_epoch: Option<u64>,
+        /// With --watch: seconds between looks at the chain and the store.
+        #[arg(long, default_value_t = 30)]
+        poll_secs: u64,
+    },
     /// Chain anchoring: deploy the checkpoint registry.
     Anchor {
         #[command(subcommand)]
@@ -133,6 +153,21 @@ enum QaAction {
     },
 }
 
+/// Who validates, and where: the federation file (checkpoint store, [chain], the DAO's
+/// deployment in [members] dao) and the validator's key.
+#[derive(Debug, clap::Args)]
+struct ValidatorArgs {
+    /// The federation file (its checkpoint store, [chain] and `[members] dao`).
+    #[arg(long, short, env = "DAOFL_CONFIG")]
+    config: PathBuf,
+    /// The validator's key file (secp256k1; signs, and opens evidence sealed to it).
+    #[arg(long)]
+    key_file: PathBuf,
+    /// The DAO deployment file (default: the federation file's `[members] dao`).
+    #[arg(long)]
+    dao: Option<PathBuf>,
+}
+
 /// The epoch and the governable shares (see `fl_aggregator::settle`).
 #[derive(Debug, clap::Args)]
 struct EpochArgs {
@@ -149,8 +184,11 @@ struct EpochArgs {
     #[arg(long)]
     pool: u128,
     /// Share paid by contribution, parts per million.
-    #[arg(long, default_value_t = 800_000)]
+    #[arg(long, default_value_t = 700_000)]
     contribution_ppm: u32,
+    /// Share paid by contribution when the epoch improved the model, parts per million.
+    #[arg(long, default_value_t = 100_000)]
+    performance_ppm: u32,
     /// Share paid for stability, parts per million.
     #[arg(long, default_value_t = 100_000)]
     stability_ppm: u32,
@@ -171,9 +209,17 @@ enum SettleAction {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Recompute the epoch's reward root and compare it with a claimed one (the root posted
-    /// on chain, `dao settlement-status`); exits 0 only when they match.
+    /// Recompute epoch EPOCH from the anchored checkpoints under the rules on chain and
+    /// compare it with the root posted there; exits 0 only when they match (1: mismatch).
     Verify {
+        /// The epoch.
+        epoch: u64,
+        #[command(flatten)]
+        validator: ValidatorArgs,
+    },
+    /// Recompute the rounds' reward root and compare it with a given one; exits 0 only when
+    /// they match.
+    CheckRoot {
         #[command(flatten)]
         epoch: EpochArgs,
         /// The root to check (0x + 64 hex digits).
@@ -302,6 +348,13 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Checkpoints { action } => checkpoints(action).await,
         Command::Settle { action } => settle(action).await,
+        Command::Validate {
+            validator,
+            epoch,
+            watch,
+            until_epoch,
+            poll_secs,
+        } => validate(&validator, epoch, watch, until_epoch, poll_secs).await,
         Command::Qa {
             action:
                 QaAction::Verify {
@@ -724,12 +777,138 @@ fn qa_verify(
     }
 }
 
+/// The validator of `args`: the federation file's store and chain, the DAO deployment, the key.
+fn open_validator(args: &ValidatorArgs) -> Result<fl_aggregator::validator::Validator> {
+    use fl_aggregator::anchoring::chain_anchor::ChainAnchor;
+    let config = fl_node::load_federation(&args.config)?;
+    let settings = ChainSettings::from_federation(&config)?
+        .ok_or("the federation file has no [chain] section: nothing is anchored to validate")?;
+    let anchor = ChainAnchor::open(&settings.chain, &settings.run_dir)?;
+    let dao_path = args
+        .dao
+        .clone()
+        .or_else(|| config.members.dao.clone())
+        .ok_or("no DAO deployment: pass --dao or set `[members] dao` in the federation file")?;
+    let deployment = dao::DaoDeployment::load(&dao_path)?;
+    let key = fl_node::read_key_file(&args.key_file)?;
+    let signer: chain_anchor::alloy::signers::local::PrivateKeySigner = key
+        .to_hex()
+        .parse()
+        .map_err(|e| format!("validator key: {e}"))?;
+    let backend = match &anchor {
+        ChainAnchor::Embedded(a) => dao::Backend::embedded(a, signer.address()),
+        ChainAnchor::Rpc(_) => {
+            let rpc = settings.chain.rpc_settings(&settings.run_dir)?;
+            dao::Backend::rpc_with_signer(&rpc.url, signer, dao::RpcTimeouts::default())?
+        }
+    };
+    let store = CheckpointStore::open(&config.aggregator.checkpoints)?;
+    Ok(fl_aggregator::validator::Validator::new(
+        dao::Dao::new(backend, deployment),
+        key,
+        store,
+        anchor,
+        config.federation.id.clone(),
+    )?)
+}
+
+fn print_review(review: &fl_aggregator::validator::EpochReview) {
+    println!(
+        "epoch {} (rounds {}..={}), performance share {}",
+        review.epoch,
+        review.rounds.start(),
+        review.rounds.end(),
+        if review.improved { "paid (the model improved)" } else { "not paid" }
+    );
+    println!("| member | weight (nano) | useful rounds | stable | amount |");
+    println!("|---|---|---|---|---|");
+    for r in &review.rewards {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.account, r.weight, r.useful_rounds, r.stable, r.amount
+        );
+    }
+    println!(
+        "root {} total {} deadline {}",
+        review.root.root, review.root.total, review.root.deadline
+    );
+    for f in &review.flags {
+        println!(
+            "flag holds: {} in round {} (score {:.2}), evidence {}",
+            f.message.member, f.round, f.score, f.message.evidence
+        );
+    }
+    for (file, why) in &review.dismissed {
+        println!("dismissed {file}: {why}");
+    }
+}
+
+async fn validate(
+    args: &ValidatorArgs,
+    first: u64,
+    watch: bool,
+    until: Option<u64>,
+    poll_secs: u64,
+) -> Result<ExitCode> {
+    use fl_aggregator::validator::ValidatorError;
+    let v = open_validator(args)?;
+    println!("validator {} for epochs from {first}", v.address());
+    let mut epoch = first;
+    loop {
+        let step = async {
+            let review = v.review(epoch).await?;
+            print_review(&review);
+            let path = v.publish(&review).await?;
+            println!("published {path}");
+            let report = v.settle(epoch).await?;
+            print!("{report}");
+            Ok::<_, ValidatorError>(())
+        };
+        match step.await {
+            Ok(()) => {}
+            Err(e @ ValidatorError::NotReady { .. }) if watch => {
+                tracing::info!("{e}; waiting");
+                // Meanwhile, the earlier epochs' windows end: report and execute what is due.
+                for earlier in first..epoch {
+                    match v.settle(earlier).await {
+                        Ok(report) => print!("{report}"),
+                        Err(e) => tracing::warn!(epoch = earlier, "{e}"),
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(poll_secs)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if !watch || until.is_some_and(|u| epoch >= u) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        epoch += 1;
+    }
+}
+
 async fn settle(action: SettleAction) -> Result<ExitCode> {
     use fl_aggregator::anchoring::chain_anchor::alloy::primitives::U256;
     use fl_aggregator::settle::{EpochPolicy, epoch_rewards};
     let (epoch, out, root) = match action {
         SettleAction::Rewards { epoch, out } => (epoch, out, None),
-        SettleAction::Verify { epoch, root } => (epoch, None, Some(root)),
+        SettleAction::CheckRoot { epoch, root } => (epoch, None, Some(root)),
+        SettleAction::Verify { epoch, validator } => {
+            let v = open_validator(&validator)?;
+            let (matches, review) = v.verify_posted(epoch).await?;
+            let posted = v.dao().epoch(epoch).await?;
+            print_review(&review);
+            return Ok(if matches {
+                println!("MATCH: epoch {epoch}'s posted root {} is the recomputed one", posted.root);
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "MISMATCH: epoch {epoch} recomputes to {} (total {}), the chain holds {} (total {})",
+                    review.root.root, review.root.total, posted.root, posted.total
+                );
+                ExitCode::from(1)
+            });
+        }
     };
     if epoch.to < epoch.from {
         return Err(format!("--to {} is before --from {}", epoch.to, epoch.from).into());
@@ -744,6 +923,7 @@ async fn settle(action: SettleAction) -> Result<ExitCode> {
         contribution_ppm: epoch.contribution_ppm,
         stability_ppm: epoch.stability_ppm,
         stability_quorum_pct: epoch.stability_quorum_pct,
+        performance_ppm: epoch.performance_ppm,
     };
     let rewards = epoch_rewards(&manifests, &policy)?;
     let paid: Vec<(Address, U256)> = rewards

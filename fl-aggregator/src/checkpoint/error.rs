@@ -91,6 +91,16 @@ pub enum CheckpointError {
         /// Everything found wrong with it.
         problems: Vec<Problem>,
     },
+    /// An object read with a size limit is larger.
+    #[error("{path} has {size} bytes, more than the {limit} allowed")]
+    TooLarge {
+        /// The object.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A parameter object asked for by its CID is missing, of the wrong length or damaged.
     #[error("parameters {cid} are not usable from the store: {reason}")]
     ParamsUnavailable {

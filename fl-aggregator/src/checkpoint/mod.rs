@@ -587,6 +587,68 @@ impl CheckpointStore {
         }
     }
 
+    /// The object at `relative` (`/`-separated, under the store's prefix).
+    fn relative(&self, relative: &str) -> Path {
+        relative
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.prefix.clone(), |path, part| path.join(part))
+    }
+
+    /// Writes (or replaces) the object at `relative` under the store's prefix: the files other
+    /// parties publish next to the checkpoints (evidence, validators' settlement signatures).
+    ///
+    /// # Errors
+    /// [`CheckpointError::Store`].
+    pub async fn put_file(&self, relative: &str, bytes: Vec<u8>) -> Result<Path> {
+        let path = self.relative(relative);
+        self.put_overwrite(&path, bytes).await?;
+        Ok(path)
+    }
+
+    /// Reads the object at `relative`; `None` when it is missing.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Store`], or [`CheckpointError::TooLarge`] when it is larger than
+    /// `limit` bytes.
+    pub async fn get_file(&self, relative: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let path = self.relative(relative);
+        match self.read(&path, limit).await? {
+            Read::Missing => Ok(None),
+            Read::Bytes(b) => Ok(Some(b)),
+            Read::TooBig(size) => Err(CheckpointError::TooLarge {
+                path: path.to_string(),
+                size,
+                limit,
+            }),
+        }
+    }
+
+    /// The names of the objects directly in folder `relative` (sorted; empty when none).
+    ///
+    /// # Errors
+    /// [`CheckpointError::Store`].
+    pub async fn list_files(&self, relative: &str) -> Result<Vec<String>> {
+        let dir = self.relative(relative);
+        let listing = match self.store.list_with_delimiter(Some(&dir)).await {
+            Ok(l) => l.objects,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(source) => {
+                return Err(CheckpointError::Store {
+                    op: "list",
+                    path: dir.to_string(),
+                    source,
+                });
+            }
+        };
+        let mut names: Vec<String> = listing
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_owned))
+            .collect();
+        names.sort_unstable();
+        Ok(names)
+    }
+
     /// Writes an evidence file of `round` for `member`
     /// (`evidence/<round:010>/<member>.json` under the store's prefix, see
     /// [`crate::qa::EvidenceFile::path`]), replacing one written before (a round re-run after

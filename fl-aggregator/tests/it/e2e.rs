@@ -590,7 +590,7 @@ fn an_epoch_is_settled_from_the_checkpoints_and_a_free_rider_earns_nothing() {
     // Anyone holding the checkpoints recomputes the same root; another root is refused.
     let verify = |root: &str| {
         Command::new(bin("fl-aggregator"))
-            .args(["settle", "verify", "--checkpoints", &checkpoints])
+            .args(["settle", "check-root", "--checkpoints", &checkpoints])
             .args([
                 "--from", "1", "--to", "3", "--pool", "1000000", "--root", root,
             ])
@@ -608,7 +608,7 @@ fn an_epoch_is_settled_from_the_checkpoints_and_a_free_rider_earns_nothing() {
     // Another split of the same pool gives another root.
     assert_eq!(
         Command::new(bin("fl-aggregator"))
-            .args(["settle", "verify", "--checkpoints", &checkpoints])
+            .args(["settle", "check-root", "--checkpoints", &checkpoints])
             .args([
                 "--from", "1", "--to", "3", "--pool", "2000000", "--root", &root
             ])

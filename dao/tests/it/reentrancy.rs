@@ -347,6 +347,15 @@ async fn settlement_refuses_reentry(w: &World, token: Address, staking: Address)
                 minClaimPeriod: sc.min_claim_period_secs,
                 slashBps: sc.slash_bps,
                 jailDuration: sc.jail_secs,
+                validatorSlashBps: sc.validator_slash_bps,
+            },
+            rewardParams_: Settlement::RewardParams {
+                epochRounds: sc.epoch_rounds,
+                contributionPpm: sc.contribution_ppm,
+                stabilityPpm: sc.stability_ppm,
+                performancePpm: sc.performance_ppm,
+                stabilityQuorumPct: sc.stability_quorum_pct,
+                epochPool: sc.reward_rules().epoch_pool,
             },
         }
         .abi_encode(),

@@ -428,6 +428,80 @@ pub async fn run(w: &World) -> Gas {
     );
     assert_eq!(w.deployer.epoch(5).await.unwrap().status, 3);
 
+    // Reward rules are on chain, and no root pays more than the governed epoch pool.
+    let rules = w.deployer.reward_rules().await.unwrap();
+    assert_eq!(rules, w.config.settlement.reward_rules());
+    assert_eq!(rules.rounds(2), Some(11..=20));
+    assert_eq!(rules.rounds(0), None);
+    let whale = RewardTree::new(&[(members[0], U256::from(rules.epoch_pool + 1))]).unwrap();
+    let now = w.deployer.now().await.unwrap();
+    let greedy = RootMessage::of(6, &whale, now + 7 * DAY + 30 * DAY + 60);
+    assert_revert(
+        w.deployer
+            .post_root(&greedy, &sigs(&[&v[0], &v[1], &v[2]], &domain, &greedy))
+            .await,
+        "ExceedsEpochPool",
+    );
+
+    // A validator that signed another root for epoch 1 (posted, its window long over) is
+    // reported with its own signature: one strike (no stake slashed: validator_slash_bps is 0
+    // here), once per epoch; the posted root's own message, a non-validator's signature, an
+    // epoch still in its window and a cancelled one are refused by name.
+    let other = RewardTree::new(&[(members[0], tok(3_510))]).unwrap();
+    let lie = RootMessage::of(1, &other, deadline);
+    let lie_sig = sign_root(&v[3], &domain, &lie).unwrap();
+    assert_eq!(w.deployer.strikes(v[3].address()).await.unwrap(), 0);
+    assert_revert(
+        w.members[2]
+            .report_contradiction(&msg, &sign_root(&v[0], &domain, &msg).unwrap())
+            .await,
+        "NotContradicting",
+    );
+    assert_revert(
+        w.members[2]
+            .report_contradiction(&lie, &sign_root(&outsider, &domain, &lie).unwrap())
+            .await,
+        "NotValidator",
+    );
+    let supply_report = w.deployer.total_supply().await.unwrap();
+    w.members[2]
+        .report_contradiction(&lie, &lie_sig)
+        .await
+        .unwrap();
+    assert_eq!(w.deployer.strikes(v[3].address()).await.unwrap(), 1);
+    assert_eq!(w.deployer.total_supply().await.unwrap(), supply_report);
+    assert_revert(
+        w.members[2].report_contradiction(&lie, &lie_sig).await,
+        "AlreadyReported",
+    );
+    assert_revert(
+        w.members[2]
+            .report_contradiction(&RootMessage { epoch: 99, ..lie }, &lie_sig)
+            .await,
+        "UnknownEpoch",
+    );
+    let fresh = RewardTree::new(&[(members[1], tok(1))]).unwrap();
+    let now = w.deployer.now().await.unwrap();
+    let m7 = RootMessage::of(7, &fresh, now + 7 * DAY + 30 * DAY + 60);
+    w.deployer
+        .post_root(&m7, &sigs(&[&v[0], &v[1], &v[2]], &domain, &m7))
+        .await
+        .unwrap();
+    let lie7 = RootMessage::of(7, &other, m7.deadline);
+    assert_revert(
+        w.members[2]
+            .report_contradiction(&lie7, &sign_root(&v[4], &domain, &lie7).unwrap())
+            .await,
+        "ChallengeWindowOpen",
+    );
+    w.guardian.cancel_root(7).await.unwrap();
+    assert_revert(
+        w.members[2]
+            .report_contradiction(&lie7, &sign_root(&v[4], &domain, &lie7).unwrap())
+            .await,
+        "EpochCancelled",
+    );
+
     // Conservation: the supply fell by exactly the slash and the burnt half of the fee.
     assert_eq!(
         w.deployer.total_supply().await.unwrap(),

@@ -384,7 +384,9 @@ impl DaoConfig {
         }
         if t.epoch_rounds == 0
             || t.epoch_pool_tokens == 0
-            || u64::from(t.contribution_ppm) + u64::from(t.stability_ppm) + u64::from(t.performance_ppm)
+            || u64::from(t.contribution_ppm)
+                + u64::from(t.stability_ppm)
+                + u64::from(t.performance_ppm)
                 > 1_000_000
             || t.stability_quorum_pct > 100
         {

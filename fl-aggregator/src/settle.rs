@@ -357,14 +357,19 @@ mod tests {
         let r = epoch_rewards(std::slice::from_ref(&m), &p).unwrap();
         assert_eq!(
             amounts(&r),
-            vec![525_000 + 75_000 + 50_000 + 50_000, 175_000 + 25_000 + 50_000 + 50_000, 0]
+            vec![
+                525_000 + 75_000 + 50_000 + 50_000,
+                175_000 + 25_000 + 50_000 + 50_000,
+                0
+            ]
         );
         // Worse (or unknown) at the end: the performance share stays in the pool.
         m.metrics.insert("contribution.utility_all".into(), 0.4);
         assert!(!epoch_improved(std::slice::from_ref(&m)));
         let r = epoch_rewards(std::slice::from_ref(&m), &p).unwrap();
         assert_eq!(amounts(&r), vec![625_000, 275_000, 0]);
-        m.metrics.insert("contribution.utility_all".into(), f64::NAN);
+        m.metrics
+            .insert("contribution.utility_all".into(), f64::NAN);
         assert!(!epoch_improved(&[m]));
         // Over two rounds: the first round's `before` against the last round's `all`.
         let mut a = manifest(1, [0.1; 3]);

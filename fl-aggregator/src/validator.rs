@@ -675,7 +675,9 @@ impl Validator {
         let review = self.review(epoch).await?;
         let state = self.dao.epoch(epoch).await?;
         if state.status == 0 {
-            return Err(dao::Error::InvalidInput(format!("epoch {epoch} has no posted root")).into());
+            return Err(
+                dao::Error::InvalidInput(format!("epoch {epoch} has no posted root")).into(),
+            );
         }
         Ok((
             state.root == review.root.root && state.total == review.root.total,

@@ -238,10 +238,7 @@ impl Dao {
     /// An endpoint error.
     pub async fn reward_rules(&self) -> Result<RewardRules> {
         let p = self
-            .view(
-                self.deployment.settlement,
-                Settlement::rewardParamsCall {},
-            )
+            .view(self.deployment.settlement, Settlement::rewardParamsCall {})
             .await?;
         Ok(RewardRules::from_sol(&p))
     }

@@ -818,7 +818,11 @@ fn print_review(review: &fl_aggregator::validator::EpochReview) {
         review.epoch,
         review.rounds.start(),
         review.rounds.end(),
-        if review.improved { "paid (the model improved)" } else { "not paid" }
+        if review.improved {
+            "paid (the model improved)"
+        } else {
+            "not paid"
+        }
     );
     println!("| member | weight (nano) | useful rounds | stable | amount |");
     println!("|---|---|---|---|---|");
@@ -899,7 +903,10 @@ async fn settle(action: SettleAction) -> Result<ExitCode> {
             let posted = v.dao().epoch(epoch).await?;
             print_review(&review);
             return Ok(if matches {
-                println!("MATCH: epoch {epoch}'s posted root {} is the recomputed one", posted.root);
+                println!(
+                    "MATCH: epoch {epoch}'s posted root {} is the recomputed one",
+                    posted.root
+                );
                 ExitCode::SUCCESS
             } else {
                 println!(

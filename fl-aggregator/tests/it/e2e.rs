@@ -204,10 +204,15 @@ allowed = [{}]
 
 /// Starts the aggregator and returns it with a channel of its stdout lines.
 pub(crate) fn start_aggregator(f: &Federation) -> (Child, mpsc::Receiver<String>) {
+    start_aggregator_with(&f.config_path)
+}
+
+/// Starts the aggregator on the federation file at `config_path`.
+pub(crate) fn start_aggregator_with(config_path: &Path) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(bin("fl-aggregator"))
         .arg("run")
         .arg("--config")
-        .arg(&f.config_path)
+        .arg(config_path)
         .env("DAOFL_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -17,6 +17,7 @@ mod scaffold;
 mod secagg;
 mod secagg_grpc;
 mod secure;
+mod settle_e2e;
 mod sim;
 mod strategies;
 mod support;

@@ -58,6 +58,34 @@ enum Command {
         #[command(subcommand)]
         step: CommitteeStep,
     },
+    /// Claim this member's training reward of a settlement epoch: the reward list a validator
+    /// published (`<checkpoints>/settlement/<epoch>/<validator>.json`, or a plain
+    /// `[{"account", "amount"}]` list) must give the root posted on chain; the claim then pays
+    /// exactly this member's leaf and delegates its votes to itself if it never delegated.
+    Claim {
+        /// This member's key file (it sends the claim and pays its gas).
+        #[arg(long, short, env = "DAOFL_KEY")]
+        key: PathBuf,
+        /// The DAO deployment file (`dao.json`).
+        #[arg(long)]
+        dao: PathBuf,
+        /// The epoch.
+        #[arg(long)]
+        epoch: u64,
+        /// The published reward list.
+        #[arg(long)]
+        rewards: PathBuf,
+        /// A JSON-RPC endpoint of the DAO's chain.
+        #[arg(
+            long,
+            required_unless_present = "chain_state",
+            conflicts_with = "chain_state"
+        )]
+        rpc_url: Option<String>,
+        /// An embedded chain's state folder (holding chain-anchor-state.json).
+        #[arg(long)]
+        chain_state: Option<PathBuf>,
+    },
     /// Make or show member keys (secp256k1; the address is the member's Ethereum address).
     Keys {
         #[command(subcommand)]
@@ -177,7 +205,112 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             )
         }
         Command::Committee { step } => committee(step),
+        Command::Claim {
+            key,
+            dao,
+            epoch,
+            rewards,
+            rpc_url,
+            chain_state,
+        } => claim(&key, &dao, epoch, &rewards, rpc_url, chain_state),
     }
+}
+
+/// Largest reward list read.
+const MAX_REWARDS_BYTES: u64 = 64 << 20;
+
+/// The (account, amount) list of a validator's signature file (`rewards`: pairs) or of a plain
+/// `[{"account", "amount"}]` list.
+fn reward_list(path: &std::path::Path) -> Result<dao::RewardTree> {
+    use dao::chain_anchor::alloy::primitives::{Address, U256};
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_REWARDS_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_REWARDS_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_REWARDS_BYTES} bytes",
+            path.display()
+        )
+        .into());
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let bad = || format!("{}: not a reward list", path.display());
+    let pairs: Vec<(Address, U256)> = match value.get("rewards") {
+        Some(list) => {
+            serde_json::from_value(list.clone()).map_err(|e| format!("{}: {e}", bad()))?
+        }
+        None => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Entry {
+                account: Address,
+                amount: U256,
+            }
+            let entries: Vec<Entry> =
+                serde_json::from_value(value).map_err(|e| format!("{}: {e}", bad()))?;
+            entries.into_iter().map(|e| (e.account, e.amount)).collect()
+        }
+    };
+    Ok(dao::RewardTree::new(&pairs)?)
+}
+
+fn claim(
+    key: &std::path::Path,
+    deployment: &std::path::Path,
+    epoch: u64,
+    rewards: &std::path::Path,
+    rpc_url: Option<String>,
+    chain_state: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let key = fl_node::read_key_file(key)?;
+    let signer: dao::chain_anchor::alloy::signers::local::PrivateKeySigner =
+        key.to_hex()
+            .parse()
+            .map_err(|e| format!("member key: {e}"))?;
+    let me = signer.address();
+    let deployment = dao::DaoDeployment::load(deployment)?;
+    let tree = reward_list(rewards)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let backend = match (rpc_url, chain_state) {
+            (Some(url), _) => {
+                dao::Backend::rpc_with_signer(&url, signer, dao::RpcTimeouts::default())?
+            }
+            (None, Some(dir)) => {
+                let anchor = dao::chain_anchor::EmbeddedAnchor::open(&dir)?;
+                dao::Backend::embedded(&anchor, me)
+            }
+            (None, None) => return Err("pass --rpc-url or --chain-state".into()),
+        };
+        let member = dao::Dao::new(backend, deployment);
+        let posted = member.epoch(epoch).await?;
+        if posted.status == 0 {
+            return Err(format!("epoch {epoch} has no posted root").into());
+        }
+        if posted.root != tree.root() {
+            return Err(format!(
+                "the reward list gives root {}, the chain holds {} for epoch {epoch}: not the list the validators signed",
+                tree.root(),
+                posted.root
+            )
+            .into());
+        }
+        let Some(amount) = tree.amount(me) else {
+            println!("{me} has no reward in epoch {epoch}");
+            return Ok(ExitCode::from(1));
+        };
+        let before = member.balance_of(me).await?;
+        let receipt = member.claim_reward(epoch, &tree).await?;
+        let after = member.balance_of(me).await?;
+        println!(
+            "claimed {amount} base units of epoch {epoch} for {me} (balance {before} -> {after}, gas {})",
+            receipt.gas_used
+        );
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(ExitCode::SUCCESS)
+    })
 }
 
 fn committee(step: CommitteeStep) -> Result<ExitCode> {

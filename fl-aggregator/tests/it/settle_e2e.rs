@@ -1,0 +1,580 @@
+//! The economic loop end to end, on the embedded EVM and on anvil: a DAO is deployed, five
+//! staked members train over two settlement epochs as real processes (one flips the sign of its
+//! updates, one free-rides), every round anchored; five QA validators (quorum 3) each run
+//! `fl-aggregator validate`, which recomputes the epoch from the anchored checkpoints, re-checks
+//! the sealed evidence, signs, publishes, and posts what a quorum signed alike; a dishonest
+//! validator's contradicting root is reported; after the challenge window the poisoner is
+//! slashed by exactly the governed fraction, honest members claim with `fl-client claim` and
+//! their balances rise by exactly their leaves, `settle verify` agrees, and the supply falls by
+//! exactly what was burnt.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use chain_anchor::EmbeddedAnchor;
+use chain_anchor::alloy::hex;
+use chain_anchor::alloy::node_bindings::{Anvil, AnvilInstance};
+use chain_anchor::alloy::primitives::{Address, U256};
+use chain_anchor::alloy::signers::local::PrivateKeySigner;
+use dao::settle::{RewardTree, RootMessage, sign_root};
+use dao::{Backend, Dao, DaoConfig, DaoDeployment, Role, RpcTimeouts, YEAR, deploy, tokens};
+use fl_aggregator::validator::{EpochSignatures, RootVote, SIGNATURES_VERSION};
+use fl_core::MemberKey;
+
+use crate::e2e::{Procs, bin, start_aggregator_with, wait_exit, wait_line};
+
+const TRAINERS: usize = 5;
+const VALIDATORS: usize = 5;
+const POISONER: usize = 3;
+const FREE_RIDER: usize = 4;
+const EPOCHS: u64 = 2;
+const EPOCH_ROUNDS: u64 = 2;
+const STAKE: u64 = 10_000;
+
+fn signer(key: &MemberKey) -> PrivateKeySigner {
+    key.to_hex().parse().unwrap()
+}
+
+/// The chain: where its state is and how to reach it from this process and from the binaries.
+struct Chain {
+    /// Embedded: the state folder.
+    state: Option<PathBuf>,
+    /// Embedded: the chain as this process holds it, between two [`Chain::release`]s (one
+    /// process at a time may hold an embedded chain: each writes its whole state).
+    held: std::sync::Mutex<Option<EmbeddedAnchor>>,
+    anvil: Option<AnvilInstance>,
+    deployment: Option<DaoDeployment>,
+}
+
+impl Chain {
+    fn backend(&self, key: &MemberKey) -> Backend {
+        match (&self.state, &self.anvil) {
+            (Some(dir), _) => {
+                let mut held = self.held.lock().unwrap();
+                let anchor = held.get_or_insert_with(|| EmbeddedAnchor::open(dir).unwrap());
+                Backend::embedded(anchor, signer(key).address())
+            }
+            (None, Some(anvil)) => {
+                let timeouts = RpcTimeouts {
+                    request: Duration::from_secs(10),
+                    receipt: Duration::from_secs(30),
+                    poll: Duration::from_millis(10),
+                };
+                Backend::rpc_with_signer(&anvil.endpoint(), signer(key), timeouts).unwrap()
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Lets go of the embedded chain before a process uses it (handles made before must not
+    /// be used after); reopened on the next look.
+    fn release(&self) {
+        self.held.lock().unwrap().take();
+    }
+
+    fn dao(&self, key: &MemberKey) -> Dao {
+        Dao::new(self.backend(key), self.deployment.clone().unwrap())
+    }
+
+    /// `fl-client claim`'s chain arguments.
+    fn claim_args(&self) -> Vec<String> {
+        match (&self.state, &self.anvil) {
+            (Some(dir), _) => vec!["--chain-state".into(), dir.display().to_string()],
+            (None, Some(anvil)) => vec!["--rpc-url".into(), anvil.endpoint()],
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn federation_toml(
+    port: u16,
+    metrics_port: u16,
+    trainers: &[MemberKey],
+    validators: &[MemberKey],
+    chain_section: &str,
+) -> String {
+    let allowed: Vec<String> = trainers
+        .iter()
+        .map(|k| format!("\"{}\"", k.address()))
+        .collect();
+    let sealed: Vec<String> = validators
+        .iter()
+        .map(|k| format!("\"{}\"", k.public_key_hex()))
+        .collect();
+    format!(
+        r#"[federation]
+id = "settle-e2e"
+seed = 7
+rounds = {rounds}
+min_clients = {TRAINERS}
+fit_timeout_s = 120
+evaluate_timeout_s = 60
+
+[model]
+kind = "mlp"
+hidden = 64
+
+[data]
+dataset = "digits"
+partition = "iid"
+test_fraction = 0.2
+
+[strategy]
+kind = "trimmed_mean"
+fraction_fit = 1.0
+min_fit_clients = {TRAINERS}
+min_fit_results = {TRAINERS}
+
+[strategy.trimmed_mean]
+beta = 0.2
+
+[strategy.detection]
+
+[strategy.contribution]
+shapley = "exact"
+
+[strategy.fit]
+local_epochs = 2
+batch_size = 32
+learning_rate = 0.02
+
+[aggregator]
+listen = "127.0.0.1:{port}"
+metrics_listen = "127.0.0.1:{metrics_port}"
+checkpoints = "run/checkpoints"
+heartbeat_interval_s = 1
+idle_timeout_s = 20
+
+[client]
+aggregator = "http://localhost:{port}"
+reconnect_attempts = 200
+reconnect_delay_s = 0.1
+
+[members]
+allowed = [{allowed}]
+
+[qa]
+validators = [{sealed}]
+
+{chain_section}
+"#,
+        rounds = EPOCHS * EPOCH_ROUNDS,
+        allowed = allowed.join(", "),
+        sealed = sealed.join(", "),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+async fn two_epochs(embedded: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    // Keys: 0 deployer (the registry's admin and aggregator), 1 guardian, 2 slasher, 3 team,
+    // 4 investors, then the trainers, then the validators; on anvil all funded accounts.
+    let (mut chain, keys) = if embedded {
+        let state = dir.path().join("run/chain");
+        EmbeddedAnchor::open(&state).unwrap();
+        let keys: Vec<MemberKey> = (0..5 + TRAINERS + VALIDATORS)
+            .map(|_| MemberKey::generate())
+            .collect();
+        (
+            Chain {
+                state: Some(state),
+                held: Default::default(),
+                anvil: None,
+                deployment: None,
+            },
+            keys,
+        )
+    } else {
+        let Some(path) = crate::anchor_rpc::anvil_path() else {
+            return;
+        };
+        let anvil = Anvil::new()
+            .path(path)
+            .port(0u16)
+            .args(["--host", "127.0.0.1", "--accounts", "16"])
+            .timeout(30_000)
+            .try_spawn()
+            .expect("anvil starts");
+        let keys: Vec<MemberKey> = anvil
+            .keys()
+            .iter()
+            .take(5 + TRAINERS + VALIDATORS)
+            .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
+            .collect();
+        assert_eq!(keys.len(), 5 + TRAINERS + VALIDATORS);
+        (
+            Chain {
+                state: None,
+                held: Default::default(),
+                anvil: Some(anvil),
+                deployment: None,
+            },
+            keys,
+        )
+    };
+    let trainers = &keys[5..5 + TRAINERS];
+    let validators = &keys[5 + TRAINERS..];
+    // The embedded aggregator is the registry's admin there; on anvil the deployer is.
+    let deployer_key = if embedded {
+        MemberKey::from_hex(&hex::encode(chain_anchor::embedded_aggregator_key())).unwrap()
+    } else {
+        keys[0].clone()
+    };
+
+    // The DAO: 5 validators, quorum 3, 2-round epochs of 1,000 tokens, contradicting
+    // validators lose 5% of their stake.
+    let root = chain.backend(&deployer_key);
+    let now = root.now().await.unwrap();
+    let [guardian, slasher, team, investors] = [1, 2, 3, 4].map(|i| keys[i].address());
+    let validator_list: Vec<String> = validators
+        .iter()
+        .map(|k| format!("\"{}\"", k.address()))
+        .collect();
+    let config = DaoConfig::from_toml_str(&format!(
+        r#"
+[allocation]
+team = "{team}"
+investors = "{investors}"
+vesting_start = {vesting}
+[governance]
+guardian = "{guardian}"
+quorum_floor_tokens = 1000000
+[staking]
+slasher = "{slasher}"
+[settlement]
+validators = [{validators}]
+quorum = 3
+epoch_rounds = {EPOCH_ROUNDS}
+epoch_pool_tokens = 1000
+validator_slash_bps = 500
+"#,
+        vesting = now - 2 * YEAR,
+        validators = validator_list.join(", "),
+    ))
+    .unwrap();
+    let deployment = deploy(&config, &root).await.expect("deploys");
+    deployment.save(&dir.path().join("dao.json")).unwrap();
+    chain.deployment = Some(deployment.clone());
+    let team_dao = chain.dao(&keys[3]);
+    team_dao
+        .claim_vesting(deployment.team_vesting)
+        .await
+        .unwrap();
+    // Trainers and the dishonest validator (index 3) stake as training nodes.
+    let dishonest = &validators[3];
+    for k in trainers.iter().chain([dishonest]) {
+        team_dao.transfer(k.address(), tokens(STAKE)).await.unwrap();
+        chain
+            .dao(k)
+            .stake(Role::Training, tokens(STAKE))
+            .await
+            .unwrap();
+    }
+    let reader = chain.dao(&keys[0]);
+    let supply0 = reader.total_supply().await.unwrap();
+    let pool0 = reader.balance_of(deployment.training_pool).await.unwrap();
+    drop((root, team_dao, reader));
+    chain.release();
+
+    // The federation, anchored on the same chain.
+    let chain_section = if embedded {
+        "[chain]\nbackend = \"embedded\"\n".to_owned()
+    } else {
+        // Relative paths of [chain] live in the checkpoint folder's parent (run/).
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        fl_node::write_key_file(&keys[0], &dir.path().join("run/aggregator.key")).unwrap();
+        format!(
+            "[chain]\nbackend = \"rpc\"\nurl = \"{}\"\nregistry = \"{}\"\nkey_file = \"aggregator.key\"\n\
+             chain_id = 31337\nqueue_dir = \"anchor-queue\"\nreceipt_timeout_secs = 20\n",
+            chain.anvil.as_ref().unwrap().endpoint(),
+            deployment.checkpoint_registry
+        )
+    };
+    let config_path = dir.path().join("federation.toml");
+    std::fs::write(
+        &config_path,
+        federation_toml(
+            free_port(),
+            free_port(),
+            trainers,
+            validators,
+            &chain_section,
+        ),
+    )
+    .unwrap();
+    let key_files: Vec<PathBuf> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let p = dir.path().join(format!("key-{i}.key"));
+            fl_node::write_key_file(k, &p).unwrap();
+            p
+        })
+        .collect();
+    let trainer_keys = &key_files[5..5 + TRAINERS];
+    let validator_keys = &key_files[5 + TRAINERS..];
+
+    let (aggregator, lines) = start_aggregator_with(&config_path);
+    let mut procs = Procs(vec![aggregator]);
+    wait_line(&lines, "listening", Duration::from_secs(120));
+    for (i, key) in trainer_keys.iter().enumerate() {
+        let mut cmd = Command::new(bin("fl-client"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--key")
+            .arg(key)
+            .env("DAOFL_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        match i {
+            POISONER => cmd.args(["--attack", "sign_flip"]),
+            FREE_RIDER => cmd.args(["--attack", "free_ride"]),
+            _ => &mut cmd,
+        };
+        procs.0.push(cmd.spawn().unwrap());
+    }
+    wait_line(&lines, "finished", Duration::from_secs(600));
+    assert!(wait_exit(&mut procs.0[0], Duration::from_secs(60)).success());
+    drop(procs);
+
+    let validate = |v: usize, epoch: u64| {
+        chain.release();
+        run_ok(
+            Command::new(bin("fl-aggregator"))
+                .args(["validate", "--config"])
+                .arg(&config_path)
+                .arg("--key-file")
+                .arg(&validator_keys[v])
+                .arg("--dao")
+                .arg(dir.path().join("dao.json"))
+                .args(["--epoch", &epoch.to_string()])
+                .env("DAOFL_LOG", "warn"),
+        )
+    };
+    let store = dir.path().join("run/checkpoints");
+    let poisoner: Address = trainers[POISONER].address();
+    let free_rider: Address = trainers[FREE_RIDER].address();
+    let mut trees = Vec::new();
+    for epoch in 1..=EPOCHS {
+        // Validators 0, 1, 2 recompute and sign; the third signature posts the root and the
+        // verdicts (validators 4 abstains; 3 lies, below).
+        let first = validate(0, epoch);
+        assert!(first.contains("root posted: none"), "{first}");
+        validate(1, epoch);
+        let third = validate(2, epoch);
+        assert!(third.contains("root posted: 0x"), "{third}");
+        assert!(
+            third.contains(&format!("flag holds: {poisoner}")),
+            "the poisoner's evidence holds: {third}"
+        );
+        let published: EpochSignatures = serde_json::from_slice(
+            &std::fs::read(store.join(EpochSignatures::path(epoch, validators[0].address())))
+                .unwrap(),
+        )
+        .unwrap();
+        let tree = published.tree().unwrap();
+        let state = chain.dao(&keys[0]).epoch(epoch).await.unwrap();
+        assert_eq!((state.root, state.status), (tree.root(), 1));
+        assert!(!published.verdicts.is_empty());
+        trees.push((tree, published));
+    }
+
+    // Validator 3 signs and publishes another root for epoch 1 (it pays itself).
+    let (tree1, file1) = &trees[0];
+    let lie_tree = RewardTree::new(&[(dishonest.address(), U256::from(1u64))]).unwrap();
+    let lie = RootMessage::of(1, &lie_tree, file1.root.deadline);
+    let domain = chain.dao(&keys[0]).settlement_domain().await.unwrap();
+    let lie_file = EpochSignatures {
+        version: SIGNATURES_VERSION,
+        federation_id: file1.federation_id.clone(),
+        epoch: 1,
+        validator: dishonest.address(),
+        root: RootVote {
+            root: lie.root,
+            total: U256::from(lie.total),
+            deadline: lie.deadline,
+            signature: sign_root(&signer(dishonest), &domain, &lie).unwrap(),
+        },
+        rewards: lie_tree.rewards().collect(),
+        verdicts: Vec::new(),
+    };
+    std::fs::write(
+        store.join(EpochSignatures::path(1, lie_file.validator)),
+        serde_json::to_vec(&lie_file).unwrap(),
+    )
+    .unwrap();
+
+    // The challenge window passes; validator 4 now reviews each epoch: it reports the liar and
+    // executes the due verdicts.
+    // The verdicts the validators signed, per member (the free rider's zero update is flagged
+    // too: its distance from the robust centre is as anomalous as the poisoner's).
+    let mut verdicts: std::collections::BTreeMap<Address, usize> = Default::default();
+    for (_, file) in &trees {
+        for v in &file.verdicts {
+            *verdicts.entry(v.member).or_default() += 1;
+        }
+    }
+    assert!(
+        verdicts
+            .get(&poisoner)
+            .is_some_and(|n| *n >= EPOCHS as usize)
+    );
+    for (i, k) in trainers.iter().enumerate() {
+        assert!(
+            i == POISONER || i == FREE_RIDER || !verdicts.contains_key(&k.address()),
+            "honest member {i} flagged: {verdicts:?}"
+        );
+    }
+    let window = config.staking.challenge_window_secs;
+    chain.dao(&keys[0]).advance_time(window + 1).await.unwrap();
+    let mut executed = 0;
+    let mut reported = 0;
+    for epoch in 1..=EPOCHS {
+        let out = validate(4, epoch);
+        executed += out.matches("verdict executed: ").count();
+        reported += out.matches("contradiction reported: ").count();
+    }
+    assert_eq!(reported, 1, "the liar is reported once");
+    assert_eq!(
+        executed,
+        verdicts.values().sum::<usize>(),
+        "every verdict executed"
+    );
+    let dao = chain.dao(&keys[0]);
+    assert_eq!(dao.strikes(lie_file.validator).await.unwrap(), 1);
+    let liar_slash = tokens(STAKE) * U256::from(500u64) / U256::from(10_000u64);
+    assert_eq!(
+        dao.position(lie_file.validator, Role::Training)
+            .await
+            .unwrap()
+            .0,
+        tokens(STAKE) - liar_slash
+    );
+    // Each executed verdict slashed exactly 10% of what was staked then, and burnt it.
+    let mut poisoner_burnt = U256::ZERO;
+    for (member, n) in &verdicts {
+        let mut expected = tokens(STAKE);
+        for _ in 0..*n {
+            let cut = expected * U256::from(1_000u64) / U256::from(10_000u64);
+            poisoner_burnt += cut;
+            expected -= cut;
+        }
+        assert_eq!(
+            dao.position(*member, Role::Training).await.unwrap().0,
+            expected,
+            "{member} after {n} verdicts"
+        );
+        assert!(
+            matches!(
+                dao.membership(*member, Role::Training).await.unwrap(),
+                dao::Membership::Jailed { .. }
+            ),
+            "{member} is jailed"
+        );
+    }
+    assert_eq!(
+        dao.total_supply().await.unwrap(),
+        supply0 - poisoner_burnt - liar_slash
+    );
+
+    // Honest members claim with fl-client; balances rise by exactly their leaves.
+    let mut earned = vec![U256::ZERO; TRAINERS];
+    for (e, (tree, _)) in trees.iter().enumerate() {
+        let epoch = e as u64 + 1;
+        let list = store.join(EpochSignatures::path(epoch, validators[1].address()));
+        for (i, key) in trainer_keys.iter().enumerate() {
+            let account: Address = trainers[i].address();
+            let Some(amount) = tree.amount(account) else {
+                continue;
+            };
+            earned[i] += amount;
+            let before = chain.dao(&keys[0]).balance_of(account).await.unwrap();
+            chain.release();
+            run_ok(
+                Command::new(bin("fl-client"))
+                    .arg("claim")
+                    .arg("--key")
+                    .arg(key)
+                    .arg("--dao")
+                    .arg(dir.path().join("dao.json"))
+                    .args(["--epoch", &epoch.to_string(), "--rewards"])
+                    .arg(&list)
+                    .args(chain.claim_args()),
+            );
+            let after = chain.dao(&keys[0]).balance_of(account).await.unwrap();
+            assert_eq!(after - before, amount, "member {i}, epoch {epoch}");
+        }
+    }
+    let honest_min = (0..TRAINERS)
+        .filter(|i| *i != POISONER && *i != FREE_RIDER)
+        .map(|i| earned[i])
+        .min()
+        .unwrap();
+    assert!(honest_min > U256::ZERO);
+    assert!(
+        earned[FREE_RIDER] * U256::from(10u64) <= honest_min,
+        "the free rider earns at most a tenth of an honest member: {earned:?}"
+    );
+    assert!(
+        tree1
+            .amount(free_rider)
+            .is_none_or(|a| a * U256::from(10u64) <= honest_min)
+    );
+
+    // settle verify agrees with the chain for both epochs.
+    chain.release();
+    for epoch in 1..=EPOCHS {
+        run_ok(
+            Command::new(bin("fl-aggregator"))
+                .args(["settle", "verify", &epoch.to_string(), "--config"])
+                .arg(&config_path)
+                .arg("--key-file")
+                .arg(&validator_keys[0])
+                .arg("--dao")
+                .arg(dir.path().join("dao.json")),
+        );
+    }
+    // Conservation: the pool paid exactly what was claimed; nothing else moved the supply.
+    let dao = chain.dao(&keys[0]);
+    let claimed: U256 = earned.iter().copied().sum();
+    let held = dao.balance_of(deployment.settlement).await.unwrap();
+    let posted: U256 = trees.iter().map(|(t, _)| t.total()).sum();
+    assert_eq!(held + claimed, posted);
+    assert_eq!(
+        dao.balance_of(deployment.training_pool).await.unwrap(),
+        pool0 - posted
+    );
+    assert_eq!(
+        dao.total_supply().await.unwrap(),
+        supply0 - poisoner_burnt - liar_slash
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_epochs_settled_by_validators_on_the_embedded_evm() {
+    two_epochs(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_epochs_settled_by_validators_on_anvil() {
+    two_epochs(false).await;
+}

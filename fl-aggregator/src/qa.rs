@@ -283,6 +283,9 @@ pub struct RoundRecord {
     pub next_cid: ContentHash,
     /// The participants (manifest id, signed digest) the root was built from.
     pub participants: Vec<(String, Option<ContentHash>)>,
+    /// The round's metrics digest, also a leaf of the root
+    /// ([`crate::anchoring::metrics_digest`]).
+    pub metrics: Option<[u8; 32]>,
 }
 
 impl From<&Manifest> for RoundRecord {
@@ -296,22 +299,17 @@ impl From<&Manifest> for RoundRecord {
                 .iter()
                 .map(|p| (p.id.clone(), p.update_hash))
                 .collect(),
+            metrics: crate::anchoring::metrics_digest(&m.metrics, &m.clients),
         }
     }
 }
 
 impl RoundRecord {
     fn tree(&self) -> Result<ParticipantsTree, EvidenceError> {
-        let leaves: Vec<(Address, [u8; 32])> = self
-            .participants
-            .iter()
-            .map(|(id, h)| {
-                (
-                    participant_address(id),
-                    h.map_or([0; 32], |h| *h.as_bytes()),
-                )
-            })
-            .collect();
+        let leaves = crate::anchoring::leaves(
+            self.participants.iter().map(|(id, h)| (id.as_str(), *h)),
+            self.metrics,
+        );
         ParticipantsTree::new(&leaves).map_err(|_| EvidenceError::Malformed("participants"))
     }
 }

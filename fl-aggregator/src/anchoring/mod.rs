@@ -15,6 +15,12 @@
 //! [`participant_address`] (the last 20 bytes of `keccak256("daofl participant:" + id)`): a
 //! deterministic label, not an account anyone holds a key for.
 //!
+//! The round's metrics and client map (the contribution scores, reported compute, QA
+//! references and client-to-address map that rewards are computed from) are committed too: when
+//! the manifest has any, one more leaf, under the pseudo-address [`metrics_leaf_address`], holds
+//! [`metrics_digest`] of them. A manifest whose scores were rewritten after anchoring no longer
+//! matches its anchor.
+//!
 //! # Manifest and resume
 //! Once a round is anchored, its manifest's `anchor` field holds a [`ManifestAnchor`]: the
 //! receipt (transaction hash and block, or the embedded chain's block), the hashes anchored and,
@@ -126,18 +132,66 @@ pub fn participant_address(id: &str) -> Address {
     }
 }
 
-/// The participants of a manifest as leaves: address and update hash (zero when unknown).
+/// The pseudo-address of the leaf committing a round's metrics and client map: the last 20
+/// bytes of `keccak256("daofl round metrics")`.
+pub fn metrics_leaf_address() -> Address {
+    Address::from_slice(&keccak256("daofl round metrics")[12..])
+}
+
+/// SHA-256 of a round's metrics and client map, `None` when both are empty: for each metric in
+/// key order the key's bytes, a zero byte and the value's IEEE-754 bits (big-endian), then a
+/// zero byte, then for each client in key order its id, a zero byte, its participant id and a
+/// zero byte. Exact (bits, not decimal text) and independent of the JSON encoding.
+pub fn metrics_digest(
+    metrics: &fl_core::Metrics,
+    clients: &std::collections::BTreeMap<String, String>,
+) -> Option<[u8; 32]> {
+    if metrics.is_empty() && clients.is_empty() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    for (k, v) in metrics {
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&v.to_bits().to_be_bytes());
+    }
+    bytes.push(0);
+    for (c, id) in clients {
+        bytes.extend_from_slice(c.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.push(0);
+    }
+    Some(*fl_core::ContentHash::of(&bytes).as_bytes())
+}
+
+/// The participants of a manifest as leaves: address and update hash (zero when unknown), and
+/// the leaf of its metrics ([`metrics_digest`]) when it has any.
 pub fn participants(manifest: &Manifest) -> Vec<(Address, [u8; 32])> {
-    manifest
-        .participants
-        .iter()
-        .map(|p| {
+    leaves(
+        manifest
+            .participants
+            .iter()
+            .map(|p| (p.id.as_str(), p.update_hash)),
+        metrics_digest(&manifest.metrics, &manifest.clients),
+    )
+}
+
+/// The leaves of `participants` (id, update hash) and a round's metrics digest.
+pub(crate) fn leaves<'a>(
+    participants: impl Iterator<Item = (&'a str, Option<fl_core::ContentHash>)>,
+    metrics: Option<[u8; 32]>,
+) -> Vec<(Address, [u8; 32])> {
+    let mut leaves: Vec<(Address, [u8; 32])> = participants
+        .map(|(id, hash)| {
             (
-                participant_address(&p.id),
-                p.update_hash.map_or([0; 32], |h| *h.as_bytes()),
+                participant_address(id),
+                hash.map_or([0; 32], |h| *h.as_bytes()),
             )
         })
-        .collect()
+        .collect();
+    leaves.extend(metrics.map(|d| (metrics_leaf_address(), d)));
+    leaves
 }
 
 /// What is anchored for a manifest's round.

@@ -115,6 +115,11 @@ fn round(server_optimizer: bool) -> Round {
             .zip(&digests)
             .map(|(k, d)| (k.address().to_string(), Some(*d)))
             .collect(),
+        // The manifest's metrics (`manifest_of`: the QA reference) are a leaf of the root too.
+        metrics: fl_aggregator::anchoring::metrics_digest(
+            &findings.reference.metrics(),
+            &BTreeMap::new(),
+        ),
     };
     Round {
         keys,

@@ -553,6 +553,34 @@ validator_slash_bps = 500
                 .arg(dir.path().join("dao.json")),
         );
     }
+    // A coordinator that rewrites a score after anchoring is caught: the round's metrics are a
+    // leaf of its anchored participants root.
+    let manifest_path = store.join("rounds/0000000001.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let metrics = manifest["metrics"].as_object_mut().unwrap();
+    let key = metrics
+        .keys()
+        .find(|k| k.ends_with(".shapley"))
+        .unwrap()
+        .clone();
+    metrics.insert(key, serde_json::json!(0.99));
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let out = Command::new(bin("fl-aggregator"))
+        .args(["settle", "verify", "1", "--config"])
+        .arg(&config_path)
+        .arg("--key-file")
+        .arg(&validator_keys[0])
+        .arg("--dao")
+        .arg(dir.path().join("dao.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("round 1: the checkpoint does not match the chain"),
+        "a rewritten score must be refused: {text}"
+    );
+
     // Conservation: the pool paid exactly what was claimed; nothing else moved the supply.
     let dao = chain.dao(&keys[0]);
     let claimed: U256 = earned.iter().copied().sum();

@@ -707,6 +707,11 @@ pub fn run_detection(
                         .iter()
                         .map(|(c, d)| (ids[c].clone(), Some(*d)))
                         .collect(),
+                    // The round's metrics as the manifest would commit them.
+                    metrics: fl_aggregator::anchoring::metrics_digest(
+                        metrics,
+                        &std::collections::BTreeMap::new(),
+                    ),
                 };
                 match fl_aggregator::qa::build_evidence(f, &global, &record, &ids, chunk) {
                     Ok(all) => {

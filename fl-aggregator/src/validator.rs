@@ -26,11 +26,12 @@
 //! minimum claim period and [`POST_GRACE_SECS`]; a verdict may be posted until the last anchor
 //! time plus [`POST_GRACE_SECS`].
 //!
-//! What stays the coordinator's word: the per-round scores in the manifests are not
-//! recomputed (that needs every member's update); the anchor commits to each checkpoint's
-//! parameters and participants, not to its metrics, so a coordinator that rewrote a manifest's
-//! scores after anchoring would go unnoticed by the anchor check. Validators who keep the
-//! manifests they saw can prove a rewrite; the manifests' own hash is not anchored yet.
+//! What stays the coordinator's word: the per-round contribution scores are computed by the
+//! aggregator (recomputing them needs every member's update, which nobody else sees); the
+//! anchor commits to them (the round's metrics are a leaf of its participants root, see
+//! [`crate::anchoring::metrics_digest`]), so they cannot be rewritten after anchoring
+//! without [`ValidatorError::Unanchored`], but a coordinator that lied when it anchored is not
+//! caught here. The poisoning evidence, by contrast, is recomputed from the sealed update itself.
 //!
 //! ```no_run
 //! # async fn run(v: fl_aggregator::validator::Validator) -> Result<(), Box<dyn std::error::Error>> {

@@ -18,6 +18,7 @@ pub struct Gas {
     pub post_verdict: u64,
     pub execute_verdict: u64,
     pub split_fee: u64,
+    pub report_contradiction: u64,
 }
 
 fn sigs(
@@ -464,10 +465,11 @@ pub async fn run(w: &World) -> Gas {
         "NotValidator",
     );
     let supply_report = w.deployer.total_supply().await.unwrap();
-    w.members[2]
+    gas.report_contradiction = w.members[2]
         .report_contradiction(&lie, &lie_sig)
         .await
-        .unwrap();
+        .unwrap()
+        .gas_used;
     assert_eq!(w.deployer.strikes(v[3].address()).await.unwrap(), 1);
     assert_eq!(w.deployer.total_supply().await.unwrap(), supply_report);
     assert_revert(

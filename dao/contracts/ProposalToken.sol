@@ -60,6 +60,8 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
     event Unlocked(address indexed account, uint256 amount);
     /// @notice Staking burnt `amount` of `account`'s locked balance (a slash).
     event LockedBurnt(address indexed account, uint256 amount);
+    /// @notice `amount` of `account`'s locked tokens moved to `to` (a slash's part returned to a pool).
+    event LockedSeized(address indexed account, address indexed to, uint256 amount);
 
     /// @notice The caller is not the Staking contract.
     error OnlyStaking(address caller);
@@ -179,12 +181,24 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
     /// @notice Burns `amount` of `account`'s locked tokens (a slash): the supply falls by exactly
     /// `amount`, and so do the votes of the account's delegate.
     function burnLocked(address account, uint256 amount) external onlyStaking {
+        _takeLocked(account, amount);
+        _burn(account, amount);
+        emit LockedBurnt(account, amount);
+    }
+
+    /// @notice Moves `amount` of `account`'s locked tokens to `to` (the part of a slash
+    /// governance returns to a pool); Staking only.
+    function seizeLocked(address account, address to, uint256 amount) external onlyStaking {
+        _takeLocked(account, amount);
+        _transfer(account, to, amount);
+        emit LockedSeized(account, to, amount);
+    }
+
+    function _takeLocked(address account, uint256 amount) private {
         if (amount == 0) revert ZeroAmount();
         uint256 locked = _locked[account];
         if (amount > locked) revert InsufficientLocked(account, locked, amount);
         _locked[account] = locked - amount;
-        _burn(account, amount);
-        emit LockedBurnt(account, amount);
     }
 
     // ----- votable supply -----

@@ -30,6 +30,8 @@ interface ISettlementStaking {
 
     function positionOf(address account, uint8 role) external view returns (Position memory);
     function slash(address account, uint8 role, uint256 amount, bytes32 reason) external;
+    function slashSplit(address account, uint8 role, uint256 amount, uint256 returned, address to, bytes32 reason)
+        external;
     function jail(address account, uint64 until, bytes32 reason) external;
 }
 
@@ -131,6 +133,8 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         /// Fraction of a contradicting validator's training stake slashed, basis points (0: a
         /// strike only).
         uint16 validatorSlashBps;
+        /// Part of a member's slash returned to the training pool instead of burnt, basis points.
+        uint16 slashToPoolBps;
     }
 
     /// @notice Governable reward rules every validator computes an epoch's list under (the
@@ -198,9 +202,17 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     event VerdictPosted(bytes32 indexed id, address indexed member, bytes32 evidence, uint16 fractionBps, uint64 executableAt);
     /// @notice A pending verdict was cancelled (an appeal upheld) by `by`.
     event VerdictCancelled(bytes32 indexed id, address by);
-    /// @notice `member` lost `amount` of training stake (burnt) and is jailed until `jailedUntil`,
-    /// on the evidence whose content hash is `evidence`.
-    event MemberSlashed(bytes32 indexed id, address indexed member, bytes32 indexed evidence, uint256 amount, uint64 jailedUntil);
+    /// @notice `member` lost `amount` of training stake (burnt, but for `returnedToPool` of it,
+    /// which went back to the training pool) and is jailed until `jailedUntil`, on the evidence
+    /// whose content hash is `evidence`.
+    event MemberSlashed(
+        bytes32 indexed id,
+        address indexed member,
+        bytes32 indexed evidence,
+        uint256 amount,
+        uint256 returnedToPool,
+        uint64 jailedUntil
+    );
     /// @notice A fee of `burnt + toPool` paid by `payer`: `burnt` burnt, `toPool` to the inference pool.
     event FeeSplit(address indexed payer, uint256 burnt, uint256 toPool);
 
@@ -349,7 +361,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         if (
             p.challengeWindow == 0 || p.challengeWindow > MAX_DURATION || p.minClaimPeriod > MAX_DURATION
                 || p.jailDuration > MAX_DURATION || p.slashBps == 0 || p.slashBps > 10_000
-                || p.validatorSlashBps > 10_000
+                || p.validatorSlashBps > 10_000 || p.slashToPoolBps > 10_000
         ) revert InvalidParams();
         params = p;
         emit ParamsChanged(p);
@@ -575,10 +587,16 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         ISettlementStaking.Position memory pos = staking.positionOf(member, TRAINING_ROLE);
         uint256 amount = ((uint256(pos.staked) + pos.unbonding) * v.fractionBps) / 10_000;
         if (amount == 0) revert NothingToSlash(member);
-        uint64 until = uint64(block.timestamp) + params.jailDuration;
-        staking.slash(member, TRAINING_ROLE, amount, v.evidence);
+        Params memory p = params;
+        uint64 until = uint64(block.timestamp) + p.jailDuration;
+        uint256 returned = (amount * p.slashToPoolBps) / 10_000;
+        if (returned == 0) {
+            staking.slash(member, TRAINING_ROLE, amount, v.evidence);
+        } else {
+            staking.slashSplit(member, TRAINING_ROLE, amount, returned, address(trainingPool), v.evidence);
+        }
         staking.jail(member, until, v.evidence);
-        emit MemberSlashed(id, member, v.evidence, amount, until);
+        emit MemberSlashed(id, member, v.evidence, amount, returned, until);
     }
 
     // ----- fees -----

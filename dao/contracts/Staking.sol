@@ -9,6 +9,7 @@ interface IStakeLocks {
     function lock(address account, uint256 amount) external;
     function unlock(address account, uint256 amount) external;
     function burnLocked(address account, uint256 amount) external;
+    function seizeLocked(address account, address to, uint256 amount) external;
 }
 
 /// @title daofl staking: per-role stake that gates membership
@@ -176,6 +177,26 @@ contract Staking is AccessControl, ReentrancyGuardTransient {
         onlyRole(SLASHER_ROLE)
         knownRole(role)
     {
+        _slash(account, role, amount, reason);
+        token.burnLocked(account, amount);
+    }
+
+    /// @notice Slashes `amount` of `account`'s stake in `role`: `returned` of it goes to `to` (a
+    /// pool, as governance decided), the rest is burnt.
+    function slashSplit(address account, uint8 role, uint256 amount, uint256 returned, address to, bytes32 reason)
+        external
+        nonReentrant
+        onlyRole(SLASHER_ROLE)
+        knownRole(role)
+    {
+        if (returned > amount) revert SlashExceedsStake(amount, returned);
+        if (returned > 0 && to == address(0)) revert ZeroAddress();
+        _slash(account, role, amount, reason);
+        if (amount > returned) token.burnLocked(account, amount - returned);
+        if (returned > 0) token.seizeLocked(account, to, returned);
+    }
+
+    function _slash(address account, uint8 role, uint256 amount, bytes32 reason) private {
         if (amount == 0) revert ZeroAmount();
         Position storage p = _positions[account][role];
         uint256 staked = p.staked;
@@ -187,7 +208,6 @@ contract Staking is AccessControl, ReentrancyGuardTransient {
             p.staked = 0;
             p.unbonding = uint128(total - amount);
         }
-        token.burnLocked(account, amount);
         emit Slashed(account, role, amount, reason, msg.sender);
     }
 

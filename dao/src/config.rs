@@ -78,6 +78,9 @@ pub struct SettlementConfig {
     /// Fraction of a validator's training stake slashed when it is proven to have signed a root
     /// the posted one contradicts, in basis points (default 0: a strike on its record only).
     pub validator_slash_bps: u16,
+    /// Part of a member's slash returned to the training pool instead of burnt, in basis points
+    /// (default 0: all burnt).
+    pub slash_to_pool_bps: u16,
     /// Rounds per settlement epoch (default 10): epoch `e` covers rounds `(e-1)·n+1 ..= e·n`.
     pub epoch_rounds: u32,
     /// Tokens an epoch pays at most, whole tokens (default 100,000).
@@ -117,6 +120,7 @@ impl Default for SettlementConfig {
             slash_bps: 1_000,
             jail_secs: 30 * DAY,
             validator_slash_bps: 0,
+            slash_to_pool_bps: 0,
             epoch_rounds: 10,
             epoch_pool_tokens: 100_000,
             contribution_ppm: 700_000,
@@ -379,8 +383,10 @@ impl DaoConfig {
         if t.slash_bps == 0 || t.slash_bps > 10_000 {
             return bad("settlement.slash_bps must be 1 to 10000".into());
         }
-        if t.validator_slash_bps > 10_000 {
-            return bad("settlement.validator_slash_bps must be 0 to 10000".into());
+        if t.validator_slash_bps > 10_000 || t.slash_to_pool_bps > 10_000 {
+            return bad(
+                "settlement.validator_slash_bps and slash_to_pool_bps must be 0 to 10000".into(),
+            );
         }
         if t.epoch_rounds == 0
             || t.epoch_pool_tokens == 0

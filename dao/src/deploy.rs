@@ -342,6 +342,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     slashBps: config.settlement.slash_bps,
                     jailDuration: config.settlement.jail_secs,
                     validatorSlashBps: config.settlement.validator_slash_bps,
+                    slashToPoolBps: config.settlement.slash_to_pool_bps,
                 },
                 rewardParams_: config.settlement.reward_rules().to_sol(),
             }

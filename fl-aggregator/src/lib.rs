@@ -14,7 +14,9 @@
 //! - quality assurance: the [`attack`] suite for simulations and the re-checkable, sealed
 //!   evidence of flagged updates ([`qa`], `fl-aggregator qa verify`);
 //! - settlement: an epoch's rewards computed from its checkpoint manifests alone ([`settle`],
-//!   `fl-aggregator settle rewards` and `settle verify`).
+//!   `fl-aggregator settle rewards` and `settle verify`), and the QA validator role that
+//!   recomputes, signs, publishes and posts them with the slashing verdicts ([`validator`],
+//!   `fl-aggregator validate`).
 //!
 //! The example runs a federation in process; `fl-aggregator/tests/e2e.rs` runs one across
 //! processes.

@@ -40,6 +40,8 @@ pub struct SettlementParams {
     pub jail_secs: u64,
     /// Fraction of a contradicting validator's training stake slashed, basis points.
     pub validator_slash_bps: u16,
+    /// Part of a member's slash returned to the training pool, basis points (the rest is burnt).
+    pub slash_to_pool_bps: u16,
 }
 
 /// A slashing verdict as Settlement holds it.
@@ -257,6 +259,7 @@ impl Dao {
             slash_bps: p.slashBps,
             jail_secs: p.jailDuration,
             validator_slash_bps: p.validatorSlashBps,
+            slash_to_pool_bps: p.slashToPoolBps,
         })
     }
 

@@ -348,6 +348,7 @@ async fn settlement_refuses_reentry(w: &World, token: Address, staking: Address)
                 slashBps: sc.slash_bps,
                 jailDuration: sc.jail_secs,
                 validatorSlashBps: sc.validator_slash_bps,
+                slashToPoolBps: sc.slash_to_pool_bps,
             },
             rewardParams_: Settlement::RewardParams {
                 epochRounds: sc.epoch_rounds,

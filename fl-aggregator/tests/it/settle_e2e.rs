@@ -241,7 +241,7 @@ async fn two_epochs(embedded: bool) {
     };
 
     // The DAO: 5 validators, quorum 3, 2-round epochs of 1,000 tokens, contradicting
-    // validators lose 5% of their stake.
+    // validators lose 5% of their stake, a fifth of a member's slash returns to the pool.
     let root = chain.backend(&deployer_key);
     let now = root.now().await.unwrap();
     let [guardian, slasher, team, investors] = [1, 2, 3, 4].map(|i| keys[i].address());
@@ -266,6 +266,7 @@ quorum = 3
 epoch_rounds = {EPOCH_ROUNDS}
 epoch_pool_tokens = 1000
 validator_slash_bps = 500
+slash_to_pool_bps = 2000
 "#,
         vesting = now - 2 * YEAR,
         validators = validator_list.join(", "),
@@ -373,12 +374,84 @@ validator_slash_bps = 500
     let store = dir.path().join("run/checkpoints");
     let poisoner: Address = trainers[POISONER].address();
     let free_rider: Address = trainers[FREE_RIDER].address();
+    // Hostile inputs in the store and on the command line, each refused or ignored by name:
+    // an epoch not anchored yet; a malformed signature file; one by a non-validator; evidence
+    // whose sealed record was re-addressed to an honest member.
+    chain.release();
+    let early = Command::new(bin("fl-aggregator"))
+        .args(["validate", "--config"])
+        .arg(&config_path)
+        .arg("--key-file")
+        .arg(&validator_keys[0])
+        .arg("--dao")
+        .arg(dir.path().join("dao.json"))
+        .args(["--epoch", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&early.stderr);
+    assert!(
+        !early.status.success() && text.contains("epoch 3 ends at round 6"),
+        "{text}"
+    );
+    let folder = store.join(EpochSignatures::folder(1));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("junk.json"), b"{ not json").unwrap();
+    let outsider = &trainers[0];
+    let outsider_root = RootMessage::of(
+        1,
+        &RewardTree::new(&[(outsider.address(), U256::from(5u64))]).unwrap(),
+        1 << 40,
+    );
+    let domain = chain.dao(&keys[0]).settlement_domain().await.unwrap();
+    let outsider_file = EpochSignatures {
+        version: SIGNATURES_VERSION,
+        federation_id: "settle-e2e".into(),
+        epoch: 1,
+        validator: outsider.address(),
+        root: RootVote {
+            root: outsider_root.root,
+            total: U256::from(outsider_root.total),
+            deadline: outsider_root.deadline,
+            signature: sign_root(&signer(outsider), &domain, &outsider_root).unwrap(),
+        },
+        rewards: vec![(outsider.address(), U256::from(5u64))],
+        verdicts: Vec::new(),
+    };
+    std::fs::write(
+        store.join(EpochSignatures::path(1, outsider.address())),
+        serde_json::to_vec(&outsider_file).unwrap(),
+    )
+    .unwrap();
+    let honest = trainers[1].address();
+    let real = store.join(format!("evidence/0000000001/{poisoner}.json"));
+    let forged = std::fs::read_to_string(&real)
+        .unwrap()
+        .replace(&poisoner.to_string(), &honest.to_string());
+    std::fs::write(
+        store.join(format!("evidence/0000000001/{honest}.json")),
+        forged,
+    )
+    .unwrap();
+
     let mut trees = Vec::new();
     for epoch in 1..=EPOCHS {
         // Validators 0, 1, 2 recompute and sign; the third signature posts the root and the
         // verdicts (validators 4 abstains; 3 lies, below).
         let first = validate(0, epoch);
         assert!(first.contains("root posted: none"), "{first}");
+        if epoch == 1 {
+            assert!(first.contains("junk.json: malformed"), "{first}");
+            assert!(
+                first.contains(&format!("{} is not a validator", outsider.address())),
+                "{first}"
+            );
+            assert!(
+                first.contains(&format!(
+                    "dismissed evidence/0000000001/{honest}.json: rejected"
+                )),
+                "{first}"
+            );
+        }
         validate(1, epoch);
         let third = validate(2, epoch);
         assert!(third.contains("root posted: 0x"), "{third}");
@@ -402,7 +475,6 @@ validator_slash_bps = 500
     let (tree1, file1) = &trees[0];
     let lie_tree = RewardTree::new(&[(dishonest.address(), U256::from(1u64))]).unwrap();
     let lie = RootMessage::of(1, &lie_tree, file1.root.deadline);
-    let domain = chain.dao(&keys[0]).settlement_domain().await.unwrap();
     let lie_file = EpochSignatures {
         version: SIGNATURES_VERSION,
         federation_id: file1.federation_id.clone(),
@@ -469,13 +541,17 @@ validator_slash_bps = 500
             .0,
         tokens(STAKE) - liar_slash
     );
-    // Each executed verdict slashed exactly 10% of what was staked then, and burnt it.
+    // Each executed verdict slashed exactly 10% of what was staked then: a fifth of it back to
+    // the training pool, the rest burnt.
     let mut poisoner_burnt = U256::ZERO;
+    let mut returned = U256::ZERO;
     for (member, n) in &verdicts {
         let mut expected = tokens(STAKE);
         for _ in 0..*n {
             let cut = expected * U256::from(1_000u64) / U256::from(10_000u64);
-            poisoner_burnt += cut;
+            let back = cut * U256::from(2_000u64) / U256::from(10_000u64);
+            poisoner_burnt += cut - back;
+            returned += back;
             expected -= cut;
         }
         assert_eq!(
@@ -522,6 +598,38 @@ validator_slash_bps = 500
             );
             let after = chain.dao(&keys[0]).balance_of(account).await.unwrap();
             assert_eq!(after - before, amount, "member {i}, epoch {epoch}");
+            if i == 0 && epoch == 1 {
+                // Twice, and with a list that is not the posted one: refused, nothing moves.
+                chain.release();
+                let claim_with = |list: &std::path::Path| {
+                    Command::new(bin("fl-client"))
+                        .arg("claim")
+                        .arg("--key")
+                        .arg(key)
+                        .arg("--dao")
+                        .arg(dir.path().join("dao.json"))
+                        .args(["--epoch", "1", "--rewards"])
+                        .arg(list)
+                        .args(chain.claim_args())
+                        .output()
+                        .unwrap()
+                };
+                let again = claim_with(&list);
+                assert!(
+                    String::from_utf8_lossy(&again.stderr).contains("AlreadyClaimed"),
+                    "{again:?}"
+                );
+                let wrong = claim_with(&store.join(EpochSignatures::path(1, lie_file.validator)));
+                assert!(
+                    String::from_utf8_lossy(&wrong.stderr)
+                        .contains("not the list the validators signed"),
+                    "{wrong:?}"
+                );
+                assert_eq!(
+                    chain.dao(&keys[0]).balance_of(account).await.unwrap(),
+                    after
+                );
+            }
         }
     }
     let honest_min = (0..TRAINERS)
@@ -589,7 +697,7 @@ validator_slash_bps = 500
     assert_eq!(held + claimed, posted);
     assert_eq!(
         dao.balance_of(deployment.training_pool).await.unwrap(),
-        pool0 - posted
+        pool0 - posted + returned
     );
     assert_eq!(
         dao.total_supply().await.unwrap(),

@@ -42,7 +42,8 @@
 //!   that never delegated); after the signed deadline anyone sweeps the rest back to the pool.
 //!   A slashing verdict (member, evidence content hash, governed fraction) signed by a quorum
 //!   waits out the same window (the member's appeal), then slashes that fraction of the
-//!   training stake through Staking (burnt), jails the member and emits `MemberSlashed` naming
+//!   training stake through Staking (burnt, but for the governed `slash_to_pool_bps` part, which
+//!   returns to the training pool), jails the member and emits `MemberSlashed` naming
 //!   the evidence hash. `splitFee` burns half of a fee and sends the rest to the inference pool.
 //!   Refusals: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`, `InvalidSignature`,
 //!   `EpochAlreadyPosted`, `EpochCancelled`, `DeadlineTooSoon`, `ChallengeWindowOpen`,

@@ -54,6 +54,7 @@ pub mod anchoring;
 pub mod attack;
 pub mod checkpoint;
 pub mod engine;
+pub mod fedbuff;
 pub mod inprocess;
 pub mod membership;
 pub mod metrics;

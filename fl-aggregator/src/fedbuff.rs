@@ -37,7 +37,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -465,8 +465,24 @@ impl<T: Trainer> FedBuffSim<T> {
 
     /// Runs until the engine finished or nothing is left, calling `on_event` with the simulated
     /// time of each event.
-    pub fn drive_with(&mut self, mut on_event: impl FnMut(Duration, FedBuffEvent)) {
-        while let Some(Reverse((at, seq))) = self.queue.pop() {
+    pub fn drive_with(&mut self, on_event: impl FnMut(Duration, FedBuffEvent)) {
+        self.drive_until(Duration::MAX, on_event);
+    }
+
+    /// [`drive_with`](Self::drive_with), stopping before the first event after `limit`
+    /// (simulated time), e.g. to give a run the same time budget as another.
+    pub fn drive_until(
+        &mut self,
+        limit: Duration,
+        mut on_event: impl FnMut(Duration, FedBuffEvent),
+    ) {
+        while let Some(&Reverse((at, _))) = self.queue.peek() {
+            if at > limit {
+                return;
+            }
+            let Some(Reverse((at, seq))) = self.queue.pop() else {
+                return;
+            };
             self.now = at;
             let Some(delivery) = self.in_flight.remove(&seq) else {
                 continue;
@@ -532,6 +548,8 @@ impl<T: Trainer> FedBuffSim<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use fl_core::{FitResult, Metrics, Schema, TensorSpec};
 
     use super::*;

@@ -8,6 +8,7 @@ mod checkpoint;
 mod dp;
 mod e2e;
 mod engine;
+mod fedbuff;
 mod grpc;
 mod he_grpc;
 mod membership;

@@ -33,6 +33,7 @@ interface ISettlementStaking {
     function slashSplit(address account, uint8 role, uint256 amount, uint256 returned, address to, bytes32 reason)
         external;
     function jail(address account, uint64 until, bytes32 reason) external;
+    function jailedUntil(address account) external view returns (uint64);
 }
 
 /// @title daofl settlement: rewards by Merkle root and slashing, both signed by a validator quorum
@@ -58,6 +59,9 @@ interface ISettlementStaking {
 /// anyone may `reportContradiction` with a validator's signature over another (root, total) for
 /// that epoch; the validator earns a strike (its on-chain reputation) and, if governance set
 /// `validatorSlashBps`, loses that fraction of its training stake (burnt).
+///
+/// Validators answer with stake too: when governance sets `validatorMinStake`, a signature
+/// counts only if its validator holds at least that much training stake and is not jailed.
 ///
 /// Reward parameters (`rewardParams`: the epoch length in rounds, the epoch's pool, the shares
 /// by contribution, stability and performance) are governed here, so that every validator
@@ -135,6 +139,8 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         uint16 validatorSlashBps;
         /// Part of a member's slash returned to the training pool instead of burnt, basis points.
         uint16 slashToPoolBps;
+        /// Training stake a validator must hold, unjailed, for its signature to count (0: none).
+        uint128 validatorMinStake;
     }
 
     /// @notice Governable reward rules every validator computes an epoch's list under (the
@@ -283,6 +289,9 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     error NotContradicting(uint64 epoch);
     /// @notice This validator's contradiction of this epoch was already reported.
     error AlreadyReported(uint64 epoch, address validator);
+    /// @notice A validator's signature does not count: it holds less than `validatorMinStake` in
+    /// training stake, or is jailed.
+    error ValidatorNotStaked(address validator);
 
     /// @param token_ The $PROPOSAL token.
     /// @param staking_ Staking.
@@ -624,11 +633,13 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     /// @dev Every signature must recover to a distinct validator, and there must be `quorum` of them.
     function _checkQuorum(bytes32 digest, bytes[] calldata signatures) private view {
         uint256 n = signatures.length;
+        uint256 minStake = params.validatorMinStake;
         address[] memory seen = new address[](n);
         for (uint256 i = 0; i < n; ++i) {
             (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signatures[i]);
             if (err != ECDSA.RecoverError.NoError) revert InvalidSignature(i);
             if (!isValidator[signer]) revert NotValidator(signer);
+            if (minStake > 0) _checkStaked(signer, minStake);
             for (uint256 j = 0; j < i; ++j) {
                 if (seen[j] == signer) revert DuplicateSigner(signer);
             }
@@ -636,6 +647,14 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         }
         uint8 q = quorum;
         if (q == 0 || n < q) revert QuorumNotReached(n, q);
+    }
+
+    /// @dev Reverts unless `validator` holds `minStake` of training stake and is not jailed.
+    function _checkStaked(address validator, uint256 minStake) private view {
+        if (
+            staking.positionOf(validator, TRAINING_ROLE).staked < minStake
+                || staking.jailedUntil(validator) > block.timestamp
+        ) revert ValidatorNotStaked(validator);
     }
 
     /// @dev Reverts unless `e` is claimable now; returns its unclaimed amount. The fields read

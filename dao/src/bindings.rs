@@ -44,6 +44,11 @@ alloy::sol!(
 );
 alloy::sol!(
     #[derive(Debug, PartialEq, Eq)]
+    DataRegistry,
+    "artifacts/DataRegistry.json"
+);
+alloy::sol!(
+    #[derive(Debug, PartialEq, Eq)]
     AllocationVesting,
     "artifacts/AllocationVesting.json"
 );
@@ -105,7 +110,7 @@ macro_rules! artifact {
 }
 
 /// Every DAO artifact.
-pub const ARTIFACTS: [Artifact; 8] = [
+pub const ARTIFACTS: [Artifact; 9] = [
     artifact!("ProposalToken"),
     artifact!("DaoGovernor"),
     artifact!("DaoTimelock"),
@@ -114,6 +119,7 @@ pub const ARTIFACTS: [Artifact; 8] = [
     artifact!("RewardPool"),
     artifact!("AllocationVesting"),
     artifact!("Settlement"),
+    artifact!("DataRegistry"),
 ];
 
 impl Artifact {

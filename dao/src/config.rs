@@ -81,6 +81,9 @@ pub struct SettlementConfig {
     /// Part of a member's slash returned to the training pool instead of burnt, in basis points
     /// (default 0: all burnt).
     pub slash_to_pool_bps: u16,
+    /// Training stake a validator must hold, unjailed, for its signature to count, whole tokens
+    /// (default 10,000, the training minimum; 0 does not check).
+    pub validator_min_stake_tokens: u64,
     /// Rounds per settlement epoch (default 10): epoch `e` covers rounds `(e-1)·n+1 ..= e·n`.
     pub epoch_rounds: u32,
     /// Tokens an epoch pays at most, whole tokens (default 100,000).
@@ -121,6 +124,7 @@ impl Default for SettlementConfig {
             jail_secs: 30 * DAY,
             validator_slash_bps: 0,
             slash_to_pool_bps: 0,
+            validator_min_stake_tokens: 10_000,
             epoch_rounds: 10,
             epoch_pool_tokens: 100_000,
             contribution_ppm: 700_000,

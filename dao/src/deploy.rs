@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::bindings::{
-    AllocationVesting, Artifact, DaoGovernor, DaoTimelock, ModelRegistry, ProposalToken,
-    RewardPool, Settlement, Staking,
+    AllocationVesting, Artifact, DaoGovernor, DaoTimelock, DataRegistry, ModelRegistry,
+    ProposalToken, RewardPool, Settlement, Staking,
 };
 use crate::config::{DATA_POOL_RELEASE, DaoConfig, INVESTOR_VESTING, TEAM_VESTING, tokens};
 use crate::{Error, Result};
@@ -51,6 +51,10 @@ pub struct DaoDeployment {
     pub investor_vesting: Address,
     /// Settlement: validator-signed reward roots and slashing verdicts, the fee split.
     pub settlement: Address,
+    /// The data registry: record batches of staked annotators (zero in deployments made before
+    /// it existed).
+    #[serde(default)]
+    pub data_registry: Address,
     /// Gas used by each deployment transaction, by contract.
     pub deploy_gas: BTreeMap<String, u64>,
 }
@@ -114,10 +118,10 @@ pub(crate) fn read_bounded_text(path: &Path, max: u64) -> Result<String> {
 
 /// Deploys the whole DAO with `backend`'s account, which keeps no role afterwards.
 ///
-/// Eleven contracts, in this order, each at the address derived from the deployer's nonce (the
+/// Twelve contracts, in this order, each at the address derived from the deployer's nonce (the
 /// token and staking name each other, so their addresses are computed before either exists):
 /// timelock, data / training / inference pools, team and investor vesting wallets, token, model
-/// registry, staking, governor, settlement; on an RPC chain without a configured checkpoint registry, one
+/// registry, staking, governor, settlement, data registry; on an RPC chain without a configured checkpoint registry, one
 /// is deployed first. The timelock's only proposer, canceller and executor is the Governor and
 /// it has no admin but itself. The deployer must send nothing else meanwhile.
 ///
@@ -164,6 +168,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
     let (timelock, data_pool, training_pool, inference_pool) = (at(0), at(1), at(2), at(3));
     let (team_vesting, investor_vesting, token) = (at(4), at(5), at(6));
     let (model_registry, staking, governor, settlement) = (at(7), at(8), at(9), at(10));
+    let data_registry = at(11);
 
     let vesting_start = config.allocation.vesting_start.unwrap_or(now);
     let pools_start = config.allocation.pools_start.unwrap_or(now);
@@ -343,11 +348,21 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     jailDuration: config.settlement.jail_secs,
                     validatorSlashBps: config.settlement.validator_slash_bps,
                     slashToPoolBps: config.settlement.slash_to_pool_bps,
+                    validatorMinStake: u128::try_from(crate::config::tokens(
+                        config.settlement.validator_min_stake_tokens,
+                    ))
+                    .unwrap_or(u128::MAX),
                 },
                 rewardParams_: config.settlement.reward_rules().to_sol(),
             }
             .abi_encode(),
             settlement,
+        ),
+        (
+            "DataRegistry",
+            "DataRegistry",
+            DataRegistry::constructorCall { staking_: staking }.abi_encode(),
+            data_registry,
         ),
     ];
 
@@ -385,6 +400,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
         team_vesting,
         investor_vesting,
         settlement,
+        data_registry,
         deploy_gas: gas,
     })
 }

@@ -123,13 +123,14 @@ mod backend;
 pub mod bindings;
 mod client;
 mod config;
+pub mod data;
 mod deploy;
 mod error;
 pub mod settle;
 mod types;
 
 pub use backend::{Backend, EmbeddedBackend, RpcBackend, RpcTimeouts, TxReceipt};
-pub use client::{Dao, EpochState, SettlementParams, SignedPermit, VerdictState};
+pub use client::{Dao, EpochState, RegisteredBatch, SettlementParams, SignedPermit, VerdictState};
 pub use config::{
     AllocationConfig, DATA_POOL_RELEASE, DAY, DaoConfig, GovernanceConfig, INVESTOR_VESTING,
     MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, SettlementConfig, StakingConfig, TEAM_VESTING,

@@ -1,10 +1,12 @@
 //! [`Dao`]: the member, proposer, guardian and slasher calls on a deployed DAO. Token and
 //! vesting calls here; staking in `staking.rs`, proposals in `governance.rs`.
 
+mod data;
 mod governance;
 mod settlement;
 mod staking;
 
+pub use data::RegisteredBatch;
 pub use settlement::{EpochState, SettlementParams, VerdictState};
 
 use alloy::primitives::{Address, B256, Bytes, U256};

@@ -42,6 +42,8 @@ pub struct SettlementParams {
     pub validator_slash_bps: u16,
     /// Part of a member's slash returned to the training pool, basis points (the rest is burnt).
     pub slash_to_pool_bps: u16,
+    /// Training stake a validator must hold, unjailed, for its signature to count (base units).
+    pub validator_min_stake: u128,
 }
 
 /// A slashing verdict as Settlement holds it.
@@ -260,6 +262,7 @@ impl Dao {
             jail_secs: p.jailDuration,
             validator_slash_bps: p.validatorSlashBps,
             slash_to_pool_bps: p.slashToPoolBps,
+            validator_min_stake: p.validatorMinStake,
         })
     }
 

@@ -2,6 +2,7 @@
 //! property tests of the token/staking invariants on the embedded EVM. Tests that need anvil find
 //! it through `DAOFL_ANVIL` or chain-anchor's `node_modules` (`npm ci` in chain-anchor).
 
+mod data;
 mod hostile;
 mod invariants;
 mod reentrancy;
@@ -22,6 +23,19 @@ async fn suite_on_anvil() {
     let Some(path) = anvil_path() else { return };
     let world = World::anvil(&path).await;
     suite::run(&world).await;
+}
+
+#[tokio::test]
+async fn data_registry_on_embedded_evm() {
+    let world = World::embedded().await;
+    data::run(&world).await;
+}
+
+#[tokio::test]
+async fn data_registry_on_anvil() {
+    let Some(path) = anvil_path() else { return };
+    let world = World::anvil(&path).await;
+    data::run(&world).await;
 }
 
 #[tokio::test]

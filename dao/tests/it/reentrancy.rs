@@ -349,6 +349,7 @@ async fn settlement_refuses_reentry(w: &World, token: Address, staking: Address)
                 jailDuration: sc.jail_secs,
                 validatorSlashBps: sc.validator_slash_bps,
                 slashToPoolBps: sc.slash_to_pool_bps,
+                validatorMinStake: 0,
             },
             rewardParams_: Settlement::RewardParams {
                 epochRounds: sc.epoch_rounds,

@@ -110,6 +110,9 @@ guardian = "{guardian}"
 quorum_floor_tokens = 1000000
 [staking]
 slasher = "{slasher}"
+[settlement]
+# The test validators sign only (no stake); the staked check is tested end to end.
+validator_min_stake_tokens = 0
 "#,
         vesting = now - 2 * YEAR
     );

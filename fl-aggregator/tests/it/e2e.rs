@@ -77,6 +77,11 @@ fn stale(binary: &Path) -> bool {
         "fl-client/Cargo.toml",
         "fl-core/src",
         "fl-core/proto",
+        "fl-node/src",
+        // `fl-client claim` reads the DAO through these.
+        "dao/src",
+        "dao/artifacts",
+        "chain-anchor/src",
         "Cargo.lock",
     ]
     .iter()

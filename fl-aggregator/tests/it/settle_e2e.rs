@@ -184,7 +184,10 @@ fn run_ok(cmd: &mut Command) -> String {
     text
 }
 
-async fn two_epochs(embedded: bool) {
+/// `watch` (anvil only: an embedded chain is one process's at a time): validators 0, 1, 2 run
+/// `fl-aggregator validate --watch` while the federation trains, instead of one pass per epoch
+/// afterwards (and the hostile inputs of the one-pass runs are left out).
+async fn two_epochs(embedded: bool, watch: bool) {
     let dir = tempfile::tempdir().unwrap();
     // Keys: 0 deployer (the registry's admin and aggregator), 1 guardian, 2 slasher, 3 team,
     // 4 investors, then the trainers, then the validators; on anvil all funded accounts.
@@ -280,9 +283,10 @@ slash_to_pool_bps = 2000
         .claim_vesting(deployment.team_vesting)
         .await
         .unwrap();
-    // Trainers and the dishonest validator (index 3) stake as training nodes.
+    // Trainers and validators stake as training nodes (a validator's signature counts only
+    // while it holds the training minimum, unjailed: `validator_min_stake_tokens`, default).
     let dishonest = &validators[3];
-    for k in trainers.iter().chain([dishonest]) {
+    for k in trainers.iter().chain(validators) {
         team_dao.transfer(k.address(), tokens(STAKE)).await.unwrap();
         chain
             .dao(k)
@@ -353,9 +357,43 @@ slash_to_pool_bps = 2000
         };
         procs.0.push(cmd.spawn().unwrap());
     }
+    // Watching validators: they wait for each epoch's anchors, then validate it.
+    let mut watchers = Procs(Vec::new());
+    let watch_logs: Vec<PathBuf> = (0..3)
+        .map(|v| dir.path().join(format!("watch-{v}.log")))
+        .collect();
+    if watch {
+        for (v, log) in watch_logs.iter().enumerate() {
+            watchers.0.push(
+                Command::new(bin("fl-aggregator"))
+                    .args(["validate", "--config"])
+                    .arg(&config_path)
+                    .arg("--key-file")
+                    .arg(&validator_keys[v])
+                    .arg("--dao")
+                    .arg(dir.path().join("dao.json"))
+                    .args(["--epoch", "1", "--watch", "--until-epoch", "2"])
+                    .args(["--poll-secs", "1"])
+                    .env("DAOFL_LOG", "warn")
+                    .stdout(std::fs::File::create(log).unwrap())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+    }
     wait_line(&lines, "finished", Duration::from_secs(600));
     assert!(wait_exit(&mut procs.0[0], Duration::from_secs(60)).success());
     drop(procs);
+    for w in &mut watchers.0 {
+        assert!(wait_exit(w, Duration::from_secs(180)).success());
+    }
+    let watched: String = watch_logs
+        .iter()
+        .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+        .collect();
+    if watch {
+        assert_eq!(watched.matches("root posted: 0x").count(), 2, "{watched}");
+    }
 
     let validate = |v: usize, epoch: u64| {
         chain.release();
@@ -374,101 +412,117 @@ slash_to_pool_bps = 2000
     let store = dir.path().join("run/checkpoints");
     let poisoner: Address = trainers[POISONER].address();
     let free_rider: Address = trainers[FREE_RIDER].address();
+    let domain = chain.dao(&keys[0]).settlement_domain().await.unwrap();
+    let mut trees = Vec::new();
+    if watch {
+        for epoch in 1..=EPOCHS {
+            let published: EpochSignatures = serde_json::from_slice(
+                &std::fs::read(store.join(EpochSignatures::path(epoch, validators[0].address())))
+                    .unwrap(),
+            )
+            .unwrap();
+            let tree = published.tree().unwrap();
+            let state = chain.dao(&keys[0]).epoch(epoch).await.unwrap();
+            assert_eq!((state.root, state.status), (tree.root(), 1));
+            assert!(published.verdicts.iter().any(|v| v.member == poisoner));
+            trees.push((tree, published));
+        }
+    }
     // Hostile inputs in the store and on the command line, each refused or ignored by name:
     // an epoch not anchored yet; a malformed signature file; one by a non-validator; evidence
     // whose sealed record was re-addressed to an honest member.
-    chain.release();
-    let early = Command::new(bin("fl-aggregator"))
-        .args(["validate", "--config"])
-        .arg(&config_path)
-        .arg("--key-file")
-        .arg(&validator_keys[0])
-        .arg("--dao")
-        .arg(dir.path().join("dao.json"))
-        .args(["--epoch", "3"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&early.stderr);
-    assert!(
-        !early.status.success() && text.contains("epoch 3 ends at round 6"),
-        "{text}"
-    );
-    let folder = store.join(EpochSignatures::folder(1));
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("junk.json"), b"{ not json").unwrap();
-    let outsider = &trainers[0];
-    let outsider_root = RootMessage::of(
-        1,
-        &RewardTree::new(&[(outsider.address(), U256::from(5u64))]).unwrap(),
-        1 << 40,
-    );
-    let domain = chain.dao(&keys[0]).settlement_domain().await.unwrap();
-    let outsider_file = EpochSignatures {
-        version: SIGNATURES_VERSION,
-        federation_id: "settle-e2e".into(),
-        epoch: 1,
-        validator: outsider.address(),
-        root: RootVote {
-            root: outsider_root.root,
-            total: U256::from(outsider_root.total),
-            deadline: outsider_root.deadline,
-            signature: sign_root(&signer(outsider), &domain, &outsider_root).unwrap(),
-        },
-        rewards: vec![(outsider.address(), U256::from(5u64))],
-        verdicts: Vec::new(),
-    };
-    std::fs::write(
-        store.join(EpochSignatures::path(1, outsider.address())),
-        serde_json::to_vec(&outsider_file).unwrap(),
-    )
-    .unwrap();
-    let honest = trainers[1].address();
-    let real = store.join(format!("evidence/0000000001/{poisoner}.json"));
-    let forged = std::fs::read_to_string(&real)
-        .unwrap()
-        .replace(&poisoner.to_string(), &honest.to_string());
-    std::fs::write(
-        store.join(format!("evidence/0000000001/{honest}.json")),
-        forged,
-    )
-    .unwrap();
-
-    let mut trees = Vec::new();
-    for epoch in 1..=EPOCHS {
-        // Validators 0, 1, 2 recompute and sign; the third signature posts the root and the
-        // verdicts (validators 4 abstains; 3 lies, below).
-        let first = validate(0, epoch);
-        assert!(first.contains("root posted: none"), "{first}");
-        if epoch == 1 {
-            assert!(first.contains("junk.json: malformed"), "{first}");
-            assert!(
-                first.contains(&format!("{} is not a validator", outsider.address())),
-                "{first}"
-            );
-            assert!(
-                first.contains(&format!(
-                    "dismissed evidence/0000000001/{honest}.json: rejected"
-                )),
-                "{first}"
-            );
-        }
-        validate(1, epoch);
-        let third = validate(2, epoch);
-        assert!(third.contains("root posted: 0x"), "{third}");
+    if !watch {
+        chain.release();
+        let early = Command::new(bin("fl-aggregator"))
+            .args(["validate", "--config"])
+            .arg(&config_path)
+            .arg("--key-file")
+            .arg(&validator_keys[0])
+            .arg("--dao")
+            .arg(dir.path().join("dao.json"))
+            .args(["--epoch", "3"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&early.stderr);
         assert!(
-            third.contains(&format!("flag holds: {poisoner}")),
-            "the poisoner's evidence holds: {third}"
+            !early.status.success() && text.contains("epoch 3 ends at round 6"),
+            "{text}"
         );
-        let published: EpochSignatures = serde_json::from_slice(
-            &std::fs::read(store.join(EpochSignatures::path(epoch, validators[0].address())))
-                .unwrap(),
+        let folder = store.join(EpochSignatures::folder(1));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("junk.json"), b"{ not json").unwrap();
+        let outsider = &trainers[0];
+        let outsider_root = RootMessage::of(
+            1,
+            &RewardTree::new(&[(outsider.address(), U256::from(5u64))]).unwrap(),
+            1 << 40,
+        );
+        let outsider_file = EpochSignatures {
+            version: SIGNATURES_VERSION,
+            federation_id: "settle-e2e".into(),
+            epoch: 1,
+            validator: outsider.address(),
+            root: RootVote {
+                root: outsider_root.root,
+                total: U256::from(outsider_root.total),
+                deadline: outsider_root.deadline,
+                signature: sign_root(&signer(outsider), &domain, &outsider_root).unwrap(),
+            },
+            rewards: vec![(outsider.address(), U256::from(5u64))],
+            verdicts: Vec::new(),
+        };
+        std::fs::write(
+            store.join(EpochSignatures::path(1, outsider.address())),
+            serde_json::to_vec(&outsider_file).unwrap(),
         )
         .unwrap();
-        let tree = published.tree().unwrap();
-        let state = chain.dao(&keys[0]).epoch(epoch).await.unwrap();
-        assert_eq!((state.root, state.status), (tree.root(), 1));
-        assert!(!published.verdicts.is_empty());
-        trees.push((tree, published));
+        let honest = trainers[1].address();
+        let real = store.join(format!("evidence/0000000001/{poisoner}.json"));
+        let forged = std::fs::read_to_string(&real)
+            .unwrap()
+            .replace(&poisoner.to_string(), &honest.to_string());
+        std::fs::write(
+            store.join(format!("evidence/0000000001/{honest}.json")),
+            forged,
+        )
+        .unwrap();
+
+        for epoch in 1..=EPOCHS {
+            // Validators 0, 1, 2 recompute and sign; the third signature posts the root and the
+            // verdicts (validators 4 abstains; 3 lies, below).
+            let first = validate(0, epoch);
+            assert!(first.contains("root posted: none"), "{first}");
+            if epoch == 1 {
+                assert!(first.contains("junk.json: malformed"), "{first}");
+                assert!(
+                    first.contains(&format!("{} is not a validator", outsider.address())),
+                    "{first}"
+                );
+                assert!(
+                    first.contains(&format!(
+                        "dismissed evidence/0000000001/{honest}.json: rejected"
+                    )),
+                    "{first}"
+                );
+            }
+            validate(1, epoch);
+            let third = validate(2, epoch);
+            assert!(third.contains("root posted: 0x"), "{third}");
+            assert!(
+                third.contains(&format!("flag holds: {poisoner}")),
+                "the poisoner's evidence holds: {third}"
+            );
+            let published: EpochSignatures = serde_json::from_slice(
+                &std::fs::read(store.join(EpochSignatures::path(epoch, validators[0].address())))
+                    .unwrap(),
+            )
+            .unwrap();
+            let tree = published.tree().unwrap();
+            let state = chain.dao(&keys[0]).epoch(epoch).await.unwrap();
+            assert_eq!((state.root, state.status), (tree.root(), 1));
+            assert!(!published.verdicts.is_empty());
+            trees.push((tree, published));
+        }
     }
 
     // Validator 3 signs and publishes another root for epoch 1 (it pays itself).
@@ -533,6 +587,16 @@ slash_to_pool_bps = 2000
     );
     let dao = chain.dao(&keys[0]);
     assert_eq!(dao.strikes(lie_file.validator).await.unwrap(), 1);
+    // Below the minimum stake now, the liar's signature no longer counts towards a quorum.
+    let next = RootMessage::of(3, &lie_tree, lie.deadline + 30 * 86_400);
+    let sigs: Vec<_> = [dishonest, &validators[0], &validators[1]]
+        .iter()
+        .map(|k| sign_root(&signer(k), &domain, &next).unwrap())
+        .collect();
+    match dao.post_root(&next, &sigs).await {
+        Err(dao::Error::Reverted(r)) => assert!(r.is("ValidatorNotStaked"), "{r}"),
+        other => panic!("expected ValidatorNotStaked, got {other:?}"),
+    }
     let liar_slash = tokens(STAKE) * U256::from(500u64) / U256::from(10_000u64);
     assert_eq!(
         dao.position(lie_file.validator, Role::Training)
@@ -707,10 +771,15 @@ slash_to_pool_bps = 2000
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_epochs_settled_by_validators_on_the_embedded_evm() {
-    two_epochs(true).await;
+    two_epochs(true, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_epochs_settled_by_validators_on_anvil() {
-    two_epochs(false).await;
+    two_epochs(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_epochs_watched_by_validators_on_anvil_while_training() {
+    two_epochs(false, true).await;
 }

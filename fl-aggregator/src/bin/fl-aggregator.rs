@@ -902,6 +902,21 @@ async fn settle(action: SettleAction) -> Result<ExitCode> {
             let (matches, review) = v.verify_posted(epoch).await?;
             let posted = v.dao().epoch(epoch).await?;
             print_review(&review);
+            // Each recomputed verdict against the chain (its id is its EIP-712 digest).
+            let domain = v.dao().settlement_domain().await?;
+            for flag in &review.flags {
+                let id = flag.message.digest(&domain);
+                let status = match v.dao().verdict(id).await?.status {
+                    0 => "not posted",
+                    1 => "posted, pending",
+                    2 => "cancelled",
+                    _ => "executed",
+                };
+                println!(
+                    "verdict on {} (evidence {}): {status} on chain",
+                    flag.message.member, flag.message.evidence
+                );
+            }
             return Ok(if matches {
                 println!(
                     "MATCH: epoch {epoch}'s posted root {} is the recomputed one",

@@ -712,10 +712,10 @@ slash_to_pool_bps = 2000
             .is_none_or(|a| a * U256::from(10u64) <= honest_min)
     );
 
-    // settle verify agrees with the chain for both epochs.
+    // settle verify agrees with the chain for both epochs, root and verdicts.
     chain.release();
     for epoch in 1..=EPOCHS {
-        run_ok(
+        let out = run_ok(
             Command::new(bin("fl-aggregator"))
                 .args(["settle", "verify", &epoch.to_string(), "--config"])
                 .arg(&config_path)
@@ -724,6 +724,12 @@ slash_to_pool_bps = 2000
                 .arg("--dao")
                 .arg(dir.path().join("dao.json")),
         );
+        assert!(out.contains("MATCH"), "{out}");
+        assert!(
+            out.contains(&format!("verdict on {poisoner}")) && out.contains("executed on chain"),
+            "{out}"
+        );
+        assert!(!out.contains("not posted on chain"), "{out}");
     }
     // A coordinator that rewrites a score after anchoring is caught: the round's metrics are a
     // leaf of its anchored participants root.

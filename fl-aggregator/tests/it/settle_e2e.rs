@@ -476,6 +476,18 @@ slash_to_pool_bps = 2000
             serde_json::to_vec(&outsider_file).unwrap(),
         )
         .unwrap();
+        // A file that names a real validator but carries an outsider's signature.
+        let impersonation = EpochSignatures {
+            validator: validators[4].address(),
+            ..outsider_file.clone()
+        };
+        std::fs::write(
+            store
+                .join(EpochSignatures::folder(1))
+                .join("impersonation.json"),
+            serde_json::to_vec(&impersonation).unwrap(),
+        )
+        .unwrap();
         let honest = trainers[1].address();
         let real = store.join(format!("evidence/0000000001/{poisoner}.json"));
         let forged = std::fs::read_to_string(&real)
@@ -496,6 +508,10 @@ slash_to_pool_bps = 2000
                 assert!(first.contains("junk.json: malformed"), "{first}");
                 assert!(
                     first.contains(&format!("{} is not a validator", outsider.address())),
+                    "{first}"
+                );
+                assert!(
+                    first.contains("impersonation.json: the root signature is not the validator's"),
                     "{first}"
                 );
                 assert!(

@@ -37,6 +37,9 @@ pub struct ProposalsConfig {
     /// An optimiser the aggregator applies to the round's mean update (`[server_optimizer]
     /// kind = "fedadam"` or `"fedavgm"`, as in a federation file); none: plain FedAvg.
     pub server_optimizer: Option<fl_core::strategy::ServerOptimizerConfig>,
+    /// FedProx's μ (`[strategy] proximal_mu`): members add `μ/2·‖w - w_global‖²` to their local
+    /// loss (0: off).
+    pub proximal_mu: f64,
     /// Train the federation (off: only the comparisons, e.g. to tune the model centrally).
     pub federated: bool,
     /// Train the same model centrally on the pooled training data too.
@@ -77,6 +80,7 @@ impl Default for ProposalsConfig {
             alone_epochs: Some(15),
             shuffled_labels: false,
             server_optimizer: None,
+            proximal_mu: 0.0,
         }
     }
 }
@@ -306,6 +310,7 @@ pub fn run_federated(
         min_fit_results: 1,
         fit: config.fit.clone(),
         server_optimizer: config.server_optimizer.clone(),
+        proximal_mu: config.proximal_mu,
         ..Default::default()
     }
     .build(

@@ -199,6 +199,18 @@ enum Command {
         #[arg(long)]
         epoch: u64,
     },
+    /// Registers a batch of contributed records (staked annotators): every file of RECORDS is
+    /// one record's bytes (its CID's digest is their SHA-256); prints the batch's root and index.
+    RegisterBatch {
+        /// A folder of record files (at most 1 MiB each).
+        #[arg(long)]
+        records: PathBuf,
+        /// Where the records can be fetched (an `ipfs://` CAR, a content-store URL).
+        #[arg(long)]
+        location: String,
+    },
+    /// Lists the registered data batches, in order, from the registry's events.
+    Batches,
     /// Returns an epoch's unclaimed rest to the training pool after its deadline.
     SweepEpoch {
         #[arg(long)]
@@ -456,6 +468,24 @@ async fn main() -> anyhow::Result<()> {
             let tree = RewardTree::load(&rewards)?;
             done(dao.claim_reward(epoch, &tree).await?);
         }
+        Command::RegisterBatch { records, location } => {
+            let batch = record_batch(&records)?;
+            let (receipt, index) = dao.register_batch(&batch, &location).await?;
+            println!(
+                "batch {index}: {} records, root {}",
+                batch.len(),
+                batch.root()
+            );
+            done(receipt);
+        }
+        Command::Batches => {
+            for b in dao.registered_batches().await? {
+                println!(
+                    "{} {} by {}: {} records at {}",
+                    b.index, b.root, b.contributor, b.records, b.location
+                );
+            }
+        }
         Command::SweepEpoch { epoch } => done(dao.sweep_epoch(epoch).await?),
         Command::CancelRoot { epoch } => done(dao.cancel_root(epoch).await?),
         Command::SignVerdict {
@@ -497,4 +527,30 @@ async fn main() -> anyhow::Result<()> {
         Command::SplitFee { tokens: n } => done(dao.split_fee(tokens(n)).await?),
     }
     Ok(())
+}
+
+/// Largest record file read by `register-batch`.
+const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// The batch of the record files in `dir` (each file one record; digest = SHA-256 of its bytes).
+fn record_batch(dir: &std::path::Path) -> anyhow::Result<dao::data::RecordBatch> {
+    use std::io::Read as _;
+    let mut digests = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)?
+            .take(MAX_RECORD_BYTES + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_RECORD_BYTES {
+            anyhow::bail!("{} is larger than {MAX_RECORD_BYTES} bytes", path.display());
+        }
+        digests.push(dao::chain_anchor::params_hash(&bytes));
+    }
+    Ok(dao::data::RecordBatch::new(&digests)?)
 }

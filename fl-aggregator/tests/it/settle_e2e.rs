@@ -451,6 +451,8 @@ slash_to_pool_bps = 2000
         let folder = store.join(EpochSignatures::folder(1));
         std::fs::create_dir_all(&folder).unwrap();
         std::fs::write(folder.join("junk.json"), b"{ not json").unwrap();
+        // An oversized one is not even read whole.
+        std::fs::write(folder.join("huge.json"), vec![b' '; 5 << 20]).unwrap();
         let outsider = &trainers[0];
         let outsider_root = RootMessage::of(
             1,
@@ -506,6 +508,10 @@ slash_to_pool_bps = 2000
             assert!(first.contains("root posted: none"), "{first}");
             if epoch == 1 {
                 assert!(first.contains("junk.json: malformed"), "{first}");
+                assert!(
+                    first.contains("huge.json has 5242880 bytes, more than the 4194304 allowed"),
+                    "{first}"
+                );
                 assert!(
                     first.contains(&format!("{} is not a validator", outsider.address())),
                     "{first}"

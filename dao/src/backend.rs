@@ -14,8 +14,12 @@ use chain_anchor::{EMBEDDED_CHAIN_ID, EmbeddedAnchor, EmbeddedEvm, KeySource};
 
 use crate::{Error, Result, Revert};
 
-/// Gas added to every estimate on an RPC chain, besides a quarter of it (see `RpcBackend::send`).
-const GAS_MARGIN: u64 = 30_000;
+/// Gas added to every estimate on an RPC chain, besides a quarter of it (see `RpcBackend::send`):
+/// six new storage slots (about 20k each). A slash that returns part of the stake to a pool
+/// moves the total supply, the votable supply and a delegate's votes, each a checkpoint that
+/// costs a new slot in a new second but an in-place update in the estimate's; unused gas is not
+/// charged.
+const GAS_MARGIN: u64 = 120_000;
 
 /// What a mined transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,7 +398,8 @@ impl RpcBackend {
             }
             Ok(Ok(g)) => g,
         };
-        let tx = tx.with_gas_limit(gas.saturating_add(gas / 4).saturating_add(GAS_MARGIN));
+        let gas_limit = gas.saturating_add(gas / 4).saturating_add(GAS_MARGIN);
+        let tx = tx.with_gas_limit(gas_limit);
         let sent = tokio::time::timeout(self.timeouts.request, self.provider.send_transaction(tx));
         let pending = match sent.await {
             Err(_) => return Err(self.rpc_error("sending a transaction", "request timed out")),
@@ -421,17 +426,26 @@ impl RpcBackend {
                     Error::MalformedResponse(format!("receipt of {tx_hash} has no block number"))
                 })?;
                 if !r.status() {
+                    if r.gas_used() >= gas_limit {
+                        return Err(self.rpc_error(
+                            "executing a transaction",
+                            format!("{tx_hash} ran out of gas (limit {gas_limit})"),
+                        ));
+                    }
                     // Mined but reverted (the state changed between estimate and inclusion):
-                    // replay it as a call on the state before its block for the revert data.
-                    let parent = block_number.saturating_sub(1);
-                    let call = self.provider.call(replay).block(parent.into());
-                    let data = match tokio::time::timeout(self.timeouts.request, call).await {
-                        Ok(Err(e)) => e
-                            .as_error_resp()
-                            .and_then(|x| x.as_revert_data())
-                            .unwrap_or_default(),
-                        _ => Bytes::new(),
-                    };
+                    // replay it as a call for the revert data, on the state before its block,
+                    // else on the state after it (a transaction earlier in the same block,
+                    // such as a competing validator's post, is what made it revert).
+                    let mut data = Bytes::new();
+                    for at in [block_number.saturating_sub(1), block_number] {
+                        let call = self.provider.call(replay.clone()).block(at.into());
+                        if let Ok(Err(e)) = tokio::time::timeout(self.timeouts.request, call).await
+                            && let Some(d) = e.as_error_resp().and_then(|x| x.as_revert_data())
+                        {
+                            data = d;
+                            break;
+                        }
+                    }
                     return Err(Error::Reverted(Revert::new(data)));
                 }
                 return Ok(TxReceipt {

@@ -154,6 +154,26 @@ pub struct FedBuffEngine {
     events: VecDeque<FedBuffEvent>,
 }
 
+/// Why a result was not added to the buffer.
+enum Rejection {
+    /// The member reported a failure.
+    Failed,
+    /// Too old (the client still gets the current model).
+    Stale(String),
+    /// Unusable (refused to the caller too).
+    Invalid(String),
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed => f.write_str("the member failed"),
+            Self::Stale(why) => write!(f, "stale: {why}"),
+            Self::Invalid(why) => write!(f, "invalid: {why}"),
+        }
+    }
+}
+
 /// The paper's polynomial staleness scaling `s(τ) = 1/√(1+τ)`.
 pub fn staleness_weight(staleness: u64) -> f64 {
     1.0 / (1.0 + staleness as f64).sqrt()
@@ -260,48 +280,54 @@ impl FedBuffEngine {
         };
         self.training.insert(client, None);
         let outcome = match result {
-            None => Err("the member failed".to_owned()),
+            None => Err(Rejection::Failed),
             Some(r) => self.contribute(version, &r.params, r.num_examples),
         };
-        if let Err(reason) = &outcome {
+        if let Err(rejection) = &outcome {
             self.events.push_back(FedBuffEvent::Dropped {
                 client,
                 version,
-                reason: reason.clone(),
+                reason: rejection.to_string(),
             });
         }
         if !self.finished {
             self.send_model(client);
         }
         match outcome {
-            Err(reason) if reason.starts_with("invalid: ") => Err(FedBuffError::Invalid {
-                client,
-                reason: reason["invalid: ".len()..].to_owned(),
-            }),
+            Err(Rejection::Invalid(reason)) => Err(FedBuffError::Invalid { client, reason }),
             _ => Ok(()),
         }
     }
 
     /// Adds a result trained on `version` to the buffer; steps when it is full.
-    fn contribute(&mut self, version: u64, params: &ParamVec, examples: u64) -> Result<(), String> {
+    fn contribute(
+        &mut self,
+        version: u64,
+        params: &ParamVec,
+        examples: u64,
+    ) -> Result<(), Rejection> {
         let staleness = self.version - version.min(self.version);
         if staleness > self.config.max_staleness {
-            return Err(format!(
-                "stale: trained on version {version}, the model is at {} (at most {} behind)",
+            return Err(Rejection::Stale(format!(
+                "trained on version {version}, the model is at {} (at most {} behind)",
                 self.version, self.config.max_staleness
-            ));
+            )));
         }
         let Some((_, base)) = self.history.iter().find(|(v, _)| *v == version) else {
-            return Err(format!("stale: version {version} is no longer kept"));
+            return Err(Rejection::Stale(format!(
+                "version {version} is no longer kept"
+            )));
         };
         if params.schema().hash() != base.schema().hash() {
-            return Err("invalid: the result's schema is not the model's".into());
+            return Err(Rejection::Invalid(
+                "the result's schema is not the model's".into(),
+            ));
         }
         if examples == 0 {
-            return Err("invalid: a result over zero examples".into());
+            return Err(Rejection::Invalid("a result over zero examples".into()));
         }
         if params.values().iter().any(|v| !v.is_finite()) {
-            return Err("invalid: non-finite parameters".into());
+            return Err(Rejection::Invalid("non-finite parameters".into()));
         }
         let s = staleness_weight(staleness);
         for ((acc, new), old) in self

@@ -49,6 +49,7 @@ use std::ops::RangeInclusive;
 
 use chain_anchor::alloy::primitives::{Address, B256, Bytes, U256};
 use chain_anchor::alloy::signers::local::PrivateKeySigner;
+use chain_anchor::alloy::sol_types::Eip712Domain;
 use chain_anchor::{Anchor, AnchoredCheckpoint, ChainAnchor, FederationId};
 use dao::settle::{
     RewardTree, RootMessage, VerdictMessage, recover_signer, sign_root, sign_verdict,
@@ -510,6 +511,16 @@ impl Validator {
     ) -> Result<(Vec<EpochSignatures>, Vec<(String, String)>), ValidatorError> {
         let (validators, _) = self.dao.validators().await?;
         let domain = self.dao.settlement_domain().await?;
+        self.published_under(epoch, &validators, &domain).await
+    }
+
+    /// [`published`](Self::published) with the validator set and EIP-712 domain already read.
+    async fn published_under(
+        &self,
+        epoch: u64,
+        validators: &[Address],
+        domain: &Eip712Domain,
+    ) -> Result<(Vec<EpochSignatures>, Vec<(String, String)>), ValidatorError> {
         let folder = EpochSignatures::folder(epoch);
         let mut files = Vec::new();
         let mut ignored = Vec::new();
@@ -532,8 +543,7 @@ impl Validator {
                     return Err(format!("{} is not a validator", f.validator));
                 }
                 let message = f.root_message().ok_or("total out of range")?;
-                if recover_signer(&message.digest(&domain), &f.root.signature) != Some(f.validator)
-                {
+                if recover_signer(&message.digest(domain), &f.root.signature) != Some(f.validator) {
                     return Err("the root signature is not the validator's".into());
                 }
                 Ok(f)
@@ -554,14 +564,14 @@ impl Validator {
     /// Store or chain errors other than the races a concurrent validator causes (a root or
     /// verdict posted, a contradiction reported or a verdict executed by another first).
     pub async fn settle(&self, epoch: u64) -> Result<SettleReport, ValidatorError> {
-        let (files, ignored) = self.published(epoch).await?;
+        let (validators, quorum) = self.dao.validators().await?;
+        let quorum = usize::from(quorum).max(1);
+        let domain = self.dao.settlement_domain().await?;
+        let (files, ignored) = self.published_under(epoch, &validators, &domain).await?;
         let mut report = SettleReport {
             ignored,
             ..SettleReport::default()
         };
-        let (_, quorum) = self.dao.validators().await?;
-        let quorum = usize::from(quorum).max(1);
-        let domain = self.dao.settlement_domain().await?;
 
         // Roots: the message a quorum signed alike.
         let mut state = self.dao.epoch(epoch).await?;
@@ -667,12 +677,15 @@ impl Validator {
         Ok(report)
     }
 
-    /// Recomputes `epoch` and compares it with the chain: `Ok(true)` when the posted root is
-    /// the recomputed one (`fl-aggregator settle verify`).
+    /// Recomputes `epoch` and compares it with the chain: whether the posted root is the
+    /// recomputed one, the posted state and the review (`fl-aggregator settle verify`).
     ///
     /// # Errors
     /// As [`review`](Self::review); [`dao::Error::InvalidInput`] when nothing is posted.
-    pub async fn verify_posted(&self, epoch: u64) -> Result<(bool, EpochReview), ValidatorError> {
+    pub async fn verify_posted(
+        &self,
+        epoch: u64,
+    ) -> Result<(bool, dao::EpochState, EpochReview), ValidatorError> {
         let review = self.review(epoch).await?;
         let state = self.dao.epoch(epoch).await?;
         if state.status == 0 {
@@ -680,9 +693,7 @@ impl Validator {
                 dao::Error::InvalidInput(format!("epoch {epoch} has no posted root")).into(),
             );
         }
-        Ok((
-            state.root == review.root.root && state.total == review.root.total,
-            review,
-        ))
+        let matches = state.root == review.root.root && state.total == review.root.total;
+        Ok((matches, state, review))
     }
 }

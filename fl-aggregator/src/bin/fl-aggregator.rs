@@ -899,8 +899,7 @@ async fn settle(action: SettleAction) -> Result<ExitCode> {
         SettleAction::CheckRoot { epoch, root } => (epoch, None, Some(root)),
         SettleAction::Verify { epoch, validator } => {
             let v = open_validator(&validator)?;
-            let (matches, review) = v.verify_posted(epoch).await?;
-            let posted = v.dao().epoch(epoch).await?;
+            let (matches, posted, review) = v.verify_posted(epoch).await?;
             print_review(&review);
             // Each recomputed verdict against the chain (its id is its EIP-712 digest).
             let domain = v.dao().settlement_domain().await?;

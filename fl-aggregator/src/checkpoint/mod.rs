@@ -251,21 +251,11 @@ impl CheckpointStore {
     /// # Errors
     /// [`CheckpointError::Store`].
     pub async fn rounds(&self) -> Result<Vec<u64>> {
-        let dir = self.prefix.clone().join("rounds");
-        let listing = match self.store.list_with_delimiter(Some(&dir)).await {
-            Ok(l) => l.objects,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(source) => {
-                return Err(CheckpointError::Store {
-                    op: "list",
-                    path: dir.to_string(),
-                    source,
-                });
-            }
-        };
-        let mut rounds: Vec<u64> = listing
+        let mut rounds: Vec<u64> = self
+            .list_files("rounds")
+            .await?
             .iter()
-            .filter_map(|o| parse_manifest_name(o.location.filename()?))
+            .filter_map(|name| parse_manifest_name(name))
             .collect();
         rounds.sort_unstable();
         rounds.dedup();

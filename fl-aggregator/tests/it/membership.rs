@@ -29,6 +29,32 @@ fn chain_signer(key: &MemberKey) -> chain_anchor::alloy::signers::local::Private
         .expect("a member key is a valid chain key")
 }
 
+/// The test DAO's configuration: `roles` are the guardian, slasher, team and investors; the
+/// vesting started two years before `now`; the quorum floor is 1,000,000 tokens; `extra` is
+/// appended (further sections).
+pub(crate) fn dao_config(
+    roles: [dao::chain_anchor::alloy::primitives::Address; 4],
+    now: u64,
+    extra: &str,
+) -> DaoConfig {
+    let [guardian, slasher, team, investors] = roles;
+    DaoConfig::from_toml_str(&format!(
+        r#"
+[allocation]
+team = "{team}"
+investors = "{investors}"
+vesting_start = {vesting}
+[governance]
+guardian = "{guardian}"
+quorum_floor_tokens = 1000000
+[staking]
+slasher = "{slasher}"
+{extra}"#,
+        vesting = now - 2 * YEAR
+    ))
+    .unwrap()
+}
+
 /// A DAO on a fresh chain (embedded EVM or anvil), the team's vesting claimed (the team funds
 /// members), and keys for members that can pay gas there.
 struct Chain {
@@ -90,23 +116,8 @@ impl Chain {
         anvil: Option<AnvilInstance>,
         dir: tempfile::TempDir,
     ) -> Chain {
-        let [guardian, slasher, team, investors] = [1, 2, 3, 4].map(|i| keys[i].address());
-        let now = root.now().await.unwrap();
-        let config = DaoConfig::from_toml_str(&format!(
-            r#"
-[allocation]
-team = "{team}"
-investors = "{investors}"
-vesting_start = {vesting}
-[governance]
-guardian = "{guardian}"
-quorum_floor_tokens = 1000000
-[staking]
-slasher = "{slasher}"
-"#,
-            vesting = now - 2 * YEAR
-        ))
-        .unwrap();
+        let roles = [1, 2, 3, 4].map(|i| keys[i].address());
+        let config = dao_config(roles, root.now().await.unwrap(), "");
         let deployment = deploy(&config, &root).await.expect("deploys");
         let dao = |k: &MemberKey| {
             Dao::new(

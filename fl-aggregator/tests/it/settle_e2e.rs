@@ -18,7 +18,7 @@ use chain_anchor::alloy::node_bindings::{Anvil, AnvilInstance};
 use chain_anchor::alloy::primitives::{Address, U256};
 use chain_anchor::alloy::signers::local::PrivateKeySigner;
 use dao::settle::{RewardTree, RootMessage, sign_root};
-use dao::{Backend, Dao, DaoConfig, DaoDeployment, Role, RpcTimeouts, YEAR, deploy, tokens};
+use dao::{Backend, Dao, DaoDeployment, Role, RpcTimeouts, deploy, tokens};
 use fl_aggregator::validator::{EpochSignatures, RootVote, SIGNATURES_VERSION};
 use fl_core::MemberKey;
 
@@ -187,6 +187,58 @@ fn run_ok(cmd: &mut Command) -> String {
 /// `watch` (anvil only: an embedded chain is one process's at a time): validators 0, 1, 2 run
 /// `fl-aggregator validate --watch` while the federation trains, instead of one pass per epoch
 /// afterwards (and the hostile inputs of the one-pass runs are left out).
+/// The signature file `key` would publish for `epoch` over `tree` with `deadline`.
+fn signed_root_file(
+    key: &MemberKey,
+    domain: &chain_anchor::alloy::sol_types::Eip712Domain,
+    epoch: u64,
+    tree: &RewardTree,
+    deadline: u64,
+) -> EpochSignatures {
+    let message = RootMessage::of(epoch, tree, deadline);
+    EpochSignatures {
+        version: SIGNATURES_VERSION,
+        federation_id: "settle-e2e".into(),
+        epoch,
+        validator: key.address(),
+        root: RootVote {
+            root: message.root,
+            total: U256::from(message.total),
+            deadline,
+            signature: sign_root(&signer(key), domain, &message).unwrap(),
+        },
+        rewards: tree.rewards().collect(),
+        verdicts: Vec::new(),
+    }
+}
+
+/// Writes `file` where its validator publishes it in the checkpoint store at `store`.
+fn publish(store: &std::path::Path, file: &EpochSignatures) {
+    std::fs::write(
+        store.join(EpochSignatures::path(file.epoch, file.validator)),
+        serde_json::to_vec(file).unwrap(),
+    )
+    .unwrap();
+}
+
+/// `validator`'s published file of `epoch` and its tree, checked to be the root posted on chain.
+async fn posted(
+    chain: &Chain,
+    reader: &MemberKey,
+    store: &std::path::Path,
+    epoch: u64,
+    validator: &MemberKey,
+) -> (RewardTree, EpochSignatures) {
+    let published: EpochSignatures = serde_json::from_slice(
+        &std::fs::read(store.join(EpochSignatures::path(epoch, validator.address()))).unwrap(),
+    )
+    .unwrap();
+    let tree = published.tree().unwrap();
+    let state = chain.dao(reader).epoch(epoch).await.unwrap();
+    assert_eq!((state.root, state.status), (tree.root(), 1));
+    (tree, published)
+}
+
 async fn two_epochs(embedded: bool, watch: bool) {
     let dir = tempfile::tempdir().unwrap();
     // Keys: 0 deployer (the registry's admin and aggregator), 1 guardian, 2 slasher, 3 team,
@@ -247,34 +299,19 @@ async fn two_epochs(embedded: bool, watch: bool) {
     // validators lose 5% of their stake, a fifth of a member's slash returns to the pool.
     let root = chain.backend(&deployer_key);
     let now = root.now().await.unwrap();
-    let [guardian, slasher, team, investors] = [1, 2, 3, 4].map(|i| keys[i].address());
     let validator_list: Vec<String> = validators
         .iter()
         .map(|k| format!("\"{}\"", k.address()))
         .collect();
-    let config = DaoConfig::from_toml_str(&format!(
-        r#"
-[allocation]
-team = "{team}"
-investors = "{investors}"
-vesting_start = {vesting}
-[governance]
-guardian = "{guardian}"
-quorum_floor_tokens = 1000000
-[staking]
-slasher = "{slasher}"
-[settlement]
-validators = [{validators}]
-quorum = 3
-epoch_rounds = {EPOCH_ROUNDS}
-epoch_pool_tokens = 1000
-validator_slash_bps = 500
-slash_to_pool_bps = 2000
-"#,
-        vesting = now - 2 * YEAR,
-        validators = validator_list.join(", "),
-    ))
-    .unwrap();
+    let config = crate::membership::dao_config(
+        [1, 2, 3, 4].map(|i| keys[i].address()),
+        now,
+        &format!(
+            "[settlement]\nvalidators = [{}]\nquorum = 3\nepoch_rounds = {EPOCH_ROUNDS}\n\
+             epoch_pool_tokens = 1000\nvalidator_slash_bps = 500\nslash_to_pool_bps = 2000\n",
+            validator_list.join(", ")
+        ),
+    );
     let deployment = deploy(&config, &root).await.expect("deploys");
     deployment.save(&dir.path().join("dao.json")).unwrap();
     chain.deployment = Some(deployment.clone());
@@ -416,14 +453,7 @@ slash_to_pool_bps = 2000
     let mut trees = Vec::new();
     if watch {
         for epoch in 1..=EPOCHS {
-            let published: EpochSignatures = serde_json::from_slice(
-                &std::fs::read(store.join(EpochSignatures::path(epoch, validators[0].address())))
-                    .unwrap(),
-            )
-            .unwrap();
-            let tree = published.tree().unwrap();
-            let state = chain.dao(&keys[0]).epoch(epoch).await.unwrap();
-            assert_eq!((state.root, state.status), (tree.root(), 1));
+            let (tree, published) = posted(&chain, &keys[0], &store, epoch, &validators[0]).await;
             assert!(published.verdicts.iter().any(|v| v.member == poisoner));
             trees.push((tree, published));
         }
@@ -454,30 +484,9 @@ slash_to_pool_bps = 2000
         // An oversized one is not even read whole.
         std::fs::write(folder.join("huge.json"), vec![b' '; 5 << 20]).unwrap();
         let outsider = &trainers[0];
-        let outsider_root = RootMessage::of(
-            1,
-            &RewardTree::new(&[(outsider.address(), U256::from(5u64))]).unwrap(),
-            1 << 40,
-        );
-        let outsider_file = EpochSignatures {
-            version: SIGNATURES_VERSION,
-            federation_id: "settle-e2e".into(),
-            epoch: 1,
-            validator: outsider.address(),
-            root: RootVote {
-                root: outsider_root.root,
-                total: U256::from(outsider_root.total),
-                deadline: outsider_root.deadline,
-                signature: sign_root(&signer(outsider), &domain, &outsider_root).unwrap(),
-            },
-            rewards: vec![(outsider.address(), U256::from(5u64))],
-            verdicts: Vec::new(),
-        };
-        std::fs::write(
-            store.join(EpochSignatures::path(1, outsider.address())),
-            serde_json::to_vec(&outsider_file).unwrap(),
-        )
-        .unwrap();
+        let outsider_tree = RewardTree::new(&[(outsider.address(), U256::from(5u64))]).unwrap();
+        let outsider_file = signed_root_file(outsider, &domain, 1, &outsider_tree, 1 << 40);
+        publish(&store, &outsider_file);
         // A file that names a real validator but carries an outsider's signature.
         let impersonation = EpochSignatures {
             validator: validators[4].address(),
@@ -534,14 +543,7 @@ slash_to_pool_bps = 2000
                 third.contains(&format!("flag holds: {poisoner}")),
                 "the poisoner's evidence holds: {third}"
             );
-            let published: EpochSignatures = serde_json::from_slice(
-                &std::fs::read(store.join(EpochSignatures::path(epoch, validators[0].address())))
-                    .unwrap(),
-            )
-            .unwrap();
-            let tree = published.tree().unwrap();
-            let state = chain.dao(&keys[0]).epoch(epoch).await.unwrap();
-            assert_eq!((state.root, state.status), (tree.root(), 1));
+            let (tree, published) = posted(&chain, &keys[0], &store, epoch, &validators[0]).await;
             assert!(!published.verdicts.is_empty());
             trees.push((tree, published));
         }
@@ -550,26 +552,9 @@ slash_to_pool_bps = 2000
     // Validator 3 signs and publishes another root for epoch 1 (it pays itself).
     let (tree1, file1) = &trees[0];
     let lie_tree = RewardTree::new(&[(dishonest.address(), U256::from(1u64))]).unwrap();
-    let lie = RootMessage::of(1, &lie_tree, file1.root.deadline);
-    let lie_file = EpochSignatures {
-        version: SIGNATURES_VERSION,
-        federation_id: file1.federation_id.clone(),
-        epoch: 1,
-        validator: dishonest.address(),
-        root: RootVote {
-            root: lie.root,
-            total: U256::from(lie.total),
-            deadline: lie.deadline,
-            signature: sign_root(&signer(dishonest), &domain, &lie).unwrap(),
-        },
-        rewards: lie_tree.rewards().collect(),
-        verdicts: Vec::new(),
-    };
-    std::fs::write(
-        store.join(EpochSignatures::path(1, lie_file.validator)),
-        serde_json::to_vec(&lie_file).unwrap(),
-    )
-    .unwrap();
+    let lie_file = signed_root_file(dishonest, &domain, 1, &lie_tree, file1.root.deadline);
+    let lie = lie_file.root_message().unwrap();
+    publish(&store, &lie_file);
 
     // The challenge window passes; validator 4 now reviews each epoch: it reports the liar and
     // executes the due verdicts.

@@ -20,10 +20,11 @@
 //! version twice while the buffer fills); the engine maps each task to the version it carried.
 //!
 //! What is done, and what is not: this module is the sans-IO core and its simulator (member
-//! speeds drawn by the caller, e.g. log-normal); results arrive whole ([`ClientMessage::FitDone`],
-//! the in-process form). The gRPC service still runs the synchronous engine only, and secure
+//! speeds drawn by the caller, e.g. log-normal), and [`FedBuffServer`], which the gRPC service
+//! drives with the same core (results streamed in chunks, signed, reassembled). Secure
 //! aggregation of each buffer (which the paper describes: a SecAgg instance per buffer of `K`)
-//! is not wired in: a buffered federation's updates are seen individually by the server.
+//! is not wired in: a buffered federation's updates are seen individually by the server, so
+//! a federation file that asks for FedBuff with secure aggregation or DP is refused.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -42,9 +43,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fl_core::{
-    ClientId, ClientMessage, ClientSession, FitConfig, ParamVec, RoundConfig, ServerMessage,
-    SessionEvent, Stage, Trainer, UploadSpec,
+    ClientId, ClientMessage, ClientSession, FitConfig, FitResult, ParamVec, RoundConfig,
+    ServerMessage, SessionEvent, Stage, Trainer, UploadSpec,
 };
+
+use crate::engine::EngineError;
+use crate::service::ServedEngine;
 
 /// Settings of a buffered asynchronous federation.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +236,15 @@ impl FedBuffEngine {
         &self.config
     }
 
+    /// The task `client` trains on (`None`: not connected or idle).
+    pub fn task_of(&self, client: ClientId) -> Option<u64> {
+        self.training
+            .get(&client)
+            .copied()
+            .flatten()
+            .map(|(t, _)| t)
+    }
+
     /// A client connected: it gets the current model to train on.
     pub fn handle_connect(&mut self, client: ClientId) {
         if self.finished {
@@ -415,6 +428,202 @@ impl FedBuffEngine {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<FedBuffEvent> {
         self.events.pop_front()
+    }
+}
+
+/// [`FedBuffEngine`] for the gRPC service
+/// ([`service::federation`](crate::service::federation) takes it in place of the round
+/// [`Engine`](crate::Engine)): the transport streams each result as
+/// [`ClientMessage::FitBegin`], [`FitChunk`](ClientMessage::FitChunk)s and
+/// [`FitEnd`](ClientMessage::FitEnd), after checking the member's signature over its chunk
+/// hashes; this reassembles them into the whole result the engine takes. At most one result
+/// per member is in flight, so reassembly holds at most one model per connected member.
+/// SCAFFOLD control variates are refused (FedBuff has none).
+#[derive(Debug)]
+pub struct FedBuffServer {
+    engine: FedBuffEngine,
+    /// Results being reassembled by member.
+    incoming: BTreeMap<ClientId, Incoming>,
+}
+
+/// A streamed result being reassembled.
+#[derive(Debug)]
+struct Incoming {
+    task: u64,
+    num_examples: u64,
+    metrics: fl_core::Metrics,
+    values: Vec<f32>,
+}
+
+impl FedBuffServer {
+    /// Serves `engine`.
+    pub fn new(engine: FedBuffEngine) -> Self {
+        Self {
+            engine,
+            incoming: BTreeMap::new(),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &FedBuffEngine {
+        &self.engine
+    }
+
+    fn unexpected(client: ClientId, round: u64) -> EngineError {
+        EngineError::Unexpected {
+            client,
+            round,
+            stage: Stage::Fit,
+        }
+    }
+
+    fn invalid(client: ClientId, reason: impl Into<String>) -> EngineError {
+        EngineError::InvalidResult {
+            client,
+            reason: reason.into(),
+        }
+    }
+
+    /// The result `client` is streaming for task `round`, refusing another task.
+    fn incoming(&mut self, client: ClientId, round: u64) -> Result<&mut Incoming, EngineError> {
+        match self.incoming.get_mut(&client) {
+            Some(i) if i.task == round => Ok(i),
+            _ => Err(Self::unexpected(client, round)),
+        }
+    }
+}
+
+impl From<FedBuffError> for EngineError {
+    fn from(e: FedBuffError) -> Self {
+        match e {
+            FedBuffError::UnknownClient(c) => Self::UnknownClient(c),
+            FedBuffError::Unexpected { client, task } => Self::Unexpected {
+                client,
+                round: task,
+                stage: Stage::Fit,
+            },
+            FedBuffError::Invalid { client, reason } => Self::InvalidResult { client, reason },
+            // Settings are checked when the engine is built, never per message.
+            FedBuffError::Config(reason) => Self::InvalidResult {
+                client: ClientId(u64::MAX),
+                reason,
+            },
+        }
+    }
+}
+
+impl ServedEngine for FedBuffServer {
+    type Event = FedBuffEvent;
+
+    fn params(&self) -> &Arc<ParamVec> {
+        self.engine.params()
+    }
+    fn round(&self) -> u64 {
+        self.engine.version()
+    }
+    fn is_finished(&self) -> bool {
+        self.engine.is_finished()
+    }
+    fn handle_connect(&mut self, _now: Duration, client: ClientId) {
+        self.engine.handle_connect(client);
+    }
+    fn handle_disconnect(&mut self, _now: Duration, client: ClientId) {
+        self.incoming.remove(&client);
+        self.engine.handle_disconnect(client);
+    }
+    fn handle_message(
+        &mut self,
+        _now: Duration,
+        client: ClientId,
+        msg: ClientMessage,
+    ) -> Result<(), EngineError> {
+        match msg {
+            ClientMessage::FitBegin {
+                round,
+                num_examples,
+                metrics,
+                ..
+            } => {
+                if self.engine.task_of(client) != Some(round) || self.incoming.contains_key(&client)
+                {
+                    return Err(Self::unexpected(client, round));
+                }
+                let values = Vec::with_capacity(self.engine.params().len());
+                self.incoming.insert(
+                    client,
+                    Incoming {
+                        task: round,
+                        num_examples,
+                        metrics,
+                        values,
+                    },
+                );
+                Ok(())
+            }
+            ClientMessage::FitChunk { round, values } => {
+                let limit = self.engine.params().len();
+                let incoming = self.incoming(client, round)?;
+                if incoming.values.len() + values.len() > limit {
+                    self.incoming.remove(&client);
+                    return Err(Self::invalid(
+                        client,
+                        format!("more than the model's {limit} values"),
+                    ));
+                }
+                incoming.values.extend_from_slice(&values);
+                Ok(())
+            }
+            ClientMessage::ControlChunk { .. } => {
+                self.incoming.remove(&client);
+                Err(Self::invalid(
+                    client,
+                    "control variates in a FedBuff federation (SCAFFOLD is synchronous only)",
+                ))
+            }
+            ClientMessage::FitEnd { round } => {
+                self.incoming(client, round)?;
+                let Some(done) = self.incoming.remove(&client) else {
+                    return Err(Self::unexpected(client, round));
+                };
+                let schema = self.engine.params().schema().clone();
+                let params = ParamVec::new(schema, done.values)
+                    .map_err(|e| Self::invalid(client, e.to_string()))?;
+                let result = FitResult {
+                    params,
+                    num_examples: done.num_examples,
+                    metrics: done.metrics,
+                };
+                self.engine
+                    .handle_message(client, ClientMessage::FitDone { round, result })
+                    .map_err(Into::into)
+            }
+            other @ (ClientMessage::FitDone { .. } | ClientMessage::Failed { .. }) => {
+                self.incoming.remove(&client);
+                self.engine
+                    .handle_message(client, other)
+                    .map_err(Into::into)
+            }
+            other => Err(Self::invalid(
+                client,
+                format!(
+                    "a FedBuff federation takes plain fit results, not this message for round {}",
+                    other.round()
+                ),
+            )),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Duration> {
+        None
+    }
+    fn handle_timeout(&mut self, _now: Duration) {}
+    fn poll_transmit(&mut self) -> Option<(ClientId, ServerMessage)> {
+        self.engine.poll_transmit()
+    }
+    fn poll_event(&mut self) -> Option<FedBuffEvent> {
+        self.engine.poll_event()
+    }
+    fn ends_round(event: &FedBuffEvent) -> bool {
+        matches!(event, FedBuffEvent::Applied { .. })
     }
 }
 

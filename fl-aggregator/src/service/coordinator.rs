@@ -12,10 +12,104 @@ pub type ParamsLoader = Box<
         + Send,
 >;
 
+/// What the coordinator drives: a sans-IO federation engine fed joins, leaves, messages and
+/// deadlines, drained of instructions and events. The synchronous round [`Engine`] and the
+/// asynchronous [`FedBuffServer`](crate::fedbuff::FedBuffServer) both are.
+pub trait ServedEngine: Send + 'static {
+    /// What the engine reports as the federation progresses.
+    type Event: Send;
+
+    /// The current global parameters.
+    fn params(&self) -> &Arc<ParamVec>;
+    /// The current round (or model version).
+    fn round(&self) -> u64;
+    /// Whether the federation is over.
+    fn is_finished(&self) -> bool;
+    /// A member's session opened.
+    fn handle_connect(&mut self, now: Duration, client: ClientId);
+    /// A member's session closed.
+    fn handle_disconnect(&mut self, now: Duration, client: ClientId);
+    /// A message from a member; a refusal leaves the engine's state as it was.
+    fn handle_message(
+        &mut self,
+        now: Duration,
+        client: ClientId,
+        msg: ClientMessage,
+    ) -> Result<(), crate::engine::EngineError>;
+    /// The earliest deadline the engine waits for, if any.
+    fn poll_timeout(&self) -> Option<Duration>;
+    /// A deadline passed.
+    fn handle_timeout(&mut self, now: Duration);
+    /// The next instruction to send, with its recipient.
+    fn poll_transmit(&mut self) -> Option<(ClientId, ServerMessage)>;
+    /// The next progress event.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// Whether `event` ends a round, after which connected members are checked again.
+    fn ends_round(event: &Self::Event) -> bool;
+    /// The global model the engine released and needs back (by content hash), if any.
+    fn params_needed(&self) -> Option<fl_core::ContentHash> {
+        None
+    }
+    /// The global model the engine asked for.
+    fn handle_params(&mut self, now: Duration, params: ParamVec) -> Result<(), String> {
+        let _ = (now, params);
+        Err("this engine never releases its model".into())
+    }
+}
+
+impl ServedEngine for Engine {
+    type Event = EngineEvent;
+
+    fn params(&self) -> &Arc<ParamVec> {
+        Engine::params(self)
+    }
+    fn round(&self) -> u64 {
+        Engine::round(self)
+    }
+    fn is_finished(&self) -> bool {
+        Engine::is_finished(self)
+    }
+    fn handle_connect(&mut self, now: Duration, client: ClientId) {
+        Engine::handle_connect(self, now, client);
+    }
+    fn handle_disconnect(&mut self, now: Duration, client: ClientId) {
+        Engine::handle_disconnect(self, now, client);
+    }
+    fn handle_message(
+        &mut self,
+        now: Duration,
+        client: ClientId,
+        msg: ClientMessage,
+    ) -> Result<(), crate::engine::EngineError> {
+        Engine::handle_message(self, now, client, msg)
+    }
+    fn poll_timeout(&self) -> Option<Duration> {
+        Engine::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Duration) {
+        Engine::handle_timeout(self, now);
+    }
+    fn poll_transmit(&mut self) -> Option<(ClientId, ServerMessage)> {
+        Engine::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<EngineEvent> {
+        Engine::poll_event(self)
+    }
+    fn ends_round(event: &EngineEvent) -> bool {
+        matches!(event, EngineEvent::RoundCompleted { .. })
+    }
+    fn params_needed(&self) -> Option<fl_core::ContentHash> {
+        Engine::params_needed(self)
+    }
+    fn handle_params(&mut self, now: Duration, params: ParamVec) -> Result<(), String> {
+        Engine::handle_params(self, now, params).map_err(|e| e.to_string())
+    }
+}
+
 /// Owns the engine: joins, leaves, messages and deadlines in; instructions out.
-pub struct Coordinator {
+pub struct Coordinator<E: ServedEngine = Engine> {
     pub(super) loader: Option<ParamsLoader>,
-    pub(super) engine: Engine,
+    pub(super) engine: E,
     pub(super) rx: mpsc::Receiver<Input>,
     pub(super) ids: BTreeMap<Address, ClientId>,
     /// `ids` the other way round, shared with whoever records rounds (see
@@ -32,13 +126,13 @@ pub struct Coordinator {
 /// Client ids and addresses of a federation's members, shared with the coordinator.
 pub type MemberDirectory = Arc<std::sync::Mutex<BTreeMap<ClientId, Address>>>;
 
-impl Coordinator {
+impl<E: ServedEngine> Coordinator<E> {
     /// Runs until the engine has finished every round, every service handle is dropped, or
     /// `shutdown` resolves, handing each event to `on_event`. Returns the global parameters
     /// and whether the federation finished.
     pub async fn run(
         mut self,
-        mut on_event: impl FnMut(&EngineEvent),
+        mut on_event: impl FnMut(&E::Event),
         shutdown: impl std::future::Future<Output = ()>,
     ) -> (Arc<ParamVec>, bool) {
         tokio::pin!(shutdown);
@@ -210,7 +304,7 @@ impl Coordinator {
         }
     }
 
-    fn flush(&mut self, on_event: &mut impl FnMut(&EngineEvent)) {
+    fn flush(&mut self, on_event: &mut impl FnMut(&E::Event)) {
         while let Some((to, msg)) = self.engine.poll_transmit() {
             if let Some(tx) = self.sessions.get(&to) {
                 // The session's writer task applies backpressure; this never blocks.
@@ -218,7 +312,7 @@ impl Coordinator {
             }
         }
         while let Some(event) = self.engine.poll_event() {
-            if matches!(event, EngineEvent::RoundCompleted { .. }) {
+            if E::ends_round(&event) {
                 self.round_completed = true;
             }
             on_event(&event);

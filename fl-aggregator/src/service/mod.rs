@@ -162,23 +162,23 @@ pub struct FederationService {
 
 /// Builds the service and the coordinator that owns `engine`, admitting `config.members`;
 /// `metrics` receives session and traffic counts (the caller feeds it engine events).
-pub fn federation(
-    engine: Engine,
+pub fn federation<E: ServedEngine>(
+    engine: E,
     config: ServiceConfig,
     metrics: Arc<AggregatorMetrics>,
-) -> (FederationService, Coordinator) {
+) -> (FederationService, Coordinator<E>) {
     let list = Arc::new(MemberList::new(config.members.clone()));
     federation_with(engine, config, metrics, list)
 }
 
 /// [`federation`] with members decided by `membership` (at join and before every round);
 /// `config.members` is ignored unless `membership` is a fixed list.
-pub fn federation_with(
-    engine: Engine,
+pub fn federation_with<E: ServedEngine>(
+    engine: E,
     config: ServiceConfig,
     metrics: Arc<AggregatorMetrics>,
     membership: Arc<dyn MembershipSource>,
-) -> (FederationService, Coordinator) {
+) -> (FederationService, Coordinator<E>) {
     // Small: a message may carry a 4 MiB chunk, and a full channel pushes back on the
     // sessions (and through HTTP/2 flow control on the clients) instead of buffering.
     let (tx, rx) = mpsc::channel(8);

@@ -60,3 +60,156 @@ fn a_slow_member_counts_with_its_staleness_and_nobody_waits() {
     assert_eq!(sim.refused(), 0);
     assert_eq!(sim.engine().version(), 6);
 }
+
+/// A [`MeanEstimator`] that takes `pace` per fit and counts its fits.
+struct Paced {
+    inner: MeanEstimator,
+    pace: Duration,
+    fits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl fl_core::Trainer for Paced {
+    fn schema(&self) -> std::sync::Arc<fl_core::Schema> {
+        self.inner.schema()
+    }
+    fn get_parameters(&self) -> ParamVec {
+        self.inner.get_parameters()
+    }
+    fn set_parameters(&mut self, params: &ParamVec) -> Result<(), fl_core::TrainerError> {
+        self.inner.set_parameters(params)
+    }
+    fn fit(
+        &mut self,
+        config: &fl_core::FitConfig,
+    ) -> Result<fl_core::FitOutcome, fl_core::TrainerError> {
+        std::thread::sleep(self.pace);
+        self.fits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.fit(config)
+    }
+    fn evaluate(
+        &mut self,
+        config: &fl_core::EvaluateConfig,
+    ) -> Result<fl_core::EvaluateResult, fl_core::TrainerError> {
+        self.inner.evaluate(config)
+    }
+}
+
+/// Over real gRPC on loopback: three members of very different speeds train continuously, the
+/// server steps every K = 2 results with the staleness of each, the fast member is never held
+/// up by the slow one, and a session that sends a result for a task it was not given is ended
+/// while the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_grpc_members_of_different_speeds_train_continuously_and_the_server_steps_every_k() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use fl_aggregator::fedbuff::FedBuffServer;
+    use fl_aggregator::metrics::AggregatorMetrics;
+    use fl_aggregator::service::{ServiceConfig, federation};
+    use fl_core::MemberKey;
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    use crate::grpc::{Raw, chunk, header, le};
+
+    const K: usize = 2;
+    const STEPS: u64 = 12;
+    let keys: Vec<MemberKey> = (0..4).map(|_| MemberKey::generate()).collect();
+    let config = FedBuffConfig {
+        max_staleness: 8,
+        ..FedBuffConfig::new(K, STEPS)
+    };
+    let engine = FedBuffEngine::new(config, ParamVec::zeros(schema())).unwrap();
+    let mut service =
+        ServiceConfig::new("bad-input", keys.iter().map(MemberKey::address).collect());
+    service.max_chunk_bytes = 8;
+    let (service, coordinator) = federation(
+        FedBuffServer::new(engine),
+        service,
+        Arc::new(AggregatorMetrics::new()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        fl_aggregator::service::transport()
+            .add_service(service.into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let applied = Arc::new(Mutex::new(Vec::<(u64, Vec<u64>)>::new()));
+    let seen = applied.clone();
+    let done = tokio::spawn(coordinator.run(
+        move |event| {
+            if let FedBuffEvent::Applied {
+                version, staleness, ..
+            } = event
+            {
+                seen.lock().unwrap().push((*version, staleness.clone()));
+            }
+        },
+        std::future::pending(),
+    ));
+
+    // A hostile session first: it answers task 999, which it was never given.
+    let (mut raw, session) = Raw::join(addr, &keys[3], &keys[3], &schema()).await;
+    let task = raw.until_fit().await;
+    assert_ne!(task, 999);
+    let forged = ParamVec::new(schema(), vec![1e3, 1e3]).unwrap();
+    raw.send(fl_core::wire::pb::client_frame::Kind::Update(header(
+        &keys[3], session, 999, &forged, 5,
+    )))
+    .await;
+    raw.send(chunk(999, 0, 0, le(forged.values()))).await;
+    let status = raw.refusal().await;
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    assert!(status.message().contains("round 999"), "{status:?}");
+
+    // Three honest members: 10 ms, 40 ms and 300 ms per fit.
+    let paces = [10u64, 40, 300];
+    let samples = [vec![1.0f32, 3.0], vec![4.0], vec![10.0]];
+    let fits: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let node = fl_client::node::NodeConfig::new(format!("http://{addr}"), "bad-input");
+        let trainer = Paced {
+            inner: MeanEstimator::new(samples[i].clone()),
+            pace: Duration::from_millis(paces[i]),
+            fits: fits[i].clone(),
+        };
+        nodes.push(tokio::spawn(fl_client::node::run_node(
+            node,
+            keys[i].clone(),
+            trainer,
+        )));
+    }
+    let (params, finished) = tokio::time::timeout(Duration::from_secs(60), done)
+        .await
+        .expect("the buffered federation finishes within 60 s")
+        .unwrap();
+    for node in nodes {
+        let _ = tokio::time::timeout(Duration::from_secs(10), node).await;
+    }
+    server.abort();
+
+    assert!(finished);
+    let applied = applied.lock().unwrap().clone();
+    assert_eq!(
+        applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        (1..=STEPS).collect::<Vec<_>>(),
+        "one step per version, in order"
+    );
+    assert!(
+        applied.iter().all(|(_, s)| s.len() == K),
+        "every step takes exactly K results: {applied:?}"
+    );
+    let fits: Vec<usize> = fits.iter().map(|f| f.load(Ordering::SeqCst)).collect();
+    // 24 results at about 100 results/s from the fast member: the slow one (300 ms) can
+    // have finished only a handful, and the fast one was never held up waiting for it.
+    assert!(fits[0] >= 3 * fits[2].max(1), "fits per member {fits:?}");
+    assert!(
+        applied.iter().flat_map(|(_, s)| s).any(|&s| s > 0),
+        "with members of different speeds some results are stale: {applied:?}"
+    );
+    // Every member's first coordinate estimate lies in [2, 10]; the buffered steps move the
+    // model from 0 into that range.
+    let x = params.values()[0];
+    assert!((1.0..=10.0).contains(&x), "final model {x}");
+}

@@ -169,6 +169,7 @@ mod tests {
             beta1: b1,
             beta2: b2,
             tau,
+            bias_correction: false,
         })
         .unwrap();
         let (x, d) = (pv(&[0.3, -2.0, 7.0]), pv(&[1.5, -0.25, 1e-3]));

@@ -42,8 +42,12 @@ pub struct DigitsConfig {
     pub rounds: u64,
     /// Run seed: data split, partition, initialisation, selection and data order.
     pub seed: u64,
-    /// Share of the digits held out for evaluating the global model.
+    /// Share of the digits held out for evaluating the global model (the digits only: an IDX
+    /// source has its own test file).
     pub test_fraction: f64,
+    /// Where the images come from: the shipped digits (the default) or a folder of IDX files
+    /// such as Fashion-MNIST (`[images] dataset = "idx"`, see [`ImageSource`]).
+    pub images: ImageSource,
     /// The model every member trains.
     pub model: ModelSpec,
     /// Local training settings.
@@ -87,6 +91,7 @@ impl Default for DigitsConfig {
             rounds: 30,
             seed: 2026,
             test_fraction: 0.2,
+            images: ImageSource::Digits,
             model: ModelSpec::Mlp { hidden: 256 },
             // Chosen by a sweep over hidden ∈ {64, 128, 256}, epochs, batch and learning rate
             // on six seeds: every seed ends at ≥ 96.9% held-out accuracy, passing 95% by
@@ -133,6 +138,150 @@ impl DigitsConfig {
             proximal_mu: self.proximal_mu,
             server_optimizer: self.server_optimizer.clone(),
             ..Default::default()
+        }
+    }
+}
+
+/// The images a run trains and evaluates on.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(tag = "dataset", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ImageSource {
+    /// The UCI optical digits shipped in `fl-client`, split into training and held-out sides
+    /// by [`DigitsConfig::test_fraction`].
+    #[default]
+    Digits,
+    /// A folder with the four IDX files of MNIST or Fashion-MNIST under their usual names
+    /// (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
+    /// `t10k-labels-idx1-ubyte`, each plain or with `.gz`): the training file is partitioned
+    /// across members, the test file evaluates the global model. Debian's
+    /// `dataset-fashion-mnist` installs them in `/usr/share/datasets/fashion-mnist`;
+    /// `fl-client/data/fashion-mnist-sample` ships 2,000 training and 500 test images.
+    Idx {
+        /// The folder.
+        dir: PathBuf,
+        /// Use a seeded sample of this many training images (all if absent).
+        #[serde(default)]
+        train_limit: Option<usize>,
+        /// Use a seeded sample of this many test images (all if absent).
+        #[serde(default)]
+        test_limit: Option<usize>,
+    },
+}
+
+/// The training data of a run as its members hold it, and the held-out set.
+#[derive(Debug, Clone)]
+pub struct DataSplit {
+    /// Member `i`'s examples.
+    pub members: Vec<Dataset>,
+    /// The held-out examples the global model is evaluated on.
+    pub test: Dataset,
+    /// For an IDX source: member `i`'s examples as indices into the training file, in order.
+    pub member_indices: Option<Vec<Vec<usize>>>,
+    /// For an IDX source: the held-out examples as indices into the test file, in order.
+    pub test_indices: Option<Vec<usize>>,
+}
+
+/// The first of `dir/name` and `dir/name.gz` that exists.
+fn idx_file(dir: &Path, name: &str) -> Result<PathBuf, RunError> {
+    let plain = dir.join(name);
+    let gz = dir.join(format!("{name}.gz"));
+    [plain.clone(), gz]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            RunError::Client(fl_client::Error::Config(format!(
+                "no {} (or .gz): install Debian's dataset-fashion-mnist or point [images] dir at \
+                 a folder with the four IDX files",
+                plain.display()
+            )))
+        })
+}
+
+/// A seeded sample of `limit` indices of `0..len` in increasing order (all when `limit` is
+/// absent); more than `len` is an error.
+fn sample_indices(
+    len: usize,
+    limit: Option<usize>,
+    seed: u64,
+    what: &str,
+) -> Result<Vec<usize>, RunError> {
+    let Some(limit) = limit else {
+        return Ok((0..len).collect());
+    };
+    if limit == 0 || limit > len {
+        return Err(RunError::Client(fl_client::Error::Config(format!(
+            "[images] {what} = {limit}, but the file has {len} images (1..={len})"
+        ))));
+    }
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut picked = rand::seq::index::sample(&mut rng, len, limit).into_vec();
+    picked.sort_unstable();
+    Ok(picked)
+}
+
+impl DigitsConfig {
+    /// Loads the images, takes the held-out side and partitions the training side across the
+    /// members, all from the run seed.
+    pub fn split(&self) -> Result<DataSplit, RunError> {
+        match &self.images {
+            ImageSource::Digits => {
+                let (members, test) = fl_client::federation::digits_split_by(
+                    self.clients,
+                    &self.partition_spec(),
+                    self.test_fraction,
+                    self.seed,
+                )?;
+                Ok(DataSplit {
+                    members,
+                    test,
+                    member_indices: None,
+                    test_indices: None,
+                })
+            }
+            ImageSource::Idx {
+                dir,
+                train_limit,
+                test_limit,
+            } => {
+                let load = |images: &str, labels: &str| -> Result<Dataset, RunError> {
+                    let d =
+                        fl_client::data::idx::load(idx_file(dir, images)?, idx_file(dir, labels)?)
+                            .map_err(fl_client::Error::from)?;
+                    Ok(d)
+                };
+                let train = load("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+                let test = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+                let train_idx = sample_indices(
+                    train.len(),
+                    *train_limit,
+                    derive_seed(self.seed, "train-sample", 0),
+                    "train_limit",
+                )?;
+                let test_idx = sample_indices(
+                    test.len(),
+                    *test_limit,
+                    derive_seed(self.seed, "test-sample", 0),
+                    "test_limit",
+                )?;
+                let train = train.subset(&train_idx).map_err(fl_client::Error::from)?;
+                let test = test.subset(&test_idx).map_err(fl_client::Error::from)?;
+                let parts = self
+                    .partition_spec()
+                    .split(&train, self.clients, derive_seed(self.seed, "partition", 0))
+                    .map_err(fl_client::Error::from)?;
+                let members = train.split_by(&parts).map_err(fl_client::Error::from)?;
+                let member_indices = parts
+                    .iter()
+                    .map(|p| p.iter().map(|&i| train_idx[i]).collect())
+                    .collect();
+                Ok(DataSplit {
+                    members,
+                    test,
+                    member_indices: Some(member_indices),
+                    test_indices: Some(test_idx),
+                })
+            }
         }
     }
 }
@@ -193,12 +342,7 @@ pub fn prepare_with(
     config: &DigitsConfig,
     mut data: impl FnMut(usize, Dataset) -> Result<Dataset, fl_client::Error>,
 ) -> Result<Prepared, RunError> {
-    let (members, test) = fl_client::federation::digits_split_by(
-        config.clients,
-        &config.partition_spec(),
-        config.test_fraction,
-        config.seed,
-    )?;
+    let DataSplit { members, test, .. } = config.split()?;
     let members = members
         .into_iter()
         .enumerate()

@@ -9,12 +9,21 @@
 //! The file has a `[base]` table of [`DigitsConfig`] fields, `seeds`, `target_accuracy`, and
 //! `[[strategy]]` and `[[partition]]` tables, each with a `label` and the `DigitsConfig` fields
 //! it changes (a strategy's fields win over a partition's, which win over `[base]`).
+//!
+//! Every round also goes to `daofl.csv` (framework, strategy, partition, seed, round,
+//! accuracy, round seconds without the evaluation, training seconds). With `export = true`
+//! and an IDX image source (`[base.images] dataset = "idx"`, e.g. Fashion-MNIST) and the CNN,
+//! each partition and seed is exported to `export/<partition>-<seed>.json` (the members'
+//! indices into the IDX files, the test indices, the schedule, the CNN's width and the tensor
+//! layout) with the initial parameters in `export/initial-<seed>.f32` (little-endian), so that
+//! `benches/flower/strategies.sh` runs the same federation in Flower and PyTorch.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use examples::digits::{self, DigitsConfig};
+use examples::digits::{self, DigitsConfig, ImageSource};
+use fl_client::ModelSpec;
 use plotters::prelude::*;
 
 fn main() -> ExitCode {
@@ -81,6 +90,10 @@ fn run() -> Result<(), Error> {
         .get("target_accuracy")
         .and_then(toml::Value::as_float)
         .unwrap_or(0.8);
+    let export = file
+        .get("export")
+        .and_then(toml::Value::as_bool)
+        .unwrap_or(false);
     let strategies = labelled(&file, "strategy")?;
     let partitions = labelled(&file, "partition")?;
     let name = std::path::Path::new(&path)
@@ -90,6 +103,17 @@ fn run() -> Result<(), Error> {
     std::fs::create_dir_all(&dir)?;
     let mut csv = csv::Writer::from_path(dir.join("metrics.csv"))?;
     csv.write_record(["strategy", "partition", "seed", "round", "accuracy"])?;
+    let mut timed = csv::Writer::from_path(dir.join("daofl.csv"))?;
+    timed.write_record([
+        "framework",
+        "strategy",
+        "partition",
+        "seed",
+        "round",
+        "accuracy",
+        "round_seconds",
+        "fit_seconds",
+    ])?;
     let mut summary = format!(
         "{} members, seeds {seeds:?}; final held-out accuracy, mean (min-max), and the first round \
          the mean reaches {:.0}%\n\n| strategy | {} |\n|---|{}\n",
@@ -119,6 +143,9 @@ fn run() -> Result<(), Error> {
                 let config: DigitsConfig = toml::Value::Table(t)
                     .try_into()
                     .map_err(|e| format!("{s_label} on {p_label}: {e}"))?;
+                if export && si == 0 {
+                    export_run(&dir.join("export"), p_label, &config)?;
+                }
                 let prepared = digits::prepare(&config)?;
                 let result = digits::run_federated(&config, prepared, |_| {})?;
                 for r in &result.records {
@@ -128,6 +155,16 @@ fn run() -> Result<(), Error> {
                         seed.to_string(),
                         r.round.to_string(),
                         format!("{:.6}", r.accuracy),
+                    ])?;
+                    timed.write_record([
+                        "daofl".to_string(),
+                        s_label.clone(),
+                        p_label.clone(),
+                        seed.to_string(),
+                        r.round.to_string(),
+                        format!("{:.6}", r.accuracy),
+                        format!("{:.6}", r.round_seconds - r.eval_seconds),
+                        format!("{:.6}", r.train_seconds),
                     ])?;
                     let i = r.round as usize - 1;
                     if per_round.len() <= i {
@@ -165,19 +202,72 @@ fn run() -> Result<(), Error> {
         }
     }
     csv.flush()?;
+    timed.flush()?;
     for ((label, _), cells) in strategies.iter().zip(&rows) {
         summary.push_str(&format!("| {label} | {} |\n", cells.join(" | ")));
     }
     for (p_label, lines) in &curves {
-        let file: String = p_label
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        plot(&dir.join(format!("accuracy-{file}.svg")), p_label, lines)?;
+        plot(
+            &dir.join(format!("accuracy-{}.svg", slug(p_label))),
+            p_label,
+            lines,
+        )?;
     }
     std::fs::write(dir.join("summary.md"), &summary)?;
     print!("{summary}");
     println!("outputs in {}", dir.display());
+    Ok(())
+}
+
+/// A label as a file name: every character but ASCII letters and digits becomes `-`.
+fn slug(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+/// Writes what another framework needs to run the same federation: the members' and the test
+/// set's indices into the IDX files, the schedule, the CNN's width, the tensor layout and the
+/// initial parameters (see the crate docs).
+fn export_run(dir: &std::path::Path, partition: &str, config: &DigitsConfig) -> Result<(), Error> {
+    let ImageSource::Idx { dir: idx_dir, .. } = &config.images else {
+        return Err("export = true needs [base.images] dataset = \"idx\"".into());
+    };
+    let ModelSpec::Cnn { channels } = config.model else {
+        return Err("export = true needs model = { kind = \"cnn\" }".into());
+    };
+    std::fs::create_dir_all(dir)?;
+    let split = config.split()?;
+    let prepared = digits::prepare(config)?;
+    let initial = format!("initial-{}.f32", config.seed);
+    std::fs::write(dir.join(&initial), prepared.initial.to_le_bytes())?;
+    let layout: Vec<(String, Vec<usize>)> = prepared
+        .initial
+        .schema()
+        .tensors()
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
+    let idx_dir = std::fs::canonicalize(idx_dir).unwrap_or_else(|_| idx_dir.clone());
+    let json = serde_json::json!({
+        "partition": partition,
+        "seed": config.seed,
+        "idx_dir": idx_dir,
+        "members": split.member_indices,
+        "test": split.test_indices,
+        "channels": channels,
+        "rounds": config.rounds,
+        "local_epochs": config.fit.local_epochs,
+        "batch_size": config.fit.batch_size,
+        "learning_rate": config.fit.learning_rate,
+        "initial": initial,
+        "layout": layout,
+    });
+    std::fs::write(
+        dir.join(format!("{}-{}.json", slug(partition), config.seed)),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
     Ok(())
 }
 

@@ -23,8 +23,10 @@
 //! speeds drawn by the caller, e.g. log-normal), and [`FedBuffServer`], which the gRPC service
 //! drives with the same core (results streamed in chunks, signed, reassembled). Secure
 //! aggregation of each buffer (which the paper describes: a SecAgg instance per buffer of `K`)
-//! is not wired in: a buffered federation's updates are seen individually by the server, so
-//! a federation file that asks for FedBuff with secure aggregation or DP is refused.
+//! is not wired in: a buffered federation's updates are seen individually by the server. The
+//! `fl-aggregator` binary and the federation file do not offer FedBuff yet: it is a library
+//! mode (build a [`FedBuffServer`] and hand it to
+//! [`service::federation`](crate::service::federation)).
 //!
 //! ```
 //! use std::sync::Arc;

@@ -88,3 +88,127 @@ fn federated_training_learns() {
             .all(|r| r.participants == 5 && r.dropped == 0)
     );
 }
+
+/// The Fashion-MNIST sample shipped in `fl-client` (2,000 training and 500 test images).
+fn fashion_sample(train_limit: Option<usize>, test_limit: Option<usize>) -> digits::ImageSource {
+    digits::ImageSource::Idx {
+        dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fl-client/data/fashion-mnist-sample"),
+        train_limit,
+        test_limit,
+    }
+}
+
+#[test]
+fn a_cnn_learns_fashion_mnist_across_members() {
+    let config = DigitsConfig {
+        clients: 4,
+        rounds: 3,
+        workers: 2,
+        images: fashion_sample(Some(1_200), Some(300)),
+        model: fl_client::ModelSpec::Cnn { channels: 4 },
+        fit: FitConfig {
+            local_epochs: 1,
+            batch_size: 32,
+            learning_rate: 0.01,
+            ..FitConfig::default()
+        },
+        ..DigitsConfig::default()
+    };
+    let prepared = digits::prepare(&config).unwrap();
+    assert_eq!(prepared.sizes.iter().sum::<usize>(), 1_200);
+    let result = digits::run_federated(&config, prepared, |_| {}).unwrap();
+    assert!(
+        result.final_accuracy > 0.55,
+        "3 rounds of a small CNN on 1,200 images should be far past chance (10%), got {}",
+        result.final_accuracy
+    );
+}
+
+#[test]
+fn an_idx_split_names_the_images_each_member_holds() {
+    let config = DigitsConfig {
+        clients: 5,
+        images: fashion_sample(Some(1_000), Some(200)),
+        partition: fl_client::federation::PartitionKind::Classes,
+        classes_per_member: 2,
+        ..DigitsConfig::default()
+    };
+    let split = config.split().unwrap();
+    let members = split.member_indices.expect("an IDX split keeps its indices");
+    let test = split.test_indices.expect("and the test indices");
+    assert_eq!(test.len(), 200);
+    let mut all: Vec<usize> = members.iter().flatten().copied().collect();
+    assert_eq!(all.len(), 1_000);
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 1_000, "every sampled image goes to exactly one member");
+    assert!(all.iter().all(|&i| i < 2_000));
+    // The indices name the very images (and labels) each member holds.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fl-client/data/fashion-mnist-sample");
+    let file = fl_client::data::idx::load(
+        dir.join("train-images-idx3-ubyte.gz"),
+        dir.join("train-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    for (data, indices) in split.members.iter().zip(&members) {
+        let from_file = file.subset(indices).unwrap();
+        assert_eq!(data.labels(), from_file.labels());
+        assert_eq!(data.features(), from_file.features());
+        let classes = data.class_counts().iter().filter(|&&c| c > 0).count();
+        assert!(classes <= 2, "two classes per member, got {classes}");
+    }
+    // Same seed, same split.
+    assert_eq!(config.split().unwrap().member_indices.unwrap(), members);
+}
+
+#[test]
+fn a_bad_idx_source_is_refused_with_a_clear_error() {
+    let with = |images| DigitsConfig {
+        clients: 2,
+        images,
+        ..DigitsConfig::default()
+    };
+    let err = with(fashion_sample(Some(5_000), None)).split().unwrap_err();
+    assert!(err.to_string().contains("train_limit = 5000"), "{err}");
+    let err = with(fashion_sample(None, Some(0))).split().unwrap_err();
+    assert!(err.to_string().contains("test_limit = 0"), "{err}");
+    let err = with(digits::ImageSource::Idx {
+        dir: "/nonexistent/fashion".into(),
+        train_limit: None,
+        test_limit: None,
+    })
+    .split()
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("train-images-idx3-ubyte")
+            && err.to_string().contains("dataset-fashion-mnist"),
+        "{err}"
+    );
+    // A truncated file: the IDX reader's error, not a panic.
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fl-client/data/fashion-mnist-sample");
+    for name in [
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        std::fs::copy(sample.join(name), dir.path().join(name)).unwrap();
+    }
+    let whole = std::fs::read(sample.join("train-images-idx3-ubyte.gz")).unwrap();
+    std::fs::write(
+        dir.path().join("train-images-idx3-ubyte.gz"),
+        &whole[..whole.len() / 2],
+    )
+    .unwrap();
+    let err = with(digits::ImageSource::Idx {
+        dir: dir.path().to_path_buf(),
+        train_limit: None,
+        test_limit: None,
+    })
+    .split()
+    .unwrap_err();
+    assert!(err.to_string().contains("train-images"), "{err}");
+}

@@ -23,10 +23,10 @@
 //! speeds drawn by the caller, e.g. log-normal), and [`FedBuffServer`], which the gRPC service
 //! drives with the same core (results streamed in chunks, signed, reassembled). Secure
 //! aggregation of each buffer (which the paper describes: a SecAgg instance per buffer of `K`)
-//! is not wired in: a buffered federation's updates are seen individually by the server. The
-//! `fl-aggregator` binary and the federation file do not offer FedBuff yet: it is a library
-//! mode (build a [`FedBuffServer`] and hand it to
-//! [`service::federation`](crate::service::federation)).
+//! is not wired in: a buffered federation's updates are seen individually by the server (the
+//! paper keeps the buffer in a trusted execution environment). A federation file runs it with
+//! a `[fedbuff]` section ([`crate::file_engine`]); a library user hands a [`FedBuffServer`] to
+//! [`service::federation`](crate::service::federation).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -122,6 +122,9 @@ pub enum FedBuffEvent {
         params: Arc<ParamVec>,
         /// The staleness of each contribution of the step.
         staleness: Vec<u64>,
+        /// Who sent each contribution of the step, in the order of `staleness` (a fast
+        /// member may appear more than once).
+        contributors: Vec<ClientId>,
     },
     /// A result was not used.
     Dropped {
@@ -151,6 +154,7 @@ pub struct FedBuffEngine {
     /// Σ s(τ)·Δ of the current buffer.
     buffer: Vec<f64>,
     staleness: Vec<u64>,
+    contributors: Vec<ClientId>,
     /// The task and version each connected client trains on (`None`: idle).
     training: BTreeMap<ClientId, Option<(u64, u64)>>,
     /// The last task number sent.
@@ -209,6 +213,7 @@ impl FedBuffEngine {
             params,
             version: 0,
             staleness: Vec::new(),
+            contributors: Vec::new(),
             training: BTreeMap::new(),
             tasks: 0,
             finished: false,
@@ -216,6 +221,26 @@ impl FedBuffEngine {
             events: VecDeque::new(),
             config,
         })
+    }
+
+    /// An engine that goes on from a checkpoint: `params` at `version` (the steps already
+    /// taken). Results trained on older versions are dropped as no longer kept.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn resume(
+        config: FedBuffConfig,
+        params: ParamVec,
+        version: u64,
+    ) -> Result<Self, FedBuffError> {
+        let mut engine = Self::new(config, params)?;
+        engine.version = version;
+        engine.history = VecDeque::from([(version, Arc::clone(&engine.params))]);
+        engine.finished = version >= engine.config.num_updates;
+        if engine.finished {
+            engine.events.push_back(FedBuffEvent::Finished { version });
+        }
+        Ok(engine)
     }
 
     /// The current global parameters.
@@ -296,7 +321,7 @@ impl FedBuffEngine {
         self.training.insert(client, None);
         let outcome = match result {
             None => Err(Rejection::Failed),
-            Some(r) => self.contribute(version, &r.params, r.num_examples),
+            Some(r) => self.contribute(client, version, &r.params, r.num_examples),
         };
         if let Err(rejection) = &outcome {
             self.events.push_back(FedBuffEvent::Dropped {
@@ -317,6 +342,7 @@ impl FedBuffEngine {
     /// Adds a result trained on `version` to the buffer; steps when it is full.
     fn contribute(
         &mut self,
+        client: ClientId,
         version: u64,
         params: &ParamVec,
         examples: u64,
@@ -354,6 +380,7 @@ impl FedBuffEngine {
             *acc += s * (f64::from(*new) - f64::from(*old));
         }
         self.staleness.push(staleness);
+        self.contributors.push(client);
         if self.staleness.len() >= self.config.buffer_size {
             self.step();
         }
@@ -379,6 +406,7 @@ impl FedBuffEngine {
             version: self.version,
             params: Arc::clone(&self.params),
             staleness: std::mem::take(&mut self.staleness),
+            contributors: std::mem::take(&mut self.contributors),
         });
         if self.version >= self.config.num_updates {
             self.finished = true;

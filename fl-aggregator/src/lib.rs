@@ -55,6 +55,7 @@ pub mod attack;
 pub mod checkpoint;
 pub mod engine;
 pub mod fedbuff;
+pub mod file_engine;
 pub mod inprocess;
 pub mod membership;
 pub mod metrics;

@@ -15,6 +15,9 @@
 //! the checkpoints written but not anchored before the restart. A failing chain endpoint is
 //! logged and never stops the federation: its rounds are anchored later. Without `[chain]`
 //! nothing is anchored.
+//!
+//! With a `[fedbuff]` section the engine is FedBuff's ([`crate::file_engine`]): every server
+//! step is checkpointed and anchored as a round, and a restart resumes from the last step.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,8 +33,9 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use crate::anchoring::{AnchoringError, ChainSettings, RoundAnchorer};
 use crate::checkpoint::{CheckpointMeta, CheckpointStore, Participant, PrivacySpent};
 use crate::engine::{Engine, EngineConfig, EngineEvent};
+use crate::file_engine::FileEngine;
 use crate::metrics::{self, AggregatorMetrics};
-use crate::service::{self, ServiceConfig};
+use crate::service::{self, ServedEngine, ServiceConfig};
 use crate::tls;
 
 /// Why the aggregator could not start or stopped abnormally.
@@ -226,28 +230,39 @@ pub async fn serve_with(
                 params = %manifest.params_cid,
                 "resuming from checkpoint"
             );
-            (
-                Engine::resume(engine_config, strategy, params, manifest.round),
-                Some(manifest.round),
-            )
+            (Some(params), Some(manifest.round))
         }
         None => {
             tracing::info!(params = %initial.content_hash(), "starting from the initial model");
-            (Engine::new(engine_config, strategy, initial), None)
+            (None, None)
         }
     };
-
-    let engine_params = engine.params().clone();
-    let committee = he_committee(config, &members)?;
-    let engine = match &config.secure_aggregation {
-        None => engine,
-        Some(secure) => engine.with_secure_aggregation(crate::engine::SecureSetup {
-            config: secure.clone(),
-            members: Arc::new(members.clone()),
-            session: fl_core::identity::random_nonce(),
-            committee,
-        }),
+    let engine = match (&config.fedbuff, engine) {
+        (Some(_), params) => {
+            tracing::info!("asynchronous buffered aggregation (FedBuff)");
+            FileEngine::buffered(config, params.unwrap_or(initial), resumed.unwrap_or(0))
+                .map_err(|e| fl_core::config::ConfigError::Invalid(e.to_string()))?
+        }
+        (None, params) => {
+            let engine = match params {
+                Some(params) => {
+                    Engine::resume(engine_config, strategy, params, resumed.unwrap_or(0))
+                }
+                None => Engine::new(engine_config, strategy, initial),
+            };
+            let committee = he_committee(config, &members)?;
+            FileEngine::Rounds(match &config.secure_aggregation {
+                None => engine,
+                Some(secure) => engine.with_secure_aggregation(crate::engine::SecureSetup {
+                    config: secure.clone(),
+                    members: Arc::new(members.clone()),
+                    session: fl_core::identity::random_nonce(),
+                    committee,
+                }),
+            })
+        }
     };
+    let engine_params = engine.params().clone();
     let agg = &config.aggregator;
     let mut service_config = ServiceConfig::new(config.federation.id.clone(), members.clone());
     service_config.max_sessions = agg.max_sessions;

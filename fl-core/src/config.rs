@@ -90,9 +90,50 @@ pub struct FederationConfig {
     /// `[qa]`: who re-checks the evidence of flagged updates.
     #[serde(default)]
     pub qa: QaSection,
+    /// `[fedbuff]`: asynchronous buffered aggregation instead of synchronous rounds; absent,
+    /// the federation runs rounds.
+    #[serde(default)]
+    pub fedbuff: Option<FedBuffSection>,
     /// SHA-256 of the file's bytes, recorded in every checkpoint manifest.
     #[serde(skip)]
     pub hash: Option<ContentHash>,
+}
+
+/// `[fedbuff]`: asynchronous buffered aggregation, FedBuff (Nguyen et al. 2022). Members train
+/// continuously, each on the newest model it was sent; the aggregator steps every
+/// `buffer_size` results, each result's delta scaled by `1/√(1+staleness)`, and drops results
+/// more than `max_staleness` versions old. `federation.rounds` counts server steps (each is
+/// checkpointed and anchored like a round). The rule is FedAvg's mean of deltas, so `[strategy]
+/// kind` must be `"fedavg"` without a server optimiser; `proximal_mu` and `[strategy.fit]`
+/// apply to local training. Refused with `[privacy]` and `[secure_aggregation]`: the
+/// aggregator sees each result (the paper keeps the buffer in a trusted execution
+/// environment; a cryptographic buffered secure aggregation is not built).
+///
+/// ```toml
+/// [fedbuff]
+/// buffer_size = 10          # K
+/// max_staleness = 10        # default
+/// server_learning_rate = 1.0 # default
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FedBuffSection {
+    /// `K`: results per server step.
+    pub buffer_size: usize,
+    /// Results trained on a model more than this many steps old are dropped.
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness: u64,
+    /// `η_g`: the server step on the mean weighted delta.
+    #[serde(default = "default_server_learning_rate")]
+    pub server_learning_rate: f32,
+}
+
+fn default_max_staleness() -> u64 {
+    10
+}
+
+fn default_server_learning_rate() -> f32 {
+    1.0
 }
 
 /// `[qa]`: the validators the evidence of a flagged update is sealed to (see
@@ -411,6 +452,47 @@ impl FederationConfig {
         }
         self.strategy
             .check(self.privacy.as_ref(), self.secure_aggregation.as_ref())?;
+        if let Some(fb) = &self.fedbuff {
+            if fb.buffer_size == 0 {
+                return bad("fedbuff.buffer_size must be at least 1".into());
+            }
+            if !(fb.server_learning_rate.is_finite() && fb.server_learning_rate > 0.0) {
+                return bad(format!(
+                    "fedbuff.server_learning_rate must be finite and positive, got {}",
+                    fb.server_learning_rate
+                ));
+            }
+            if self.privacy.is_some() || self.secure_aggregation.is_some() {
+                return bad(
+                    "[fedbuff] cannot be combined with [privacy] or [secure_aggregation]: the \
+                     buffered aggregator sees each member's result (secure aggregation of each \
+                     buffer is not built)"
+                        .into(),
+                );
+            }
+            if self.strategy.kind != crate::AggregationRule::Fedavg
+                || self.strategy.server_optimizer.is_some()
+            {
+                return bad(format!(
+                    "[fedbuff] averages the buffered deltas itself: [strategy] kind must be \
+                     \"fedavg\" (got {:?}) without a server_optimizer",
+                    self.strategy.kind
+                ));
+            }
+            let st = &self.strategy;
+            if st.detection.is_some()
+                || st.contribution.is_some()
+                || st.norm_bounding.is_some()
+                || st.nnm.is_some()
+                || st.bucketing.is_some()
+            {
+                return bad(
+                    "[fedbuff] does not run [strategy.detection], contribution scores, norm \
+                     bounding or pre-aggregators yet: remove them"
+                        .into(),
+                );
+            }
+        }
         if self.model.get("kind").and_then(|k| k.as_str()) == Some("file") {
             for key in ["schema", "params"] {
                 if !self.model.get(key).is_some_and(|v| v.is_str()) {

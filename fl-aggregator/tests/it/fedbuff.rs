@@ -35,6 +35,7 @@ fn a_slow_member_counts_with_its_staleness_and_nobody_waits() {
             version,
             params,
             staleness,
+            ..
         } = event
         {
             steps.push((now, version, staleness, params.values()[0]));
@@ -212,4 +213,169 @@ async fn over_grpc_members_of_different_speeds_train_continuously_and_the_server
     // model from 0 into that range.
     let x = params.values()[0];
     assert!((1.0..=10.0).contains(&x), "final model {x}");
+}
+
+/// The federation file's `[fedbuff]`: `fl_aggregator::server::serve` runs the buffered engine,
+/// checkpoints and anchors every server step like a round (its contributors as participants,
+/// the staleness in the metrics), and restarts from the last step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_federation_file_with_fedbuff_checkpoints_and_anchors_every_step_and_resumes() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use fl_aggregator::checkpoint::CheckpointStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<fl_core::MemberKey> = (0..3).map(|_| fl_core::MemberKey::generate()).collect();
+    let allowed: Vec<String> = keys
+        .iter()
+        .map(|k| format!("\"{}\"", k.address()))
+        .collect();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let file = |rounds: u64| {
+        format!(
+            r#"[federation]
+id = "buffered"
+rounds = {rounds}
+min_clients = 1
+
+[model]
+kind = "test"
+
+[data]
+dataset = "test"
+
+[fedbuff]
+buffer_size = 2
+max_staleness = 4
+
+[aggregator]
+listen = "127.0.0.1:{port}"
+checkpoints = "checkpoints"
+
+[chain]
+backend = "embedded"
+
+[members]
+allowed = [{}]
+"#,
+            allowed.join(", ")
+        )
+    };
+    let run = |rounds: u64| {
+        let config = fl_core::config::FederationConfig::parse(&file(rounds), dir.path()).unwrap();
+        let keys = keys.clone();
+        async move {
+            let mut nodes = Vec::new();
+            for (i, key) in keys.iter().enumerate() {
+                let node = fl_client::node::NodeConfig::new(
+                    format!("http://127.0.0.1:{port}"),
+                    "buffered",
+                );
+                let trainer = Paced {
+                    inner: MeanEstimator::new(vec![i as f32, 2.0 * i as f32 + 1.0]),
+                    pace: Duration::from_millis([5, 20, 80][i]),
+                    fits: Arc::new(AtomicUsize::new(0)),
+                };
+                nodes.push(tokio::spawn(fl_client::node::run_node(
+                    node,
+                    key.clone(),
+                    trainer,
+                )));
+            }
+            let serve = fl_aggregator::server::serve(
+                &config,
+                ParamVec::zeros(schema()),
+                std::future::pending(),
+                |_| {},
+            );
+            let outcome = tokio::time::timeout(Duration::from_secs(60), serve)
+                .await
+                .expect("the buffered federation finishes")
+                .unwrap();
+            for node in nodes {
+                let _ = tokio::time::timeout(Duration::from_secs(10), node).await;
+            }
+            outcome
+        }
+    };
+
+    let outcome = run(4).await;
+    assert!(outcome.finished);
+    assert_eq!(outcome.last_checkpoint, Some(4));
+    assert_eq!(outcome.last_anchor.as_ref().map(|(r, _)| *r), Some(4));
+    let store = CheckpointStore::open(&dir.path().join("checkpoints").to_string_lossy()).unwrap();
+    let addresses: Vec<String> = keys.iter().map(|k| k.address().to_string()).collect();
+    for step in 1..=4 {
+        let m = store.manifest(step).await.unwrap();
+        assert_eq!(m.metrics["fedbuff_results"], 2.0, "step {step}");
+        assert!(m.metrics.contains_key("fedbuff_staleness_max"));
+        assert!(
+            (1..=2).contains(&m.participants.len()),
+            "two results from one or two members: {:?}",
+            m.participants
+        );
+        assert!(
+            m.participants
+                .iter()
+                .all(|p| addresses.contains(&p.id)),
+            "participants are members' addresses: {:?}",
+            m.participants
+        );
+        assert!(m.anchor.is_some(), "step {step} anchored");
+    }
+
+    // Two more steps from the checkpoint of step 4.
+    let outcome = run(6).await;
+    assert!(outcome.finished);
+    assert_eq!(outcome.last_checkpoint, Some(6));
+    assert_eq!(store.rounds().await.unwrap(), (1..=6).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_federation_file_refuses_fedbuff_with_what_it_cannot_do() {
+    let base = r#"[federation]
+id = "buffered"
+rounds = 3
+min_clients = 1
+
+[model]
+kind = "test"
+
+[data]
+dataset = "test"
+
+[members]
+allowed = ["0x1111111111111111111111111111111111111111"]
+"#;
+    let parse = |extra: &str| {
+        fl_core::config::FederationConfig::parse(&format!("{base}\n{extra}"), std::path::Path::new("."))
+    };
+    assert!(parse("[fedbuff]\nbuffer_size = 2\n").is_ok());
+    for (extra, needle) in [
+        ("[fedbuff]\nbuffer_size = 0\n", "buffer_size must be at least 1"),
+        (
+            "[fedbuff]\nbuffer_size = 2\nserver_learning_rate = -1.0\n",
+            "server_learning_rate",
+        ),
+        (
+            "[strategy]\nkind = \"scaffold\"\n[fedbuff]\nbuffer_size = 2\n",
+            "kind must be",
+        ),
+        (
+            "[strategy.server_optimizer]\nkind = \"fedadam\"\n[fedbuff]\nbuffer_size = 2\n",
+            "server_optimizer",
+        ),
+        (
+            "[fedbuff]\nbuffer_size = 2\n[secure_aggregation]\n",
+            "[secure_aggregation]",
+        ),
+        ("[fedbuff]\nbuffer_size = 2\nbuffer = 3\n", "unknown field"),
+    ] {
+        let err = parse(extra).unwrap_err().to_string();
+        assert!(err.contains(needle), "{extra}: {err}");
+    }
 }

@@ -132,6 +132,48 @@ impl ContentHasher {
     }
 }
 
+/// Serde helpers that write a [`ContentHash`] as its CID string (`bafk…`, as IPFS prints it)
+/// rather than as hex: `#[serde(with = "fl_core::hash::cid_string")]`.
+pub mod cid_string {
+    use super::ContentHash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `h` as its CID string.
+    pub fn serialize<S: Serializer>(h: &ContentHash, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(h)
+    }
+
+    /// Reads a CID string (CIDv1, `raw` or any codec, sha2-256).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ContentHash, D::Error> {
+        let s = String::deserialize(d)?;
+        ContentHash::from_cid_str(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// [`cid_string`](super::cid_string) for an optional hash (`None` as `null`); pair it with
+    /// `#[serde(default, skip_serializing_if = "Option::is_none")]` for an optional field.
+    pub mod option {
+        use super::ContentHash;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Writes `Some(h)` as its CID string, `None` as `null`.
+        pub fn serialize<S: Serializer>(h: &Option<ContentHash>, s: S) -> Result<S::Ok, S::Error> {
+            match h {
+                Some(h) => super::serialize(h, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Reads a CID string or `null`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<ContentHash>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| ContentHash::from_cid_str(&s).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -46,7 +46,7 @@ pub struct Manifest {
     pub round: u64,
     /// Content identifier of the parameters: CIDv1 of their canonical little-endian bytes, also
     /// the name of the parameter object (`params/<cid>`).
-    #[serde(with = "cid_string")]
+    #[serde(with = "fl_core::hash::cid_string")]
     pub params_cid: ContentHash,
     /// The model's tensors (names and shapes) in order.
     #[serde(with = "sized_schema")]
@@ -83,9 +83,22 @@ pub struct Manifest {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "opt_cid_string"
+        with = "fl_core::hash::cid_string::option"
     )]
     pub strategy_state: Option<ContentHash>,
+    /// Content identifier of the model card published with these parameters (what an
+    /// inference node and a voter read: architecture, featuriser, labels, input limits,
+    /// training data, test metrics; see `fl_client::model_card`), stored as
+    /// `cards/<cid>.json` ([`CheckpointStore::put_card`](super::CheckpointStore::put_card)).
+    /// Anchored with the round: its digest is a leaf of the participants root
+    /// ([`crate::anchoring::model_card_leaf_address`]). Absent: no card (every training
+    /// round but a published one, and manifests written before cards existed).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "fl_core::hash::cid_string::option"
+    )]
+    pub model_card: Option<ContentHash>,
 }
 
 impl Manifest {
@@ -119,6 +132,7 @@ impl Manifest {
             privacy,
             anchor: meta.anchor,
             strategy_state: meta.strategy_state.map(|s| s.content_hash()),
+            model_card: meta.model_card,
         }
     }
 
@@ -253,6 +267,10 @@ pub struct CheckpointMeta {
     /// The strategy's model-sized state to keep with the round (SCAFFOLD's server control
     /// variate), written as a second parameter object.
     pub strategy_state: Option<Arc<ParamVec>>,
+    /// The CID of a model card already stored with
+    /// [`CheckpointStore::put_card`](super::CheckpointStore::put_card) (see
+    /// [`Manifest::model_card`]).
+    pub model_card: Option<ContentHash>,
 }
 
 impl CheckpointMeta {
@@ -270,6 +288,7 @@ impl CheckpointMeta {
             privacy: None,
             anchor: None,
             strategy_state: None,
+            model_card: None,
         }
     }
 
@@ -303,6 +322,13 @@ impl CheckpointMeta {
     /// Sets the privacy budget spent.
     pub fn with_privacy(mut self, privacy: PrivacySpent) -> Self {
         self.privacy = Some(privacy);
+        self
+    }
+
+    /// Names the model card published with the round's parameters (its CID as
+    /// [`CheckpointStore::put_card`](super::CheckpointStore::put_card) returned it).
+    pub fn with_model_card(mut self, card: ContentHash) -> Self {
+        self.model_card = Some(card);
         self
     }
 
@@ -389,39 +415,6 @@ pub fn rfc3339_utc(time: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// A [`ContentHash`] as its CID string.
-mod opt_cid_string {
-    use fl_core::ContentHash;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(h: &Option<ContentHash>, s: S) -> Result<S::Ok, S::Error> {
-        match h {
-            Some(h) => super::cid_string::serialize(h, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ContentHash>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|s| ContentHash::from_cid_str(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
-mod cid_string {
-    use fl_core::ContentHash;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(h: &ContentHash, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(h)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ContentHash, D::Error> {
-        let s = String::deserialize(d)?;
-        ContentHash::from_cid_str(&s).map_err(serde::de::Error::custom)
-    }
 }
 
 /// `f64` in JSON, exactly: finite values as numbers, non-finite ones as strings.

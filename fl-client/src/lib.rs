@@ -13,6 +13,10 @@
 //! - [`ProposalTrainer`]: the proposal-analysis model (a fastText-style bag of embeddings with
 //!   an outcome head and a kind head) over [`data::proposals`], the governance proposals
 //!   shipped in the crate, with text hashed by [`text`] (no vocabulary to agree).
+//! - [`model_card`]: what a published proposal model carries for inference nodes and voters
+//!   (architecture, featuriser and its digest, labels, input limits, training data, test
+//!   metrics), content-addressed; [`predict`]: load a checkpoint with its card, check both, and
+//!   analyse proposals (`fl-client predict`).
 //!
 //! - [`validation`]: a trainer's held-out evaluation as the aggregator's
 //!   [`Validator`](fl_core::Validator) ([`HeldOutValidator`]), which contribution scores
@@ -98,8 +102,12 @@ pub mod attack;
 pub mod committee;
 pub mod data;
 pub mod federation;
+#[cfg(feature = "burn")]
+pub mod model_card;
 pub mod node;
 pub mod partition;
+#[cfg(feature = "burn")]
+pub mod predict;
 pub mod scaffold_state;
 pub mod text;
 #[cfg(feature = "burn")]

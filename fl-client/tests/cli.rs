@@ -221,3 +221,22 @@ fn committee_ceremony_with_the_binary() {
     let err = run_err(&mut c);
     assert!(err.contains("committee member 1"), "{err}");
 }
+
+#[test]
+fn predict_names_a_missing_model_and_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{}\n").unwrap();
+    let err = run_err(
+        fl_client()
+            .args(["predict", "--model"])
+            .arg(dir.path())
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(dir.path().join("out.jsonl")),
+    );
+    assert!(err.contains("no checkpoint"), "{err}");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    assert!(!dir.path().join("out.jsonl").exists());
+}

@@ -86,6 +86,22 @@ enum Command {
         #[arg(long)]
         chain_state: Option<PathBuf>,
     },
+    /// Analyse proposals with a published model: for each input line (JSON with at least
+    /// `community`, `id`, `title`, `text`) write `community`, `id`, `label` (accepted or
+    /// rejected), `p_accepted`, `kind` and `model` (the parameters' CID). The model card and
+    /// the parameters are checked against the manifest's CIDs before the model is loaded.
+    Predict {
+        /// A checkpoint manifest (`<store>/rounds/<round>.json`), a checkpoint store, or a run
+        /// folder holding `checkpoints/` (a folder gives its newest round).
+        #[arg(long)]
+        model: PathBuf,
+        /// Proposals to analyse, JSON lines (gzip or plain).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the predictions, JSON lines (replaced).
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Make or show member keys (secp256k1; the address is the member's Ethereum address).
     Keys {
         #[command(subcommand)]
@@ -174,6 +190,23 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             fl_node::write_key_file(&key, &out)?;
             println!("{}", key.address());
             eprintln!("key written to {} (keep it secret)", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predict {
+            model,
+            input,
+            output,
+        } => {
+            let predictor = fl_client::predict::Predictor::from_manifest(&model)?;
+            let start = std::time::Instant::now();
+            let n = fl_client::predict::predict_file(&predictor, &input, &output)?;
+            eprintln!(
+                "{n} predictions by model {} (card task {}) written to {} in {:.2} s",
+                predictor.model(),
+                predictor.card().task,
+                output.display(),
+                start.elapsed().as_secs_f64()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys {

@@ -82,6 +82,12 @@ impl EncodedProposals {
         self
     }
 
+    /// Sets example `i`'s community prior (an inference node sets each proposal's from the
+    /// model card). Panics if `i` is out of range.
+    pub fn set_prior(&mut self, i: usize, prior: f32) {
+        self.prior[i] = prior;
+    }
+
     /// Example `i`'s community prior. Panics if `i` is out of range.
     pub fn prior(&self, i: usize) -> f32 {
         self.prior[i]

@@ -1,0 +1,299 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::model_card::{CommunityShare, TrainingData};
+use crate::text::HashingConfig;
+use crate::trainer::proposals::ProposalModelSpec;
+use fl_core::FitConfig;
+
+/// A small model (1,024 buckets, 4 dimensions) trained a few epochs on made-up proposals of
+/// two communities, and its card.
+fn trained() -> (ModelCard, ParamVec) {
+    let spec = ProposalModelSpec {
+        featurizer: HashingConfig {
+            buckets_log2: 10,
+            max_tokens: 64,
+            ..Default::default()
+        },
+        dim: 4,
+        ..Default::default()
+    };
+    let f = HashingFeaturizer::new(spec.featurizer.clone()).unwrap();
+    let mut data = EncodedProposals::new();
+    for i in 0..24u8 {
+        let (title, outcome) = if i % 2 == 0 {
+            ("raise the fee parameter", 0)
+        } else {
+            ("drain the treasury now", 1)
+        };
+        let community = if i % 3 == 0 { "maker" } else { "ethereum" };
+        data.push(
+            &f.ids(title, "a proposal body"),
+            &f.meta_ids(&[("community", community)]),
+            Some(outcome),
+            i % 5,
+        );
+    }
+    let mut trainer = ProposalTrainer::new(&spec, DeviceSpec::Cpu, data, None, 7).unwrap();
+    let fit = FitConfig {
+        local_epochs: 5,
+        batch_size: 8,
+        learning_rate: 0.05,
+        ..Default::default()
+    };
+    trainer.fit(&fit).unwrap();
+    let params = trainer.get_parameters();
+    let share = CommunityShare {
+        accepted: 6,
+        rejected: 6,
+        open: 0,
+        test: 0,
+        prior: 0.1,
+    };
+    let training = TrainingData {
+        corpus: "made up".into(),
+        corpus_cid: ContentHash::of(b"corpus"),
+        sources: Vec::new(),
+        split: "none".into(),
+        split_cid: ContentHash::of(b"split"),
+        communities: BTreeMap::from([("maker".into(), share), ("ethereum".into(), share)]),
+        procedure: "5 epochs of Adam".into(),
+    };
+    let card = ModelCard::new(
+        spec,
+        training,
+        BTreeMap::new(),
+        params.schema().hash(),
+        params.content_hash(),
+    );
+    (card, params)
+}
+
+/// Writes a checkpoint store in `dir` as the aggregator lays it out: the parameters, the card
+/// and the manifest of round 3 naming both. Returns the manifest's path.
+fn publish(dir: &Path, card: &ModelCard, params: &ParamVec) -> PathBuf {
+    for sub in ["rounds", "params", "cards"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let card_cid = card.cid().unwrap();
+    std::fs::write(
+        dir.join("cards").join(format!("{card_cid}.json")),
+        card.to_canonical_json().unwrap(),
+    )
+    .unwrap();
+    let params_cid = params.content_hash();
+    std::fs::write(
+        dir.join("params").join(params_cid.to_string()),
+        params.to_le_bytes(),
+    )
+    .unwrap();
+    let manifest = serde_json::json!({
+        "version": 1,
+        "federation_id": "test",
+        "round": 3,
+        "params_cid": params_cid.to_string(),
+        "schema_hash": params.schema().hash(),
+        "model_card": card_cid.to_string(),
+    });
+    let path = dir.join("rounds").join("0000000003.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    path
+}
+
+fn line(community: &str, id: &str, title: &str) -> String {
+    serde_json::json!({"community": community, "id": id, "title": title, "text": "body", "extra": 1})
+        .to_string()
+}
+
+#[test]
+fn predicts_one_line_per_input_with_every_field_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (card, params) = trained();
+    let store = dir.path().join("checkpoints");
+    let manifest = publish(&store, &card, &params);
+    let input = dir.path().join("in.jsonl");
+    let lines = [
+        line("maker", "MIP-1", "raise the fee parameter"),
+        String::new(),
+        line("ethereum", "EIP-2", "drain the treasury now"),
+        line("unknown", "X-3", "something else"),
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+
+    // A manifest, a store folder and a run folder all name the same model.
+    let mut outputs = Vec::new();
+    for path in [manifest.as_path(), store.as_path(), dir.path()] {
+        let predictor = Predictor::from_manifest(path).unwrap();
+        let output = dir.path().join(format!("out{}.jsonl", outputs.len()));
+        assert_eq!(predict_file(&predictor, &input, &output).unwrap(), 3);
+        outputs.push(std::fs::read_to_string(&output).unwrap());
+    }
+    assert!(
+        outputs.iter().all(|o| *o == outputs[0]),
+        "not deterministic"
+    );
+
+    let predictions: Vec<serde_json::Value> = outputs[0]
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(predictions.len(), 3);
+    let model = params.content_hash().to_string();
+    for (p, (community, id)) in predictions.iter().zip([
+        ("maker", "MIP-1"),
+        ("ethereum", "EIP-2"),
+        ("unknown", "X-3"),
+    ]) {
+        let fields: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            fields,
+            ["community", "id", "kind", "label", "model", "p_accepted"]
+        );
+        assert_eq!(
+            (p["community"].as_str(), p["id"].as_str()),
+            (Some(community), Some(id))
+        );
+        assert_eq!(p["model"], model.as_str());
+        let prob = p["p_accepted"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&prob));
+        let label = if prob >= 0.5 { "accepted" } else { "rejected" };
+        assert_eq!(p["label"], label);
+        assert!(ProposalKind::ALL.iter().any(|k| p["kind"] == k.name()));
+    }
+    // The model learned its two made-up kinds of proposal.
+    assert_eq!(predictions[0]["label"], "accepted");
+    assert_eq!(predictions[1]["label"], "rejected");
+}
+
+#[test]
+fn bad_input_lines_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (card, params) = trained();
+    let predictor = Predictor::new(card.clone(), &params).unwrap();
+    let limits = card.input_limits;
+    let good = line("maker", "MIP-1", "t");
+    let cases: [(&str, String, &str); 5] = [
+        ("malformed", format!("{good}\n{{not json"), "line 2"),
+        (
+            "missing",
+            format!("{good}\n{good}\n{{\"community\":\"a\",\"id\":\"b\",\"title\":\"c\"}}"),
+            "missing field `text`",
+        ),
+        ("empty id", line("maker", " ", "t"), "line 1: `id` is empty"),
+        (
+            "long title",
+            line("maker", "x", &"t".repeat(limits.max_title_bytes + 1)),
+            "`title` has",
+        ),
+        ("wrong type", "[1, 2]".into(), "line 1"),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&path, text).unwrap();
+        let err = read_inputs(&path, &limits).unwrap_err();
+        assert!(matches!(err, PredictError::Input { .. }), "{name}: {err}");
+        assert!(err.to_string().contains(expected), "{name}: {err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{name}: {err}"
+        );
+    }
+    // A line beyond the reader's bound is refused by number, without being parsed.
+    let long = dir.path().join("long.jsonl");
+    let huge = "x".repeat(proposals::MAX_LINE_BYTES + 10);
+    std::fs::write(&long, format!("{good}\n{}", line("a", "b", &huge))).unwrap();
+    let err = read_inputs(&long, &limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PredictError::Lines(ProposalsError::LineTooLong { line: 2, .. })
+        ),
+        "{err}"
+    );
+    // The library refuses an input beyond the card's limits by index.
+    let big = ProposalInput {
+        community: "maker".into(),
+        id: "x".into(),
+        title: String::new(),
+        text: "w ".repeat(limits.max_text_bytes),
+    };
+    let err = predictor.predict(&[big]).unwrap_err();
+    assert!(err.to_string().starts_with("input 0: `text` has"), "{err}");
+    let err = read_inputs(&dir.path().join("absent.jsonl"), &limits).unwrap_err();
+    assert!(matches!(err, PredictError::Io { .. }), "{err}");
+}
+
+#[test]
+fn altered_checkpoints_are_refused_before_loading() {
+    let (card, params) = trained();
+
+    // Parameters changed after the manifest was written.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = publish(dir.path(), &card, &params);
+    let params_path = dir
+        .path()
+        .join("params")
+        .join(params.content_hash().to_string());
+    let mut bytes = std::fs::read(&params_path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&params_path, &bytes).unwrap();
+    let err = Predictor::from_manifest(&manifest).unwrap_err();
+    assert!(matches!(err, PredictError::Params { .. }), "{err}");
+    assert!(err.to_string().contains("altered"), "{err}");
+    bytes.push(0);
+    std::fs::write(&params_path, &bytes).unwrap();
+    let err = Predictor::from_manifest(&manifest).unwrap_err();
+    assert!(matches!(err, PredictError::TooLarge { .. }), "{err}");
+    std::fs::remove_file(&params_path).unwrap();
+    let err = Predictor::from_manifest(&manifest).unwrap_err();
+    assert!(matches!(err, PredictError::Io { .. }), "{err}");
+
+    // A card altered in place no longer hashes to its CID.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = publish(dir.path(), &card, &params);
+    let card_path = dir
+        .path()
+        .join("cards")
+        .join(format!("{}.json", card.cid().unwrap()));
+    let text = std::fs::read_to_string(&card_path).unwrap();
+    std::fs::write(&card_path, text.replace("5 epochs", "9 epochs")).unwrap();
+    let err = Predictor::from_manifest(&manifest).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PredictError::Card {
+                source: CardError::CidMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // A card describing other parameters.
+    let dir = tempfile::tempdir().unwrap();
+    let mut other = card.clone();
+    other.params_cid = ContentHash::of(b"other");
+    let manifest = publish(dir.path(), &other, &params);
+    let err = Predictor::from_manifest(&manifest).unwrap_err();
+    assert!(matches!(err, PredictError::Mismatch(_)), "{err}");
+
+    // A manifest without a card, garbage, from the future; a folder without rounds.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = publish(dir.path(), &card, &params);
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    value.as_object_mut().unwrap().remove("model_card");
+    std::fs::write(&manifest, value.to_string()).unwrap();
+    let err = Predictor::from_manifest(&manifest).unwrap_err();
+    assert!(matches!(err, PredictError::NoCard { .. }), "{err}");
+    value["version"] = 9.into();
+    std::fs::write(&manifest, value.to_string()).unwrap();
+    let err = Predictor::from_manifest(&manifest).unwrap_err();
+    assert!(err.to_string().contains("format version 9"), "{err}");
+    std::fs::write(&manifest, "{garbage").unwrap();
+    let err = Predictor::from_manifest(&manifest).unwrap_err();
+    assert!(matches!(err, PredictError::Manifest { .. }), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let err = Predictor::from_manifest(empty.path()).unwrap_err();
+    assert!(matches!(err, PredictError::NoCheckpoint { .. }), "{err}");
+}

@@ -712,6 +712,7 @@ pub fn run_detection(
                         metrics,
                         &std::collections::BTreeMap::new(),
                     ),
+                    model_card: None,
                 };
                 match fl_aggregator::qa::build_evidence(f, &global, &record, &ids, chunk) {
                     Ok(all) => {

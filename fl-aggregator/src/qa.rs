@@ -286,6 +286,9 @@ pub struct RoundRecord {
     /// The round's metrics digest, also a leaf of the root
     /// ([`crate::anchoring::metrics_digest`]).
     pub metrics: Option<[u8; 32]>,
+    /// The round's model card, also a leaf of the root when present
+    /// ([`crate::anchoring::model_card_leaf_address`]).
+    pub model_card: Option<ContentHash>,
 }
 
 impl From<&Manifest> for RoundRecord {
@@ -300,6 +303,7 @@ impl From<&Manifest> for RoundRecord {
                 .map(|p| (p.id.clone(), p.update_hash))
                 .collect(),
             metrics: crate::anchoring::metrics_digest(&m.metrics, &m.clients),
+            model_card: m.model_card,
         }
     }
 }
@@ -309,6 +313,7 @@ impl RoundRecord {
         let leaves = crate::anchoring::leaves(
             self.participants.iter().map(|(id, h)| (id.as_str(), *h)),
             self.metrics,
+            self.model_card,
         );
         ParticipantsTree::new(&leaves).map_err(|_| EvidenceError::Malformed("participants"))
     }

@@ -19,7 +19,10 @@
 //! references and client-to-address map that rewards are computed from) are committed too: when
 //! the manifest has any, one more leaf, under the pseudo-address [`metrics_leaf_address`], holds
 //! [`metrics_digest`] of them. A manifest whose scores were rewritten after anchoring no longer
-//! matches its anchor.
+//! matches its anchor. A published model's card ([`Manifest::model_card`]) is one more leaf,
+//! under [`model_card_leaf_address`], holding the SHA-256 inside the card's CID: governance
+//! votes on a model whose card is anchored with it, and a card swapped after anchoring no
+//! longer matches.
 //!
 //! # Manifest and resume
 //! Once a round is anchored, its manifest's `anchor` field holds a [`ManifestAnchor`]: the
@@ -138,6 +141,12 @@ pub fn metrics_leaf_address() -> Address {
     Address::from_slice(&keccak256("daofl round metrics")[12..])
 }
 
+/// The pseudo-address of the leaf committing a published model's card: the last 20 bytes of
+/// `keccak256("daofl model card")`.
+pub fn model_card_leaf_address() -> Address {
+    Address::from_slice(&keccak256("daofl model card")[12..])
+}
+
 /// SHA-256 of a round's metrics and client map, `None` when both are empty: for each metric in
 /// key order the key's bytes, a zero byte and the value's IEEE-754 bits (big-endian), then a
 /// zero byte, then for each client in key order its id, a zero byte, its participant id and a
@@ -165,8 +174,9 @@ pub fn metrics_digest(
     Some(*fl_core::ContentHash::of(&bytes).as_bytes())
 }
 
-/// The participants of a manifest as leaves: address and update hash (zero when unknown), and
-/// the leaf of its metrics ([`metrics_digest`]) when it has any.
+/// The participants of a manifest as leaves: address and update hash (zero when unknown), the
+/// leaf of its metrics ([`metrics_digest`]) when it has any, and the leaf of its model card
+/// when it names one.
 pub fn participants(manifest: &Manifest) -> Vec<(Address, [u8; 32])> {
     leaves(
         manifest
@@ -174,13 +184,16 @@ pub fn participants(manifest: &Manifest) -> Vec<(Address, [u8; 32])> {
             .iter()
             .map(|p| (p.id.as_str(), p.update_hash)),
         metrics_digest(&manifest.metrics, &manifest.clients),
+        manifest.model_card,
     )
 }
 
-/// The leaves of `participants` (id, update hash) and a round's metrics digest.
+/// The leaves of `participants` (id, update hash), a round's metrics digest and its model
+/// card's CID.
 pub(crate) fn leaves<'a>(
     participants: impl Iterator<Item = (&'a str, Option<fl_core::ContentHash>)>,
     metrics: Option<[u8; 32]>,
+    model_card: Option<fl_core::ContentHash>,
 ) -> Vec<(Address, [u8; 32])> {
     let mut leaves: Vec<(Address, [u8; 32])> = participants
         .map(|(id, hash)| {
@@ -191,6 +204,7 @@ pub(crate) fn leaves<'a>(
         })
         .collect();
     leaves.extend(metrics.map(|d| (metrics_leaf_address(), d)));
+    leaves.extend(model_card.map(|c| (model_card_leaf_address(), *c.as_bytes())));
     leaves
 }
 

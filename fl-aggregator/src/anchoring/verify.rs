@@ -142,6 +142,9 @@ pub struct CheckpointVerification {
     pub participants: usize,
     /// ε the manifest records, in millionths.
     pub epsilon_micros: u64,
+    /// The model card the manifest names (committed as a leaf of the participants root, see
+    /// [`super::model_card_leaf_address`]).
+    pub model_card: Option<fl_core::ContentHash>,
     /// The member whose inclusion was checked.
     pub member: Option<Address>,
     /// The anchor recorded in the manifest (where to look on chain).
@@ -240,6 +243,12 @@ impl fmt::Display for CheckpointVerification {
         )?;
         writeln!(f, "  participants  {}", self.participants)?;
         writeln!(f, "  epsilon       {}", epsilon_text(self.epsilon_micros))?;
+        if let Some(card) = &self.model_card {
+            writeln!(
+                f,
+                "  model card    {card} (a leaf of the participants root)"
+            )?;
+        }
         if let Some(member) = self.member {
             let included = !matches!(self.verdict, Verdict::ParticipantNotIncluded { .. });
             let state = if !self.is_valid() && included {
@@ -325,6 +334,7 @@ pub async fn verify_checkpoint<A: Anchor>(
         cid,
         participants: leaves.len(),
         epsilon_micros: epsilon,
+        model_card: manifest.model_card,
         member,
         recorded,
         registry: anchor.registry(),

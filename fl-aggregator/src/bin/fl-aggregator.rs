@@ -428,7 +428,23 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             let reader = RegistryReader::open(&source)?;
             let report = verify_checkpoint(reader.chain(), &manifest, &bytes, member).await?;
             println!("{report}");
-            Ok(if report.is_valid() {
+            let card_ok = match (&manifest.model_card, &store_dir) {
+                (Some(cid), Some(dir)) => {
+                    let store = CheckpointStore::open(&dir.to_string_lossy())?;
+                    match store.card_bytes(cid).await {
+                        Ok(bytes) => {
+                            println!("  card file     intact ({} bytes)", bytes.len());
+                            true
+                        }
+                        Err(e) => {
+                            println!("  card file     UNUSABLE: {e}");
+                            false
+                        }
+                    }
+                }
+                _ => true,
+            };
+            Ok(if report.is_valid() && card_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

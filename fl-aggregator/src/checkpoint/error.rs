@@ -109,6 +109,14 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+    /// A model card asked for by its CID is missing, too large or damaged.
+    #[error("model card {cid} is not usable from the store: {reason}")]
+    CardUnavailable {
+        /// The CID asked for.
+        cid: ContentHash,
+        /// What is wrong.
+        reason: String,
+    },
     /// A manifest could not be encoded as JSON (a bug: please report it).
     #[error("cannot encode the manifest of round {round}: {source}")]
     Encode {
@@ -191,6 +199,19 @@ pub enum Problem {
         /// The hash of the stored bytes.
         computed: ContentHash,
     },
+    /// The model card the manifest names (`cards/<cid>.json`) does not exist.
+    CardMissing {
+        /// Where it should be.
+        path: String,
+    },
+    /// The model card's bytes do not hash to the CID the manifest names (or it is larger
+    /// than a card can be).
+    CardDamaged {
+        /// The card object.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -231,6 +252,8 @@ impl fmt::Display for Problem {
                 f,
                 "parameter object `{path}` hashes to {computed}, not to {expected}: its bytes are damaged"
             ),
+            Self::CardMissing { path } => write!(f, "model card `{path}` is missing"),
+            Self::CardDamaged { path, reason } => write!(f, "model card `{path}`: {reason}"),
         }
     }
 }

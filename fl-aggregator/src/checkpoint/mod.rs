@@ -11,6 +11,8 @@
 //!                              (also a strategy's model-sized state, e.g. SCAFFOLD's server
 //!                              control variate, named by the manifest's `strategy_state`)
 //! rounds/<round:010>.json      the round's Manifest (pretty JSON), naming params/<cid>
+//! cards/<cid>.json             a model card (JSON; <cid> is the CIDv1 of exactly these bytes),
+//!                              named by the manifest's `model_card` (published models only)
 //! ```
 //!
 //! Parameters are written before the manifest, so a manifest never names parameters that were
@@ -82,6 +84,9 @@ pub use manifest::{
 
 use manifest::MAX_MANIFEST_BYTES;
 
+/// Largest model card stored or read, in bytes (a card is a few kilobytes).
+pub const MAX_CARD_BYTES: u64 = 1 << 20;
+
 /// Shorthand for results of this module.
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 
@@ -141,6 +146,76 @@ impl CheckpointStore {
     /// The object holding the parameters with content hash `cid`: `params/<cid>`.
     pub fn params_path(&self, cid: &ContentHash) -> Path {
         self.prefix.clone().join("params").join(cid.to_string())
+    }
+
+    /// The object holding the model card with content hash `cid`: `cards/<cid>.json`.
+    pub fn card_path(&self, cid: &ContentHash) -> Path {
+        self.prefix
+            .clone()
+            .join("cards")
+            .join(format!("{cid}.json"))
+    }
+
+    /// Stores a model card's bytes (its canonical JSON, see `fl_client::model_card`) as
+    /// `cards/<cid>.json`, where `<cid>` is the CIDv1 of exactly these bytes, and returns the
+    /// CID to name in [`CheckpointMeta::with_model_card`]. An intact card with that CID is kept,
+    /// a damaged one replaced.
+    ///
+    /// # Errors
+    /// [`CheckpointError::TooLarge`] above [`MAX_CARD_BYTES`], [`CheckpointError::Store`].
+    pub async fn put_card(&self, bytes: Vec<u8>) -> Result<ContentHash> {
+        let cid = ContentHash::of(&bytes);
+        let path = self.card_path(&cid);
+        if bytes.len() as u64 > MAX_CARD_BYTES {
+            return Err(CheckpointError::TooLarge {
+                path: path.to_string(),
+                size: bytes.len() as u64,
+                limit: MAX_CARD_BYTES,
+            });
+        }
+        self.put_content(&path, &cid, bytes).await?;
+        Ok(cid)
+    }
+
+    /// The bytes of the model card `cid`, checked to hash to it.
+    ///
+    /// # Errors
+    /// [`CheckpointError::CardUnavailable`] when it is missing, larger than
+    /// [`MAX_CARD_BYTES`] or does not hash to `cid`; [`CheckpointError::Store`].
+    pub async fn card_bytes(&self, cid: &ContentHash) -> Result<Vec<u8>> {
+        let path = self.card_path(cid);
+        self.read_card(&path, cid)
+            .await?
+            .map_err(|problem| CheckpointError::CardUnavailable {
+                cid: *cid,
+                reason: problem.to_string(),
+            })
+    }
+
+    /// Reads and checks the card at `path`: its bytes, or the problem with it.
+    async fn read_card(
+        &self,
+        path: &Path,
+        cid: &ContentHash,
+    ) -> Result<std::result::Result<Vec<u8>, Problem>> {
+        let damaged = |reason: String| Problem::CardDamaged {
+            path: path.to_string(),
+            reason,
+        };
+        Ok(match self.read(path, MAX_CARD_BYTES).await? {
+            Read::Missing => Err(Problem::CardMissing {
+                path: path.to_string(),
+            }),
+            Read::TooBig(size) => Err(damaged(format!(
+                "{size} bytes, more than a card can be ({MAX_CARD_BYTES})"
+            ))),
+            Read::Bytes(b) => match ContentHash::of(&b) {
+                computed if computed == *cid => Ok(b),
+                computed => Err(damaged(format!(
+                    "hashes to {computed}, not to {cid}: its bytes are damaged"
+                ))),
+            },
+        })
     }
 
     /// The object holding the manifest of `round`: `rounds/<round:010>.json`.
@@ -449,6 +524,13 @@ impl CheckpointStore {
                 }
             }
         }
+        if let Some(cid) = manifest.model_card {
+            // A published model's card is part of its checkpoint: without it a node cannot
+            // rebuild the model's input side.
+            if let Err(problem) = self.read_card(&self.card_path(&cid), &cid).await? {
+                report.problems.push(problem);
+            }
+        }
         report.manifest = Some(manifest.clone());
         let checkpoint = match params {
             Some(p) if report.problems.is_empty() => Some((manifest, p)),
@@ -558,21 +640,26 @@ impl CheckpointStore {
     }
 
     async fn put_params(&self, cid: &ContentHash, bytes: Vec<u8>) -> Result<()> {
-        let path = self.params_path(cid);
-        if self.put_create(&path, bytes.clone()).await? {
+        self.put_content(&self.params_path(cid), cid, bytes).await
+    }
+
+    /// Writes the content-addressed object `bytes` (hashing to `cid`) at `path` unless an
+    /// intact one exists; replaces a damaged one.
+    async fn put_content(&self, path: &Path, cid: &ContentHash, bytes: Vec<u8>) -> Result<()> {
+        if self.put_create(path, bytes.clone()).await? {
             return Ok(());
         }
         // Same CID, so the same bytes, unless the stored object was damaged after it was written.
-        match self.read(&path, bytes.len() as u64).await? {
+        match self.read(path, bytes.len() as u64).await? {
             Read::Bytes(stored)
                 if stored.len() == bytes.len() && ContentHash::of(&stored) == *cid =>
             {
-                tracing::debug!(%cid, "parameters already stored");
+                tracing::debug!(%cid, "object already stored");
                 Ok(())
             }
             _ => {
-                tracing::warn!(path = %path, "replacing a damaged parameter object");
-                self.put_overwrite(&path, bytes).await
+                tracing::warn!(path = %path, "replacing a damaged object");
+                self.put_overwrite(path, bytes).await
             }
         }
     }

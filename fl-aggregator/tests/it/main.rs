@@ -12,6 +12,7 @@ mod fedbuff;
 mod grpc;
 mod he_grpc;
 mod membership;
+mod model_card;
 mod own_model;
 mod qa;
 mod scaffold;

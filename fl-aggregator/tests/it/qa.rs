@@ -120,6 +120,7 @@ fn round(server_optimizer: bool) -> Round {
             &findings.reference.metrics(),
             &BTreeMap::new(),
         ),
+        model_card: None,
     };
     Round {
         keys,

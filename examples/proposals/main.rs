@@ -12,7 +12,9 @@
 //! whose dependencies are optimised too). A TOML file of [`ProposalsConfig`] fields changes
 //! the defaults, e.g. `shuffled_labels = true` for the control run; its file name names the
 //! run folder. Outputs land in `runs/<name>/`: `metrics.csv` (per round), `comparison.csv`,
-//! `metrics.svg`, `summary.txt`.
+//! `metrics.svg`, `summary.txt`, and the federated model published: `checkpoints/` (its
+//! parameters and model card, named by the round's manifest) anchored on the embedded EVM in
+//! `chain/`; the run prints the `fl-aggregator verify` and `fl-client predict` commands.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -23,6 +25,7 @@ use examples::proposals::{
     self, ProposalsConfig, class_note, community_majority, outcome_counts, score_model,
     table_header, table_row,
 };
+use examples::publish;
 use examples::report::{RoundRecord, RunFolder};
 
 fn main() -> ExitCode {
@@ -96,6 +99,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut table = Vec::new();
     let mut comparison = String::new();
     let mut fed_scores = None;
+    let mut published = None;
     if config.federated {
         println!("round  accuracy  macro-F1  kind-acc  kind-mF1   loss  train_loss  seconds");
         let federated = proposals::run_federated(&config, &prepared, |r| {
@@ -148,6 +152,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             federated.wall.as_secs_f64(),
             federated.params.content_hash()
         )?;
+        let round = federated.rounds.last().map_or(0, |r| r.round);
+        let card = publish::model_card(&config, &prepared, &federated.params, &scores, round)?;
+        let config_hash = fl_core::ContentHash::of(format!("{config:?}").as_bytes());
+        published = Some(publish::publish(
+            run.path(),
+            &name,
+            round,
+            &prepared.members,
+            config_hash,
+            &card,
+            &federated.params,
+        )?);
         fed_scores = Some(scores);
     }
     if config.compare {
@@ -213,12 +229,40 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             class_note(&prepared, community)
         )?;
     }
+    if let Some(p) = &published {
+        write_published(&mut out, p)?;
+    }
     print!("{out}");
     summary.push_str(&out);
     write_comparison(&run, &table, &majority)?;
     run.write_summary(&summary)?;
     println!("run folder: {}", run.path().display());
     Ok(())
+}
+
+/// The published model's lines: its card, checkpoint and anchor, and the commands that verify
+/// it and predict with it.
+fn write_published(out: &mut String, p: &publish::PublishedModel) -> std::fmt::Result {
+    let manifest = p.manifest_path.display();
+    writeln!(
+        out,
+        "\nmodel {} with card {}: checkpoint {manifest}",
+        p.manifest.params_cid, p.card
+    )?;
+    match &p.anchor {
+        Some(r) => writeln!(
+            out,
+            "anchor: round {} of `{}`, block {} of the embedded EVM (not a network), tx {}, {} gas\n\
+             verify: cargo run --release -p fl-aggregator -- verify {manifest}",
+            p.manifest.round, p.manifest.federation_id, r.block_number, r.tx_hash, r.gas_used
+        )?,
+        None => writeln!(out, "anchor: not anchored (see the error above)")?,
+    }
+    writeln!(
+        out,
+        "predict: cargo run --release -p fl-client -- predict --model {manifest} \
+         --input fl-client/data/proposals/proposals.jsonl.gz --output predictions.jsonl"
+    )
 }
 
 fn write_rounds(

@@ -9,7 +9,9 @@
 //! - [`digits`]: that federation as a library call, with its knobs in [`digits::DigitsConfig`].
 //! - `proposals` (`cargo run --release --example proposals`): 13 governance communities train
 //!   the DAO's proposal model (outcome and kind of a proposal) with FedAvg; compared with the
-//!   same model trained centrally and each community alone. [`proposals`] is its library side.
+//!   same model trained centrally and each community alone, then publishes the federated model
+//!   with its model card, anchored. [`proposals`] is its library side, [`publish`] the
+//!   publishing.
 //! - [`report`]: run folders with `metrics.csv`, an SVG plot of accuracy and loss, a summary.
 //! - [`progress`]: a progress bar over rounds with one line per round.
 //! - [`robust`]: the digits federation under attack, for each robust rule (the robustness
@@ -33,6 +35,7 @@ pub mod dao;
 pub mod digits;
 pub mod progress;
 pub mod proposals;
+pub mod publish;
 pub mod report;
 pub mod robust;
 

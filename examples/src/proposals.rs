@@ -97,6 +97,9 @@ pub struct PreparedProposals {
     pub test_communities: Vec<String>,
     /// Featurisation wall time.
     pub encode_wall: Duration,
+    /// The source repositories and snapshot commits of the corpus rows (`owner/name@commit`),
+    /// sorted and distinct: what a model card names as the data's snapshot.
+    pub sources: Vec<String>,
 }
 
 /// Why a proposals run failed.
@@ -169,6 +172,13 @@ pub fn prepare_from(
         test,
         test_communities: test_rows.iter().map(|p| p.community.clone()).collect(),
         encode_wall: start.elapsed(),
+        sources: corpus
+            .proposals
+            .iter()
+            .map(|p| format!("{}@{}", p.repo, p.commit))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -506,6 +516,7 @@ mod tests {
             test,
             test_communities: vec!["a".into(), "a".into(), "b".into()],
             encode_wall: Duration::ZERO,
+            sources: Vec::new(),
         };
         // a's majority is accepted, b's rejected: right on test rows 0 and 2.
         let s = community_majority(&prepared);

@@ -56,6 +56,7 @@ pub mod config;
 pub mod dp;
 pub mod hash;
 pub mod identity;
+pub mod inference;
 pub mod params;
 pub mod protocol;
 pub mod round;

@@ -217,9 +217,8 @@ mod tests {
 
     #[test]
     fn a_step_is_told_as_a_round_with_its_distinct_contributors() {
-        let schema = Arc::new(
-            fl_core::Schema::new(vec![fl_core::TensorSpec::new("w", [1])]).unwrap(),
-        );
+        let schema =
+            Arc::new(fl_core::Schema::new(vec![fl_core::TensorSpec::new("w", [1])]).unwrap());
         let params = Arc::new(ParamVec::zeros(schema));
         let events = as_rounds(
             FedBuffEvent::Applied {
@@ -246,7 +245,10 @@ mod tests {
         };
         assert_eq!(metrics["fedbuff_staleness_mean"], 1.0);
         assert_eq!(metrics["fedbuff_staleness_max"], 2.0);
-        assert!(matches!(events[2], EngineEvent::RoundCompleted { round: 3, .. }));
+        assert!(matches!(
+            events[2],
+            EngineEvent::RoundCompleted { round: 3, .. }
+        ));
         let dropped = as_rounds(
             FedBuffEvent::Dropped {
                 client: ClientId(2),

@@ -25,13 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let indices: Vec<usize> = (0..n.min(all.len())).collect();
     let data = all.subset(&indices)?;
-    let mut trainer = BurnTrainer::new(
-        &ModelSpec::Cnn { channels },
-        DeviceSpec::Cpu,
-        data,
-        None,
-        1,
-    )?;
+    let mut trainer =
+        BurnTrainer::new(&ModelSpec::Cnn { channels }, DeviceSpec::Cpu, data, None, 1)?;
     let fit = FitConfig {
         local_epochs: 1,
         batch_size: 32,

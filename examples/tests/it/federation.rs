@@ -135,14 +135,20 @@ fn an_idx_split_names_the_images_each_member_holds() {
         ..DigitsConfig::default()
     };
     let split = config.split().unwrap();
-    let members = split.member_indices.expect("an IDX split keeps its indices");
+    let members = split
+        .member_indices
+        .expect("an IDX split keeps its indices");
     let test = split.test_indices.expect("and the test indices");
     assert_eq!(test.len(), 200);
     let mut all: Vec<usize> = members.iter().flatten().copied().collect();
     assert_eq!(all.len(), 1_000);
     all.sort_unstable();
     all.dedup();
-    assert_eq!(all.len(), 1_000, "every sampled image goes to exactly one member");
+    assert_eq!(
+        all.len(),
+        1_000,
+        "every sampled image goes to exactly one member"
+    );
     assert!(all.iter().all(|&i| i < 2_000));
     // The indices name the very images (and labels) each member holds.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

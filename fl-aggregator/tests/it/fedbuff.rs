@@ -319,9 +319,7 @@ allowed = [{}]
             m.participants
         );
         assert!(
-            m.participants
-                .iter()
-                .all(|p| addresses.contains(&p.id)),
+            m.participants.iter().all(|p| addresses.contains(&p.id)),
             "participants are members' addresses: {:?}",
             m.participants
         );
@@ -352,11 +350,17 @@ dataset = "test"
 allowed = ["0x1111111111111111111111111111111111111111"]
 "#;
     let parse = |extra: &str| {
-        fl_core::config::FederationConfig::parse(&format!("{base}\n{extra}"), std::path::Path::new("."))
+        fl_core::config::FederationConfig::parse(
+            &format!("{base}\n{extra}"),
+            std::path::Path::new("."),
+        )
     };
     assert!(parse("[fedbuff]\nbuffer_size = 2\n").is_ok());
     for (extra, needle) in [
-        ("[fedbuff]\nbuffer_size = 0\n", "buffer_size must be at least 1"),
+        (
+            "[fedbuff]\nbuffer_size = 0\n",
+            "buffer_size must be at least 1",
+        ),
         (
             "[fedbuff]\nbuffer_size = 2\nserver_learning_rate = -1.0\n",
             "server_learning_rate",

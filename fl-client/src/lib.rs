@@ -52,8 +52,9 @@
 //!
 //! ## Feature flags
 //!
-//! - `burn` (default): our models ([`BurnTrainer`], [`ProposalTrainer`]) on burn's pure-Rust
-//!   `flex` CPU backend (multi-threaded with rayon, vectorised), and the federation file's
+//! - `burn` (default): our models ([`BurnTrainer`], [`ProposalTrainer`], with [`model_card`]
+//!   and [`predict`]) on burn's pure-Rust `flex` CPU backend (multi-threaded with rayon,
+//!   vectorised), and the federation file's
 //!   `[model]` turned into one ([`federation::member_trainer`]). A member with its own
 //!   [`Trainer`] depends on `fl-client` with `default-features = false` and compiles no burn.
 //! - `he` (default): homomorphic federations (`protocol = "he"`): encrypted uploads and, for a
@@ -109,6 +110,9 @@ pub mod partition;
 #[cfg(feature = "burn")]
 pub mod predict;
 pub mod scaffold_state;
+/// The inference node: a published proposal model served over HTTP JSON, answers signed.
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod text;
 #[cfg(feature = "burn")]
 pub mod trainer;

@@ -532,4 +532,4 @@ pub enum PredictError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

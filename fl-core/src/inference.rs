@@ -226,8 +226,10 @@ impl InferenceRequest {
 #[serde(deny_unknown_fields)]
 pub struct AnswerStatement {
     /// [`InferenceRequest::hash`] of the request answered.
+    #[serde(with = "crate::hash::cid_string")]
     pub request_hash: ContentHash,
     /// The content hash of the parameters that produced the answer.
+    #[serde(with = "crate::hash::cid_string")]
     pub model: ContentHash,
     /// The predicted label (the proposal model: `accepted` or `rejected`).
     pub label: String,
@@ -447,9 +449,9 @@ pub enum Disagreement {
     /// The right label, with probabilities further than the tolerance from the consensus.
     Probabilities(f32),
     /// It answered for another model.
-    Model(ContentHash),
+    Model(#[serde(with = "crate::hash::cid_string")] ContentHash),
     /// It answered another request.
-    Request(ContentHash),
+    Request(#[serde(with = "crate::hash::cid_string")] ContentHash),
     /// Its answer does not verify.
     Invalid(String),
     /// It did not answer (late, down, or refused).
@@ -470,8 +472,10 @@ pub struct NodeDisagreement {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Consensus {
     /// The request answered.
+    #[serde(with = "crate::hash::cid_string")]
     pub request_hash: ContentHash,
     /// The model every counted answer ran.
+    #[serde(with = "crate::hash::cid_string")]
     pub model: ContentHash,
     /// The label at least `quorum` selected nodes gave.
     pub label: String,

@@ -102,6 +102,24 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Serve a published model as an inference node: `POST /v1/analyse` takes a proposal
+    /// (`community`, `id`, `title`, `text`, `nonce`) and returns the prediction signed with the
+    /// node's key over the request hash, the model CID and the output; `GET /v1/model` names
+    /// the model. With `--watch-secs`, a newer checkpoint at `--model` is verified and served.
+    Serve {
+        /// As for `predict`: a manifest, a checkpoint store or a run folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// The node's member key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8610")]
+        listen: std::net::SocketAddr,
+        /// Check `--model` for a newer checkpoint this often (0: never).
+        #[arg(long, default_value_t = 0)]
+        watch_secs: u64,
+    },
     /// Make or show member keys (secp256k1; the address is the member's Ethereum address).
     Keys {
         #[command(subcommand)]
@@ -181,6 +199,58 @@ fn main() -> ExitCode {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// `fl-client serve`: the inference node until Ctrl-C.
+fn serve(
+    model: &std::path::Path,
+    key: &std::path::Path,
+    listen: std::net::SocketAddr,
+    watch_secs: u64,
+) -> Result<ExitCode> {
+    use fl_client::serve::{Batcher, InferenceNode};
+    let key = fl_node::read_key_file(key)?;
+    let predictor = fl_client::predict::Predictor::from_manifest(model)?;
+    let node = std::sync::Arc::new(InferenceNode::new(key, predictor));
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            node = %node.address(),
+            model = %node.model(),
+            "serving"
+        );
+        if watch_secs > 0 {
+            let node = std::sync::Arc::clone(&node);
+            let path = model.to_path_buf();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(watch_secs));
+                loop {
+                    tick.tick().await;
+                    let path = path.clone();
+                    let loaded = tokio::task::spawn_blocking(move || {
+                        fl_client::predict::Predictor::from_manifest(&path)
+                    })
+                    .await;
+                    match loaded {
+                        Ok(Ok(p)) if p.card().params_cid != node.model() => {
+                            let cid = node.promote(p);
+                            tracing::info!(model = %cid, "serving a newer checkpoint");
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!("the newest checkpoint is not servable: {e}"),
+                        Err(e) => tracing::warn!("checking for a newer checkpoint failed: {e}"),
+                    }
+                }
+            });
+        }
+        fl_client::serve::serve(listener, Batcher::spawn(node), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Keys {
@@ -209,6 +279,12 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve {
+            model,
+            key,
+            listen,
+            watch_secs,
+        } => serve(&model, &key, listen, watch_secs),
         Command::Keys {
             action: KeyAction::Show { key },
         } => {

@@ -8,7 +8,7 @@ use fl_core::FitConfig;
 
 /// A small model (1,024 buckets, 4 dimensions) trained a few epochs on made-up proposals of
 /// two communities, and its card.
-fn trained() -> (ModelCard, ParamVec) {
+pub(crate) fn trained() -> (ModelCard, ParamVec) {
     let spec = ProposalModelSpec {
         featurizer: HashingConfig {
             buckets_log2: 10,

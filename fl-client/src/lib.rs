@@ -103,6 +103,9 @@ pub mod attack;
 pub mod committee;
 pub mod data;
 pub mod federation;
+/// The inference gateway: `k` nodes per request, decided by consensus.
+#[cfg(feature = "serve")]
+pub mod gateway;
 #[cfg(feature = "burn")]
 pub mod model_card;
 pub mod node;

@@ -1,0 +1,461 @@
+//! The inference gateway: sends each request to `k` inference nodes chosen by
+//! [`select_nodes`] (from the request hash and a block hash, weighted), decides by
+//! [`decide`] and returns the [`Consensus`] with the nodes' signed answers, so the caller can
+//! check it.
+//!
+//! Nodes that do not answer within the timeout (down, slow, refusing) are replaced by the next
+//! nodes of the same deterministic ranking until `redundancy` answers are in or the nodes run
+//! out; every node asked is judged. A [`ScoreBook`] keeps per node what the consensus made of
+//! its answers (agreed, disagreed, missing) and its latency, and turns them into a selection
+//! weight: a wrong or slow node is chosen less and less.
+//!
+//! The nodes come from a list (address, URL, stake); in a DAO deployment that list is the
+//! staking contract's inference nodes (`dao`'s staking role `inference`), which is not wired
+//! here yet.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fl_core::inference::{
+    Candidate, Consensus, ConsensusPolicy, Disagreement, InferenceError, InferenceRequest,
+    SignedAnswer, decide, select_nodes,
+};
+use fl_core::{Address, ContentHash};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Largest answer body read from a node.
+pub const MAX_ANSWER_BYTES: usize = 64 << 10;
+
+/// An inference node the gateway may ask.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// The node's address (its answers must recover to it).
+    pub address: String,
+    /// Its HTTP endpoint, e.g. `http://10.0.0.5:8610`.
+    pub url: String,
+    /// Its stake (selection weight before reputation).
+    pub stake: f64,
+}
+
+/// Why the gateway could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The request is malformed or over a limit.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A node entry is unusable.
+    #[error("node list: {0}")]
+    Nodes(String),
+    /// Selection or consensus failed (too few nodes, no quorum).
+    #[error(transparent)]
+    Consensus(#[from] InferenceError),
+}
+
+/// What the consensus made of one node's answers so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeScore {
+    /// Answers that counted with the consensus.
+    pub agreed: u64,
+    /// Answers that did not (another label or model, drifting probabilities, bad signature).
+    pub disagreed: u64,
+    /// Requests it was asked and did not answer in time.
+    pub missing: u64,
+    /// Exponential moving average of its answer latency, in seconds.
+    pub latency_s: f64,
+}
+
+impl NodeScore {
+    /// The node's reputation in `[0, 1]`: the share of its judged requests it agreed on
+    /// (Laplace-smoothed, so a new node starts at 1/2 + a little), times a latency factor
+    /// that halves at every `2 s` of mean latency beyond the first 2 s.
+    pub fn reputation(&self) -> f64 {
+        let judged = (self.agreed + self.disagreed + self.missing) as f64;
+        let agreement = (self.agreed as f64 + 1.0) / (judged + 1.5);
+        let slow = (self.latency_s - 2.0).max(0.0) / 2.0;
+        agreement * 0.5f64.powf(slow)
+    }
+}
+
+/// Per-node scores, updated from every consensus.
+#[derive(Debug, Default)]
+pub struct ScoreBook {
+    scores: Mutex<BTreeMap<Address, NodeScore>>,
+}
+
+impl ScoreBook {
+    /// A node's score (default for a node never asked).
+    pub fn score(&self, node: &Address) -> NodeScore {
+        self.lock().get(node).copied().unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Address, NodeScore>> {
+        self.scores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records one consensus and the latencies of the nodes that answered.
+    pub fn record(&self, consensus: &Consensus, latency: &BTreeMap<Address, Duration>) {
+        let mut scores = self.lock();
+        for node in &consensus.agreeing {
+            scores.entry(*node).or_default().agreed += 1;
+        }
+        for d in &consensus.disagreeing {
+            let s = scores.entry(d.node).or_default();
+            match d.why {
+                Disagreement::Missing => s.missing += 1,
+                _ => s.disagreed += 1,
+            }
+        }
+        for (node, l) in latency {
+            let s = scores.entry(*node).or_default();
+            let l = l.as_secs_f64();
+            s.latency_s = if s.latency_s == 0.0 {
+                l
+            } else {
+                0.8 * s.latency_s + 0.2 * l
+            };
+        }
+    }
+}
+
+/// Sends requests to nodes and decides by consensus (see the module docs).
+#[derive(Debug)]
+pub struct Gateway {
+    nodes: BTreeMap<Address, NodeEntry>,
+    policy: ConsensusPolicy,
+    timeout: Duration,
+    client: Client<HttpConnector, Full<Bytes>>,
+    scores: ScoreBook,
+}
+
+/// A decided request, with what the gateway measured.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GatewayAnswer {
+    /// The consensus, carrying the signed answers.
+    pub consensus: Consensus,
+    /// Every node asked, in order (replacements after the first choice).
+    #[serde(skip)]
+    pub asked: Vec<Address>,
+}
+
+impl Gateway {
+    /// A gateway over `nodes`, deciding by `policy`, waiting at most `timeout` per node.
+    pub fn new(
+        nodes: Vec<NodeEntry>,
+        policy: ConsensusPolicy,
+        timeout: Duration,
+    ) -> Result<Self, GatewayError> {
+        policy.validate()?;
+        let mut by_address = BTreeMap::new();
+        for n in nodes {
+            let address: Address = n
+                .address
+                .parse()
+                .map_err(|e| GatewayError::Nodes(format!("{}: {e}", n.address)))?;
+            if !n.url.starts_with("http://") {
+                return Err(GatewayError::Nodes(format!(
+                    "{}: the URL must start with http:// (put TLS in front of the gateway)",
+                    n.url
+                )));
+            }
+            if !(n.stake.is_finite() && n.stake >= 0.0) {
+                return Err(GatewayError::Nodes(format!(
+                    "{}: stake {} must be finite and not negative",
+                    n.address, n.stake
+                )));
+            }
+            if by_address.insert(address, n).is_some() {
+                return Err(GatewayError::Nodes(format!("{address} is listed twice")));
+            }
+        }
+        Ok(Self {
+            nodes: by_address,
+            policy,
+            timeout,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            scores: ScoreBook::default(),
+        })
+    }
+
+    /// The per-node scores.
+    pub fn scores(&self) -> &ScoreBook {
+        &self.scores
+    }
+
+    /// Selection weights now: stake times reputation.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.nodes
+            .iter()
+            .map(|(a, n)| Candidate {
+                node: *a,
+                weight: n.stake * self.scores.score(a).reputation(),
+            })
+            .collect()
+    }
+
+    /// One node's answer, or `None` when it fails, refuses or is late.
+    async fn ask_one(&self, node: Address, body: Bytes) -> Option<(SignedAnswer, Duration)> {
+        let entry = self.nodes.get(&node)?;
+        let uri = format!("{}/v1/analyse", entry.url.trim_end_matches('/'));
+        let request = hyper::Request::post(uri)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .ok()?;
+        let start = Instant::now();
+        let exchange = async {
+            let response = self.client.request(request).await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .ok()?
+                .to_bytes();
+            serde_json::from_slice::<SignedAnswer>(&bytes).ok()
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Some(answer)) => Some((answer, start.elapsed())),
+            _ => None,
+        }
+    }
+
+    /// Decides `request` on `model` (the promoted model's CID) with the nodes chosen at
+    /// `block_hash`, replacing nodes that do not answer; records the scores.
+    pub async fn analyse(
+        &self,
+        request: &InferenceRequest,
+        model: &ContentHash,
+        block_hash: &[u8; 32],
+    ) -> Result<GatewayAnswer, GatewayError> {
+        request
+            .validate()
+            .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        let hash = request.hash();
+        let candidates = self.candidates();
+        let eligible = candidates.iter().filter(|c| c.weight > 0.0).count();
+        // The whole ranking: the first `redundancy` are asked, the rest replace the silent.
+        let ranking = select_nodes(&hash, block_hash, &candidates, eligible)?;
+        if ranking.len() < self.policy.redundancy {
+            return Err(InferenceError::TooFewNodes {
+                available: ranking.len(),
+                wanted: self.policy.redundancy,
+            }
+            .into());
+        }
+        let body = Bytes::from(
+            serde_json::to_vec(request).map_err(|e| GatewayError::BadRequest(e.to_string()))?,
+        );
+        let mut asked: Vec<Address> = Vec::new();
+        let mut answers: Vec<SignedAnswer> = Vec::new();
+        let mut latency = BTreeMap::new();
+        let mut next = 0;
+        while answers.len() < self.policy.redundancy && next < ranking.len() {
+            let wanted = self.policy.redundancy - answers.len();
+            let batch: Vec<Address> = ranking[next..(next + wanted).min(ranking.len())].to_vec();
+            next += batch.len();
+            asked.extend(&batch);
+            let replies = futures_util::future::join_all(
+                batch.iter().map(|n| self.ask_one(*n, body.clone())),
+            )
+            .await;
+            for (node, reply) in batch.iter().zip(replies) {
+                if let Some((answer, took)) = reply {
+                    latency.insert(*node, took);
+                    answers.push(answer);
+                }
+            }
+        }
+        let consensus = decide(&hash, model, &asked, &answers, &self.policy);
+        match consensus {
+            Ok(c) => {
+                self.scores.record(&c, &latency);
+                Ok(GatewayAnswer {
+                    consensus: c,
+                    asked,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fl_core::MemberKey;
+
+    use super::*;
+    use crate::predict::{Predictor, ProposalInput};
+    use crate::serve::{Batcher, InferenceNode, serve};
+
+    fn predictor(flip: bool) -> Predictor {
+        let (mut card, params) = crate::predict::tests::trained();
+        if !flip {
+            return Predictor::new(card, &params).unwrap();
+        }
+        let values = params.values().iter().map(|v| -v).collect();
+        let params = fl_core::ParamVec::new(params.schema().clone(), values).unwrap();
+        card.params_cid = params.content_hash();
+        Predictor::new(card, &params).unwrap()
+    }
+
+    fn key(i: u8) -> MemberKey {
+        MemberKey::from_hex(&format!("{:064x}", u64::from(i) + 1)).unwrap()
+    }
+
+    /// Seven nodes: 0, 1, 2 and 6 honest, 3 on another model, 4 accepts connections and never
+    /// answers, 5 is down. 3-of-5 consensus: every request decided right, the wrong node never
+    /// agrees, the silent ones are replaced and recorded, and their weights fall.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn five_way_consensus_survives_a_wrong_a_slow_and_a_dead_node() {
+        let mut entries = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..7u8 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            match i {
+                4 => tasks.push(tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    while let Ok((socket, _)) = listener.accept().await {
+                        held.push(socket);
+                    }
+                })),
+                5 => drop(listener),
+                _ => {
+                    let node = Arc::new(InferenceNode::new(key(i), predictor(i == 3)));
+                    tasks.push(tokio::spawn(async move {
+                        let _ = serve(listener, Batcher::spawn(node), std::future::pending()).await;
+                    }));
+                }
+            }
+            entries.push(NodeEntry {
+                address: key(i).address().to_string(),
+                url: format!("http://{addr}"),
+                stake: 1000.0,
+            });
+        }
+        let gateway = Gateway::new(
+            entries,
+            ConsensusPolicy::default(),
+            Duration::from_millis(400),
+        )
+        .unwrap();
+        let local = predictor(false);
+        let model = local.card().params_cid;
+        let mut replaced = 0;
+        for nonce in 0..6u64 {
+            let request = InferenceRequest {
+                nonce,
+                ..InferenceRequest::new(
+                    "maker",
+                    format!("MIP-{nonce}"),
+                    if nonce % 2 == 0 {
+                        "raise the fee parameter"
+                    } else {
+                        "drain the treasury now"
+                    },
+                    "a proposal body",
+                )
+            };
+            let answer = gateway.analyse(&request, &model, &[9u8; 32]).await.unwrap();
+            let c = &answer.consensus;
+            let want = local
+                .predict(&[ProposalInput {
+                    community: request.community.clone(),
+                    id: request.id.clone(),
+                    title: request.title.clone(),
+                    text: request.text.clone(),
+                }])
+                .unwrap()
+                .remove(0);
+            assert_eq!(c.label, want.label, "request {nonce}");
+            assert!((c.probabilities[0] - want.p_accepted).abs() < 1e-6);
+            assert!(c.agreeing.len() >= 3);
+            assert!(!c.agreeing.contains(&key(3).address()));
+            for d in &c.disagreeing {
+                let expected = if d.node == key(3).address() {
+                    matches!(d.why, Disagreement::Model(_))
+                } else if d.node == key(4).address() || d.node == key(5).address() {
+                    d.why == Disagreement::Missing
+                } else {
+                    false
+                };
+                assert!(expected, "request {nonce}: {d:?}");
+            }
+            replaced += usize::from(answer.asked.len() > 5);
+            // The caller checks the consensus from the signed answers alone.
+            let again = decide(
+                &c.request_hash,
+                &c.model,
+                &answer.asked,
+                &c.answers,
+                &ConsensusPolicy::default(),
+            )
+            .unwrap();
+            assert_eq!(&again, c);
+        }
+        assert!(replaced > 0, "the silent nodes were replaced at least once");
+        let scores = gateway.scores();
+        let wrong = scores.score(&key(3).address());
+        assert_eq!(wrong.agreed, 0);
+        assert!(wrong.disagreed > 0);
+        for silent in [4, 5] {
+            let s = scores.score(&key(silent).address());
+            assert_eq!(s.agreed + s.disagreed, 0);
+            assert!(s.missing > 0, "node {silent}");
+        }
+        let honest = scores.score(&key(0).address()).reputation();
+        for bad in [3, 4, 5] {
+            assert!(
+                scores.score(&key(bad).address()).reputation() < honest / 2.0,
+                "node {bad} weighs less than half an honest node"
+            );
+        }
+        for t in tasks {
+            t.abort();
+        }
+    }
+
+    #[test]
+    fn bad_node_lists_and_policies_are_refused() {
+        let entry = |address: String, url: &str, stake: f64| NodeEntry {
+            address,
+            url: url.into(),
+            stake,
+        };
+        let a = key(1).address().to_string();
+        let policy = ConsensusPolicy::default();
+        let t = Duration::from_secs(1);
+        for (nodes, needle) in [
+            (vec![entry("0x12".into(), "http://x", 1.0)], "0x12"),
+            (vec![entry(a.clone(), "ftp://x", 1.0)], "http://"),
+            (vec![entry(a.clone(), "http://x", f64::NAN)], "stake"),
+            (
+                vec![
+                    entry(a.clone(), "http://x", 1.0),
+                    entry(a.clone(), "http://y", 1.0),
+                ],
+                "twice",
+            ),
+        ] {
+            let err = Gateway::new(nodes, policy, t).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        let bad = ConsensusPolicy {
+            redundancy: 4,
+            quorum: 2,
+            ..policy
+        };
+        assert!(Gateway::new(Vec::new(), bad, t).is_err());
+    }
+}

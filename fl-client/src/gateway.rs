@@ -141,8 +141,9 @@ pub struct Gateway {
 pub struct GatewayAnswer {
     /// The consensus, carrying the signed answers.
     pub consensus: Consensus,
-    /// Every node asked, in order (replacements after the first choice).
-    #[serde(skip)]
+    /// Every node asked, in order (replacements after the first choice): the `selected` to
+    /// re-run [`decide`] with.
+    #[serde(with = "fl_core::inference::address_serde::list")]
     pub asked: Vec<Address>,
 }
 
@@ -458,4 +459,122 @@ mod tests {
         };
         assert!(Gateway::new(Vec::new(), bad, t).is_err());
     }
+}
+
+/// Where the gateway takes the block hash that seeds each request's node selection.
+#[derive(Debug, Clone)]
+pub enum BlockSource {
+    /// A fixed value (tests, or a deployment that publishes one beacon per epoch).
+    Fixed([u8; 32]),
+    /// The latest block of an EVM chain, by JSON-RPC (`eth_getBlockByNumber("latest")`).
+    Rpc(String),
+}
+
+impl BlockSource {
+    /// The current block hash, asking through `gateway`'s HTTP client.
+    pub async fn current(&self, gateway: &Gateway) -> Result<[u8; 32], String> {
+        let client = &gateway.client;
+        let url = match self {
+            Self::Fixed(h) => return Ok(*h),
+            Self::Rpc(url) => url,
+        };
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"eth_getBlockByNumber","params":["latest",false]}"#;
+        let request = hyper::Request::post(url.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from_static(body)))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+            .await
+            .map_err(|_| format!("{url}: no answer within 10 s"))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        let bytes = Limited::new(response.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{url}: {e}"))?;
+        let hash = value["result"]["hash"]
+            .as_str()
+            .ok_or_else(|| format!("{url}: no block hash in {value}"))?;
+        let raw = hex::decode(hash.trim_start_matches("0x")).map_err(|e| e.to_string())?;
+        raw.try_into()
+            .map_err(|_| format!("{url}: a block hash of another length: {hash}"))
+    }
+}
+
+/// The gateway's HTTP API: what a forum bot, a wallet or a member's tooling calls.
+#[derive(Debug)]
+pub struct GatewayService {
+    /// The gateway.
+    pub gateway: Gateway,
+    /// The CID of the model governance promoted (answers for any other are disagreements).
+    pub model: ContentHash,
+    /// Where each request's block hash comes from.
+    pub blocks: BlockSource,
+}
+
+/// `POST /v1/analyse` takes an [`InferenceRequest`] and returns the [`GatewayAnswer`] (the
+/// consensus with the nodes' signed answers); 400 for a bad request, 413 for a body over
+/// [`crate::serve::MAX_BODY_BYTES`], 502 when the block source fails, 503 without consensus.
+/// `GET /v1/scores` returns every node's [`NodeScore`].
+pub fn router(service: std::sync::Arc<GatewayService>) -> axum::Router {
+    use axum::extract::rejection::BytesRejection;
+    use axum::extract::{DefaultBodyLimit, State};
+    use axum::http::StatusCode;
+    use axum::http::header::CONTENT_TYPE;
+    use axum::response::{IntoResponse, Response};
+
+    fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+        match serde_json::to_vec(value) {
+            Ok(body) => (status, [(CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
+    fn error(status: StatusCode, message: String) -> Response {
+        json(status, &serde_json::json!({ "error": message }))
+    }
+
+    async fn analyse(
+        State(service): State<std::sync::Arc<GatewayService>>,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Response {
+        let body = match body {
+            Ok(b) => b,
+            Err(rejection) => return error(rejection.status(), rejection.body_text()),
+        };
+        let request: InferenceRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
+        };
+        let block = match service.blocks.current(&service.gateway).await {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_GATEWAY, format!("block source: {e}")),
+        };
+        match service
+            .gateway
+            .analyse(&request, &service.model, &block)
+            .await
+        {
+            Ok(answer) => json(StatusCode::OK, &answer),
+            Err(e @ GatewayError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+
+    async fn scores(State(service): State<std::sync::Arc<GatewayService>>) -> Response {
+        let scores: BTreeMap<String, NodeScore> = service
+            .gateway
+            .nodes
+            .keys()
+            .map(|a| (a.to_string(), service.gateway.scores.score(a)))
+            .collect();
+        json(StatusCode::OK, &scores)
+    }
+
+    axum::Router::new()
+        .route("/v1/analyse", axum::routing::post(analyse))
+        .route("/v1/scores", axum::routing::get(scores))
+        .layer(DefaultBodyLimit::max(crate::serve::MAX_BODY_BYTES))
+        .with_state(service)
 }

@@ -63,28 +63,34 @@ pub const MAX_PROBABILITIES: usize = 64;
 /// different model or input far above.
 pub const DEFAULT_TOLERANCE: f32 = 1e-4;
 
-/// Addresses in JSON as `0x`-hex strings (checksummed on output, any case on input).
-mod address_serde {
+/// Addresses in JSON as `0x`-hex strings (checksummed on output, any case on input), for
+/// `#[serde(with = "fl_core::inference::address_serde")]`.
+pub mod address_serde {
     use super::Address;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `a` as a checksummed hex string.
     pub fn serialize<S: Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(a)
     }
 
+    /// Reads a hex address.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }
 
+    /// A list of addresses as hex strings.
     pub mod list {
         use super::Address;
         use serde::{Deserialize, Deserializer, Serializer};
 
+        /// Writes the addresses as checksummed hex strings.
         pub fn serialize<S: Serializer>(list: &[Address], s: S) -> Result<S::Ok, S::Error> {
             s.collect_seq(list.iter().map(ToString::to_string))
         }
 
+        /// Reads a list of hex addresses.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Address>, D::Error> {
             Vec::<String>::deserialize(d)?
                 .iter()

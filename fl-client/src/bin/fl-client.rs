@@ -120,6 +120,36 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         watch_secs: u64,
     },
+    /// Run an inference gateway: each `POST /v1/analyse` goes to `--redundancy` nodes of the
+    /// list chosen from the request hash and the latest block hash (weighted by stake and
+    /// reputation) and is answered by consensus, with the nodes' signed answers;
+    /// `GET /v1/scores` shows each node's record.
+    Gateway {
+        /// TOML with `[[node]]` tables: `address`, `url` (`http://host:port`), `stake`.
+        #[arg(long)]
+        nodes: PathBuf,
+        /// The CID of the promoted model.
+        #[arg(long)]
+        model: String,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8620")]
+        listen: std::net::SocketAddr,
+        /// Nodes asked per request.
+        #[arg(long, default_value_t = 5)]
+        redundancy: usize,
+        /// Agreeing nodes required.
+        #[arg(long, default_value_t = 3)]
+        quorum: usize,
+        /// How long to wait for a node, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// An EVM JSON-RPC endpoint whose latest block hash seeds the selection.
+        #[arg(long, conflicts_with = "block_hash")]
+        rpc_url: Option<String>,
+        /// A fixed block hash (hex) instead.
+        #[arg(long)]
+        block_hash: Option<String>,
+    },
     /// Make or show member keys (secp256k1; the address is the member's Ethereum address).
     Keys {
         #[command(subcommand)]
@@ -198,6 +228,66 @@ fn main() -> ExitCode {
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// `fl-client gateway`'s settings.
+struct GatewayArgs {
+    nodes: PathBuf,
+    model: String,
+    listen: std::net::SocketAddr,
+    policy: fl_core::inference::ConsensusPolicy,
+    timeout: std::time::Duration,
+    rpc_url: Option<String>,
+    block_hash: Option<String>,
+}
+
+/// `fl-client gateway`: the consensus gateway until Ctrl-C.
+fn gateway(args: GatewayArgs) -> Result<ExitCode> {
+    use fl_client::gateway::{BlockSource, Gateway, GatewayService, NodeEntry};
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NodeList {
+        node: Vec<NodeEntry>,
+    }
+    let meta = std::fs::metadata(&args.nodes)?;
+    if meta.len() > 1 << 20 {
+        return Err(format!("{}: larger than 1 MiB", args.nodes.display()).into());
+    }
+    let text = std::fs::read_to_string(&args.nodes)?;
+    let list: NodeList =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", args.nodes.display()))?;
+    let model: fl_core::ContentHash = args
+        .model
+        .parse()
+        .map_err(|e| format!("--model {}: {e}", args.model))?;
+    let blocks = match (args.rpc_url, args.block_hash) {
+        (Some(url), _) => BlockSource::Rpc(url),
+        (None, Some(hex_hash)) => {
+            let raw = hex::decode(hex_hash.trim_start_matches("0x"))
+                .map_err(|e| format!("--block-hash: {e}"))?;
+            BlockSource::Fixed(
+                raw.try_into()
+                    .map_err(|_| "--block-hash: 32 bytes expected".to_string())?,
+            )
+        }
+        (None, None) => return Err("give --rpc-url (a chain) or --block-hash".into()),
+    };
+    let service = std::sync::Arc::new(GatewayService {
+        gateway: Gateway::new(list.node, args.policy, args.timeout)?,
+        model,
+        blocks,
+    });
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, %model, "gateway serving");
+        axum::serve(listener, fl_client::gateway::router(service))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// `fl-client serve`: the inference node until Ctrl-C.
 fn serve(
@@ -285,6 +375,28 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             listen,
             watch_secs,
         } => serve(&model, &key, listen, watch_secs),
+        Command::Gateway {
+            nodes,
+            model,
+            listen,
+            redundancy,
+            quorum,
+            timeout_ms,
+            rpc_url,
+            block_hash,
+        } => gateway(GatewayArgs {
+            nodes,
+            model,
+            listen,
+            policy: fl_core::inference::ConsensusPolicy {
+                redundancy,
+                quorum,
+                tolerance: fl_core::inference::DEFAULT_TOLERANCE,
+            },
+            timeout: std::time::Duration::from_millis(timeout_ms),
+            rpc_url,
+            block_hash,
+        }),
         Command::Keys {
             action: KeyAction::Show { key },
         } => {

@@ -61,7 +61,10 @@
 //!   decryption-committee holder, [`committee`] (the key ceremony, partial decryptions), on
 //!   tfhe's `core_crypto`. Without it a member joins plain and SecAgg+ federations and is
 //!   refused at once by a homomorphic one (`NodeError::Setup`).
-//! - `cli` (default, implies `burn` and `he`): the `fl-client` binary (clap, a log
+//! - `serve` (default through `cli`, implies `burn`): the inference node ([`serve`]: a
+//!   published proposal model over HTTP JSON, every answer signed) and the consensus
+//!   [`gateway`] (axum and hyper, already built for tonic).
+//! - `cli` (default, implies `burn`, `he` and `serve`): the `fl-client` binary (clap, a log
 //!   subscriber).
 //!
 //! A member with its own model and `default-features = false` compiles about 210 packages

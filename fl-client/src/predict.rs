@@ -64,6 +64,18 @@ pub struct ProposalInput {
     pub text: String,
 }
 
+impl From<&proposals::Proposal> for ProposalInput {
+    /// The fields of a corpus row the model reads.
+    fn from(p: &proposals::Proposal) -> Self {
+        Self {
+            community: p.community.clone(),
+            id: p.id.clone(),
+            title: p.title.clone(),
+            text: p.text.clone(),
+        }
+    }
+}
+
 /// One proposal's analysis, as `fl-client predict` writes it (one JSON object a line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -212,24 +224,32 @@ impl Predictor {
     /// [`PredictError::Input`] (naming the input's index) for an input beyond the card's
     /// [`InputLimits`], [`PredictError::Model`].
     pub fn predict(&self, inputs: &[ProposalInput]) -> Result<Vec<Prediction>, PredictError> {
-        let mut encoded = EncodedProposals::new();
+        let mut text_ids = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.iter().enumerate() {
             check_input(input, &self.card.input_limits).map_err(|message| PredictError::Input {
                 what: format!("input {i}"),
                 message,
             })?;
-            encoded.push(
-                &self.featurizer.ids(&input.title, &input.text),
-                &self.featurizer.meta_ids(&[("community", &input.community)]),
-                None,
-                0,
-            );
-            encoded.set_prior(i, self.card.prior(&input.community));
+            text_ids.push(self.featurizer.ids(&input.title, &input.text));
         }
-        let predictions = self.trainer.predict(&encoded)?;
+        // The model pads a batch to its longest bag: batches of similar lengths waste less.
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&i| text_ids[i].len());
+        let mut encoded = EncodedProposals::new();
+        for (row, &i) in order.iter().enumerate() {
+            let community = &inputs[i].community;
+            let meta = self.featurizer.meta_ids(&[("community", community)]);
+            encoded.push(&text_ids[i], &meta, None, 0);
+            encoded.set_prior(row, self.card.prior(community));
+        }
+        let mut sorted = self.trainer.predict(&encoded)?.into_iter();
+        let mut predictions = vec![None; inputs.len()];
+        for &i in &order {
+            predictions[i] = sorted.next();
+        }
         Ok(inputs
             .iter()
-            .zip(predictions)
+            .zip(predictions.into_iter().flatten())
             .map(|(input, p)| Prediction {
                 community: input.community.clone(),
                 id: input.id.clone(),

@@ -160,6 +160,26 @@ fn predicts_one_line_per_input_with_every_field_deterministically() {
         assert_eq!(p["label"], label);
         assert!(ProposalKind::ALL.iter().any(|k| p["kind"] == k.name()));
     }
+    // Batched in any order, each proposal gets what it gets alone (the predictor sorts a
+    // batch by length and puts the results back).
+    let predictor = Predictor::from_manifest(&store).unwrap();
+    let inputs: Vec<ProposalInput> = ["drain the treasury now and more words here", "raise", ""]
+        .iter()
+        .enumerate()
+        .map(|(i, title)| ProposalInput {
+            community: "maker".into(),
+            id: i.to_string(),
+            title: (*title).into(),
+            text: "x ".repeat(i),
+        })
+        .collect();
+    let alone: Vec<Prediction> = inputs
+        .iter()
+        .flat_map(|p| predictor.predict(std::slice::from_ref(p)).unwrap())
+        .collect();
+    assert_eq!(predictor.predict(&inputs).unwrap(), alone);
+    assert!(predictor.predict(&[]).unwrap().is_empty());
+
     // The model learned its two made-up kinds of proposal.
     assert_eq!(predictions[0]["label"], "accepted");
     assert_eq!(predictions[1]["label"], "rejected");

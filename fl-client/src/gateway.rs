@@ -130,6 +130,8 @@ impl ScoreBook {
 #[derive(Debug)]
 pub struct Gateway {
     nodes: BTreeMap<Address, NodeEntry>,
+    /// Stakes that replace the list's (from the staking contract), by node.
+    stakes: Mutex<BTreeMap<Address, f64>>,
     policy: ConsensusPolicy,
     timeout: Duration,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -179,6 +181,7 @@ impl Gateway {
         }
         Ok(Self {
             nodes: by_address,
+            stakes: Mutex::new(BTreeMap::new()),
             policy,
             timeout,
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -191,13 +194,34 @@ impl Gateway {
         &self.scores
     }
 
+    /// Replaces the listed stakes with `stakes` (e.g. from the DAO's staking contract: see
+    /// [`crate::registry::inference_stakes`]); a listed node missing from `stakes` keeps its
+    /// listed stake, a stake of 0 is never selected.
+    pub fn set_stakes(&self, stakes: BTreeMap<Address, f64>) {
+        *self
+            .stakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = stakes;
+    }
+
+    /// The listed nodes' addresses.
+    pub fn nodes(&self) -> Vec<Address> {
+        self.nodes.keys().copied().collect()
+    }
+
     /// Selection weights now: stake times reputation.
     pub fn candidates(&self) -> Vec<Candidate> {
+        let stakes = self
+            .stakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         self.nodes
             .iter()
             .map(|(a, n)| Candidate {
                 node: *a,
-                weight: n.stake * self.scores.score(a).reputation(),
+                weight: stakes.get(a).copied().unwrap_or(n.stake)
+                    * self.scores.score(a).reputation(),
             })
             .collect()
     }
@@ -428,6 +452,34 @@ mod tests {
     }
 
     #[test]
+    fn a_node_whose_stake_is_zero_is_never_a_candidate() {
+        let entries: Vec<NodeEntry> = (0..3)
+            .map(|i| NodeEntry {
+                address: key(i).address().to_string(),
+                url: "http://127.0.0.1:1".into(),
+                stake: 10.0,
+            })
+            .collect();
+        let policy = ConsensusPolicy {
+            redundancy: 1,
+            quorum: 1,
+            ..ConsensusPolicy::default()
+        };
+        let g = Gateway::new(entries, policy, Duration::from_secs(1)).unwrap();
+        g.set_stakes(BTreeMap::from([
+            (key(1).address(), 0.0),
+            (key(2).address(), 5000.0),
+        ]));
+        let weights: BTreeMap<Address, f64> = g
+            .candidates()
+            .into_iter()
+            .map(|c| (c.node, c.weight))
+            .collect();
+        assert_eq!(weights[&key(1).address()], 0.0);
+        assert!(weights[&key(2).address()] > 100.0 * weights[&key(0).address()]);
+    }
+
+    #[test]
     fn bad_node_lists_and_policies_are_refused() {
         let entry = |address: String, url: &str, stake: f64| NodeEntry {
             address,
@@ -508,8 +560,9 @@ impl BlockSource {
 pub struct GatewayService {
     /// The gateway.
     pub gateway: Gateway,
-    /// The CID of the model governance promoted (answers for any other are disagreements).
-    pub model: ContentHash,
+    /// The CID of the model governance promoted (answers for any other are disagreements);
+    /// replaced when a promotion is seen.
+    pub model: std::sync::RwLock<ContentHash>,
     /// Where each request's block hash comes from.
     pub blocks: BlockSource,
 }
@@ -551,11 +604,11 @@ pub fn router(service: std::sync::Arc<GatewayService>) -> axum::Router {
             Ok(b) => b,
             Err(e) => return error(StatusCode::BAD_GATEWAY, format!("block source: {e}")),
         };
-        match service
-            .gateway
-            .analyse(&request, &service.model, &block)
-            .await
-        {
+        let model = *service
+            .model
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match service.gateway.analyse(&request, &model, &block).await {
             Ok(answer) => json(StatusCode::OK, &answer),
             Err(e @ GatewayError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

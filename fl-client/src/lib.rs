@@ -115,6 +115,9 @@ pub mod node;
 pub mod partition;
 #[cfg(feature = "burn")]
 pub mod predict;
+/// What the DAO says about inference: the promoted model and the staked nodes.
+#[cfg(feature = "dao")]
+pub mod registry;
 pub mod scaffold_state;
 /// The inference node: a published proposal model served over HTTP JSON, answers signed.
 #[cfg(feature = "serve")]

@@ -63,4 +63,51 @@ fn the_final_checkpoint_is_promoted_after_vote_and_timelock() {
         life.promotion.federation,
         FederationId::from_name("dao-test")
     );
+
+    // What an inference gateway and node read: the promoted model, and which nodes are
+    // staked as inference nodes (two staked, one not).
+    let anchor_state = dao::chain_anchor::EmbeddedAnchor::open(&chain).unwrap();
+    let root = dao::Backend::embedded(
+        &anchor_state,
+        dao::chain_anchor::EmbeddedAnchor::default_sender(),
+    );
+    let team = dao::Dao::new(
+        root.acting_as(setup.team).unwrap(),
+        setup.deployment.clone(),
+    );
+    let nodes: Vec<dao::chain_anchor::alloy::primitives::Address> = (0..3)
+        .map(|i| {
+            fl_core::MemberKey::from_hex(&format!("{:064x}", 77 + i))
+                .unwrap()
+                .address()
+        })
+        .collect();
+    runtime.block_on(async {
+        assert_eq!(
+            fl_client::registry::promoted_model(&team, "dao-test")
+                .await
+                .unwrap(),
+            Some(anchor.cid)
+        );
+        assert_eq!(
+            fl_client::registry::promoted_model(&team, "another")
+                .await
+                .unwrap(),
+            None
+        );
+        for &node in &nodes[..2] {
+            team.transfer(node, dao::tokens(5_000)).await.unwrap();
+            let as_node = dao::Dao::new(root.acting_as(node).unwrap(), setup.deployment.clone());
+            as_node
+                .stake(dao::Role::Inference, dao::tokens(5_000))
+                .await
+                .unwrap();
+        }
+        let stakes = fl_client::registry::inference_stakes(&team, &nodes)
+            .await
+            .unwrap();
+        assert_eq!(stakes[&nodes[0]], 5_000.0);
+        assert_eq!(stakes[&nodes[1]], 5_000.0);
+        assert_eq!(stakes[&nodes[2]], 0.0, "not staked: never selected");
+    });
 }

@@ -119,6 +119,20 @@ enum Command {
         /// Check `--model` for a newer checkpoint this often (0: never).
         #[arg(long, default_value_t = 0)]
         watch_secs: u64,
+        /// The DAO's deployment (dao.json): serve only the checkpoint its model registry
+        /// promoted for `--federation` (checked at start and at every watch), read through
+        /// `--rpc-url` or `--chain-state`.
+        #[arg(long, requires = "federation")]
+        dao: Option<PathBuf>,
+        /// The federation whose promoted model is served.
+        #[arg(long)]
+        federation: Option<String>,
+        /// An EVM JSON-RPC endpoint, for `--dao`.
+        #[arg(long)]
+        rpc_url: Option<String>,
+        /// An embedded chain's state folder, for `--dao`.
+        #[arg(long)]
+        chain_state: Option<PathBuf>,
     },
     /// Run an inference gateway: each `POST /v1/analyse` goes to `--redundancy` nodes of the
     /// list chosen from the request hash and the latest block hash (weighted by stake and
@@ -128,9 +142,20 @@ enum Command {
         /// TOML with `[[node]]` tables: `address`, `url` (`http://host:port`), `stake`.
         #[arg(long)]
         nodes: PathBuf,
-        /// The CID of the promoted model.
+        /// The CID of the promoted model (with `--dao`: read from the DAO's model registry).
+        #[arg(long, required_unless_present = "dao")]
+        model: Option<String>,
+        /// The DAO's deployment (dao.json): the promoted model comes from its registry and the
+        /// nodes' stakes from its staking contract (role `inference`), both refreshed every
+        /// 30 s; needs `--federation` and `--rpc-url` or `--chain-state`.
+        #[arg(long, requires = "federation")]
+        dao: Option<PathBuf>,
+        /// The federation whose promoted model is served.
         #[arg(long)]
-        model: String,
+        federation: Option<String>,
+        /// An embedded chain's state folder, for `--dao` without an RPC endpoint.
+        #[arg(long)]
+        chain_state: Option<PathBuf>,
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8620")]
         listen: std::net::SocketAddr,
@@ -232,7 +257,9 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 /// `fl-client gateway`'s settings.
 struct GatewayArgs {
     nodes: PathBuf,
-    model: String,
+    model: Option<String>,
+    /// The DAO's deployment, the federation and an embedded chain's state.
+    dao: Option<(PathBuf, String, Option<PathBuf>)>,
     listen: std::net::SocketAddr,
     policy: fl_core::inference::ConsensusPolicy,
     timeout: std::time::Duration,
@@ -255,11 +282,21 @@ fn gateway(args: GatewayArgs) -> Result<ExitCode> {
     let text = std::fs::read_to_string(&args.nodes)?;
     let list: NodeList =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", args.nodes.display()))?;
-    let model: fl_core::ContentHash = args
+    let given: Option<fl_core::ContentHash> = args
         .model
-        .parse()
-        .map_err(|e| format!("--model {}: {e}", args.model))?;
-    let blocks = match (args.rpc_url, args.block_hash) {
+        .as_deref()
+        .map(|m| m.parse().map_err(|e| format!("--model {m}: {e}")))
+        .transpose()?;
+    let chain = match &args.dao {
+        Some((deployment, federation, chain_state)) => Some(DaoView {
+            deployment: dao::DaoDeployment::load(deployment)?,
+            federation: federation.clone(),
+            rpc_url: args.rpc_url.clone(),
+            chain_state: chain_state.clone(),
+        }),
+        None => None,
+    };
+    let blocks = match (args.rpc_url.clone(), args.block_hash) {
         (Some(url), _) => BlockSource::Rpc(url),
         (None, Some(hex_hash)) => {
             let raw = hex::decode(hex_hash.trim_start_matches("0x"))
@@ -271,22 +308,106 @@ fn gateway(args: GatewayArgs) -> Result<ExitCode> {
         }
         (None, None) => return Err("give --rpc-url (a chain) or --block-hash".into()),
     };
-    let service = std::sync::Arc::new(GatewayService {
-        gateway: Gateway::new(list.node, args.policy, args.timeout)?,
-        model,
-        blocks,
-    });
+    let gateway = Gateway::new(list.node, args.policy, args.timeout)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        let model = match &chain {
+            Some(view) => {
+                let dao = view.open()?;
+                let promoted = fl_client::registry::promoted_model(&dao, &view.federation)
+                    .await?
+                    .ok_or_else(|| {
+                        format!("federation {} has no promoted model yet", view.federation)
+                    })?;
+                if let Some(m) = given
+                    && m != promoted
+                {
+                    return Err(format!("--model {m} is not the promoted model {promoted}").into());
+                }
+                gateway.set_stakes(
+                    fl_client::registry::inference_stakes(&dao, &gateway.nodes()).await?,
+                );
+                promoted
+            }
+            None => given.ok_or("--model or --dao")?,
+        };
+        let service = std::sync::Arc::new(GatewayService {
+            gateway,
+            model: std::sync::RwLock::new(model),
+            blocks,
+        });
+        if let Some(view) = chain {
+            let service = std::sync::Arc::clone(&service);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = refresh(&view, &service).await {
+                        tracing::warn!("cannot refresh from the DAO: {e}");
+                    }
+                }
+            });
+        }
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, %model, "gateway serving");
         axum::serve(listener, fl_client::gateway::router(service))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
-            .await
+            .await?;
+        Result::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the DAO is read from.
+struct DaoView {
+    deployment: dao::DaoDeployment,
+    federation: String,
+    rpc_url: Option<String>,
+    chain_state: Option<PathBuf>,
+}
+
+impl DaoView {
+    /// A read-only client (an RPC endpoint, or the embedded chain's state as it is now).
+    fn open(&self) -> Result<dao::Dao> {
+        let backend = match (&self.rpc_url, &self.chain_state) {
+            (Some(url), _) => {
+                let reader = dao::chain_anchor::alloy::signers::local::PrivateKeySigner::random();
+                dao::Backend::rpc_with_signer(url, reader, dao::RpcTimeouts::default())?
+            }
+            (None, Some(dir)) => {
+                let anchor = dao::chain_anchor::EmbeddedAnchor::open(dir)?;
+                dao::Backend::embedded(&anchor, dao::chain_anchor::EmbeddedAnchor::default_sender())
+            }
+            (None, None) => return Err("--dao needs --rpc-url or --chain-state".into()),
+        };
+        Ok(dao::Dao::new(backend, self.deployment.clone()))
+    }
+
+    /// The promoted model's CID now.
+    async fn promoted(&self) -> Result<Option<fl_core::ContentHash>> {
+        Ok(fl_client::registry::promoted_model(&self.open()?, &self.federation).await?)
+    }
+}
+
+/// Re-reads the promoted model and the nodes' stakes into the gateway.
+async fn refresh(view: &DaoView, service: &fl_client::gateway::GatewayService) -> Result<()> {
+    let dao = view.open()?;
+    let stakes = fl_client::registry::inference_stakes(&dao, &service.gateway.nodes()).await?;
+    service.gateway.set_stakes(stakes);
+    if let Some(promoted) = fl_client::registry::promoted_model(&dao, &view.federation).await? {
+        let mut model = service
+            .model
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *model != promoted {
+            tracing::info!(model = %promoted, "governance promoted another model");
+            *model = promoted;
+        }
+    }
+    Ok(())
 }
 
 /// `fl-client serve`: the inference node until Ctrl-C.
@@ -295,12 +416,28 @@ fn serve(
     key: &std::path::Path,
     listen: std::net::SocketAddr,
     watch_secs: u64,
+    view: Option<DaoView>,
 ) -> Result<ExitCode> {
     use fl_client::serve::{Batcher, InferenceNode};
     let key = fl_node::read_key_file(key)?;
     let predictor = fl_client::predict::Predictor::from_manifest(model)?;
-    let node = std::sync::Arc::new(InferenceNode::new(key, predictor));
     let runtime = tokio::runtime::Runtime::new()?;
+    if let Some(view) = &view {
+        let promoted = runtime.block_on(view.promoted())?;
+        let cid = predictor.card().params_cid;
+        if promoted != Some(cid) {
+            return Err(format!(
+                "the checkpoint at {} has parameters {cid}; the DAO promoted {} for {}: refusing \
+                 to serve a model governance did not promote",
+                model.display(),
+                promoted.map_or_else(|| "nothing yet".into(), |p| p.to_string()),
+                view.federation
+            )
+            .into());
+        }
+    }
+    let node = std::sync::Arc::new(InferenceNode::new(key, predictor));
+    let view = view.map(std::sync::Arc::new);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         tracing::info!(
@@ -312,6 +449,7 @@ fn serve(
         if watch_secs > 0 {
             let node = std::sync::Arc::clone(&node);
             let path = model.to_path_buf();
+            let view = view.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(watch_secs));
                 loop {
@@ -321,7 +459,20 @@ fn serve(
                         fl_client::predict::Predictor::from_manifest(&path)
                     })
                     .await;
+                    let promoted = match &view {
+                        Some(v) => match v.promoted().await {
+                            Ok(p) => p,
+                            Err(e) => {
+                                tracing::warn!("cannot read the promoted model: {e}");
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     match loaded {
+                        Ok(Ok(p)) if view.is_some() && Some(p.card().params_cid) != promoted => {
+                            tracing::debug!("the newest checkpoint is not the promoted model");
+                        }
                         Ok(Ok(p)) if p.card().params_cid != node.model() => {
                             let cid = node.promote(p);
                             tracing::info!(model = %cid, "serving a newer checkpoint");
@@ -374,7 +525,23 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             key,
             listen,
             watch_secs,
-        } => serve(&model, &key, listen, watch_secs),
+            dao,
+            federation,
+            rpc_url,
+            chain_state,
+        } => {
+            let view = dao
+                .map(|d| -> Result<DaoView> {
+                    Ok(DaoView {
+                        deployment: dao::DaoDeployment::load(&d)?,
+                        federation: federation.unwrap_or_default(),
+                        rpc_url,
+                        chain_state,
+                    })
+                })
+                .transpose()?;
+            serve(&model, &key, listen, watch_secs, view)
+        }
         Command::Gateway {
             nodes,
             model,
@@ -384,9 +551,13 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             timeout_ms,
             rpc_url,
             block_hash,
+            dao,
+            federation,
+            chain_state,
         } => gateway(GatewayArgs {
             nodes,
             model,
+            dao: dao.map(|d| (d, federation.unwrap_or_default(), chain_state)),
             listen,
             policy: fl_core::inference::ConsensusPolicy {
                 redundancy,

@@ -3,3 +3,4 @@
 mod dao;
 mod federation;
 mod layering;
+mod publish;

@@ -1,0 +1,101 @@
+//! The proposals example's publishing, end to end on a small model: one federated round over the
+//! 13 communities, the card built from the run, the checkpoint written and anchored, and the
+//! published model loaded and run by `fl_client::predict` as `fl-client predict` does.
+
+use examples::proposals::{self, ProposalsConfig, score_model};
+use examples::publish;
+use fl_aggregator::anchoring::{ManifestAnchor, participants};
+use fl_aggregator::checkpoint::CheckpointStore;
+use fl_client::data::proposals as corpus;
+use fl_client::predict::{Predictor, ProposalInput};
+use fl_client::text::HashingConfig;
+use fl_client::trainer::proposals::ProposalModelSpec;
+
+#[test]
+fn the_federated_model_is_published_with_its_card_and_predicts() {
+    let config = ProposalsConfig {
+        rounds: 1,
+        model: ProposalModelSpec {
+            featurizer: HashingConfig {
+                buckets_log2: 10,
+                max_tokens: 64,
+                ..Default::default()
+            },
+            dim: 4,
+            ..Default::default()
+        },
+        compare: false,
+        compare_local: false,
+        ..Default::default()
+    };
+    let prepared = proposals::prepare(&config).unwrap();
+    let run = proposals::run_federated(&config, &prepared, |_| {}).unwrap();
+    let scores = score_model(&run.evaluator, &prepared).unwrap();
+    let card = publish::model_card(&config, &prepared, &run.params, &scores, 1).unwrap();
+    assert_eq!(card.training.communities.len(), 13);
+    assert_eq!(
+        card.training
+            .communities
+            .values()
+            .map(|c| c.test)
+            .sum::<usize>(),
+        prepared.test.len()
+    );
+    assert_eq!(card.metrics["accuracy"], scores.pooled.outcome.accuracy);
+    assert!(card.metrics.contains_key("ethereum.macro_f1"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_hash = fl_core::ContentHash::of(b"config");
+    let published = publish::publish(
+        dir.path(),
+        "publish-test",
+        1,
+        &prepared.members,
+        config_hash,
+        &card,
+        &run.params,
+    )
+    .unwrap();
+    assert_eq!(published.card, card.cid().unwrap());
+    assert!(published.anchor.is_some());
+    // The card is committed with the round, and the store verifies it.
+    let store = CheckpointStore::open(&dir.path().join("checkpoints").to_string_lossy()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let manifest = runtime.block_on(store.manifest(1)).unwrap();
+    assert!(ManifestAnchor::of(&manifest).unwrap().is_some());
+    assert_eq!(participants(&manifest).len(), 13 + 2); // members, metrics, card
+    assert!(runtime.block_on(store.verify(1)).unwrap().is_ok());
+
+    // What an inference node loads predicts what the trainer predicted on the same rows.
+    let predictor = Predictor::from_manifest(&published.manifest_path).unwrap();
+    let rows = corpus::load_shipped().unwrap();
+    let split = rows.shipped_split().unwrap();
+    let inputs: Vec<ProposalInput> = split.test[..5]
+        .iter()
+        .map(|&i| ProposalInput::from(&rows.proposals[i]))
+        .collect();
+    let predicted = predictor.predict(&inputs).unwrap();
+    let expected = run
+        .evaluator
+        .predict(&prepared.test.subset(&[0, 1, 2, 3, 4]))
+        .unwrap();
+    for (p, e) in predicted.iter().zip(&expected) {
+        assert_eq!(p.p_accepted, e.p_accepted);
+        assert_eq!(p.kind, e.kind);
+        assert_eq!(p.model, run.params.content_hash().to_string());
+    }
+    // Publishing again replaces the run's store and chain.
+    publish::publish(
+        dir.path(),
+        "publish-test",
+        1,
+        &prepared.members,
+        config_hash,
+        &card,
+        &run.params,
+    )
+    .unwrap();
+}

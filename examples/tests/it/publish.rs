@@ -8,26 +8,15 @@ use fl_aggregator::anchoring::{ManifestAnchor, participants};
 use fl_aggregator::checkpoint::CheckpointStore;
 use fl_client::data::proposals as corpus;
 use fl_client::predict::{Predictor, ProposalInput};
-use fl_client::text::HashingConfig;
-use fl_client::trainer::proposals::ProposalModelSpec;
 
 #[test]
 fn the_federated_model_is_published_with_its_card_and_predicts() {
-    let config = ProposalsConfig {
-        rounds: 1,
-        model: ProposalModelSpec {
-            featurizer: HashingConfig {
-                buckets_log2: 10,
-                max_tokens: 64,
-                ..Default::default()
-            },
-            dim: 4,
-            ..Default::default()
-        },
-        compare: false,
-        compare_local: false,
-        ..Default::default()
-    };
+    // As a run's TOML writes it: one round of a small model, federated only.
+    let config: ProposalsConfig = toml::from_str(
+        "rounds = 1\ncompare = false\ncompare_local = false\n\
+         [model]\ndim = 4\n[model.featurizer]\nbuckets_log2 = 10\nmax_tokens = 64",
+    )
+    .unwrap();
     let prepared = proposals::prepare(&config).unwrap();
     let run = proposals::run_federated(&config, &prepared, |_| {}).unwrap();
     let scores = score_model(&run.evaluator, &prepared).unwrap();
@@ -46,16 +35,18 @@ fn the_federated_model_is_published_with_its_card_and_predicts() {
 
     let dir = tempfile::tempdir().unwrap();
     let config_hash = fl_core::ContentHash::of(b"config");
-    let published = publish::publish(
-        dir.path(),
-        "publish-test",
-        1,
-        &prepared.members,
-        config_hash,
-        &card,
-        &run.params,
-    )
-    .unwrap();
+    let publish_once = || {
+        publish::publish(
+            dir.path(),
+            "publish-test",
+            1,
+            &prepared.members,
+            config_hash,
+            &card,
+            &run.params,
+        )
+    };
+    let published = publish_once().unwrap();
     assert_eq!(published.card, card.cid().unwrap());
     assert!(published.anchor.is_some());
     // The card is committed with the round, and the store verifies it.
@@ -88,14 +79,5 @@ fn the_federated_model_is_published_with_its_card_and_predicts() {
         assert_eq!(p.model, run.params.content_hash().to_string());
     }
     // Publishing again replaces the run's store and chain.
-    publish::publish(
-        dir.path(),
-        "publish-test",
-        1,
-        &prepared.members,
-        config_hash,
-        &card,
-        &run.params,
-    )
-    .unwrap();
+    publish_once().unwrap();
 }

@@ -276,7 +276,8 @@ impl CheckpointStore {
     /// Rounds are tried from the highest down; a damaged round (any problem that
     /// [`CheckpointStore::verify`] reports: a manifest that does not parse, records another
     /// round or a schema that does not match its hash, a parameter object that is missing, of
-    /// the wrong length or does not hash to its CID) is skipped with a warning.
+    /// the wrong length or does not hash to its CID, a model card missing or damaged) is
+    /// skipped with a warning.
     ///
     /// # Errors
     /// Only [`CheckpointError::Store`]: when the store cannot be read this does not guess.
@@ -311,8 +312,9 @@ impl CheckpointStore {
     }
 
     /// Checks the checkpoint of `round`: that its manifest parses and names its round, that the
-    /// schema hash matches the schema, and that the parameter object exists, has the schema's
-    /// length and hashes to its CID.
+    /// schema hash matches the schema, that the parameter object exists, has the schema's
+    /// length and hashes to its CID, and that the model card it names (if any) exists and
+    /// hashes to its CID.
     ///
     /// # Errors
     /// [`CheckpointError::RoundNotFound`] and [`CheckpointError::Store`]; damage is reported in

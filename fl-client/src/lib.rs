@@ -106,7 +106,6 @@ pub mod attack;
 pub mod committee;
 pub mod data;
 pub mod federation;
-/// The inference gateway: `k` nodes per request, decided by consensus.
 #[cfg(feature = "serve")]
 pub mod gateway;
 #[cfg(feature = "burn")]
@@ -115,11 +114,9 @@ pub mod node;
 pub mod partition;
 #[cfg(feature = "burn")]
 pub mod predict;
-/// What the DAO says about inference: the promoted model and the staked nodes.
 #[cfg(feature = "dao")]
 pub mod registry;
 pub mod scaffold_state;
-/// The inference node: a published proposal model served over HTTP JSON, answers signed.
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod text;

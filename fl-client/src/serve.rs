@@ -3,9 +3,9 @@
 //! ([`fl_core::inference`]), so a gateway or a caller can decide by consensus across nodes and
 //! anyone can hold a node to what it answered.
 //!
-//! - [`InferenceNode`] holds the key and the current [`Predictor`]; [`promote`]
-//!   (InferenceNode::promote) swaps in another model atomically: every answer is computed and
-//!   signed with one model, so no answer mixes two.
+//! - [`InferenceNode`] holds the key and the current [`Predictor`];
+//!   [`promote`](InferenceNode::promote) swaps in another model atomically: every answer is
+//!   computed and signed with one model, so no answer mixes two.
 //! - [`Batcher`] runs predictions on a blocking thread and batches the requests that arrive
 //!   while a batch is running (no added wait: an idle node answers a lone request at once).
 //! - [`router`] is the HTTP API: `POST /v1/analyse` takes an [`InferenceRequest`] and returns

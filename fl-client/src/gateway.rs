@@ -322,6 +322,7 @@ mod tests {
     use super::*;
     use crate::predict::{Predictor, ProposalInput};
     use crate::serve::{Batcher, InferenceNode, serve};
+    use fl_core::inference::DEFAULT_TOLERANCE;
 
     fn predictor(flip: bool) -> Predictor {
         let (mut card, params) = crate::predict::tests::trained();
@@ -452,6 +453,57 @@ mod tests {
     }
 
     #[test]
+    fn an_audit_convicts_a_wrong_signed_answer_and_only_that() {
+        let local = predictor(false);
+        let model = local.card().params_cid;
+        let request = InferenceRequest::new("maker", "MIP-1", "raise the fee parameter", "body");
+        let honest = InferenceNode::new(key(0), predictor(false))
+            .answer_all(std::slice::from_ref(&request))
+            .remove(0)
+            .unwrap();
+        assert_eq!(audit(&local, &request, &honest, DEFAULT_TOLERANCE), Ok(()));
+        // A node that flips the label and signs it.
+        let mut lie = honest.statement.clone();
+        lie.label = if lie.label == "accepted" {
+            "rejected"
+        } else {
+            "accepted"
+        }
+        .into();
+        let wrong = SignedAnswer::sign(&key(3), lie);
+        let evidence = audit(&local, &request, &wrong, DEFAULT_TOLERANCE)
+            .unwrap_err()
+            .expect("a valid signature on a wrong label is evidence");
+        assert_eq!(evidence.expected_label, honest.statement.label);
+        assert_eq!(evidence.answer.node, key(3).address());
+        // Probabilities off beyond the tolerance are wrong too; within it, not.
+        let mut drift = honest.statement.clone();
+        drift.probabilities[0] = (drift.probabilities[0] + 1e-3).min(1.0);
+        let drifted = SignedAnswer::sign(&key(3), drift);
+        assert!(matches!(
+            audit(&local, &request, &drifted, DEFAULT_TOLERANCE),
+            Err(Some(_))
+        ));
+        assert_eq!(audit(&local, &request, &drifted, 1e-2), Ok(()));
+        // An answer for another model or with a forged signature proves nothing about the node.
+        let other = InferenceNode::new(key(1), predictor(true))
+            .answer_all(std::slice::from_ref(&request))
+            .remove(0)
+            .unwrap();
+        assert_ne!(other.statement.model, model);
+        assert_eq!(
+            audit(&local, &request, &other, DEFAULT_TOLERANCE),
+            Err(None)
+        );
+        let mut forged = wrong.clone();
+        forged.node = key(0).address();
+        assert_eq!(
+            audit(&local, &request, &forged, DEFAULT_TOLERANCE),
+            Err(None)
+        );
+    }
+
+    #[test]
     fn a_node_whose_stake_is_zero_is_never_a_candidate() {
         let entries: Vec<NodeEntry> = (0..3)
             .map(|i| NodeEntry {
@@ -511,6 +563,74 @@ mod tests {
         };
         assert!(Gateway::new(Vec::new(), bad, t).is_err());
     }
+}
+
+/// Evidence that a node signed a wrong answer: its signed answer for the promoted model and
+/// what the model deterministically gives for the same request. Anyone holding the model
+/// (verified against the registry's hash) re-runs [`audit`] and gets the same verdict, which
+/// is what slashing a node needs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WrongAnswer {
+    /// The request.
+    pub request: InferenceRequest,
+    /// The node's signed answer.
+    pub answer: SignedAnswer,
+    /// The label the model gives.
+    pub expected_label: String,
+    /// The probabilities the model gives.
+    pub expected_probabilities: Vec<f32>,
+    /// The largest per-class difference.
+    pub difference: f32,
+}
+
+/// Recomputes `request` with `predictor` (a validator's own copy of the promoted model) and
+/// checks `answer` against it: `Ok(())` for an honest answer; `Err(Some(evidence))` when the
+/// node's signature is valid, the answer is for this request and this model, and its label or
+/// probabilities (beyond `tolerance`) differ from the recomputation; `Err(None)` when the answer
+/// cannot be held against the node (no valid signature, another request or model, or the
+/// request itself is refused by the model).
+pub fn audit(
+    predictor: &crate::predict::Predictor,
+    request: &InferenceRequest,
+    answer: &SignedAnswer,
+    tolerance: f32,
+) -> Result<(), Option<Box<WrongAnswer>>> {
+    if answer.verify().is_err()
+        || answer.statement.request_hash != request.hash()
+        || answer.statement.model != predictor.card().params_cid
+    {
+        return Err(None);
+    }
+    let input = crate::predict::ProposalInput {
+        community: request.community.clone(),
+        id: request.id.clone(),
+        title: request.title.clone(),
+        text: request.text.clone(),
+    };
+    let mut predicted = predictor
+        .predict(std::slice::from_ref(&input))
+        .map_err(|_| None)?;
+    let p = predicted.remove(0);
+    let expected = vec![p.p_accepted, 1.0 - p.p_accepted];
+    let difference = if expected.len() == answer.statement.probabilities.len() {
+        expected
+            .iter()
+            .zip(&answer.statement.probabilities)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    } else {
+        f32::INFINITY
+    };
+    if p.label == answer.statement.label && difference <= tolerance {
+        return Ok(());
+    }
+    Err(Some(Box::new(WrongAnswer {
+        request: request.clone(),
+        answer: answer.clone(),
+        expected_label: p.label,
+        expected_probabilities: expected,
+        difference,
+    })))
 }
 
 /// Where the gateway takes the block hash that seeds each request's node selection.

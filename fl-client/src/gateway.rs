@@ -601,14 +601,8 @@ pub fn audit(
     {
         return Err(None);
     }
-    let input = crate::predict::ProposalInput {
-        community: request.community.clone(),
-        id: request.id.clone(),
-        title: request.title.clone(),
-        text: request.text.clone(),
-    };
     let mut predicted = predictor
-        .predict(std::slice::from_ref(&input))
+        .predict(&[crate::serve::input_of(request)])
         .map_err(|_| None)?;
     let p = predicted.remove(0);
     let expected = vec![p.p_accepted, 1.0 - p.p_accepted];
@@ -695,30 +689,17 @@ pub fn router(service: std::sync::Arc<GatewayService>) -> axum::Router {
     use axum::extract::rejection::BytesRejection;
     use axum::extract::{DefaultBodyLimit, State};
     use axum::http::StatusCode;
-    use axum::http::header::CONTENT_TYPE;
-    use axum::response::{IntoResponse, Response};
+    use axum::response::Response;
 
-    fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
-        match serde_json::to_vec(value) {
-            Ok(body) => (status, [(CONTENT_TYPE, "application/json")], body).into_response(),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        }
-    }
-    fn error(status: StatusCode, message: String) -> Response {
-        json(status, &serde_json::json!({ "error": message }))
-    }
+    use crate::serve::{error, json, read_request};
 
     async fn analyse(
         State(service): State<std::sync::Arc<GatewayService>>,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        let body = match body {
-            Ok(b) => b,
-            Err(rejection) => return error(rejection.status(), rejection.body_text()),
-        };
-        let request: InferenceRequest = match serde_json::from_slice(&body) {
+        let request = match read_request(body) {
             Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
+            Err(response) => return *response,
         };
         let block = match service.blocks.current(&service.gateway).await {
             Ok(b) => b,

@@ -115,12 +115,7 @@ impl InferenceNode {
         for (i, r) in requests.iter().enumerate() {
             match r.validate() {
                 Ok(()) => {
-                    inputs.push(ProposalInput {
-                        community: r.community.clone(),
-                        id: r.id.clone(),
-                        title: r.title.clone(),
-                        text: r.text.clone(),
-                    });
+                    inputs.push(input_of(r));
                     positions.push(i);
                 }
                 Err(e) => results[i] = Some(Err(NodeError::BadRequest(e.to_string()))),
@@ -134,13 +129,7 @@ impl InferenceNode {
         match predicted {
             Ok(predictions) => {
                 for (i, p) in positions.iter().zip(predictions) {
-                    let statement = AnswerStatement::new(
-                        &requests[*i],
-                        model,
-                        p.label,
-                        vec![p.p_accepted, 1.0 - p.p_accepted],
-                        p.kind.name(),
-                    );
+                    let statement = statement_of(&requests[*i], model, p);
                     results[*i] = Some(Ok(SignedAnswer::sign(&self.key, statement)));
                 }
             }
@@ -151,14 +140,7 @@ impl InferenceNode {
                         .predict(std::slice::from_ref(&input))
                         .map_err(|e| NodeError::BadRequest(e.to_string()))
                         .map(|mut p| {
-                            let p = p.remove(0);
-                            let statement = AnswerStatement::new(
-                                &requests[i],
-                                model,
-                                p.label,
-                                vec![p.p_accepted, 1.0 - p.p_accepted],
-                                p.kind.name(),
-                            );
+                            let statement = statement_of(&requests[i], model, p.remove(0));
                             SignedAnswer::sign(&self.key, statement)
                         });
                     results[i] = Some(one);
@@ -246,26 +228,64 @@ pub struct ModelInfo {
     pub node: String,
 }
 
+/// What the model reads of a request.
+pub(crate) fn input_of(request: &InferenceRequest) -> ProposalInput {
+    ProposalInput {
+        community: request.community.clone(),
+        id: request.id.clone(),
+        title: request.title.clone(),
+        text: request.text.clone(),
+    }
+}
+
+/// The statement a node signs for `prediction` of `request` by `model`: probabilities in the
+/// card's order (accepted, rejected).
+pub(crate) fn statement_of(
+    request: &InferenceRequest,
+    model: ContentHash,
+    prediction: crate::predict::Prediction,
+) -> AnswerStatement {
+    AnswerStatement::new(
+        request,
+        model,
+        prediction.label,
+        vec![prediction.p_accepted, 1.0 - prediction.p_accepted],
+        prediction.kind.name(),
+    )
+}
+
 /// `value` as a JSON response with `status`.
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (status, [(CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// `{"error": message}` with `status`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     json(status, &serde_json::json!({ "error": message.into() }))
 }
 
+/// A request body as an [`InferenceRequest`], or the error response: the body limit's status
+/// (413) or 400 for malformed JSON.
+pub(crate) fn read_request(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<InferenceRequest, Box<Response>> {
+    let body =
+        body.map_err(|rejection| Box::new(error(rejection.status(), rejection.body_text())))?;
+    serde_json::from_slice(&body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed request: {e}"),
+        ))
+    })
+}
+
 async fn analyse(State(batcher): State<Batcher>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => return error(rejection.status(), rejection.body_text()),
-    };
-    let request: InferenceRequest = match serde_json::from_slice(&body) {
+    let request = match read_request(body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
+        Err(response) => return *response,
     };
     match batcher.answer(request).await {
         Ok(answer) => json(StatusCode::OK, &answer),

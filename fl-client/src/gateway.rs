@@ -211,17 +211,11 @@ impl Gateway {
 
     /// Selection weights now: stake times reputation.
     pub fn candidates(&self) -> Vec<Candidate> {
-        let stakes = self
-            .stakes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
         self.nodes
-            .iter()
-            .map(|(a, n)| Candidate {
+            .keys()
+            .map(|a| Candidate {
                 node: *a,
-                weight: stakes.get(a).copied().unwrap_or(n.stake)
-                    * self.scores.score(a).reputation(),
+                weight: self.stake_of(a) * self.scores.score(a).reputation(),
             })
             .collect()
     }
@@ -323,6 +317,7 @@ mod tests {
     use crate::predict::{Predictor, ProposalInput};
     use crate::serve::{Batcher, InferenceNode, serve};
     use fl_core::inference::DEFAULT_TOLERANCE;
+    use rand::SeedableRng;
 
     fn predictor(flip: bool) -> Predictor {
         let (mut card, params) = crate::predict::tests::trained();
@@ -449,6 +444,91 @@ mod tests {
         }
         for t in tasks {
             t.abort();
+        }
+    }
+
+    /// A validator's challenges: an honest node is right every time, a node signing the other
+    /// label is caught with evidence anyone re-checks, a slow node answers right but late, a
+    /// silent one is missed; the evidence survives a JSON round trip and the honest answers
+    /// never become evidence.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn challenges_score_nodes_and_convict_only_the_wrong_one() {
+        use crate::serve::Misbehaviour;
+        let behaviours = [
+            Misbehaviour::Honest,
+            Misbehaviour::WrongLabel,
+            Misbehaviour::Slow(Duration::from_millis(150)),
+        ];
+        let mut entries = Vec::new();
+        for (i, b) in behaviours.iter().enumerate() {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let node = InferenceNode::new(key(i as u8), predictor(false)).misbehaving(*b);
+            let node = Arc::new(node);
+            tokio::spawn(async move {
+                let _ = serve(listener, Batcher::spawn(node), std::future::pending()).await;
+            });
+            entries.push(NodeEntry {
+                address: key(i as u8).address().to_string(),
+                url: format!("http://{addr}"),
+                stake: 1000.0,
+            });
+        }
+        // A node that is down, and a listed node without stake (never challenged).
+        let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let down_addr = down.local_addr().unwrap();
+        drop(down);
+        for (i, stake) in [(3u8, 1000.0), (4, 0.0)] {
+            entries.push(NodeEntry {
+                address: key(i).address().to_string(),
+                url: format!("http://{down_addr}"),
+                stake,
+            });
+        }
+        let gateway =
+            Gateway::new(entries, ConsensusPolicy::default(), Duration::from_secs(2)).unwrap();
+        let proposals: Vec<ProposalInput> = (0..6)
+            .map(|i| ProposalInput {
+                community: "maker".into(),
+                id: format!("MIP-{i}"),
+                title: ["raise the fee parameter", "drain the treasury now"][i % 2].into(),
+                text: "a proposal body".into(),
+            })
+            .collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let challenges = challenge_requests(&proposals, &mut rng);
+        assert_ne!(challenges[0].nonce, challenges[1].nonce);
+        let local = predictor(false);
+        let outcome = gateway
+            .challenge(&local, &challenges, DEFAULT_TOLERANCE)
+            .await;
+        let by_node: BTreeMap<Address, _> =
+            outcome.observations.iter().map(|o| (o.node, *o)).collect();
+        assert_eq!(by_node.len(), 4, "the unstaked node is not challenged");
+        let honest = by_node[&key(0).address()];
+        assert_eq!((honest.challenges, honest.correct, honest.wrong), (6, 6, 0));
+        let wrong = by_node[&key(1).address()];
+        assert_eq!((wrong.correct, wrong.wrong), (0, 6));
+        let slow = by_node[&key(2).address()];
+        assert_eq!(slow.correct, 6);
+        assert!(slow.latency_ms >= 150 && slow.latency_ms > honest.latency_ms);
+        let dead = by_node[&key(3).address()];
+        assert_eq!((dead.missed, dead.latency_ms), (6, u32::MAX));
+
+        assert_eq!(outcome.evidence.len(), 6);
+        for e in &outcome.evidence {
+            assert_eq!(e.answer.node, key(1).address());
+            let json = serde_json::to_vec(e).unwrap();
+            let back: WrongAnswer = serde_json::from_slice(&json).unwrap();
+            assert_eq!(back.evidence_hash(), e.evidence_hash());
+            assert!(back.recheck(&local, DEFAULT_TOLERANCE));
+            // Evidence against a node that answered right does not hold.
+            let mut framed = back.clone();
+            framed.answer = Arc::new(InferenceNode::new(key(0), predictor(false)))
+                .answer_all(std::slice::from_ref(&e.request))
+                .remove(0)
+                .unwrap();
+            assert!(!framed.recheck(&local, DEFAULT_TOLERANCE));
         }
     }
 
@@ -625,6 +705,141 @@ pub fn audit(
         expected_probabilities: expected,
         difference,
     })))
+}
+
+impl WrongAnswer {
+    /// The evidence's content address: SHA-256 of its JSON, what a slashing verdict names
+    /// (the evidence itself is published, e.g. in the checkpoint store, for anyone to re-check
+    /// with [`recheck`](Self::recheck)).
+    pub fn evidence_hash(&self) -> ContentHash {
+        ContentHash::of(&serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Re-runs the [`audit`] with `predictor` (the promoted model, verified by whoever checks):
+    /// whether the evidence holds.
+    pub fn recheck(&self, predictor: &crate::predict::Predictor, tolerance: f32) -> bool {
+        matches!(
+            audit(predictor, &self.request, &self.answer, tolerance),
+            Err(Some(e)) if e.expected_label == self.expected_label
+        )
+    }
+}
+
+/// What a validator's challenges found: one observation per node, and the evidence of every
+/// provably wrong answer.
+#[derive(Debug, Clone, Default)]
+pub struct ChallengeOutcome {
+    /// Per node: challenges, correct, wrong, missed, median latency.
+    pub observations: Vec<fl_core::inference::scoring::NodeObservation>,
+    /// Signed answers that differ from the recomputation.
+    pub evidence: Vec<WrongAnswer>,
+}
+
+/// Challenge requests from real proposals: the same JSON a requester sends, each with a
+/// fresh random nonce, so a node cannot tell a challenge from real traffic (nor look the
+/// answer up from an earlier one).
+pub fn challenge_requests(
+    proposals: &[crate::predict::ProposalInput],
+    rng: &mut impl rand::Rng,
+) -> Vec<InferenceRequest> {
+    proposals
+        .iter()
+        .map(|p| InferenceRequest {
+            nonce: rng.next_u64(),
+            ..InferenceRequest::new(&p.community, &p.id, &p.title, &p.text)
+        })
+        .collect()
+}
+
+impl Gateway {
+    /// A validator's round: sends each of `challenges` to every listed node with a positive
+    /// stake (all nodes of one challenge at once), and checks each answer with [`audit`]
+    /// against `predictor`, the validator's own copy of the promoted model.
+    pub async fn challenge(
+        &self,
+        predictor: &crate::predict::Predictor,
+        challenges: &[InferenceRequest],
+        tolerance: f32,
+    ) -> ChallengeOutcome {
+        use fl_core::inference::scoring::NodeObservation;
+        let nodes: Vec<Address> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| self.stake_of(n) > 0.0)
+            .collect();
+        let mut seen: BTreeMap<Address, (NodeObservation, Vec<u32>)> = nodes
+            .iter()
+            .map(|n| {
+                let o = NodeObservation {
+                    node: *n,
+                    challenges: 0,
+                    correct: 0,
+                    wrong: 0,
+                    missed: 0,
+                    latency_ms: u32::MAX,
+                };
+                (*n, (o, Vec::new()))
+            })
+            .collect();
+        let mut evidence = Vec::new();
+        for request in challenges {
+            let Ok(body) = serde_json::to_vec(request) else {
+                continue;
+            };
+            let body = Bytes::from(body);
+            let replies = futures_util::future::join_all(
+                nodes.iter().map(|n| self.ask_one(*n, body.clone())),
+            )
+            .await;
+            for (node, reply) in nodes.iter().zip(replies) {
+                let Some((o, latencies)) = seen.get_mut(node) else {
+                    continue;
+                };
+                o.challenges += 1;
+                let Some((answer, took)) = reply else {
+                    o.missed += 1;
+                    continue;
+                };
+                latencies.push(u32::try_from(took.as_millis()).unwrap_or(u32::MAX));
+                match audit(predictor, request, &answer, tolerance) {
+                    Ok(()) if answer.node == *node => o.correct += 1,
+                    Err(Some(e)) if answer.node == *node => {
+                        o.wrong += 1;
+                        evidence.push(*e);
+                    }
+                    _ => o.missed += 1,
+                }
+            }
+        }
+        let observations = seen
+            .into_values()
+            .map(|(mut o, mut latencies)| {
+                latencies.sort_unstable();
+                if let Some(m) = latencies.get(latencies.len() / 2) {
+                    o.latency_ms = *m;
+                }
+                o
+            })
+            .collect();
+        ChallengeOutcome {
+            observations,
+            evidence,
+        }
+    }
+
+    /// A node's stake: the staking contract's when set, else the list's (0 for an unknown node).
+    fn stake_of(&self, node: &Address) -> f64 {
+        let stakes = self
+            .stakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stakes
+            .get(node)
+            .copied()
+            .or_else(|| self.nodes.get(node).map(|n| n.stake))
+            .unwrap_or(0.0)
+    }
 }
 
 /// Where the gateway takes the block hash that seeds each request's node selection.

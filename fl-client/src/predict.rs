@@ -115,6 +115,44 @@ impl Predictor {
         let (store, manifest_path) = locate(path)?;
         let bytes = read_bounded(&manifest_path, MAX_MANIFEST_BYTES)?;
         let manifest = ManifestView::parse(&manifest_path, &bytes)?;
+        Self::load(&store, &manifest_path, manifest)
+    }
+
+    /// Loads the checkpoint whose parameters have content address `params_cid` (e.g. the
+    /// model the DAO's registry promoted) from the store `path` names (a checkpoint store or a
+    /// run folder): the newest round whose manifest names `params_cid`, checked as
+    /// [`from_manifest`](Self::from_manifest) checks, so the bytes loaded hash to `params_cid`.
+    ///
+    /// # Errors
+    /// As [`from_manifest`](Self::from_manifest); [`PredictError::NoCheckpoint`] when no
+    /// manifest of the store names `params_cid`.
+    pub fn with_params(path: &Path, params_cid: &ContentHash) -> Result<Self, PredictError> {
+        let (store, _) = locate(path)?;
+        let mut rounds = round_manifests(&store.join("rounds"))?;
+        rounds.sort_by_key(|(round, _)| std::cmp::Reverse(*round));
+        for (_, manifest_path) in rounds {
+            let Ok(bytes) = read_bounded(&manifest_path, MAX_MANIFEST_BYTES) else {
+                continue;
+            };
+            let Ok(manifest) = ManifestView::parse(&manifest_path, &bytes) else {
+                continue;
+            };
+            if manifest.params_cid == *params_cid {
+                return Self::load(&store, &manifest_path, manifest);
+            }
+        }
+        Err(PredictError::NoCheckpoint {
+            path: path.to_owned(),
+            reason: format!("no manifest of the store names parameters {params_cid}"),
+        })
+    }
+
+    fn load(
+        store: &Path,
+        manifest_path: &Path,
+        manifest: ManifestView,
+    ) -> Result<Self, PredictError> {
+        let manifest_path = manifest_path.to_owned();
         let card_cid = manifest.model_card.ok_or_else(|| PredictError::NoCard {
             path: manifest_path.clone(),
         })?;
@@ -399,11 +437,23 @@ fn locate(path: &Path) -> Result<(PathBuf, PathBuf), PredictError> {
         });
     };
     let rounds = store.join("rounds");
-    let entries = std::fs::read_dir(&rounds).map_err(|source| PredictError::Io {
-        path: rounds.clone(),
+    let newest = round_manifests(&rounds)?
+        .into_iter()
+        .max_by_key(|(round, _)| *round)
+        .ok_or_else(|| PredictError::NoCheckpoint {
+            path: path.to_owned(),
+            reason: format!("`{}` holds no manifest", rounds.display()),
+        })?;
+    Ok((store, newest.1))
+}
+
+/// The round manifests (`<round, 10+ digits>.json`) of a store's `rounds/` folder.
+fn round_manifests(rounds: &Path) -> Result<Vec<(u64, PathBuf)>, PredictError> {
+    let entries = std::fs::read_dir(rounds).map_err(|source| PredictError::Io {
+        path: rounds.to_owned(),
         source,
     })?;
-    let newest = entries
+    Ok(entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_owned();
@@ -413,12 +463,7 @@ fn locate(path: &Path) -> Result<(PathBuf, PathBuf), PredictError> {
                 .flatten()
                 .map(|round| (round, e.path()))
         })
-        .max_by_key(|(round, _)| *round)
-        .ok_or_else(|| PredictError::NoCheckpoint {
-            path: path.to_owned(),
-            reason: format!("`{}` holds no manifest", rounds.display()),
-        })?;
-    Ok((store, newest.1))
+        .collect())
 }
 
 /// Reads a file of at most `limit` bytes (one more is read to tell a larger one).

@@ -55,11 +55,45 @@ pub enum NodeError {
     Unavailable,
 }
 
+/// How a node misbehaves: DEVELOPMENT ONLY, for testing gateways, validators and slashing
+/// with real node processes (`fl-client serve --misbehave`, built with the `attack` feature
+/// only). A production node is [`Misbehaviour::Honest`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Answers what the model gives.
+    #[default]
+    Honest,
+    /// Signs the other label (and swapped probabilities) for the model it serves: a provably
+    /// wrong answer.
+    WrongLabel,
+    /// Answers right, after this long.
+    Slow(std::time::Duration),
+}
+
+impl std::str::FromStr for Misbehaviour {
+    type Err = String;
+
+    /// `honest`, `wrong-label` or `slow=<milliseconds>`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "honest" => Ok(Self::Honest),
+            "wrong-label" => Ok(Self::WrongLabel),
+            _ => match s.strip_prefix("slow=").map(str::parse::<u64>) {
+                Some(Ok(ms)) => Ok(Self::Slow(std::time::Duration::from_millis(ms))),
+                _ => Err(format!(
+                    "`{s}`: expected honest, wrong-label or slow=<milliseconds>"
+                )),
+            },
+        }
+    }
+}
+
 /// A node's key and the model it serves.
 #[derive(Debug)]
 pub struct InferenceNode {
     key: MemberKey,
     current: RwLock<Arc<Predictor>>,
+    misbehaviour: Misbehaviour,
 }
 
 impl InferenceNode {
@@ -68,7 +102,21 @@ impl InferenceNode {
         Self {
             key,
             current: RwLock::new(Arc::new(predictor)),
+            misbehaviour: Misbehaviour::Honest,
         }
+    }
+
+    /// The same node, misbehaving (development only: see [`Misbehaviour`]).
+    pub fn misbehaving(self, misbehaviour: Misbehaviour) -> Self {
+        Self {
+            misbehaviour,
+            ..self
+        }
+    }
+
+    /// How it behaves.
+    pub fn misbehaviour(&self) -> Misbehaviour {
+        self.misbehaviour
     }
 
     /// The node's address (what its signatures recover to).
@@ -101,6 +149,20 @@ impl InferenceNode {
         cid
     }
 
+    /// What the node signs for `p`: `p` itself unless it misbehaves.
+    fn tamper(&self, mut p: crate::predict::Prediction) -> crate::predict::Prediction {
+        if self.misbehaviour == Misbehaviour::WrongLabel {
+            p.p_accepted = 1.0 - p.p_accepted;
+            p.label = if p.label == "accepted" {
+                "rejected"
+            } else {
+                "accepted"
+            }
+            .into();
+        }
+        p
+    }
+
     /// Answers `requests` with one model, predicting the valid ones in one batch; one result
     /// per request, in order.
     pub fn answer_all(
@@ -129,7 +191,7 @@ impl InferenceNode {
         match predicted {
             Ok(predictions) => {
                 for (i, p) in positions.iter().zip(predictions) {
-                    let statement = statement_of(&requests[*i], model, p);
+                    let statement = statement_of(&requests[*i], model, self.tamper(p));
                     results[*i] = Some(Ok(SignedAnswer::sign(&self.key, statement)));
                 }
             }
@@ -140,7 +202,8 @@ impl InferenceNode {
                         .predict(std::slice::from_ref(&input))
                         .map_err(|e| NodeError::BadRequest(e.to_string()))
                         .map(|mut p| {
-                            let statement = statement_of(&requests[i], model, p.remove(0));
+                            let statement =
+                                statement_of(&requests[i], model, self.tamper(p.remove(0)));
                             SignedAnswer::sign(&self.key, statement)
                         });
                     results[i] = Some(one);
@@ -210,6 +273,9 @@ impl Batcher {
 
     /// Answers one request (batched with whatever else is waiting).
     pub async fn answer(&self, request: InferenceRequest) -> Result<SignedAnswer, NodeError> {
+        if let Misbehaviour::Slow(delay) = self.node.misbehaviour {
+            tokio::time::sleep(delay).await;
+        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((request, tx))

@@ -133,6 +133,11 @@ enum Command {
         /// An embedded chain's state folder, for `--dao`.
         #[arg(long)]
         chain_state: Option<PathBuf>,
+        /// DEVELOPMENT ONLY (feature `attack`): `wrong-label` signs the other label, `slow=MS`
+        /// answers after MS milliseconds, to test gateways and validators with real nodes.
+        #[cfg(feature = "attack")]
+        #[arg(long)]
+        misbehave: Option<fl_client::serve::Misbehaviour>,
     },
     /// Run an inference gateway: each `POST /v1/analyse` goes to `--redundancy` nodes of the
     /// list chosen from the request hash and the latest block hash (weighted by stake and
@@ -411,32 +416,44 @@ async fn refresh(view: &DaoView, service: &fl_client::gateway::GatewayService) -
 }
 
 /// `fl-client serve`: the inference node until Ctrl-C.
+///
+/// Without `--dao` it serves the newest checkpoint at `model` (and, with `watch_secs`, a newer
+/// one when it appears). With `--dao` it serves only the checkpoint the registry promoted:
+/// loaded from the store at `model` by the promoted parameters' content address and verified
+/// against it, and at every watch the registry is read again and a new promotion loaded and
+/// swapped in atomically (answers carry the CID of the model that computed them).
 fn serve(
     model: &std::path::Path,
     key: &std::path::Path,
     listen: std::net::SocketAddr,
     watch_secs: u64,
     view: Option<DaoView>,
+    misbehave: Option<fl_client::serve::Misbehaviour>,
 ) -> Result<ExitCode> {
+    use fl_client::predict::Predictor;
     use fl_client::serve::{Batcher, InferenceNode};
     let key = fl_node::read_key_file(key)?;
-    let predictor = fl_client::predict::Predictor::from_manifest(model)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    if let Some(view) = &view {
-        let promoted = runtime.block_on(view.promoted())?;
-        let cid = predictor.card().params_cid;
-        if promoted != Some(cid) {
-            return Err(format!(
-                "the checkpoint at {} has parameters {cid}; the DAO promoted {} for {}: refusing \
-                 to serve a model governance did not promote",
-                model.display(),
-                promoted.map_or_else(|| "nothing yet".into(), |p| p.to_string()),
-                view.federation
-            )
-            .into());
+    let predictor = match &view {
+        Some(view) => {
+            let promoted = runtime.block_on(view.promoted())?.ok_or_else(|| {
+                format!(
+                    "the DAO promoted no model for {} yet: nothing to serve",
+                    view.federation
+                )
+            })?;
+            Predictor::with_params(model, &promoted).map_err(|e| {
+                format!(
+                    "the DAO promoted {promoted} for {}; loading it from {}: {e}",
+                    view.federation,
+                    model.display()
+                )
+            })?
         }
-    }
-    let node = std::sync::Arc::new(InferenceNode::new(key, predictor));
+        None => Predictor::from_manifest(model)?,
+    };
+    let node = InferenceNode::new(key, predictor).misbehaving(misbehave.unwrap_or_default());
+    let node = std::sync::Arc::new(node);
     let view = view.map(std::sync::Arc::new);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -454,14 +471,11 @@ fn serve(
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(watch_secs));
                 loop {
                     tick.tick().await;
-                    let path = path.clone();
-                    let loaded = tokio::task::spawn_blocking(move || {
-                        fl_client::predict::Predictor::from_manifest(&path)
-                    })
-                    .await;
-                    let promoted = match &view {
+                    let wanted = match &view {
                         Some(v) => match v.promoted().await {
-                            Ok(p) => p,
+                            Ok(Some(p)) if p == node.model() => continue,
+                            Ok(Some(p)) => Some(p),
+                            Ok(None) => continue,
                             Err(e) => {
                                 tracing::warn!("cannot read the promoted model: {e}");
                                 continue;
@@ -469,17 +483,22 @@ fn serve(
                         },
                         None => None,
                     };
+                    let path = path.clone();
+                    let loaded = tokio::task::spawn_blocking(move || match wanted {
+                        Some(cid) => Predictor::with_params(&path, &cid),
+                        None => Predictor::from_manifest(&path),
+                    })
+                    .await;
                     match loaded {
-                        Ok(Ok(p)) if view.is_some() && Some(p.card().params_cid) != promoted => {
-                            tracing::debug!("the newest checkpoint is not the promoted model");
-                        }
                         Ok(Ok(p)) if p.card().params_cid != node.model() => {
                             let cid = node.promote(p);
                             tracing::info!(model = %cid, "serving a newer checkpoint");
                         }
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!("the newest checkpoint is not servable: {e}"),
-                        Err(e) => tracing::warn!("checking for a newer checkpoint failed: {e}"),
+                        Ok(Err(e)) => {
+                            tracing::warn!("the checkpoint to serve is not servable: {e}")
+                        }
+                        Err(e) => tracing::warn!("loading the checkpoint failed: {e}"),
                     }
                 }
             });
@@ -529,7 +548,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             federation,
             rpc_url,
             chain_state,
+            #[cfg(feature = "attack")]
+            misbehave,
         } => {
+            #[cfg(not(feature = "attack"))]
+            let misbehave = None;
             let view = dao
                 .map(|d| -> Result<DaoView> {
                     Ok(DaoView {
@@ -540,7 +563,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     })
                 })
                 .transpose()?;
-            serve(&model, &key, listen, watch_secs, view)
+            serve(&model, &key, listen, watch_secs, view, misbehave)
         }
         Command::Gateway {
             nodes,

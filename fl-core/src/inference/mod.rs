@@ -43,6 +43,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub mod scoring;
 use sha2::{Digest, Sha256};
 
 use crate::hash::ContentHash;

@@ -39,7 +39,8 @@ interface IVotableSupply {
 /// handful of votes.
 ///
 /// Targets: every action of a proposal must call one of the DAO's own contracts (the allowlist
-/// set at deployment: model registry, staking, token, pools, settlement, and this Governor), and so must a
+/// set at deployment: model registry, staking, token, pools, both settlements, inference fees,
+/// and this Governor), and so must a
 /// `relay`; governance extends the list with `setTargetAllowed`. The timelock itself is not a
 /// target by default, so no proposal can shorten its 7-day delay or grant timelock roles unless
 /// an earlier proposal (itself 7 days in the timelock) allowed it. The treasury's tokens move by a
@@ -74,6 +75,8 @@ contract DaoGovernor is
         address trainingPool;
         address inferencePool;
         address settlement;
+        address inferenceSettlement;
+        address inferenceFees;
     }
 
     /// @notice Fewest votes a quorum ever needs.
@@ -87,6 +90,8 @@ contract DaoGovernor is
     address private immutable _trainingPool;
     address private immutable _inferencePool;
     address private immutable _settlement;
+    address private immutable _inferenceSettlement;
+    address private immutable _inferenceFees;
     mapping(address target => bool) private _extraTargets;
 
     /// @notice `target` was allowed or disallowed as a proposal target.
@@ -119,6 +124,8 @@ contract DaoGovernor is
         _trainingPool = targets.trainingPool;
         _inferencePool = targets.inferencePool;
         _settlement = targets.settlement;
+        _inferenceSettlement = targets.inferenceSettlement;
+        _inferenceFees = targets.inferenceFees;
     }
 
     /// @notice Allows or disallows an extra proposal target (governance); the DAO's own
@@ -131,7 +138,7 @@ contract DaoGovernor is
     /// @notice Whether proposal actions may call `target`.
     function targetAllowed(address target) public view returns (bool) {
         return target == _modelRegistry || target == _staking || target == _token || target == _dataPool || target == _trainingPool || target == _inferencePool || target == _settlement
-            || target == address(this)
+            || target == _inferenceSettlement || target == _inferenceFees || target == address(this)
             || _extraTargets[target];
     }
 

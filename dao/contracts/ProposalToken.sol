@@ -43,6 +43,8 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
     address public immutable staking;
     /// @notice The Settlement contract (pays rewards, delegating a claimer that never delegated to itself).
     address public immutable settlement;
+    /// @notice The inference nodes' Settlement contract (pays their rewards the same way).
+    address public immutable inferenceSettlement;
 
     address private immutable _dataPool;
     address private immutable _trainingPool;
@@ -65,7 +67,7 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
 
     /// @notice The caller is not the Staking contract.
     error OnlyStaking(address caller);
-    /// @notice A call reserved to the Settlement contract.
+    /// @notice A call reserved to the Settlement contracts.
     error OnlySettlement(address caller);
     /// @notice An allocation or staking address is zero, or two allocation addresses are equal.
     error InvalidAllocation();
@@ -81,12 +83,14 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
     /// @param allocation The six allocation holders (distinct, non-zero).
     /// @param staking_ The Staking contract.
     /// @param settlement_ The Settlement contract.
+    /// @param inferenceSettlement_ The inference nodes' Settlement contract.
     constructor(
         string memory name_,
         string memory symbol_,
         Allocation memory allocation,
         address staking_,
-        address settlement_
+        address settlement_,
+        address inferenceSettlement_
     )
         ERC20(name_, symbol_)
         ERC20Permit(name_)
@@ -105,9 +109,12 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
                 if (holders[i] == holders[j]) revert InvalidAllocation();
             }
         }
-        if (staking_ == address(0) || settlement_ == address(0)) revert InvalidAllocation();
+        if (staking_ == address(0) || settlement_ == address(0) || inferenceSettlement_ == address(0)) {
+            revert InvalidAllocation();
+        }
         staking = staking_;
         settlement = settlement_;
+        inferenceSettlement = inferenceSettlement_;
         _dataPool = allocation.dataPool;
         _trainingPool = allocation.trainingPool;
         _inferencePool = allocation.inferencePool;
@@ -169,11 +176,11 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
         emit Unlocked(account, amount);
     }
 
-    /// @notice Pays a claimed reward (Settlement only): delegates `to` to itself if it never
+    /// @notice Pays a claimed reward (either Settlement only): delegates `to` to itself if it never
     /// delegated, so that claimed tokens vote, then transfers `amount` from Settlement to `to`.
     /// One call per claim instead of a delegation call and a transfer.
     function deliverReward(address to, uint256 amount) external {
-        if (msg.sender != settlement) revert OnlySettlement(msg.sender);
+        if (msg.sender != settlement && msg.sender != inferenceSettlement) revert OnlySettlement(msg.sender);
         if (delegates(to) == address(0)) _delegate(to, to);
         _transfer(msg.sender, to, amount);
     }

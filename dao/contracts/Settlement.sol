@@ -15,7 +15,7 @@ interface ISettlementToken {
     function deliverReward(address to, uint256 amount) external;
 }
 
-/// @notice What Settlement needs from the training pool.
+/// @notice What Settlement needs from the pool it pays rewards from.
 interface ISettlementPool {
     function pay(address token, address to, uint256 amount) external;
 }
@@ -42,7 +42,7 @@ interface ISettlementStaking {
 /// numbering the leaves 0..n-1 so that claims are marked in a bitmap, as in Uniswap's
 /// MerkleDistributor) is posted with the
 /// EIP-712 signatures of at least `quorum` distinct QA validators over
-/// Root(epoch, root, total, deadline). Posting pulls `total` from the training pool into this
+/// Root(epoch, root, total, deadline). Posting pulls `total` from the reward pool into this
 /// contract; the root becomes claimable `challengeWindow` seconds later, until then governance
 /// (the timelock) or the guardian can cancel it, which returns `total` to the pool for good (the
 /// epoch can never be posted again). Each account claims its own leaf once, before `deadline`;
@@ -52,7 +52,7 @@ interface ISettlementStaking {
 /// Slashing: a Verdict(member, evidence, fractionBps, deadline) signed by a validator quorum,
 /// whose fraction is the governed `slashBps`, waits out the same challenge window (the member's
 /// appeal: governance or the guardian cancels it), then anyone executes it: `slashBps` of the
-/// member's training stake (active and unbonding) is slashed through Staking (burnt), the member
+/// member's stake in `memberRole` (active and unbonding) is slashed through Staking (burnt), the member
 /// is jailed for `jailDuration`, and `MemberSlashed` names the evidence's content hash.
 ///
 /// Validators answer for what they sign: once an epoch's root has survived its challenge window,
@@ -68,9 +68,14 @@ interface ISettlementStaking {
 /// computes an epoch's list under the same rules; a root may not pay more than the epoch's pool.
 ///
 /// Fees: `splitFee` burns half of a fee and sends the rest to the inference pool.
+///
+/// Two instances serve the DAO: the training one (`memberRole` 0, paying from the training pool)
+/// and the inference one (`memberRole` 1, paying from the inference pool, its verdicts slashing
+/// inference nodes' stake). Both take their validators' stake in the training role: the QA
+/// validators are one set.
 /// @dev DEFAULT_ADMIN_ROLE (the timelock) sets the validators, quorum and parameters;
 /// GUARDIAN_ROLE may cancel pending roots and verdicts. Every refusal is a named error.
-/// External calls go only to the token, the training pool and Staking, none of which calls back;
+/// External calls go only to the token, the reward pool and Staking, none of which calls back;
 /// still, every entry point that moves tokens (postRoot, cancelRoot, claim, sweep, executeVerdict,
 /// splitFee) is `nonReentrant` (EIP-1153 transient guard), so a re-entry from any callback
 /// refuses with `ReentrancyGuardReentrantCall`, and state changes precede the external calls.
@@ -85,8 +90,10 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         keccak256("Verdict(address member,bytes32 evidence,uint16 fractionBps,uint64 deadline)");
     /// @notice Largest validator set.
     uint256 public constant MAX_VALIDATORS = 16;
-    /// @notice Training role number in Staking.
+    /// @notice Training role number in Staking (the role validators' stake is checked and slashed in).
     uint8 public constant TRAINING_ROLE = 0;
+    /// @notice Number of Staking roles (0 training, 1 inference, 2 annotator).
+    uint8 public constant ROLE_COUNT = 3;
     /// @notice Longest challenge window, claim period or jail duration governance may set: 5 years.
     uint64 public constant MAX_DURATION = 5 * 365 days;
 
@@ -137,10 +144,19 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         /// Fraction of a contradicting validator's training stake slashed, basis points (0: a
         /// strike only).
         uint16 validatorSlashBps;
-        /// Part of a member's slash returned to the training pool instead of burnt, basis points.
+        /// Part of a member's slash returned to the reward pool instead of burnt, basis points.
         uint16 slashToPoolBps;
         /// Training stake a validator must hold, unjailed, for its signature to count (0: none).
         uint128 validatorMinStake;
+    }
+
+    /// @notice The pools an instance pays from and sends fees to.
+    struct Pools {
+        /// Where rewards come from and slashes partly return to: the training pool, or the
+        /// inference pool for the inference instance.
+        address rewardPool;
+        /// Where the unburnt half of fees goes: the inference pool.
+        address inferencePool;
     }
 
     /// @notice Governable reward rules every validator computes an epoch's list under (the
@@ -164,10 +180,13 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     ISettlementToken public immutable token;
     /// @notice Staking (this contract holds its SLASHER_ROLE).
     ISettlementStaking public immutable staking;
-    /// @notice The training pool rewards are paid from (this contract holds its DISTRIBUTOR_ROLE).
-    ISettlementPool public immutable trainingPool;
+    /// @notice The pool rewards are paid from, and slashes partly returned to: the training pool,
+    /// or the inference pool for the inference instance (this contract holds its DISTRIBUTOR_ROLE).
+    ISettlementPool public immutable rewardPool;
     /// @notice The inference pool that receives the unburnt half of fees.
     address public immutable inferencePool;
+    /// @notice The Staking role whose stake this instance's verdicts slash (0 training, 1 inference).
+    uint8 public immutable memberRole;
 
     /// @notice Governable parameters.
     Params public params;
@@ -208,8 +227,8 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     event VerdictPosted(bytes32 indexed id, address indexed member, bytes32 evidence, uint16 fractionBps, uint64 executableAt);
     /// @notice A pending verdict was cancelled (an appeal upheld) by `by`.
     event VerdictCancelled(bytes32 indexed id, address by);
-    /// @notice `member` lost `amount` of training stake (burnt, but for `returnedToPool` of it,
-    /// which went back to the training pool) and is jailed until `jailedUntil`, on the evidence
+    /// @notice `member` lost `amount` of its `memberRole` stake (burnt, but for `returnedToPool`
+    /// of it, which went back to the reward pool) and is jailed until `jailedUntil`, on the evidence
     /// whose content hash is `evidence`.
     event MemberSlashed(
         bytes32 indexed id,
@@ -279,7 +298,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     error UnknownVerdict(bytes32 id);
     /// @notice The verdict was cancelled or already executed.
     error VerdictNotPending(bytes32 id);
-    /// @notice The member has no training stake left to slash.
+    /// @notice The member has no stake left to slash in `memberRole`.
     error NothingToSlash(address member);
     /// @notice Reward rules out of range (no rounds, shares above the pool, a quorum above 100%, an empty pool).
     error InvalidRewardParams();
@@ -292,11 +311,13 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     /// @notice A validator's signature does not count: it holds less than `validatorMinStake` in
     /// training stake, or is jailed.
     error ValidatorNotStaked(address validator);
+    /// @notice A role number outside 0..ROLE_COUNT.
+    error UnknownRole(uint8 role);
 
     /// @param token_ The $PROPOSAL token.
     /// @param staking_ Staking.
-    /// @param trainingPool_ The training pool.
-    /// @param inferencePool_ The inference pool.
+    /// @param pools The reward pool (training or inference) and the inference pool.
+    /// @param memberRole_ The Staking role verdicts slash (0 training, 1 inference).
     /// @param admin DEFAULT_ADMIN_ROLE (the timelock).
     /// @param guardian GUARDIAN_ROLE, or zero for none.
     /// @param validators_ The QA validator set.
@@ -306,8 +327,8 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     constructor(
         address token_,
         address staking_,
-        address trainingPool_,
-        address inferencePool_,
+        Pools memory pools,
+        uint8 memberRole_,
         address admin,
         address guardian,
         address[] memory validators_,
@@ -316,13 +337,15 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         RewardParams memory rewardParams_
     ) EIP712("daofl Settlement", "1") {
         if (
-            token_ == address(0) || staking_ == address(0) || trainingPool_ == address(0)
-                || inferencePool_ == address(0) || admin == address(0)
+            token_ == address(0) || staking_ == address(0) || pools.rewardPool == address(0)
+                || pools.inferencePool == address(0) || admin == address(0)
         ) revert ZeroAddress();
+        if (memberRole_ >= ROLE_COUNT) revert UnknownRole(memberRole_);
         token = ISettlementToken(token_);
         staking = ISettlementStaking(staking_);
-        trainingPool = ISettlementPool(trainingPool_);
-        inferencePool = inferencePool_;
+        rewardPool = ISettlementPool(pools.rewardPool);
+        inferencePool = pools.inferencePool;
+        memberRole = memberRole_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         if (guardian != address(0)) _grantRole(GUARDIAN_ROLE, guardian);
         _setValidators(validators_, quorum_);
@@ -425,7 +448,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     // ----- rewards -----
 
     /// @notice Accepts `epoch_`'s root with a validator quorum's signatures and pulls `total` from
-    /// the training pool; claimable after the challenge window, until `deadline`.
+    /// the reward pool; claimable after the challenge window, until `deadline`.
     function postRoot(uint64 epoch_, bytes32 root, uint128 total, uint64 deadline, bytes[] calldata signatures)
         external
         nonReentrant
@@ -448,12 +471,12 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         e.claimableAt = uint48(claimableAt);
         e.deadline = deadline;
         e.status = Status.Pending;
-        trainingPool.pay(address(token), address(this), total);
+        rewardPool.pay(address(token), address(this), total);
         emit RootPosted(epoch_, root, total, claimableAt, deadline);
     }
 
     /// @notice Cancels `epoch_`'s root during its challenge window (governance or the guardian);
-    /// its total returns to the training pool and the epoch can never be posted again.
+    /// its total returns to the reward pool and the epoch can never be posted again.
     function cancelRoot(uint64 epoch_) external nonReentrant {
         _checkCanceller();
         EpochSlots storage e = _epochs[epoch_];
@@ -461,7 +484,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         if (e.status == Status.Cancelled) revert EpochCancelled(epoch_);
         if (block.timestamp >= e.claimableAt) revert ChallengeWindowOver(e.claimableAt);
         e.status = Status.Cancelled;
-        _send(address(trainingPool), e.total);
+        _send(address(rewardPool), e.total);
         emit RootCancelled(epoch_, msg.sender);
     }
 
@@ -488,7 +511,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         emit Claimed(epoch_, index, account, amount);
     }
 
-    /// @notice After `epoch_`'s deadline, returns what was not claimed to the training pool.
+    /// @notice After `epoch_`'s deadline, returns what was not claimed to the reward pool.
     function sweep(uint64 epoch_) external nonReentrant {
         EpochSlots storage e = _epochs[epoch_];
         if (e.status == Status.None) revert UnknownEpoch(epoch_);
@@ -497,7 +520,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         if (block.timestamp <= e.deadline) revert ClaimPeriodOpen(e.deadline);
         e.status = Status.Done;
         uint256 rest = e.unclaimed;
-        if (rest > 0) _send(address(trainingPool), rest);
+        if (rest > 0) _send(address(rewardPool), rest);
         emit Swept(epoch_, rest);
     }
 
@@ -585,7 +608,8 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     }
 
     /// @notice Executes a verdict after its challenge window: slashes its fraction of the
-    /// member's training stake (burnt) and jails the member.
+    /// member's `memberRole` stake (burnt, but for the governed part returned to the reward pool)
+    /// and jails the member.
     function executeVerdict(bytes32 id) external nonReentrant {
         Verdict storage v = _verdicts[id];
         if (v.status == Status.None) revert UnknownVerdict(id);
@@ -593,16 +617,17 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
         if (block.timestamp < v.executableAt) revert ChallengeWindowOpen(v.executableAt);
         v.status = Status.Done;
         address member = v.member;
-        ISettlementStaking.Position memory pos = staking.positionOf(member, TRAINING_ROLE);
+        uint8 role = memberRole;
+        ISettlementStaking.Position memory pos = staking.positionOf(member, role);
         uint256 amount = ((uint256(pos.staked) + pos.unbonding) * v.fractionBps) / 10_000;
         if (amount == 0) revert NothingToSlash(member);
         Params memory p = params;
         uint64 until = uint64(block.timestamp) + p.jailDuration;
         uint256 returned = (amount * p.slashToPoolBps) / 10_000;
         if (returned == 0) {
-            staking.slash(member, TRAINING_ROLE, amount, v.evidence);
+            staking.slash(member, role, amount, v.evidence);
         } else {
-            staking.slashSplit(member, TRAINING_ROLE, amount, returned, address(trainingPool), v.evidence);
+            staking.slashSplit(member, role, amount, returned, address(rewardPool), v.evidence);
         }
         staking.jail(member, until, v.evidence);
         emit MemberSlashed(id, member, v.evidence, amount, returned, until);

@@ -44,6 +44,11 @@ alloy::sol!(
 );
 alloy::sol!(
     #[derive(Debug, PartialEq, Eq)]
+    InferenceFees,
+    "artifacts/InferenceFees.json"
+);
+alloy::sol!(
+    #[derive(Debug, PartialEq, Eq)]
     DataRegistry,
     "artifacts/DataRegistry.json"
 );
@@ -110,7 +115,7 @@ macro_rules! artifact {
 }
 
 /// Every DAO artifact.
-pub const ARTIFACTS: [Artifact; 9] = [
+pub const ARTIFACTS: [Artifact; 10] = [
     artifact!("ProposalToken"),
     artifact!("DaoGovernor"),
     artifact!("DaoTimelock"),
@@ -120,6 +125,7 @@ pub const ARTIFACTS: [Artifact; 9] = [
     artifact!("AllocationVesting"),
     artifact!("Settlement"),
     artifact!("DataRegistry"),
+    artifact!("InferenceFees"),
 ];
 
 impl Artifact {

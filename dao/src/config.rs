@@ -25,7 +25,8 @@ pub fn tokens(n: u64) -> U256 {
     U256::from(n) * U256::from(10u64).pow(U256::from(18))
 }
 
-/// The whole DAO: `[token]`, `[allocation]`, `[governance]`, `[staking]`, `[model]`, `[settlement]`.
+/// The whole DAO: `[token]`, `[allocation]`, `[governance]`, `[staking]`, `[model]`, `[settlement]`,
+/// `[fees]`.
 ///
 /// ```toml
 /// [token]
@@ -55,9 +56,39 @@ pub struct DaoConfig {
     /// Model registry settings.
     #[serde(default)]
     pub model: ModelConfig,
-    /// QA validators and settlement parameters.
+    /// QA validators and settlement parameters (both Settlement instances: training and inference).
     #[serde(default)]
     pub settlement: SettlementConfig,
+    /// Inference fees: the withdrawal delay and the minimum fee per request.
+    #[serde(default)]
+    pub fees: FeesConfig,
+}
+
+/// `[fees]`: InferenceFees' governed parameters at deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeesConfig {
+    /// Seconds between a requester's withdrawal request and its withdrawal, during which
+    /// gateways can still settle its receipts (default 2 days, at most 365 days).
+    pub withdraw_delay_secs: u64,
+    /// Least fee per served request, in thousandths of a token (default 100: 0.1 $PROPOSAL).
+    pub min_fee_millitokens: u64,
+}
+
+impl FeesConfig {
+    /// The minimum fee in base units.
+    pub fn min_fee(&self) -> U256 {
+        U256::from(self.min_fee_millitokens) * U256::from(10u64).pow(U256::from(15))
+    }
+}
+
+impl Default for FeesConfig {
+    fn default() -> Self {
+        Self {
+            withdraw_delay_secs: 2 * DAY,
+            min_fee_millitokens: 100,
+        }
+    }
 }
 
 /// `[settlement]`: the QA validator set and quorum that sign reward roots and slashing verdicts,
@@ -410,6 +441,9 @@ impl DaoConfig {
                 "settlement periods must be at most 5 years and the challenge window non-zero"
                     .into(),
             );
+        }
+        if self.fees.withdraw_delay_secs > 365 * DAY {
+            return bad("fees.withdraw_delay_secs must be at most 365 days".into());
         }
         if !self.model.reward_split_bps.is_whole() {
             return bad("model.reward_split_bps must sum to 10000".into());

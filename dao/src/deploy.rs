@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::bindings::{
-    AllocationVesting, Artifact, DaoGovernor, DaoTimelock, DataRegistry, ModelRegistry,
-    ProposalToken, RewardPool, Settlement, Staking,
+    AllocationVesting, Artifact, DaoGovernor, DaoTimelock, DataRegistry, InferenceFees,
+    ModelRegistry, ProposalToken, RewardPool, Settlement, Staking,
 };
 use crate::config::{DATA_POOL_RELEASE, DaoConfig, INVESTOR_VESTING, TEAM_VESTING, tokens};
-use crate::{Error, Result};
+use crate::{Error, Result, Role};
 
 /// Every address of a deployed DAO, the chain, and the gas each deployment used: the content of
 /// `dao.json`.
@@ -55,6 +55,14 @@ pub struct DaoDeployment {
     /// it existed).
     #[serde(default)]
     pub data_registry: Address,
+    /// The inference nodes' Settlement: reward roots paid from the inference pool, verdicts
+    /// slashing inference stake (zero in deployments made before it existed).
+    #[serde(default)]
+    pub inference_settlement: Address,
+    /// InferenceFees: requesters' prepaid balances and batch settlement of their signed
+    /// receipts (zero in deployments made before it existed).
+    #[serde(default)]
+    pub inference_fees: Address,
     /// Gas used by each deployment transaction, by contract.
     pub deploy_gas: BTreeMap<String, u64>,
 }
@@ -118,10 +126,12 @@ pub(crate) fn read_bounded_text(path: &Path, max: u64) -> Result<String> {
 
 /// Deploys the whole DAO with `backend`'s account, which keeps no role afterwards.
 ///
-/// Twelve contracts, in this order, each at the address derived from the deployer's nonce (the
+/// Fourteen contracts, in this order, each at the address derived from the deployer's nonce (the
 /// token and staking name each other, so their addresses are computed before either exists):
 /// timelock, data / training / inference pools, team and investor vesting wallets, token, model
-/// registry, staking, governor, settlement, data registry; on an RPC chain without a configured checkpoint registry, one
+/// registry, staking, governor, settlement, data registry, inference settlement, inference fees;
+/// the two settlements share the validator set and parameters, the inference one pays from the
+/// inference pool and slashes inference stake. On an RPC chain without a configured checkpoint registry, one
 /// is deployed first. The timelock's only proposer, canceller and executor is the Governor and
 /// it has no admin but itself. The deployer must send nothing else meanwhile.
 ///
@@ -168,13 +178,44 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
     let (timelock, data_pool, training_pool, inference_pool) = (at(0), at(1), at(2), at(3));
     let (team_vesting, investor_vesting, token) = (at(4), at(5), at(6));
     let (model_registry, staking, governor, settlement) = (at(7), at(8), at(9), at(10));
-    let data_registry = at(11);
+    let (data_registry, inference_settlement, inference_fees) = (at(11), at(12), at(13));
 
     let vesting_start = config.allocation.vesting_start.unwrap_or(now);
     let pools_start = config.allocation.pools_start.unwrap_or(now);
     let g = &config.governance;
     let s = &config.staking;
     let split = config.model.reward_split_bps;
+    // Both settlements: the same validators, quorum and parameters; they differ in the pool
+    // they pay from and the stake their verdicts slash.
+    let settlement_args = |reward_pool: Address, member_role: Role| {
+        Settlement::constructorCall {
+            token_: token,
+            staking_: staking,
+            pools: Settlement::Pools {
+                rewardPool: reward_pool,
+                inferencePool: inference_pool,
+            },
+            memberRole_: member_role.id(),
+            admin: timelock,
+            guardian: g.guardian,
+            validators_: config.settlement.validators.clone(),
+            quorum_: config.settlement.quorum,
+            params_: Settlement::Params {
+                challengeWindow: s.challenge_window_secs,
+                minClaimPeriod: config.settlement.min_claim_period_secs,
+                slashBps: config.settlement.slash_bps,
+                jailDuration: config.settlement.jail_secs,
+                validatorSlashBps: config.settlement.validator_slash_bps,
+                slashToPoolBps: config.settlement.slash_to_pool_bps,
+                validatorMinStake: u128::try_from(tokens(
+                    config.settlement.validator_min_stake_tokens,
+                ))
+                .unwrap_or(u128::MAX),
+            },
+            rewardParams_: config.settlement.reward_rules().to_sol(),
+        }
+        .abi_encode()
+    };
 
     let steps: Vec<(&str, &str, Vec<u8>, Address)> = vec![
         (
@@ -220,7 +261,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                 admin: timelock,
                 start_: pools_start,
                 duration_: 0,
-                distributor: Address::ZERO,
+                distributor: inference_settlement,
             }
             .abi_encode(),
             inference_pool,
@@ -263,6 +304,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                 },
                 staking_: staking,
                 settlement_: settlement,
+                inferenceSettlement_: inference_settlement,
             }
             .abi_encode(),
             token,
@@ -288,7 +330,11 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
             Staking::constructorCall {
                 token_: token,
                 admin: timelock,
-                slashers: vec![s.slasher.unwrap_or(Address::ZERO), settlement],
+                slashers: vec![
+                    s.slasher.unwrap_or(Address::ZERO),
+                    settlement,
+                    inference_settlement,
+                ],
                 minStakes: [
                     tokens(s.training_min_tokens),
                     tokens(s.inference_min_tokens),
@@ -324,6 +370,8 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     trainingPool: training_pool,
                     inferencePool: inference_pool,
                     settlement,
+                    inferenceSettlement: inference_settlement,
+                    inferenceFees: inference_fees,
                 },
             }
             .abi_encode(),
@@ -332,30 +380,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
         (
             "Settlement",
             "Settlement",
-            Settlement::constructorCall {
-                token_: token,
-                staking_: staking,
-                trainingPool_: training_pool,
-                inferencePool_: inference_pool,
-                admin: timelock,
-                guardian: g.guardian,
-                validators_: config.settlement.validators.clone(),
-                quorum_: config.settlement.quorum,
-                params_: Settlement::Params {
-                    challengeWindow: s.challenge_window_secs,
-                    minClaimPeriod: config.settlement.min_claim_period_secs,
-                    slashBps: config.settlement.slash_bps,
-                    jailDuration: config.settlement.jail_secs,
-                    validatorSlashBps: config.settlement.validator_slash_bps,
-                    slashToPoolBps: config.settlement.slash_to_pool_bps,
-                    validatorMinStake: u128::try_from(crate::config::tokens(
-                        config.settlement.validator_min_stake_tokens,
-                    ))
-                    .unwrap_or(u128::MAX),
-                },
-                rewardParams_: config.settlement.reward_rules().to_sol(),
-            }
-            .abi_encode(),
+            settlement_args(training_pool, Role::Training),
             settlement,
         ),
         (
@@ -363,6 +388,25 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
             "DataRegistry",
             DataRegistry::constructorCall { staking_: staking }.abi_encode(),
             data_registry,
+        ),
+        (
+            "Settlement",
+            "InferenceSettlement",
+            settlement_args(inference_pool, Role::Inference),
+            inference_settlement,
+        ),
+        (
+            "InferenceFees",
+            "InferenceFees",
+            InferenceFees::constructorCall {
+                token_: token,
+                settlement_: inference_settlement,
+                admin: timelock,
+                withdrawDelay_: config.fees.withdraw_delay_secs,
+                minFee_: config.fees.min_fee(),
+            }
+            .abi_encode(),
+            inference_fees,
         ),
     ];
 
@@ -401,6 +445,8 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
         investor_vesting,
         settlement,
         data_registry,
+        inference_settlement,
+        inference_fees,
         deploy_gas: gas,
     })
 }

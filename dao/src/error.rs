@@ -73,6 +73,9 @@ pub enum Error {
     /// The backend cannot do this (moving the clock of a chain that is not a dev node).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The deployment has no such contract (a `dao.json` written before it existed).
+    #[error("{0} is not deployed in this DAO (its dao.json predates it)")]
+    NotDeployed(&'static str),
 }
 
 /// The crate's result type.

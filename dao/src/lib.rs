@@ -126,15 +126,19 @@ mod config;
 pub mod data;
 mod deploy;
 mod error;
+pub mod fees;
 pub mod settle;
 mod types;
 
 pub use backend::{Backend, EmbeddedBackend, RpcBackend, RpcTimeouts, TxReceipt};
-pub use client::{Dao, EpochState, RegisteredBatch, SettlementParams, SignedPermit, VerdictState};
+pub use client::{
+    Dao, EpochState, FeeAccount, RegisteredBatch, SettleOutcome, SettlementKind, SettlementParams,
+    SignedPermit, VerdictState,
+};
 pub use config::{
-    AllocationConfig, DATA_POOL_RELEASE, DAY, DaoConfig, GovernanceConfig, INVESTOR_VESTING,
-    MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, SettlementConfig, StakingConfig, TEAM_VESTING,
-    TokenConfig, YEAR, tokens,
+    AllocationConfig, DATA_POOL_RELEASE, DAY, DaoConfig, FeesConfig, GovernanceConfig,
+    INVESTOR_VESTING, MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, SettlementConfig,
+    StakingConfig, TEAM_VESTING, TokenConfig, YEAR, tokens,
 };
 pub use deploy::{DaoDeployment, deploy};
 pub use error::{Error, Result, Revert};

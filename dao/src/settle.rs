@@ -279,7 +279,7 @@ pub fn recover_signer(digest: &B256, signature: &[u8]) -> Option<Address> {
         .ok()
 }
 
-fn sign(signer: &PrivateKeySigner, digest: &B256) -> Result<Bytes> {
+pub(crate) fn sign(signer: &PrivateKeySigner, digest: &B256) -> Result<Bytes> {
     let signature = signer
         .sign_hash_sync(digest)
         .map_err(|e| Error::InvalidInput(format!("signing: {e}")))?;

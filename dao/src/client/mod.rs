@@ -1,13 +1,16 @@
 //! [`Dao`]: the member, proposer, guardian and slasher calls on a deployed DAO. Token and
-//! vesting calls here; staking in `staking.rs`, proposals in `governance.rs`.
+//! vesting calls here; staking in `staking.rs`, proposals in `governance.rs`, settlement in
+//! `settlement.rs`, inference fees in `fees.rs`.
 
 mod data;
+mod fees;
 mod governance;
 mod settlement;
 mod staking;
 
 pub use data::RegisteredBatch;
-pub use settlement::{EpochState, SettlementParams, VerdictState};
+pub use fees::{FeeAccount, SettleOutcome};
+pub use settlement::{EpochState, SettlementKind, SettlementParams, VerdictState};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::signers::SignerSync;
@@ -39,10 +42,15 @@ pub struct SignedPermit {
 }
 
 /// A deployed DAO, driven by one account (the backend's sender).
+///
+/// Settlement calls (`post_root`, `claim_reward`, `post_verdict`, `execute_verdict`, ...) go to
+/// the training Settlement; those of [`inference_settlement`](Self::inference_settlement)'s
+/// handle go to the inference nodes' one.
 #[derive(Debug, Clone)]
 pub struct Dao {
     backend: Backend,
     deployment: DaoDeployment,
+    settlement: SettlementKind,
 }
 
 pub(super) fn decode<C: SolCall>(out: &Bytes) -> Result<C::Return> {
@@ -63,12 +71,16 @@ impl Dao {
         Self {
             backend,
             deployment,
+            settlement: SettlementKind::Training,
         }
     }
 
-    /// The same DAO, driven by another account.
+    /// The same DAO, driven by another account (its settlement calls go to the same Settlement).
     pub fn with_backend(&self, backend: Backend) -> Self {
-        Self::new(backend, self.deployment.clone())
+        Self {
+            backend,
+            ..self.clone()
+        }
     }
 
     /// The addresses.

@@ -1,5 +1,7 @@
 //! Settlement calls of [`Dao`]: post a signed reward root, claim with a proof, sweep, post and
 //! execute a signed slashing verdict, cancel either during the challenge window, split a fee.
+//! Each goes to the Settlement the handle targets ([`SettlementKind`]): the training one by
+//! default, the inference nodes' one through [`Dao::inference_settlement`].
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::sol_types::Eip712Domain;
@@ -10,12 +12,21 @@ use crate::bindings::{ProposalToken, Settlement};
 use crate::settle::{RewardRules, RewardTree, RootMessage, VerdictMessage, settlement_domain};
 use crate::{Error, Result};
 
+/// Which of the DAO's two Settlement instances a [`Dao`]'s settlement calls go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SettlementKind {
+    /// Training nodes: roots paid from the training pool, verdicts slash training stake.
+    Training,
+    /// Inference nodes: roots paid from the inference pool, verdicts slash inference stake.
+    Inference,
+}
+
 /// An epoch's root as the Settlement contract holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochState {
     /// The reward tree's root.
     pub root: B256,
-    /// Tokens pulled from the training pool for the epoch.
+    /// Tokens pulled from the reward pool for the epoch.
     pub total: u128,
     /// Tokens claimed so far.
     pub claimed: u128,
@@ -34,13 +45,13 @@ pub struct SettlementParams {
     pub challenge_window: u64,
     /// Least seconds between the end of the window and a claim deadline.
     pub min_claim_period: u64,
-    /// Fraction of the training stake a verdict slashes, basis points.
+    /// Fraction of the member's stake (in the Settlement's role) a verdict slashes, basis points.
     pub slash_bps: u16,
     /// Seconds a slashed member stays jailed.
     pub jail_secs: u64,
     /// Fraction of a contradicting validator's training stake slashed, basis points.
     pub validator_slash_bps: u16,
-    /// Part of a member's slash returned to the training pool, basis points (the rest is burnt).
+    /// Part of a member's slash returned to the reward pool, basis points (the rest is burnt).
     pub slash_to_pool_bps: u16,
     /// Training stake a validator must hold, unjailed, for its signature to count (base units).
     pub validator_min_stake: u128,
@@ -62,19 +73,60 @@ pub struct VerdictState {
 }
 
 impl Dao {
-    /// The EIP-712 domain validators sign under for this DAO's Settlement.
+    /// The same DAO and account, whose settlement calls go to the inference nodes' Settlement:
+    /// reward roots paid from the inference pool, verdicts slashing inference stake.
+    pub fn inference_settlement(&self) -> Self {
+        Self {
+            settlement: SettlementKind::Inference,
+            ..self.clone()
+        }
+    }
+
+    /// The same DAO and account, whose settlement calls go to the training Settlement (what
+    /// [`Dao::new`] gives).
+    pub fn training_settlement(&self) -> Self {
+        Self {
+            settlement: SettlementKind::Training,
+            ..self.clone()
+        }
+    }
+
+    /// Which Settlement this handle's settlement calls go to.
+    pub fn settlement_kind(&self) -> SettlementKind {
+        self.settlement
+    }
+
+    /// The address of the Settlement this handle targets.
     ///
     /// # Errors
-    /// An endpoint error.
+    /// [`Error::NotDeployed`] for the inference Settlement of a deployment made before it existed.
+    pub fn settlement_address(&self) -> Result<Address> {
+        let (address, contract) = match self.settlement {
+            SettlementKind::Training => (self.deployment.settlement, "Settlement"),
+            SettlementKind::Inference => (
+                self.deployment.inference_settlement,
+                "the inference Settlement",
+            ),
+        };
+        if address.is_zero() {
+            return Err(Error::NotDeployed(contract));
+        }
+        Ok(address)
+    }
+
+    /// The EIP-712 domain validators sign under for the targeted Settlement.
+    ///
+    /// # Errors
+    /// [`Error::NotDeployed`], or an endpoint error.
     pub async fn settlement_domain(&self) -> Result<Eip712Domain> {
         Ok(settlement_domain(
             self.backend.chain_id().await?,
-            self.deployment.settlement,
+            self.settlement_address()?,
         ))
     }
 
     /// Posts an epoch's root with the validators' signatures (anyone may submit them); pulls the
-    /// total from the training pool.
+    /// total from the reward pool (training or inference).
     ///
     /// # Errors
     /// [`Error::Reverted`]: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`,
@@ -86,7 +138,7 @@ impl Dao {
         signatures: &[Bytes],
     ) -> Result<TxReceipt> {
         self.send(
-            self.deployment.settlement,
+            self.settlement_address()?,
             Settlement::postRootCall {
                 epoch_: message.epoch,
                 root: message.root,
@@ -127,7 +179,7 @@ impl Dao {
         proof: Vec<B256>,
     ) -> Result<TxReceipt> {
         self.send(
-            self.deployment.settlement,
+            self.settlement_address()?,
             Settlement::claimCall {
                 epoch_: epoch,
                 index: U256::from(index),
@@ -139,13 +191,13 @@ impl Dao {
         .await
     }
 
-    /// Returns `epoch`'s unclaimed rest to the training pool after its deadline (anyone).
+    /// Returns `epoch`'s unclaimed rest to the reward pool after its deadline (anyone).
     ///
     /// # Errors
     /// [`Error::Reverted`]: `ClaimPeriodOpen`, `AlreadySwept`, `EpochCancelled`, `UnknownEpoch`.
     pub async fn sweep_epoch(&self, epoch: u64) -> Result<TxReceipt> {
         self.send(
-            self.deployment.settlement,
+            self.settlement_address()?,
             Settlement::sweepCall { epoch_: epoch },
         )
         .await
@@ -157,7 +209,7 @@ impl Dao {
     /// [`Error::Reverted`]: `NotCanceller`, `ChallengeWindowOver`, `EpochCancelled`, `UnknownEpoch`.
     pub async fn cancel_root(&self, epoch: u64) -> Result<TxReceipt> {
         self.send(
-            self.deployment.settlement,
+            self.settlement_address()?,
             Settlement::cancelRootCall { epoch_: epoch },
         )
         .await
@@ -170,7 +222,7 @@ impl Dao {
     pub async fn epoch(&self, epoch: u64) -> Result<EpochState> {
         let e = self
             .view(
-                self.deployment.settlement,
+                self.settlement_address()?,
                 Settlement::epochCall { epoch_: epoch },
             )
             .await?;
@@ -198,7 +250,7 @@ impl Dao {
         let id = message.digest(&self.settlement_domain().await?);
         let receipt = self
             .send(
-                self.deployment.settlement,
+                self.settlement_address()?,
                 Settlement::postVerdictCall {
                     member: message.member,
                     evidence: message.evidence,
@@ -211,14 +263,15 @@ impl Dao {
         Ok((receipt, id))
     }
 
-    /// Executes a verdict after its challenge window (anyone): slashes and jails.
+    /// Executes a verdict after its challenge window (anyone): slashes the member's stake in the
+    /// targeted Settlement's role (training or inference) and jails it.
     ///
     /// # Errors
     /// [`Error::Reverted`]: `ChallengeWindowOpen`, `VerdictNotPending`, `UnknownVerdict`,
     /// `NothingToSlash`.
     pub async fn execute_verdict(&self, id: B256) -> Result<TxReceipt> {
         self.send(
-            self.deployment.settlement,
+            self.settlement_address()?,
             Settlement::executeVerdictCall { id },
         )
         .await
@@ -230,7 +283,7 @@ impl Dao {
     /// [`Error::Reverted`]: `NotCanceller`, `ChallengeWindowOver`, `VerdictNotPending`.
     pub async fn cancel_verdict(&self, id: B256) -> Result<TxReceipt> {
         self.send(
-            self.deployment.settlement,
+            self.settlement_address()?,
             Settlement::cancelVerdictCall { id },
         )
         .await
@@ -242,7 +295,7 @@ impl Dao {
     /// An endpoint error.
     pub async fn reward_rules(&self) -> Result<RewardRules> {
         let p = self
-            .view(self.deployment.settlement, Settlement::rewardParamsCall {})
+            .view(self.settlement_address()?, Settlement::rewardParamsCall {})
             .await?;
         Ok(RewardRules::from_sol(&p))
     }
@@ -253,7 +306,7 @@ impl Dao {
     /// An endpoint error.
     pub async fn settlement_params(&self) -> Result<SettlementParams> {
         let p = self
-            .view(self.deployment.settlement, Settlement::paramsCall {})
+            .view(self.settlement_address()?, Settlement::paramsCall {})
             .await?;
         Ok(SettlementParams {
             challenge_window: p.challengeWindow,
@@ -272,7 +325,7 @@ impl Dao {
     /// An endpoint error.
     pub async fn verdict(&self, id: B256) -> Result<VerdictState> {
         let v = self
-            .view(self.deployment.settlement, Settlement::verdictCall { id })
+            .view(self.settlement_address()?, Settlement::verdictCall { id })
             .await?;
         Ok(VerdictState {
             member: v.member,
@@ -289,10 +342,10 @@ impl Dao {
     /// An endpoint error.
     pub async fn validators(&self) -> Result<(Vec<Address>, u8)> {
         let set = self
-            .view(self.deployment.settlement, Settlement::validatorsCall {})
+            .view(self.settlement_address()?, Settlement::validatorsCall {})
             .await?;
         let quorum = self
-            .view(self.deployment.settlement, Settlement::quorumCall {})
+            .view(self.settlement_address()?, Settlement::quorumCall {})
             .await?;
         Ok((set, quorum))
     }
@@ -303,7 +356,7 @@ impl Dao {
     /// An endpoint error.
     pub async fn strikes(&self, validator: Address) -> Result<u32> {
         self.view(
-            self.deployment.settlement,
+            self.settlement_address()?,
             Settlement::strikesCall { validator },
         )
         .await
@@ -322,7 +375,7 @@ impl Dao {
         signature: &Bytes,
     ) -> Result<TxReceipt> {
         self.send(
-            self.deployment.settlement,
+            self.settlement_address()?,
             Settlement::reportContradictionCall {
                 epoch_: message.epoch,
                 root: message.root,
@@ -344,13 +397,13 @@ impl Dao {
         self.send(
             self.deployment.token,
             ProposalToken::approveCall {
-                spender: self.deployment.settlement,
+                spender: self.settlement_address()?,
                 value: amount,
             },
         )
         .await?;
         self.send(
-            self.deployment.settlement,
+            self.settlement_address()?,
             Settlement::splitFeeCall { amount },
         )
         .await

@@ -3,7 +3,9 @@
 //! it through `DAOFL_ANVIL` or chain-anchor's `node_modules` (`npm ci` in chain-anchor).
 
 mod data;
+mod fees;
 mod hostile;
+mod inference_settlement;
 mod invariants;
 mod reentrancy;
 mod settlement;
@@ -57,6 +59,40 @@ async fn settlement_on_anvil() {
         "settlement gas (anvil): {gas:?}; deploy {:?}",
         world.deployment.deploy_gas.get("Settlement")
     );
+}
+
+#[tokio::test]
+async fn fees_on_embedded_evm() {
+    let world = World::embedded().await;
+    let gas = fees::run(&world).await;
+    eprintln!(
+        "inference fees gas (embedded EVM): {gas:?}; deploy {:?}",
+        world.deployment.deploy_gas.get("InferenceFees")
+    );
+}
+
+#[tokio::test]
+async fn fees_on_anvil() {
+    let Some(path) = anvil_path() else { return };
+    let world = World::anvil(&path).await;
+    let gas = fees::run(&world).await;
+    eprintln!(
+        "inference fees gas (anvil): {gas:?}; deploy {:?}",
+        world.deployment.deploy_gas.get("InferenceFees")
+    );
+}
+
+#[tokio::test]
+async fn inference_settlement_on_embedded_evm() {
+    let world = World::embedded().await;
+    inference_settlement::run(&world).await;
+}
+
+#[tokio::test]
+async fn inference_settlement_on_anvil() {
+    let Some(path) = anvil_path() else { return };
+    let world = World::anvil(&path).await;
+    inference_settlement::run(&world).await;
 }
 
 /// Re-entries into Staking and Settlement from a token callback: none through the real token

@@ -336,8 +336,11 @@ async fn settlement_refuses_reentry(w: &World, token: Address, staking: Address)
         Settlement::constructorCall {
             token_: token,
             staking_: staking,
-            trainingPool_: token,
-            inferencePool_: owner.sender(),
+            pools: Settlement::Pools {
+                rewardPool: token,
+                inferencePool: owner.sender(),
+            },
+            memberRole_: 0,
             admin: owner.sender(),
             guardian: Address::ZERO,
             validators_: w.validator_keys.iter().map(|k| k.address()).collect(),

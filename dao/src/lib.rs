@@ -11,11 +11,12 @@
 //!   clock, burnable; 1,000,000,000 minted once at deployment: 40% data-contributor pool (released
 //!   linearly over 10 years), 30% training-node pool, 20% inference-node pool, 5% treasury (the
 //!   timelock), 3% team (VestingWallet, 4 years linear), 2% early investors (VestingWallet, 2 years).
-//!   The pools pay out only through a DISTRIBUTOR_ROLE nobody holds yet (the reward mechanism of a
-//!   later issue receives it from governance); until then they hold.
+//!   The pools pay out only through DISTRIBUTOR_ROLE: the training pool's is Settlement's, the
+//!   inference pool's the inference Settlement's, the data pool's nobody's yet (governance grants it).
 //! - **DaoGovernor**: OpenZeppelin Governor + Settings + CountingSimple + Votes + QuorumFraction +
 //!   PreventLateQuorum + TimelockControl + ProposalGuardian. Proposals (and `relay`) may only
-//!   call the DAO's own contracts: model registry, staking, token, pools and the Governor
+//!   call the DAO's own contracts: model registry, staking, token, pools, both Settlements,
+//!   InferenceFees and the Governor
 //!   (`TargetNotAllowed` otherwise). The timelock is not a default target, so no proposal can
 //!   shorten the 7-day delay or grant timelock roles unless an earlier proposal allowed it.
 //! - **DaoTimelock**: OpenZeppelin's TimelockController, 7-day minimum delay. **Its only
@@ -45,6 +46,11 @@
 //!   training stake through Staking (burnt, but for the governed `slash_to_pool_bps` part, which
 //!   returns to the training pool), jails the member and emits `MemberSlashed` naming
 //!   the evidence hash. `splitFee` burns half of a fee and sends the rest to the inference pool.
+//!   A second instance serves inference nodes (`Dao::inference_settlement` targets it; same
+//!   validators, quorum and parameters, its own EIP-712 domain): its roots are paid from the
+//!   inference pool and its verdicts (immutable `memberRole` 1) slash and jail inference stake,
+//!   never training stake. Validators' own stake is checked and slashed in the training role at
+//!   both.
 //!   Refusals: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`, `InvalidSignature`,
 //!   `EpochAlreadyPosted`, `EpochCancelled`, `DeadlineTooSoon`, `ChallengeWindowOpen`,
 //!   `ChallengeWindowOver`, `NotCanceller`, `InvalidProof`, `NotClaimant`, `AlreadyClaimed`,
@@ -55,6 +61,17 @@
 //!   `report_contradiction` with a validator's signature over another (root, total) for the
 //!   epoch, which records a strike and, if governed (`validator_slash_bps`), slashes it. The
 //!   reward rules (epoch length, epoch pool, shares) are governed on chain (`reward_rules`).
+//! - **InferenceFees** ([`fees`], `Dao::deposit_fees` and friends): requesters prepay
+//!   (`deposit`) and sign one EIP-712 `Receipt(requester, gateway, requestHash, fee, nonce,
+//!   deadline)` per request ([`fees::sign_receipt`]); anyone (a gateway) `settle`s up to 256 in
+//!   one transaction. A receipt with a bad signature, a used nonce, a passed deadline, a fee under
+//!   the governed minimum (0.1 $PROPOSAL by default) or too little behind it is skipped with
+//!   `ReceiptRejected(index, requester, nonce, reason)` ([`fees::RejectReason`]) and never reverts
+//!   the others; the batch's fees go through the inference Settlement's `splitFee` in one call
+//!   (half burnt, half to the inference pool). Withdrawals wait the governed `withdrawDelay`
+//!   (2 days by default) during which receipts can still be charged, so a gateway can settle
+//!   what it accepted before the money leaves. Refusals: `BatchTooLarge`, `LengthMismatch`,
+//!   `InsufficientBalance`, `NothingUnlocking`, `StillUnlocking`.
 //!
 //! ### Decisions
 //! - **Staked tokens keep their voting power.** Staking is non-custodial: the token locks the
@@ -75,8 +92,9 @@
 //!
 //! ## What it does not do
 //! Settlement does not compute the epochs' rewards or verdicts (the validator role that
-//! recomputes them from anchored checkpoints, and `settle verify`, are not built); no inference
-//! network (a later issue; it will call `splitFee`); no indexing (Tally
+//! recomputes them from anchored checkpoints, and `settle verify`, are not built); the inference
+//! network itself (nodes, gateways, their scoring) lives in `fl-client`: this crate holds its
+//! payments and slashing only; no indexing (Tally
 //! needs an RPC chain with an explorer; anvil and the embedded EVM cannot be indexed). The
 //! embedded EVM proves nothing to third parties: it checks no signatures and its state file can be
 //! rewritten. Membership checks inside the aggregator are wired elsewhere, through [`Dao::membership`].

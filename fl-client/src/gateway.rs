@@ -74,12 +74,13 @@ pub struct NodeScore {
 impl NodeScore {
     /// The node's reputation in `[0, 1]`: the share of its judged requests it agreed on
     /// (Laplace-smoothed, so a new node starts at 1/2 + a little), times a latency factor
-    /// that halves at every `2 s` of mean latency beyond the first 2 s.
+    /// that halves at every 2 s of mean latency
+    /// ([`latency_factor`](fl_core::inference::scoring::latency_factor)): of two nodes that
+    /// agree alike, the faster is chosen more often.
     pub fn reputation(&self) -> f64 {
         let judged = (self.agreed + self.disagreed + self.missing) as f64;
         let agreement = (self.agreed as f64 + 1.0) / (judged + 1.5);
-        let slow = (self.latency_s - 2.0).max(0.0) / 2.0;
-        agreement * 0.5f64.powf(slow)
+        agreement * fl_core::inference::scoring::latency_factor(self.latency_s)
     }
 }
 

@@ -11,6 +11,7 @@ mod engine;
 mod fedbuff;
 mod grpc;
 mod he_grpc;
+mod inference_e2e;
 mod membership;
 mod model_card;
 mod own_model;

@@ -32,23 +32,48 @@ const EPOCHS: u64 = 2;
 const EPOCH_ROUNDS: u64 = 2;
 const STAKE: u64 = 10_000;
 
-fn signer(key: &MemberKey) -> PrivateKeySigner {
+pub(crate) fn signer(key: &MemberKey) -> PrivateKeySigner {
     key.to_hex().parse().unwrap()
 }
 
 /// The chain: where its state is and how to reach it from this process and from the binaries.
-struct Chain {
+pub(crate) struct Chain {
     /// Embedded: the state folder.
     state: Option<PathBuf>,
     /// Embedded: the chain as this process holds it, between two [`Chain::release`]s (one
     /// process at a time may hold an embedded chain: each writes its whole state).
     held: std::sync::Mutex<Option<EmbeddedAnchor>>,
     anvil: Option<AnvilInstance>,
-    deployment: Option<DaoDeployment>,
+    pub(crate) deployment: Option<DaoDeployment>,
 }
 
 impl Chain {
-    fn backend(&self, key: &MemberKey) -> Backend {
+    /// The embedded chain whose state is in `state`.
+    pub(crate) fn embedded(state: PathBuf) -> Self {
+        Self {
+            state: Some(state),
+            held: Default::default(),
+            anvil: None,
+            deployment: None,
+        }
+    }
+
+    /// A running anvil.
+    pub(crate) fn anvil(anvil: AnvilInstance) -> Self {
+        Self {
+            state: None,
+            held: Default::default(),
+            anvil: Some(anvil),
+            deployment: None,
+        }
+    }
+
+    /// The anvil's endpoint (`None` on the embedded chain).
+    pub(crate) fn rpc_url(&self) -> Option<String> {
+        self.anvil.as_ref().map(AnvilInstance::endpoint)
+    }
+
+    pub(crate) fn backend(&self, key: &MemberKey) -> Backend {
         match (&self.state, &self.anvil) {
             (Some(dir), _) => {
                 let mut held = self.held.lock().unwrap();
@@ -69,16 +94,16 @@ impl Chain {
 
     /// Lets go of the embedded chain before a process uses it (handles made before must not
     /// be used after); reopened on the next look.
-    fn release(&self) {
+    pub(crate) fn release(&self) {
         self.held.lock().unwrap().take();
     }
 
-    fn dao(&self, key: &MemberKey) -> Dao {
+    pub(crate) fn dao(&self, key: &MemberKey) -> Dao {
         Dao::new(self.backend(key), self.deployment.clone().unwrap())
     }
 
     /// `fl-client claim`'s chain arguments.
-    fn claim_args(&self) -> Vec<String> {
+    pub(crate) fn claim_args(&self) -> Vec<String> {
         match (&self.state, &self.anvil) {
             (Some(dir), _) => vec!["--chain-state".into(), dir.display().to_string()],
             (None, Some(anvil)) => vec!["--rpc-url".into(), anvil.endpoint()],
@@ -165,7 +190,7 @@ validators = [{sealed}]
     )
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -249,15 +274,7 @@ async fn two_epochs(embedded: bool, watch: bool) {
         let keys: Vec<MemberKey> = (0..5 + TRAINERS + VALIDATORS)
             .map(|_| MemberKey::generate())
             .collect();
-        (
-            Chain {
-                state: Some(state),
-                held: Default::default(),
-                anvil: None,
-                deployment: None,
-            },
-            keys,
-        )
+        (Chain::embedded(state), keys)
     } else {
         let Some(path) = crate::anchor_rpc::anvil_path() else {
             return;
@@ -276,15 +293,7 @@ async fn two_epochs(embedded: bool, watch: bool) {
             .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
             .collect();
         assert_eq!(keys.len(), 5 + TRAINERS + VALIDATORS);
-        (
-            Chain {
-                state: None,
-                held: Default::default(),
-                anvil: Some(anvil),
-                deployment: None,
-            },
-            keys,
-        )
+        (Chain::anvil(anvil), keys)
     };
     let trainers = &keys[5..5 + TRAINERS];
     let validators = &keys[5 + TRAINERS..];

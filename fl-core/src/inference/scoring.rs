@@ -191,9 +191,18 @@ pub struct Standing {
     pub wrong: u32,
     /// Validators that challenged it.
     pub reporters: usize,
-    /// Selection weight factor in `[0, 1]`: accuracy, halved for every 2 s of latency over
-    /// the first 2 s.
+    /// Selection weight factor in `[0, 1]`: accuracy times [`latency_factor`].
     pub reputation: f64,
+}
+
+/// How latency discounts a node's selection weight: halved at every 2 s of (mean or median)
+/// latency, so 10 ms costs 0.3% and 700 ms 22%; 1 for a negative or non-finite input.
+pub fn latency_factor(latency_s: f64) -> f64 {
+    if latency_s.is_finite() && latency_s > 0.0 {
+        0.5f64.powf(latency_s / 2.0)
+    } else {
+        1.0
+    }
 }
 
 /// The value at which the cumulative weight of `points`, sorted by value, first reaches half
@@ -261,7 +270,6 @@ pub fn combine(
             let reporters = accuracy.len();
             let accuracy = weighted_median(&mut accuracy)?;
             let latency_ms = weighted_median(&mut latency)?;
-            let slow = (f64::from(latency_ms) / 1000.0 - 2.0).max(0.0) / 2.0;
             Some((
                 node,
                 Standing {
@@ -269,7 +277,7 @@ pub fn combine(
                     latency_ms,
                     wrong,
                     reporters,
-                    reputation: accuracy * 0.5f64.powf(slow),
+                    reputation: accuracy * latency_factor(f64::from(latency_ms) / 1000.0),
                 },
             ))
         })
@@ -428,7 +436,8 @@ mod tests {
         assert_eq!(s.accuracy, 0.9);
         assert!((300..=302).contains(&s.latency_ms));
         assert_eq!(s.reporters, 5);
-        assert!((s.reputation - 0.9).abs() < 1e-12);
+        assert!((s.reputation - 0.9 * latency_factor(s.latency_ms as f64 / 1000.0)).abs() < 1e-12);
+        assert!(s.reputation < 0.9 && s.reputation > 0.8);
 
         // The same reports with the two colluders holding most of the stake.
         let mut heavy = stakes.clone();

@@ -62,6 +62,7 @@
 mod columns;
 mod error;
 pub mod gateway;
+pub mod testing;
 mod migrations;
 mod store;
 

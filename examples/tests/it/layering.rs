@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 /// Each workspace crate's layer; a crate may depend only on crates of a strictly lower layer.
-const LAYERS: [(&str, u32); 10] = [
-    // Leaves: they work on slices, keys and hashes.
+const LAYERS: [(&str, u32); 11] = [
+    // Leaves: they work on slices, keys and hashes (fl-db: the gateway's and registries'
+    // database, on no workspace crate).
     ("privacy", 0),
     ("chain-anchor", 0),
+    ("fl-db", 0),
     ("secure-agg", 1), // uses privacy's discrete Gaussian
     // The vocabulary and the math.
     ("fl-core", 2),

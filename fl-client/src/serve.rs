@@ -1,5 +1,5 @@
-//! The inference node: serves a published proposal model over HTTP JSON, each answer signed by
-//! the node's member key over the request hash, the model CID and the output
+//! The inference node: serves a published proposal model over HTTP JSON and gRPC, each answer
+//! signed by the node's member key over the request hash, the model CID and the output
 //! ([`fl_core::inference`]), so a gateway or a caller can decide by consensus across nodes and
 //! anyone can hold a node to what it answered.
 //!
@@ -8,12 +8,17 @@
 //!   computed and signed with one model, so no answer mixes two.
 //! - [`Batcher`] runs predictions on a blocking thread and batches the requests that arrive
 //!   while a batch is running (no added wait: an idle node answers a lone request at once).
+//!   Both APIs answer through one batcher, so requests of either are batched together.
 //! - [`router`] is the HTTP API: `POST /v1/analyse` takes an [`InferenceRequest`] and returns
 //!   a [`SignedAnswer`]; `GET /v1/model` names the model and the node. Bad input gets a JSON
 //!   `{"error": ...}` with 400 (malformed JSON, a field over its limit) or 413 (a body over
 //!   [`MAX_BODY_BYTES`]); the node keeps serving.
+//! - [`grpc`] is the gRPC API, service `daofl.v1.InferenceNode` (`Analyse`, `Model`): the same
+//!   answers, byte for byte (the signed answer's JSON), refusals as gRPC status codes
+//!   (`INVALID_ARGUMENT`, `UNAVAILABLE`, `INTERNAL`), messages bounded by [`MAX_BODY_BYTES`];
+//!   and a client, [`grpc::analyse`].
 //!
-//! `fl-client serve --model RUN --key KEY --listen ADDR` runs one.
+//! `fl-client serve --model RUN --key KEY --listen ADDR [--grpc-listen ADDR]` runs one.
 
 use std::sync::{Arc, RwLock};
 
@@ -30,6 +35,8 @@ use fl_core::{Address, ContentHash, MemberKey};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::predict::{Predictor, ProposalInput};
+
+pub mod grpc;
 
 /// Largest request body: the largest text and title plus room for the JSON around them.
 pub const MAX_BODY_BYTES: usize = fl_core::inference::MAX_TEXT_BYTES
@@ -399,13 +406,13 @@ mod tests {
 
     use super::*;
 
-    fn predictor() -> Predictor {
+    pub(super) fn predictor() -> Predictor {
         let (card, params) = crate::predict::tests::trained();
         Predictor::new(card, &params).unwrap()
     }
 
     /// The same architecture with other parameters (a newly promoted model).
-    fn other_predictor() -> Predictor {
+    pub(super) fn other_predictor() -> Predictor {
         let (mut card, params) = crate::predict::tests::trained();
         let mut values = params.values().to_vec();
         values.iter_mut().for_each(|v| *v = -*v);
@@ -414,7 +421,7 @@ mod tests {
         Predictor::new(card, &params).unwrap()
     }
 
-    fn request(nonce: u64) -> InferenceRequest {
+    pub(super) fn request(nonce: u64) -> InferenceRequest {
         InferenceRequest {
             nonce,
             ..InferenceRequest::new("maker", "MIP-1", "raise the fee parameter", "a body")
@@ -455,7 +462,7 @@ mod tests {
     }
 
     /// One HTTP/1.1 exchange on a fresh connection: the status and the body.
-    async fn http(
+    pub(super) async fn http(
         addr: std::net::SocketAddr,
         method: &str,
         path: &str,

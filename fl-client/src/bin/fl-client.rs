@@ -105,7 +105,9 @@ enum Command {
     /// Serve a published model as an inference node: `POST /v1/analyse` takes a proposal
     /// (`community`, `id`, `title`, `text`, `nonce`) and returns the prediction signed with the
     /// node's key over the request hash, the model CID and the output; `GET /v1/model` names
-    /// the model. With `--watch-secs`, a newer checkpoint at `--model` is verified and served.
+    /// the model. With `--grpc-listen`, the same answers (the signed answer's JSON, byte for
+    /// byte) over gRPC too (`daofl.v1.InferenceNode`: `Analyse`, `Model`), on the same batcher.
+    /// With `--watch-secs`, a newer checkpoint at `--model` is verified and served.
     Serve {
         /// As for `predict`: a manifest, a checkpoint store or a run folder.
         #[arg(long)]
@@ -116,6 +118,9 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8610")]
         listen: std::net::SocketAddr,
+        /// Where to serve the gRPC API as well (e.g. `127.0.0.1:8611`; none: HTTP only).
+        #[arg(long)]
+        grpc_listen: Option<std::net::SocketAddr>,
         /// Check `--model` for a newer checkpoint this often (0: never).
         #[arg(long, default_value_t = 0)]
         watch_secs: u64,
@@ -426,6 +431,7 @@ fn serve(
     model: &std::path::Path,
     key: &std::path::Path,
     listen: std::net::SocketAddr,
+    grpc_listen: Option<std::net::SocketAddr>,
     watch_secs: u64,
     view: Option<DaoView>,
     misbehave: Option<fl_client::serve::Misbehaviour>,
@@ -503,10 +509,28 @@ fn serve(
                 }
             });
         }
-        fl_client::serve::serve(listener, Batcher::spawn(node), async {
+        let grpc_listener = match grpc_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let batcher = Batcher::spawn(node);
+        let http = fl_client::serve::serve(listener, batcher.clone(), async {
             let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+        });
+        match grpc_listener {
+            Some(grpc_listener) => {
+                tracing::info!(grpc_listen = %grpc_listener.local_addr()?, "serving gRPC");
+                let grpc = async {
+                    fl_client::serve::grpc::serve_grpc(grpc_listener, batcher, async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await
+                    .map_err(std::io::Error::other)
+                };
+                tokio::try_join!(http, grpc).map(|_| ())
+            }
+            None => http.await,
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -543,6 +567,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             model,
             key,
             listen,
+            grpc_listen,
             watch_secs,
             dao,
             federation,
@@ -563,7 +588,15 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     })
                 })
                 .transpose()?;
-            serve(&model, &key, listen, watch_secs, view, misbehave)
+            serve(
+                &model,
+                &key,
+                listen,
+                grpc_listen,
+                watch_secs,
+                view,
+                misbehave,
+            )
         }
         Command::Gateway {
             nodes,

@@ -895,11 +895,41 @@ pub struct GatewayService {
     pub model: std::sync::RwLock<ContentHash>,
     /// Where each request's block hash comes from.
     pub blocks: BlockSource,
+    /// With fees: every request must come with a receipt the ledger accepts, and is logged.
+    #[cfg(feature = "ledger")]
+    pub ledger: Option<crate::ledger::FeeLedger>,
+}
+
+impl GatewayService {
+    /// A service without fees.
+    pub fn new(gateway: Gateway, model: ContentHash, blocks: BlockSource) -> Self {
+        Self {
+            gateway,
+            model: std::sync::RwLock::new(model),
+            blocks,
+            #[cfg(feature = "ledger")]
+            ledger: None,
+        }
+    }
+
+    /// The same service charging fees through `ledger`.
+    #[cfg(feature = "ledger")]
+    pub fn with_ledger(self, ledger: crate::ledger::FeeLedger) -> Self {
+        Self {
+            ledger: Some(ledger),
+            ..self
+        }
+    }
 }
 
 /// `POST /v1/analyse` takes an [`InferenceRequest`] and returns the [`GatewayAnswer`] (the
 /// consensus with the nodes' signed answers); 400 for a bad request, 413 for a body over
 /// [`crate::serve::MAX_BODY_BYTES`], 502 when the block source fails, 503 without consensus.
+/// With a fee ledger the body is a [`PaidRequest`](crate::ledger::PaidRequest) instead, and
+/// its receipt is checked before any node is asked: 403 for a bad signature or a receipt for
+/// another gateway, 402 for a fee below the minimum, an expired receipt or no prepaid
+/// balance, 409 for a replayed nonce, 400 for a receipt of another request; a request without
+/// consensus is not charged.
 /// `GET /v1/scores` returns every node's [`NodeScore`].
 pub fn router(service: std::sync::Arc<GatewayService>) -> axum::Router {
     use axum::extract::rejection::BytesRejection;
@@ -907,28 +937,23 @@ pub fn router(service: std::sync::Arc<GatewayService>) -> axum::Router {
     use axum::http::StatusCode;
     use axum::response::Response;
 
-    use crate::serve::{error, json, read_request};
+    use crate::serve::{json, read_request};
 
     async fn analyse(
         State(service): State<std::sync::Arc<GatewayService>>,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
+        #[cfg(feature = "ledger")]
+        if let Some(ledger) = &service.ledger {
+            return paid::analyse(&service, ledger, body).await;
+        }
         let request = match read_request(body) {
             Ok(r) => r,
             Err(response) => return *response,
         };
-        let block = match service.blocks.current(&service.gateway).await {
-            Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_GATEWAY, format!("block source: {e}")),
-        };
-        let model = *service
-            .model
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match service.gateway.analyse(&request, &model, &block).await {
+        match decide_request(&service, &request).await {
             Ok(answer) => json(StatusCode::OK, &answer),
-            Err(e @ GatewayError::BadRequest(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(response) => *response,
         }
     }
 
@@ -947,4 +972,110 @@ pub fn router(service: std::sync::Arc<GatewayService>) -> axum::Router {
         .route("/v1/scores", axum::routing::get(scores))
         .layer(DefaultBodyLimit::max(crate::serve::MAX_BODY_BYTES))
         .with_state(service)
+}
+
+/// Decides `request` on the promoted model at the current block, or the error response: 400
+/// for a bad request, 502 when the block source fails, 503 without consensus.
+async fn decide_request(
+    service: &GatewayService,
+    request: &InferenceRequest,
+) -> Result<GatewayAnswer, Box<axum::response::Response>> {
+    use axum::http::StatusCode;
+
+    use crate::serve::error;
+    let block = service
+        .blocks
+        .current(&service.gateway)
+        .await
+        .map_err(|e| Box::new(error(StatusCode::BAD_GATEWAY, format!("block source: {e}"))))?;
+    let model = *service
+        .model
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    service
+        .gateway
+        .analyse(request, &model, &block)
+        .await
+        .map_err(|e| {
+            let status = match e {
+                GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            Box::new(error(status, e.to_string()))
+        })
+}
+
+/// The paid `POST /v1/analyse`.
+#[cfg(feature = "ledger")]
+mod paid {
+    use axum::extract::rejection::BytesRejection;
+    use axum::http::StatusCode;
+    use axum::response::Response;
+    use bytes::Bytes;
+    use dao::fees::RejectReason;
+
+    use super::{GatewayService, decide_request};
+    use crate::ledger::{FeeError, FeeLedger, PaidRequest};
+    use crate::serve::{error, json};
+
+    /// The status a refused receipt gets.
+    fn status_of(e: &FeeError) -> StatusCode {
+        match e {
+            FeeError::OtherRequest { .. } => StatusCode::BAD_REQUEST,
+            FeeError::Receipt(RejectReason::BadSignature | RejectReason::WrongGateway) => {
+                StatusCode::FORBIDDEN
+            }
+            FeeError::Receipt(_) | FeeError::NoBalance { .. } => StatusCode::PAYMENT_REQUIRED,
+            FeeError::Replayed { .. } => StatusCode::CONFLICT,
+            FeeError::Chain(_) => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub(super) async fn analyse(
+        service: &GatewayService,
+        ledger: &FeeLedger,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Response {
+        let body = match body {
+            Ok(b) => b,
+            Err(rejection) => return error(rejection.status(), rejection.body_text()),
+        };
+        let paid: PaidRequest = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "malformed paid request (this gateway charges fees: send                          {{request, receipt, signature}}): {e}"
+                    ),
+                );
+            }
+        };
+        if let Err(e) = paid.request.validate() {
+            return error(StatusCode::BAD_REQUEST, format!("bad request: {e}"));
+        }
+        let accepted = match ledger.accept(&paid).await {
+            Ok(a) => a,
+            Err(e) => return error(status_of(&e), e.to_string()),
+        };
+        let start = std::time::Instant::now();
+        match decide_request(service, &paid.request).await {
+            Ok(answer) => {
+                if let Err(e) = ledger
+                    .log(accepted.requester, &answer, start.elapsed())
+                    .await
+                {
+                    tracing::warn!("request log: {e}");
+                }
+                json(StatusCode::OK, &answer)
+            }
+            Err(response) => {
+                if let Err(e) = ledger.refund(&accepted, "not served").await {
+                    tracing::warn!("cannot take back receipt {:?}: {e}", accepted);
+                }
+                *response
+            }
+        }
+    }
 }

@@ -62,10 +62,15 @@
 //!   tfhe's `core_crypto`. Without it a member joins plain and SecAgg+ federations and is
 //!   refused at once by a homomorphic one (`NodeError::Setup`).
 //! - `serve` (default through `cli`, implies `burn`): the inference node ([`serve`]: a
-//!   published proposal model over HTTP JSON, every answer signed) and the consensus
+//!   published proposal model over HTTP JSON and gRPC, every answer signed) and the consensus
 //!   [`gateway`] (axum and hyper, already built for tonic).
-//! - `cli` (default, implies `burn`, `he` and `serve`): the `fl-client` binary (clap, a log
-//!   subscriber).
+//! - `dao`: what the DAO says about inference ([`registry`]: the promoted model, the staked
+//!   nodes).
+//! - `ledger` (default through `cli`, implies `serve` and `dao`): the gateway's fees and state
+//!   ([`ledger`]: prepaid receipts settled in batches; request log, receipts, node scores in
+//!   SQLite or PostgreSQL through `fl-db`).
+//! - `cli` (default, implies `burn`, `he`, `serve`, `dao` and `ledger`): the `fl-client`
+//!   binary (clap, a log subscriber).
 //!
 //! A member with its own model and `default-features = false` compiles about 210 packages
 //! (no burn, tfhe, clap, nor alloy's transaction stack); the defaults about 330
@@ -108,6 +113,8 @@ pub mod data;
 pub mod federation;
 #[cfg(feature = "serve")]
 pub mod gateway;
+#[cfg(feature = "ledger")]
+pub mod ledger;
 #[cfg(feature = "burn")]
 pub mod model_card;
 pub mod node;

@@ -3,8 +3,8 @@
 //! The IO a daofl member (`fl-client`) and the aggregator (`fl-aggregator`) share, so that
 //! `fl-core` stays free of it:
 //!
-//! - [`grpc`]: the `daofl.v1.Federation` service's client and server stubs, generated once
-//!   (the messages are `fl_core::wire::pb`);
+//! - [`grpc`]: the client and server stubs of the `daofl.v1` services (`Federation`, and the
+//!   inference node's `InferenceNode`), generated once (the messages are `fl_core::wire::pb`);
 //! - [`load_federation`]: a federation file read from disk (bounded) and checked by
 //!   [`FederationConfig::parse`];
 //! - [`read_key_file`] and [`write_key_file`]: a member's secp256k1 key as a private file;
@@ -27,8 +27,8 @@ use fl_core::identity::{IdentityError, MAX_KEY_FILE_BYTES, MemberKey};
 #[cfg(feature = "he")]
 pub mod ceremony;
 
-/// The gRPC stubs of `daofl.v1.Federation` (client and server; messages from
-/// [`fl_core::wire::pb`]).
+/// The gRPC stubs of the `daofl.v1` services, `Federation` and `InferenceNode` (client and
+/// server; messages from [`fl_core::wire::pb`]).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod grpc {
     tonic::include_proto!("daofl.v1");

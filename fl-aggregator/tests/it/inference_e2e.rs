@@ -26,6 +26,7 @@ use fl_aggregator::anchoring::{ChainSettings, RoundAnchorer};
 use fl_aggregator::checkpoint::{CheckpointMeta, CheckpointStore, Manifest, Participant};
 use fl_client::DeviceSpec;
 use fl_client::gateway::{Gateway, GatewayAnswer, NodeEntry, challenge_requests};
+use fl_client::ledger::PaidRequest;
 use fl_client::model_card::{ModelCard, TrainingData};
 use fl_client::predict::{Predictor, ProposalInput};
 use fl_client::text::HashingConfig;
@@ -193,134 +194,182 @@ fn expected(predictor: &Predictor, request: &InferenceRequest) -> String {
         .label
 }
 
-async fn staked_inference(embedded: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    // Keys: 0 deployer, 1 guardian, 2 slasher, 3 team, 4 investors, then nodes, then validators.
-    let wanted = 5 + NODES + VALIDATORS;
-    let (mut chain, keys) = if embedded {
-        let state = run.join("chain");
-        EmbeddedAnchor::open(&state).unwrap();
-        let keys: Vec<MemberKey> = (0..wanted).map(|_| MemberKey::generate()).collect();
-        (Chain::embedded(state), keys)
-    } else {
-        let Some(path) = crate::anchor_rpc::anvil_path() else {
-            return;
+/// A deployed DAO with staked inference nodes, two anchored checkpoints of the proposal model
+/// and the first promoted.
+struct World {
+    dir: tempfile::TempDir,
+    chain: Chain,
+    /// 0 deployer, 1 guardian, 2 slasher, 3 team, 4 investors, then the nodes, the validators
+    /// and `extra` more keys (on anvil all funded).
+    keys: Vec<MemberKey>,
+    nodes: std::ops::Range<usize>,
+    validators: std::ops::Range<usize>,
+    config: dao::DaoConfig,
+    dao_json: std::path::PathBuf,
+    checkpoints: std::path::PathBuf,
+    manifests: [Manifest; 2],
+    models: [ContentHash; 2],
+}
+
+impl World {
+    /// `None` when anvil is wanted and missing (see `anvil_path`).
+    async fn new(embedded: bool, nodes: usize, validators: usize, extra: usize) -> Option<World> {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        let wanted = 5 + nodes + validators + extra;
+        let (mut chain, keys) = if embedded {
+            let state = run.join("chain");
+            EmbeddedAnchor::open(&state).unwrap();
+            let keys: Vec<MemberKey> = (0..wanted).map(|_| MemberKey::generate()).collect();
+            (Chain::embedded(state), keys)
+        } else {
+            let path = crate::anchor_rpc::anvil_path()?;
+            let anvil = Anvil::new()
+                .path(path)
+                .port(0u16)
+                .args(["--host", "127.0.0.1", "--accounts", "16"])
+                .timeout(30_000)
+                .try_spawn()
+                .expect("anvil starts");
+            let keys: Vec<MemberKey> = anvil
+                .keys()
+                .iter()
+                .take(wanted)
+                .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
+                .collect();
+            assert_eq!(keys.len(), wanted, "anvil funds 16 accounts");
+            (Chain::anvil(anvil), keys)
         };
-        let anvil = Anvil::new()
-            .path(path)
-            .port(0u16)
-            .args(["--host", "127.0.0.1", "--accounts", "16"])
-            .timeout(30_000)
-            .try_spawn()
-            .expect("anvil starts");
-        let keys: Vec<MemberKey> = anvil
-            .keys()
+        let node_range = 5..5 + nodes;
+        let validator_range = node_range.end..node_range.end + validators;
+        let deployer_key = if embedded {
+            MemberKey::from_hex(&hex::encode(chain_anchor::embedded_aggregator_key())).unwrap()
+        } else {
+            keys[0].clone()
+        };
+
+        // The DAO: the validators, quorum 2, for both settlements.
+        let root = chain.backend(&deployer_key);
+        let now = root.now().await.unwrap();
+        let validator_list: Vec<String> = keys[validator_range.clone()]
             .iter()
-            .take(wanted)
-            .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
+            .map(|k| format!("\"{}\"", k.address()))
             .collect();
-        (Chain::anvil(anvil), keys)
-    };
-    let nodes = &keys[5..5 + NODES];
-    let validators = &keys[5 + NODES..];
-    let deployer_key = if embedded {
-        MemberKey::from_hex(&hex::encode(chain_anchor::embedded_aggregator_key())).unwrap()
-    } else {
-        keys[0].clone()
-    };
-
-    // The DAO: 3 validators, quorum 2, for both settlements.
-    let root = chain.backend(&deployer_key);
-    let now = root.now().await.unwrap();
-    let validator_list: Vec<String> = validators
-        .iter()
-        .map(|k| format!("\"{}\"", k.address()))
-        .collect();
-    let config = crate::membership::dao_config(
-        [1, 2, 3, 4].map(|i| keys[i].address()),
-        now,
-        &format!(
-            "[settlement]\nvalidators = [{}]\nquorum = 2\nepoch_pool_tokens = 1000\n",
-            validator_list.join(", ")
-        ),
-    );
-    let deployment = deploy(&config, &root).await.expect("deploys");
-    let dao_json = dir.path().join("dao.json");
-    deployment.save(&dao_json).unwrap();
-    chain.deployment = Some(deployment.clone());
-    let team = chain.dao(&keys[3]);
-    team.claim_vesting(deployment.team_vesting).await.unwrap();
-    team.delegate(keys[3].address()).await.unwrap();
-    // Votes count from the next timestamp (the token's clock): anvil mines many blocks a second.
-    team.advance_time(2).await.unwrap();
-    for k in nodes {
-        team.transfer(k.address(), tokens(NODE_STAKE))
-            .await
-            .unwrap();
-        chain
-            .dao(k)
-            .stake(Role::Inference, tokens(NODE_STAKE))
-            .await
-            .unwrap();
-    }
-    // A validator's signature counts while it holds the training minimum, unjailed.
-    for k in validators {
-        team.transfer(k.address(), tokens(10_000)).await.unwrap();
-        chain
-            .dao(k)
-            .stake(Role::Training, tokens(10_000))
-            .await
-            .unwrap();
-    }
-    drop(root);
-    chain.release();
-
-    // Two checkpoints of the proposal model, anchored on the same chain.
-    let checkpoints = run.join("checkpoints");
-    let store = CheckpointStore::open(&checkpoints.to_string_lossy()).unwrap();
-    let (manifest_a, model_a) = publish(&store, 1, 1).await;
-    let (manifest_b, model_b) = publish(&store, 2, 2).await;
-    let settings = if embedded {
-        ChainSettings::embedded(run.clone())
-    } else {
-        let key_file = run.join("aggregator.key");
-        fl_node::write_key_file(&keys[0], &key_file).unwrap();
-        let table: toml::Table = toml::from_str(&format!(
-            "backend = \"rpc\"\nurl = \"{}\"\nregistry = \"{}\"\nkey_file = \"{}\"\n\
-             chain_id = 31337\nqueue_dir = \"{}\"\nreceipt_timeout_secs = 20\n",
-            chain.rpc_url().unwrap(),
-            deployment.checkpoint_registry,
-            key_file.display(),
-            run.join("anchor-queue").display(),
-        ))
-        .unwrap();
-        ChainSettings::parse(&table, &checkpoints.to_string_lossy()).unwrap()
-    };
-    {
-        let mut anchorer = RoundAnchorer::open(&settings).unwrap();
-        for m in [&manifest_a, &manifest_b] {
-            anchorer.checkpoint_written(&store, m).await.unwrap();
+        let settlement = if validators > 0 {
+            format!(
+                "[settlement]\nvalidators = [{}]\nquorum = 2\nepoch_pool_tokens = 1000\n",
+                validator_list.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let config = crate::membership::dao_config(
+            [1, 2, 3, 4].map(|i| keys[i].address()),
+            now,
+            &settlement,
+        );
+        let deployment = deploy(&config, &root).await.expect("deploys");
+        let dao_json = dir.path().join("dao.json");
+        deployment.save(&dao_json).unwrap();
+        chain.deployment = Some(deployment.clone());
+        let team = chain.dao(&keys[3]);
+        team.claim_vesting(deployment.team_vesting).await.unwrap();
+        team.delegate(keys[3].address()).await.unwrap();
+        // Votes count from the next timestamp (the token's clock): anvil mines many blocks a
+        // second.
+        team.advance_time(2).await.unwrap();
+        for k in &keys[node_range.clone()] {
+            team.transfer(k.address(), tokens(NODE_STAKE))
+                .await
+                .unwrap();
+            chain
+                .dao(k)
+                .stake(Role::Inference, tokens(NODE_STAKE))
+                .await
+                .unwrap();
         }
-    }
-    // The anchorer recorded each anchor in its manifest.
-    let manifest_a = store.manifest(1).await.unwrap();
-    let manifest_b = store.manifest(2).await.unwrap();
-    promote(&chain.dao(&keys[3]), &manifest_a, &config).await;
-    chain.release();
+        // A validator's signature counts while it holds the training minimum, unjailed.
+        for k in &keys[validator_range.clone()] {
+            team.transfer(k.address(), tokens(10_000)).await.unwrap();
+            chain
+                .dao(k)
+                .stake(Role::Training, tokens(10_000))
+                .await
+                .unwrap();
+        }
+        drop(root);
+        chain.release();
 
-    // Five node processes; one signs wrong labels, one is slow.
-    let mut ports = Vec::new();
-    let mut procs = Procs(Vec::new());
-    for (i, k) in nodes.iter().enumerate() {
-        let key_file = dir.path().join(format!("node-{i}.key"));
-        fl_node::write_key_file(k, &key_file).unwrap();
+        // Two checkpoints of the proposal model, anchored on the same chain.
+        let checkpoints = run.join("checkpoints");
+        let store = CheckpointStore::open(&checkpoints.to_string_lossy()).unwrap();
+        let (manifest_a, model_a) = publish(&store, 1, 1).await;
+        let (manifest_b, model_b) = publish(&store, 2, 2).await;
+        let settings = if embedded {
+            ChainSettings::embedded(run.clone())
+        } else {
+            let key_file = run.join("aggregator.key");
+            fl_node::write_key_file(&keys[0], &key_file).unwrap();
+            let table: toml::Table = toml::from_str(&format!(
+                "backend = \"rpc\"\nurl = \"{}\"\nregistry = \"{}\"\nkey_file = \"{}\"\n\
+                 chain_id = 31337\nqueue_dir = \"{}\"\nreceipt_timeout_secs = 20\n",
+                chain.rpc_url().unwrap(),
+                deployment.checkpoint_registry,
+                key_file.display(),
+                run.join("anchor-queue").display(),
+            ))
+            .unwrap();
+            ChainSettings::parse(&table, &checkpoints.to_string_lossy()).unwrap()
+        };
+        {
+            let mut anchorer = RoundAnchorer::open(&settings).unwrap();
+            for m in [&manifest_a, &manifest_b] {
+                anchorer.checkpoint_written(&store, m).await.unwrap();
+            }
+        }
+        // The anchorer recorded each anchor in its manifest.
+        let manifests = [
+            store.manifest(1).await.unwrap(),
+            store.manifest(2).await.unwrap(),
+        ];
+        promote(&chain.dao(&keys[3]), &manifests[0], &config).await;
+        chain.release();
+        Some(World {
+            dir,
+            chain,
+            keys,
+            nodes: node_range,
+            validators: validator_range,
+            config,
+            dao_json,
+            checkpoints,
+            manifests,
+            models: [model_a, model_b],
+        })
+    }
+
+    fn nodes(&self) -> &[MemberKey] {
+        &self.keys[self.nodes.clone()]
+    }
+
+    fn validators(&self) -> &[MemberKey] {
+        &self.keys[self.validators.clone()]
+    }
+
+    fn team(&self) -> Dao {
+        self.chain.dao(&self.keys[3])
+    }
+
+    /// Starts node `i` as an `fl-client serve --dao` process (`misbehave`: the development
+    /// option); returns it and its port.
+    fn start_node(&self, i: usize, misbehave: Option<&str>) -> (std::process::Child, u16) {
+        let key_file = self.dir.path().join(format!("node-{i}.key"));
+        fl_node::write_key_file(&self.nodes()[i], &key_file).unwrap();
         let port = free_port();
-        ports.push(port);
         let mut cmd = Command::new(bin("fl-client"));
         cmd.args(["serve", "--model"])
-            .arg(&checkpoints)
+            .arg(&self.checkpoints)
             .arg("--key")
             .arg(&key_file)
             .args([
@@ -330,21 +379,43 @@ async fn staked_inference(embedded: bool) {
                 "1",
             ])
             .arg("--dao")
-            .arg(&dao_json)
+            .arg(&self.dao_json)
             .args(["--federation", FEDERATION])
-            .args(chain.claim_args())
+            .args(self.chain.claim_args())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        match i {
-            WRONG => {
-                cmd.args(["--misbehave", "wrong-label"]);
-            }
-            SLOW => {
-                cmd.args(["--misbehave", &format!("slow={SLOW_MS}")]);
-            }
-            _ => {}
+        if let Some(m) = misbehave {
+            cmd.args(["--misbehave", m]);
         }
-        procs.0.push(cmd.spawn().unwrap());
+        (cmd.spawn().unwrap(), port)
+    }
+}
+
+async fn staked_inference(embedded: bool) {
+    let Some(world) = World::new(embedded, NODES, VALIDATORS, 0).await else {
+        return;
+    };
+    let chain = &world.chain;
+    let nodes = world.nodes();
+    let validators = world.validators();
+    let config = &world.config;
+    let checkpoints = &world.checkpoints;
+    let [_, manifest_b] = &world.manifests;
+    let [model_a, model_b] = world.models;
+
+    // Six node processes; one signs wrong labels, one is slow.
+    let mut ports = Vec::new();
+    let mut procs = Procs(Vec::new());
+    for i in 0..NODES {
+        let slow = format!("slow={SLOW_MS}");
+        let misbehave = match i {
+            WRONG => Some("wrong-label"),
+            SLOW => Some(slow.as_str()),
+            _ => None,
+        };
+        let (child, port) = world.start_node(i, misbehave);
+        procs.0.push(child);
+        ports.push(port);
     }
     wait_serving(&ports, &model_a, Duration::from_secs(120));
 
@@ -359,7 +430,7 @@ async fn staked_inference(embedded: bool) {
         })
         .collect();
     let node_addresses: Vec<Address> = nodes.iter().map(MemberKey::address).collect();
-    let stakes = fl_client::registry::inference_stakes(&chain.dao(&keys[3]), &node_addresses)
+    let stakes = fl_client::registry::inference_stakes(&world.team(), &node_addresses)
         .await
         .unwrap();
     chain.release();
@@ -370,8 +441,8 @@ async fn staked_inference(embedded: bool) {
     let policy = ConsensusPolicy::default();
     let gateway = Gateway::new(entries.clone(), policy, Duration::from_millis(TIMEOUT_MS)).unwrap();
     gateway.set_stakes(stakes.clone());
-    let predictor_a = Predictor::with_params(&checkpoints, &model_a).unwrap();
-    let predictor_b = Predictor::with_params(&checkpoints, &model_b).unwrap();
+    let predictor_a = Predictor::with_params(checkpoints, &model_a).unwrap();
+    let predictor_b = Predictor::with_params(checkpoints, &model_b).unwrap();
 
     let mut decided: Vec<GatewayAnswer> = Vec::new();
     let mut replaced = 0;
@@ -421,8 +492,8 @@ async fn staked_inference(embedded: bool) {
     assert!(replaced > 0, "the killed node was selected after it died");
 
     // Governance promotes the second checkpoint mid-run: the live nodes switch within a bound.
-    promote(&chain.dao(&keys[3]), &manifest_b, &config).await;
-    let promoted = fl_client::registry::promoted_model(&chain.dao(&keys[3]), FEDERATION)
+    promote(&world.team(), manifest_b, config).await;
+    let promoted = fl_client::registry::promoted_model(&world.team(), FEDERATION)
         .await
         .unwrap();
     chain.release();
@@ -595,4 +666,322 @@ async fn staked_nodes_answer_by_consensus_on_the_embedded_evm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staked_nodes_answer_by_consensus_on_anvil() {
     staked_inference(false).await;
+}
+
+/// `POST path` with `body` to 127.0.0.1:`port`: the status and the body (`0` when the
+/// connection fails).
+fn post(port: u16, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    // A server may answer (413) and close before reading a large body.
+    let _ = s
+        .write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body));
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned(),
+    )
+}
+
+/// Starts `fl-client gateway` over `nodes_toml`, charging fees into `db`, settling every
+/// `settle_secs`; waits (bounded) until it answers.
+fn start_gateway(
+    world: &World,
+    nodes_toml: &std::path::Path,
+    db: &str,
+    key_file: &std::path::Path,
+    settle_secs: u64,
+    port: u16,
+) -> std::process::Child {
+    let mut cmd = Command::new(bin("fl-client"));
+    cmd.args(["gateway", "--nodes"])
+        .arg(nodes_toml)
+        .arg("--dao")
+        .arg(&world.dao_json)
+        .args(["--federation", FEDERATION, "--db", db, "--key"])
+        .arg(key_file)
+        .args(["--settle-secs", &settle_secs.to_string()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--redundancy", "3", "--quorum", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match world.chain.rpc_url() {
+        Some(url) => cmd.args(["--rpc-url", &url]),
+        None => cmd
+            .args(world.chain.claim_args())
+            .args(["--block-hash", &format!("0x{}", "07".repeat(32))]),
+    };
+    let child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the gateway did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+/// Fees end to end: a requester prepays, sends paid requests to an `fl-client gateway`
+/// process that keeps its receipts in `backend`; hostile receipts are refused with their
+/// status and the gateway keeps serving; the gateway is killed (SIGKILL) before settling and
+/// restarted on the same database, which settles every accepted receipt in one batch: the
+/// requester pays exactly those fees, half of them burnt.
+async fn paid_requests(embedded: bool, backend: fl_db::Backend) {
+    let Some(world) = World::new(embedded, 3, 0, 3).await else {
+        return;
+    };
+    let db = fl_db::testing::TestDb::new(backend).await;
+    let extra = &world.keys[world.validators.end..];
+    let (requester, poor, gateway_key) = (&extra[0], &extra[1], &extra[2]);
+    let team = world.team();
+    team.transfer(requester.address(), tokens(100))
+        .await
+        .unwrap();
+    let payer = world.chain.dao(requester);
+    payer.deposit_fees(tokens(10)).await.unwrap();
+    let domain = payer.fees_domain().await.unwrap();
+    let (_, fee) = payer.fee_params().await.unwrap();
+    let now = payer.now().await.unwrap();
+    let supply0 = payer.total_supply().await.unwrap();
+    world.chain.release();
+
+    let mut procs = Procs(Vec::new());
+    let mut entries = String::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let (child, port) = world.start_node(i, None);
+        procs.0.push(child);
+        ports.push(port);
+        entries += &format!(
+            "[[node]]\naddress = \"{}\"\nurl = \"http://127.0.0.1:{port}\"\nstake = 1.0\n",
+            world.nodes()[i].address()
+        );
+    }
+    wait_serving(&ports, &world.models[0], Duration::from_secs(120));
+    let nodes_toml = world.dir.path().join("nodes.toml");
+    std::fs::write(&nodes_toml, entries).unwrap();
+    let key_file = world.dir.path().join("gateway.key");
+    fl_node::write_key_file(gateway_key, &key_file).unwrap();
+    let port = free_port();
+    procs.0.push(start_gateway(
+        &world,
+        &nodes_toml,
+        &db.url,
+        &key_file,
+        3_600,
+        port,
+    ));
+
+    let predictor = Predictor::with_params(&world.checkpoints, &world.models[0]).unwrap();
+    let gateway = gateway_key.address();
+    let paid = |who: &MemberKey, request: &InferenceRequest, to, fee, nonce: u64, deadline| {
+        let body = PaidRequest::sign(
+            &signer(who),
+            &domain,
+            request.clone(),
+            to,
+            fee,
+            U256::from(nonce),
+            deadline,
+        )
+        .unwrap();
+        serde_json::to_vec(&body).unwrap()
+    };
+    let good = requests(0, 8);
+    let deadline = now + 30 * 86_400;
+    for (i, request) in good[..6].iter().enumerate() {
+        let (status, body) = post(
+            port,
+            "/v1/analyse",
+            &paid(requester, request, gateway, fee, i as u64, deadline),
+        );
+        assert_eq!(status, 200, "request {i}: {body}");
+        let answer: GatewayAnswer = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer.consensus.label, expected(&predictor, request));
+    }
+
+    // Hostile receipts: each refused with its status, nothing charged, serving goes on.
+    let r = &good[6];
+    let mut forged: PaidRequest =
+        serde_json::from_slice(&paid(requester, r, gateway, fee, 50, deadline)).unwrap();
+    forged.signature = PaidRequest::sign(
+        &signer(poor),
+        &domain,
+        r.clone(),
+        gateway,
+        fee,
+        U256::from(50),
+        deadline,
+    )
+    .unwrap()
+    .signature;
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "bad signature",
+            serde_json::to_vec(&forged).unwrap(),
+            403,
+            "does not recover to the receipt's requester",
+        ),
+        (
+            "no prepaid balance",
+            paid(poor, r, gateway, fee, 1, deadline),
+            402,
+            "no prepaid balance",
+        ),
+        (
+            "replayed nonce",
+            paid(requester, r, gateway, fee, 0, deadline),
+            409,
+            "replayed",
+        ),
+        (
+            "another gateway",
+            paid(requester, r, poor.address(), fee, 51, deadline),
+            403,
+            "gateway",
+        ),
+        (
+            "below the fee",
+            paid(requester, r, gateway, fee - U256::from(1), 52, deadline),
+            402,
+            "fee",
+        ),
+        (
+            "expired",
+            paid(requester, r, gateway, fee, 53, now - 1),
+            402,
+            "expired",
+        ),
+        ("malformed", b"{\"request\": 3}".to_vec(), 400, "malformed"),
+        (
+            "oversized",
+            vec![b' '; fl_client::serve::MAX_BODY_BYTES + 1],
+            413,
+            "",
+        ),
+    ];
+    // A receipt for one request sent with another.
+    let mut other: PaidRequest =
+        serde_json::from_slice(&paid(requester, &good[7], gateway, fee, 54, deadline)).unwrap();
+    other.request = r.clone();
+    let other = serde_json::to_vec(&other).unwrap();
+    let cases =
+        cases
+            .into_iter()
+            .chain([("another request's receipt", other, 400, "pays for request")]);
+    for (what, body, status, says) in cases {
+        let (got, text) = post(port, "/v1/analyse", &body);
+        assert_eq!(got, status, "{what}: {text}");
+        assert!(text.contains(says), "{what}: {text}");
+    }
+    let (status, body) = post(
+        port,
+        "/v1/analyse",
+        &paid(requester, r, gateway, fee, 6, deadline),
+    );
+    assert_eq!(status, 200, "serving goes on: {body}");
+
+    // Killed before settling: the seven receipts are in the database, none on chain.
+    let victim = procs.0.last_mut().unwrap();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let store = fl_db::Store::open(&db.url).await.unwrap();
+    let counts = store.count_by_status().await.unwrap();
+    assert_eq!((counts.pending, counts.settled, counts.rejected), (7, 0, 0));
+    assert_eq!(
+        store.pending_fees(&requester.address()).await.unwrap(),
+        fee * U256::from(7)
+    );
+    let payer = world.chain.dao(requester);
+    assert!(
+        !payer
+            .receipt_used(requester.address(), U256::ZERO)
+            .await
+            .unwrap()
+    );
+    world.chain.release();
+
+    // Restarted on the same database: everything accepted is settled, in one transaction.
+    procs.0.push(start_gateway(
+        &world,
+        &nodes_toml,
+        &db.url,
+        &key_file,
+        1,
+        port,
+    ));
+    let start = Instant::now();
+    loop {
+        let c = store.count_by_status().await.unwrap();
+        if c.pending == 0 {
+            assert_eq!((c.settled, c.rejected), (7, 0));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not settled: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let payer = world.chain.dao(requester);
+    for nonce in 0..7u64 {
+        assert!(
+            payer
+                .receipt_used(requester.address(), U256::from(nonce))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !payer
+            .receipt_used(requester.address(), U256::from(50))
+            .await
+            .unwrap()
+    );
+    let charged = fee * U256::from(7);
+    assert_eq!(
+        payer.fee_balance(requester.address()).await.unwrap(),
+        tokens(10) - charged
+    );
+    assert_eq!(
+        supply0 - payer.total_supply().await.unwrap(),
+        charged / U256::from(2),
+        "half of the fees burnt"
+    );
+    world.chain.release();
+    // A settled nonce stays spent.
+    let (status, text) = post(
+        port,
+        "/v1/analyse",
+        &paid(requester, &good[7], gateway, fee, 3, deadline),
+    );
+    assert_eq!(status, 409, "{text}");
+    drop(procs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_requests_survive_a_gateway_kill_on_sqlite_and_the_embedded_evm() {
+    paid_requests(true, fl_db::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_requests_survive_a_gateway_kill_on_postgres_and_anvil() {
+    paid_requests(false, fl_db::Backend::Postgres).await;
 }

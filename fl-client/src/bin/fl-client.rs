@@ -184,6 +184,22 @@ enum Command {
         /// A fixed block hash (hex) instead.
         #[arg(long)]
         block_hash: Option<String>,
+        /// Charge fees: every request must carry a receipt signed by a requester who prepaid
+        /// into the DAO's InferenceFees; receipts, the request log and node scores are kept in
+        /// this database (`sqlite://gateway.db?mode=rwc` or `postgres://user@host/db`) and
+        /// settled on chain in batches. Needs `--dao` and `--key`.
+        #[arg(long, requires_all = ["dao", "key"])]
+        db: Option<String>,
+        /// The gateway's key file (its address is what receipts pay; it sends the settlement
+        /// transactions).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Settle the pending receipts this often, seconds.
+        #[arg(long, default_value_t = 60)]
+        settle_secs: u64,
+        /// Re-read the promoted model and the nodes' stakes this often, seconds (with `--dao`).
+        #[arg(long, default_value_t = 30)]
+        refresh_secs: u64,
     },
     /// Make or show member keys (secp256k1; the address is the member's Ethereum address).
     Keys {
@@ -275,6 +291,10 @@ struct GatewayArgs {
     timeout: std::time::Duration,
     rpc_url: Option<String>,
     block_hash: Option<String>,
+    db: Option<String>,
+    key: Option<PathBuf>,
+    settle: std::time::Duration,
+    refresh: std::time::Duration,
 }
 
 /// `fl-client gateway`: the consensus gateway until Ctrl-C.
@@ -341,15 +361,53 @@ fn gateway(args: GatewayArgs) -> Result<ExitCode> {
             }
             None => given.ok_or("--model or --dao")?,
         };
-        let service = std::sync::Arc::new(GatewayService {
-            gateway,
-            model: std::sync::RwLock::new(model),
-            blocks,
-        });
+        let mut service = GatewayService::new(gateway, model, blocks);
+        if let (Some(url), Some(view), Some(key)) = (&args.db, &chain, &args.key) {
+            let key = fl_node::read_key_file(key)?;
+            let store = fl_db::Store::open(url).await?;
+            let view = std::sync::Arc::new(view.clone());
+            let source: fl_client::ledger::DaoSource = Box::new(move || {
+                view.open_as(&key)
+                    .map_err(|e| dao::Error::InvalidInput(e.to_string()))
+            });
+            let ledger = fl_client::ledger::FeeLedger::open(store, source).await?;
+            let pending = ledger.store().count_by_status().await?.pending;
+            tracing::info!(
+                gateway = %ledger.gateway(),
+                db = ledger.store().url(),
+                pending,
+                "charging fees"
+            );
+            service = service.with_ledger(ledger);
+        }
+        let service = std::sync::Arc::new(service);
+        if service.ledger.is_some() {
+            let service = std::sync::Arc::clone(&service);
+            let every = args.settle;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(ledger) = &service.ledger else { break };
+                    match ledger.settle().await {
+                        Ok(r) if r.batches > 0 => tracing::info!(
+                            batches = r.batches,
+                            settled = r.settled,
+                            rejected = r.rejected.len(),
+                            total = %r.total,
+                            "settled receipts"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("settling receipts failed: {e}"),
+                    }
+                }
+            });
+        }
         if let Some(view) = chain {
             let service = std::sync::Arc::clone(&service);
+            let every = args.refresh;
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+                let mut tick = tokio::time::interval(every);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
@@ -372,6 +430,7 @@ fn gateway(args: GatewayArgs) -> Result<ExitCode> {
 }
 
 /// Where the DAO is read from.
+#[derive(Clone)]
 struct DaoView {
     deployment: dao::DaoDeployment,
     federation: String,
@@ -390,6 +449,26 @@ impl DaoView {
             (None, Some(dir)) => {
                 let anchor = dao::chain_anchor::EmbeddedAnchor::open(dir)?;
                 dao::Backend::embedded(&anchor, dao::chain_anchor::EmbeddedAnchor::default_sender())
+            }
+            (None, None) => return Err("--dao needs --rpc-url or --chain-state".into()),
+        };
+        Ok(dao::Dao::new(backend, self.deployment.clone()))
+    }
+
+    /// A client acting as `key`'s account (an RPC endpoint signing with it, or the embedded
+    /// chain's state as it is now, sending as its address).
+    fn open_as(&self, key: &MemberKey) -> Result<dao::Dao> {
+        let backend = match (&self.rpc_url, &self.chain_state) {
+            (Some(url), _) => {
+                let signer: dao::chain_anchor::alloy::signers::local::PrivateKeySigner = key
+                    .to_hex()
+                    .parse()
+                    .map_err(|e| format!("the gateway key: {e}"))?;
+                dao::Backend::rpc_with_signer(url, signer, dao::RpcTimeouts::default())?
+            }
+            (None, Some(dir)) => {
+                let anchor = dao::chain_anchor::EmbeddedAnchor::open(dir)?;
+                dao::Backend::embedded(&anchor, key.address())
             }
             (None, None) => return Err("--dao needs --rpc-url or --chain-state".into()),
         };
@@ -610,6 +689,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             dao,
             federation,
             chain_state,
+            db,
+            key,
+            settle_secs,
+            refresh_secs,
         } => gateway(GatewayArgs {
             nodes,
             model,
@@ -623,6 +706,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             timeout: std::time::Duration::from_millis(timeout_ms),
             rpc_url,
             block_hash,
+            db,
+            key,
+            settle: std::time::Duration::from_secs(settle_secs.max(1)),
+            refresh: std::time::Duration::from_secs(refresh_secs.max(1)),
         }),
         Command::Keys {
             action: KeyAction::Show { key },

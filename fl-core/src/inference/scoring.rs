@@ -209,7 +209,7 @@ pub fn latency_factor(latency_s: f64) -> f64 {
 /// the total (the lower weighted median). `None` without positive weight.
 fn weighted_median<T: Copy + PartialOrd>(points: &mut [(T, f64)]) -> Option<T> {
     let total: f64 = points.iter().map(|(_, w)| *w).sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     points.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));

@@ -62,9 +62,9 @@
 mod columns;
 mod error;
 pub mod gateway;
-pub mod testing;
 mod migrations;
 mod store;
+pub mod testing;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
 pub use error::DbError;

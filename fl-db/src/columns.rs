@@ -143,6 +143,39 @@ impl<'r> Columns<'r> {
         u64::try_from(value).map_err(|_| self.corrupt(column, value.to_string()))
     }
 
+    /// SQL `NULL` reads as `None`.
+    pub(crate) fn optional_u64(&self, column: &'static str) -> Result<Option<u64>, DbError> {
+        let value: Option<i64> = self.get(column)?;
+        value
+            .map(|v| u64::try_from(v).map_err(|_| self.corrupt(column, v.to_string())))
+            .transpose()
+    }
+
+    /// SQL `NULL` reads as `None`.
+    pub(crate) fn optional_hash(&self, column: &'static str) -> Result<Option<B256>, DbError> {
+        match self.optional_text(column)? {
+            None => Ok(None),
+            Some(s) => match s.strip_prefix("0x").and_then(|_| B256::from_str(&s).ok()) {
+                Some(h) => Ok(Some(h)),
+                None => Err(self.corrupt(column, s)),
+            },
+        }
+    }
+
+    /// A small integer (a class index): 0 to 255.
+    pub(crate) fn u8(&self, column: &'static str) -> Result<u8, DbError> {
+        let value: i64 = self.get(column)?;
+        u8::try_from(value).map_err(|_| self.corrupt(column, value.to_string()))
+    }
+
+    /// SQL `NULL` reads as `None`.
+    pub(crate) fn optional_u8(&self, column: &'static str) -> Result<Option<u8>, DbError> {
+        let value: Option<i64> = self.get(column)?;
+        value
+            .map(|v| u8::try_from(v).map_err(|_| self.corrupt(column, v.to_string())))
+            .transpose()
+    }
+
     pub(crate) fn f64(&self, column: &'static str) -> Result<f64, DbError> {
         let value: f64 = self.get(column)?;
         if value.is_finite() {

@@ -53,6 +53,24 @@ pub enum DbError {
         /// The receipt's nonce.
         nonce: U256,
     },
+    /// A row with this key is already stored (a record indexed twice, a second commitment);
+    /// the stored one is kept and nothing of the call was written.
+    #[error("{table}: {key} is already stored")]
+    Duplicate {
+        /// The table.
+        table: &'static str,
+        /// The key, as text (e.g. `epoch 3, item 0x.., annotator 0x..`).
+        key: String,
+    },
+    /// The row a call updates is not there, or not in the state the call needs (a reveal
+    /// without an open commitment); nothing was written.
+    #[error("{table}: no {key}")]
+    NotFound {
+        /// The table.
+        table: &'static str,
+        /// What was looked for, as text.
+        key: String,
+    },
     /// A value cannot be stored in its column: an integer above 2^63 - 1 (SQL integers are
     /// signed 64-bit) or a real that is not finite. Nothing was written.
     #[error("{table}.{column}: {value} cannot be stored (integers up to 2^63 - 1, finite reals)")]
@@ -86,6 +104,21 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// Maps a unique-key violation to [`DbError::Duplicate`] of `table` and `key`, anything
+    /// else to [`DbError::Query`] for `operation`.
+    pub(crate) fn insert(
+        operation: &'static str,
+        table: &'static str,
+        key: impl FnOnce() -> String,
+    ) -> impl FnOnce(sqlx::Error) -> DbError {
+        move |e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                DbError::Duplicate { table, key: key() }
+            }
+            source => DbError::Query { operation, source },
+        }
+    }
+
     /// A closure that wraps a sqlx error as [`DbError::Query`] for `operation`.
     pub(crate) fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
         move |source| DbError::Query { operation, source }

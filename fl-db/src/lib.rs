@@ -1,10 +1,13 @@
-//! The database layer of a daofl gateway: its request log, the fee receipts awaiting
-//! settlement and each inference node's score history, in SQLite (embedded, the default) or
+//! The database layer of a daofl gateway (its request log, the fee receipts awaiting
+//! settlement and each inference node's score history) and of the data-contribution index
+//! (registered batches of records, assignments, commit-reveal, consensus labels, annotator
+//! quality: [`data`]), in SQLite (embedded, the default) or
 //! PostgreSQL (a gateway shared by several processes), with the same code and the same
 //! migrations for both.
 //!
 //! A [`Store`] is a bounded connection pool on a schema it migrates when opened
-//! ([`Store::open`]); the gateway's calls are its methods, grouped by table in [`gateway`].
+//! ([`Store::open`]); the gateway's calls are its methods, grouped by table in [`gateway`], and
+//! the data-contribution index's in [`data`].
 //! Every write is one transaction, committed before the call returns, so a gateway that
 //! restarts finds every receipt it accepted and did not settle
 //! ([`Store::pending_receipts`]). A receipt is accepted once per requester and nonce
@@ -60,6 +63,7 @@
 #![warn(missing_docs)]
 
 mod columns;
+pub mod data;
 mod error;
 pub mod gateway;
 mod migrations;

@@ -8,8 +8,10 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// `(version, description, SQL)` of every file in `migrations/`, in order. A new migration is a
 /// new file there and a new line here (a test checks that the two agree); an applied one is
 /// never edited: sqlx refuses a database whose applied SQL has changed.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "gateway", include_str!("../migrations/0001_gateway.sql"))];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "gateway", include_str!("../migrations/0001_gateway.sql")),
+    (2, "data", include_str!("../migrations/0002_data.sql")),
+];
 
 /// A migrator over [`MIGRATIONS`], recorded in sqlx's `_sqlx_migrations` table.
 pub(crate) fn migrator() -> Migrator {

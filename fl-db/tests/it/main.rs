@@ -3,6 +3,7 @@
 
 mod support;
 
+mod data;
 mod open;
 mod receipts;
 mod requests;

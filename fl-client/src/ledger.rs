@@ -240,7 +240,8 @@ impl std::fmt::Debug for FeeLedger {
     }
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch, by this machine's clock.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -388,6 +389,68 @@ impl FeeLedger {
             })
             .await?;
         Ok(())
+    }
+
+    /// Records every node's score as the gateway sees it now (one history row per node, at
+    /// `at` unix seconds; served = agreed).
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn record_scores(
+        &self,
+        gateway: &crate::gateway::Gateway,
+        at: u64,
+    ) -> Result<(), FeeError> {
+        for node in gateway.nodes() {
+            let s = gateway.scores().score(&node);
+            let latency_ms = (s.latency_s * 1000.0).round() as u64;
+            self.store
+                .record_score(&fl_db::gateway::ScoreRecord {
+                    node,
+                    at,
+                    validator: None,
+                    served: s.agreed,
+                    agreed: s.agreed,
+                    disagreed: s.disagreed,
+                    missed: s.missing,
+                    challenges: 0,
+                    challenges_correct: 0,
+                    latency_p50_ms: latency_ms,
+                    latency_p95_ms: latency_ms,
+                    reputation: s.reputation(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Loads each listed node's latest recorded score into `gateway` (a restarted gateway
+    /// goes on from its history instead of trusting every node afresh); returns how many.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn restore_scores(
+        &self,
+        gateway: &crate::gateway::Gateway,
+    ) -> Result<usize, FeeError> {
+        let listed = gateway.nodes();
+        let mut restored = 0;
+        for r in self.store.latest_scores().await? {
+            if r.validator.is_some() || !listed.contains(&r.node) {
+                continue;
+            }
+            gateway.scores().restore(
+                r.node,
+                crate::gateway::NodeScore {
+                    agreed: r.agreed,
+                    disagreed: r.disagreed,
+                    missing: r.missed,
+                    latency_s: r.latency_p50_ms as f64 / 1000.0,
+                },
+            );
+            restored += 1;
+        }
+        Ok(restored)
     }
 
     /// Settles every pending receipt, in batches of at most [`dao::fees::MAX_BATCH`], oldest

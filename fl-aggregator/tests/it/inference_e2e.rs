@@ -548,6 +548,19 @@ async fn staked_inference(embedded: bool) {
     );
     assert_eq!(standings[&nodes[KILLED].address()].accuracy, 0.0);
     assert_eq!(standings[&nodes[0].address()].accuracy, 1.0);
+    // The standings drive selection: a node the validators caught lying (or found dead) has
+    // no weight left.
+    let ranked = Gateway::new(entries.clone(), policy, Duration::from_secs(1)).unwrap();
+    ranked.set_stakes(stakes.clone());
+    ranked.set_standings(standings.clone());
+    let weights: BTreeMap<Address, f64> = ranked
+        .candidates()
+        .into_iter()
+        .map(|c| (c.node, c.weight))
+        .collect();
+    assert_eq!(weights[&nodes[WRONG].address()], 0.0);
+    assert_eq!(weights[&nodes[KILLED].address()], 0.0);
+    assert!(weights[&nodes[0].address()] > weights[&nodes[SLOW].address()]);
 
     // The wrong node is slashed on its inference stake with evidence anyone re-checks.
     let case = evidence
@@ -668,6 +681,21 @@ async fn staked_nodes_answer_by_consensus_on_anvil() {
     staked_inference(false).await;
 }
 
+/// `GET path` of 127.0.0.1:`port`: the body.
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
 /// `POST path` with `body` to 127.0.0.1:`port`: the status and the body (`0` when the
 /// connection fails).
 fn post(port: u16, path: &str, body: &[u8]) -> (u16, String) {
@@ -715,7 +743,12 @@ fn start_gateway(
         .arg(&world.dao_json)
         .args(["--federation", FEDERATION, "--db", db, "--key"])
         .arg(key_file)
-        .args(["--settle-secs", &settle_secs.to_string()])
+        .args([
+            "--settle-secs",
+            &settle_secs.to_string(),
+            "--refresh-secs",
+            "1",
+        ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--redundancy", "3", "--quorum", "2"])
         .stdout(Stdio::null())
@@ -898,6 +931,14 @@ async fn paid_requests(embedded: bool, backend: fl_db::Backend) {
     );
     assert_eq!(status, 200, "serving goes on: {body}");
 
+    // The gateway records the nodes' scores every refresh (1 s here).
+    let scores_before =
+        serde_json::from_str::<serde_json::Value>(&get(port, "/v1/scores")).unwrap();
+    let node0 = world.nodes()[0].address().to_string();
+    let agreed = scores_before[&node0]["agreed"].as_u64().unwrap();
+    assert!(agreed >= 1, "{scores_before}");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
     // Killed before settling: the seven receipts are in the database, none on chain.
     let victim = procs.0.last_mut().unwrap();
     victim.kill().unwrap();
@@ -940,6 +981,20 @@ async fn paid_requests(embedded: bool, backend: fl_db::Backend) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Its node scores came back from the database.
+    let scores_after = serde_json::from_str::<serde_json::Value>(&get(port, "/v1/scores")).unwrap();
+    assert_eq!(
+        scores_after[&node0]["agreed"].as_u64(),
+        Some(agreed),
+        "{scores_after}"
+    );
+    assert!(
+        !store
+            .score_history(&world.nodes()[0].address(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let payer = world.chain.dao(requester);
     for nonce in 0..7u64 {
         assert!(

@@ -371,11 +371,13 @@ fn gateway(args: GatewayArgs) -> Result<ExitCode> {
                     .map_err(|e| dao::Error::InvalidInput(e.to_string()))
             });
             let ledger = fl_client::ledger::FeeLedger::open(store, source).await?;
+            let restored = ledger.restore_scores(&service.gateway).await?;
             let pending = ledger.store().count_by_status().await?.pending;
             tracing::info!(
                 gateway = %ledger.gateway(),
                 db = ledger.store().url(),
                 pending,
+                restored,
                 "charging fees"
             );
             service = service.with_ledger(ledger);
@@ -413,6 +415,12 @@ fn gateway(args: GatewayArgs) -> Result<ExitCode> {
                     tick.tick().await;
                     if let Err(e) = refresh(&view, &service).await {
                         tracing::warn!("cannot refresh from the DAO: {e}");
+                    }
+                    if let Some(ledger) = &service.ledger {
+                        let at = fl_client::ledger::unix_now();
+                        if let Err(e) = ledger.record_scores(&service.gateway, at).await {
+                            tracing::warn!("recording node scores failed: {e}");
+                        }
                     }
                 }
             });

@@ -317,3 +317,45 @@ fn altered_checkpoints_are_refused_before_loading() {
     let err = Predictor::from_manifest(empty.path()).unwrap_err();
     assert!(matches!(err, PredictError::NoCheckpoint { .. }), "{err}");
 }
+
+/// The determinism nodes rely on: the same model gives every input the same label and
+/// probabilities within `DEFAULT_TOLERANCE` however the inputs are batched (other batch shapes
+/// take other summation orders, as another CPU would), and two loads of one checkpoint agree
+/// exactly. Real proposals of the shipped corpus.
+#[test]
+fn batching_changes_no_label_and_probabilities_stay_within_the_tolerance() {
+    use fl_core::inference::DEFAULT_TOLERANCE;
+    let corpus = crate::data::proposals::load_shipped().unwrap();
+    let inputs: Vec<ProposalInput> = corpus.proposals[..150]
+        .iter()
+        .map(|p| ProposalInput {
+            community: p.community.clone(),
+            id: p.id.clone(),
+            title: p.title.clone(),
+            text: p.text.clone(),
+        })
+        .collect();
+    let (card, params) = trained();
+    let predictor = Predictor::new(card.clone(), &params).unwrap();
+    let whole = predictor.predict(&inputs).unwrap();
+    let again = Predictor::new(card, &params)
+        .unwrap()
+        .predict(&inputs)
+        .unwrap();
+    assert_eq!(whole, again, "two loads of one checkpoint");
+    let mut worst = 0.0f32;
+    for chunk in [1, 7, 64] {
+        let batched: Vec<Prediction> = inputs
+            .chunks(chunk)
+            .flat_map(|c| predictor.predict(c).unwrap())
+            .collect();
+        for (a, b) in whole.iter().zip(&batched) {
+            assert_eq!(a.label, b.label, "{} in batches of {chunk}", a.id);
+            worst = worst.max((a.p_accepted - b.p_accepted).abs());
+        }
+    }
+    assert!(
+        worst <= DEFAULT_TOLERANCE,
+        "batching moved a probability by {worst}, over the tolerance {DEFAULT_TOLERANCE}"
+    );
+}

@@ -39,8 +39,8 @@ interface IVotableSupply {
 /// handful of votes.
 ///
 /// Targets: every action of a proposal must call one of the DAO's own contracts (the allowlist
-/// set at deployment: model registry, staking, token, pools, both settlements, inference fees,
-/// and this Governor), and so must a
+/// set at deployment: model registry, staking, token, pools, the three settlements (training,
+/// inference, data), inference fees, the annotation book, and this Governor), and so must a
 /// `relay`; governance extends the list with `setTargetAllowed`. The timelock itself is not a
 /// target by default, so no proposal can shorten its 7-day delay or grant timelock roles unless
 /// an earlier proposal (itself 7 days in the timelock) allowed it. The treasury's tokens move by a
@@ -77,6 +77,8 @@ contract DaoGovernor is
         address settlement;
         address inferenceSettlement;
         address inferenceFees;
+        address dataSettlement;
+        address annotationBook;
     }
 
     /// @notice Fewest votes a quorum ever needs.
@@ -92,6 +94,8 @@ contract DaoGovernor is
     address private immutable _settlement;
     address private immutable _inferenceSettlement;
     address private immutable _inferenceFees;
+    address private immutable _dataSettlement;
+    address private immutable _annotationBook;
     mapping(address target => bool) private _extraTargets;
 
     /// @notice `target` was allowed or disallowed as a proposal target.
@@ -126,6 +130,8 @@ contract DaoGovernor is
         _settlement = targets.settlement;
         _inferenceSettlement = targets.inferenceSettlement;
         _inferenceFees = targets.inferenceFees;
+        _dataSettlement = targets.dataSettlement;
+        _annotationBook = targets.annotationBook;
     }
 
     /// @notice Allows or disallows an extra proposal target (governance); the DAO's own
@@ -138,8 +144,8 @@ contract DaoGovernor is
     /// @notice Whether proposal actions may call `target`.
     function targetAllowed(address target) public view returns (bool) {
         return target == _modelRegistry || target == _staking || target == _token || target == _dataPool || target == _trainingPool || target == _inferencePool || target == _settlement
-            || target == _inferenceSettlement || target == _inferenceFees || target == address(this)
-            || _extraTargets[target];
+            || target == _inferenceSettlement || target == _inferenceFees || target == _dataSettlement
+            || target == _annotationBook || target == address(this) || _extraTargets[target];
     }
 
     /// @notice Sets the quorum floor (governance).

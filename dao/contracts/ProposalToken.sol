@@ -45,6 +45,8 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
     address public immutable settlement;
     /// @notice The inference nodes' Settlement contract (pays their rewards the same way).
     address public immutable inferenceSettlement;
+    /// @notice The annotators' Settlement contract (pays annotation rewards from the data pool).
+    address public immutable dataSettlement;
 
     address private immutable _dataPool;
     address private immutable _trainingPool;
@@ -84,13 +86,15 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
     /// @param staking_ The Staking contract.
     /// @param settlement_ The Settlement contract.
     /// @param inferenceSettlement_ The inference nodes' Settlement contract.
+    /// @param dataSettlement_ The annotators' Settlement contract.
     constructor(
         string memory name_,
         string memory symbol_,
         Allocation memory allocation,
         address staking_,
         address settlement_,
-        address inferenceSettlement_
+        address inferenceSettlement_,
+        address dataSettlement_
     )
         ERC20(name_, symbol_)
         ERC20Permit(name_)
@@ -109,12 +113,16 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
                 if (holders[i] == holders[j]) revert InvalidAllocation();
             }
         }
-        if (staking_ == address(0) || settlement_ == address(0) || inferenceSettlement_ == address(0)) {
+        if (
+            staking_ == address(0) || settlement_ == address(0) || inferenceSettlement_ == address(0)
+                || dataSettlement_ == address(0)
+        ) {
             revert InvalidAllocation();
         }
         staking = staking_;
         settlement = settlement_;
         inferenceSettlement = inferenceSettlement_;
+        dataSettlement = dataSettlement_;
         _dataPool = allocation.dataPool;
         _trainingPool = allocation.trainingPool;
         _inferencePool = allocation.inferencePool;
@@ -176,11 +184,13 @@ contract ProposalToken is ERC20, ERC20Burnable, ERC20Permit, ERC20Votes {
         emit Unlocked(account, amount);
     }
 
-    /// @notice Pays a claimed reward (either Settlement only): delegates `to` to itself if it never
+    /// @notice Pays a claimed reward (the three Settlements only): delegates `to` to itself if it never
     /// delegated, so that claimed tokens vote, then transfers `amount` from Settlement to `to`.
     /// One call per claim instead of a delegation call and a transfer.
     function deliverReward(address to, uint256 amount) external {
-        if (msg.sender != settlement && msg.sender != inferenceSettlement) revert OnlySettlement(msg.sender);
+        if (msg.sender != settlement && msg.sender != inferenceSettlement && msg.sender != dataSettlement) {
+            revert OnlySettlement(msg.sender);
+        }
         if (delegates(to) == address(0)) _delegate(to, to);
         _transfer(msg.sender, to, amount);
     }

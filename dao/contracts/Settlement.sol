@@ -69,10 +69,11 @@ interface ISettlementStaking {
 ///
 /// Fees: `splitFee` burns half of a fee and sends the rest to the inference pool.
 ///
-/// Two instances serve the DAO: the training one (`memberRole` 0, paying from the training pool)
-/// and the inference one (`memberRole` 1, paying from the inference pool, its verdicts slashing
-/// inference nodes' stake). Both take their validators' stake in the training role: the QA
-/// validators are one set.
+/// Three instances serve the DAO: the training one (`memberRole` 0, paying from the training
+/// pool), the inference one (`memberRole` 1, paying from the inference pool, its verdicts slashing
+/// inference nodes' stake) and the data one (`memberRole` 2, paying annotation rewards from the
+/// data pool, its verdicts slashing annotators' stake). All take their validators' stake in the
+/// training role: the QA validators are one set.
 /// @dev DEFAULT_ADMIN_ROLE (the timelock) sets the validators, quorum and parameters;
 /// GUARDIAN_ROLE may cancel pending roots and verdicts. Every refusal is a named error.
 /// External calls go only to the token, the reward pool and Staking, none of which calls back;
@@ -152,8 +153,8 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
 
     /// @notice The pools an instance pays from and sends fees to.
     struct Pools {
-        /// Where rewards come from and slashes partly return to: the training pool, or the
-        /// inference pool for the inference instance.
+        /// Where rewards come from and slashes partly return to: the training pool, the
+        /// inference pool for the inference instance, the data pool for the data instance.
         address rewardPool;
         /// Where the unburnt half of fees goes: the inference pool.
         address inferencePool;
@@ -181,11 +182,13 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     /// @notice Staking (this contract holds its SLASHER_ROLE).
     ISettlementStaking public immutable staking;
     /// @notice The pool rewards are paid from, and slashes partly returned to: the training pool,
-    /// or the inference pool for the inference instance (this contract holds its DISTRIBUTOR_ROLE).
+    /// the inference pool for the inference instance, the data pool for the data instance (this
+    /// contract holds its DISTRIBUTOR_ROLE).
     ISettlementPool public immutable rewardPool;
     /// @notice The inference pool that receives the unburnt half of fees.
     address public immutable inferencePool;
-    /// @notice The Staking role whose stake this instance's verdicts slash (0 training, 1 inference).
+    /// @notice The Staking role whose stake this instance's verdicts slash (0 training, 1 inference,
+    /// 2 annotator).
     uint8 public immutable memberRole;
 
     /// @notice Governable parameters.
@@ -317,7 +320,7 @@ contract Settlement is AccessControl, EIP712, ReentrancyGuardTransient {
     /// @param token_ The $PROPOSAL token.
     /// @param staking_ Staking.
     /// @param pools The reward pool (training or inference) and the inference pool.
-    /// @param memberRole_ The Staking role verdicts slash (0 training, 1 inference).
+    /// @param memberRole_ The Staking role verdicts slash (0 training, 1 inference, 2 annotator).
     /// @param admin DEFAULT_ADMIN_ROLE (the timelock).
     /// @param guardian GUARDIAN_ROLE, or zero for none.
     /// @param validators_ The QA validator set.

@@ -54,6 +54,11 @@ alloy::sol!(
 );
 alloy::sol!(
     #[derive(Debug, PartialEq, Eq)]
+    AnnotationBook,
+    "artifacts/AnnotationBook.json"
+);
+alloy::sol!(
+    #[derive(Debug, PartialEq, Eq)]
     AllocationVesting,
     "artifacts/AllocationVesting.json"
 );
@@ -115,7 +120,7 @@ macro_rules! artifact {
 }
 
 /// Every DAO artifact.
-pub const ARTIFACTS: [Artifact; 10] = [
+pub const ARTIFACTS: [Artifact; 11] = [
     artifact!("ProposalToken"),
     artifact!("DaoGovernor"),
     artifact!("DaoTimelock"),
@@ -126,6 +131,7 @@ pub const ARTIFACTS: [Artifact; 10] = [
     artifact!("Settlement"),
     artifact!("DataRegistry"),
     artifact!("InferenceFees"),
+    artifact!("AnnotationBook"),
 ];
 
 impl Artifact {

@@ -26,7 +26,7 @@ pub fn tokens(n: u64) -> U256 {
 }
 
 /// The whole DAO: `[token]`, `[allocation]`, `[governance]`, `[staking]`, `[model]`, `[settlement]`,
-/// `[fees]`.
+/// `[fees]`, `[annotations]`.
 ///
 /// ```toml
 /// [token]
@@ -56,12 +56,42 @@ pub struct DaoConfig {
     /// Model registry settings.
     #[serde(default)]
     pub model: ModelConfig,
-    /// QA validators and settlement parameters (both Settlement instances: training and inference).
+    /// QA validators and settlement parameters (the three Settlement instances: training,
+    /// inference and data).
     #[serde(default)]
     pub settlement: SettlementConfig,
     /// Inference fees: the withdrawal delay and the minimum fee per request.
     #[serde(default)]
     pub fees: FeesConfig,
+    /// Annotation epochs: who opens them, commit and reveal periods, annotators per item.
+    #[serde(default)]
+    pub annotations: AnnotationsConfig,
+}
+
+/// `[annotations]`: the AnnotationBook's governed parameters at deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnotationsConfig {
+    /// First holder of OPENER_ROLE, who opens annotation epochs (none by default: governance
+    /// grants it).
+    pub opener: Option<Address>,
+    /// Seconds from an epoch's opening during which commits are accepted (default 3 days).
+    pub commit_secs: u64,
+    /// Seconds after the commit deadline during which reveals are accepted (default 2 days).
+    pub reveal_secs: u64,
+    /// Annotators each item is assigned to (default 3, at least 3, at most 32).
+    pub annotators_per_item: u8,
+}
+
+impl Default for AnnotationsConfig {
+    fn default() -> Self {
+        Self {
+            opener: None,
+            commit_secs: 3 * DAY,
+            reveal_secs: 2 * DAY,
+            annotators_per_item: 3,
+        }
+    }
 }
 
 /// `[fees]`: InferenceFees' governed parameters at deployment.
@@ -444,6 +474,15 @@ impl DaoConfig {
         }
         if self.fees.withdraw_delay_secs > 365 * DAY {
             return bad("fees.withdraw_delay_secs must be at most 365 days".into());
+        }
+        let a = &self.annotations;
+        if !(1..=365 * DAY).contains(&a.commit_secs) || !(1..=365 * DAY).contains(&a.reveal_secs) {
+            return bad(
+                "annotations.commit_secs and annotations.reveal_secs must be 1 to 365 days".into(),
+            );
+        }
+        if !(3..=32).contains(&a.annotators_per_item) {
+            return bad("annotations.annotators_per_item must be 3 to 32".into());
         }
         if !self.model.reward_split_bps.is_whole() {
             return bad("model.reward_split_bps must sum to 10000".into());

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::bindings::{
-    AllocationVesting, Artifact, DaoGovernor, DaoTimelock, DataRegistry, InferenceFees,
-    ModelRegistry, ProposalToken, RewardPool, Settlement, Staking,
+    AllocationVesting, AnnotationBook, Artifact, DaoGovernor, DaoTimelock, DataRegistry,
+    InferenceFees, ModelRegistry, ProposalToken, RewardPool, Settlement, Staking,
 };
 use crate::config::{DATA_POOL_RELEASE, DaoConfig, INVESTOR_VESTING, TEAM_VESTING, tokens};
 use crate::{Error, Result, Role};
@@ -63,6 +63,14 @@ pub struct DaoDeployment {
     /// receipts (zero in deployments made before it existed).
     #[serde(default)]
     pub inference_fees: Address,
+    /// The annotators' Settlement: annotation reward roots paid from the data pool, verdicts
+    /// slashing annotator stake (zero in deployments made before it existed).
+    #[serde(default)]
+    pub data_settlement: Address,
+    /// The AnnotationBook: annotation epochs' pools, seeds, assignment and commit-reveal (zero in
+    /// deployments made before it existed).
+    #[serde(default)]
+    pub annotation_book: Address,
     /// Gas used by each deployment transaction, by contract.
     pub deploy_gas: BTreeMap<String, u64>,
 }
@@ -126,12 +134,13 @@ pub(crate) fn read_bounded_text(path: &Path, max: u64) -> Result<String> {
 
 /// Deploys the whole DAO with `backend`'s account, which keeps no role afterwards.
 ///
-/// Fourteen contracts, in this order, each at the address derived from the deployer's nonce (the
+/// Sixteen contracts, in this order, each at the address derived from the deployer's nonce (the
 /// token and staking name each other, so their addresses are computed before either exists):
 /// timelock, data / training / inference pools, team and investor vesting wallets, token, model
-/// registry, staking, governor, settlement, data registry, inference settlement, inference fees;
-/// the two settlements share the validator set and parameters, the inference one pays from the
-/// inference pool and slashes inference stake. On an RPC chain without a configured checkpoint registry, one
+/// registry, staking, governor, settlement, data registry, inference settlement, inference fees,
+/// data settlement, annotation book; the three settlements share the validator set and
+/// parameters, the inference one pays from the inference pool and slashes inference stake, the
+/// data one pays from the data pool and slashes annotator stake. On an RPC chain without a configured checkpoint registry, one
 /// is deployed first. The timelock's only proposer, canceller and executor is the Governor and
 /// it has no admin but itself. The deployer must send nothing else meanwhile.
 ///
@@ -179,13 +188,14 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
     let (team_vesting, investor_vesting, token) = (at(4), at(5), at(6));
     let (model_registry, staking, governor, settlement) = (at(7), at(8), at(9), at(10));
     let (data_registry, inference_settlement, inference_fees) = (at(11), at(12), at(13));
+    let (data_settlement, annotation_book) = (at(14), at(15));
 
     let vesting_start = config.allocation.vesting_start.unwrap_or(now);
     let pools_start = config.allocation.pools_start.unwrap_or(now);
     let g = &config.governance;
     let s = &config.staking;
     let split = config.model.reward_split_bps;
-    // Both settlements: the same validators, quorum and parameters; they differ in the pool
+    // The three settlements: the same validators, quorum and parameters; they differ in the pool
     // they pay from and the stake their verdicts slash.
     let settlement_args = |reward_pool: Address, member_role: Role| {
         Settlement::constructorCall {
@@ -237,7 +247,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                 admin: timelock,
                 start_: pools_start,
                 duration_: DATA_POOL_RELEASE,
-                distributor: Address::ZERO,
+                distributor: data_settlement,
             }
             .abi_encode(),
             data_pool,
@@ -305,6 +315,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                 staking_: staking,
                 settlement_: settlement,
                 inferenceSettlement_: inference_settlement,
+                dataSettlement_: data_settlement,
             }
             .abi_encode(),
             token,
@@ -334,6 +345,7 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     s.slasher.unwrap_or(Address::ZERO),
                     settlement,
                     inference_settlement,
+                    data_settlement,
                 ],
                 minStakes: [
                     tokens(s.training_min_tokens),
@@ -372,6 +384,8 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
                     settlement,
                     inferenceSettlement: inference_settlement,
                     inferenceFees: inference_fees,
+                    dataSettlement: data_settlement,
+                    annotationBook: annotation_book,
                 },
             }
             .abi_encode(),
@@ -407,6 +421,28 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
             }
             .abi_encode(),
             inference_fees,
+        ),
+        (
+            "Settlement",
+            "DataSettlement",
+            settlement_args(data_pool, Role::Annotator),
+            data_settlement,
+        ),
+        (
+            "AnnotationBook",
+            "AnnotationBook",
+            AnnotationBook::constructorCall {
+                staking_: staking,
+                admin: timelock,
+                opener: config.annotations.opener.unwrap_or(Address::ZERO),
+                params_: AnnotationBook::Params {
+                    commitPeriod: config.annotations.commit_secs,
+                    revealPeriod: config.annotations.reveal_secs,
+                    annotatorsPerItem: config.annotations.annotators_per_item,
+                },
+            }
+            .abi_encode(),
+            annotation_book,
         ),
     ];
 
@@ -447,6 +483,8 @@ pub async fn deploy(config: &DaoConfig, backend: &Backend) -> Result<DaoDeployme
         data_registry,
         inference_settlement,
         inference_fees,
+        data_settlement,
+        annotation_book,
         deploy_gas: gas,
     })
 }

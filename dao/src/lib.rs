@@ -12,11 +12,11 @@
 //!   linearly over 10 years), 30% training-node pool, 20% inference-node pool, 5% treasury (the
 //!   timelock), 3% team (VestingWallet, 4 years linear), 2% early investors (VestingWallet, 2 years).
 //!   The pools pay out only through DISTRIBUTOR_ROLE: the training pool's is Settlement's, the
-//!   inference pool's the inference Settlement's, the data pool's nobody's yet (governance grants it).
+//!   inference pool's the inference Settlement's, the data pool's the data Settlement's.
 //! - **DaoGovernor**: OpenZeppelin Governor + Settings + CountingSimple + Votes + QuorumFraction +
 //!   PreventLateQuorum + TimelockControl + ProposalGuardian. Proposals (and `relay`) may only
-//!   call the DAO's own contracts: model registry, staking, token, pools, both Settlements,
-//!   InferenceFees and the Governor
+//!   call the DAO's own contracts: model registry, staking, token, pools, the three Settlements,
+//!   InferenceFees, the AnnotationBook and the Governor
 //!   (`TargetNotAllowed` otherwise). The timelock is not a default target, so no proposal can
 //!   shorten the 7-day delay or grant timelock roles unless an earlier proposal allowed it.
 //! - **DaoTimelock**: OpenZeppelin's TimelockController, 7-day minimum delay. **Its only
@@ -49,8 +49,9 @@
 //!   A second instance serves inference nodes (`Dao::inference_settlement` targets it; same
 //!   validators, quorum and parameters, its own EIP-712 domain): its roots are paid from the
 //!   inference pool and its verdicts (immutable `memberRole` 1) slash and jail inference stake,
-//!   never training stake. Validators' own stake is checked and slashed in the training role at
-//!   both.
+//!   never training stake. A third serves annotators (`Dao::data_settlement`, `memberRole` 2):
+//!   annotation reward roots paid from the data pool, verdicts slashing and jailing annotator
+//!   stake. Validators' own stake is checked and slashed in the training role at all three.
 //!   Refusals: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`, `InvalidSignature`,
 //!   `EpochAlreadyPosted`, `EpochCancelled`, `DeadlineTooSoon`, `ChallengeWindowOpen`,
 //!   `ChallengeWindowOver`, `NotCanceller`, `InvalidProof`, `NotClaimant`, `AlreadyClaimed`,
@@ -72,6 +73,17 @@
 //!   (2 days by default) during which receipts can still be charged, so a gateway can settle
 //!   what it accepted before the money leaves. Refusals: `BatchTooLarge`, `LengthMismatch`,
 //!   `InsufficientBalance`, `NothingUnlocking`, `StillUnlocking`.
+//! - **AnnotationBook** (`Dao::join_annotation_epoch`, `open_annotation_epoch`,
+//!   `commit_annotation`, `reveal_annotation`, [`AnnotationEvent`]): per annotation epoch,
+//!   staked unjailed annotators join a pool (at most 256); the opener (OPENER_ROLE,
+//!   `[annotations] opener`) fixes the items as the Merkle root of their CID digests
+//!   ([`data::RecordBatch`]); the seed is the hash of the opening's block, which nobody knows when
+//!   sending it. Commits (until the commit deadline) are checked on chain: the item is in the
+//!   epoch, the annotator is among its `annotators_per_item` highest `contrib::assign` rendezvous
+//!   scores in the pool, no second commit, no reused commitment value; reveals (until the reveal
+//!   deadline) must hash to the commitment exactly as `contrib::commit::Commitment` does
+//!   (SHA-256 of tag, annotator, annotation CID digest, salt). Periods and annotators per item are
+//!   governed by the timelock. Refusals decode into [`AnnotationRefusal`].
 //!
 //! ### Decisions
 //! - **Staked tokens keep their voting power.** Staking is non-custodial: the token locks the
@@ -150,13 +162,14 @@ mod types;
 
 pub use backend::{Backend, EmbeddedBackend, RpcBackend, RpcTimeouts, TxReceipt};
 pub use client::{
-    Dao, EpochState, FeeAccount, RegisteredBatch, SettleOutcome, SettlementKind, SettlementParams,
-    SignedPermit, VerdictState,
+    AnnotationCommit, AnnotationEpoch, AnnotationEvent, AnnotationParams, AnnotationRefusal,
+    AnnotationReveal, Dao, EpochState, FeeAccount, RegisteredBatch, SettleOutcome, SettlementKind,
+    SettlementParams, SignedPermit, VerdictState,
 };
 pub use config::{
-    AllocationConfig, DATA_POOL_RELEASE, DAY, DaoConfig, FeesConfig, GovernanceConfig,
-    INVESTOR_VESTING, MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit, SettlementConfig,
-    StakingConfig, TEAM_VESTING, TokenConfig, YEAR, tokens,
+    AllocationConfig, AnnotationsConfig, DATA_POOL_RELEASE, DAY, DaoConfig, FeesConfig,
+    GovernanceConfig, INVESTOR_VESTING, MIN_TIMELOCK_DELAY, ModelConfig, RewardSplit,
+    SettlementConfig, StakingConfig, TEAM_VESTING, TokenConfig, YEAR, tokens,
 };
 pub use deploy::{DaoDeployment, deploy};
 pub use error::{Error, Result, Revert};

@@ -1,13 +1,18 @@
 //! [`Dao`]: the member, proposer, guardian and slasher calls on a deployed DAO. Token and
 //! vesting calls here; staking in `staking.rs`, proposals in `governance.rs`, settlement in
-//! `settlement.rs`, inference fees in `fees.rs`.
+//! `settlement.rs`, inference fees in `fees.rs`, annotation epochs in `annotations.rs`.
 
+mod annotations;
 mod data;
 mod fees;
 mod governance;
 mod settlement;
 mod staking;
 
+pub use annotations::{
+    AnnotationCommit, AnnotationEpoch, AnnotationEvent, AnnotationParams, AnnotationRefusal,
+    AnnotationReveal,
+};
 pub use data::RegisteredBatch;
 pub use fees::{FeeAccount, SettleOutcome};
 pub use settlement::{EpochState, SettlementKind, SettlementParams, VerdictState};
@@ -45,7 +50,8 @@ pub struct SignedPermit {
 ///
 /// Settlement calls (`post_root`, `claim_reward`, `post_verdict`, `execute_verdict`, ...) go to
 /// the training Settlement; those of [`inference_settlement`](Self::inference_settlement)'s
-/// handle go to the inference nodes' one.
+/// handle go to the inference nodes' one, those of [`data_settlement`](Self::data_settlement)'s
+/// to the annotators' one.
 #[derive(Debug, Clone)]
 pub struct Dao {
     backend: Backend,

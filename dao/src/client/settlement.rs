@@ -1,7 +1,8 @@
 //! Settlement calls of [`Dao`]: post a signed reward root, claim with a proof, sweep, post and
 //! execute a signed slashing verdict, cancel either during the challenge window, split a fee.
 //! Each goes to the Settlement the handle targets ([`SettlementKind`]): the training one by
-//! default, the inference nodes' one through [`Dao::inference_settlement`].
+//! default, the inference nodes' one through [`Dao::inference_settlement`], the annotators' one
+//! through [`Dao::data_settlement`].
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::sol_types::Eip712Domain;
@@ -12,13 +13,16 @@ use crate::bindings::{ProposalToken, Settlement};
 use crate::settle::{RewardRules, RewardTree, RootMessage, VerdictMessage, settlement_domain};
 use crate::{Error, Result};
 
-/// Which of the DAO's two Settlement instances a [`Dao`]'s settlement calls go to.
+/// Which of the DAO's three Settlement instances a [`Dao`]'s settlement calls go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SettlementKind {
     /// Training nodes: roots paid from the training pool, verdicts slash training stake.
     Training,
     /// Inference nodes: roots paid from the inference pool, verdicts slash inference stake.
     Inference,
+    /// Annotators: annotation reward roots paid from the data pool, verdicts slash annotator
+    /// stake.
+    Data,
 }
 
 /// An epoch's root as the Settlement contract holds it.
@@ -82,6 +86,15 @@ impl Dao {
         }
     }
 
+    /// The same DAO and account, whose settlement calls go to the annotators' Settlement:
+    /// annotation reward roots paid from the data pool, verdicts slashing annotator stake.
+    pub fn data_settlement(&self) -> Self {
+        Self {
+            settlement: SettlementKind::Data,
+            ..self.clone()
+        }
+    }
+
     /// The same DAO and account, whose settlement calls go to the training Settlement (what
     /// [`Dao::new`] gives).
     pub fn training_settlement(&self) -> Self {
@@ -99,7 +112,8 @@ impl Dao {
     /// The address of the Settlement this handle targets.
     ///
     /// # Errors
-    /// [`Error::NotDeployed`] for the inference Settlement of a deployment made before it existed.
+    /// [`Error::NotDeployed`] for the inference or data Settlement of a deployment made before
+    /// it existed.
     pub fn settlement_address(&self) -> Result<Address> {
         let (address, contract) = match self.settlement {
             SettlementKind::Training => (self.deployment.settlement, "Settlement"),
@@ -107,6 +121,7 @@ impl Dao {
                 self.deployment.inference_settlement,
                 "the inference Settlement",
             ),
+            SettlementKind::Data => (self.deployment.data_settlement, "the data Settlement"),
         };
         if address.is_zero() {
             return Err(Error::NotDeployed(contract));
@@ -126,7 +141,7 @@ impl Dao {
     }
 
     /// Posts an epoch's root with the validators' signatures (anyone may submit them); pulls the
-    /// total from the reward pool (training or inference).
+    /// total from the reward pool (training, inference or data).
     ///
     /// # Errors
     /// [`Error::Reverted`]: `QuorumNotReached`, `NotValidator`, `DuplicateSigner`,
@@ -264,7 +279,7 @@ impl Dao {
     }
 
     /// Executes a verdict after its challenge window (anyone): slashes the member's stake in the
-    /// targeted Settlement's role (training or inference) and jails it.
+    /// targeted Settlement's role (training, inference or annotator) and jails it.
     ///
     /// # Errors
     /// [`Error::Reverted`]: `ChallengeWindowOpen`, `VerdictNotPending`, `UnknownVerdict`,

@@ -2,6 +2,7 @@
 //! property tests of the token/staking invariants on the embedded EVM. Tests that need anvil find
 //! it through `DAOFL_ANVIL` or chain-anchor's `node_modules` (`npm ci` in chain-anchor).
 
+mod annotations;
 mod data;
 mod fees;
 mod hostile;
@@ -79,6 +80,27 @@ async fn fees_on_anvil() {
     eprintln!(
         "inference fees gas (anvil): {gas:?}; deploy {:?}",
         world.deployment.deploy_gas.get("InferenceFees")
+    );
+}
+
+#[tokio::test]
+async fn annotations_on_embedded_evm() {
+    let world = World::embedded().await;
+    let gas = annotations::run(&world).await;
+    eprintln!(
+        "annotation book gas (embedded EVM, pool of 5): {gas:?}; deploy {:?}",
+        world.deployment.deploy_gas.get("AnnotationBook")
+    );
+}
+
+#[tokio::test]
+async fn annotations_on_anvil() {
+    let Some(path) = anvil_path() else { return };
+    let world = World::anvil(&path).await;
+    let gas = annotations::run(&world).await;
+    eprintln!(
+        "annotation book gas (anvil, pool of 5): {gas:?}; deploy {:?}",
+        world.deployment.deploy_gas.get("AnnotationBook")
     );
 }
 

@@ -172,6 +172,8 @@ impl World {
         let validator_keys: Vec<PrivateKeySigner> = (100..105).map(derived_key).collect();
         config.settlement.validators = validator_keys.iter().map(|k| k.address()).collect();
         config.settlement.quorum = 3;
+        // The slasher account also opens annotation epochs (OPENER_ROLE).
+        config.annotations.opener = Some(keys[2].address());
         let deployment = deploy(&config, &root).await.expect("deploys");
         let path = dir.path().join("dao.json");
         deployment.save(&path).unwrap();

@@ -69,8 +69,11 @@
 //! - `ledger` (default through `cli`, implies `serve` and `dao`): the gateway's fees and state
 //!   ([`ledger`]: prepaid receipts settled in batches; request log, receipts, node scores in
 //!   SQLite or PostgreSQL through `fl-db`).
-//! - `cli` (default, implies `burn`, `he`, `serve`, `dao` and `ledger`): the `fl-client`
-//!   binary (clap, a log subscriber).
+//! - `contribute` (default through `cli`, implies `dao`): contributed data ([`contribute`]: the
+//!   content store of signed records, batch CAR files, publishing to IPFS through the Kubo RPC
+//!   API, the `fl-db` index rebuilt from chain plus content store); no burn.
+//! - `cli` (default, implies `burn`, `he`, `serve`, `dao`, `ledger` and `contribute`): the
+//!   `fl-client` binary (clap, a log subscriber).
 //!
 //! A member with its own model and `default-features = false` compiles about 210 packages
 //! (no burn, tfhe, clap, nor alloy's transaction stack); the defaults about 330
@@ -109,6 +112,8 @@
 pub mod attack;
 #[cfg(feature = "he")]
 pub mod committee;
+#[cfg(feature = "contribute")]
+pub mod contribute;
 pub mod data;
 pub mod federation;
 #[cfg(feature = "serve")]

@@ -32,14 +32,14 @@ use fl_client::predict::{Predictor, ProposalInput};
 use fl_client::text::HashingConfig;
 use fl_client::trainer::proposals::{EncodedProposals, ProposalModelSpec, ProposalTrainer};
 use fl_core::inference::scoring::{
-    InferenceRewardRules, ScoreReport, SignedScoreReport, combine, inference_rewards, served,
+    InferenceRewardRules, SignedScoreReport, combine, inference_rewards, served,
 };
 use fl_core::inference::{ConsensusPolicy, DEFAULT_TOLERANCE, InferenceRequest};
 use fl_core::{ContentHash, MemberKey, ParamVec, Trainer};
 use rand::{RngExt, SeedableRng};
 
 use crate::e2e::{Procs, bin};
-use crate::settle_e2e::{Chain, free_port, signer};
+use crate::settle_e2e::{Chain, free_port, run_ok, signer};
 
 const FEDERATION: &str = "inference-e2e";
 /// Five nodes of the scenario and a spare, so that 3-of-5 is a choice among the nodes
@@ -517,25 +517,65 @@ async fn staked_inference(embedded: bool) {
         decided.push(answer);
     }
 
-    // Three validators challenge every staked node with real proposals and sign their reports.
+    // Three validators, each an `fl-client challenge` process, challenge every staked node with
+    // real proposals, sign their reports and write the evidence of wrong answers.
+    let nodes_toml = world.dir.path().join("nodes.toml");
+    let list: String = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "[[node]]\naddress = \"{}\"\nurl = \"{}\"\nstake = 1.0\n",
+                e.address, e.url
+            )
+        })
+        .collect();
+    std::fs::write(&nodes_toml, list).unwrap();
     let mut reports = Vec::new();
     let mut evidence = Vec::new();
     for (v, key) in validators.iter().enumerate() {
-        let own = Gateway::new(entries.clone(), policy, Duration::from_secs(5)).unwrap();
-        own.set_stakes(stakes.clone());
-        let challenges = requests(100 + 4 * v, 4);
-        let outcome = own
-            .challenge(&predictor_b, &challenges, DEFAULT_TOLERANCE)
-            .await;
-        evidence.extend(outcome.evidence);
-        reports.push(SignedScoreReport::sign(
-            key,
-            ScoreReport {
-                epoch: 1,
-                model: model_b,
-                observations: outcome.observations,
-            },
-        ));
+        let key_file = world.dir.path().join(format!("validator-{v}.key"));
+        fl_node::write_key_file(key, &key_file).unwrap();
+        let out = world.dir.path().join(format!("validator-{v}"));
+        let printed = run_ok(
+            Command::new(bin("fl-client"))
+                .args(["challenge", "--nodes"])
+                .arg(&nodes_toml)
+                .arg("--model")
+                .arg(checkpoints)
+                .arg("--key")
+                .arg(&key_file)
+                .args([
+                    "--epoch",
+                    "1",
+                    "--count",
+                    "4",
+                    "--timeout-ms",
+                    "5000",
+                    "--out",
+                ])
+                .arg(&out)
+                .arg("--dao")
+                .arg(&world.dao_json)
+                .args(["--federation", FEDERATION])
+                .args(chain.claim_args()),
+        );
+        assert!(printed.contains("evidence file(s)"), "{printed}");
+        let report: SignedScoreReport =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report.validator, key.address());
+        assert_eq!(report.report.model, model_b);
+        reports.push(report);
+        for file in std::fs::read_dir(out.join("evidence")).unwrap() {
+            let path = file.unwrap().path();
+            let e: fl_client::gateway::WrongAnswer =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(
+                path.file_stem().unwrap().to_string_lossy(),
+                e.evidence_hash().to_string(),
+                "evidence files are named by their hash"
+            );
+            evidence.push(e);
+        }
     }
     let validator_stakes: BTreeMap<_, _> = validators.iter().map(|k| (k.address(), 1.0)).collect();
     let standings = combine(&reports, &validator_stakes, 1).unwrap();

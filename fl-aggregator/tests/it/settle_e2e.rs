@@ -198,7 +198,7 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     let text = format!(
         "{}{}",

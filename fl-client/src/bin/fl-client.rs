@@ -144,6 +144,53 @@ enum Command {
         #[arg(long)]
         misbehave: Option<fl_client::serve::Misbehaviour>,
     },
+    /// Validate inference nodes: send each staked node of `--nodes` challenge requests (real
+    /// proposals with fresh nonces), check every signed answer against this validator's own
+    /// run of the promoted model, and write the signed score report (`report.json`, a
+    /// `SignedScoreReport`) and the evidence of every provably wrong answer
+    /// (`evidence/<hash>.json`, a `WrongAnswer`, its hash what a slashing verdict names) to
+    /// `--out`.
+    Challenge {
+        /// TOML with `[[node]]` tables, as for `gateway`.
+        #[arg(long)]
+        nodes: PathBuf,
+        /// The checkpoint store (or run folder) holding the promoted model.
+        #[arg(long)]
+        model: PathBuf,
+        /// The validator's key file (signs the report).
+        #[arg(long)]
+        key: PathBuf,
+        /// The settlement epoch the report is for.
+        #[arg(long)]
+        epoch: u64,
+        /// Challenges sent to every node.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// Proposals to draw challenges from (JSON lines with `community`, `id`, `title`,
+        /// `text`); default: the shipped governance-proposal corpus.
+        #[arg(long)]
+        proposals: Option<PathBuf>,
+        /// Where to write `report.json` and `evidence/`.
+        #[arg(long)]
+        out: PathBuf,
+        /// How long to wait for a node, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// The DAO's deployment (dao.json): challenge the model its registry promoted for
+        /// `--federation`, with the nodes' stakes from its staking contract; needs `--rpc-url`
+        /// or `--chain-state`. Without it: the newest checkpoint at `--model`, the listed stakes.
+        #[arg(long, requires = "federation")]
+        dao: Option<PathBuf>,
+        /// The federation whose promoted model is checked.
+        #[arg(long)]
+        federation: Option<String>,
+        /// An EVM JSON-RPC endpoint, for `--dao`.
+        #[arg(long)]
+        rpc_url: Option<String>,
+        /// An embedded chain's state folder, for `--dao`.
+        #[arg(long)]
+        chain_state: Option<PathBuf>,
+    },
     /// Run an inference gateway: each `POST /v1/analyse` goes to `--redundancy` nodes of the
     /// list chosen from the request hash and the latest block hash (weighted by stake and
     /// reputation) and is answered by consensus, with the nodes' signed answers;
@@ -297,21 +344,151 @@ struct GatewayArgs {
     refresh: std::time::Duration,
 }
 
-/// `fl-client gateway`: the consensus gateway until Ctrl-C.
-fn gateway(args: GatewayArgs) -> Result<ExitCode> {
-    use fl_client::gateway::{BlockSource, Gateway, GatewayService, NodeEntry};
+/// `fl-client challenge`'s arguments.
+struct ChallengeArgs {
+    nodes: PathBuf,
+    model: PathBuf,
+    key: PathBuf,
+    epoch: u64,
+    count: usize,
+    proposals: Option<PathBuf>,
+    out: PathBuf,
+    timeout: std::time::Duration,
+    view: Option<DaoView>,
+}
+
+/// Reads a `[[node]]` list (at most 1 MiB).
+fn read_node_list(path: &std::path::Path) -> Result<Vec<fl_client::gateway::NodeEntry>> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct NodeList {
-        node: Vec<NodeEntry>,
+        node: Vec<fl_client::gateway::NodeEntry>,
     }
-    let meta = std::fs::metadata(&args.nodes)?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > 1 << 20 {
-        return Err(format!("{}: larger than 1 MiB", args.nodes.display()).into());
+        return Err(format!("{}: larger than 1 MiB", path.display()).into());
     }
-    let text = std::fs::read_to_string(&args.nodes)?;
-    let list: NodeList =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", args.nodes.display()))?;
+    let text = std::fs::read_to_string(path)?;
+    let list: NodeList = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(list.node)
+}
+
+/// `fl-client challenge`: one validator's round over the listed nodes.
+fn challenge(args: ChallengeArgs) -> Result<ExitCode> {
+    use fl_client::gateway::{Gateway, challenge_requests};
+    use fl_client::predict::{Predictor, ProposalInput};
+    use fl_core::inference::scoring::{ScoreReport, SignedScoreReport};
+    let key = fl_node::read_key_file(&args.key)?;
+    let entries = read_node_list(&args.nodes)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let gateway = Gateway::new(
+            entries,
+            fl_core::inference::ConsensusPolicy::default(),
+            args.timeout,
+        )?;
+        let predictor = match &args.view {
+            Some(view) => {
+                let dao = view.open()?;
+                let promoted = fl_client::registry::promoted_model(&dao, &view.federation)
+                    .await?
+                    .ok_or_else(|| {
+                        format!("federation {} has no promoted model yet", view.federation)
+                    })?;
+                gateway.set_stakes(
+                    fl_client::registry::inference_stakes(&dao, &gateway.nodes()).await?,
+                );
+                Predictor::with_params(&args.model, &promoted)?
+            }
+            None => Predictor::from_manifest(&args.model)?,
+        };
+        let pool: Vec<ProposalInput> = match &args.proposals {
+            Some(path) => {
+                let limits = predictor.card().input_limits.clone();
+                fl_client::predict::read_inputs(path, &limits)?
+            }
+            None => fl_client::data::proposals::load_shipped()?
+                .proposals
+                .iter()
+                .map(|p| ProposalInput {
+                    community: p.community.clone(),
+                    id: p.id.clone(),
+                    title: p.title.clone(),
+                    text: p.text.clone(),
+                })
+                .collect(),
+        };
+        if pool.is_empty() {
+            return Err("no proposals to draw challenges from".into());
+        }
+        let mut rng = rand::rng();
+        let drawn: Vec<ProposalInput> = (0..args.count)
+            .map(|_| pool[rand::RngExt::random_range(&mut rng, 0..pool.len())].clone())
+            .collect();
+        let challenges = challenge_requests(&drawn, &mut rng);
+        let outcome = gateway
+            .challenge(
+                &predictor,
+                &challenges,
+                fl_core::inference::DEFAULT_TOLERANCE,
+            )
+            .await;
+        let report = SignedScoreReport::sign(
+            &key,
+            ScoreReport {
+                epoch: args.epoch,
+                model: predictor.card().params_cid,
+                observations: outcome.observations.clone(),
+            },
+        );
+        let evidence_dir = args.out.join("evidence");
+        std::fs::create_dir_all(&evidence_dir)?;
+        for e in &outcome.evidence {
+            std::fs::write(
+                evidence_dir.join(format!("{}.json", e.evidence_hash())),
+                serde_json::to_vec_pretty(e)?,
+            )?;
+        }
+        std::fs::write(
+            args.out.join("report.json"),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
+        println!(
+            "{:<44} {:>10} {:>8} {:>6} {:>7} {:>11}",
+            "node", "challenges", "correct", "wrong", "missed", "median ms"
+        );
+        for o in &outcome.observations {
+            let latency = if o.latency_ms == u32::MAX {
+                "-".to_string()
+            } else {
+                o.latency_ms.to_string()
+            };
+            println!(
+                "{:<44} {:>10} {:>8} {:>6} {:>7} {:>11}",
+                o.node.to_string(),
+                o.challenges,
+                o.correct,
+                o.wrong,
+                o.missed,
+                latency
+            );
+        }
+        println!(
+            "report {} (epoch {}, model {}), {} evidence file(s)",
+            args.out.join("report.json").display(),
+            args.epoch,
+            predictor.card().params_cid,
+            outcome.evidence.len()
+        );
+        Result::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fl-client gateway`: the consensus gateway until Ctrl-C.
+fn gateway(args: GatewayArgs) -> Result<ExitCode> {
+    use fl_client::gateway::{BlockSource, Gateway, GatewayService};
+    let nodes = read_node_list(&args.nodes)?;
     let given: Option<fl_core::ContentHash> = args
         .model
         .as_deref()
@@ -338,7 +515,7 @@ fn gateway(args: GatewayArgs) -> Result<ExitCode> {
         }
         (None, None) => return Err("give --rpc-url (a chain) or --block-hash".into()),
     };
-    let gateway = Gateway::new(list.node, args.policy, args.timeout)?;
+    let gateway = Gateway::new(nodes, args.policy, args.timeout)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let model = match &chain {
@@ -684,6 +861,42 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 view,
                 misbehave,
             )
+        }
+        Command::Challenge {
+            nodes,
+            model,
+            key,
+            epoch,
+            count,
+            proposals,
+            out,
+            timeout_ms,
+            dao,
+            federation,
+            rpc_url,
+            chain_state,
+        } => {
+            let view = dao
+                .map(|d| -> Result<DaoView> {
+                    Ok(DaoView {
+                        deployment: dao::DaoDeployment::load(&d)?,
+                        federation: federation.unwrap_or_default(),
+                        rpc_url,
+                        chain_state,
+                    })
+                })
+                .transpose()?;
+            challenge(ChallengeArgs {
+                nodes,
+                model,
+                key,
+                epoch,
+                count,
+                proposals,
+                out,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                view,
+            })
         }
         Command::Gateway {
             nodes,

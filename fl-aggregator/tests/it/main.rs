@@ -5,6 +5,7 @@
 mod anchor;
 mod anchor_rpc;
 mod checkpoint;
+mod contribute_e2e;
 mod dp;
 mod e2e;
 mod engine;

@@ -504,6 +504,17 @@ guardian = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 "#;
 
     #[test]
+    fn annotation_parameters_are_checked() {
+        let mut c = DaoConfig::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(c.annotations, AnnotationsConfig::default());
+        c.annotations.annotators_per_item = 2;
+        assert!(matches!(c.validate(), Err(Error::Config(m)) if m.contains("annotators_per_item")));
+        c.annotations.annotators_per_item = 3;
+        c.annotations.reveal_secs = 0;
+        assert!(matches!(c.validate(), Err(Error::Config(m)) if m.contains("reveal_secs")));
+    }
+
+    #[test]
     fn minimal_config_gets_the_issue_defaults() {
         let c = DaoConfig::from_toml_str(MINIMAL).unwrap();
         assert_eq!(c.token.symbol, "PROPOSAL");

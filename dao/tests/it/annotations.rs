@@ -7,7 +7,7 @@
 
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::Eip712Domain;
+use alloy::sol_types::{Eip712Domain, SolCall};
 use contrib::{
     AnnotationRecord, AnnotatorEpoch, Assignment, AssignmentSeed, Category, CommitBook, Commitment,
     Labels, Outcome, ProposalQuality, RewardPolicy, Risk, Salt, SignedRecord, annotation_reward,
@@ -99,6 +99,25 @@ pub async fn run(w: &World) -> Gas {
         w.team.transfer(a.sender(), min).await.unwrap();
         a.stake(Role::Annotator, min).await.unwrap();
     }
+
+    // Parameters are the configuration's; only the timelock changes them.
+    let params = w.deployer.annotation_params().await.unwrap();
+    assert_eq!(params.commit_secs, w.config.annotations.commit_secs);
+    assert_eq!(params.reveal_secs, w.config.annotations.reveal_secs);
+    assert_eq!(params.annotators_per_item, 3);
+    let set = dao::bindings::AnnotationBook::setParamsCall {
+        params_: dao::bindings::AnnotationBook::Params {
+            commitPeriod: 60,
+            revealPeriod: 60,
+            annotatorsPerItem: 3,
+        },
+    };
+    assert_revert(
+        opener
+            .send_raw(d.annotation_book, set.abi_encode().into())
+            .await,
+        "AccessControlUnauthorizedAccount",
+    );
 
     // Registration: staked annotators join; nobody joins twice; the unstaked cannot.
     for a in annotators {
@@ -648,4 +667,44 @@ pub async fn run(w: &World) -> Gas {
         Err(Error::NotDeployed(_))
     ));
     gas
+}
+
+/// Gas of a commit by an assigned annotator with a pool of `n` (the embedded EVM: any address
+/// sends). The rank costs one SHA-256 and one storage read per pool member.
+pub async fn commit_gas_with_pool(w: &World, n: usize) -> u64 {
+    let d = &w.deployment;
+    w.team.claim_vesting(d.team_vesting).await.unwrap();
+    let min = tok(w.config.staking.annotator_min_tokens);
+    let mut pool = Vec::new();
+    for i in 0..n {
+        let address = Address::from_word(keccak256(format!("pool member {i}")));
+        let a = w
+            .deployer
+            .with_backend(w.deployer.backend().acting_as(address).unwrap());
+        w.team.transfer(address, min).await.unwrap();
+        a.stake(Role::Annotator, min).await.unwrap();
+        a.join_annotation_epoch(EPOCH).await.unwrap();
+        pool.push(a);
+    }
+    let items = RecordBatch::new(&[B256::repeat_byte(1), B256::repeat_byte(2)]).unwrap();
+    w.slasher
+        .open_annotation_epoch(EPOCH, &items)
+        .await
+        .unwrap();
+    w.deployer.draw_annotation_seed(EPOCH).await.unwrap();
+    let seed = w.deployer.annotation_seed(EPOCH).await.unwrap();
+    let addresses: Vec<Address> = pool.iter().map(Dao::sender).collect();
+    let item = B256::repeat_byte(1);
+    let chosen = contrib::assign::annotators_for(
+        &AssignmentSeed(seed.0),
+        &ContentHash::from_digest(item.0),
+        &addresses,
+        3,
+    )
+    .unwrap();
+    let a = pool.iter().find(|a| a.sender() == chosen[0]).unwrap();
+    a.commit_annotation(EPOCH, &items, item, B256::repeat_byte(3))
+        .await
+        .unwrap()
+        .gas_used
 }

@@ -93,6 +93,16 @@ async fn annotations_on_embedded_evm() {
     );
 }
 
+/// What a commit costs as the pool grows (the rank is linear in the pool).
+#[tokio::test]
+async fn annotation_commit_gas_by_pool_size() {
+    for n in [16, 64] {
+        let world = World::embedded().await;
+        let gas = annotations::commit_gas_with_pool(&world, n).await;
+        eprintln!("commit gas with a pool of {n}: {gas}");
+    }
+}
+
 #[tokio::test]
 async fn annotations_on_anvil() {
     let Some(path) = anvil_path() else { return };

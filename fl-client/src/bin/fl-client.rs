@@ -404,8 +404,7 @@ fn challenge(args: ChallengeArgs) -> Result<ExitCode> {
         };
         let pool: Vec<ProposalInput> = match &args.proposals {
             Some(path) => {
-                let limits = predictor.card().input_limits.clone();
-                fl_client::predict::read_inputs(path, &limits)?
+                fl_client::predict::read_inputs(path, &predictor.card().input_limits)?
             }
             None => fl_client::data::proposals::load_shipped()?
                 .proposals

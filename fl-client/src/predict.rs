@@ -15,7 +15,10 @@
 //! so corpus rows work as they are; other fields are ignored), read with the corpus loader's
 //! bounds ([`MAX_LINE_BYTES`](crate::data::proposals::MAX_LINE_BYTES) per line,
 //! [`MAX_FILE_BYTES`](crate::data::proposals::MAX_FILE_BYTES) per file) and the card's
-//! [`InputLimits`]. Each output line is a [`Prediction`]: `community`, `id`, `label`
+//! [`InputLimits`]. Text is featurised as in training, term counts included, and weighed as
+//! the card's architecture says; a TF-IDF model's inverse document frequencies come from its
+//! parameters (their `document_frequency` tensor, checked against the manifest's CID with the
+//! rest), so a node applies exactly the weights the model was trained with. Each output line is a [`Prediction`]: `community`, `id`, `label`
 //! (`accepted` or `rejected`), `p_accepted`, `kind` and `model` (the parameters' CID).
 //!
 //! ```no_run
@@ -233,6 +236,13 @@ impl Predictor {
             )));
         }
         trainer.set_parameters(params)?;
+        if trainer.needs_document_frequencies() {
+            return Err(PredictError::Mismatch(
+                "the card's model weighs text by TF-IDF, and the parameters hold no document \
+                 frequencies (a model before its first round)"
+                    .into(),
+            ));
+        }
         let featurizer = card.featurizer().map_err(|source| PredictError::Card {
             path: PathBuf::new(),
             source,
@@ -268,7 +278,8 @@ impl Predictor {
                 what: format!("input {i}"),
                 message,
             })?;
-            text_ids.push(self.featurizer.ids(&input.title, &input.text));
+            // With counts, as training encoded them (TF-IDF weighs by them).
+            text_ids.push(self.featurizer.id_counts(&input.title, &input.text));
         }
         // The model pads a batch to its longest bag: batches of similar lengths waste less.
         let mut order: Vec<usize> = (0..inputs.len()).collect();
@@ -277,7 +288,7 @@ impl Predictor {
         for (row, &i) in order.iter().enumerate() {
             let community = &inputs[i].community;
             let meta = self.featurizer.meta_ids(&[("community", community)]);
-            encoded.push(&text_ids[i], &meta, None, 0);
+            encoded.push_counted(&text_ids[i], &meta, None, 0);
             encoded.set_prior(row, self.card.prior(community));
         }
         let mut sorted = self.trainer.predict(&encoded)?.into_iter();

@@ -26,7 +26,8 @@
 //! the first [`HashingConfig::max_tokens`] are kept: long proposals (the longest has 47,000
 //! words, the median 890) are truncated, never chunked, so every document costs at most
 //! `max_tokens` unigrams and as many bigrams. Within a document each bucket id is kept once
-//! (set-of-n-grams, like binary or sublinear term frequencies).
+//! ([`HashingFeaturizer::ids`]), with its count where a model weighs terms by frequency
+//! ([`HashingFeaturizer::id_counts`], [`tf_idf`]).
 //!
 //! Metadata the member knows about its own proposal (its community) goes into a separate,
 //! small bag ([`HashingFeaturizer::meta_ids`]) so that it is not diluted among a thousand
@@ -167,6 +168,26 @@ impl HashingFeaturizer {
 
     /// The sorted, distinct bucket ids of a document's n-grams.
     pub fn ids(&self, title: &str, text: &str) -> Vec<u32> {
+        let mut ids = self.all_ids(title, text);
+        ids.dedup();
+        ids
+    }
+
+    /// The sorted, distinct bucket ids of a document's n-grams with how often each occurs
+    /// (the term frequencies of [`sublinear_tf`]); the ids are exactly [`ids`](Self::ids)'s.
+    pub fn id_counts(&self, title: &str, text: &str) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for id in self.all_ids(title, text) {
+            match out.last_mut() {
+                Some((last, count)) if *last == id => *count += 1,
+                _ => out.push((id, 1)),
+            }
+        }
+        out
+    }
+
+    /// Every n-gram's bucket id, sorted, repeats kept.
+    fn all_ids(&self, title: &str, text: &str) -> Vec<u32> {
         let tokens = self.tokens(title, text);
         let mut ids = Vec::with_capacity(tokens.len() * usize::from(self.config.word_ngrams));
         for (i, t) in tokens.iter().enumerate() {
@@ -196,7 +217,6 @@ impl HashingFeaturizer {
             }
         }
         ids.sort_unstable();
-        ids.dedup();
         ids
     }
 
@@ -223,6 +243,44 @@ impl HashingFeaturizer {
         }
         (h.0 & self.mask) as u32
     }
+}
+
+/// Sublinear term frequency, `1 + ln(count)` (scikit-learn's `sublinear_tf`), for a count of
+/// at least 1; 0 for 0.
+pub fn sublinear_tf(count: u32) -> f32 {
+    if count == 0 {
+        0.0
+    } else {
+        1.0 + (count as f32).ln()
+    }
+}
+
+/// Inverse document frequency of a term that occurs in the fraction `df_fraction` of the
+/// documents: `ln((1 + s) / (df_fraction + s)) + 1` with smoothing `s`.
+///
+/// With `s = 1/N` over `N` documents this is scikit-learn's smoothed
+/// `ln((1 + N) / (1 + df)) + 1` (`df` the document count): one extra document containing every
+/// term. The federation learns the fraction (the members' document frequencies averaged with
+/// their example counts as weights, see
+/// [`EncodedProposals::document_frequencies`](crate::trainer::proposals::EncodedProposals::document_frequencies)),
+/// not `N`, so `s` is a model setting.
+pub fn idf(df_fraction: f32, smoothing: f32) -> f32 {
+    ((1.0 + smoothing) / (df_fraction.max(0.0) + smoothing)).ln() + 1.0
+}
+
+/// TF-IDF weights of one document: `sublinear_tf(count) · idf[id]` per `(id, count)`, scaled
+/// to unit L2 norm (all zeros stay zeros). `idf` has one entry per bucket; `None` weighs every
+/// bucket 1 (term frequencies only).
+pub fn tf_idf(counts: &[(u32, u32)], idf: Option<&[f32]>) -> Vec<f32> {
+    let mut w: Vec<f32> = counts
+        .iter()
+        .map(|&(id, c)| sublinear_tf(c) * idf.map_or(1.0, |idf| idf[id as usize]))
+        .collect();
+    let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        w.iter_mut().for_each(|x| *x /= norm);
+    }
+    w
 }
 
 /// Appends the tokens of `text` to `out` until it holds `max` tokens; false once it is full.
@@ -366,6 +424,44 @@ mod tests {
             h.write(p);
         }
         h.0
+    }
+
+    #[test]
+    fn counts_keep_repeats_and_match_the_ids() {
+        let f = featurizer(HashingConfig {
+            word_ngrams: 1,
+            ..Default::default()
+        });
+        let counts = f.id_counts("fee fee", "market fee");
+        assert_eq!(
+            counts.iter().map(|c| c.0).collect::<Vec<_>>(),
+            f.ids("fee fee", "market fee")
+        );
+        let fee = f.ids("fee", "")[0];
+        let market = f.ids("market", "")[0];
+        assert!(counts.contains(&(fee, 3)) && counts.contains(&(market, 1)));
+        assert_eq!(counts.len(), 2);
+    }
+
+    /// A hand-computed example: 4 documents; term a in all 4, b in 1.
+    /// idf(a) = ln(5/5) + 1 = 1, idf(b) = ln(5/2) + 1 = 1.916291 (scikit-learn's smooth idf,
+    /// `s = 1/N`). A document with a twice and b once: tf 1 + ln 2 = 1.693147 and 1, weights
+    /// (1.693147, 1.916291) / 2.557131 = (0.662128, 0.749391).
+    #[test]
+    fn tf_idf_matches_a_hand_computed_example() {
+        let n = 4.0f32;
+        let (idf_a, idf_b) = (idf(4.0 / n, 1.0 / n), idf(1.0 / n, 1.0 / n));
+        assert!((idf_a - 1.0).abs() < 1e-6, "{idf_a}");
+        assert!((idf_b - 1.916_291).abs() < 1e-5, "{idf_b}");
+        assert!((sublinear_tf(2) - 1.693_147).abs() < 1e-6);
+        assert_eq!((sublinear_tf(1), sublinear_tf(0)), (1.0, 0.0));
+        let w = tf_idf(&[(0, 2), (1, 1)], Some(&[idf_a, idf_b]));
+        assert!((w[0] - 0.662_128).abs() < 1e-5, "{w:?}");
+        assert!((w[1] - 0.749_391).abs() < 1e-5, "{w:?}");
+        // Without idf: tf only, still unit length.
+        let w = tf_idf(&[(0, 1), (1, 1)], None);
+        assert!((w[0] - 0.5f32.sqrt()).abs() < 1e-6 && w[0] == w[1]);
+        assert!(tf_idf(&[], None).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use fl_core::FitConfig;
 /// A small model (1,024 buckets, 4 dimensions) trained a few epochs on made-up proposals of
 /// two communities, and its card.
 pub(crate) fn trained() -> (ModelCard, ParamVec) {
-    let spec = ProposalModelSpec {
+    trained_as(ProposalModelSpec {
         featurizer: HashingConfig {
             buckets_log2: 10,
             max_tokens: 64,
@@ -17,7 +17,16 @@ pub(crate) fn trained() -> (ModelCard, ParamVec) {
         },
         dim: 4,
         ..Default::default()
-    };
+    })
+}
+
+/// [`trained`] with another architecture.
+fn trained_as(spec: ProposalModelSpec) -> (ModelCard, ParamVec) {
+    trained_with(spec).0
+}
+
+/// [`trained_as`], and the trainer that trained it.
+fn trained_with(spec: ProposalModelSpec) -> ((ModelCard, ParamVec), ProposalTrainer) {
     let f = HashingFeaturizer::new(spec.featurizer.clone()).unwrap();
     let mut data = EncodedProposals::new();
     for i in 0..24u8 {
@@ -27,8 +36,8 @@ pub(crate) fn trained() -> (ModelCard, ParamVec) {
             ("drain the treasury now", 1)
         };
         let community = if i % 3 == 0 { "maker" } else { "ethereum" };
-        data.push(
-            &f.ids(title, "a proposal body"),
+        data.push_counted(
+            &f.id_counts(title, "a proposal body body"),
             &f.meta_ids(&[("community", community)]),
             Some(outcome),
             i % 5,
@@ -41,6 +50,9 @@ pub(crate) fn trained() -> (ModelCard, ParamVec) {
         learning_rate: 0.05,
         ..Default::default()
     };
+    if trainer.needs_document_frequencies() {
+        trainer.fit(&fit).unwrap();
+    }
     trainer.fit(&fit).unwrap();
     let params = trainer.get_parameters();
     let share = CommunityShare {
@@ -66,7 +78,7 @@ pub(crate) fn trained() -> (ModelCard, ParamVec) {
         params.schema().hash(),
         params.content_hash(),
     );
-    (card, params)
+    ((card, params), trainer)
 }
 
 /// Writes a checkpoint store in `dir` as the aggregator lays it out: the parameters, the card
@@ -358,4 +370,79 @@ fn batching_changes_no_label_and_probabilities_stay_within_the_tolerance() {
         worst <= DEFAULT_TOLERANCE,
         "batching moved a probability by {worst}, over the tolerance {DEFAULT_TOLERANCE}"
     );
+}
+
+/// A TF-IDF linear model saved as a checkpoint and loaded back predicts exactly what the
+/// trainer predicted in memory: the loaded model applies the same term weights (counts and
+/// the idf of its stored document frequencies).
+#[test]
+fn a_saved_tf_idf_model_predicts_as_it_did_in_training() {
+    use crate::trainer::proposals::{ModelKind, TermWeighting};
+    let spec = ProposalModelSpec {
+        kind: ModelKind::Linear,
+        weighting: TermWeighting::TfIdf,
+        featurizer: HashingConfig {
+            buckets_log2: 10,
+            max_tokens: 64,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ((card, params), trainer) = trained_with(spec);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = publish(dir.path(), &card, &params);
+    let predictor = Predictor::from_manifest(&manifest).unwrap();
+    assert_eq!(predictor.trainer.idf(), trainer.idf());
+    assert!(
+        trainer.idf().unwrap().iter().any(|&w| w > 1.5),
+        "idf applied"
+    );
+    let inputs: Vec<ProposalInput> = [
+        ("maker", "raise the fee parameter", "fee fee fee body"),
+        ("ethereum", "drain the treasury now", "a proposal body"),
+        ("unknown", "something else", ""),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (community, title, text))| ProposalInput {
+        community: (*community).into(),
+        id: i.to_string(),
+        title: (*title).into(),
+        text: (*text).into(),
+    })
+    .collect();
+    let f = card.featurizer().unwrap();
+    let mut encoded = EncodedProposals::new();
+    for (row, input) in inputs.iter().enumerate() {
+        encoded.push_counted(
+            &f.id_counts(&input.title, &input.text),
+            &f.meta_ids(&[("community", &input.community)]),
+            None,
+            0,
+        );
+        encoded.set_prior(row, card.prior(&input.community));
+    }
+    let want = trainer.predict(&encoded).unwrap();
+    let got = predictor.predict(&inputs).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.p_accepted, w.p_accepted);
+        assert_eq!(g.kind, w.kind);
+    }
+    assert_eq!(got[0].label, "accepted");
+    assert_eq!(got[1].label, "rejected");
+
+    // Parameters without document frequencies (an untrained TF-IDF model) are refused.
+    let untrained = ProposalTrainer::new(
+        &card.architecture,
+        DeviceSpec::Cpu,
+        EncodedProposals::new(),
+        None,
+        1,
+    )
+    .unwrap()
+    .get_parameters();
+    let mut bare = card.clone();
+    bare.params_cid = untrained.content_hash();
+    let err = Predictor::new(bare, &untrained).unwrap_err();
+    assert!(matches!(err, PredictError::Mismatch(_)), "{err}");
 }

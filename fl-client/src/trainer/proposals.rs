@@ -1,15 +1,38 @@
-//! The proposal-analysis model: a fastText-style bag of embeddings with two linear heads, and
-//! [`ProposalTrainer`], a [`Trainer`] over it, so that every strategy, differential-privacy and
-//! secure-aggregation mode of the federation trains it unchanged.
+//! The proposal-analysis model: a fastText-style bag of embeddings with two linear heads, or a
+//! linear model (logistic regression per head) over TF-IDF features, and [`ProposalTrainer`], a
+//! [`Trainer`] over it, so that every strategy, differential-privacy and secure-aggregation mode
+//! of the federation trains it unchanged.
 //!
 //! A proposal becomes two bags of bucket ids ([`crate::text`]): its text's word n-grams and its
-//! metadata (the community). The model looks up one embedding per id (burn `Embedding`),
-//! averages each bag (an EmbeddingBag in mean mode, padding weighted zero), adds the two means,
-//! optionally passes the sum through one ReLU layer, and reads two heads off it:
+//! metadata (the community). The model looks up one embedding per id (burn `Embedding`), pools
+//! each bag with per-id weights (an EmbeddingBag in sum mode, padding weighted zero), adds the
+//! two, optionally passes the sum through one ReLU layer, and reads two heads off it:
 //!
 //! - **outcome**: accepted (0) or rejected (1). `open` proposals have no outcome and are left
 //!   out of this head's loss (they still train the kind head);
 //! - **kind**: the normalised [`ProposalKind`] (5 classes).
+//!
+//! The text weights ([`TermWeighting`]) are the mean (`1 / ids`, fastText) or TF-IDF
+//! (sublinear term frequency times inverse document frequency, unit L2 norm per document, as
+//! the data README's linear baseline). With [`ModelKind::Linear`] the "embedding" of a bucket is
+//! its row of the two heads' weights (2 + 5 columns) plus one bias per class: exactly
+//! logistic regression per head over the weighted bag.
+//!
+//! ## Document frequencies, federated
+//!
+//! TF-IDF needs the fraction of training documents that contain each bucket, over the whole
+//! federation. They are part of the parameters: a non-trained tensor `document_frequency`
+//! (`buckets + 1` values: the fractions, then a 1 once they are known), so they are
+//! content-addressed and anchored with the checkpoint, and a predictor applies the weights the
+//! model was trained with. A trainer whose parameters do not know them yet (the last value is
+//! 0, as in the initial model) spends its next `fit` on them instead of training: it returns
+//! the global parameters with its own fractions ([`EncodedProposals::document_frequencies`])
+//! and its number of examples. FedAvg's example-weighted mean of the members' fractions is
+//! `Σ dfᵢ / Σ nᵢ`, the federation's fraction, so round 1 of a federation is this
+//! document-frequency round, aggregated by the existing sum (in the clear, under SecAgg+ or
+//! homomorphically: no member's counts are revealed beyond the sum). It assumes the mean is
+//! applied as it is: a server optimiser (FedAdam) or differential privacy would step along or
+//! noise it.
 //!
 //! The loss is the (class-weighted, see [`ProposalModelSpec::rejected_weight`]) cross-entropy
 //! of the outcome over the decided examples of a batch plus
@@ -22,7 +45,9 @@ mod tests;
 
 use std::sync::Arc;
 
+use burn::module::Param;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu, softmax};
@@ -37,13 +62,18 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use encoded::EncodedProposals;
+use encoded::TextWeights;
 pub use metrics::{ClassScores, OutcomeScores, score};
 
 use super::proximal::Proximal;
 use super::scaffold::Correction;
 use super::{DeviceSpec, params};
 use crate::data::proposals::ProposalKind;
-use crate::text::{HashingConfig, HashingFeaturizer};
+use crate::text::{HashingConfig, HashingFeaturizer, idf};
+
+/// The metric a trainer reports (value 1) for a `fit` spent on the document frequencies
+/// instead of training (see the module docs).
+pub const DOCUMENT_FREQUENCY_METRIC: &str = "document_frequency_round";
 
 /// Outcome classes (accepted, rejected).
 pub const OUTCOME_CLASSES: usize = 2;
@@ -55,9 +85,21 @@ pub const EVAL_BATCH: usize = 64;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProposalModelSpec {
+    /// The architecture: `bag_of_embeddings` (the default) or `linear` (logistic regression
+    /// per head over the weighted bag).
+    #[serde(skip_serializing_if = "is_default")]
+    pub kind: ModelKind,
+    /// How the text ids of a document are weighed: `mean` (the default) or `tf_idf`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub weighting: TermWeighting,
+    /// Smoothing `s` of the inverse document frequency `ln((1 + s) / (df + s)) + 1`
+    /// ([`crate::text::idf`], `df` the fraction of documents); `s = 1/N` over `N` documents is
+    /// scikit-learn's smoothed idf. Read with `weighting = "tf_idf"` only.
+    #[serde(skip_serializing_if = "is_default_smoothing")]
+    pub idf_smoothing: f64,
     /// How text becomes bucket ids (the embedding table has one row per bucket).
     pub featurizer: HashingConfig,
-    /// Embedding width.
+    /// Embedding width (not read by the linear model, whose width is the number of classes).
     pub dim: usize,
     /// Width of a ReLU layer between the bag and the heads; 0 for linear heads (fastText).
     pub hidden: usize,
@@ -77,10 +119,49 @@ pub struct ProposalModelSpec {
     pub community_prior: bool,
     /// The local optimiser `fit` uses (fresh each call, so no state crosses rounds).
     pub optimizer: LocalOptimizer,
-    /// Decoupled weight decay (AdamW) of the Adam optimiser; 0 for plain Adam. Bounds the
+    /// Decoupled weight decay (AdamW) of the Adam optimiser, or the L2 penalty of SGD (its
+    /// gradient `weight_decay · w` added to every step's); 0 for none. Bounds the
     /// parameters: without it, members whose proposals are (nearly) all of one class push
     /// their weights without limit and FedAvg's average diverges.
     pub weight_decay: f64,
+}
+
+/// The default `idf_smoothing`: `1/4096`, about `1/N` for the shipped training split's 3,146
+/// proposals.
+pub const DEFAULT_IDF_SMOOTHING: f64 = 1.0 / 4096.0;
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+fn is_default_smoothing(value: &f64) -> bool {
+    *value == DEFAULT_IDF_SMOOTHING
+}
+
+/// The proposal model's architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// fastText: an embedding of `dim` per bucket, the weighted bag through optional hidden
+    /// layer to two linear heads.
+    #[default]
+    BagOfEmbeddings,
+    /// Logistic regression per head: each bucket's row holds its weight for every class of
+    /// both heads, plus one bias per class (and the community prior, if on).
+    Linear,
+}
+
+/// How a document's text ids are weighed before they are summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TermWeighting {
+    /// Each id `1 / text ids`: the mean (fastText).
+    #[default]
+    Mean,
+    /// Sublinear term frequency times inverse document frequency, unit L2 norm per document
+    /// ([`crate::text::tf_idf`]), with the federation's document frequencies (see the
+    /// [module docs](self)).
+    TfIdf,
 }
 
 /// A local optimiser.
@@ -100,6 +181,9 @@ impl Default for ProposalModelSpec {
     /// corpus's accepted:rejected ratio), the community prior on.
     fn default() -> Self {
         Self {
+            kind: ModelKind::BagOfEmbeddings,
+            weighting: TermWeighting::Mean,
+            idf_smoothing: DEFAULT_IDF_SMOOTHING,
             featurizer: HashingConfig {
                 buckets_log2: 16,
                 ..HashingConfig::default()
@@ -126,6 +210,15 @@ impl ProposalModelSpec {
         if self.hidden > 4096 {
             return Err(format!("hidden must be at most 4096, got {}", self.hidden));
         }
+        if self.kind == ModelKind::Linear && self.hidden > 0 {
+            return Err("a linear model has no hidden layer: set hidden = 0".into());
+        }
+        if !(self.idf_smoothing.is_finite() && self.idf_smoothing > 0.0) {
+            return Err(format!(
+                "idf_smoothing must be finite and positive, got {}",
+                self.idf_smoothing
+            ));
+        }
         for (name, w) in [
             ("kind_weight", self.kind_weight),
             ("rejected_weight", self.rejected_weight),
@@ -143,20 +236,34 @@ impl ProposalModelSpec {
     pub fn featurizer(&self) -> Result<HashingFeaturizer, String> {
         HashingFeaturizer::new(self.featurizer.clone())
     }
+
+    /// Width of a bucket's row: `dim`, or the number of classes of both heads (linear).
+    fn width(&self) -> usize {
+        match self.kind {
+            ModelKind::BagOfEmbeddings => self.dim,
+            ModelKind::Linear => OUTCOME_CLASSES + ProposalKind::COUNT,
+        }
+    }
 }
 
 /// Burn initialisers are never run: [`params::seeded_init`] replaces every parameter.
 const UNUSED_INIT: Initializer = Initializer::Zeros;
 
-/// Bag of embeddings with an outcome head and a kind head.
+/// Bag of embeddings with an outcome head and a kind head (both absent in the linear model,
+/// whose rows are the heads' weights).
 #[derive(Module, Debug)]
 pub(crate) struct BagOfEmbeddings {
     embedding: Embedding,
     hidden: Option<Linear>,
-    outcome: Linear,
-    kind: Linear,
+    outcome: Option<Linear>,
+    kind: Option<Linear>,
+    /// The linear model's bias per class (`[2 + kinds]`).
+    bias: Option<Param<Tensor<1>>>,
     /// The community prior's weight per outcome class (`[1, 2]`, no bias).
     prior: Option<Linear>,
+    /// TF-IDF's document frequencies (`[buckets + 1]`, not trained; see the module docs). The
+    /// last field, so its values are the last of the flattened parameters.
+    document_frequency: Option<Param<Tensor<1>>>,
 }
 
 impl BagOfEmbeddings {
@@ -171,20 +278,31 @@ impl BagOfEmbeddings {
         } else {
             spec.hidden
         };
+        let heads = spec.kind == ModelKind::BagOfEmbeddings;
+        let width = spec.width();
         Self {
-            embedding: EmbeddingConfig::new(spec.featurizer.buckets(), spec.dim)
+            embedding: EmbeddingConfig::new(spec.featurizer.buckets(), width)
                 .with_initializer(UNUSED_INIT)
                 .init(device),
-            hidden: (spec.hidden > 0).then(|| linear(spec.dim, spec.hidden)),
-            outcome: linear(features, OUTCOME_CLASSES),
-            kind: linear(features, ProposalKind::COUNT),
+            hidden: (heads && spec.hidden > 0).then(|| linear(spec.dim, spec.hidden)),
+            outcome: heads.then(|| linear(features, OUTCOME_CLASSES)),
+            kind: heads.then(|| linear(features, ProposalKind::COUNT)),
+            bias: (!heads).then(|| Param::from_tensor(Tensor::zeros([width], device))),
             prior: spec.community_prior.then(|| {
                 LinearConfig::new(1, OUTCOME_CLASSES)
                     .with_bias(false)
                     .with_initializer(UNUSED_INIT)
                     .init(device)
             }),
+            document_frequency: (spec.weighting == TermWeighting::TfIdf)
+                .then(|| Self::unknown_frequencies(spec, device)),
         }
+    }
+
+    /// The document frequencies of a model that does not know them yet: all 0, not trained.
+    fn unknown_frequencies(spec: &ProposalModelSpec, device: &Device) -> Param<Tensor<1>> {
+        Param::from_tensor(Tensor::zeros([spec.featurizer.buckets() + 1], device))
+            .set_require_grad(false)
     }
 
     /// `(outcome logits [batch, 2], kind logits [batch, kinds])` of a padded batch of ids
@@ -204,11 +322,21 @@ impl BagOfEmbeddings {
         if let Some(hidden) = &self.hidden {
             x = relu(hidden.forward(x));
         }
-        let mut outcome = self.outcome.forward(x.clone());
+        let (mut outcome, kind) = match (&self.outcome, &self.kind, &self.bias) {
+            (Some(outcome), Some(kind), _) => (outcome.forward(x.clone()), kind.forward(x)),
+            (_, _, Some(bias)) => {
+                let logits = x + bias.val().unsqueeze_dim::<2>(0);
+                (
+                    logits.clone().narrow(1, 0, OUTCOME_CLASSES),
+                    logits.narrow(1, OUTCOME_CLASSES, ProposalKind::COUNT),
+                )
+            }
+            _ => unreachable!("a model has its heads or a linear bias (see `new`)"),
+        };
         if let Some(p) = &self.prior {
             outcome = outcome + p.forward(prior);
         }
-        (outcome, self.kind.forward(x))
+        (outcome, kind)
     }
 }
 
@@ -237,6 +365,9 @@ pub struct ProposalPrediction {
 pub struct ProposalTrainer {
     spec: ProposalModelSpec,
     network: BagOfEmbeddings,
+    /// The inverse document frequencies of the parameters' `document_frequency` (TF-IDF,
+    /// once known).
+    idf: Option<Vec<f32>>,
     schema: Arc<Schema>,
     train: EncodedProposals,
     eval: Option<EncodedProposals>,
@@ -274,10 +405,16 @@ impl ProposalTrainer {
         let device = device.device();
         let network = BagOfEmbeddings::new(spec, &device.clone().autodiff());
         let schema = Arc::new(params::schema_of(&network)?);
-        let network = params::seeded_init(network, init_seed);
+        let mut network = params::seeded_init(network, init_seed);
+        if network.document_frequency.is_some() {
+            let autodiff = device.clone().autodiff();
+            network.document_frequency =
+                Some(BagOfEmbeddings::unknown_frequencies(spec, &autodiff));
+        }
         Ok(Self {
             spec: spec.clone(),
             network,
+            idf: None,
             schema,
             train,
             eval,
@@ -295,6 +432,61 @@ impl ProposalTrainer {
         &self.train
     }
 
+    /// Whether the model weighs text by TF-IDF and its parameters do not hold the document
+    /// frequencies yet: the next [`fit`](Trainer::fit) computes them (see the module docs).
+    pub fn needs_document_frequencies(&self) -> bool {
+        self.spec.weighting == TermWeighting::TfIdf && self.idf.is_none()
+    }
+
+    /// The inverse document frequency of every bucket, once known (TF-IDF only).
+    pub fn idf(&self) -> Option<&[f32]> {
+        self.idf.as_deref()
+    }
+
+    fn text_weights(&self) -> TextWeights<'_> {
+        match self.spec.weighting {
+            TermWeighting::Mean => TextWeights::Mean,
+            TermWeighting::TfIdf => TextWeights::TfIdf(self.idf.as_deref()),
+        }
+    }
+
+    /// Recomputes [`idf`](Self::idf) from the flattened parameters `values`: their last
+    /// `buckets + 1` values are the document frequencies and the "known" flag.
+    fn refresh_idf(&mut self, values: &[f32]) {
+        self.idf = None;
+        if self.spec.weighting != TermWeighting::TfIdf {
+            return;
+        }
+        let buckets = self.spec.featurizer.buckets();
+        let Some((&known, df)) = values[values.len() - buckets - 1..].split_last() else {
+            return;
+        };
+        if known > 0.5 {
+            let s = self.spec.idf_smoothing as f32;
+            self.idf = Some(df.iter().map(|&f| idf(f, s)).collect());
+        }
+    }
+
+    /// The document-frequency round: the current parameters with this member's fractions in
+    /// `document_frequency` (and its flag set), weighted by its number of examples.
+    fn document_frequency_round(&mut self) -> Result<FitOutcome, TrainerError> {
+        let buckets = self.spec.featurizer.buckets();
+        let mut values = params::flatten(&self.network, self.schema.num_values())
+            .map_err(TrainerError::Other)?;
+        let start = values.len() - buckets - 1;
+        values[start..start + buckets].copy_from_slice(&self.train.document_frequencies(buckets));
+        values[start + buckets] = 1.0;
+        self.network = params::unflatten(self.network.clone(), &values);
+        self.refresh_idf(&values);
+        let mut metrics = Metrics::new();
+        metrics.insert(LOCAL_STEPS_METRIC.into(), 0.0);
+        metrics.insert(DOCUMENT_FREQUENCY_METRIC.into(), 1.0);
+        Ok(FitOutcome {
+            num_examples: self.train.len() as u64,
+            metrics,
+        })
+    }
+
     /// Predicts every example of `data` with the current parameters.
     pub fn predict(
         &self,
@@ -306,8 +498,12 @@ impl ProposalTrainer {
         let mut out = Vec::with_capacity(data.len());
         let indices: Vec<usize> = (0..data.len()).collect();
         for chunk in indices.chunks(EVAL_BATCH) {
-            let (ids, weights, prior) =
-                data.batch(chunk, self.spec.meta_scale as f32, &self.device);
+            let (ids, weights, prior) = data.batch(
+                chunk,
+                self.spec.meta_scale as f32,
+                self.text_weights(),
+                &self.device,
+            );
             let (outcome, kind) = model.forward(ids, weights, prior);
             let p_outcome = to_vec(softmax(outcome, 1))?;
             let p_kind = to_vec(softmax(kind, 1))?;
@@ -363,7 +559,12 @@ impl ProposalTrainer {
 
     fn batch_loss(&self, model: &BagOfEmbeddings, chunk: &[usize], device: &Device) -> Tensor<1> {
         let data = &self.train;
-        let (ids, weights, prior) = data.batch(chunk, self.spec.meta_scale as f32, device);
+        let (ids, weights, prior) = data.batch(
+            chunk,
+            self.spec.meta_scale as f32,
+            self.text_weights(),
+            device,
+        );
         let (outcome_logits, kind_logits) = model.forward(ids, weights, prior);
         let b = chunk.len();
         let mut targets = Vec::with_capacity(b);
@@ -428,6 +629,7 @@ impl Trainer for ProposalTrainer {
             .into());
         }
         self.network = params::unflatten(self.network.clone(), params.values());
+        self.refresh_idf(params.values());
         Ok(())
     }
 
@@ -435,6 +637,9 @@ impl Trainer for ProposalTrainer {
         super::check_fit_config(config)?;
         if self.train.is_empty() {
             return Err(TrainerError::NoData("fit"));
+        }
+        if self.needs_document_frequencies() {
+            return self.document_frequency_round();
         }
         let autodiff = self.device.clone().autodiff();
         // SCAFFOLD's option II assumes plain SGD (see `trainer::scaffold`).
@@ -444,6 +649,9 @@ impl Trainer for ProposalTrainer {
                 .with_weight_decay(self.spec.weight_decay as f32)
                 .init(),
             LocalOptimizer::Adam => AdamConfig::new().init(),
+            LocalOptimizer::Sgd if self.spec.weight_decay > 0.0 => SgdConfig::new()
+                .with_weight_decay(Some(WeightDecayConfig::new(self.spec.weight_decay as f32)))
+                .init(),
             LocalOptimizer::Sgd => SgdConfig::new().init(),
         };
         let mut rng = ChaCha8Rng::seed_from_u64(config.shuffle_seed);

@@ -3,7 +3,7 @@
 use burn::prelude::*;
 
 use crate::data::proposals::Proposal;
-use crate::text::HashingFeaturizer;
+use crate::text::{HashingFeaturizer, tf_idf};
 
 /// Proposals encoded for the model: per example a bag of text ids, a bag of metadata ids, the
 /// outcome class (`None` for open) and the kind class. Stored flat (one id buffer with row
@@ -13,6 +13,9 @@ pub struct EncodedProposals {
     /// `ids[offsets[i]..offsets[i + 1]]` are example `i`'s ids: text ids first.
     offsets: Vec<usize>,
     ids: Vec<u32>,
+    /// How often each of `ids` occurs in its document (1 for metadata ids and for examples
+    /// pushed without counts).
+    counts: Vec<u32>,
     /// How many of example `i`'s ids are text ids (the rest are metadata ids).
     text_len: Vec<u32>,
     outcome: Vec<Option<u8>>,
@@ -38,8 +41,8 @@ impl EncodedProposals {
     ) -> Self {
         let mut out = Self::new();
         for p in proposals {
-            out.push(
-                &featurizer.ids(&p.title, &p.text),
+            out.push_counted(
+                &featurizer.id_counts(&p.title, &p.text),
                 &featurizer.meta_ids(&[("community", &p.community)]),
                 p.label.class(),
                 p.kind().class(),
@@ -51,13 +54,28 @@ impl EncodedProposals {
     /// Appends one example. Outcome classes are 0 (accepted) or 1 (rejected); kind classes
     /// index [`ProposalKind::ALL`](crate::data::proposals::ProposalKind::ALL).
     pub fn push(&mut self, text_ids: &[u32], meta_ids: &[u32], outcome: Option<u8>, kind: u8) {
+        let counted: Vec<(u32, u32)> = text_ids.iter().map(|&id| (id, 1)).collect();
+        self.push_counted(&counted, meta_ids, outcome, kind);
+    }
+
+    /// Appends one example whose text ids come with their counts
+    /// ([`HashingFeaturizer::id_counts`]), as [`push`](Self::push) otherwise.
+    pub fn push_counted(
+        &mut self,
+        text: &[(u32, u32)],
+        meta_ids: &[u32],
+        outcome: Option<u8>,
+        kind: u8,
+    ) {
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
-        self.ids.extend_from_slice(text_ids);
+        self.ids.extend(text.iter().map(|&(id, _)| id));
+        self.counts.extend(text.iter().map(|&(_, c)| c.max(1)));
         self.ids.extend_from_slice(meta_ids);
+        self.counts.extend(meta_ids.iter().map(|_| 1));
         self.offsets.push(self.ids.len());
-        self.text_len.push(text_ids.len() as u32);
+        self.text_len.push(text.len() as u32);
         self.outcome.push(outcome.map(|c| c.min(1)));
         self.kind.push(kind);
         self.prior.push(0.0);
@@ -123,9 +141,8 @@ impl EncodedProposals {
     pub fn subset(&self, indices: &[usize]) -> Self {
         let mut out = Self::new();
         for &i in indices.iter().filter(|&&i| i < self.len()) {
-            let row = &self.ids[self.offsets[i]..self.offsets[i + 1]];
-            let (text, meta) = row.split_at(self.text_len[i] as usize);
-            out.push(text, meta, self.outcome[i], self.kind[i]);
+            let (text, meta) = self.row(i);
+            out.push_counted(&text, meta, self.outcome[i], self.kind[i]);
             *out.prior.last_mut().expect("just pushed") = self.prior[i];
         }
         out
@@ -139,6 +156,7 @@ impl EncodedProposals {
         }
         let base = out.ids.len();
         out.ids.extend_from_slice(&other.ids);
+        out.counts.extend_from_slice(&other.counts);
         out.offsets
             .extend(other.offsets.iter().skip(1).map(|&o| base + o));
         out.text_len.extend_from_slice(&other.text_len);
@@ -165,6 +183,36 @@ impl EncodedProposals {
         out
     }
 
+    /// Example `i`'s text ids with their counts, and its metadata ids.
+    fn row(&self, i: usize) -> (Vec<(u32, u32)>, &[u32]) {
+        let (start, end) = (self.offsets[i], self.offsets[i + 1]);
+        let text = start + self.text_len[i] as usize;
+        let counted = self.ids[start..text]
+            .iter()
+            .copied()
+            .zip(self.counts[start..text].iter().copied())
+            .collect();
+        (counted, &self.ids[text..end])
+    }
+
+    /// The fraction of the examples whose text contains each bucket, `buckets` entries: what a
+    /// member contributes to the federation's document frequencies (the example-weighted mean
+    /// of the members' fractions is the federation's fraction). Ids at or above `buckets` are
+    /// ignored; all zeros for an empty set.
+    pub fn document_frequencies(&self, buckets: usize) -> Vec<f32> {
+        let mut df = vec![0u64; buckets];
+        for i in 0..self.len() {
+            let start = self.offsets[i];
+            for &id in &self.ids[start..start + self.text_len[i] as usize] {
+                if let Some(d) = df.get_mut(id as usize) {
+                    *d += 1;
+                }
+            }
+        }
+        let n = self.len().max(1) as f64;
+        df.into_iter().map(|d| (d as f64 / n) as f32).collect()
+    }
+
     /// Checks that every id is below `buckets` and every kind a known class.
     pub(crate) fn check_ids(&self, buckets: usize) -> Result<(), String> {
         if let Some(&id) = self.ids.iter().find(|&&id| id as usize >= buckets) {
@@ -180,12 +228,15 @@ impl EncodedProposals {
     }
 
     /// `(ids [batch, len], weights [batch, len], prior [batch, 1])` of the examples at `indices` (in range),
-    /// padded to the longest: each text id weighs `1 / text ids`, each metadata id
-    /// `meta_scale / metadata ids` (two means, summed by the model), padding 0.
+    /// padded to the longest: each metadata id weighs `meta_scale / metadata ids`, padding 0,
+    /// and each text id `1 / text ids` (a mean) under [`TextWeights::Mean`], or its TF-IDF
+    /// weight ([`tf_idf`]: sublinear tf times idf, unit L2 norm per document) under
+    /// [`TextWeights::TfIdf`]. The model sums the weighted embeddings.
     pub(crate) fn batch(
         &self,
         indices: &[usize],
         meta_scale: f32,
+        text_weights: TextWeights<'_>,
         device: &Device,
     ) -> (Tensor<2, Int>, Tensor<2>, Tensor<2>) {
         let width = indices
@@ -201,12 +252,18 @@ impl EncodedProposals {
             let row = &self.ids[self.offsets[i]..self.offsets[i + 1]];
             let text = self.text_len[i] as usize;
             let meta = row.len() - text;
+            let tf_idf = match text_weights {
+                TextWeights::Mean => None,
+                TextWeights::TfIdf(idf) => Some(tf_idf(&self.row(i).0, idf)),
+            };
             for (c, &id) in row.iter().enumerate() {
                 ids[r * width + c] = i64::from(id);
-                weights[r * width + c] = if c < text {
-                    1.0 / text as f32
-                } else {
+                weights[r * width + c] = if c >= text {
                     meta_scale / meta as f32
+                } else if let Some(w) = &tf_idf {
+                    w[c]
+                } else {
+                    1.0 / text as f32
                 };
             }
         }
@@ -217,4 +274,14 @@ impl EncodedProposals {
             Tensor::from_data(TensorData::new(prior, [b, 1]), device),
         )
     }
+}
+
+/// How [`EncodedProposals::batch`] weighs the text ids of a document.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TextWeights<'a> {
+    /// Each `1 / text ids`: the mean of the text embeddings.
+    Mean,
+    /// TF-IDF with these inverse document frequencies (one per bucket; `None`: all 1, before
+    /// the document frequencies are known).
+    TfIdf(Option<&'a [f32]>),
 }

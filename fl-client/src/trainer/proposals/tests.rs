@@ -16,6 +16,7 @@ fn tiny_spec() -> ProposalModelSpec {
         community_prior: true,
         optimizer: LocalOptimizer::Adam,
         weight_decay: 0.0,
+        ..Default::default()
     }
 }
 
@@ -270,4 +271,183 @@ fn fedprox_mu_zero_is_the_old_training_and_a_large_mu_stays_near_the_global_mode
         }),
         Err(TrainerError::InvalidConfig(_))
     ));
+}
+
+fn tf_idf_spec(kind: ModelKind) -> ProposalModelSpec {
+    ProposalModelSpec {
+        kind,
+        weighting: TermWeighting::TfIdf,
+        idf_smoothing: 0.25,
+        ..tiny_spec()
+    }
+}
+
+/// The values of the parameter tensor `name`.
+fn tensor(p: &ParamVec, name: &str) -> Vec<f32> {
+    let mut offset = 0;
+    for t in p.schema().tensors() {
+        let n = t.num_values();
+        if t.name == name {
+            return p.values()[offset..offset + n].to_vec();
+        }
+        offset += n;
+    }
+    panic!("no tensor {name}");
+}
+
+#[test]
+fn document_frequencies_are_fractions_of_documents() {
+    let f = tiny_spec().featurizer().unwrap();
+    let mut data = EncodedProposals::new();
+    for text in ["fee fee raise", "fee cut", "cut cut cut", "other"] {
+        data.push_counted(&f.id_counts("", text), &f.meta_ids(&[("c", "x")]), None, 0);
+    }
+    let df = data.document_frequencies(1024);
+    let id = |w: &str| f.ids("", w)[0] as usize;
+    assert_eq!(df[id("fee")], 0.5);
+    assert_eq!(df[id("cut")], 0.5);
+    assert_eq!(df[id("raise")], 0.25);
+    assert_eq!(df[id("missing")], 0.0);
+    // Metadata ids are not text: they count in no document frequency.
+    assert_eq!(df[f.meta_ids(&[("c", "x")])[0] as usize], 0.0);
+    // Counts survive subsets and concatenation.
+    assert_eq!(data.subset(&[0, 1]).concat(&data.subset(&[2, 3])), data);
+}
+
+/// The document-frequency round: each member's first `fit` returns the global parameters with
+/// its own document fractions; the aggregator's example-weighted sum (`WeightedSum`, what
+/// FedAvg and SecAgg+ compute) gives the fractions of the pooled documents, and from then on
+/// every trainer applies the same idf and trains.
+#[test]
+fn the_document_frequency_round_sums_the_members_counts() {
+    let spec = tf_idf_spec(ModelKind::Linear);
+    let data = toy(&spec, 30);
+    let (a, b) = (
+        data.subset(&(0..12).collect::<Vec<_>>()),
+        data.subset(&(12..30).collect::<Vec<_>>()),
+    );
+    let mut members: Vec<ProposalTrainer> = [a, b]
+        .into_iter()
+        .map(|d| ProposalTrainer::new(&spec, DeviceSpec::Cpu, d, None, 5).unwrap())
+        .collect();
+    let global = members[0].get_parameters();
+    assert!(
+        tensor(&global, "document_frequency")
+            .iter()
+            .all(|&v| v == 0.0)
+    );
+    assert!(members[0].needs_document_frequencies());
+    let mut sum = fl_core::aggregate::WeightedSum::new(global.schema().clone());
+    for m in &mut members {
+        let outcome = m.fit(&fit_config(1)).unwrap();
+        assert_eq!(outcome.metrics[DOCUMENT_FREQUENCY_METRIC], 1.0);
+        assert_eq!(outcome.metrics[LOCAL_STEPS_METRIC], 0.0);
+        let local = m.get_parameters();
+        // Nothing trained: only the document frequencies differ from the global model.
+        assert_eq!(
+            tensor(&local, "embedding.weight"),
+            tensor(&global, "embedding.weight")
+        );
+        sum.add(&local, outcome.num_examples, &outcome.metrics)
+            .unwrap();
+    }
+    let mean = sum.mean().unwrap();
+    let df = tensor(&mean, "document_frequency");
+    let pooled = data.document_frequencies(1024);
+    assert_eq!(df.len(), 1025);
+    assert_eq!(df[1024], 1.0, "the known flag");
+    for (got, want) in df.iter().zip(&pooled) {
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+    // Every trainer that loads the aggregate applies the same idf, and the next fit trains.
+    let mut central = ProposalTrainer::new(&spec, DeviceSpec::Cpu, data.clone(), None, 5).unwrap();
+    central.fit(&fit_config(1)).unwrap();
+    for m in &mut members {
+        m.set_parameters(&mean).unwrap();
+        assert!(!m.needs_document_frequencies());
+        for (x, y) in m.idf().unwrap().iter().zip(central.idf().unwrap()) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+        let outcome = m.fit(&fit_config(1)).unwrap();
+        assert!(outcome.metrics[LOCAL_STEPS_METRIC] > 0.0);
+        assert_eq!(
+            tensor(&m.get_parameters(), "document_frequency"),
+            df,
+            "document frequencies are not trained"
+        );
+    }
+}
+
+#[test]
+fn tf_idf_models_learn_both_heads_on_a_toy_task() {
+    for kind in [ModelKind::Linear, ModelKind::BagOfEmbeddings] {
+        let spec = tf_idf_spec(kind);
+        let train = toy(&spec, 40);
+        let mut trainer =
+            ProposalTrainer::new(&spec, DeviceSpec::Cpu, train.clone(), Some(train), 1).unwrap();
+        trainer.fit(&fit_config(1)).unwrap(); // the document frequencies
+        let before = trainer.evaluate(&EvaluateConfig::default()).unwrap();
+        trainer.fit(&fit_config(15)).unwrap();
+        let after = trainer.evaluate(&EvaluateConfig::default()).unwrap();
+        assert!(
+            after.loss < before.loss,
+            "{kind:?}: {before:?} -> {after:?}"
+        );
+        assert_eq!(after.metrics["accuracy"], 1.0, "{kind:?}: {after:?}");
+        assert_eq!(after.metrics["kind_accuracy"], 1.0, "{kind:?}: {after:?}");
+    }
+    // The linear model: a row of 2 + 5 class weights per bucket, a bias per class, the prior,
+    // and the document frequencies.
+    let spec = tf_idf_spec(ModelKind::Linear);
+    let t = ProposalTrainer::new(&spec, DeviceSpec::Cpu, toy(&spec, 4), None, 1).unwrap();
+    assert_eq!(t.schema().num_values(), 1024 * 7 + 7 + 2 + 1025);
+    let bad = ProposalModelSpec {
+        hidden: 4,
+        ..tf_idf_spec(ModelKind::Linear)
+    };
+    assert!(bad.validate().is_err());
+    let bad = ProposalModelSpec {
+        idf_smoothing: 0.0,
+        ..tf_idf_spec(ModelKind::Linear)
+    };
+    assert!(bad.validate().is_err());
+}
+
+#[test]
+fn batches_weigh_text_by_tf_idf_with_unit_norm() {
+    let mut spec = tf_idf_spec(ModelKind::Linear);
+    spec.featurizer.word_ngrams = 1;
+    let f = spec.featurizer().unwrap();
+    let mut data = EncodedProposals::new();
+    let counts = f.id_counts("", "fee fee raise");
+    assert_eq!(counts.len(), 2);
+    data.push_counted(&counts, &f.meta_ids(&[("c", "x")]), Some(0), 0);
+    let idf: Vec<f32> = (0..1024).map(|i| 1.0 + (i % 3) as f32).collect();
+    let device = DeviceSpec::Cpu.device();
+    let (_, weights, _) = data.batch(&[0], 2.0, TextWeights::TfIdf(Some(&idf)), &device);
+    let w: Vec<f32> = weights.into_data().try_to_vec::<f32>().unwrap();
+    let want = crate::text::tf_idf(&counts, Some(&idf));
+    assert_eq!(&w[..2], want.as_slice());
+    assert!((want.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-6);
+    assert_eq!(w[2], 2.0, "the metadata bag keeps its meta_scale mean");
+    let (_, weights, _) = data.batch(&[0], 1.0, TextWeights::Mean, &device);
+    let w: Vec<f32> = weights.into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(w, [0.5, 0.5, 1.0]);
+}
+
+#[test]
+fn the_default_model_keeps_its_card_and_schema() {
+    // New fields at their defaults are not serialised: cards of earlier models stay canonical.
+    let json = serde_json::to_string(&ProposalModelSpec::default()).unwrap();
+    assert!(
+        !json.contains("weighting") && !json.contains("\"kind\""),
+        "{json}"
+    );
+    let spec: ProposalModelSpec =
+        toml::from_str("kind = \"linear\"\nweighting = \"tf_idf\"").unwrap();
+    assert_eq!(
+        (spec.kind, spec.weighting),
+        (ModelKind::Linear, TermWeighting::TfIdf)
+    );
+    assert!(toml::from_str::<ProposalModelSpec>("weighting = \"idf\"").is_err());
 }

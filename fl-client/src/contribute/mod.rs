@@ -27,6 +27,8 @@ pub mod car;
 mod kubo;
 mod rebuild;
 mod store;
+#[cfg(feature = "burn")]
+pub mod training;
 
 use std::path::PathBuf;
 
@@ -59,6 +61,12 @@ pub enum ContributeError {
     /// A CAR block's CID is not a raw SHA-256 CID (daofl's records are raw blocks).
     #[error("CAR block {0} is not a raw sha2-256 CID")]
     NotARecordCid(String),
+    /// A labelled item is an annotation, not a proposal.
+    #[error("record {cid} is not a proposal record")]
+    NotAProposal {
+        /// Its CID.
+        cid: ContentHash,
+    },
     /// A record is not in the content store.
     #[error("record {cid} is not in the content store")]
     MissingRecord {

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod car;
+pub mod epoch;
 mod kubo;
 mod rebuild;
 mod store;
@@ -36,6 +37,7 @@ use contrib::{AnnotationRecord, Field, ProposalRecord, RecordError, SignedRecord
 use fl_core::{Address, ContentHash};
 
 pub use car::{Car, CarError, CarLimits};
+pub use epoch::{EpochError, EpochOutcome, EpochSettings, GoldLabel, settle_epoch};
 pub use kubo::Kubo;
 pub use rebuild::{RebuildReport, export_batch, index_batch, rebuild_index, verify_batch};
 pub use store::ContentStore;
@@ -125,6 +127,9 @@ pub enum ContributeError {
     /// The index database failed or refused a row.
     #[error("index: {0}")]
     Db(#[from] fl_db::DbError),
+    /// An annotation epoch could not be read, indexed or settled.
+    #[error("{0}")]
+    Epoch(#[from] epoch::EpochError),
     /// The IPFS node could not be reached or answered something unexpected.
     #[error("IPFS node {api}: {reason}")]
     Kubo {

@@ -4,6 +4,7 @@
 
 mod anchor;
 mod anchor_rpc;
+mod annotate_e2e;
 mod checkpoint;
 mod contribute_e2e;
 mod dp;

@@ -1,6 +1,10 @@
 //! `fl-client`: a DAO member's node. Thin argument parsing over [`fl_client::node::run_node`]
 //! and [`fl_client::federation`], plus member key management.
 
+// Not a file of `src/bin/` itself: Cargo would take it for a binary of its own.
+#[path = "cli/contribute.rs"]
+mod contribute_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -248,6 +252,12 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         refresh_secs: u64,
     },
+    /// Contribute data: add proposals, join annotation epochs, see assigned items, annotate
+    /// (commit), reveal, check and claim rewards.
+    Contribute {
+        #[command(subcommand)]
+        step: contribute_cli::ContributeStep,
+    },
     /// Make or show member keys (secp256k1; the address is the member's Ethereum address).
     Keys {
         #[command(subcommand)]
@@ -403,9 +413,7 @@ fn challenge(args: ChallengeArgs) -> Result<ExitCode> {
             None => Predictor::from_manifest(&args.model)?,
         };
         let pool: Vec<ProposalInput> = match &args.proposals {
-            Some(path) => {
-                fl_client::predict::read_inputs(path, &predictor.card().input_limits)?
-            }
+            Some(path) => fl_client::predict::read_inputs(path, &predictor.card().input_limits)?,
             None => fl_client::data::proposals::load_shipped()?
                 .proposals
                 .iter()
@@ -960,6 +968,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             )
         }
         Command::Committee { step } => committee(step),
+        Command::Contribute { step } => contribute_cli::contribute(step),
         Command::Claim {
             key,
             dao,

@@ -79,16 +79,8 @@ enum Command {
         /// The published reward list.
         #[arg(long)]
         rewards: PathBuf,
-        /// A JSON-RPC endpoint of the DAO's chain.
-        #[arg(
-            long,
-            required_unless_present = "chain_state",
-            conflicts_with = "chain_state"
-        )]
-        rpc_url: Option<String>,
-        /// An embedded chain's state folder (holding chain-anchor-state.json).
-        #[arg(long)]
-        chain_state: Option<PathBuf>,
+        #[command(flatten)]
+        chain: ChainArgs,
     },
     /// Analyse proposals with a published model: for each input line (JSON with at least
     /// `community`, `id`, `title`, `text`) write `community`, `id`, `label` (accepted or
@@ -128,20 +120,10 @@ enum Command {
         /// Check `--model` for a newer checkpoint this often (0: never).
         #[arg(long, default_value_t = 0)]
         watch_secs: u64,
-        /// The DAO's deployment (dao.json): serve only the checkpoint its model registry
-        /// promoted for `--federation` (checked at start and at every watch), read through
-        /// `--rpc-url` or `--chain-state`.
-        #[arg(long, requires = "federation")]
-        dao: Option<PathBuf>,
-        /// The federation whose promoted model is served.
-        #[arg(long)]
-        federation: Option<String>,
-        /// An EVM JSON-RPC endpoint, for `--dao`.
-        #[arg(long)]
-        rpc_url: Option<String>,
-        /// An embedded chain's state folder, for `--dao`.
-        #[arg(long)]
-        chain_state: Option<PathBuf>,
+        /// With `--dao`: serve only the checkpoint the registry promoted (checked at start and
+        /// at every watch).
+        #[command(flatten)]
+        dao: DaoArgs,
         /// DEVELOPMENT ONLY (feature `attack`): `wrong-label` signs the other label, `slow=MS`
         /// answers after MS milliseconds, to test gateways and validators with real nodes.
         #[cfg(feature = "attack")]
@@ -180,20 +162,10 @@ enum Command {
         /// How long to wait for a node, in milliseconds.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
-        /// The DAO's deployment (dao.json): challenge the model its registry promoted for
-        /// `--federation`, with the nodes' stakes from its staking contract; needs `--rpc-url`
-        /// or `--chain-state`. Without it: the newest checkpoint at `--model`, the listed stakes.
-        #[arg(long, requires = "federation")]
-        dao: Option<PathBuf>,
-        /// The federation whose promoted model is checked.
-        #[arg(long)]
-        federation: Option<String>,
-        /// An EVM JSON-RPC endpoint, for `--dao`.
-        #[arg(long)]
-        rpc_url: Option<String>,
-        /// An embedded chain's state folder, for `--dao`.
-        #[arg(long)]
-        chain_state: Option<PathBuf>,
+        /// With `--dao`: challenge the model the registry promoted, the nodes' stakes from the
+        /// staking contract. Without it: the newest checkpoint at `--model`, the listed stakes.
+        #[command(flatten)]
+        dao: DaoArgs,
     },
     /// Run an inference gateway: each `POST /v1/analyse` goes to `--redundancy` nodes of the
     /// list chosen from the request hash and the latest block hash (weighted by stake and
@@ -621,6 +593,55 @@ fn gateway(args: GatewayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The chain a command reaches the DAO on: an RPC endpoint or an embedded chain's state.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ChainArgs {
+    /// A JSON-RPC endpoint of the DAO's chain.
+    #[arg(
+        long,
+        required_unless_present = "chain_state",
+        conflicts_with = "chain_state"
+    )]
+    pub(crate) rpc_url: Option<String>,
+    /// An embedded chain's state folder (holding chain-anchor-state.json).
+    #[arg(long)]
+    pub(crate) chain_state: Option<PathBuf>,
+}
+
+/// An optional DAO: its deployment, the federation whose promoted model counts, and its chain.
+#[derive(Debug, Clone, clap::Args)]
+struct DaoArgs {
+    /// The DAO's deployment (dao.json): the model its registry promoted for `--federation`,
+    /// read through `--rpc-url` or `--chain-state`.
+    #[arg(long, requires = "federation")]
+    dao: Option<PathBuf>,
+    /// The federation whose promoted model counts.
+    #[arg(long)]
+    federation: Option<String>,
+    /// An EVM JSON-RPC endpoint, for `--dao`.
+    #[arg(long)]
+    rpc_url: Option<String>,
+    /// An embedded chain's state folder, for `--dao`.
+    #[arg(long)]
+    chain_state: Option<PathBuf>,
+}
+
+impl DaoArgs {
+    /// The DAO to read, `None` without `--dao`.
+    fn view(self) -> Result<Option<DaoView>> {
+        self.dao
+            .map(|d| -> Result<DaoView> {
+                Ok(DaoView {
+                    deployment: dao::DaoDeployment::load(&d)?,
+                    federation: self.federation.unwrap_or_default(),
+                    rpc_url: self.rpc_url,
+                    chain_state: self.chain_state,
+                })
+            })
+            .transpose()
+    }
+}
+
 /// Where the DAO is read from.
 #[derive(Clone)]
 struct DaoView {
@@ -841,24 +862,12 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             grpc_listen,
             watch_secs,
             dao,
-            federation,
-            rpc_url,
-            chain_state,
             #[cfg(feature = "attack")]
             misbehave,
         } => {
             #[cfg(not(feature = "attack"))]
             let misbehave = None;
-            let view = dao
-                .map(|d| -> Result<DaoView> {
-                    Ok(DaoView {
-                        deployment: dao::DaoDeployment::load(&d)?,
-                        federation: federation.unwrap_or_default(),
-                        rpc_url,
-                        chain_state,
-                    })
-                })
-                .transpose()?;
+            let view = dao.view()?;
             serve(
                 &model,
                 &key,
@@ -879,20 +888,8 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             out,
             timeout_ms,
             dao,
-            federation,
-            rpc_url,
-            chain_state,
         } => {
-            let view = dao
-                .map(|d| -> Result<DaoView> {
-                    Ok(DaoView {
-                        deployment: dao::DaoDeployment::load(&d)?,
-                        federation: federation.unwrap_or_default(),
-                        rpc_url,
-                        chain_state,
-                    })
-                })
-                .transpose()?;
+            let view = dao.view()?;
             challenge(ChallengeArgs {
                 nodes,
                 model,
@@ -974,9 +971,8 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             dao,
             epoch,
             rewards,
-            rpc_url,
-            chain_state,
-        } => claim(&key, &dao, epoch, &rewards, rpc_url, chain_state),
+            chain,
+        } => claim(&key, &dao, epoch, &rewards, chain),
     }
 }
 
@@ -1026,30 +1022,20 @@ fn claim(
     deployment: &std::path::Path,
     epoch: u64,
     rewards: &std::path::Path,
-    rpc_url: Option<String>,
-    chain_state: Option<PathBuf>,
+    chain: ChainArgs,
 ) -> Result<ExitCode> {
     let key = fl_node::read_key_file(key)?;
-    let signer: dao::chain_anchor::alloy::signers::local::PrivateKeySigner =
-        key.to_hex()
-            .parse()
-            .map_err(|e| format!("member key: {e}"))?;
-    let me = signer.address();
-    let deployment = dao::DaoDeployment::load(deployment)?;
+    let me = key.address();
+    let view = DaoView {
+        deployment: dao::DaoDeployment::load(deployment)?,
+        federation: String::new(),
+        rpc_url: chain.rpc_url,
+        chain_state: chain.chain_state,
+    };
     let tree = reward_list(rewards)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let backend = match (rpc_url, chain_state) {
-            (Some(url), _) => {
-                dao::Backend::rpc_with_signer(&url, signer, dao::RpcTimeouts::default())?
-            }
-            (None, Some(dir)) => {
-                let anchor = dao::chain_anchor::EmbeddedAnchor::open(&dir)?;
-                dao::Backend::embedded(&anchor, me)
-            }
-            (None, None) => return Err("pass --rpc-url or --chain-state".into()),
-        };
-        let member = dao::Dao::new(backend, deployment);
+        let member = view.open_as(&key)?;
         let posted = member.epoch(epoch).await?;
         if posted.status == 0 {
             return Err(format!("epoch {epoch} has no posted root").into());

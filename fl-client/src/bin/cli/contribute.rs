@@ -22,7 +22,7 @@ use fl_client::contribute::{
 };
 use fl_core::{ContentHash, MemberKey};
 
-use super::{DaoView, Result};
+use super::{ChainArgs, DaoView, Result};
 
 /// Largest labels or item-list file read.
 const MAX_INPUT_BYTES: u64 = 4 << 20;
@@ -33,16 +33,8 @@ pub(crate) struct Common {
     /// The DAO deployment file (`dao.json`).
     #[arg(long)]
     dao: PathBuf,
-    /// A JSON-RPC endpoint of the DAO's chain.
-    #[arg(
-        long,
-        required_unless_present = "chain_state",
-        conflicts_with = "chain_state"
-    )]
-    rpc_url: Option<String>,
-    /// An embedded chain's state folder (holding chain-anchor-state.json).
-    #[arg(long)]
-    chain_state: Option<PathBuf>,
+    #[command(flatten)]
+    chain: ChainArgs,
     /// This member's key file (it signs the records and sends the transactions).
     #[arg(long, short, env = "DAOFL_KEY")]
     key: PathBuf,
@@ -155,8 +147,8 @@ async fn open(common: &Common) -> Result<Session> {
     let view = DaoView {
         deployment: dao::DaoDeployment::load(&common.dao)?,
         federation: String::new(),
-        rpc_url: common.rpc_url.clone(),
-        chain_state: common.chain_state.clone(),
+        rpc_url: common.chain.rpc_url.clone(),
+        chain_state: common.chain.chain_state.clone(),
     };
     Ok(Session {
         dao: view.open_as(&key)?,

@@ -197,7 +197,8 @@ pub struct ProposalRound {
     pub kind_macro_f1: f64,
     /// Test loss (outcome + kind cross-entropy).
     pub loss: f64,
-    /// Example-weighted mean training loss reported by the members.
+    /// Example-weighted mean training loss reported by the members (NaN in a TF-IDF model's
+    /// round 1, which computes the document frequencies and trains nothing).
     pub train_loss: f64,
     /// Wall time of the round (training, aggregation and evaluation).
     pub round_seconds: f64,
@@ -306,8 +307,11 @@ pub fn run_federated(
         .collect::<Result<Vec<_>, _>>()?;
     let mut evaluator = evaluator(config, prepared)?;
     let initial = evaluator.get_parameters();
+    // A TF-IDF model spends round 1 on the federation's document frequencies (see
+    // `fl_client::trainer::proposals`): one round more, so `rounds` still counts training rounds.
+    let document_frequency_round = u64::from(evaluator.needs_document_frequencies());
     let engine_config = EngineConfig {
-        num_rounds: config.rounds,
+        num_rounds: config.rounds + document_frequency_round,
         min_available_clients: trainers.len(),
         fit_timeout: Duration::from_secs(3600),
         evaluate_timeout: Duration::from_secs(3600),
@@ -412,6 +416,10 @@ pub fn train_alone(
         config.rounds * u64::from(config.fit.local_epochs),
         u64::from,
     );
+    if trainer.needs_document_frequencies() {
+        // The document frequencies of this trainer's own data, as the federation's round 1.
+        trainer.fit(&config.fit)?;
+    }
     for epoch in 1..=epochs {
         let fit = FitConfig {
             local_epochs: 1,
@@ -481,6 +489,8 @@ pub fn outcome_counts(data: &EncodedProposals) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    use fl_client::trainer::proposals::{ModelKind, TermWeighting};
+
     #[test]
     fn shipped_configs_parse_and_typos_are_refused() {
         let shuffled: ProposalsConfig =
@@ -491,6 +501,12 @@ mod tests {
             toml::from_str(include_str!("../proposals-secagg.toml")).unwrap();
         assert!(secagg.secure_aggregation.is_some());
         assert_eq!(secagg.model, ProposalModelSpec::default());
+        let tfidf: ProposalsConfig =
+            toml::from_str(include_str!("../proposals-tfidf.toml")).unwrap();
+        assert_eq!(
+            (tfidf.model.kind, tfidf.model.weighting),
+            (ModelKind::Linear, TermWeighting::TfIdf)
+        );
         assert!(toml::from_str::<ProposalsConfig>("rounds = 3\nshufled_labels = true").is_err());
         assert!(toml::from_str::<ProposalsConfig>("[model]\ndimm = 3").is_err());
     }

@@ -81,3 +81,70 @@ fn the_federated_model_is_published_with_its_card_and_predicts() {
     // Publishing again replaces the run's store and chain.
     publish_once().unwrap();
 }
+
+/// A TF-IDF linear model through the whole federation: round 1 computes the document
+/// frequencies (each member's fractions, aggregated by the engine's FedAvg), which equal those
+/// of the pooled training texts; the model trained from them is published, and the predictor
+/// loaded from the checkpoint applies the same idf and predicts what the trainer predicted.
+#[test]
+fn a_tf_idf_federation_agrees_on_the_pooled_document_frequencies_and_publishes_them() {
+    let config: ProposalsConfig = toml::from_str(
+        "rounds = 1\ncompare = false\ncompare_local = false\n\
+         [model]\nkind = \"linear\"\nweighting = \"tf_idf\"\n\
+         [model.featurizer]\nbuckets_log2 = 10\nmax_tokens = 64",
+    )
+    .unwrap();
+    let prepared = proposals::prepare(&config).unwrap();
+    let run = proposals::run_federated(&config, &prepared, |_| {}).unwrap();
+    // One document-frequency round, then the one training round.
+    assert_eq!(run.rounds.len(), 2);
+    assert!(run.rounds[0].train_loss.is_nan() && run.rounds[1].train_loss.is_finite());
+    let pooled = proposals::pooled_training_data(&prepared);
+    // The same model "trained" centrally for 0 epochs: only its document frequencies.
+    let central_config = ProposalsConfig {
+        alone_epochs: Some(0),
+        ..config.clone()
+    };
+    let central = proposals::train_alone(&central_config, &prepared, pooled, |_, _| {}).unwrap();
+    assert!(!central.needs_document_frequencies());
+    let (fed, cen) = (run.evaluator.idf().unwrap(), central.idf().unwrap());
+    assert_eq!(fed.len(), 1024);
+    for (f, c) in fed.iter().zip(cen) {
+        assert!((f - c).abs() < 1e-4, "{f} vs {c}");
+    }
+    // Not all alike: common buckets weigh less than rare ones.
+    let (lo, hi) = cen
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &w| (lo.min(w), hi.max(w)));
+    assert!(hi - lo > 0.5, "idf from {lo} to {hi}");
+
+    let scores = score_model(&run.evaluator, &prepared).unwrap();
+    let card = publish::model_card(&config, &prepared, &run.params, &scores, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let published = publish::publish(
+        dir.path(),
+        "publish-tfidf-test",
+        2,
+        &prepared.members,
+        fl_core::ContentHash::of(b"config"),
+        &card,
+        &run.params,
+    )
+    .unwrap();
+    let predictor = Predictor::from_manifest(&published.manifest_path).unwrap();
+    let rows = corpus::load_shipped().unwrap();
+    let split = rows.shipped_split().unwrap();
+    let inputs: Vec<ProposalInput> = split.test[..8]
+        .iter()
+        .map(|&i| ProposalInput::from(&rows.proposals[i]))
+        .collect();
+    let predicted = predictor.predict(&inputs).unwrap();
+    let expected = run
+        .evaluator
+        .predict(&prepared.test.subset(&(0..8).collect::<Vec<_>>()))
+        .unwrap();
+    for (p, e) in predicted.iter().zip(&expected) {
+        assert_eq!(p.p_accepted, e.p_accepted);
+        assert_eq!(p.kind, e.kind);
+    }
+}

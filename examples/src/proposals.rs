@@ -55,6 +55,47 @@ pub struct ProposalsConfig {
     /// proposals before training (test labels stay true); the model must fall to the
     /// community-majority baseline.
     pub shuffled_labels: bool,
+    /// Contributed data: each member also trains on the proposals of its community that the
+    /// DAO's annotators labelled by consensus (`[contributed]`: the index database, the
+    /// content store and the annotation epochs to read).
+    pub contributed: Option<ContributedData>,
+}
+
+/// Where contributed, consensus-labelled proposals are read from
+/// ([`fl_client::contribute::training::labelled_proposals`]).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContributedData {
+    /// The index database (`sqlite://...` or `postgres://...`), as `fl-client contribute
+    /// --db` writes it.
+    pub db: String,
+    /// The content store folder (`fl-client contribute --store`).
+    pub store: std::path::PathBuf,
+    /// The annotation epochs whose consensus labels count (the latest wins).
+    pub epochs: Vec<u64>,
+}
+
+/// Reads the contributed proposals `data` names (checked through the content store).
+///
+/// # Errors
+/// [`ProposalsRunError::Contributed`]: the database or the content store cannot be read, or a
+/// labelled record is refused.
+pub fn load_contributed(
+    data: &ContributedData,
+) -> Result<Vec<fl_client::contribute::training::LabelledProposal>, ProposalsRunError> {
+    let failed = |e: &dyn std::fmt::Display| ProposalsRunError::Contributed(e.to_string());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(&e))?;
+    runtime.block_on(async {
+        let db = fl_db::Store::open(&data.db).await.map_err(|e| failed(&e))?;
+        let content =
+            fl_client::contribute::ContentStore::open(&data.store).map_err(|e| failed(&e))?;
+        fl_client::contribute::training::labelled_proposals(&db, &content, &data.epochs, None)
+            .await
+            .map_err(|e| failed(&e))
+    })
 }
 
 impl Default for ProposalsConfig {
@@ -79,6 +120,7 @@ impl Default for ProposalsConfig {
             compare_local: true,
             alone_epochs: Some(15),
             shuffled_labels: false,
+            contributed: None,
             server_optimizer: None,
             proximal_mu: 0.0,
         }
@@ -115,13 +157,20 @@ pub enum ProposalsRunError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The contributed data could not be read.
+    #[error("contributed data: {0}")]
+    Contributed(String),
 }
 
 /// Loads and encodes the shipped corpus and split.
 pub fn prepare(config: &ProposalsConfig) -> Result<PreparedProposals, ProposalsRunError> {
     let corpus = proposals::load_shipped()?;
     let split = corpus.shipped_split()?;
-    prepare_from(config, &corpus, &split)
+    let contributed = match &config.contributed {
+        Some(data) => load_contributed(data)?,
+        None => Vec::new(),
+    };
+    prepare_with(config, &corpus, &split, &contributed)
 }
 
 /// Encodes `corpus` per `config.model` and splits it: one member per community holding its
@@ -130,6 +179,18 @@ pub fn prepare_from(
     config: &ProposalsConfig,
     corpus: &Corpus,
     split: &proposals::Split,
+) -> Result<PreparedProposals, ProposalsRunError> {
+    prepare_with(config, corpus, split, &[])
+}
+
+/// As [`prepare_from`], each member also holding the `contributed` proposals of its community
+/// (with their consensus labels) next to its own; contributed proposals of a community with
+/// no member are left out.
+pub fn prepare_with(
+    config: &ProposalsConfig,
+    corpus: &Corpus,
+    split: &proposals::Split,
+    contributed: &[fl_client::contribute::training::LabelledProposal],
 ) -> Result<PreparedProposals, ProposalsRunError> {
     let featurizer = config
         .model
@@ -149,7 +210,13 @@ pub fn prepare_from(
     // Each member's community prior: the acceptance log-odds of its own training labels.
     let mut priors = std::collections::HashMap::new();
     for (m, part) in parts.iter().enumerate() {
-        let data = EncodedProposals::encode(&featurizer, part.iter().map(|&i| train_rows[i]));
+        let mut data = EncodedProposals::encode(&featurizer, part.iter().map(|&i| train_rows[i]));
+        let theirs: Vec<_> = contributed
+            .iter()
+            .filter(|p| p.record.community == members[m])
+            .cloned()
+            .collect();
+        fl_client::contribute::training::encode_into(&mut data, &featurizer, &theirs);
         let data = if config.shuffled_labels {
             data.with_shuffled_outcomes(derive_seed(config.seed, "shuffle", m as u64))
         } else {
@@ -509,6 +576,65 @@ mod tests {
         );
         assert!(toml::from_str::<ProposalsConfig>("rounds = 3\nshufled_labels = true").is_err());
         assert!(toml::from_str::<ProposalsConfig>("[model]\ndimm = 3").is_err());
+    }
+
+    /// Contributed, consensus-labelled proposals join their community's member (and only
+    /// that member), with their consensus outcome; `[contributed]` parses.
+    #[test]
+    fn contributed_proposals_join_their_communitys_member() {
+        use fl_client::contribute::training::LabelledProposal;
+        let corpus = proposals::load_shipped().unwrap();
+        let split = corpus.shipped_split().unwrap();
+        let config = ProposalsConfig::default();
+        let key = fl_core::MemberKey::generate();
+        let labelled = |community: &str, id: &str, outcome| LabelledProposal {
+            record: contrib::ProposalRecord {
+                contributor: key.address(),
+                community: community.into(),
+                proposal_id: id.into(),
+                title: format!("contributed {id}"),
+                text: "a contributed proposal".into(),
+                created: None,
+                licence: "CC0-1.0".into(),
+                source: None,
+            },
+            cid: fl_core::ContentHash::of(id.as_bytes()),
+            outcome,
+            category: 4,
+            epoch: 1,
+        };
+        let contributed = [
+            labelled("makerdao", "MIP-900", Some(1)),
+            labelled("makerdao", "MIP-901", None),
+            labelled("nowhere", "X-1", Some(0)),
+        ];
+        let plain = prepare_from(&config, &corpus, &split).unwrap();
+        let with = prepare_with(&config, &corpus, &split, &contributed).unwrap();
+        assert_eq!(plain.members, with.members);
+        for (m, name) in with.members.iter().enumerate() {
+            let added = with.member_data[m].len() - plain.member_data[m].len();
+            assert_eq!(added, if name == "makerdao" { 2 } else { 0 }, "{name}");
+        }
+        assert_eq!(
+            plain.test.len(),
+            with.test.len(),
+            "the test split is untouched"
+        );
+
+        let parsed: ProposalsConfig = toml::from_str(
+            "[contributed]\ndb = \"sqlite://index.db\"\nstore = \"contrib-store\"\nepochs = [1, 2]\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.contributed.unwrap().epochs, vec![1, 2]);
+        // An index database that does not exist is an error naming it, not an empty set.
+        let dir = tempfile::tempdir().unwrap();
+        let missing = ContributedData {
+            db: format!("sqlite://{}/no-such-folder/index.db", dir.path().display()),
+            store: dir.path().join("store"),
+            epochs: vec![1],
+        };
+        let err = load_contributed(&missing).unwrap_err().to_string();
+        assert!(err.contains("no-such-folder"), "{err}");
     }
 
     #[test]

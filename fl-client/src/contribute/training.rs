@@ -96,8 +96,8 @@ pub fn encode_into(
     proposals: &[LabelledProposal],
 ) {
     for p in proposals {
-        data.push(
-            &featurizer.ids(&p.record.title, &p.record.text),
+        data.push_counted(
+            &featurizer.id_counts(&p.record.title, &p.record.text),
             &featurizer.meta_ids(&[("community", &p.record.community)]),
             p.outcome,
             p.category,

@@ -16,15 +16,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use chain_anchor::EmbeddedAnchor;
-use chain_anchor::alloy::hex;
-use chain_anchor::alloy::node_bindings::Anvil;
 use chain_anchor::alloy::primitives::{Address, U256};
 use contrib::rewards::{TOKEN, score_bps};
 use contrib::{AnnotatorEpoch, Field, RewardPolicy, annotation_reward};
 use dao::data::RecordBatch;
 use dao::settle::{RewardTree, RootMessage, VerdictMessage, sign_root, sign_verdict};
-use dao::{DAY, Membership, Role, deploy, tokens};
+use dao::{DAY, Membership, Role, tokens};
 use fl_client::contribute::epoch::{epoch_items, settle_epoch};
 use fl_client::contribute::{ContentStore, EpochSettings, GoldLabel, rebuild_index};
 use fl_client::data::proposals::{self, Outcome, Proposal};
@@ -32,8 +29,8 @@ use fl_core::{ContentHash, MemberKey};
 use fl_db::testing::TestDb;
 use fl_db::{Backend as DbBackend, Store};
 
+use crate::chain::{Chain, address_list, signer};
 use crate::e2e::bin;
-use crate::settle_e2e::{Chain, signer};
 
 const EPOCH: u64 = 1;
 const ANNOTATORS: usize = 5;
@@ -130,58 +127,31 @@ async fn epoch_end_to_end(embedded: bool) {
     let dir = tempfile::tempdir().unwrap();
     let t0 = std::time::Instant::now();
     // Keys: 0 deployer, 1 guardian, 2 slasher and opener, 3 team, 4 investors, 5-9 annotators.
-    let (mut chain, keys) = if embedded {
-        let state = dir.path().join("chain");
-        EmbeddedAnchor::open(&state).unwrap();
-        let keys: Vec<MemberKey> = (0..10).map(|_| MemberKey::generate()).collect();
-        (Chain::embedded(state), keys)
-    } else {
-        let Some(path) = crate::anchor_rpc::anvil_path() else {
-            return;
-        };
-        let anvil = Anvil::new()
-            .path(path)
-            .port(0u16)
-            .args(["--host", "127.0.0.1"])
-            .timeout(30_000)
-            .try_spawn()
-            .expect("anvil starts");
-        let keys: Vec<MemberKey> = anvil
-            .keys()
-            .iter()
-            .take(10)
-            .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
-            .collect();
-        (Chain::anvil(anvil), keys)
-    };
-    let deployer = if embedded {
-        MemberKey::from_hex(&hex::encode(chain_anchor::embedded_aggregator_key())).unwrap()
-    } else {
-        keys[0].clone()
+    let Some((mut chain, keys)) = Chain::start(embedded, dir.path().join("chain"), 10) else {
+        return;
     };
     let validators: Vec<MemberKey> = (0..5).map(|_| MemberKey::generate()).collect();
-    let root = chain.backend(&deployer);
-    let now = root.now().await.unwrap();
-    let mut config =
-        crate::membership::dao_config([1, 2, 3, 4].map(|i| keys[i].address()), now, "");
-    config.settlement.validators = validators.iter().map(MemberKey::address).collect();
-    config.settlement.quorum = 3;
-    config.settlement.validator_min_stake_tokens = 0;
-    config.annotations.opener = Some(keys[2].address());
-    let deployment = deploy(&config, &root).await.expect("deploys");
-    chain.deployment = Some(deployment.clone());
+    let (deployment, config) = chain
+        .deploy_dao(
+            &keys,
+            &format!(
+                "[settlement]\nvalidators = {}\nquorum = 3\nvalidator_min_stake_tokens = 0\n\
+                 [annotations]\nopener = \"{}\"\n",
+                address_list(&validators),
+                keys[2].address()
+            ),
+        )
+        .await;
     let dao_json = dir.path().join("dao.json");
     deployment.save(&dao_json).unwrap();
 
     // Five annotators stake the annotator minimum; each has a key file.
     let team = chain.dao(&keys[3]);
-    team.claim_vesting(deployment.team_vesting).await.unwrap();
     let min = tokens(config.staking.annotator_min_tokens);
     let annotators: Vec<MemberKey> = keys[5..10].to_vec();
     let mut key_files = Vec::new();
     for (i, k) in annotators.iter().enumerate() {
-        team.transfer(k.address(), min).await.unwrap();
-        chain.dao(k).stake(Role::Annotator, min).await.unwrap();
+        chain.fund_and_stake(&team, k, Role::Annotator, min).await;
         let path = dir.path().join(format!("annotator-{i}.key"));
         fl_node::write_key_file(k, &path).unwrap();
         key_files.push(path);

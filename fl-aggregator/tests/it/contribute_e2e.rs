@@ -6,14 +6,11 @@
 //! index the contributors wrote as they registered, every record's bytes read back identical,
 //! and the bad batch is refused by name with nothing of it indexed.
 
-use chain_anchor::EmbeddedAnchor;
-use chain_anchor::alloy::hex;
-use chain_anchor::alloy::node_bindings::Anvil;
 use contrib::{
     AnnotationRecord, Category, Labels, Outcome, ProposalQuality, ProposalRecord, Risk,
     SignedRecord,
 };
-use dao::{Role, deploy, tokens};
+use dao::{Role, tokens};
 use fl_client::contribute::{
     ContentStore, ContributeError, ContributedRecord, export_batch, index_batch, rebuild_index,
 };
@@ -21,7 +18,7 @@ use fl_core::MemberKey;
 use fl_db::testing::TestDb;
 use fl_db::{Backend as DbBackend, Store};
 
-use crate::settle_e2e::Chain;
+use crate::chain::Chain;
 
 fn proposal(key: &MemberKey, id: &str) -> ContributedRecord {
     SignedRecord::sign(
@@ -73,47 +70,15 @@ async fn dump(db: &Store) -> Vec<(fl_db::data::BatchRecord, Vec<fl_db::data::Dat
 async fn rebuilt_from_chain_and_content(embedded: bool) {
     let dir = tempfile::tempdir().unwrap();
     // Keys: 0 deployer, 1 guardian, 2 slasher, 3 team, 4 investors, 5 and 6 annotators.
-    let (mut chain, keys) = if embedded {
-        let state = dir.path().join("chain");
-        EmbeddedAnchor::open(&state).unwrap();
-        let keys: Vec<MemberKey> = (0..7).map(|_| MemberKey::generate()).collect();
-        (Chain::embedded(state), keys)
-    } else {
-        let Some(path) = crate::anchor_rpc::anvil_path() else {
-            return;
-        };
-        let anvil = Anvil::new()
-            .path(path)
-            .port(0u16)
-            .args(["--host", "127.0.0.1"])
-            .timeout(30_000)
-            .try_spawn()
-            .expect("anvil starts");
-        let keys: Vec<MemberKey> = anvil
-            .keys()
-            .iter()
-            .take(7)
-            .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
-            .collect();
-        (Chain::anvil(anvil), keys)
+    let Some((mut chain, keys)) = Chain::start(embedded, dir.path().join("chain"), 7) else {
+        return;
     };
-    let deployer = if embedded {
-        MemberKey::from_hex(&hex::encode(chain_anchor::embedded_aggregator_key())).unwrap()
-    } else {
-        keys[0].clone()
-    };
-    let root = chain.backend(&deployer);
-    let now = root.now().await.unwrap();
-    let config = crate::membership::dao_config([1, 2, 3, 4].map(|i| keys[i].address()), now, "");
-    let deployment = deploy(&config, &root).await.expect("deploys");
-    chain.deployment = Some(deployment.clone());
+    let (_, config) = chain.deploy_dao(&keys, "").await;
     let team = chain.dao(&keys[3]);
-    team.claim_vesting(deployment.team_vesting).await.unwrap();
     let min = tokens(config.staking.annotator_min_tokens);
     let (alice, bob) = (&keys[5], &keys[6]);
     for k in [alice, bob] {
-        team.transfer(k.address(), min).await.unwrap();
-        chain.dao(k).stake(Role::Annotator, min).await.unwrap();
+        chain.fund_and_stake(&team, k, Role::Annotator, min).await;
     }
 
     // Two good batches, registered; each contributor indexes its batch as it registers it.

@@ -16,12 +16,9 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chain_anchor::EmbeddedAnchor;
-use chain_anchor::alloy::hex;
-use chain_anchor::alloy::node_bindings::Anvil;
 use chain_anchor::alloy::primitives::{Address, B256, U256};
 use dao::settle::{RewardTree, RootMessage, VerdictMessage, sign_root, sign_verdict};
-use dao::{Dao, Promotion, Role, Support, deploy, tokens};
+use dao::{Dao, Promotion, Role, Support, tokens};
 use fl_aggregator::anchoring::{ChainSettings, RoundAnchorer};
 use fl_aggregator::checkpoint::{CheckpointMeta, CheckpointStore, Manifest, Participant};
 use fl_client::DeviceSpec;
@@ -38,8 +35,9 @@ use fl_core::inference::{ConsensusPolicy, DEFAULT_TOLERANCE, InferenceRequest};
 use fl_core::{ContentHash, MemberKey, ParamVec, Trainer};
 use rand::{RngExt, SeedableRng};
 
+use crate::chain::{Chain, address_list, signer};
 use crate::e2e::{Procs, bin};
-use crate::settle_e2e::{Chain, free_port, run_ok, signer};
+use crate::settle_e2e::{free_port, run_ok};
 
 const FEDERATION: &str = "inference-e2e";
 /// Five nodes of the scenario and a spare, so that 3-of-5 is a choice among the nodes
@@ -218,87 +216,39 @@ impl World {
         let run = dir.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
         let wanted = 5 + nodes + validators + extra;
-        let (mut chain, keys) = if embedded {
-            let state = run.join("chain");
-            EmbeddedAnchor::open(&state).unwrap();
-            let keys: Vec<MemberKey> = (0..wanted).map(|_| MemberKey::generate()).collect();
-            (Chain::embedded(state), keys)
-        } else {
-            let path = crate::anchor_rpc::anvil_path()?;
-            let anvil = Anvil::new()
-                .path(path)
-                .port(0u16)
-                .args(["--host", "127.0.0.1", "--accounts", "16"])
-                .timeout(30_000)
-                .try_spawn()
-                .expect("anvil starts");
-            let keys: Vec<MemberKey> = anvil
-                .keys()
-                .iter()
-                .take(wanted)
-                .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
-                .collect();
-            assert_eq!(keys.len(), wanted, "anvil funds 16 accounts");
-            (Chain::anvil(anvil), keys)
-        };
+        let (mut chain, keys) = Chain::start(embedded, run.join("chain"), wanted)?;
         let node_range = 5..5 + nodes;
         let validator_range = node_range.end..node_range.end + validators;
-        let deployer_key = if embedded {
-            MemberKey::from_hex(&hex::encode(chain_anchor::embedded_aggregator_key())).unwrap()
-        } else {
-            keys[0].clone()
-        };
 
         // The DAO: the validators, quorum 2, for both settlements.
-        let root = chain.backend(&deployer_key);
-        let now = root.now().await.unwrap();
-        let validator_list: Vec<String> = keys[validator_range.clone()]
-            .iter()
-            .map(|k| format!("\"{}\"", k.address()))
-            .collect();
         let settlement = if validators > 0 {
             format!(
-                "[settlement]\nvalidators = [{}]\nquorum = 2\nepoch_pool_tokens = 1000\n",
-                validator_list.join(", ")
+                "[settlement]\nvalidators = {}\nquorum = 2\nepoch_pool_tokens = 1000\n",
+                address_list(&keys[validator_range.clone()])
             )
         } else {
             String::new()
         };
-        let config = crate::membership::dao_config(
-            [1, 2, 3, 4].map(|i| keys[i].address()),
-            now,
-            &settlement,
-        );
-        let deployment = deploy(&config, &root).await.expect("deploys");
+        let (deployment, config) = chain.deploy_dao(&keys, &settlement).await;
         let dao_json = dir.path().join("dao.json");
         deployment.save(&dao_json).unwrap();
-        chain.deployment = Some(deployment.clone());
         let team = chain.dao(&keys[3]);
-        team.claim_vesting(deployment.team_vesting).await.unwrap();
         team.delegate(keys[3].address()).await.unwrap();
         // Votes count from the next timestamp (the token's clock): anvil mines many blocks a
         // second.
         team.advance_time(2).await.unwrap();
         for k in &keys[node_range.clone()] {
-            team.transfer(k.address(), tokens(NODE_STAKE))
-                .await
-                .unwrap();
             chain
-                .dao(k)
-                .stake(Role::Inference, tokens(NODE_STAKE))
-                .await
-                .unwrap();
+                .fund_and_stake(&team, k, Role::Inference, tokens(NODE_STAKE))
+                .await;
         }
         // A validator's signature counts while it holds the training minimum, unjailed.
         for k in &keys[validator_range.clone()] {
-            team.transfer(k.address(), tokens(10_000)).await.unwrap();
             chain
-                .dao(k)
-                .stake(Role::Training, tokens(10_000))
-                .await
-                .unwrap();
+                .fund_and_stake(&team, k, Role::Training, tokens(10_000))
+                .await;
         }
-        drop(root);
+        drop(team);
         chain.release();
 
         // Two checkpoints of the proposal model, anchored on the same chain.

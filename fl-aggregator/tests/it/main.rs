@@ -5,6 +5,7 @@
 mod anchor;
 mod anchor_rpc;
 mod annotate_e2e;
+mod chain;
 mod checkpoint;
 mod contribute_e2e;
 mod dp;

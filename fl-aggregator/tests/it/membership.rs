@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chain_anchor::EmbeddedAnchor;
-use chain_anchor::alloy::hex;
-use chain_anchor::alloy::node_bindings::{Anvil, AnvilInstance};
-use dao::{Backend, Dao, DaoConfig, Membership, Role, RpcTimeouts, YEAR, deploy, tokens};
+use chain_anchor::alloy::node_bindings::AnvilInstance;
+use dao::{Backend, Dao, Membership, Role, RpcTimeouts, deploy, tokens};
 use fl_aggregator::membership::{ChainMembers, MembershipSource, Refusal};
 use fl_aggregator::metrics::AggregatorMetrics;
 use fl_aggregator::service::{ServiceConfig, federation_with};
@@ -20,40 +19,8 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 
+use crate::chain::{dao_config, funded_anvil, signer};
 use crate::grpc::Raw;
-
-/// A chain signer over a member's key.
-fn chain_signer(key: &MemberKey) -> chain_anchor::alloy::signers::local::PrivateKeySigner {
-    key.to_hex()
-        .parse()
-        .expect("a member key is a valid chain key")
-}
-
-/// The test DAO's configuration: `roles` are the guardian, slasher, team and investors; the
-/// vesting started two years before `now`; the quorum floor is 1,000,000 tokens; `extra` is
-/// appended (further sections).
-pub(crate) fn dao_config(
-    roles: [dao::chain_anchor::alloy::primitives::Address; 4],
-    now: u64,
-    extra: &str,
-) -> DaoConfig {
-    let [guardian, slasher, team, investors] = roles;
-    DaoConfig::from_toml_str(&format!(
-        r#"
-[allocation]
-team = "{team}"
-investors = "{investors}"
-vesting_start = {vesting}
-[governance]
-guardian = "{guardian}"
-quorum_floor_tokens = 1000000
-[staking]
-slasher = "{slasher}"
-{extra}"#,
-        vesting = now - 2 * YEAR
-    ))
-    .unwrap()
-}
 
 /// A DAO on a fresh chain (embedded EVM or anvil), the team's vesting claimed (the team funds
 /// members), and keys for members that can pay gas there.
@@ -84,27 +51,13 @@ impl Chain {
 
     /// A fresh anvil on 127.0.0.1 (stopped by PID when dropped); `None` when skipped.
     async fn anvil() -> Option<Chain> {
-        let path = crate::anchor_rpc::anvil_path()?;
-        let anvil = Anvil::new()
-            .path(path)
-            .port(0u16)
-            .args(["--host", "127.0.0.1"])
-            .timeout(30_000)
-            .try_spawn()
-            .expect("anvil starts");
-        let keys: Vec<MemberKey> = anvil
-            .keys()
-            .iter()
-            .take(10)
-            .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
-            .collect();
+        let (anvil, keys) = funded_anvil(10)?;
         let timeouts = RpcTimeouts {
             request: Duration::from_secs(10),
             receipt: Duration::from_secs(20),
             poll: Duration::from_millis(10),
         };
-        let root =
-            Backend::rpc_with_signer(&anvil.endpoint(), chain_signer(&keys[0]), timeouts).unwrap();
+        let root = Backend::rpc_with_signer(&anvil.endpoint(), signer(&keys[0]), timeouts).unwrap();
         let dir = tempfile::tempdir().unwrap();
         Some(Self::build(root, keys, Some(anvil), dir).await)
     }
@@ -119,12 +72,8 @@ impl Chain {
         let roles = [1, 2, 3, 4].map(|i| keys[i].address());
         let config = dao_config(roles, root.now().await.unwrap(), "");
         let deployment = deploy(&config, &root).await.expect("deploys");
-        let dao = |k: &MemberKey| {
-            Dao::new(
-                root.with_signer(chain_signer(k)).unwrap(),
-                deployment.clone(),
-            )
-        };
+        let dao =
+            |k: &MemberKey| Dao::new(root.with_signer(signer(k)).unwrap(), deployment.clone());
         let team = dao(&keys[3]);
         team.claim_vesting(deployment.team_vesting).await.unwrap();
         let slasher = dao(&keys[2]);
@@ -148,7 +97,7 @@ impl Chain {
     /// `key`'s account on the chain.
     fn member(&self, key: &MemberKey) -> Dao {
         Dao::new(
-            self.root.with_signer(chain_signer(key)).unwrap(),
+            self.root.with_signer(signer(key)).unwrap(),
             self.deployment.clone(),
         )
     }

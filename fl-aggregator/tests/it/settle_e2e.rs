@@ -12,16 +12,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use chain_anchor::EmbeddedAnchor;
-use chain_anchor::alloy::hex;
-use chain_anchor::alloy::node_bindings::{Anvil, AnvilInstance};
 use chain_anchor::alloy::primitives::{Address, U256};
-use chain_anchor::alloy::signers::local::PrivateKeySigner;
 use dao::settle::{RewardTree, RootMessage, sign_root};
-use dao::{Backend, Dao, DaoDeployment, Role, RpcTimeouts, deploy, tokens};
+use dao::{Role, tokens};
 use fl_aggregator::validator::{EpochSignatures, RootVote, SIGNATURES_VERSION};
 use fl_core::MemberKey;
 
+use crate::chain::{Chain, address_list, signer};
 use crate::e2e::{Procs, bin, start_aggregator_with, wait_exit, wait_line};
 
 const TRAINERS: usize = 5;
@@ -32,86 +29,6 @@ const EPOCHS: u64 = 2;
 const EPOCH_ROUNDS: u64 = 2;
 const STAKE: u64 = 10_000;
 
-pub(crate) fn signer(key: &MemberKey) -> PrivateKeySigner {
-    key.to_hex().parse().unwrap()
-}
-
-/// The chain: where its state is and how to reach it from this process and from the binaries.
-pub(crate) struct Chain {
-    /// Embedded: the state folder.
-    state: Option<PathBuf>,
-    /// Embedded: the chain as this process holds it, between two [`Chain::release`]s (one
-    /// process at a time may hold an embedded chain: each writes its whole state).
-    held: std::sync::Mutex<Option<EmbeddedAnchor>>,
-    anvil: Option<AnvilInstance>,
-    pub(crate) deployment: Option<DaoDeployment>,
-}
-
-impl Chain {
-    /// The embedded chain whose state is in `state`.
-    pub(crate) fn embedded(state: PathBuf) -> Self {
-        Self {
-            state: Some(state),
-            held: Default::default(),
-            anvil: None,
-            deployment: None,
-        }
-    }
-
-    /// A running anvil.
-    pub(crate) fn anvil(anvil: AnvilInstance) -> Self {
-        Self {
-            state: None,
-            held: Default::default(),
-            anvil: Some(anvil),
-            deployment: None,
-        }
-    }
-
-    /// The anvil's endpoint (`None` on the embedded chain).
-    pub(crate) fn rpc_url(&self) -> Option<String> {
-        self.anvil.as_ref().map(AnvilInstance::endpoint)
-    }
-
-    pub(crate) fn backend(&self, key: &MemberKey) -> Backend {
-        match (&self.state, &self.anvil) {
-            (Some(dir), _) => {
-                let mut held = self.held.lock().unwrap();
-                let anchor = held.get_or_insert_with(|| EmbeddedAnchor::open(dir).unwrap());
-                Backend::embedded(anchor, signer(key).address())
-            }
-            (None, Some(anvil)) => {
-                let timeouts = RpcTimeouts {
-                    request: Duration::from_secs(10),
-                    receipt: Duration::from_secs(30),
-                    poll: Duration::from_millis(10),
-                };
-                Backend::rpc_with_signer(&anvil.endpoint(), signer(key), timeouts).unwrap()
-            }
-            _ => unreachable!(),
-        }
-    }
-
-    /// Lets go of the embedded chain before a process uses it (handles made before must not
-    /// be used after); reopened on the next look.
-    pub(crate) fn release(&self) {
-        self.held.lock().unwrap().take();
-    }
-
-    pub(crate) fn dao(&self, key: &MemberKey) -> Dao {
-        Dao::new(self.backend(key), self.deployment.clone().unwrap())
-    }
-
-    /// `fl-client claim`'s chain arguments.
-    pub(crate) fn claim_args(&self) -> Vec<String> {
-        match (&self.state, &self.anvil) {
-            (Some(dir), _) => vec!["--chain-state".into(), dir.display().to_string()],
-            (None, Some(anvil)) => vec!["--rpc-url".into(), anvil.endpoint()],
-            _ => unreachable!(),
-        }
-    }
-}
-
 fn federation_toml(
     port: u16,
     metrics_port: u16,
@@ -119,10 +36,6 @@ fn federation_toml(
     validators: &[MemberKey],
     chain_section: &str,
 ) -> String {
-    let allowed: Vec<String> = trainers
-        .iter()
-        .map(|k| format!("\"{}\"", k.address()))
-        .collect();
     let sealed: Vec<String> = validators
         .iter()
         .map(|k| format!("\"{}\"", k.public_key_hex()))
@@ -177,7 +90,7 @@ reconnect_attempts = 200
 reconnect_delay_s = 0.1
 
 [members]
-allowed = [{allowed}]
+allowed = {allowed}
 
 [qa]
 validators = [{sealed}]
@@ -185,7 +98,7 @@ validators = [{sealed}]
 {chain_section}
 "#,
         rounds = EPOCHS * EPOCH_ROUNDS,
-        allowed = allowed.join(", "),
+        allowed = address_list(trainers),
         sealed = sealed.join(", "),
     )
 }
@@ -268,82 +181,43 @@ async fn two_epochs(embedded: bool, watch: bool) {
     let dir = tempfile::tempdir().unwrap();
     // Keys: 0 deployer (the registry's admin and aggregator), 1 guardian, 2 slasher, 3 team,
     // 4 investors, then the trainers, then the validators; on anvil all funded accounts.
-    let (mut chain, keys) = if embedded {
-        let state = dir.path().join("run/chain");
-        EmbeddedAnchor::open(&state).unwrap();
-        let keys: Vec<MemberKey> = (0..5 + TRAINERS + VALIDATORS)
-            .map(|_| MemberKey::generate())
-            .collect();
-        (Chain::embedded(state), keys)
-    } else {
-        let Some(path) = crate::anchor_rpc::anvil_path() else {
-            return;
-        };
-        let anvil = Anvil::new()
-            .path(path)
-            .port(0u16)
-            .args(["--host", "127.0.0.1", "--accounts", "16"])
-            .timeout(30_000)
-            .try_spawn()
-            .expect("anvil starts");
-        let keys: Vec<MemberKey> = anvil
-            .keys()
-            .iter()
-            .take(5 + TRAINERS + VALIDATORS)
-            .map(|k| MemberKey::from_hex(&hex::encode(k.to_bytes())).unwrap())
-            .collect();
-        assert_eq!(keys.len(), 5 + TRAINERS + VALIDATORS);
-        (Chain::anvil(anvil), keys)
+    let Some((mut chain, keys)) = Chain::start(
+        embedded,
+        dir.path().join("run/chain"),
+        5 + TRAINERS + VALIDATORS,
+    ) else {
+        return;
     };
     let trainers = &keys[5..5 + TRAINERS];
     let validators = &keys[5 + TRAINERS..];
-    // The embedded aggregator is the registry's admin there; on anvil the deployer is.
-    let deployer_key = if embedded {
-        MemberKey::from_hex(&hex::encode(chain_anchor::embedded_aggregator_key())).unwrap()
-    } else {
-        keys[0].clone()
-    };
 
     // The DAO: 5 validators, quorum 3, 2-round epochs of 1,000 tokens, contradicting
     // validators lose 5% of their stake, a fifth of a member's slash returns to the pool.
-    let root = chain.backend(&deployer_key);
-    let now = root.now().await.unwrap();
-    let validator_list: Vec<String> = validators
-        .iter()
-        .map(|k| format!("\"{}\"", k.address()))
-        .collect();
-    let config = crate::membership::dao_config(
-        [1, 2, 3, 4].map(|i| keys[i].address()),
-        now,
-        &format!(
-            "[settlement]\nvalidators = [{}]\nquorum = 3\nepoch_rounds = {EPOCH_ROUNDS}\n\
-             epoch_pool_tokens = 1000\nvalidator_slash_bps = 500\nslash_to_pool_bps = 2000\n",
-            validator_list.join(", ")
-        ),
-    );
-    let deployment = deploy(&config, &root).await.expect("deploys");
+    // The embedded aggregator deploys it there (it is the registry's admin); on anvil key 0.
+    let (deployment, config) = chain
+        .deploy_dao(
+            &keys,
+            &format!(
+                "[settlement]\nvalidators = {}\nquorum = 3\nepoch_rounds = {EPOCH_ROUNDS}\n\
+                 epoch_pool_tokens = 1000\nvalidator_slash_bps = 500\nslash_to_pool_bps = 2000\n",
+                address_list(validators)
+            ),
+        )
+        .await;
     deployment.save(&dir.path().join("dao.json")).unwrap();
-    chain.deployment = Some(deployment.clone());
     let team_dao = chain.dao(&keys[3]);
-    team_dao
-        .claim_vesting(deployment.team_vesting)
-        .await
-        .unwrap();
     // Trainers and validators stake as training nodes (a validator's signature counts only
     // while it holds the training minimum, unjailed: `validator_min_stake_tokens`, default).
     let dishonest = &validators[3];
     for k in trainers.iter().chain(validators) {
-        team_dao.transfer(k.address(), tokens(STAKE)).await.unwrap();
         chain
-            .dao(k)
-            .stake(Role::Training, tokens(STAKE))
-            .await
-            .unwrap();
+            .fund_and_stake(&team_dao, k, Role::Training, tokens(STAKE))
+            .await;
     }
     let reader = chain.dao(&keys[0]);
     let supply0 = reader.total_supply().await.unwrap();
     let pool0 = reader.balance_of(deployment.training_pool).await.unwrap();
-    drop((root, team_dao, reader));
+    drop((team_dao, reader));
     chain.release();
 
     // The federation, anchored on the same chain.
@@ -356,7 +230,7 @@ async fn two_epochs(embedded: bool, watch: bool) {
         format!(
             "[chain]\nbackend = \"rpc\"\nurl = \"{}\"\nregistry = \"{}\"\nkey_file = \"aggregator.key\"\n\
              chain_id = 31337\nqueue_dir = \"anchor-queue\"\nreceipt_timeout_secs = 20\n",
-            chain.anvil.as_ref().unwrap().endpoint(),
+            chain.rpc_url().unwrap(),
             deployment.checkpoint_registry
         )
     };

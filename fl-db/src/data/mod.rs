@@ -10,7 +10,7 @@
 //!
 //! Each table's calls are methods of [`Store`](crate::Store), documented in the files below.
 //! Every write runs in one transaction: a call that fails changes nothing, and a row whose key
-//! is stored already is refused with [`DbError::Duplicate`](crate::DbError::Duplicate).
+//! is stored already is refused with [`DbError::Duplicate`].
 
 mod batches;
 mod epochs;

@@ -371,15 +371,7 @@ fn challenge(args: ChallengeArgs) -> Result<ExitCode> {
         )?;
         let predictor = match &args.view {
             Some(view) => {
-                let dao = view.open()?;
-                let promoted = fl_client::registry::promoted_model(&dao, &view.federation)
-                    .await?
-                    .ok_or_else(|| {
-                        format!("federation {} has no promoted model yet", view.federation)
-                    })?;
-                gateway.set_stakes(
-                    fl_client::registry::inference_stakes(&dao, &gateway.nodes()).await?,
-                );
+                let promoted = view.promoted_with_stakes(&gateway).await?;
                 Predictor::with_params(&args.model, &promoted)?
             }
             None => Predictor::from_manifest(&args.model)?,
@@ -499,20 +491,12 @@ fn gateway(args: GatewayArgs) -> Result<ExitCode> {
     runtime.block_on(async {
         let model = match &chain {
             Some(view) => {
-                let dao = view.open()?;
-                let promoted = fl_client::registry::promoted_model(&dao, &view.federation)
-                    .await?
-                    .ok_or_else(|| {
-                        format!("federation {} has no promoted model yet", view.federation)
-                    })?;
+                let promoted = view.promoted_with_stakes(&gateway).await?;
                 if let Some(m) = given
                     && m != promoted
                 {
                     return Err(format!("--model {m} is not the promoted model {promoted}").into());
                 }
-                gateway.set_stakes(
-                    fl_client::registry::inference_stakes(&dao, &gateway.nodes()).await?,
-                );
                 promoted
             }
             None => given.ok_or("--model or --dao")?,
@@ -686,6 +670,20 @@ impl DaoView {
             (None, None) => return Err("--dao needs --rpc-url or --chain-state".into()),
         };
         Ok(dao::Dao::new(backend, self.deployment.clone()))
+    }
+
+    /// The promoted model's CID (an error naming the federation when governance promoted
+    /// none yet), after setting `gateway`'s node stakes from the staking contract.
+    async fn promoted_with_stakes(
+        &self,
+        gateway: &fl_client::gateway::Gateway,
+    ) -> Result<fl_core::ContentHash> {
+        let dao = self.open()?;
+        let promoted = fl_client::registry::promoted_model(&dao, &self.federation)
+            .await?
+            .ok_or_else(|| format!("federation {} has no promoted model yet", self.federation))?;
+        gateway.set_stakes(fl_client::registry::inference_stakes(&dao, &gateway.nodes()).await?);
+        Ok(promoted)
     }
 
     /// The promoted model's CID now.

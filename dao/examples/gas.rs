@@ -92,6 +92,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("ModelRegistry", None),
         ("Staking", None),
         ("CheckpointRegistry", None),
+        ("Settlement", None),
+        ("InferenceSettlement", None),
+        ("DataSettlement", None),
+        ("DataRegistry", None),
+        ("InferenceFees", None),
+        ("AnnotationBook", None),
     ] {
         row(
             &format!("deploy {label}"),
@@ -270,6 +276,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let r = m0.execute(&promote).await?;
     row("execute (action: promote a checkpoint)", r.gas_used, None);
+
+    // Inference fees: a requester prepays, signs receipts; a gateway settles them in batches.
+    let requester = actor(8)?;
+    team.transfer(requester.sender(), tokens(100)).await?;
+    let r = requester.deposit_fees(tokens(10)).await?;
+    row("deposit fees (approve + deposit, first)", r.gas_used, None);
+    let domain = requester.fees_domain().await?;
+    let (_, fee) = requester.fee_params().await?;
+    let deadline = requester.now().await? + 86_400;
+    let receipt =
+        |nonce: u64| -> Result<(dao::fees::Receipt, alloy::primitives::Bytes), dao::Error> {
+            let receipt = dao::fees::Receipt {
+                requester: keys[8].address(),
+                gateway: keys[9].address(),
+                requestHash: keccak256(nonce.to_be_bytes()),
+                fee,
+                nonce: U256::from(nonce),
+                deadline,
+            };
+            let signature = dao::fees::sign_receipt(&keys[8], &domain, &receipt)?;
+            Ok((receipt, signature))
+        };
+    let gateway = actor(9)?;
+    for (n, first) in [(1u64, 0u64), (3, 1), (32, 4)] {
+        let batch: Vec<_> = (first..first + n).map(receipt).collect::<Result<_, _>>()?;
+        let outcome = gateway.settle_receipts(&batch).await?;
+        assert_eq!(outcome.settled, n as usize);
+        row(
+            &format!(
+                "settle {n} receipt(s) in one batch ({} per receipt)",
+                outcome.tx.gas_used / n
+            ),
+            outcome.tx.gas_used,
+            None,
+        );
+    }
 
     println!("| operation | gas | OZ reference (ANCHORS.md) | ratio |");
     println!("|---|---:|---|---:|");

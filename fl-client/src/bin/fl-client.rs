@@ -636,20 +636,10 @@ struct DaoView {
 }
 
 impl DaoView {
-    /// A read-only client (an RPC endpoint, or the embedded chain's state as it is now).
+    /// A read-only client (an RPC endpoint, or the embedded chain's state as it is now), acting
+    /// as a throwaway account.
     fn open(&self) -> Result<dao::Dao> {
-        let backend = match (&self.rpc_url, &self.chain_state) {
-            (Some(url), _) => {
-                let reader = dao::chain_anchor::alloy::signers::local::PrivateKeySigner::random();
-                dao::Backend::rpc_with_signer(url, reader, dao::RpcTimeouts::default())?
-            }
-            (None, Some(dir)) => {
-                let anchor = dao::chain_anchor::EmbeddedAnchor::open(dir)?;
-                dao::Backend::embedded(&anchor, dao::chain_anchor::EmbeddedAnchor::default_sender())
-            }
-            (None, None) => return Err("--dao needs --rpc-url or --chain-state".into()),
-        };
-        Ok(dao::Dao::new(backend, self.deployment.clone()))
+        self.open_as(&MemberKey::generate())
     }
 
     /// A client acting as `key`'s account (an RPC endpoint signing with it, or the embedded
@@ -657,10 +647,8 @@ impl DaoView {
     fn open_as(&self, key: &MemberKey) -> Result<dao::Dao> {
         let backend = match (&self.rpc_url, &self.chain_state) {
             (Some(url), _) => {
-                let signer: dao::chain_anchor::alloy::signers::local::PrivateKeySigner = key
-                    .to_hex()
-                    .parse()
-                    .map_err(|e| format!("the gateway key: {e}"))?;
+                let signer: dao::chain_anchor::alloy::signers::local::PrivateKeySigner =
+                    key.to_hex().parse().map_err(|e| format!("the key: {e}"))?;
                 dao::Backend::rpc_with_signer(url, signer, dao::RpcTimeouts::default())?
             }
             (None, Some(dir)) => {

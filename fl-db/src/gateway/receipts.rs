@@ -210,22 +210,7 @@ impl Store {
         let tx_hash = columns::hash(tx);
         let mut db = self.pool.begin().await.map_err(DbError::query(OP))?;
         for (requester, nonce) in receipts {
-            let done = sqlx::query(
-                "UPDATE gateway_receipts SET status = 'settled', settled_tx = $1 \
-                 WHERE requester = $2 AND nonce = $3 AND status = 'pending'",
-            )
-            .bind(tx_hash.as_str())
-            .bind(columns::address(requester))
-            .bind(nonce.to_string())
-            .execute(&mut *db)
-            .await
-            .map_err(DbError::query(OP))?;
-            if done.rows_affected() != 1 {
-                return Err(DbError::NotPending {
-                    requester: *requester,
-                    nonce: *nonce,
-                });
-            }
+            close_pending(&mut db, SETTLE, &tx_hash, requester, nonce, OP).await?;
         }
         db.commit().await.map_err(DbError::query(OP))
     }
@@ -240,22 +225,7 @@ impl Store {
     ) -> Result<(), DbError> {
         const OP: &str = "marking a receipt rejected";
         let mut db = self.pool.begin().await.map_err(DbError::query(OP))?;
-        let done = sqlx::query(
-            "UPDATE gateway_receipts SET status = 'rejected', reject_reason = $1 \
-             WHERE requester = $2 AND nonce = $3 AND status = 'pending'",
-        )
-        .bind(reason)
-        .bind(columns::address(requester))
-        .bind(nonce.to_string())
-        .execute(&mut *db)
-        .await
-        .map_err(DbError::query(OP))?;
-        if done.rows_affected() != 1 {
-            return Err(DbError::NotPending {
-                requester: *requester,
-                nonce: *nonce,
-            });
-        }
+        close_pending(&mut db, REJECT, reason, requester, nonce, OP).await?;
         db.commit().await.map_err(DbError::query(OP))
     }
 
@@ -285,4 +255,37 @@ impl Store {
         }
         Ok(counts)
     }
+}
+
+/// Settles a pending receipt: `$1` the transaction.
+const SETTLE: &str = "UPDATE gateway_receipts SET status = 'settled', settled_tx = $1 \
+                      WHERE requester = $2 AND nonce = $3 AND status = 'pending'";
+/// Rejects a pending receipt: `$1` the reason.
+const REJECT: &str = "UPDATE gateway_receipts SET status = 'rejected', reject_reason = $1 \
+                      WHERE requester = $2 AND nonce = $3 AND status = 'pending'";
+
+/// Runs `update` (`SETTLE` or `REJECT`) on one receipt within `db`;
+/// [`DbError::NotPending`] when it is unknown or no longer pending.
+async fn close_pending(
+    db: &mut sqlx::AnyConnection,
+    update: &'static str,
+    value: &str,
+    requester: &Address,
+    nonce: &U256,
+    op: &'static str,
+) -> Result<(), DbError> {
+    let done = sqlx::query(update)
+        .bind(value)
+        .bind(columns::address(requester))
+        .bind(nonce.to_string())
+        .execute(&mut *db)
+        .await
+        .map_err(DbError::query(op))?;
+    if done.rows_affected() != 1 {
+        return Err(DbError::NotPending {
+            requester: *requester,
+            nonce: *nonce,
+        });
+    }
+    Ok(())
 }

@@ -27,6 +27,8 @@ use examples::proposals::{
 };
 use examples::publish;
 use examples::report::{RoundRecord, RunFolder};
+use fl_client::Trainer as _;
+use fl_client::trainer::proposals::{CalibratedThreshold, ProposalTrainer};
 
 fn main() -> ExitCode {
     match run() {
@@ -52,7 +54,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             (config, name)
         }
     };
-    let prepared = proposals::prepare(&config)?;
+    let mut prepared = proposals::prepare(&config)?;
+    if let Some(tuning) = &config.tuning {
+        // A different seed than calibration's, so a tuned-and-calibrated run does not pick its
+        // threshold on the proposals it was tuned on.
+        prepared = proposals::tuning_split(
+            &prepared,
+            tuning.validation_fraction,
+            fl_core::derive_seed(config.seed, "tuning", 0),
+        )?;
+        println!(
+            "TUNING: scores are on {} held-out training proposals, not the test split",
+            prepared.test.len()
+        );
+    }
     let mut summary = String::new();
     writeln!(
         summary,
@@ -101,8 +116,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut fed_scores = None;
     let mut published = None;
     if config.federated {
+        let threshold = calibrate(&config, &prepared, "federated", |held| {
+            Ok(proposals::run_federated(&config, held, |_| {})?.evaluator)
+        })?;
         println!("round  accuracy  macro-F1  kind-acc  kind-mF1   loss  train_loss  seconds");
-        let federated = proposals::run_federated(&config, &prepared, |r| {
+        let mut federated = proposals::run_federated(&config, &prepared, |r| {
             println!(
                 "{:>5}  {:>8.3}  {:>8.3}  {:>8.3}  {:>8.3}  {:>5.3}  {:>10.3}  {:>7.1}",
                 r.round,
@@ -140,9 +158,26 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             ),
             &records,
         )?;
+        if let Some(t) = threshold {
+            table.push((
+                format!("federated ({}), t=0.5", strategy_name(&config)),
+                score_model(&federated.evaluator, &prepared)?.pooled,
+            ));
+            federated
+                .evaluator
+                .calibrate_outcome_threshold(t.threshold)?;
+            federated.params = federated.evaluator.get_parameters();
+        }
         let scores = score_model(&federated.evaluator, &prepared)?;
         table.push((
-            format!("federated ({})", strategy_name(&config)),
+            match threshold {
+                Some(t) => format!(
+                    "federated ({}), t={:.2}",
+                    strategy_name(&config),
+                    t.threshold
+                ),
+                None => format!("federated ({})", strategy_name(&config)),
+            },
             scores.pooled,
         ));
         writeln!(
@@ -153,7 +188,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             federated.params.content_hash()
         )?;
         let round = federated.rounds.last().map_or(0, |r| r.round);
-        let card = publish::model_card(&config, &prepared, &federated.params, &scores, round)?;
+        let mut card = publish::model_card(&config, &prepared, &federated.params, &scores, round)?;
+        if let (Some(t), Some(c)) = (threshold, &config.calibration) {
+            card.training.procedure.push_str(&format!(
+                "; outcome decision threshold {:.2} (p_accepted) folded into the outcome bias,                  chosen by the members' summed confusion counts on {} held-out training                  proposals ({} of each member's decided ones) of a federation trained on the rest",
+                t.threshold, t.n, c.validation_fraction
+            ));
+        }
         let config_hash = fl_core::ContentHash::of(format!("{config:?}").as_bytes());
         published = Some(publish::publish(
             run.path(),
@@ -168,7 +209,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if config.compare {
         let t = Instant::now();
-        let central = proposals::train_alone(
+        let threshold = calibrate(&config, &prepared, "centralized", |held| {
+            proposals::train_alone(
+                &config,
+                held,
+                proposals::pooled_training_data(held),
+                |_, _| {},
+            )
+        })?;
+        let mut central = proposals::train_alone(
             &config,
             &prepared,
             proposals::pooled_training_data(&prepared),
@@ -181,8 +230,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 }
             },
         )?;
+        if let Some(t) = threshold {
+            table.push((
+                "centralized, t=0.5".into(),
+                score_model(&central, &prepared)?.pooled,
+            ));
+            central.calibrate_outcome_threshold(t.threshold)?;
+        }
         table.push((
-            "centralized (pooled)".into(),
+            match threshold {
+                Some(t) => format!("centralized, t={:.2}", t.threshold),
+                None => "centralized (pooled)".into(),
+            },
             score_model(&central, &prepared)?.pooled,
         ));
         writeln!(
@@ -238,6 +297,40 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     run.write_summary(&summary)?;
     println!("run folder: {}", run.path().display());
     Ok(())
+}
+
+/// With `[calibration]`: trains a model with `train` on the training proposals less each
+/// member's held-out validation share, and returns the decision threshold the members'
+/// summed validation counts pick (printed with what it does on them). `None` without
+/// `[calibration]`.
+fn calibrate(
+    config: &ProposalsConfig,
+    prepared: &proposals::PreparedProposals,
+    what: &str,
+    train: impl FnOnce(
+        &proposals::PreparedProposals,
+    ) -> Result<ProposalTrainer, proposals::ProposalsRunError>,
+) -> Result<Option<CalibratedThreshold>, Box<dyn std::error::Error>> {
+    let Some(calibration) = &config.calibration else {
+        return Ok(None);
+    };
+    let t = Instant::now();
+    let (held, validation) =
+        proposals::hold_out(prepared, calibration.validation_fraction, config.seed)?;
+    let trainer = train(&held)?;
+    let threshold = proposals::federated_threshold(&trainer, &validation)?;
+    match &threshold {
+        Some(c) => println!(
+            "{what} calibration: threshold {:.2} on {} held-out proposals (macro-F1 {:.3}, {:.3} at 0.5), {:.1} s",
+            c.threshold,
+            c.n,
+            c.macro_f1,
+            c.macro_f1_at_half,
+            t.elapsed().as_secs_f64()
+        ),
+        None => println!("{what} calibration: no decided held-out proposal, threshold 0.5"),
+    }
+    Ok(threshold)
 }
 
 /// The published model's lines: its card, checkpoint and anchor, and the commands that verify

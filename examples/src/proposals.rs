@@ -11,7 +11,8 @@ use fl_aggregator::{Engine, EngineConfig, EngineEvent, InProcessFederation};
 use fl_client::data::proposals::{self, Corpus};
 use fl_client::partition;
 use fl_client::trainer::proposals::{
-    ClassScores, EncodedProposals, OutcomeScores, ProposalModelSpec, ProposalTrainer, score,
+    CalibratedThreshold, ClassScores, EncodedProposals, OutcomeScores, ProposalModelSpec,
+    ProposalTrainer, ThresholdCounts, score,
 };
 use fl_client::{DeviceSpec, Trainer};
 use fl_core::{FitConfig, ParamVec, StrategyConfig, derive_seed};
@@ -59,6 +60,41 @@ pub struct ProposalsConfig {
     /// DAO's annotators labelled by consensus (`[contributed]`: the index database, the
     /// content store and the annotation epochs to read).
     pub contributed: Option<ContributedData>,
+    /// Calibrate the outcome head's decision threshold by federated evaluation
+    /// (`[calibration]`, see [`Calibration`]); none: predict `rejected` below 0.5.
+    pub calibration: Option<Calibration>,
+    /// Tuning mode: score everything on the members' held-out validation proposals
+    /// ([`hold_out`] with `validation_fraction`, default 0.2, training on the rest) instead of
+    /// the test split, so settings are chosen without looking at the test split.
+    pub tuning: Option<Calibration>,
+}
+
+/// How the outcome head's decision threshold is calibrated without pooling a text.
+///
+/// Each member holds out a stratified `validation_fraction` of its decided training
+/// proposals; the federation (and, for the comparison, the central model) trains on the rest
+/// with the run's settings; each member counts the global model's outcome predictions on its
+/// held-out proposals at every threshold of a grid
+/// ([`ThresholdCounts`](fl_client::trainer::proposals::ThresholdCounts)); the summed counts pick
+/// the threshold with the best macro-F1. The final model is then trained on all the training
+/// proposals as without calibration, and the threshold is folded into its outcome bias
+/// ([`ProposalTrainer::calibrate_outcome_threshold`]), so the published checkpoint predicts
+/// with it. The test split is never looked at.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Calibration {
+    /// Share of each member's decided training proposals held out, per outcome class
+    /// (rounded to the nearest count), in (0, 0.5].
+    pub validation_fraction: f64,
+}
+
+impl Default for Calibration {
+    /// A fifth held out.
+    fn default() -> Self {
+        Self {
+            validation_fraction: 0.2,
+        }
+    }
 }
 
 /// Where contributed, consensus-labelled proposals are read from
@@ -123,6 +159,8 @@ impl Default for ProposalsConfig {
             contributed: None,
             server_optimizer: None,
             proximal_mu: 0.0,
+            calibration: None,
+            tuning: None,
         }
     }
 }
@@ -544,6 +582,95 @@ pub fn class_note(prepared: &PreparedProposals, community: &str) -> &'static str
     }
 }
 
+/// `prepared` with a stratified `fraction` of each member's decided training proposals held
+/// out: the members' remaining training data (open proposals all stay, and each member's
+/// community prior is recomputed from what remains) and, per member, its held-out validation
+/// proposals. The test side is unchanged. Seeded per member from `seed`.
+///
+/// # Errors
+/// [`ProposalsRunError::Config`]: `fraction` not in (0, 0.5].
+pub fn hold_out(
+    prepared: &PreparedProposals,
+    fraction: f64,
+    seed: u64,
+) -> Result<(PreparedProposals, Vec<EncodedProposals>), ProposalsRunError> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    if !(fraction > 0.0 && fraction <= 0.5) {
+        return Err(ProposalsRunError::Config(format!(
+            "calibration.validation_fraction must be in (0, 0.5], got {fraction}"
+        )));
+    }
+    let mut member_data = Vec::with_capacity(prepared.member_data.len());
+    let mut validation = Vec::with_capacity(prepared.member_data.len());
+    for (m, data) in prepared.member_data.iter().enumerate() {
+        let mut rng =
+            rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(seed, "validation", m as u64));
+        let mut held = Vec::new();
+        for class in [0u8, 1] {
+            let mut rows: Vec<usize> = (0..data.len())
+                .filter(|&i| data.outcome(i) == Some(class))
+                .collect();
+            rows.shuffle(&mut rng);
+            let take = (rows.len() as f64 * fraction).round() as usize;
+            held.extend_from_slice(&rows[..take]);
+        }
+        held.sort_unstable();
+        let kept: Vec<usize> = (0..data.len())
+            .filter(|i| held.binary_search(i).is_err())
+            .collect();
+        let train = data.subset(&kept);
+        let prior = train.acceptance_log_odds();
+        member_data.push(train.with_prior(prior));
+        validation.push(data.subset(&held).with_prior(prior));
+    }
+    Ok((
+        PreparedProposals {
+            members: prepared.members.clone(),
+            member_data,
+            test: prepared.test.clone(),
+            test_communities: prepared.test_communities.clone(),
+            encode_wall: prepared.encode_wall,
+            sources: prepared.sources.clone(),
+        },
+        validation,
+    ))
+}
+
+/// [`hold_out`] with the validation proposals as the test side: what [`ProposalsConfig::tuning`]
+/// scores on.
+pub fn tuning_split(
+    prepared: &PreparedProposals,
+    fraction: f64,
+    seed: u64,
+) -> Result<PreparedProposals, ProposalsRunError> {
+    let (mut held, validation) = hold_out(prepared, fraction, seed)?;
+    let mut test = EncodedProposals::new();
+    let mut communities = Vec::new();
+    for (name, data) in held.members.iter().zip(&validation) {
+        test = test.concat(data);
+        communities.extend(std::iter::repeat_n(name.clone(), data.len()));
+    }
+    held.test = test;
+    held.test_communities = communities;
+    Ok(held)
+}
+
+/// The decision threshold the members' validation proposals pick for `trainer`'s model: each
+/// member's [`ThresholdCounts`](fl_client::trainer::proposals::ThresholdCounts) of its own
+/// proposals, summed (what a federated evaluation reveals). `None` when no member holds a
+/// decided validation proposal.
+pub fn federated_threshold(
+    trainer: &ProposalTrainer,
+    validation: &[EncodedProposals],
+) -> Result<Option<CalibratedThreshold>, ProposalsRunError> {
+    let mut counts = ThresholdCounts::default();
+    for data in validation {
+        counts.add(&ThresholdCounts::of(data, &trainer.predict(data)?));
+    }
+    Ok(counts.best())
+}
+
 /// Outcome class counts of the decided proposals of `data`: `(accepted, rejected)`.
 pub fn outcome_counts(data: &EncodedProposals) -> (usize, usize) {
     let a = (0..data.len())
@@ -574,6 +701,10 @@ mod tests {
             (tfidf.model.kind, tfidf.model.weighting),
             (ModelKind::Linear, TermWeighting::TfIdf)
         );
+        let tfidf_secagg: ProposalsConfig =
+            toml::from_str(include_str!("../proposals-tfidf-secagg.toml")).unwrap();
+        assert_eq!(tfidf_secagg.model, tfidf.model);
+        assert!(tfidf_secagg.secure_aggregation.is_some());
         assert!(toml::from_str::<ProposalsConfig>("rounds = 3\nshufled_labels = true").is_err());
         assert!(toml::from_str::<ProposalsConfig>("[model]\ndimm = 3").is_err());
     }
@@ -668,5 +799,53 @@ mod tests {
         assert_eq!(class_note(&prepared, "b"), "one class (rejected only)");
         assert_eq!(pooled_training_data(&prepared).len(), 7);
         assert_eq!(outcome_counts(&prepared.member_data[0]), (2, 1));
+    }
+
+    /// Each member holds out a stratified share of its decided proposals (open ones all stay
+    /// in training), disjointly, reproducibly per seed; its prior is recomputed from what it
+    /// keeps; bad fractions are refused; the tuning split scores on exactly the held-out rows.
+    #[test]
+    fn hold_out_is_stratified_disjoint_and_seeded() {
+        let f = ProposalModelSpec::default().featurizer().unwrap();
+        let mut a = EncodedProposals::new();
+        for i in 0..20 {
+            let outcome = match i % 4 {
+                0 => None,
+                1 => Some(1),
+                _ => Some(0),
+            };
+            a.push(&f.ids("t", &format!("text {i}")), &[], outcome, 0);
+        }
+        let prepared = PreparedProposals {
+            members: vec!["a".into()],
+            member_data: vec![a.clone()],
+            test: a.subset(&[1, 2]),
+            test_communities: vec!["a".into(); 2],
+            encode_wall: Duration::ZERO,
+            sources: Vec::new(),
+        };
+        let (held, validation) = hold_out(&prepared, 0.2, 7).unwrap();
+        // 10 accepted, 5 rejected, 5 open: 2 accepted and 1 rejected held out.
+        assert_eq!(outcome_counts(&validation[0]), (2, 1));
+        assert_eq!(validation[0].len(), 3);
+        assert_eq!(outcome_counts(&held.member_data[0]), (8, 4));
+        assert_eq!(held.member_data[0].len(), 17);
+        assert_eq!(held.test.len(), 2, "the test side is unchanged");
+        let prior = held.member_data[0].acceptance_log_odds();
+        assert!((prior - (9.0f32 / 5.0).ln()).abs() < 1e-6, "{prior}");
+        let (_, again) = hold_out(&prepared, 0.2, 7).unwrap();
+        assert_eq!(again[0], validation[0]);
+        let tuning = tuning_split(&prepared, 0.2, 7).unwrap();
+        assert_eq!(tuning.test, validation[0]);
+        assert_eq!(tuning.test_communities, vec!["a".to_string(); 3]);
+        for bad in [0.0, 0.6, -0.1, f64::NAN] {
+            assert!(matches!(
+                hold_out(&prepared, bad, 7),
+                Err(ProposalsRunError::Config(_))
+            ));
+        }
+        let calibrated: ProposalsConfig =
+            toml::from_str(include_str!("../proposals-tfidf-calibrated.toml")).unwrap();
+        assert_eq!(calibrated.calibration, Some(Calibration::default()));
     }
 }

@@ -63,7 +63,9 @@ use serde::{Deserialize, Serialize};
 
 pub use encoded::EncodedProposals;
 use encoded::TextWeights;
-pub use metrics::{ClassScores, OutcomeScores, score};
+pub use metrics::{
+    CalibratedThreshold, ClassScores, OutcomeScores, ThresholdCounts, score, score_at,
+};
 
 use super::proximal::Proximal;
 use super::scaffold::Correction;
@@ -485,6 +487,48 @@ impl ProposalTrainer {
             num_examples: self.train.len() as u64,
             metrics,
         })
+    }
+
+    /// Folds a calibrated decision threshold into the outcome head: afterwards a proposal is
+    /// predicted `rejected` (`p_accepted < 0.5`) exactly when it was below `threshold` before.
+    ///
+    /// `p_accepted = σ(a - r)` of the outcome logits, so "below `threshold`" is
+    /// `a - r < logit(threshold)`, and subtracting `logit(threshold)` from the bias of the
+    /// `accepted` logit moves the decision boundary to 0.5 without touching anything else:
+    /// the kind head, the text weights and the document frequencies stay as they were. The
+    /// probabilities a predictor reports are then the calibrated ones. A threshold of 0.5
+    /// changes nothing.
+    ///
+    /// # Errors
+    /// [`TrainerError::InvalidConfig`]: `threshold` not strictly between 0 and 1.
+    pub fn calibrate_outcome_threshold(&mut self, threshold: f64) -> Result<(), TrainerError> {
+        if !(threshold > 0.0 && threshold < 1.0) {
+            return Err(TrainerError::InvalidConfig(format!(
+                "a decision threshold must be in (0, 1), got {threshold}"
+            )));
+        }
+        // The linear model's per-class bias starts with the outcome classes; the bag of
+        // embeddings' outcome head has its own bias.
+        let name = match self.spec.kind {
+            ModelKind::Linear => "bias",
+            ModelKind::BagOfEmbeddings => "outcome.bias",
+        };
+        let mut offset = 0;
+        let mut found = None;
+        for spec in self.schema.tensors() {
+            if spec.name == name {
+                found = Some(offset);
+                break;
+            }
+            offset += spec.num_values();
+        }
+        let at = found
+            .ok_or_else(|| TrainerError::Other(format!("the model has no `{name}` parameter")))?;
+        let mut values = params::flatten(&self.network, self.schema.num_values())
+            .map_err(TrainerError::Other)?;
+        values[at] -= (threshold / (1.0 - threshold)).ln() as f32;
+        self.network = params::unflatten(self.network.clone(), &values);
+        Ok(())
     }
 
     /// Predicts every example of `data` with the current parameters.

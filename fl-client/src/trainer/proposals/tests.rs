@@ -451,3 +451,98 @@ fn the_default_model_keeps_its_card_and_schema() {
     );
     assert!(toml::from_str::<ProposalModelSpec>("weighting = \"idf\"").is_err());
 }
+
+#[test]
+fn threshold_counts_match_hand_computed_scores_and_sum_across_members() {
+    let spec = tiny_spec();
+    // Outcomes of toy rows 0..5: accepted, rejected, accepted, rejected, open.
+    let data = toy(&spec, 5);
+    let prediction = |p_accepted| ProposalPrediction {
+        p_accepted,
+        kind: ProposalKind::Standard,
+        kind_probs: vec![],
+    };
+    let predictions: Vec<_> = [0.9, 0.3, 0.455, 0.35, 0.1]
+        .into_iter()
+        .map(prediction)
+        .collect();
+    let counts = ThresholdCounts::of(&data, &predictions);
+    assert_eq!(counts.n(), 4, "the open row is not counted");
+    // At 0.5 only row 2 (accepted, 0.455) is wrong: F1 accepted 2/3, rejected 4/5.
+    let half = ThresholdCounts::GRID / 2;
+    assert_eq!(ThresholdCounts::threshold(half), 0.5);
+    let at_half = (2.0 / 3.0 + 0.8) / 2.0;
+    assert!((counts.macro_f1(half) - at_half).abs() < 1e-12);
+    assert_eq!(
+        counts.macro_f1(half),
+        score_at(&data, &predictions, 0.5).outcome.macro_f1
+    );
+    // Every grid threshold agrees with `score_at`.
+    for i in 0..ThresholdCounts::GRID {
+        let t = ThresholdCounts::threshold(i);
+        let direct = score_at(&data, &predictions, t).outcome.macro_f1;
+        assert!((counts.macro_f1(i) - direct).abs() < 1e-12, "{t}");
+    }
+    // From 0.36 to 0.45 everything is right; of those the closest to 0.5 wins.
+    let best = counts.best().unwrap();
+    assert_eq!(best.threshold, 0.45);
+    assert_eq!(best.macro_f1, 1.0);
+    assert!((best.macro_f1_at_half - at_half).abs() < 1e-12);
+    assert_eq!(best.n, 4);
+    // Two members' counts add up to the pooled counts.
+    let (a, b) = (data.subset(&[0, 1]), data.subset(&[2, 3, 4]));
+    let mut sum = ThresholdCounts::of(&a, &predictions[..2]);
+    sum.add(&ThresholdCounts::of(&b, &predictions[2..]));
+    assert_eq!(sum, counts);
+    // Nothing counted: no threshold.
+    assert_eq!(ThresholdCounts::default().best(), None);
+}
+
+#[test]
+fn a_calibrated_threshold_folds_into_the_outcome_bias() {
+    for kind in [ModelKind::Linear, ModelKind::BagOfEmbeddings] {
+        let spec = ProposalModelSpec {
+            kind,
+            ..tiny_spec()
+        };
+        let data = toy(&spec, 24);
+        let mut trainer =
+            ProposalTrainer::new(&spec, DeviceSpec::Cpu, data.clone(), None, 5).unwrap();
+        trainer.fit(&fit_config(2)).unwrap();
+        let before = trainer.predict(&data).unwrap();
+        let params = trainer.get_parameters();
+        for bad in [0.0, 1.0, -0.5, f64::NAN] {
+            assert!(matches!(
+                trainer.calibrate_outcome_threshold(bad),
+                Err(TrainerError::InvalidConfig(_))
+            ));
+        }
+        assert_eq!(
+            trainer.get_parameters(),
+            params,
+            "a refused threshold changes nothing"
+        );
+        let threshold = 0.62;
+        trainer.calibrate_outcome_threshold(threshold).unwrap();
+        let after = trainer.predict(&data).unwrap();
+        let changed: Vec<usize> = params
+            .values()
+            .iter()
+            .zip(trainer.get_parameters().values())
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(changed.len(), 1, "{kind:?}: exactly one bias moves");
+        for (b, a) in before.iter().zip(&after) {
+            if (f64::from(b.p_accepted) - threshold).abs() > 1e-4 {
+                assert_eq!(
+                    f64::from(b.p_accepted) < threshold,
+                    a.p_accepted < 0.5,
+                    "{kind:?}: {b:?} -> {a:?}"
+                );
+            }
+            assert_eq!(a.kind_probs, b.kind_probs, "the kind head is untouched");
+        }
+    }
+}

@@ -299,6 +299,38 @@ pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> 
     ]
 }
 
+/// The base configuration of the robustness benchmarks (`benches` `robust` and `detect`), from
+/// their `key=value` arguments: the digits federation of the quickstart, or with
+/// `dataset=fashion` Fashion-MNIST (Debian's `dataset-fashion-mnist` in
+/// `/usr/share/datasets/fashion-mnist`, or `fashion_dir`): a seeded sample of `train_limit`
+/// (8,000) training and `test_limit` (2,000) test images, an MLP of `hidden` (128) units and
+/// `epochs` (2) local epochs of Adam at `lr` (0.01). Unparsable numbers fall back to the
+/// defaults.
+pub fn bench_template(arg: impl Fn(&str) -> Option<String>) -> DigitsConfig {
+    let mut template = DigitsConfig::default();
+    if arg("dataset").as_deref() != Some("fashion") {
+        return template;
+    }
+    let number = |key: &str, default: f64| {
+        arg(key)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(default)
+    };
+    template.images = digits::ImageSource::Idx {
+        dir: arg("fashion_dir")
+            .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into())
+            .into(),
+        train_limit: Some(number("train_limit", 8000.0) as usize),
+        test_limit: Some(number("test_limit", 2000.0) as usize),
+    };
+    template.model = fl_client::ModelSpec::Mlp {
+        hidden: number("hidden", 128.0) as usize,
+    };
+    template.fit.local_epochs = number("epochs", 2.0) as u32;
+    template.fit.learning_rate = number("lr", 0.01);
+    template
+}
+
 /// The attacks of the benchmark: none, sign flip, scaling ×20, Gaussian σ = 1 and 10, label flip,
 /// ALIE τ = 1.5, IPM ε = 0.1 and 100, min-max, min-sum, the pixel-pattern backdoor (target 0).
 pub fn attacks() -> Vec<Option<Attack>> {
@@ -347,12 +379,7 @@ pub fn backdoor_success(
     params: &fl_core::ParamVec,
     target: u8,
 ) -> Result<f64, RunError> {
-    let (_, test) = fl_client::federation::digits_split_by(
-        base.clients,
-        &base.partition_spec(),
-        base.test_fraction,
-        base.seed,
-    )?;
+    let test = base.split()?.test;
     let triggered =
         fl_client::attack::backdoor_test_set(test, target).map_err(fl_client::Error::from)?;
     let mut t = BurnTrainer::new(
@@ -744,6 +771,40 @@ pub fn run_detection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bench_template_is_digits_unless_fashion_is_asked_for() {
+        let args = |pairs: &'static [(&'static str, &'static str)]| {
+            move |key: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let digits = bench_template(args(&[("train_limit", "5")]));
+        assert_eq!(digits.images, digits::ImageSource::Digits);
+        assert_eq!(digits.model, DigitsConfig::default().model);
+        let fashion = bench_template(args(&[
+            ("dataset", "fashion"),
+            ("train_limit", "300"),
+            ("hidden", "not a number"),
+            ("fashion_dir", "/data/fm"),
+        ]));
+        assert_eq!(
+            fashion.images,
+            digits::ImageSource::Idx {
+                dir: "/data/fm".into(),
+                train_limit: Some(300),
+                test_limit: Some(2000),
+            }
+        );
+        assert_eq!(fashion.model, fl_client::ModelSpec::Mlp { hidden: 128 });
+        assert_eq!(
+            (fashion.fit.local_epochs, fashion.fit.learning_rate),
+            (2, 0.01)
+        );
+    }
 
     #[test]
     fn every_rule_of_the_benchmark_builds_for_20_members_and_4_attackers() {

@@ -5,7 +5,8 @@
 //! each rejected).
 //!
 //! `cargo run --release -p benches --bin detect -- [rounds=N] [seeds=1,2,3] [threshold=T]
-//! [exclude=0.3] [rate=0.2] [rules=trimmed_mean,centered_clipping] [attacks=a,b]`. With `exclude` > 0
+//! [exclude=0.3] [rate=0.2] [rules=trimmed_mean,centered_clipping] [attacks=a,b]
+//! [dataset=fashion ...]` (the Fashion-MNIST options of `examples::robust::bench_template`). With `exclude` > 0
 //! flagged members are left out of later rounds (the table then also says when the last
 //! attacker was excluded); the precision/recall table is measured with exclusion off.
 
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use examples::digits::DigitsConfig;
-use examples::robust::{RuleUnderTest, rules, run_detection};
+use examples::robust::{RuleUnderTest, bench_template, rules, run_detection};
 use fl_aggregator::attack::Attack;
 use fl_core::ClientId;
 use fl_core::strategy::DetectionConfig;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         exclude_below: arg("exclude").and_then(|v| v.parse().ok()).unwrap_or(0.0),
         reputation_rate: arg("rate").and_then(|v| v.parse().ok()).unwrap_or(0.3),
     };
+    let template = bench_template(|k: &str| arg(k));
     let rule_names = arg("rules").unwrap_or_else(|| "trimmed_mean,centered_clipping".into());
     let n = 20;
     let f = n / 5;
@@ -65,8 +67,13 @@ fn main() -> ExitCode {
         })
         .collect();
     println!(
-        "digits, {n} members, Dirichlet 0.5, {f} attackers (members 0-{}), {rounds} rounds, seeds {seeds:?}, \
+        "{}, {n} members, Dirichlet 0.5, {f} attackers (members 0-{}), {rounds} rounds, seeds {seeds:?}, \
          threshold {}, reputation rate {}, exclusion below {}",
+        if matches!(template.images, examples::digits::ImageSource::Idx { .. }) {
+            "Fashion-MNIST"
+        } else {
+            "digits"
+        },
         f - 1,
         detection.threshold,
         detection.reputation_rate,
@@ -92,7 +99,7 @@ fn main() -> ExitCode {
                     rounds,
                     seed,
                     workers: 0,
-                    ..DigitsConfig::default()
+                    ..template.clone()
                 };
                 let attackers = if attack.is_some() { f } else { 0 };
                 let (run, trace) = match run_detection(&base, rule, attack, attackers) {

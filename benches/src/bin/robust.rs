@@ -4,19 +4,25 @@
 //! held-out accuracy (mean, and min-max over the seeds).
 //!
 //! `cargo run -p benches --bin robust -- [rounds=N] [seeds=1,2,3] [tau=T] [max_norm=B]
-//! [rules=a,b] [attacks=a,b] [probe=1] [sybils=1] [flower=1] [partition=classes] [alpha=A]`
+//! [rules=a,b] [attacks=a,b] [probe=1] [sybils=1] [flower=1] [partition=classes] [alpha=A]
+//! [dataset=fashion] [fashion_dir=D] [train_limit=N] [test_limit=N] [hidden=H] [epochs=E]
+//! [lr=L]`
 //! (rules and attacks filter by
 //! table label; flower adds Flower's Krum, MultiKrum, Bulyan, FedMedian and FedTrimmedAvg, run
 //! by `benches/flower/robust_agg.py` on the same updates, see `benches/flower/robust.sh`;
 //! probe prints the median update norm of every round, to calibrate `tau` and `max_norm`;
 //! sybils makes every attacker send the first attacker's update; a backdoor cell adds the
-//! final model's backdoor success rate).
+//! final model's backdoor success rate). `dataset=fashion` runs on Fashion-MNIST instead
+//! (Debian's `dataset-fashion-mnist`, in `/usr/share/datasets/fashion-mnist` unless
+//! `fashion_dir` says otherwise): a seeded sample of `train_limit` (8,000) training and
+//! `test_limit` (2,000) test images, an MLP of `hidden` (128) units, `epochs` (2) local epochs
+//! of Adam at `lr` (0.01).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use examples::digits::DigitsConfig;
-use examples::robust::{attacks, flower_rules, rules, run_cell_with};
+use examples::robust::{attacks, bench_template, flower_rules, rules, run_cell_with};
 
 fn main() -> ExitCode {
     let arg = |key: &str| {
@@ -59,12 +65,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let fashion = arg("dataset").is_some_and(|v| v == "fashion");
     let alpha: f64 = arg("alpha").and_then(|v| v.parse().ok()).unwrap_or(0.5);
     println!(
-        "digits, {n} members, {partition:?} (alpha {alpha}), {f} attackers (members 0-{}), {rounds} rounds, seeds {seeds:?}, \
+        "{}, {n} members, {partition:?} (alpha {alpha}), {f} attackers (members 0-{}), {rounds} rounds, seeds {seeds:?}, \
          centered clipping tau = {tau}, norm bound = {max_norm}; final held-out accuracy, mean (min-max)",
+        if arg("dataset").is_some_and(|v| v == "fashion") {
+            "Fashion-MNIST"
+        } else {
+            "digits"
+        },
         f - 1
     );
+    let template = bench_template(|k: &str| arg(k));
+    if fashion {
+        println!(
+            "Fashion-MNIST: {:?}, {:?}, fit {:?}",
+            template.images, template.model, template.fit
+        );
+    }
     let sybils = arg("sybils").is_some_and(|v| v == "1");
     let header: Vec<String> = attacks
         .iter()
@@ -93,7 +112,7 @@ fn main() -> ExitCode {
                     workers: 0,
                     partition,
                     alpha,
-                    ..DigitsConfig::default()
+                    ..template.clone()
                 };
                 match run_cell_with(&base, rule, attack, f, sybils) {
                     Ok(c) => {

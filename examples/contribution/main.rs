@@ -4,8 +4,10 @@
 //!
 //! `cargo run --release -p examples --example contribution -- [rounds=N] [seeds=1,2,3]
 //! [utility=accuracy|negative_loss] [parts=ranks,exact,truncation] [coalition=...]
-//! [weighting=...] [permutations=...] [truncation=...] [round_truncation=...] [convergence=...]`
-//! (the last six as in `[strategy.contribution]`)
+//! [weighting=...] [permutations=...] [truncation=...] [round_truncation=...] [convergence=...]
+//! [dataset=fashion ...]` (the last six as in `[strategy.contribution]`; `dataset=fashion` and
+//! its options as `examples::robust::bench_template` reads them: Fashion-MNIST instead of the
+//! digits)
 //!
 //! - `ranks`: 20 members (Dirichlet α = 0.5), members 0-1 flip labels, members 2-3 free-ride
 //!   (20%); GTG-Shapley with the default `[strategy.contribution]` settings, under both games
@@ -112,8 +114,12 @@ fn measure() -> Result<(), Box<dyn std::error::Error>> {
     }
     let settings: ContributionConfig = toml::from_str(&table)?;
     println!(
-        "utility {utility:?}, {rounds} rounds, seeds {seeds:?}, FedAvg, {settings:?}; ranks: 1 = \
-         most valuable, over the sum of the per-round scores"
+        "{}, utility {utility:?}, {rounds} rounds, seeds {seeds:?}, FedAvg, {settings:?}; ranks: 1 = \
+         most valuable, over the sum of the per-round scores",
+        match examples::robust::bench_template(arg).images {
+            examples::digits::ImageSource::Digits => "digits".to_string(),
+            other => format!("{other:?}"),
+        }
     );
     let cost_header = "evaluations/round mean (min-max) | permutations/round | rounds truncated \
                        | validator s/round | engine s/round | training s/round";
@@ -150,7 +156,7 @@ fn measure() -> Result<(), Box<dyn std::error::Error>> {
                 let base = DigitsConfig {
                     rounds,
                     seed,
-                    ..DigitsConfig::default()
+                    ..examples::robust::bench_template(arg)
                 };
                 let config = ContributionConfig {
                     coalition,
@@ -190,7 +196,7 @@ fn measure() -> Result<(), Box<dyn std::error::Error>> {
                 clients: 8,
                 rounds,
                 seed,
-                ..DigitsConfig::default()
+                ..examples::robust::bench_template(arg)
             };
             let r = run(&base, attackers, exact, utility)?;
             let (mut gtg, mut loo) = (Vec::new(), Vec::new());
@@ -230,7 +236,7 @@ fn measure() -> Result<(), Box<dyn std::error::Error>> {
         let base = DigitsConfig {
             rounds,
             seed,
-            ..DigitsConfig::default()
+            ..examples::robust::bench_template(arg)
         };
         println!(
             "\n20 members, seed {seed}: GTG with and without truncation (same permutations \

@@ -75,7 +75,7 @@ pub struct ProposalsConfig {
 /// proposals; the federation (and, for the comparison, the central model) trains on the rest
 /// with the run's settings; each member counts the global model's outcome predictions on its
 /// held-out proposals at every threshold of a grid
-/// ([`ThresholdCounts`](fl_client::trainer::proposals::ThresholdCounts)); the summed counts pick
+/// ([`ThresholdCounts`]); the summed counts pick
 /// the threshold with the best macro-F1. The final model is then trained on all the training
 /// proposals as without calibration, and the threshold is folded into its outcome bias
 /// ([`ProposalTrainer::calibrate_outcome_threshold`]), so the published checkpoint predicts
@@ -657,7 +657,7 @@ pub fn tuning_split(
 }
 
 /// The decision threshold the members' validation proposals pick for `trainer`'s model: each
-/// member's [`ThresholdCounts`](fl_client::trainer::proposals::ThresholdCounts) of its own
+/// member's [`ThresholdCounts`] of its own
 /// proposals, summed (what a federated evaluation reveals). `None` when no member holds a
 /// decided validation proposal.
 pub fn federated_threshold(

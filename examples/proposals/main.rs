@@ -191,7 +191,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let mut card = publish::model_card(&config, &prepared, &federated.params, &scores, round)?;
         if let (Some(t), Some(c)) = (threshold, &config.calibration) {
             card.training.procedure.push_str(&format!(
-                "; outcome decision threshold {:.2} (p_accepted) folded into the outcome bias,                  chosen by the members' summed confusion counts on {} held-out training                  proposals ({} of each member's decided ones) of a federation trained on the rest",
+                "; outcome decision threshold {:.2} (p_accepted) folded into the outcome bias, \
+                 chosen by the members' summed confusion counts on {} held-out training \
+                 proposals ({} of each member's decided ones) of a federation trained on the rest",
                 t.threshold, t.n, c.validation_fraction
             ));
         }

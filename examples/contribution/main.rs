@@ -81,6 +81,8 @@ fn costs(run: &ContributionRun) -> String {
 }
 
 fn measure() -> Result<(), Box<dyn std::error::Error>> {
+    // The digits, or Fashion-MNIST with `dataset=fashion`.
+    let template = examples::robust::bench_template(arg);
     let rounds: u64 = arg("rounds").and_then(|v| v.parse().ok()).unwrap_or(10);
     let seeds: Vec<u64> = arg("seeds")
         .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
@@ -116,7 +118,7 @@ fn measure() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}, utility {utility:?}, {rounds} rounds, seeds {seeds:?}, FedAvg, {settings:?}; ranks: 1 = \
          most valuable, over the sum of the per-round scores",
-        match examples::robust::bench_template(arg).images {
+        match &template.images {
             examples::digits::ImageSource::Digits => "digits".to_string(),
             other => format!("{other:?}"),
         }
@@ -156,7 +158,7 @@ fn measure() -> Result<(), Box<dyn std::error::Error>> {
                 let base = DigitsConfig {
                     rounds,
                     seed,
-                    ..examples::robust::bench_template(arg)
+                    ..template.clone()
                 };
                 let config = ContributionConfig {
                     coalition,
@@ -196,7 +198,7 @@ fn measure() -> Result<(), Box<dyn std::error::Error>> {
                 clients: 8,
                 rounds,
                 seed,
-                ..examples::robust::bench_template(arg)
+                ..template.clone()
             };
             let r = run(&base, attackers, exact, utility)?;
             let (mut gtg, mut loo) = (Vec::new(), Vec::new());
@@ -236,7 +238,7 @@ fn measure() -> Result<(), Box<dyn std::error::Error>> {
         let base = DigitsConfig {
             rounds,
             seed,
-            ..examples::robust::bench_template(arg)
+            ..template.clone()
         };
         println!(
             "\n20 members, seed {seed}: GTG with and without truncation (same permutations \

@@ -28,7 +28,7 @@ use examples::proposals::{
 use examples::publish;
 use examples::report::{RoundRecord, RunFolder};
 use fl_client::Trainer as _;
-use fl_client::trainer::proposals::{CalibratedThreshold, ProposalTrainer};
+use fl_client::trainer::proposals::{CalibratedThreshold, OutcomeScores, ProposalTrainer};
 
 fn main() -> ExitCode {
     match run() {
@@ -158,28 +158,22 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             ),
             &records,
         )?;
-        if let Some(t) = threshold {
-            table.push((
-                format!("federated ({}), t=0.5", strategy_name(&config)),
-                score_model(&federated.evaluator, &prepared)?.pooled,
-            ));
-            federated
-                .evaluator
-                .calibrate_outcome_threshold(t.threshold)?;
+        let label = {
+            let name = format!("federated ({})", strategy_name(&config));
+            apply_threshold(
+                &mut table,
+                &mut federated.evaluator,
+                &prepared,
+                threshold,
+                &name,
+                &name,
+            )?
+        };
+        if threshold.is_some() {
             federated.params = federated.evaluator.get_parameters();
         }
         let scores = score_model(&federated.evaluator, &prepared)?;
-        table.push((
-            match threshold {
-                Some(t) => format!(
-                    "federated ({}), t={:.2}",
-                    strategy_name(&config),
-                    t.threshold
-                ),
-                None => format!("federated ({})", strategy_name(&config)),
-            },
-            scores.pooled,
-        ));
+        table.push((label, scores.pooled));
         writeln!(
             comparison,
             "\nfederated: {} rounds in {:.1} s, final model {}",
@@ -232,20 +226,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 }
             },
         )?;
-        if let Some(t) = threshold {
-            table.push((
-                "centralized, t=0.5".into(),
-                score_model(&central, &prepared)?.pooled,
-            ));
-            central.calibrate_outcome_threshold(t.threshold)?;
-        }
-        table.push((
-            match threshold {
-                Some(t) => format!("centralized, t={:.2}", t.threshold),
-                None => "centralized (pooled)".into(),
-            },
-            score_model(&central, &prepared)?.pooled,
-        ));
+        let label = apply_threshold(
+            &mut table,
+            &mut central,
+            &prepared,
+            threshold,
+            "centralized",
+            "centralized (pooled)",
+        )?;
+        table.push((label, score_model(&central, &prepared)?.pooled));
         writeln!(
             comparison,
             "centralized trained in {:.1} s",
@@ -333,6 +322,28 @@ fn calibrate(
         None => println!("{what} calibration: no decided held-out proposal, threshold 0.5"),
     }
     Ok(threshold)
+}
+
+/// With a calibrated `threshold`: records `trainer`'s scores at 0.5 as `"{prefix}, t=0.5"`,
+/// folds the threshold into its outcome head, and returns the label of the calibrated row,
+/// `"{prefix}, t=…"`. Without one: changes nothing and returns `plain`.
+fn apply_threshold(
+    table: &mut Vec<(String, OutcomeScores)>,
+    trainer: &mut ProposalTrainer,
+    prepared: &proposals::PreparedProposals,
+    threshold: Option<CalibratedThreshold>,
+    prefix: &str,
+    plain: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let Some(t) = threshold else {
+        return Ok(plain.to_string());
+    };
+    table.push((
+        format!("{prefix}, t=0.5"),
+        score_model(trainer, prepared)?.pooled,
+    ));
+    trainer.calibrate_outcome_threshold(t.threshold)?;
+    Ok(format!("{prefix}, t={:.2}", t.threshold))
 }
 
 /// The published model's lines: its card, checkpoint and anchor, and the commands that verify

@@ -331,6 +331,15 @@ pub fn bench_template(arg: impl Fn(&str) -> Option<String>) -> DigitsConfig {
     template
 }
 
+/// How the benchmarks' tables name `base`'s images: `digits` or `Fashion-MNIST` (any IDX
+/// folder, which is what [`bench_template`] points at).
+pub fn dataset_label(base: &DigitsConfig) -> &'static str {
+    match base.images {
+        digits::ImageSource::Digits => "digits",
+        digits::ImageSource::Idx { .. } => "Fashion-MNIST",
+    }
+}
+
 /// The attacks of the benchmark: none, sign flip, scaling ×20, Gaussian σ = 1 and 10, label flip,
 /// ALIE τ = 1.5, IPM ε = 0.1 and 100, min-max, min-sum, the pixel-pattern backdoor (target 0).
 pub fn attacks() -> Vec<Option<Attack>> {

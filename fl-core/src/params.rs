@@ -264,6 +264,19 @@ impl ParamVec {
             .map(|(_, v)| v)
     }
 
+    /// The values of the tensor named `name`, mutable, if the schema has it.
+    pub fn tensor_mut(&mut self, name: &str) -> Option<&mut [f32]> {
+        let mut offset = 0;
+        for spec in self.schema.tensors() {
+            let n = spec.num_values();
+            if spec.name == name {
+                return Some(&mut self.values[offset..offset + n]);
+            }
+            offset += n;
+        }
+        None
+    }
+
     /// The canonical byte form: every value as 4 little-endian bytes, in schema order.
     pub fn to_le_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.values.len() * 4);
@@ -461,7 +474,7 @@ mod tests {
 
     #[test]
     fn slices_follow_the_schema() {
-        let p = ParamVec::new(schema(), (0..8).map(|i| i as f32).collect()).unwrap();
+        let mut p = ParamVec::new(schema(), (0..8).map(|i| i as f32).collect()).unwrap();
         let t: Vec<_> = p
             .tensors()
             .map(|(s, v)| (s.name.clone(), v.to_vec()))
@@ -470,6 +483,9 @@ mod tests {
         assert_eq!(t[1], ("fc.bias".into(), vec![6., 7.]));
         assert_eq!(p.tensor("fc.bias"), Some(&[6.0f32, 7.0][..]));
         assert_eq!(p.tensor("nope"), None);
+        p.tensor_mut("fc.bias").unwrap()[1] = 9.0;
+        assert_eq!(p.tensor("fc.bias"), Some(&[6.0f32, 9.0][..]));
+        assert!(p.tensor_mut("nope").is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use examples::digits::DigitsConfig;
-use examples::robust::{RuleUnderTest, bench_template, rules, run_detection};
+use examples::robust::{RuleUnderTest, bench_template, dataset_label, rules, run_detection};
 use fl_aggregator::attack::Attack;
 use fl_core::ClientId;
 use fl_core::strategy::DetectionConfig;
@@ -69,11 +69,7 @@ fn main() -> ExitCode {
     println!(
         "{}, {n} members, Dirichlet 0.5, {f} attackers (members 0-{}), {rounds} rounds, seeds {seeds:?}, \
          threshold {}, reputation rate {}, exclusion below {}",
-        if matches!(template.images, examples::digits::ImageSource::Idx { .. }) {
-            "Fashion-MNIST"
-        } else {
-            "digits"
-        },
+        dataset_label(&template),
         f - 1,
         detection.threshold,
         detection.reputation_rate,

@@ -22,7 +22,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use examples::digits::DigitsConfig;
-use examples::robust::{attacks, bench_template, flower_rules, rules, run_cell_with};
+use examples::robust::{
+    attacks, bench_template, dataset_label, flower_rules, rules, run_cell_with,
+};
 
 fn main() -> ExitCode {
     let arg = |key: &str| {
@@ -65,20 +67,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let fashion = arg("dataset").is_some_and(|v| v == "fashion");
+    let template = bench_template(|k: &str| arg(k));
     let alpha: f64 = arg("alpha").and_then(|v| v.parse().ok()).unwrap_or(0.5);
     println!(
         "{}, {n} members, {partition:?} (alpha {alpha}), {f} attackers (members 0-{}), {rounds} rounds, seeds {seeds:?}, \
          centered clipping tau = {tau}, norm bound = {max_norm}; final held-out accuracy, mean (min-max)",
-        if arg("dataset").is_some_and(|v| v == "fashion") {
-            "Fashion-MNIST"
-        } else {
-            "digits"
-        },
+        dataset_label(&template),
         f - 1
     );
-    let template = bench_template(|k: &str| arg(k));
-    if fashion {
+    if template.images != DigitsConfig::default().images {
         println!(
             "Fashion-MNIST: {:?}, {:?}, fit {:?}",
             template.images, template.model, template.fit

@@ -513,21 +513,12 @@ impl ProposalTrainer {
             ModelKind::Linear => "bias",
             ModelKind::BagOfEmbeddings => "outcome.bias",
         };
-        let mut offset = 0;
-        let mut found = None;
-        for spec in self.schema.tensors() {
-            if spec.name == name {
-                found = Some(offset);
-                break;
-            }
-            offset += spec.num_values();
-        }
-        let at = found
+        let mut params = self.get_parameters();
+        let bias = params
+            .tensor_mut(name)
             .ok_or_else(|| TrainerError::Other(format!("the model has no `{name}` parameter")))?;
-        let mut values = params::flatten(&self.network, self.schema.num_values())
-            .map_err(TrainerError::Other)?;
-        values[at] -= (threshold / (1.0 - threshold)).ln() as f32;
-        self.network = params::unflatten(self.network.clone(), &values);
+        bias[0] -= (threshold / (1.0 - threshold)).ln() as f32;
+        self.network = params::unflatten(self.network.clone(), params.values());
         Ok(())
     }
 

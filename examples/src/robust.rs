@@ -195,7 +195,8 @@ impl Strategy for FlowerRule {
 
 /// The rules of the benchmark for `n` members of whom `f` may be Byzantine: FedAvg (the
 /// control), median with and without bucketing, trimmed mean (β = f/n) with and without NNM,
-/// Multi-Krum (m = n - f), Krum, Bulyan, geometric median, centered clipping (τ, momentum 0.9,
+/// Multi-Krum (m = n - f), Krum with and without NNM (Allouah et al. 2023's fix for Krum on
+/// heterogeneous data), Bulyan, geometric median, centered clipping (τ, momentum 0.9,
 /// with bucketing), norm bounding (`max_norm`).
 pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> {
     let beta = f as f64 / n as f64;
@@ -246,6 +247,17 @@ pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> 
                     byzantine: f,
                     multi: 1,
                 }),
+                ..rule(AggregationRule::Krum)
+            },
+        ),
+        t(
+            "nnm+krum",
+            StrategyConfig {
+                krum: Some(KrumConfig {
+                    byzantine: f,
+                    multi: 1,
+                }),
+                nnm: Some(NnmConfig { byzantine: f }),
                 ..rule(AggregationRule::Krum)
             },
         ),

@@ -4,13 +4,15 @@
 //! held-out accuracy (mean, and min-max over the seeds).
 //!
 //! `cargo run -p benches --bin robust -- [rounds=N] [seeds=1,2,3] [tau=T] [max_norm=B]
-//! [rules=a,b] [attacks=a,b] [probe=1] [sybils=1] [flower=1] [partition=classes] [alpha=A]
-//! [dataset=fashion] [fashion_dir=D] [train_limit=N] [test_limit=N] [hidden=H] [epochs=E]
+//! [rules=a,b] [attacks=a,b] [probe=1] [per_seed=1] [sybils=1] [flower=1] [partition=classes]
+//! [alpha=A] [dataset=fashion] [fashion_dir=D] [train_limit=N] [test_limit=N] [hidden=H] [epochs=E]
 //! [lr=L]`
 //! (rules and attacks filter by
 //! table label; flower adds Flower's Krum, MultiKrum, Bulyan, FedMedian and FedTrimmedAvg, run
 //! by `benches/flower/robust_agg.py` on the same updates, see `benches/flower/robust.sh`;
 //! probe prints the median update norm of every round, to calibrate `tau` and `max_norm`;
+//! per_seed prints every run's final accuracy to stderr as `seed,rule,attack,accuracy` lines
+//! (prefixed `per_seed,`), for paired comparisons across rules;
 //! sybils makes every attacker send the first attacker's update; a backdoor cell adds the
 //! final model's backdoor success rate). `dataset=fashion` runs on Fashion-MNIST instead
 //! (Debian's `dataset-fashion-mnist`, in `/usr/share/datasets/fashion-mnist` unless
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         );
     }
     let sybils = arg("sybils").is_some_and(|v| v == "1");
+    let per_seed = arg("per_seed").is_some_and(|v| v == "1");
     let header: Vec<String> = attacks
         .iter()
         .map(|a| {
@@ -120,6 +123,14 @@ fn main() -> ExitCode {
                                 "{} {attack:?} seed {seed}: median update norm per round {}",
                                 rule.label,
                                 norms.join(" ")
+                            );
+                        }
+                        if per_seed {
+                            eprintln!(
+                                "per_seed,{seed},{},{},{:.4}",
+                                rule.label,
+                                attack.map_or("none".into(), |a| a.label()),
+                                c.run.final_accuracy
                             );
                         }
                         accs.push(c.run.final_accuracy);

@@ -186,6 +186,17 @@ impl HashingFeaturizer {
         out
     }
 
+    /// The bucket ids of the first `limit` tokens (title, then text) in reading order,
+    /// unigrams only, repeats kept: what a sequence model (the proposal transformer) reads,
+    /// where [`ids`](Self::ids) is a bag. At most `min(limit, max_tokens)` ids.
+    pub fn sequence(&self, title: &str, text: &str, limit: usize) -> Vec<u32> {
+        self.tokens(title, text)
+            .iter()
+            .take(limit)
+            .map(|t| self.bucket(UNIGRAM, &[t.as_bytes()]))
+            .collect()
+    }
+
     /// Every n-gram's bucket id, sorted, repeats kept.
     fn all_ids(&self, title: &str, text: &str) -> Vec<u32> {
         let tokens = self.tokens(title, text);
@@ -337,6 +348,32 @@ mod tests {
 
     fn featurizer(config: HashingConfig) -> HashingFeaturizer {
         HashingFeaturizer::new(config).unwrap()
+    }
+
+    #[test]
+    fn a_sequence_keeps_reading_order_repeats_and_its_limit() {
+        let f = featurizer(HashingConfig {
+            max_tokens: 5,
+            ..HashingConfig::default()
+        });
+        let seq = f.sequence("Raise fee", "fee raise fee raise", 100);
+        assert_eq!(seq.len(), 5, "max_tokens bounds it");
+        assert_eq!((seq[0], seq[1]), (seq[3], seq[2]), "raise fee | fee raise");
+        assert_eq!(seq[1], seq[4]);
+        assert_ne!(seq[0], seq[1]);
+        assert_eq!(f.sequence("Raise fee", "fee", 2), seq[..2]);
+        // The unigram ids of the bag, in order and with repeats.
+        let bag = HashingFeaturizer::new(HashingConfig {
+            word_ngrams: 1,
+            max_tokens: 5,
+            ..HashingConfig::default()
+        })
+        .unwrap();
+        let mut sorted = seq.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(bag.ids("Raise fee", "fee raise fee raise"), sorted);
+        assert!(f.sequence("", "", 10).is_empty());
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! The proposal-analysis model: a fastText-style bag of embeddings with two linear heads, or a
-//! linear model (logistic regression per head) over TF-IDF features, and [`ProposalTrainer`], a
+//! The proposal-analysis model: a fastText-style bag of embeddings with two linear heads, a
+//! linear model (logistic regression per head) over TF-IDF features, or a small transformer
+//! encoder trained from scratch ([`ModelKind::Transformer`]: the first tokens in reading order,
+//! unigram bucket embeddings plus learned positions, pre-norm self-attention layers, mean
+//! pooled), and [`ProposalTrainer`], a
 //! [`Trainer`] over it, so that every strategy, differential-privacy and secure-aggregation mode
 //! of the federation trains it unchanged.
 //!
@@ -46,6 +49,9 @@ mod tests;
 use std::sync::Arc;
 
 use burn::module::Param;
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, SgdConfig};
@@ -61,8 +67,8 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub use encoded::EncodedProposals;
 use encoded::TextWeights;
+pub use encoded::{EncodedProposals, SEQUENCE_CAP};
 pub use metrics::{
     CalibratedThreshold, ClassScores, OutcomeScores, ThresholdCounts, score, score_at,
 };
@@ -126,6 +132,9 @@ pub struct ProposalModelSpec {
     /// parameters: without it, members whose proposals are (nearly) all of one class push
     /// their weights without limit and FedAvg's average diverges.
     pub weight_decay: f64,
+    /// The transformer's shape (`kind = "transformer"`; `None`: [`TransformerSpec::default`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<TransformerSpec>,
 }
 
 /// The default `idf_smoothing`: `1/4096`, about `1/N` for the shipped training split's 3,146
@@ -151,6 +160,37 @@ pub enum ModelKind {
     /// Logistic regression per head: each bucket's row holds its weight for every class of
     /// both heads, plus one bias per class (and the community prior, if on).
     Linear,
+    /// A small transformer encoder trained from scratch ([`TransformerSpec`]): the first
+    /// `sequence_len` tokens as unigram bucket embeddings of `dim` plus a learned position
+    /// embedding, `layers` pre-norm encoder layers of `heads` heads, the mean over the real
+    /// positions plus the metadata bag, and the two linear heads.
+    Transformer,
+}
+
+/// The transformer's shape (`[model.transformer]`; read with `kind = "transformer"` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformerSpec {
+    /// Encoder layers.
+    pub layers: usize,
+    /// Attention heads (they divide the model's `dim`).
+    pub heads: usize,
+    /// Tokens read in order (title, then text), at most [`SEQUENCE_CAP`].
+    pub sequence_len: usize,
+    /// Width of each layer's feed-forward block; 0 for `4 · dim`.
+    pub feed_forward: usize,
+}
+
+impl Default for TransformerSpec {
+    /// Two layers of two heads over the first 256 tokens, feed-forward `4 · dim`.
+    fn default() -> Self {
+        Self {
+            layers: 2,
+            heads: 2,
+            sequence_len: 256,
+            feed_forward: 0,
+        }
+    }
 }
 
 /// How a document's text ids are weighed before they are summed.
@@ -198,6 +238,7 @@ impl Default for ProposalModelSpec {
             community_prior: true,
             optimizer: LocalOptimizer::Adam,
             weight_decay: 0.0,
+            transformer: None,
         }
     }
 }
@@ -214,6 +255,48 @@ impl ProposalModelSpec {
         }
         if self.kind == ModelKind::Linear && self.hidden > 0 {
             return Err("a linear model has no hidden layer: set hidden = 0".into());
+        }
+        match (self.kind, &self.transformer) {
+            (ModelKind::Transformer, _) => {
+                let t = self.transformer_spec();
+                if self.weighting != TermWeighting::Mean {
+                    return Err(
+                        "the transformer reads its text as a sequence: leave weighting at mean"
+                            .into(),
+                    );
+                }
+                if self.hidden > 0 {
+                    return Err("the transformer has no hidden layer: set hidden = 0".into());
+                }
+                if !(1..=8).contains(&t.layers) {
+                    return Err(format!(
+                        "transformer layers must be in 1..=8, got {}",
+                        t.layers
+                    ));
+                }
+                if t.heads == 0 || !self.dim.is_multiple_of(t.heads) {
+                    return Err(format!(
+                        "transformer heads ({}) must divide dim ({})",
+                        t.heads, self.dim
+                    ));
+                }
+                if !(1..=SEQUENCE_CAP).contains(&t.sequence_len) {
+                    return Err(format!(
+                        "transformer sequence_len must be in 1..={SEQUENCE_CAP}, got {}",
+                        t.sequence_len
+                    ));
+                }
+                if t.feed_forward > 16_384 {
+                    return Err(format!(
+                        "transformer feed_forward must be at most 16384, got {}",
+                        t.feed_forward
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err("[model.transformer] is read with kind = \"transformer\" only".into());
+            }
+            (_, None) => {}
         }
         if !(self.idf_smoothing.is_finite() && self.idf_smoothing > 0.0) {
             return Err(format!(
@@ -239,10 +322,15 @@ impl ProposalModelSpec {
         HashingFeaturizer::new(self.featurizer.clone())
     }
 
+    /// The transformer's shape: the configured one or the default.
+    pub fn transformer_spec(&self) -> TransformerSpec {
+        self.transformer.unwrap_or_default()
+    }
+
     /// Width of a bucket's row: `dim`, or the number of classes of both heads (linear).
     fn width(&self) -> usize {
         match self.kind {
-            ModelKind::BagOfEmbeddings => self.dim,
+            ModelKind::BagOfEmbeddings | ModelKind::Transformer => self.dim,
             ModelKind::Linear => OUTCOME_CLASSES + ProposalKind::COUNT,
         }
     }
@@ -263,6 +351,10 @@ pub(crate) struct BagOfEmbeddings {
     bias: Option<Param<Tensor<1>>>,
     /// The community prior's weight per outcome class (`[1, 2]`, no bias).
     prior: Option<Linear>,
+    /// The transformer's position embedding (`[sequence_len, dim]`).
+    position: Option<Embedding>,
+    /// The transformer's encoder layers.
+    encoder: Option<TransformerEncoder>,
     /// TF-IDF's document frequencies (`[buckets + 1]`, not trained; see the module docs). The
     /// last field, so its values are the last of the flattened parameters.
     document_frequency: Option<Param<Tensor<1>>>,
@@ -280,7 +372,8 @@ impl BagOfEmbeddings {
         } else {
             spec.hidden
         };
-        let heads = spec.kind == ModelKind::BagOfEmbeddings;
+        let heads = spec.kind != ModelKind::Linear;
+        let transformer = (spec.kind == ModelKind::Transformer).then(|| spec.transformer_spec());
         let width = spec.width();
         Self {
             embedding: EmbeddingConfig::new(spec.featurizer.buckets(), width)
@@ -293,6 +386,23 @@ impl BagOfEmbeddings {
             prior: spec.community_prior.then(|| {
                 LinearConfig::new(1, OUTCOME_CLASSES)
                     .with_bias(false)
+                    .with_initializer(UNUSED_INIT)
+                    .init(device)
+            }),
+            position: transformer.map(|t| {
+                EmbeddingConfig::new(t.sequence_len, spec.dim)
+                    .with_initializer(UNUSED_INIT)
+                    .init(device)
+            }),
+            encoder: transformer.map(|t| {
+                let ff = if t.feed_forward == 0 {
+                    4 * spec.dim
+                } else {
+                    t.feed_forward
+                };
+                TransformerEncoderConfig::new(spec.dim, ff, t.heads, t.layers)
+                    .with_dropout(0.0)
+                    .with_norm_first(true)
                     .with_initializer(UNUSED_INIT)
                     .init(device)
             }),
@@ -309,18 +419,33 @@ impl BagOfEmbeddings {
 
     /// `(outcome logits [batch, 2], kind logits [batch, kinds])` of a padded batch of ids
     /// `[batch, len]` with per-position weights `[batch, len]` (0 for padding) and community
-    /// priors `[batch, 1]`.
+    /// priors `[batch, 1]`; the transformer also reads `sequence`
+    /// ([`EncodedProposals::sequence_batch`]: ids, padding mask, pooling weights).
     fn forward(
         &self,
         ids: Tensor<2, Int>,
         weights: Tensor<2>,
         prior: Tensor<2>,
+        sequence: Option<(Tensor<2, Int>, Tensor<2, Bool>, Tensor<2>)>,
     ) -> (Tensor<2>, Tensor<2>) {
         let [batch, _] = ids.dims();
         let embedded = self.embedding.forward(ids); // [batch, len, dim]
         let pooled = (embedded * weights.unsqueeze_dim::<3>(2)).sum_dim(1); // [batch, 1, dim]
         let [_, _, dim] = pooled.dims();
         let mut x = pooled.reshape([batch, dim]);
+        if let (Some(encoder), Some(position), Some((seq, padding, pool))) =
+            (&self.encoder, &self.position, sequence)
+        {
+            let [_, len] = seq.dims();
+            let device = seq.device();
+            let positions = Tensor::<1, Int>::arange(0..len as i64, &device)
+                .unsqueeze_dim::<2>(0)
+                .repeat_dim(0, batch);
+            let tokens = self.embedding.forward(seq) + position.forward(positions);
+            let encoded = encoder.forward(TransformerEncoderInput::new(tokens).mask_pad(padding));
+            let mean = (encoded * pool.unsqueeze_dim::<3>(2)).sum_dim(1);
+            x = x + mean.reshape([batch, dim]);
+        }
         if let Some(hidden) = &self.hidden {
             x = relu(hidden.forward(x));
         }
@@ -408,6 +533,9 @@ impl ProposalTrainer {
         let network = BagOfEmbeddings::new(spec, &device.clone().autodiff());
         let schema = Arc::new(params::schema_of(&network)?);
         let mut network = params::seeded_init(network, init_seed);
+        if network.encoder.is_some() {
+            network = Self::unit_layer_norms(network, &schema);
+        }
         if network.document_frequency.is_some() {
             let autodiff = device.clone().autodiff();
             network.document_frequency =
@@ -422,6 +550,38 @@ impl ProposalTrainer {
             eval,
             device,
         })
+    }
+
+    /// `network` with every layer norm's scale 1 and shift 0 (the seeded initialisation
+    /// draws every tensor uniformly, which would start a norm's output near 0).
+    fn unit_layer_norms(network: BagOfEmbeddings, schema: &Schema) -> BagOfEmbeddings {
+        let Ok(values) = params::flatten(&network, schema.num_values()) else {
+            return network;
+        };
+        let Ok(mut params) = ParamVec::new(Arc::new(schema.clone()), values) else {
+            return network;
+        };
+        let norms: Vec<(String, f32)> = schema
+            .tensors()
+            .iter()
+            .filter(|t| t.name.contains(".norm"))
+            .filter_map(|t| {
+                let value = if t.name.ends_with(".gamma") {
+                    1.0
+                } else if t.name.ends_with(".beta") {
+                    0.0
+                } else {
+                    return None;
+                };
+                Some((t.name.clone(), value))
+            })
+            .collect();
+        for (name, value) in norms {
+            if let Some(tensor) = params.tensor_mut(&name) {
+                tensor.fill(value);
+            }
+        }
+        params::unflatten(network, params.values())
     }
 
     /// The model this trainer trains.
@@ -446,6 +606,9 @@ impl ProposalTrainer {
     }
 
     fn text_weights(&self) -> TextWeights<'_> {
+        if self.spec.kind == ModelKind::Transformer {
+            return TextWeights::Off;
+        }
         match self.spec.weighting {
             TermWeighting::Mean => TextWeights::Mean,
             TermWeighting::TfIdf => TextWeights::TfIdf(self.idf.as_deref()),
@@ -511,7 +674,7 @@ impl ProposalTrainer {
         // embeddings' outcome head has its own bias.
         let name = match self.spec.kind {
             ModelKind::Linear => "bias",
-            ModelKind::BagOfEmbeddings => "outcome.bias",
+            ModelKind::BagOfEmbeddings | ModelKind::Transformer => "outcome.bias",
         };
         let mut params = self.get_parameters();
         let bias = params
@@ -539,7 +702,8 @@ impl ProposalTrainer {
                 self.text_weights(),
                 &self.device,
             );
-            let (outcome, kind) = model.forward(ids, weights, prior);
+            let sequence = self.sequence_batch(data, chunk, &self.device);
+            let (outcome, kind) = model.forward(ids, weights, prior, sequence);
             let p_outcome = to_vec(softmax(outcome, 1))?;
             let p_kind = to_vec(softmax(kind, 1))?;
             for (o, k) in p_outcome
@@ -592,6 +756,18 @@ impl ProposalTrainer {
         })
     }
 
+    /// The transformer's sequence batch of `chunk` (none for the other models).
+    #[allow(clippy::type_complexity)]
+    fn sequence_batch(
+        &self,
+        data: &EncodedProposals,
+        chunk: &[usize],
+        device: &Device,
+    ) -> Option<(Tensor<2, Int>, Tensor<2, Bool>, Tensor<2>)> {
+        (self.spec.kind == ModelKind::Transformer)
+            .then(|| data.sequence_batch(chunk, self.spec.transformer_spec().sequence_len, device))
+    }
+
     fn batch_loss(&self, model: &BagOfEmbeddings, chunk: &[usize], device: &Device) -> Tensor<1> {
         let data = &self.train;
         let (ids, weights, prior) = data.batch(
@@ -600,7 +776,8 @@ impl ProposalTrainer {
             self.text_weights(),
             device,
         );
-        let (outcome_logits, kind_logits) = model.forward(ids, weights, prior);
+        let sequence = self.sequence_batch(data, chunk, device);
+        let (outcome_logits, kind_logits) = model.forward(ids, weights, prior, sequence);
         let b = chunk.len();
         let mut targets = Vec::with_capacity(b);
         let mut outcome_weights = Vec::with_capacity(b);

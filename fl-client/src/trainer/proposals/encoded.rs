@@ -22,13 +22,23 @@ pub struct EncodedProposals {
     kind: Vec<u8>,
     /// The community prior of example `i` (see [`EncodedProposals::with_prior`]).
     prior: Vec<f32>,
+    /// `sequence[sequence_offsets[i]..sequence_offsets[i + 1]]` is example `i`'s text as
+    /// unigram bucket ids in reading order (at most [`SEQUENCE_CAP`]), for the transformer;
+    /// empty for examples pushed as bags only.
+    sequence_offsets: Vec<usize>,
+    sequence: Vec<u32>,
 }
+
+/// The most tokens of a proposal [`EncodedProposals::encode`] keeps in reading order (a
+/// transformer's `sequence_len` is at most this).
+pub const SEQUENCE_CAP: usize = 512;
 
 impl EncodedProposals {
     /// An empty set.
     pub fn new() -> Self {
         Self {
             offsets: vec![0],
+            sequence_offsets: vec![0],
             ..Default::default()
         }
     }
@@ -47,8 +57,29 @@ impl EncodedProposals {
                 p.label.class(),
                 p.kind().class(),
             );
+            out.set_last_sequence(&featurizer.sequence(&p.title, &p.text, SEQUENCE_CAP));
         }
         out
+    }
+
+    /// Sets the reading-order ids of the example pushed last (see [`encode`](Self::encode)),
+    /// keeping the first [`SEQUENCE_CAP`]. Does nothing on an empty set.
+    pub fn set_last_sequence(&mut self, ids: &[u32]) {
+        if self.is_empty() {
+            return;
+        }
+        let n = self.len();
+        let start = self.sequence_offsets[n - 1];
+        self.sequence.truncate(start);
+        self.sequence
+            .extend_from_slice(&ids[..ids.len().min(SEQUENCE_CAP)]);
+        self.sequence_offsets[n] = self.sequence.len();
+    }
+
+    /// Example `i`'s text ids in reading order (empty if it was pushed as a bag only).
+    /// Panics if `i` is out of range.
+    pub fn sequence(&self, i: usize) -> &[u32] {
+        &self.sequence[self.sequence_offsets[i]..self.sequence_offsets[i + 1]]
     }
 
     /// Appends one example. Outcome classes are 0 (accepted) or 1 (rejected); kind classes
@@ -70,6 +101,10 @@ impl EncodedProposals {
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
+        if self.sequence_offsets.is_empty() {
+            self.sequence_offsets.push(0);
+        }
+        self.sequence_offsets.push(self.sequence.len());
         self.ids.extend(text.iter().map(|&(id, _)| id));
         self.counts.extend(text.iter().map(|&(_, c)| c.max(1)));
         self.ids.extend_from_slice(meta_ids);
@@ -143,6 +178,7 @@ impl EncodedProposals {
         for &i in indices.iter().filter(|&&i| i < self.len()) {
             let (text, meta) = self.row(i);
             out.push_counted(&text, meta, self.outcome[i], self.kind[i]);
+            out.set_last_sequence(self.sequence(i));
             *out.prior.last_mut().expect("just pushed") = self.prior[i];
         }
         out
@@ -163,6 +199,13 @@ impl EncodedProposals {
         out.outcome.extend_from_slice(&other.outcome);
         out.kind.extend_from_slice(&other.kind);
         out.prior.extend_from_slice(&other.prior);
+        if out.sequence_offsets.is_empty() {
+            out.sequence_offsets.push(0);
+        }
+        let base = out.sequence.len();
+        out.sequence.extend_from_slice(&other.sequence);
+        out.sequence_offsets
+            .extend(other.sequence_offsets.iter().skip(1).map(|&o| base + o));
         out
     }
 
@@ -215,7 +258,12 @@ impl EncodedProposals {
 
     /// Checks that every id is below `buckets` and every kind a known class.
     pub(crate) fn check_ids(&self, buckets: usize) -> Result<(), String> {
-        if let Some(&id) = self.ids.iter().find(|&&id| id as usize >= buckets) {
+        if let Some(&id) = self
+            .ids
+            .iter()
+            .chain(&self.sequence)
+            .find(|&&id| id as usize >= buckets)
+        {
             return Err(format!(
                 "id {id} is not below the model's {buckets} buckets: encode with the model's featuriser"
             ));
@@ -253,7 +301,7 @@ impl EncodedProposals {
             let text = self.text_len[i] as usize;
             let meta = row.len() - text;
             let tf_idf = match text_weights {
-                TextWeights::Mean => None,
+                TextWeights::Mean | TextWeights::Off => None,
                 TextWeights::TfIdf(idf) => Some(tf_idf(&self.row(i).0, idf)),
             };
             for (c, &id) in row.iter().enumerate() {
@@ -262,6 +310,8 @@ impl EncodedProposals {
                     meta_scale / meta as f32
                 } else if let Some(w) = &tf_idf {
                     w[c]
+                } else if matches!(text_weights, TextWeights::Off) {
+                    0.0
                 } else {
                     1.0 / text as f32
                 };
@@ -276,6 +326,41 @@ impl EncodedProposals {
     }
 }
 
+impl EncodedProposals {
+    /// `(ids [batch, len], padding [batch, len], pool [batch, len])` of the reading-order ids
+    /// of the examples at `indices` (in range), each cut to its first `len` and padded to
+    /// `len`: `padding` is true past a sequence's end, `pool` weighs each real position
+    /// `1 / its length` (a mean) and padding 0. An example without a sequence reads one
+    /// padding id (0) as its only, unmasked position, so attention never sees a row of
+    /// nothing but padding.
+    pub(crate) fn sequence_batch(
+        &self,
+        indices: &[usize],
+        len: usize,
+        device: &Device,
+    ) -> (Tensor<2, Int>, Tensor<2, Bool>, Tensor<2>) {
+        let len = len.max(1);
+        let b = indices.len();
+        let mut ids = vec![0i64; b * len];
+        let mut padding = vec![true; b * len];
+        let mut pool = vec![0f32; b * len];
+        for (r, &i) in indices.iter().enumerate() {
+            let seq = self.sequence(i);
+            let n = seq.len().min(len).max(1);
+            for c in 0..n {
+                ids[r * len + c] = seq.get(c).map_or(0, |&id| i64::from(id));
+                padding[r * len + c] = false;
+                pool[r * len + c] = 1.0 / n as f32;
+            }
+        }
+        (
+            Tensor::from_data(TensorData::new(ids, [b, len]), device),
+            Tensor::from_data(TensorData::new(padding, [b, len]), device),
+            Tensor::from_data(TensorData::new(pool, [b, len]), device),
+        )
+    }
+}
+
 /// How [`EncodedProposals::batch`] weighs the text ids of a document.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TextWeights<'a> {
@@ -284,4 +369,7 @@ pub(crate) enum TextWeights<'a> {
     /// TF-IDF with these inverse document frequencies (one per bucket; `None`: all 1, before
     /// the document frequencies are known).
     TfIdf(Option<&'a [f32]>),
+    /// Text ids weigh 0: only the metadata bag counts (the transformer reads the text as a
+    /// sequence instead).
+    Off,
 }

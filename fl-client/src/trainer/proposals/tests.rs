@@ -500,7 +500,11 @@ fn threshold_counts_match_hand_computed_scores_and_sum_across_members() {
 
 #[test]
 fn a_calibrated_threshold_folds_into_the_outcome_bias() {
-    for kind in [ModelKind::Linear, ModelKind::BagOfEmbeddings] {
+    for kind in [
+        ModelKind::Linear,
+        ModelKind::BagOfEmbeddings,
+        ModelKind::Transformer,
+    ] {
         let spec = ProposalModelSpec {
             kind,
             ..tiny_spec()
@@ -545,4 +549,213 @@ fn a_calibrated_threshold_folds_into_the_outcome_bias() {
             assert_eq!(a.kind_probs, b.kind_probs, "the kind head is untouched");
         }
     }
+}
+
+fn transformer_spec() -> ProposalModelSpec {
+    ProposalModelSpec {
+        kind: ModelKind::Transformer,
+        transformer: Some(TransformerSpec {
+            layers: 1,
+            heads: 2,
+            sequence_len: 16,
+            feed_forward: 16,
+        }),
+        ..tiny_spec()
+    }
+}
+
+/// [`toy`] with every example's text also kept in reading order, as `encode` keeps it.
+fn toy_sequences(spec: &ProposalModelSpec, n: usize) -> EncodedProposals {
+    let f = spec.featurizer().unwrap();
+    let bags = toy(spec, n);
+    let mut data = EncodedProposals::new();
+    for i in 0..n {
+        let word = if i % 2 == 0 { "raise" } else { "cut" };
+        let topic = if i % 3 == 0 { "token" } else { "fork" };
+        let text = format!("we {word} the fee of the {topic} number {i}");
+        data = data.concat(&bags.subset(&[i]));
+        data.set_last_sequence(&f.sequence("proposal", &text, SEQUENCE_CAP));
+    }
+    data
+}
+
+#[test]
+fn the_transformer_learns_both_heads_on_a_toy_task() {
+    let spec = transformer_spec();
+    let train = toy_sequences(&spec, 40);
+    // "proposal", then "we cut the fee of the fork number" ("1" is shorter than a token).
+    assert_eq!(train.sequence(1).len(), 9);
+    let mut trainer =
+        ProposalTrainer::new(&spec, DeviceSpec::Cpu, train.clone(), Some(train), 1).unwrap();
+    let before = trainer.evaluate(&EvaluateConfig::default()).unwrap();
+    trainer.fit(&fit_config(15)).unwrap();
+    let after = trainer.evaluate(&EvaluateConfig::default()).unwrap();
+    assert!(after.loss < before.loss, "{before:?} -> {after:?}");
+    assert_eq!(after.metrics["accuracy"], 1.0, "{after:?}");
+    assert_eq!(after.metrics["kind_accuracy"], 1.0, "{after:?}");
+}
+
+#[test]
+fn the_transformer_reads_word_order() {
+    // The same two words in both classes; only which comes first tells them apart, which no
+    // bag of unigrams can see.
+    let spec = ProposalModelSpec {
+        community_prior: false,
+        ..transformer_spec()
+    };
+    let f = spec.featurizer().unwrap();
+    let mut data = EncodedProposals::new();
+    for i in 0..32 {
+        let (text, outcome) = if i % 2 == 0 {
+            ("approve budget", 0)
+        } else {
+            ("budget approve", 1)
+        };
+        data.push(
+            &f.ids("", text),
+            &f.meta_ids(&[("community", "alpha")]),
+            Some(outcome),
+            0,
+        );
+        data.set_last_sequence(&f.sequence("", text, SEQUENCE_CAP));
+    }
+    let mut trainer =
+        ProposalTrainer::new(&spec, DeviceSpec::Cpu, data.clone(), Some(data), 2).unwrap();
+    trainer.fit(&fit_config(30)).unwrap();
+    let after = trainer.evaluate(&EvaluateConfig::default()).unwrap();
+    assert_eq!(after.metrics["accuracy"], 1.0, "{after:?}");
+}
+
+#[test]
+fn the_transformer_starts_with_unit_layer_norms_and_round_trips() {
+    let spec = transformer_spec();
+    let data = toy_sequences(&spec, 8);
+    let a = ProposalTrainer::new(&spec, DeviceSpec::Cpu, data.clone(), None, 7).unwrap();
+    let mut b = ProposalTrainer::new(&spec, DeviceSpec::Cpu, data.clone(), None, 7).unwrap();
+    assert_eq!(
+        a.get_parameters(),
+        b.get_parameters(),
+        "same seed, same model"
+    );
+    let params = a.get_parameters();
+    let names: Vec<&str> = params
+        .schema()
+        .tensors()
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    let gammas: Vec<&&str> = names.iter().filter(|n| n.ends_with(".gamma")).collect();
+    assert_eq!(
+        gammas.len(),
+        2,
+        "two norms in one pre-norm layer: {names:?}"
+    );
+    for name in gammas {
+        assert!(tensor(&params, name).iter().all(|&v| v == 1.0), "{name}");
+    }
+    for name in names
+        .iter()
+        .filter(|n| n.contains(".norm") && n.ends_with(".beta"))
+    {
+        assert!(tensor(&params, name).iter().all(|&v| v == 0.0), "{name}");
+    }
+    assert!(names.contains(&"position.weight"), "{names:?}");
+    b.fit(&fit_config(1)).unwrap();
+    assert_ne!(params.values(), b.get_parameters().values());
+    b.set_parameters(&params).unwrap();
+    assert_eq!(b.get_parameters(), params);
+    let bag = ProposalTrainer::new(&tiny_spec(), DeviceSpec::Cpu, data, None, 7).unwrap();
+    assert!(matches!(
+        b.set_parameters(&bag.get_parameters()),
+        Err(TrainerError::Params(ParamError::SchemaMismatch { .. }))
+    ));
+}
+
+#[test]
+fn bad_transformer_specs_are_refused() {
+    let with = |t: TransformerSpec| ProposalModelSpec {
+        transformer: Some(t),
+        ..transformer_spec()
+    };
+    let base = transformer_spec().transformer.unwrap();
+    for (spec, needle) in [
+        (with(TransformerSpec { heads: 3, ..base }), "divide"),
+        (with(TransformerSpec { heads: 0, ..base }), "divide"),
+        (with(TransformerSpec { layers: 0, ..base }), "layers"),
+        (
+            with(TransformerSpec {
+                sequence_len: 0,
+                ..base
+            }),
+            "sequence_len",
+        ),
+        (
+            with(TransformerSpec {
+                sequence_len: SEQUENCE_CAP + 1,
+                ..base
+            }),
+            "sequence_len",
+        ),
+        (
+            ProposalModelSpec {
+                weighting: TermWeighting::TfIdf,
+                ..transformer_spec()
+            },
+            "weighting",
+        ),
+        (
+            ProposalModelSpec {
+                kind: ModelKind::BagOfEmbeddings,
+                ..transformer_spec()
+            },
+            "kind = \"transformer\" only",
+        ),
+    ] {
+        let err = spec.validate().unwrap_err();
+        assert!(err.contains(needle), "{err}");
+        assert!(matches!(
+            ProposalTrainer::new(&spec, DeviceSpec::Cpu, EncodedProposals::new(), None, 1),
+            Err(TrainerError::InvalidConfig(_))
+        ));
+    }
+    let toml: ProposalModelSpec =
+        toml::from_str("kind = \"transformer\"\n[transformer]\nlayers = 1\n").unwrap();
+    assert_eq!(
+        toml.transformer_spec().heads,
+        TransformerSpec::default().heads
+    );
+    assert!(toml::from_str::<ProposalModelSpec>("[transformer]\nwidth = 3\n").is_err());
+}
+
+#[test]
+fn the_transformer_predicts_rows_without_a_sequence_and_refuses_foreign_ids() {
+    let spec = transformer_spec();
+    let trainer = ProposalTrainer::new(&spec, DeviceSpec::Cpu, toy(&spec, 4), None, 3).unwrap();
+    // `toy` pushes bags only: each row reads one padding position, never a row of nothing.
+    for p in trainer.predict(&toy(&spec, 4)).unwrap() {
+        assert!(p.p_accepted.is_finite() && p.kind_probs.iter().all(|v| v.is_finite()));
+    }
+    let mut foreign = toy_sequences(&spec, 2);
+    foreign.set_last_sequence(&[5, 1 << 20]);
+    assert!(matches!(
+        trainer.predict(&foreign),
+        Err(TrainerError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn sequences_survive_subset_concat_and_the_cap() {
+    let spec = transformer_spec();
+    let data = toy_sequences(&spec, 6);
+    let sub = data.subset(&[4, 1]);
+    assert_eq!(sub.sequence(0), data.sequence(4));
+    assert_eq!(sub.sequence(1), data.sequence(1));
+    let both = sub.concat(&data);
+    assert_eq!(both.sequence(2), data.sequence(0));
+    assert_eq!(both.sequence(7), data.sequence(5));
+    let mut long = EncodedProposals::new();
+    long.set_last_sequence(&[1, 2]); // nothing pushed yet: ignored
+    long.push(&[1], &[2], None, 0);
+    long.set_last_sequence(&vec![3; SEQUENCE_CAP + 10]);
+    assert_eq!(long.sequence(0).len(), SEQUENCE_CAP);
 }

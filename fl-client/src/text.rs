@@ -176,8 +176,24 @@ impl HashingFeaturizer {
     /// The sorted, distinct bucket ids of a document's n-grams with how often each occurs
     /// (the term frequencies of [`sublinear_tf`]); the ids are exactly [`ids`](Self::ids)'s.
     pub fn id_counts(&self, title: &str, text: &str) -> Vec<(u32, u32)> {
+        self.id_counts_of(&self.tokens(title, text))
+    }
+
+    /// [`id_counts`](Self::id_counts) and [`sequence`](Self::sequence) (of at most `limit`
+    /// ids) of one document, tokenised once.
+    pub fn counts_and_sequence(
+        &self,
+        title: &str,
+        text: &str,
+        limit: usize,
+    ) -> (Vec<(u32, u32)>, Vec<u32>) {
+        let tokens = self.tokens(title, text);
+        (self.id_counts_of(&tokens), self.sequence_of(&tokens, limit))
+    }
+
+    fn id_counts_of(&self, tokens: &[String]) -> Vec<(u32, u32)> {
         let mut out: Vec<(u32, u32)> = Vec::new();
-        for id in self.all_ids(title, text) {
+        for id in self.all_ids_of(tokens) {
             match out.last_mut() {
                 Some((last, count)) if *last == id => *count += 1,
                 _ => out.push((id, 1)),
@@ -190,7 +206,11 @@ impl HashingFeaturizer {
     /// unigrams only, repeats kept: what a sequence model (the proposal transformer) reads,
     /// where [`ids`](Self::ids) is a bag. At most `min(limit, max_tokens)` ids.
     pub fn sequence(&self, title: &str, text: &str, limit: usize) -> Vec<u32> {
-        self.tokens(title, text)
+        self.sequence_of(&self.tokens(title, text), limit)
+    }
+
+    fn sequence_of(&self, tokens: &[String], limit: usize) -> Vec<u32> {
+        tokens
             .iter()
             .take(limit)
             .map(|t| self.bucket(UNIGRAM, &[t.as_bytes()]))
@@ -199,7 +219,10 @@ impl HashingFeaturizer {
 
     /// Every n-gram's bucket id, sorted, repeats kept.
     fn all_ids(&self, title: &str, text: &str) -> Vec<u32> {
-        let tokens = self.tokens(title, text);
+        self.all_ids_of(&self.tokens(title, text))
+    }
+
+    fn all_ids_of(&self, tokens: &[String]) -> Vec<u32> {
         let mut ids = Vec::with_capacity(tokens.len() * usize::from(self.config.word_ngrams));
         for (i, t) in tokens.iter().enumerate() {
             ids.push(self.bucket(UNIGRAM, &[t.as_bytes()]));
@@ -374,6 +397,13 @@ mod tests {
         sorted.dedup();
         assert_eq!(bag.ids("Raise fee", "fee raise fee raise"), sorted);
         assert!(f.sequence("", "", 10).is_empty());
+        assert_eq!(
+            f.counts_and_sequence("Raise fee", "fee raise fee raise", 3),
+            (
+                f.id_counts("Raise fee", "fee raise fee raise"),
+                seq[..3].to_vec()
+            )
+        );
     }
 
     #[test]

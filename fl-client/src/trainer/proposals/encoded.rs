@@ -51,13 +51,15 @@ impl EncodedProposals {
     ) -> Self {
         let mut out = Self::new();
         for p in proposals {
+            let (counts, sequence) =
+                featurizer.counts_and_sequence(&p.title, &p.text, SEQUENCE_CAP);
             out.push_counted(
-                &featurizer.id_counts(&p.title, &p.text),
+                &counts,
                 &featurizer.meta_ids(&[("community", &p.community)]),
                 p.label.class(),
                 p.kind().class(),
             );
-            out.set_last_sequence(&featurizer.sequence(&p.title, &p.text, SEQUENCE_CAP));
+            out.set_last_sequence(&sequence);
         }
         out
     }

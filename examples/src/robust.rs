@@ -205,6 +205,10 @@ pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> 
         ..Default::default()
     };
     let bucketing = Some(BucketingConfig { size: 2 });
+    let krum = Some(KrumConfig {
+        byzantine: f,
+        multi: 1,
+    });
     let cc = CenteredClippingConfig {
         tau,
         iterations: 1,
@@ -243,20 +247,14 @@ pub fn rules(n: usize, f: usize, tau: f64, max_norm: f64) -> Vec<RuleUnderTest> 
         t(
             "krum",
             StrategyConfig {
-                krum: Some(KrumConfig {
-                    byzantine: f,
-                    multi: 1,
-                }),
+                krum,
                 ..rule(AggregationRule::Krum)
             },
         ),
         t(
             "nnm+krum",
             StrategyConfig {
-                krum: Some(KrumConfig {
-                    byzantine: f,
-                    multi: 1,
-                }),
+                krum,
                 nnm: Some(NnmConfig { byzantine: f }),
                 ..rule(AggregationRule::Krum)
             },
@@ -350,6 +348,11 @@ pub fn dataset_label(base: &DigitsConfig) -> &'static str {
         digits::ImageSource::Digits => "digits",
         digits::ImageSource::Idx { .. } => "Fashion-MNIST",
     }
+}
+
+/// An attack's table label, `none` for no attack.
+pub fn attack_label(attack: Option<Attack>) -> String {
+    attack.map_or("none".into(), |a| a.label())
 }
 
 /// The attacks of the benchmark: none, sign flip, scaling ×20, Gaussian σ = 1 and 10, label flip,

@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use examples::digits::DigitsConfig;
-use examples::robust::{RuleUnderTest, bench_template, dataset_label, rules, run_detection};
+use examples::robust::{
+    RuleUnderTest, attack_label, bench_template, dataset_label, rules, run_detection,
+};
 use fl_aggregator::attack::Attack;
 use fl_core::ClientId;
 use fl_core::strategy::DetectionConfig;
@@ -60,7 +62,7 @@ fn main() -> ExitCode {
     let attacks: Vec<Option<Attack>> = all_attacks
         .into_iter()
         .filter(|a| {
-            let label = a.map_or("none".into(), |a| a.label());
+            let label = attack_label(*a);
             attack_filter
                 .as_ref()
                 .is_none_or(|l| l.split(',').any(|x| x == label))
@@ -147,7 +149,7 @@ fn main() -> ExitCode {
             println!(
                 "| {} | {} | {} | {} | {} | {} | {:.1}% | {:?} | {accepted}/{flags} | {tampered}/{flags} | {:.1} |",
                 rule.label,
-                attack.map_or("none".into(), |a| a.label()),
+                attack_label(attack),
                 ratio(tp10, tp10 + fp10),
                 ratio(tp10, tp10 + fn10),
                 ratio(tp, tp + fp),

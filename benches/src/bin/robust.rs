@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use examples::digits::DigitsConfig;
 use examples::robust::{
-    attacks, bench_template, dataset_label, flower_rules, rules, run_cell_with,
+    attack_label, attacks, bench_template, dataset_label, flower_rules, rules, run_cell_with,
 };
 
 fn main() -> ExitCode {
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         .collect();
     let attacks: Vec<_> = attacks()
         .into_iter()
-        .filter(|a| keep(&attack_filter, &a.map_or("none".into(), |a| a.label())))
+        .filter(|&a| keep(&attack_filter, &attack_label(a)))
         .collect();
     // `partition=classes` gives every member two labels; `alpha=` changes the Dirichlet skew.
     let partition = match arg("partition").as_deref() {
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     let header: Vec<String> = attacks
         .iter()
         .map(|a| {
-            let label = a.map_or("none".into(), |a| a.label());
+            let label = attack_label(*a);
             if sybils && a.is_some_and(|a| !a.poisons_data()) {
                 format!("sybils {label}")
             } else {
@@ -129,7 +129,7 @@ fn main() -> ExitCode {
                             eprintln!(
                                 "per_seed,{seed},{},{},{:.4}",
                                 rule.label,
-                                attack.map_or("none".into(), |a| a.label()),
+                                attack_label(attack),
                                 c.run.final_accuracy
                             );
                         }

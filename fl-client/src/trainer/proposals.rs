@@ -554,30 +554,20 @@ impl ProposalTrainer {
 
     /// `network` with every layer norm's scale 1 and shift 0 (the seeded initialisation
     /// draws every tensor uniformly, which would start a norm's output near 0).
-    fn unit_layer_norms(network: BagOfEmbeddings, schema: &Schema) -> BagOfEmbeddings {
+    fn unit_layer_norms(network: BagOfEmbeddings, schema: &Arc<Schema>) -> BagOfEmbeddings {
         let Ok(values) = params::flatten(&network, schema.num_values()) else {
             return network;
         };
-        let Ok(mut params) = ParamVec::new(Arc::new(schema.clone()), values) else {
+        let Ok(mut params) = ParamVec::new(Arc::clone(schema), values) else {
             return network;
         };
-        let norms: Vec<(String, f32)> = schema
-            .tensors()
-            .iter()
-            .filter(|t| t.name.contains(".norm"))
-            .filter_map(|t| {
-                let value = if t.name.ends_with(".gamma") {
-                    1.0
-                } else if t.name.ends_with(".beta") {
-                    0.0
-                } else {
-                    return None;
-                };
-                Some((t.name.clone(), value))
-            })
-            .collect();
-        for (name, value) in norms {
-            if let Some(tensor) = params.tensor_mut(&name) {
+        for t in schema.tensors().iter().filter(|t| t.name.contains(".norm")) {
+            let value = match t.name.rsplit('.').next() {
+                Some("gamma") => 1.0,
+                Some("beta") => 0.0,
+                _ => continue,
+            };
+            if let Some(tensor) = params.tensor_mut(&t.name) {
                 tensor.fill(value);
             }
         }

@@ -302,20 +302,17 @@ impl EncodedProposals {
             let row = &self.ids[self.offsets[i]..self.offsets[i + 1]];
             let text = self.text_len[i] as usize;
             let meta = row.len() - text;
-            let tf_idf = match text_weights {
-                TextWeights::Mean | TextWeights::Off => None,
-                TextWeights::TfIdf(idf) => Some(tf_idf(&self.row(i).0, idf)),
+            let text_weight: Vec<f32> = match text_weights {
+                TextWeights::Mean => vec![1.0 / text as f32; text],
+                TextWeights::TfIdf(idf) => tf_idf(&self.row(i).0, idf),
+                TextWeights::Off => vec![0.0; text],
             };
             for (c, &id) in row.iter().enumerate() {
                 ids[r * width + c] = i64::from(id);
                 weights[r * width + c] = if c >= text {
                     meta_scale / meta as f32
-                } else if let Some(w) = &tf_idf {
-                    w[c]
-                } else if matches!(text_weights, TextWeights::Off) {
-                    0.0
                 } else {
-                    1.0 / text as f32
+                    text_weight[c]
                 };
             }
         }
@@ -326,9 +323,7 @@ impl EncodedProposals {
             Tensor::from_data(TensorData::new(prior, [b, 1]), device),
         )
     }
-}
 
-impl EncodedProposals {
     /// `(ids [batch, len], padding [batch, len], pool [batch, len])` of the reading-order ids
     /// of the examples at `indices` (in range), each cut to its first `len` and padded to
     /// `len`: `padding` is true past a sequence's end, `pool` weighs each real position

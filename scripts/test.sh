@@ -4,7 +4,8 @@
 # Needs Rust 1.90+ (cargo), Node 20+ and npm. Installs, pinned by chain-anchor/package-lock.json
 # and only where missing or stale: solc-js and OpenZeppelin (to check that the committed contract
 # artifacts of chain-anchor and dao are what the sources compile to), anvil and cast (npm
-# @foundry-rs/anvil and @foundry-rs/cast, for the tests against a real chain node). Then runs `cargo test --workspace` with any extra arguments.
+# @foundry-rs/anvil and @foundry-rs/cast, for the tests against a real chain node). Then runs
+# `cargo test --workspace --features fl-client/wgpu` with any extra arguments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,4 +34,12 @@ node dao/scripts/compile.mjs --check
 export DAOFL_ANVIL="${DAOFL_ANVIL:-$PWD/chain-anchor/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}"
 "$DAOFL_ANVIL" --version | head -1
 
-cargo test --workspace "$@"
+# fl-client's `wgpu` feature is compiled into the test build so that its agreement tests
+# (training on wgpu matches the CPU backend) run; they need a Vulkan driver, which .ci/run
+# installs (Mesa's lavapipe: apt-get install mesa-vulkan-drivers libvulkan1).
+if ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+    echo "scripts/test.sh: no Vulkan driver found; the wgpu tests will fail." \
+        "Install one: apt-get install mesa-vulkan-drivers libvulkan1" >&2
+fi
+
+cargo test --workspace --features fl-client/wgpu "$@"

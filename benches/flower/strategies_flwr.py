@@ -16,7 +16,7 @@ wall time of the local training loop alone, measured inside the client.
 
 Modes:
   --export DIR --strategies fedavg,fedprox:0.01,fedadam --out CSV [--threads N]
-  --epoch-bench N [--idx-dir DIR] [--channels C] [--threads N]
+  --epoch-bench N [--idx-dir DIR] [--channels C] [--threads N] [--torch-device cpu|cuda]
   --compare DAOFL_CSV FLOWER_CSV      (standard library only: runs with any python3)
 """
 
@@ -434,15 +434,26 @@ def epoch_bench(args):
     torch.set_num_threads(threads)
     images, labels = load_split(args.idx_dir, "train")
     x, y = tensors(images, labels, range(min(args.epoch_bench, len(labels))))
+    device = torch.device(args.torch_device)
+    x, y = x.to(device), y.to(device)
     torch.manual_seed(0)
-    model = make_net(args.channels)
+    model = make_net(args.channels).to(device)
     rng = np.random.default_rng(0)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     times = []
     for rep in range(6):
-        secs = train_epochs(model, x, y, epochs=1, batch_size=32, lr=0.001, rng=rng)
+        sync()
+        t0 = time.perf_counter()
+        train_epochs(model, x, y, epochs=1, batch_size=32, lr=0.001, rng=rng)
+        sync()  # CUDA runs asynchronously: the epoch ends when its last kernel does
         if rep > 0:
-            times.append(secs)
+            times.append(time.perf_counter() - t0)
     print(f"torch_epoch_seconds {statistics.median(times):.6f}")
+    print(f"torch_device {device}")
     print(f"torch_version {torch.__version__}")
     print(f"torch_threads {torch.get_num_threads()}")
     print(f"examples {len(y)} channels {args.channels} batch 32 (median of 5 after 1 warm-up)")
@@ -518,6 +529,7 @@ def main():
     p.add_argument("--epoch-bench", type=int, metavar="N")
     p.add_argument("--idx-dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--torch-device", default="cpu", help="with --epoch-bench: cpu or cuda")
     p.add_argument("--compare", nargs=2, metavar=("DAOFL_CSV", "FLOWER_CSV"))
     args = p.parse_args()
     if args.compare:

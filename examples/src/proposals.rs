@@ -28,6 +28,9 @@ pub struct ProposalsConfig {
     pub seed: u64,
     /// The model every member trains.
     pub model: ProposalModelSpec,
+    /// Where every model of the run trains and evaluates: `"cpu"` (the default), `"wgpu"`,
+    /// `"wgpu:N"` or `"cuda:N"` (the GPU ones need the examples built with that feature).
+    pub device: DeviceSpec,
     /// Local training settings of a round (the central and local-only models train for
     /// `rounds * local_epochs` epochs with the same batch size and learning rate).
     pub fit: FitConfig,
@@ -143,6 +146,7 @@ impl Default for ProposalsConfig {
             rounds: 30,
             seed: 2026,
             model: ProposalModelSpec::default(),
+            device: DeviceSpec::Cpu,
             fit: FitConfig {
                 local_epochs: 2,
                 batch_size: 32,
@@ -390,7 +394,7 @@ fn evaluator(
 ) -> Result<ProposalTrainer, ProposalsRunError> {
     Ok(ProposalTrainer::new(
         &config.model,
-        DeviceSpec::Cpu,
+        config.device,
         EncodedProposals::new(),
         Some(prepared.test.clone()),
         derive_seed(config.seed, "init", 0),
@@ -408,7 +412,7 @@ pub fn run_federated(
     let trainers = prepared
         .member_data
         .iter()
-        .map(|d| ProposalTrainer::new(&config.model, DeviceSpec::Cpu, d.clone(), None, init_seed))
+        .map(|d| ProposalTrainer::new(&config.model, config.device, d.clone(), None, init_seed))
         .collect::<Result<Vec<_>, _>>()?;
     let mut evaluator = evaluator(config, prepared)?;
     let initial = evaluator.get_parameters();
@@ -512,7 +516,7 @@ pub fn train_alone(
 ) -> Result<ProposalTrainer, ProposalsRunError> {
     let mut trainer = ProposalTrainer::new(
         &config.model,
-        DeviceSpec::Cpu,
+        config.device,
         data,
         Some(prepared.test.clone()),
         derive_seed(config.seed, "init", 0),

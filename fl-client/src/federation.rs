@@ -252,15 +252,27 @@ pub fn member_data(
     }
 }
 
+/// The device `[client] device` names (the CPU when it is absent).
+#[cfg(feature = "burn")]
+pub fn device_spec(config: &FederationConfig) -> Result<DeviceSpec, Error> {
+    match &config.client.device {
+        None => Ok(DeviceSpec::Cpu),
+        Some(text) => text
+            .parse()
+            .map_err(|e| Error::Config(format!("[client] device: {e}"))),
+    }
+}
+
 /// The trainer of member `index` (its position in `members.allowed`), over its data
-/// ([`member_data`]) with the federation's `[model]`.
+/// ([`member_data`]) with the federation's `[model]`, on `[client] device`
+/// ([`device_spec`]).
 #[cfg(feature = "burn")]
 pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTrainer, Error> {
     let (train, test) = member_data(config, index)?;
     let model = model_spec(config)?;
     Ok(BurnTrainer::new(
         &model,
-        DeviceSpec::Cpu,
+        device_spec(config)?,
         train,
         test,
         init_seed(config),
@@ -268,7 +280,8 @@ pub fn member_trainer(config: &FederationConfig, index: usize) -> Result<BurnTra
 }
 
 /// A trainer that only evaluates, on the held-out digits (or the IDX test files); its
-/// parameters are the seeded initial model.
+/// parameters are the seeded initial model. It runs on the CPU whatever `[client] device`
+/// says: the aggregator builds one for the initial parameters.
 #[cfg(feature = "burn")]
 pub fn evaluator(config: &FederationConfig) -> Result<BurnTrainer, Error> {
     let test = match data_spec(config)? {
@@ -450,5 +463,30 @@ mod tests {
             toml::Value::String("/nonexistent".into()),
         );
         assert!(member_trainer(&config, 0).is_err());
+    }
+
+    #[test]
+    fn client_device_is_parsed_and_checked() {
+        let mut config = example();
+        assert_eq!(device_spec(&config).unwrap(), DeviceSpec::Cpu);
+        config.client.device = Some("wgpu:1".into());
+        assert_eq!(
+            device_spec(&config).unwrap(),
+            DeviceSpec::Wgpu { adapter: Some(1) }
+        );
+        config.client.device = Some("gpu".into());
+        let e = member_trainer(&config, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("[client] device") && e.contains("\"gpu\""),
+            "{e}"
+        );
+        // The aggregator's evaluator stays on the CPU whatever the members use.
+        assert!(evaluator(&config).is_ok());
+        #[cfg(not(feature = "cuda"))]
+        {
+            config.client.device = Some("cuda".into());
+            let e = member_trainer(&config, 0).unwrap_err().to_string();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
     }
 }

@@ -79,8 +79,15 @@
 //! (no burn, tfhe, clap, nor alloy's transaction stack); the defaults about 330
 //! (`examples/tests/it/layering.rs` keeps the lean build lean).
 //!
-//! GPU backends (`wgpu`, `cuda`) are to come as additive features that add `DeviceSpec`
-//! variants.
+//! - `wgpu` (off by default, implies `burn`): training and prediction on a GPU through burn's
+//!   wgpu backend (Vulkan, Metal, DX12), `DeviceSpec::Wgpu` (`device = "wgpu"`). CI tests it on
+//!   Mesa's software Vulkan driver (lavapipe).
+//! - `cuda` (off by default, implies `burn`): burn's CUDA backend, `DeviceSpec::Cuda`
+//!   (`device = "cuda:0"`). Its build downloads LLVM (cubecl-llvm's bundler fetches LLVM 23 from
+//!   GitHub), so it builds only on a machine that can reach GitHub or holds that bundle.
+//!
+//! A [`DeviceSpec`] parses in every build; naming a backend the build lacks is an error that
+//! names the feature, and one the machine lacks an error that names what to install.
 //!
 //! ## Example
 //!
@@ -166,7 +173,7 @@ pub use partition::PartitionError;
 #[cfg(feature = "burn")]
 pub use trainer::proposals::{ProposalModelSpec, ProposalTrainer};
 #[cfg(feature = "burn")]
-pub use trainer::{BurnTrainer, DeviceSpec, ModelError, ModelSpec};
+pub use trainer::{BurnTrainer, DeviceError, DeviceSpec, ModelError, ModelSpec};
 pub use validation::{HeldOutValidator, Utility};
 
 /// Joins the federation that `federation` describes as the member holding `key`, training

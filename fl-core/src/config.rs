@@ -266,6 +266,12 @@ pub struct ClientSection {
     pub reconnect_attempts: u32,
     /// Seconds between reconnection attempts (doubling up to 30 s).
     pub reconnect_delay_s: f64,
+    /// Where the `fl-client` binary trains: `"cpu"` (the default), `"wgpu"`, `"wgpu:N"`,
+    /// `"cuda"` or `"cuda:N"` (parsed by fl-client's `DeviceSpec`; the GPU ones need the
+    /// binary built with that feature). A member's `--device` overrides it: the hardware is
+    /// each member's own, and the model trained is the same on any device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl Default for ClientSection {
@@ -275,6 +281,7 @@ impl Default for ClientSection {
             server_name: None,
             reconnect_attempts: 30,
             reconnect_delay_s: 0.5,
+            device: None,
         }
     }
 }

@@ -48,6 +48,10 @@ enum Command {
         /// Default: the key file's path with the extension `.scaffold`.
         #[arg(long, env = "DAOFL_SCAFFOLD_STATE")]
         scaffold_state: Option<PathBuf>,
+        /// Where to train: cpu, wgpu, wgpu:N, cuda or cuda:N (see `fl-client devices`);
+        /// overrides the federation file's [client] device.
+        #[arg(long, env = "DAOFL_DEVICE")]
+        device: Option<fl_client::DeviceSpec>,
         /// DEVELOPMENT ONLY (feature `attack`): send poisoned updates to test a federation's
         /// defences: sign_flip, scaling:FACTOR, gaussian:STD, free_ride, label_flip or
         /// backdoor:TARGET.
@@ -55,6 +59,9 @@ enum Command {
         #[arg(long)]
         attack: Option<String>,
     },
+    /// The backends this build can train on and the GPU adapters it finds (the N of
+    /// `--device wgpu:N`).
+    Devices,
     /// The decryption committee's key ceremony (homomorphic aggregation), run by every holder
     /// listed in [secure_aggregation.ceremony]: commit, then deal, then finish, each step once
     /// every holder has done the previous one. Messages go to the ceremony directory.
@@ -935,6 +942,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             tls_key,
             committee_state,
             scaffold_state,
+            device,
             #[cfg(feature = "attack")]
             attack,
         } => {
@@ -947,8 +955,19 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 tls_cert.zip(tls_key),
                 committee_state,
                 scaffold_state,
+                device,
                 attack,
             )
+        }
+        Command::Devices => {
+            println!(
+                "backends in this build: {}",
+                fl_client::DeviceSpec::compiled().join(", ")
+            );
+            for (spec, name) in fl_client::DeviceSpec::adapters() {
+                println!("{spec}\t{name}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Committee { step } => committee(step),
         Command::Contribute { step } => contribute_cli::contribute(step),
@@ -1096,9 +1115,13 @@ fn run(
     client_cert: Option<(PathBuf, PathBuf)>,
     committee_state: Option<PathBuf>,
     scaffold_state: PathBuf,
+    device: Option<fl_client::DeviceSpec>,
     attack: Option<String>,
 ) -> Result<ExitCode> {
-    let config = fl_node::load_federation(&path)?;
+    let mut config = fl_node::load_federation(&path)?;
+    if let Some(device) = device {
+        config.client.device = Some(device.to_string());
+    }
     let key = fl_node::read_key_file(&key)?;
     let address = key.address();
     let index = config.member_index(address).ok_or_else(|| {
@@ -1133,7 +1156,7 @@ fn run(
             };
             fl_client::BurnTrainer::new(
                 &fl_client::federation::model_spec(&config)?,
-                fl_client::DeviceSpec::Cpu,
+                fl_client::federation::device_spec(&config)?,
                 train,
                 test,
                 fl_client::federation::init_seed(&config),

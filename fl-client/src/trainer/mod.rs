@@ -6,6 +6,7 @@
 //! order. Initialisation, data order and therefore whole training runs are deterministic given
 //! the `init_seed` and [`FitConfig::shuffle_seed`].
 
+mod device;
 mod network;
 mod params;
 pub mod proposals;
@@ -28,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
+pub use device::{DeviceError, DeviceSpec};
 use network::{Cnn, Mlp, Network};
 use proximal::Proximal;
 use scaffold::Correction;
@@ -72,28 +74,6 @@ impl Default for ModelSpec {
     }
 }
 
-/// Where the model runs.
-///
-/// Only the CPU for now (burn's pure-Rust `flex` backend, multi-threaded with rayon and
-/// vectorised); GPU backends (`wgpu`, `cuda`) arrive later as crate features and variants here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum DeviceSpec {
-    /// burn's `flex` CPU backend.
-    #[default]
-    Cpu,
-}
-
-impl DeviceSpec {
-    /// The burn device (without autodiff).
-    pub fn device(self) -> Device {
-        match self {
-            DeviceSpec::Cpu => Device::flex(),
-        }
-    }
-}
-
 /// Why a [`BurnTrainer`] could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -133,6 +113,9 @@ pub enum ModelError {
     /// The model's parameter list is not a valid schema.
     #[error("model parameters: {0}")]
     Params(#[from] ParamError),
+    /// The device is not compiled in or not on this machine.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// Examples per forward pass when [`EvaluateConfig::batch_size`] is 0.
@@ -208,7 +191,7 @@ impl BurnTrainer {
         if let Some(e) = &eval {
             check_same_layout(&train, e)?;
         }
-        let device = device.device();
+        let device = device.device()?;
         let autodiff = device.clone().autodiff();
         let network = build(spec, &train, &autodiff)?;
         let schema = Arc::new(params::schema_of(&network)?);
@@ -347,19 +330,11 @@ impl Trainer for BurnTrainer {
         let mut steps = 0u64;
         for epoch in 0..config.local_epochs {
             order.shuffle(&mut rng);
-            let mut loss_sum = 0.0f64;
+            let mut loss_sum = EpochLoss::default();
             for chunk in order.chunks(config.batch_size as usize) {
                 let (x, y) = batch(&self.train, chunk, &autodiff);
                 let mut loss = cross_entropy(model.forward(x), y);
-                let value: f32 = loss.clone().into_scalar();
-                if !value.is_finite() {
-                    return Err(TrainerError::Diverged(format!(
-                        "loss {value} in epoch {} at learning rate {}; try a lower one",
-                        epoch + 1,
-                        config.learning_rate
-                    )));
-                }
-                loss_sum += f64::from(value) * chunk.len() as f64;
+                loss_sum.add(&loss, chunk.len());
                 if let Some(term) = proximal.as_ref().and_then(|p| p.term(&model)) {
                     loss = loss + term;
                 }
@@ -370,7 +345,7 @@ impl Trainer for BurnTrainer {
                 model = optim.step(config.learning_rate, model, grads);
                 steps += 1;
             }
-            epoch_loss = loss_sum / self.train.len() as f64;
+            epoch_loss = loss_sum.mean(self.train.len(), epoch, config)?;
         }
         let values =
             params::flatten(&model, self.schema.num_values()).map_err(TrainerError::Other)?;
@@ -393,6 +368,38 @@ impl Trainer for BurnTrainer {
     fn evaluate(&mut self, config: &EvaluateConfig) -> Result<EvaluateResult, TrainerError> {
         let eval = self.eval.as_ref().ok_or(TrainerError::NoData("evaluate"))?;
         self.evaluate_on(eval, config)
+    }
+}
+
+/// The training loss summed over an epoch's batches on the device, read once when the epoch
+/// ends: reading it after every batch would wait for the device at every step.
+#[derive(Default)]
+struct EpochLoss(Option<Tensor<1>>);
+
+impl EpochLoss {
+    /// Adds a batch's mean loss weighted by its `examples` (detached: no gradient flows here).
+    fn add(&mut self, loss: &Tensor<1>, examples: usize) {
+        let weighted = loss.clone().detach() * examples as f32;
+        self.0 = Some(match self.0.take() {
+            Some(sum) => sum + weighted,
+            None => weighted,
+        });
+    }
+
+    /// The epoch's mean loss over `examples`, or `Diverged` when it is not finite (a non-finite
+    /// batch loss makes the sum so).
+    fn mean(self, examples: usize, epoch: u32, config: &FitConfig) -> Result<f64, TrainerError> {
+        let sum: f32 = self.0.map_or(0.0, |s| s.into_scalar());
+        let mean = f64::from(sum) / examples as f64;
+        if mean.is_finite() {
+            Ok(mean)
+        } else {
+            Err(TrainerError::Diverged(format!(
+                "loss {mean} in epoch {} at learning rate {}; try a lower one",
+                epoch + 1,
+                config.learning_rate
+            )))
+        }
     }
 }
 

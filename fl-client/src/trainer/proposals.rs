@@ -75,7 +75,7 @@ pub use metrics::{
 
 use super::proximal::Proximal;
 use super::scaffold::Correction;
-use super::{DeviceSpec, params};
+use super::{DeviceSpec, EpochLoss, params};
 use crate::data::proposals::ProposalKind;
 use crate::text::{HashingConfig, HashingFeaturizer, idf};
 
@@ -529,7 +529,9 @@ impl ProposalTrainer {
             data.check_ids(buckets)
                 .map_err(TrainerError::InvalidConfig)?;
         }
-        let device = device.device();
+        let device = device
+            .device()
+            .map_err(|e| TrainerError::InvalidConfig(e.to_string()))?;
         let network = BagOfEmbeddings::new(spec, &device.clone().autodiff());
         let schema = Arc::new(params::schema_of(&network)?);
         let mut network = params::seeded_init(network, init_seed);
@@ -865,18 +867,10 @@ impl Trainer for ProposalTrainer {
         let mut steps = 0u64;
         for epoch in 0..config.local_epochs {
             order.shuffle(&mut rng);
-            let mut loss_sum = 0.0f64;
+            let mut loss_sum = EpochLoss::default();
             for chunk in order.chunks(config.batch_size as usize) {
                 let mut loss = self.batch_loss(&model, chunk, &autodiff);
-                let value: f32 = loss.clone().into_scalar();
-                if !value.is_finite() {
-                    return Err(TrainerError::Diverged(format!(
-                        "loss {value} in epoch {} at learning rate {}; try a lower one",
-                        epoch + 1,
-                        config.learning_rate
-                    )));
-                }
-                loss_sum += f64::from(value) * chunk.len() as f64;
+                loss_sum.add(&loss, chunk.len());
                 if let Some(term) = proximal.as_ref().and_then(|p| p.term(&model)) {
                     loss = loss + term;
                 }
@@ -887,7 +881,7 @@ impl Trainer for ProposalTrainer {
                 model = optim.step(config.learning_rate, model, grads);
                 steps += 1;
             }
-            epoch_loss = loss_sum / self.train.len() as f64;
+            epoch_loss = loss_sum.mean(self.train.len(), epoch, config)?;
         }
         let values =
             params::flatten(&model, self.schema.num_values()).map_err(TrainerError::Other)?;

@@ -305,3 +305,139 @@ fn specs_read_from_config_files() {
     let device: DeviceSpec = serde_json::from_str(r#""cpu""#).unwrap();
     assert_eq!(device, DeviceSpec::Cpu);
 }
+
+/// Trains the model `make` builds on the CPU and on wgpu (its preferred adapter: in CI, Mesa's
+/// lavapipe) from the same seeded start with `fit`, and checks that the two backends agree:
+/// the same starting parameters exactly; updates within 1% of the CPU update's norm
+/// (`‖Δ_wgpu − Δ_cpu‖ ≤ 0.01·‖Δ_cpu‖`: the kernels sum in other orders, so bit equality is
+/// not to be had); training loss and held-out loss within 0.1% relative.
+///
+/// The update comparison leaves out attention's key bias ([`ZERO_GRADIENT`]): adding it shifts
+/// every score of a query by the same amount, which softmax ignores, so its gradient is zero in
+/// exact arithmetic and only rounding noise in floats, and Adam, which divides by the
+/// gradient's own scale, turns that noise into full-size steps of either sign. It changes no
+/// output, so the losses still check it.
+/// Tensors whose gradient is zero in exact arithmetic (see [`assert_backends_agree`]).
+#[cfg(feature = "wgpu")]
+const ZERO_GRADIENT: &[&str] = &["mha.key.bias"];
+
+#[cfg(feature = "wgpu")]
+pub(super) fn assert_backends_agree<T: Trainer>(
+    what: &str,
+    make: impl Fn(DeviceSpec) -> Result<T, String>,
+    fit: &FitConfig,
+) {
+    let wgpu = DeviceSpec::Wgpu { adapter: None };
+    let mut cpu = make(DeviceSpec::Cpu).unwrap_or_else(|e| panic!("{what} on cpu: {e}"));
+    let mut gpu = make(wgpu).unwrap_or_else(|e| panic!("{what} on {wgpu}: {e}"));
+    let start = cpu.get_parameters();
+    assert_eq!(gpu.get_parameters(), start, "{what}: same seeded start");
+    let on_cpu = cpu
+        .fit(fit)
+        .unwrap_or_else(|e| panic!("{what} fit on cpu: {e}"));
+    let on_gpu = gpu
+        .fit(fit)
+        .unwrap_or_else(|e| panic!("{what} fit on {wgpu}: {e}"));
+    let (x, y) = (cpu.get_parameters(), gpu.get_parameters());
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    let mut offset = 0;
+    for tensor in start.schema().tensors() {
+        let range = offset..offset + tensor.num_values();
+        offset = range.end;
+        if ZERO_GRADIENT.iter().any(|n| tensor.name.ends_with(n)) {
+            continue;
+        }
+        for i in range {
+            let s = start.values()[i];
+            let (da, db) = (f64::from(x.values()[i] - s), f64::from(y.values()[i] - s));
+            diff += (da - db).powi(2);
+            norm += da.powi(2);
+        }
+    }
+    let relative = diff.sqrt() / norm.sqrt();
+    assert!(norm > 0.0, "{what}: the CPU run did not move");
+    assert!(
+        relative <= 0.01,
+        "{what}: wgpu's update is {relative:.2e} of the CPU update's norm away from it"
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-3 * a.abs().max(1e-6);
+    let loss = |o: &FitOutcome| o.metrics["train_loss"];
+    assert!(
+        close(loss(&on_cpu), loss(&on_gpu)),
+        "{what}: train loss {} on cpu, {} on wgpu",
+        loss(&on_cpu),
+        loss(&on_gpu)
+    );
+    let eval = EvaluateConfig::default();
+    let (a, b) = (cpu.evaluate(&eval).unwrap(), gpu.evaluate(&eval).unwrap());
+    assert!(
+        close(a.loss, b.loss),
+        "{what}: held-out loss {} on cpu, {} on wgpu",
+        a.loss,
+        b.loss
+    );
+    eprintln!("{what}: wgpu update within {relative:.1e} of the cpu update");
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_trains_the_image_models_as_the_cpu_does() {
+    use fl_core::scaffold::ScaffoldControls;
+
+    let (train, test) = digits_split();
+    let few: Vec<usize> = (0..256).collect();
+    let train = train.subset(&few).unwrap();
+    let fit = fit_config(1, 4);
+    let make = |spec: ModelSpec, images: bool| {
+        let (train, test) = (train.clone(), test.clone());
+        move |device| {
+            let (train, test) = match images {
+                true => (self::images(train.clone()), self::images(test.clone())),
+                false => (train.clone(), test.clone()),
+            };
+            BurnTrainer::new(&spec, device, train, Some(test), 11).map_err(|e| e.to_string())
+        }
+    };
+    let mlp = ModelSpec::Mlp { hidden: 32 };
+    assert_backends_agree("mlp", make(mlp.clone(), false), &fit);
+    assert_backends_agree("cnn", make(ModelSpec::Cnn { channels: 4 }, true), &fit);
+    let fedprox = FitConfig {
+        proximal_mu: 0.5,
+        ..fit.clone()
+    };
+    assert_backends_agree("mlp with FedProx", make(mlp.clone(), false), &fedprox);
+    // SCAFFOLD: plain SGD with each gradient shifted by c − cᵢ.
+    let schema = make(mlp.clone(), false)(DeviceSpec::Cpu).unwrap().schema();
+    let n = schema.num_values();
+    let control = |f: fn(usize) -> f32| {
+        Arc::new(ParamVec::new(schema.clone(), (0..n).map(f).collect()).unwrap())
+    };
+    let scaffold = FitConfig {
+        learning_rate: 0.05,
+        scaffold: Some(ScaffoldControls {
+            server: Some(control(|j| 0.01 * ((j as f32) * 0.7).sin())),
+            member: Some(control(|j| 0.01 * ((j as f32) * 0.3).cos())),
+        }),
+        ..fit.clone()
+    };
+    assert_backends_agree("mlp with SCAFFOLD", make(mlp, false), &scaffold);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_missing_wgpu_adapter_is_an_error_naming_the_driver() {
+    let past = DeviceSpec::adapters().len();
+    let (train, _) = digits_split();
+    let err = BurnTrainer::new(
+        &ModelSpec::default(),
+        DeviceSpec::Wgpu {
+            adapter: Some(past),
+        },
+        train,
+        None,
+        0,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ModelError::Device(_)), "{err}");
+    assert!(err.to_string().contains("Vulkan"), "{err}");
+}

@@ -423,7 +423,7 @@ fn batches_weigh_text_by_tf_idf_with_unit_norm() {
     assert_eq!(counts.len(), 2);
     data.push_counted(&counts, &f.meta_ids(&[("c", "x")]), Some(0), 0);
     let idf: Vec<f32> = (0..1024).map(|i| 1.0 + (i % 3) as f32).collect();
-    let device = DeviceSpec::Cpu.device();
+    let device = DeviceSpec::Cpu.device().unwrap();
     let (_, weights, _) = data.batch(&[0], 2.0, TextWeights::TfIdf(Some(&idf)), &device);
     let w: Vec<f32> = weights.into_data().try_to_vec::<f32>().unwrap();
     let want = crate::text::tf_idf(&counts, Some(&idf));
@@ -758,4 +758,32 @@ fn sequences_survive_subset_concat_and_the_cap() {
     long.push(&[1], &[2], None, 0);
     long.set_last_sequence(&vec![3; SEQUENCE_CAP + 10]);
     assert_eq!(long.sequence(0).len(), SEQUENCE_CAP);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_trains_the_proposal_models_as_the_cpu_does() {
+    use crate::trainer::tests::assert_backends_agree;
+
+    let hidden = ProposalModelSpec {
+        hidden: 16,
+        ..tiny_spec()
+    };
+    for (what, spec) in [
+        ("bag of embeddings", tiny_spec()),
+        ("bag with a hidden layer", hidden),
+        ("transformer", transformer_spec()),
+    ] {
+        let data = toy_sequences(&spec, 40);
+        let make = |device| {
+            ProposalTrainer::new(&spec, device, data.clone(), Some(data.clone()), 5)
+                .map_err(|e| e.to_string())
+        };
+        assert_backends_agree(what, make, &fit_config(1));
+        let fedprox = FitConfig {
+            proximal_mu: 0.5,
+            ..fit_config(1)
+        };
+        assert_backends_agree(&format!("{what} with FedProx"), make, &fedprox);
+    }
 }

@@ -240,3 +240,25 @@ fn predict_names_a_missing_model_and_input() {
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
     assert!(!dir.path().join("out.jsonl").exists());
 }
+
+#[test]
+fn devices_lists_the_backends_and_a_bad_device_is_refused() {
+    let out = run_ok(fl_client().arg("devices"));
+    let backends = out.lines().next().unwrap_or_default();
+    assert!(backends.starts_with("backends in this build: cpu"), "{out}");
+    // Built with `wgpu` (as the test command builds it), every adapter listed is one
+    // `--device wgpu:N` takes, numbered from 0.
+    if backends.contains("wgpu") {
+        for (i, line) in out.lines().skip(1).enumerate() {
+            assert!(line.starts_with(&format!("wgpu:{i}\t")), "{out}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let err = run_err(
+        fl_client()
+            .args(["run", "--config", "federation.toml", "--key", "member.key"])
+            .args(["--device", "tpu:0"])
+            .current_dir(dir.path()),
+    );
+    assert!(err.contains("unknown device \"tpu:0\""), "{err}");
+}

@@ -36,7 +36,8 @@ report() {
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total \
         --format=csv,noheader
     [ -x "$bin" ] || { echo "no $bin: build it first (see the top of $0)"; return 1; }
-    "$bin" --list
+    "$bin" --list >"$work/list.txt" || return 1
+    cat "$work/list.txt"
     common=(--fashion "$fashion" --fashion-n "$fashion_n" --repeats "$repeats" --csv "$work/times.csv")
 
     # The CPU leg as this project's members have it: two cores.
@@ -50,7 +51,7 @@ report() {
         sampler=$!
     fi
     local gpus
-    gpus=$("$bin" --list | head -1 | sed 's/.*: //; s/cpu, *//; s/cpu//; s/ //g')
+    gpus=$(sed -n '1s/.*: //; 1s/cpu, *//; 1s/cpu//; 1s/ //g; 1p' "$work/list.txt")
     for device in ${gpus//,/ }; do
         echo "== $device"
         "$bin" --devices "$device" "${common[@]}"
@@ -79,7 +80,7 @@ report() {
             printf "%-12s %8s %-8s %12s %10s\n", "model", "examples", "device", "epoch (s)", "vs cpu"
             for (i = 1; i <= NR; i++) {
                 split(rows[i], f, ",")
-                ratio = (f[1] in cpu) ? sprintf("%9.1fx", cpu[f[1]] / f[4]) : "-"
+                ratio = (f[1] in cpu) ? sprintf("%9.2fx", cpu[f[1]] / f[4]) : "-"
                 printf "%-12s %8s %-8s %12.4f %10s\n", f[1], f[2], f[3], f[4], ratio
             }
         }' "$work/times.csv"

@@ -8,9 +8,12 @@
 #
 #   cargo build --release -p benches --features wgpu --bin gpu_epoch
 #   # add `,cuda` where cubecl-llvm's LLVM 23 bundle can be fetched (README "Train on a GPU")
-#   mkdir -p target/gpu && cp target/release/gpu_epoch target/gpu/ && strip target/gpu/gpu_epoch
+#   mkdir -p target/gpu && strip -o target/gpu/gpu_epoch target/release/gpu_epoch
+#   gzip -9 target/gpu/gpu_epoch   # the device tool carries at most 64 MiB: a stripped build
+#                                  # with wgpu is about 80 MB (debug), 22 MB gzipped
 #
-# then run `benches/gpu/run.sh` there from the repository root (carry `target/gpu`). It writes
+# then run `benches/gpu/run.sh` there from the repository root (carry `target/gpu`; a
+# `gpu_epoch.gz` there is unpacked into a temporary folder first). It writes
 # the report to $OUT/gpu-epoch.txt (or /tmp) as well as to stdout. Environment: GPU_EPOCH (the
 # binary), FASHION_DIR (IDX files; default Debian's dataset-fashion-mnist, else the sample
 # shipped in fl-client/data), FASHION_N (images, default 10000), REPEATS (default 3).
@@ -35,6 +38,9 @@ report() {
     echo "date: $(date -u +%FT%TZ); host: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total \
         --format=csv,noheader
+    if [ ! -x "$bin" ] && [ -f "$bin.gz" ]; then
+        gunzip -c "$bin.gz" >"$work/gpu_epoch" && chmod +x "$work/gpu_epoch" && bin="$work/gpu_epoch"
+    fi
     [ -x "$bin" ] || { echo "no $bin: build it first (see the top of $0)"; return 1; }
     "$bin" --list >"$work/list.txt" || return 1
     cat "$work/list.txt"

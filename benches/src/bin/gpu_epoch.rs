@@ -16,13 +16,17 @@
 //!
 //! Defaults: `cpu` and `wgpu` (those compiled in), Fashion-MNIST from
 //! `/usr/share/datasets/fashion-mnist` (its first 10,000 training images), 3 repeats, all three
-//! models. `benches/gpu/run.sh` runs it on the device machine, with the CPU leg pinned to two
-//! cores as this project's machines have, and samples the GPU's memory beside it.
+//! models. Run it from the repository root: it reads `examples/proposals-transformer.toml` and
+//! the corpus in `fl-client/data/proposals/` there, not at the path compiled in, so a binary
+//! built on one machine runs on another. `benches/gpu/run.sh` runs it on the device machine,
+//! with the CPU leg pinned to two cores as this project's machines have, and samples the GPU's
+//! memory beside it.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use examples::proposals::{ProposalsConfig, pooled_training_data, prepare};
+use examples::proposals::{ProposalsConfig, pooled_training_data, prepare_from};
+use fl_client::data::proposals;
 use fl_client::trainer::proposals::ProposalTrainer;
 use fl_client::{BurnTrainer, Dataset, DeviceSpec, ModelSpec, Trainer};
 use fl_core::FitConfig;
@@ -170,7 +174,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "transformer" => {
                 let text = std::fs::read_to_string("examples/proposals-transformer.toml")?;
                 let config: ProposalsConfig = toml::from_str(&text)?;
-                let data = pooled_training_data(&prepare(&config)?);
+                // From the working tree rather than the path compiled in: the device machine
+                // runs a binary built on another.
+                let dir = std::path::Path::new("fl-client/data/proposals");
+                let corpus = proposals::load(dir.join("proposals.jsonl.gz"))?;
+                let split = corpus.split(&proposals::load_test_ids(dir.join("test_ids.json"))?)?;
+                let data = pooled_training_data(&prepare_from(&config, &corpus, &split)?);
                 let n = data.len();
                 let epoch = FitConfig {
                     local_epochs: 1,

@@ -812,7 +812,7 @@ impl Trainer for ProposalTrainer {
 
     fn get_parameters(&self) -> ParamVec {
         let values = params::flatten(&self.network, self.schema.num_values())
-            .expect("flex float parameters are f32");
+            .expect("every backend we build keeps float parameters as f32");
         ParamVec::new(self.schema.clone(), values)
             .expect("the visitor reads exactly the schema's values")
     }

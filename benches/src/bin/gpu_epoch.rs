@@ -119,6 +119,16 @@ struct Row {
     times: Vec<Result<f64, String>>,
 }
 
+/// One local epoch of Adam over batches of 32 at `learning_rate`, as the image benchmarks train.
+fn image_epoch(learning_rate: f64) -> FitConfig {
+    FitConfig {
+        local_epochs: 1,
+        batch_size: 32,
+        learning_rate,
+        ..FitConfig::default()
+    }
+}
+
 fn image_trainer(
     spec: &ModelSpec,
     data: &Dataset,
@@ -140,12 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (train, _) = fl_client::data::digits::embedded().train_test_split(0.2, 0)?;
                 let spec = ModelSpec::Mlp { hidden: 256 };
                 let n = train.len();
-                let epoch = FitConfig {
-                    local_epochs: 1,
-                    batch_size: 32,
-                    learning_rate: 0.02,
-                    ..FitConfig::default()
-                };
+                let epoch = image_epoch(0.02);
                 let make = move |d| image_trainer(&spec, &train, d);
                 ("digits MLP 64-256-10".into(), n, epoch, Box::new(make))
             }
@@ -157,12 +162,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let indices: Vec<usize> = (0..args.fashion_n.min(all.len())).collect();
                 let data = all.subset(&indices)?;
                 let spec = ModelSpec::Cnn { channels: 8 };
-                let epoch = FitConfig {
-                    local_epochs: 1,
-                    batch_size: 32,
-                    learning_rate: 0.01,
-                    ..FitConfig::default()
-                };
+                let epoch = image_epoch(0.01);
                 let make = move |d| image_trainer(&spec, &data, d);
                 (
                     "Fashion-MNIST CNN (8, 16)".into(),
@@ -212,23 +212,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             times,
         });
     }
+    // Each model's time on each device, in table order.
+    let cells: Vec<(&Row, DeviceSpec, &Result<f64, String>)> = rows
+        .iter()
+        .flat_map(|r| {
+            let devices = args.devices.iter().copied();
+            devices.zip(&r.times).map(move |(d, t)| (r, d, t))
+        })
+        .collect();
     if let Some(path) = &args.csv {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
-        for Row {
-            model,
-            examples,
-            times,
-            ..
-        } in &rows
-        {
-            for (device, t) in args.devices.iter().zip(times) {
-                if let Ok(t) = t {
-                    writeln!(file, "{model},{examples},{device},{t:.6}")?;
-                }
+        for (row, device, t) in &cells {
+            if let Ok(t) = t {
+                writeln!(file, "{},{},{device},{t:.6}", row.model, row.examples)?;
             }
         }
     }
@@ -237,32 +237,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<28} {:>8} {:<8} {:>12} {:>10}",
         "model", "examples", "device", "epoch (s)", "vs first"
     );
-    for Row {
-        label,
-        examples,
-        times,
-        ..
-    } in &rows
-    {
-        for (device, t) in args.devices.iter().zip(times) {
-            match (t, &times[0]) {
-                (Ok(t), Ok(b)) => println!(
-                    "{label:<28} {examples:>8} {:<8} {t:>12.4} {:>9.2}x",
-                    device.to_string(),
-                    b / t
-                ),
-                (Ok(t), Err(_)) => {
-                    println!(
-                        "{label:<28} {examples:>8} {:<8} {t:>12.4} {:>10}",
-                        device.to_string(),
-                        "-"
-                    )
-                }
-                (Err(e), _) => println!(
-                    "{label:<28} {examples:>8} {:<8} failed: {e}",
-                    device.to_string()
-                ),
-            }
+    for (row, device, t) in &cells {
+        let (label, examples, device) = (&row.label, row.examples, device.to_string());
+        match (t, &row.times[0]) {
+            (Ok(t), Ok(b)) => println!(
+                "{label:<28} {examples:>8} {device:<8} {t:>12.4} {:>9.2}x",
+                b / t
+            ),
+            (Ok(t), Err(_)) => println!(
+                "{label:<28} {examples:>8} {device:<8} {t:>12.4} {:>10}",
+                "-"
+            ),
+            (Err(e), _) => println!("{label:<28} {examples:>8} {device:<8} failed: {e}"),
         }
     }
     println!(

@@ -720,4 +720,12 @@ mod tests {
         let typo = DP.replace("clip_norm", "clip_nrom");
         assert!(toml::from_str::<DigitsConfig>(&typo).is_err());
     }
+
+    #[test]
+    fn the_device_is_read_from_the_file() {
+        assert_eq!(DigitsConfig::default().device, DeviceSpec::Cpu);
+        let cuda: DigitsConfig = toml::from_str("device = \"cuda:0\"").unwrap();
+        assert_eq!(cuda.device, DeviceSpec::Cuda { index: 0 });
+        assert!(toml::from_str::<DigitsConfig>("device = \"wgpu:x\"").is_err());
+    }
 }

@@ -711,6 +711,12 @@ mod tests {
         assert!(tfidf_secagg.secure_aggregation.is_some());
         assert!(toml::from_str::<ProposalsConfig>("rounds = 3\nshufled_labels = true").is_err());
         assert!(toml::from_str::<ProposalsConfig>("[model]\ndimm = 3").is_err());
+        // The device, at the top level; a misspelt one is refused when read, not when used.
+        assert_eq!(tfidf.device, DeviceSpec::Cpu);
+        let gpu: ProposalsConfig = toml::from_str("device = \"wgpu:1\"").unwrap();
+        assert_eq!(gpu.device, DeviceSpec::Wgpu { adapter: Some(1) });
+        let e = toml::from_str::<ProposalsConfig>("device = \"gpu\"").unwrap_err();
+        assert!(e.to_string().contains("unknown device"), "{e}");
     }
 
     /// Contributed, consensus-labelled proposals join their community's member (and only

@@ -37,7 +37,8 @@ export DAOFL_ANVIL="${DAOFL_ANVIL:-$PWD/chain-anchor/node_modules/@foundry-rs/an
 # fl-client's `wgpu` feature is compiled into the test build so that its agreement tests
 # (training on wgpu matches the CPU backend) run; they need a Vulkan driver, which .ci/run
 # installs (Mesa's lavapipe: apt-get install mesa-vulkan-drivers libvulkan1).
-if ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+if ! compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null \
+    && ! compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
     echo "scripts/test.sh: no Vulkan driver found; the wgpu tests will fail." \
         "Install one: apt-get install mesa-vulkan-drivers libvulkan1" >&2
 fi

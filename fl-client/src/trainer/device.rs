@@ -49,10 +49,12 @@ pub enum DeviceSpec {
 }
 
 /// What to install when wgpu finds no adapter.
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
 const WGPU_INSTALL: &str = "install a Vulkan driver (Linux: your GPU vendor's, or Mesa's \
      `apt-get install mesa-vulkan-drivers libvulkan1`, whose lavapipe runs on the CPU); macOS \
      uses Metal and Windows DX12 or Vulkan";
 /// What to install when CUDA finds no device.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 const CUDA_INSTALL: &str = "install the NVIDIA driver (libcuda) and the CUDA toolkit's NVRTC \
      (libnvrtc), which burn's CUDA backend loads at run time";
 
@@ -183,6 +185,7 @@ impl DeviceSpec {
         Vec::new()
     }
 
+    #[cfg(not(all(feature = "wgpu", feature = "cuda")))]
     fn not_compiled(self, feature: &'static str) -> DeviceError {
         DeviceError::NotCompiled {
             device: self,
@@ -209,7 +212,6 @@ impl DeviceSpec {
 
     #[cfg(not(feature = "wgpu"))]
     fn wgpu(self, _adapter: Option<usize>) -> Result<Device, DeviceError> {
-        let _ = WGPU_INSTALL;
         Err(self.not_compiled("wgpu"))
     }
 
@@ -231,7 +233,6 @@ impl DeviceSpec {
 
     #[cfg(not(feature = "cuda"))]
     fn cuda(self, _index: usize) -> Result<Device, DeviceError> {
-        let _ = CUDA_INSTALL;
         Err(self.not_compiled("cuda"))
     }
 }

@@ -340,16 +340,13 @@ pub(super) fn assert_backends_agree<T: Trainer>(
         .unwrap_or_else(|e| panic!("{what} fit on {wgpu}: {e}"));
     let (x, y) = (cpu.get_parameters(), gpu.get_parameters());
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
-    let mut offset = 0;
-    for tensor in start.schema().tensors() {
-        let range = offset..offset + tensor.num_values();
-        offset = range.end;
-        if ZERO_GRADIENT.iter().any(|n| tensor.name.ends_with(n)) {
+    let tensors = start.tensors().zip(x.tensors()).zip(y.tensors());
+    for (((spec, s), (_, a)), (_, b)) in tensors {
+        if ZERO_GRADIENT.iter().any(|n| spec.name.ends_with(n)) {
             continue;
         }
-        for i in range {
-            let s = start.values()[i];
-            let (da, db) = (f64::from(x.values()[i] - s), f64::from(y.values()[i] - s));
+        for ((s, a), b) in s.iter().zip(a).zip(b) {
+            let (da, db) = (f64::from(a - s), f64::from(b - s));
             diff += (da - db).powi(2);
             norm += da.powi(2);
         }

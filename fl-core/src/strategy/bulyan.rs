@@ -139,6 +139,37 @@ mod tests {
     }
 
     #[test]
+    fn ties_go_to_the_lower_index_in_krum_and_to_the_smaller_value_around_the_median() {
+        // n = 7, f = 1: θ = 5, β = 3. Rows are (x, -x/2), so every squared distance is
+        // 1.25·Δx² and the picks follow x alone: 0 -> 100, 1 -> -100 (the outliers, first),
+        // 2 -> 2, 3 -> 2 (a duplicate), 4 -> 0, 5 -> 4, 6 -> 6. Krum scores in units of 1.25:
+        // - 7 left, 4 neighbours: 2 and 3 score 0 + 4 + 4 + 16 = 24 (5: 28, 4: 60, 6: 72),
+        //   the tie goes to 2;
+        // - 6 left, 3 neighbours: 3 (4 + 4 + 16) and 5 (4 + 4 + 16) tie at 24 (4 and 6: 56),
+        //   3 is picked;
+        // - 5 left, 2 neighbours: 5 scores 4 + 16 = 20 (6: 40, 4: 52), picked;
+        // - 4 left, 1 neighbour: 4 and 6 are each other's nearest (36), 4 is picked;
+        // - 3 left (0, 1, 6), 1 neighbour: 6 and 100 are each other's nearest (94² = 8836),
+        //   -100's nearest is 106² away: the tie goes to row 0, the outlier 100.
+        // Picked x: [2, 2, 4, 0, 100], median 2; at distance 0: 2, 2; at distance 2: 0 and 4,
+        // the tie broken towards the smaller value 0. Mean of 2, 2, 0 = 4/3: the outlier
+        // picked by the tie is trimmed. Picked y: [-1, -1, -2, 0, -50], median -1, then -2
+        // and 0 tie at 1, the smaller -2 is kept: (-1 - 1 - 2)/3 = -4/3 (row 5's value, where
+        // x kept row 4's).
+        let rows: Vec<Vec<f32>> = [100.0f32, -100.0, 2.0, 2.0, 0.0, 4.0, 6.0]
+            .iter()
+            .map(|x| vec![*x, -x / 2.0])
+            .collect();
+        let out = bulyan(&rows, 1).unwrap();
+        let expected = [4.0f32 / 3.0, -4.0 / 3.0];
+        assert_eq!(out.len(), 2);
+        assert!(
+            out.iter().zip(expected).all(|(v, e)| (v - e).abs() < 1e-6),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn hostile_input_is_refused() {
         refuses_hostile_input(Box::new(Bulyan::new(BulyanConfig { byzantine: 1 })));
     }

@@ -141,6 +141,7 @@ impl RobustRule for CenteredClipping {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::robust::norm;
     use crate::strategy::robust::tests::refuses_hostile_input;
 
     #[test]
@@ -171,6 +172,59 @@ mod tests {
         assert!((one - 1.0).abs() < 1e-6, "{one}"); // 4·1 + 1·1, over 5
         // The outlier pulls by at most τ/n = 0.2 per iteration; the honest pull balances it.
         assert!(many < 1.3 && many > 1.0, "{many}");
+    }
+
+    #[test]
+    fn a_difference_of_norm_exactly_tau_is_kept_and_one_just_above_is_scaled_to_tau() {
+        // Around (1, 1) with τ = 5: (4, 5) differs by (3, 4), of norm 5 = τ, and is kept;
+        // (-5, -7) differs by (-6, -8), of norm 10, and is scaled by 5/10 to (-3, -4). The
+        // step is ((3, 4) + (-3, -4))/2 = 0: the two cancel only if (3, 4) is kept whole and
+        // (-6, -8) is brought to exactly τ.
+        let start = [1.0f32, 1.0];
+        assert_eq!(
+            centered_clip(&[vec![4.0, 5.0]], &start, 5.0, 1),
+            vec![4.0, 5.0]
+        );
+        assert_eq!(
+            centered_clip(&[vec![4.0, 5.0], vec![-5.0, -7.0]], &start, 5.0, 1),
+            vec![1.0, 1.0]
+        );
+        // τ = 4.99, 0.01 below the norm of (3, 4) around 0: scaled by 4.99/5 = 0.998 to
+        // (2.994, 3.992), of norm τ.
+        let v = centered_clip(&[vec![3.0, 4.0]], &[0.0, 0.0], 4.99, 1);
+        assert!(
+            (v[0] - 2.994).abs() < 1e-6 && (v[1] - 3.992).abs() < 1e-6,
+            "{v:?}"
+        );
+        assert!((norm(&v) - 4.99).abs() < 1e-6, "{v:?}");
+    }
+
+    #[test]
+    fn identical_members_are_reached_tau_at_a_time_and_then_returned() {
+        // Three copies of (3, 4) around 0 with τ = 2: every member's difference is the same,
+        // so each iteration moves by it clipped to 2. (3, 4) is 5 away: to (1.2, 1.6), then
+        // (1.8, 2.4) is 3 away: to (2.4, 3.2), then (0.6, 0.8) is 1 <= τ away: onto (3, 4).
+        let rows = vec![vec![3.0f32, 4.0]; 3];
+        let close =
+            |v: &[f32], e: [f32; 2]| (v[0] - e[0]).abs() < 1e-6 && (v[1] - e[1]).abs() < 1e-6;
+        let one = centered_clip(&rows, &[0.0, 0.0], 2.0, 1);
+        assert!(close(&one, [1.2, 1.6]), "{one:?}");
+        let two = centered_clip(&rows, &[0.0, 0.0], 2.0, 2);
+        assert!(close(&two, [2.4, 3.2]), "{two:?}");
+        let three = centered_clip(&rows, &[0.0, 0.0], 2.0, 3);
+        assert!(close(&three, [3.0, 4.0]), "{three:?}");
+        // Within τ of the centre (0 in the first round), identical members come back as they
+        // are, and with β = 0 the centre becomes them: the next round's differences are 0.
+        let mut rule = CenteredClipping::new(CenteredClippingConfig {
+            tau: 1.0,
+            iterations: 1,
+            momentum: 0.0,
+        });
+        // (0.5, -0.25) is √0.3125 ≈ 0.56 from 0.
+        let same = vec![vec![0.5f32, -0.25]; 4];
+        assert_eq!(rule.aggregate(&same).unwrap(), vec![0.5, -0.25]);
+        assert_eq!(rule.center().unwrap(), &[0.5, -0.25]);
+        assert_eq!(rule.aggregate(&same).unwrap(), vec![0.5, -0.25]);
     }
 
     #[test]

@@ -842,6 +842,44 @@ mod tests {
     }
 
     #[test]
+    fn a_per_member_rule_under_homomorphic_aggregation_is_refused_too() {
+        // `protocol = "he"` with its committee: a valid section (not what is refused), which
+        // like SecAgg+ reveals only the sum of the members' updates.
+        let he: SecureAggregationConfig = toml::from_str(
+            "protocol = \"he\"\n[committee]\nmembers = 3\nthreshold = 2\nmin_contributors = 2\n",
+        )
+        .unwrap();
+        assert_eq!(he.protocol, crate::secure::SecureProtocol::Homomorphic);
+        assert_eq!(he.validate(), Ok(()));
+        let median = StrategyConfig {
+            kind: AggregationRule::Median,
+            ..Default::default()
+        };
+        let e = median.check(None, Some(&he)).unwrap_err();
+        assert_eq!(
+            e,
+            BuildError::PerMemberUnderSecureAggregation { rule: "median" }
+        );
+        assert!(e.to_string().contains("kind = \"fedavg\""), "{e}");
+        assert!(matches!(
+            median.build(None, Some(&he), 4, 10),
+            Err(BuildError::PerMemberUnderSecureAggregation { rule: "median" })
+        ));
+        // Every per-member rule, before its own settings are even looked at; FedAvg runs.
+        for rule in AggregationRule::ALL {
+            let c = parse(&format!("kind = \"{}\"", rule.name())).unwrap();
+            if rule == AggregationRule::Fedavg {
+                assert!(c.check(None, Some(&he)).is_ok());
+            } else {
+                assert_eq!(
+                    c.check(None, Some(&he)).unwrap_err(),
+                    BuildError::PerMemberUnderSecureAggregation { rule: rule.name() }
+                );
+            }
+        }
+    }
+
+    #[test]
     fn fednova_is_a_per_member_rule_refused_under_secure_aggregation_and_privacy() {
         let c = parse("kind = \"fednova\"\nproximal_mu = 0.01\n").unwrap();
         assert_eq!(c.kind, AggregationRule::Fednova);

@@ -179,6 +179,75 @@ mod tests {
     }
 
     #[test]
+    fn the_corners_of_a_square_with_duplicates_give_its_centre() {
+        // The square (1, 2), (3, 2), (1, 4), (3, 4), opposite corners (1, 2) and (3, 4) three
+        // times each: symmetric about (2, 3). The mean is ((3·1 + 3·3 + 3 + 1)/8,
+        // (3·2 + 3·4 + 2 + 4)/8) = (2, 3); every corner is √2 from it, so the weights are
+        // equal and the Weiszfeld step stays there: one step, no improvement.
+        let mut rows = vec![vec![1.0f32, 2.0]; 3];
+        rows.extend(vec![vec![3.0f32, 4.0]; 3]);
+        rows.push(vec![3.0, 2.0]);
+        rows.push(vec![1.0, 4.0]);
+        let (v, steps) = geometric_median(&rows, &GeometricMedianConfig::default()).unwrap();
+        assert!(
+            (v[0] - 2.0).abs() < 1e-6 && (v[1] - 3.0).abs() < 1e-6,
+            "{v:?}"
+        );
+        assert_eq!(steps, 1);
+    }
+
+    #[test]
+    fn a_majority_of_identical_points_is_the_geometric_median() {
+        // (1, 1) three times, (5, 1) and (1, 4): the unit vectors from (1, 1) to the other two
+        // sum to (1, 0) + (0, 1), of norm √2 < 3 copies, so (1, 1) itself is the median. The
+        // start, the mean (9/5, 8/5), is not: the first step weighs the copies by 1/1, (5, 1)
+        // by 1/√10.6 and (1, 4) by 1/√6.4, to about (1.33183, 1.32029), and each later step
+        // shrinks the distance by about √2/3. Near (1, 1) the smoothing ν = 1e-6 caps the
+        // copies' weight at 1/ν, leaving ((4, 0)/4 + (0, 3)/3)/(3/ν) ≈ 3.3e-7 per coordinate.
+        let mut rows = vec![vec![1.0f32, 1.0]; 3];
+        rows.push(vec![5.0, 1.0]);
+        rows.push(vec![1.0, 4.0]);
+        let one = GeometricMedianConfig {
+            max_iterations: 1,
+            tolerance: 0.0,
+            ..Default::default()
+        };
+        let (v, _) = geometric_median(&rows, &one).unwrap();
+        let (a, b) = (1.0 / 10.6f64.sqrt(), 1.0 / 6.4f64.sqrt());
+        let total = 3.0 + a + b;
+        let first = [(3.0 + 5.0 * a + b) / total, (3.0 + a + 4.0 * b) / total];
+        assert!(
+            (f64::from(v[0]) - first[0]).abs() < 1e-6 && (f64::from(v[1]) - first[1]).abs() < 1e-6,
+            "{v:?} after one step, by hand {first:?}"
+        );
+        let long = GeometricMedianConfig {
+            max_iterations: 100,
+            tolerance: 0.0,
+            ..Default::default()
+        };
+        let (v, _) = geometric_median(&rows, &long).unwrap();
+        assert!(
+            (v[0] - 1.0).abs() < 1e-6 && (v[1] - 1.0).abs() < 1e-6,
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn two_equally_heavy_points_leave_it_at_their_midpoint() {
+        // (0, 0) and (4, 2) twice each: every point of the segment between them is a
+        // geometric median (a tie). The start, the mean (2, 1), is √5 from all four, so the
+        // weights are equal and the step stays at (2, 1) exactly, in one step.
+        let rows = vec![
+            vec![0.0f32, 0.0],
+            vec![4.0, 2.0],
+            vec![0.0, 0.0],
+            vec![4.0, 2.0],
+        ];
+        let (v, steps) = geometric_median(&rows, &GeometricMedianConfig::default()).unwrap();
+        assert_eq!((v, steps), (vec![2.0, 1.0], 1));
+    }
+
+    #[test]
     fn bad_settings_and_hostile_input_are_refused() {
         for c in [
             GeometricMedianConfig {

@@ -232,6 +232,75 @@ mod tests {
     }
 
     #[test]
+    fn tied_values_give_the_shared_value_for_odd_and_even_counts() {
+        let current = ParamVec::zeros(schema());
+        // Odd n = 5, per coordinate sorted: [-1, 2, 2, 2, 7] -> 2; [0, 4, 4, 9, 9] -> 4
+        // (the tie sits on the middle); all five equal to 3 -> 3.
+        let odd = vec![
+            member(0, [2.0, 4.0, 3.0], 1),
+            member(1, [2.0, 9.0, 3.0], 1),
+            member(2, [7.0, 0.0, 3.0], 1),
+            member(3, [-1.0, 9.0, 3.0], 1),
+            member(4, [2.0, 4.0, 3.0], 1),
+        ];
+        assert_eq!(
+            coordinate_median(&current, &odd).unwrap().values(),
+            &[2.0, 4.0, 3.0]
+        );
+        // Even n = 4, sorted: [1, 5, 5, 5] -> (5 + 5)/2 = 5; [2, 2, 8, 8] -> (2 + 8)/2 = 5, a
+        // value no member sent; all four equal to -1 -> -1.
+        let even = vec![
+            member(0, [5.0, 8.0, -1.0], 1),
+            member(1, [1.0, 2.0, -1.0], 1),
+            member(2, [5.0, 8.0, -1.0], 1),
+            member(3, [5.0, 2.0, -1.0], 1),
+        ];
+        assert_eq!(
+            coordinate_median(&current, &even).unwrap().values(),
+            &[5.0, 5.0, -1.0]
+        );
+        let deltas = crate::strategy::robust::member_deltas(&current, &even).unwrap();
+        assert_eq!(MedianRule.aggregate(&deltas).unwrap(), vec![5.0, 5.0, -1.0]);
+    }
+
+    #[test]
+    fn at_n_equals_2f_plus_1_the_median_stays_within_the_honest_values() {
+        let current = ParamVec::zeros(schema());
+        // n = 3, f = 1: one arbitrary outlier. Sorted: [-1e9, 1, 3] -> 1, the lower honest
+        // value; [-2, -1, 1e9] -> -1, the upper one; [0.25, 0.375, 0.5] -> 0.375, the
+        // outlier's own value, but between the honest 0.25 and 0.5.
+        let three = vec![
+            member(0, [1.0, -2.0, 0.5], 1),
+            member(1, [3.0, -1.0, 0.25], 1),
+            member(2, [-1e9, 1e9, 0.375], 1_000_000),
+        ];
+        let next = coordinate_median(&current, &three).unwrap();
+        assert_eq!(next.values(), &[1.0, -1.0, 0.375]);
+        // n = 5, f = 2, both outliers above in the first coordinate and below in the second:
+        // [1, 2, 3, 100, 200] -> 3, the largest honest value; [-60, -50, 4, 5, 6] -> 4, the
+        // smallest. One on each side in the third: [-9, 0, 1, 2, 9] -> 1, the honest median.
+        let five = vec![
+            member(0, [1.0, 4.0, 0.0], 1),
+            member(1, [2.0, 5.0, 1.0], 1),
+            member(2, [3.0, 6.0, 2.0], 1),
+            member(3, [100.0, -50.0, -9.0], 1),
+            member(4, [200.0, -60.0, 9.0], 1),
+        ];
+        let next = coordinate_median(&current, &five).unwrap();
+        assert_eq!(next.values(), &[3.0, 4.0, 1.0]);
+        for (i, v) in next.values().iter().enumerate() {
+            let honest = five[..3].iter().map(|u| u.params.values()[i]);
+            let (lo, hi) = honest.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+                (lo.min(x), hi.max(x))
+            });
+            assert!(
+                (lo..=hi).contains(v),
+                "coordinate {i}: {v} outside [{lo}, {hi}]"
+            );
+        }
+    }
+
+    #[test]
     fn the_median_rule_matches_the_median_of_models() {
         let current = ParamVec::zeros(schema());
         let updates = vec![

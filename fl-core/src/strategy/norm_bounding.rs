@@ -99,4 +99,26 @@ mod tests {
             max_norm: 1.0,
         })));
     }
+
+    #[test]
+    fn an_update_of_norm_exactly_max_norm_is_kept_bit_for_bit_and_a_zero_update_stays_zero() {
+        // (3, 4) has norm 5 = max_norm and (-0.375, 0.5) norm 0.625 = max_norm (√(9/64 +
+        // 16/64) = 5/8): both are returned with the same bits.
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&clip_to(&[3.0, 4.0], 5.0)), bits(&[3.0, 4.0]));
+        assert_eq!(bits(&clip_to(&[-0.375, 0.5], 0.625)), bits(&[-0.375, 0.5]));
+        // A zero update has norm 0 <= any bound: kept, never divided by its norm (no NaN).
+        assert_eq!(clip_to(&[0.0, 0.0], 1e-30), vec![0.0, 0.0]);
+        let mut rule = NormBounding::new(NormBoundingConfig { max_norm: 5.0 });
+        assert_eq!(
+            bits(&rule.aggregate(&[vec![3.0, 4.0]]).unwrap()),
+            bits(&[3.0, 4.0])
+        );
+        assert_eq!(rule.aggregate(&[vec![0.0, 0.0]]).unwrap(), vec![0.0, 0.0]);
+        // The mean of the kept (3, 4) and a zero update: (1.5, 2).
+        assert_eq!(
+            rule.aggregate(&[vec![3.0, 4.0], vec![0.0, 0.0]]).unwrap(),
+            vec![1.5, 2.0]
+        );
+    }
 }

@@ -148,6 +148,78 @@ mod tests {
     }
 
     #[test]
+    fn one_bucket_of_all_the_updates_is_their_mean_whatever_the_shuffle() {
+        // The shuffle (ChaCha8 through rand's Fisher-Yates) is not followed by hand; with
+        // s >= n there is one bucket, whatever its order: the mean of (1, 2), (3, -2) and
+        // (5, 6) is (9/3, 6/3) = (3, 2).
+        let rows = vec![vec![1.0f32, 2.0], vec![3.0, -2.0], vec![5.0, 6.0]];
+        for size in [3, 4, 100] {
+            let b = PreAggregator::Bucketing(BucketingConfig { size });
+            assert_eq!(b.outputs(3), 1);
+            for seed in [0, 1, 7, u64::MAX] {
+                assert_eq!(
+                    b.apply(rows.clone(), seed).unwrap(),
+                    vec![vec![3.0, 2.0]],
+                    "s = {size}, seed {seed}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_of_one_keep_every_update_and_identical_updates_give_identical_buckets() {
+        // s = 1: each update is its own bucket, only the order may change; compared as
+        // multisets (sorted), duplicates included.
+        let rows = vec![
+            vec![2.0f32, -1.0],
+            vec![0.5, 3.0],
+            vec![2.0, -1.0],
+            vec![-4.0, 0.0],
+        ];
+        let sorted = |mut v: Vec<Vec<f32>>| {
+            v.sort_by(|a, b| a[0].total_cmp(&b[0]).then(a[1].total_cmp(&b[1])));
+            v
+        };
+        let one = PreAggregator::Bucketing(BucketingConfig { size: 1 });
+        for seed in [0, 5, 99] {
+            assert_eq!(
+                sorted(one.apply(rows.clone(), seed).unwrap()),
+                vec![
+                    vec![-4.0, 0.0],
+                    vec![0.5, 3.0],
+                    vec![2.0, -1.0],
+                    vec![2.0, -1.0]
+                ]
+            );
+        }
+        // Five copies of (2, -1) in buckets of 2: ⌈5/2⌉ = 3 buckets, each the mean of copies.
+        let same = vec![vec![2.0f32, -1.0]; 5];
+        let two = PreAggregator::Bucketing(BucketingConfig { size: 2 });
+        assert_eq!(two.apply(same, 11).unwrap(), vec![vec![2.0, -1.0]; 3]);
+    }
+
+    #[test]
+    fn nnm_with_n_3_and_f_1_mixes_each_row_with_its_nearest_other_by_hand() {
+        // n - f = 2: each row and its nearest other. Squared distances between a = (0, 0),
+        // b = (1, 0), c = (0, 3): ab = 1, ac = 9, bc = 10. a and b are each other's nearest:
+        // both become (0.5, 0); c's nearest is a (9 < 10): (0, 1.5).
+        let nnm = PreAggregator::Nnm(NnmConfig { byzantine: 1 });
+        let rows = vec![vec![0.0f32, 0.0], vec![1.0, 0.0], vec![0.0, 3.0]];
+        assert_eq!(
+            nnm.apply(rows, 0).unwrap(),
+            vec![vec![0.5, 0.0], vec![0.5, 0.0], vec![0.0, 1.5]]
+        );
+        // A tie: c = (1, 1) is 2 from both a = (0, 0) and b = (2, 0) (ab = 4); it goes to the
+        // lower index, a: c -> (0.5, 0.5), not (1.5, 0.5). a's and b's nearest is c:
+        // a -> (0.5, 0.5), b -> (1.5, 0.5).
+        let rows = vec![vec![0.0f32, 0.0], vec![2.0, 0.0], vec![1.0, 1.0]];
+        assert_eq!(
+            nnm.apply(rows, 0).unwrap(),
+            vec![vec![0.5, 0.5], vec![1.5, 0.5], vec![0.5, 0.5]]
+        );
+    }
+
+    #[test]
     fn nnm_mixes_each_update_with_its_nearest() {
         // f = 1, n = 4: each row averages its 3 nearest (itself included).
         let rows: Vec<Vec<f32>> = [0.0, 1.0, 2.0, 99.0].iter().map(|v| vec![*v]).collect();

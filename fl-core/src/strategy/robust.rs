@@ -418,4 +418,52 @@ pub(crate) mod tests {
         assert!((agg.round_metrics()["qa.1.distance"] - 2f64.sqrt()).abs() < 1e-12);
         refuses_hostile_input(Box::new(Mean));
     }
+
+    /// The strategy-level path of exclusion and resume: a flagged member is left out of the
+    /// next round's plan, its reputation reaches the round metrics (what the manifest keeps),
+    /// and an aggregator resumed from those metrics leaves it out too, where a fresh one
+    /// would admit it.
+    #[test]
+    fn a_flagged_member_is_left_out_of_later_rounds_and_stays_out_after_a_resume() {
+        use crate::strategy::detection::reputation_in;
+        use crate::strategy::median::MedianRule;
+        let detection = DetectionConfig {
+            threshold: 3.5,
+            reputation_rate: 1.0, // one flag drops the reputation to 0
+            exclude_below: 0.5,
+        };
+        let robust = || {
+            RobustAggregator::new(StrategyConfig::default(), Box::new(MedianRule))
+                .with_detection(Some(detection))
+        };
+        let all: Vec<ClientId> = (0..7).map(ClientId).collect();
+        let mut agg = robust();
+        assert_eq!(agg.configure_fit(1, &all, 1).clients, all);
+        // Six members near (1, 1), member 6 a hundred times farther out.
+        let mut updates: Vec<_> = (0..6)
+            .map(|c| member(c, &[1.0 + 0.01 * c as f32, 1.0 - 0.01 * c as f32], 1))
+            .collect();
+        updates.push(member(6, &[100.0, -100.0], 1));
+        let current = ParamVec::zeros(schema(2));
+        agg.aggregate_fit(1, &current, RoundUpdates::PerMember(updates))
+            .unwrap();
+        let metrics = agg.round_metrics();
+        assert_eq!(metrics["qa.6.flagged"], 1.0);
+        assert_eq!(metrics["qa.6.reputation"], 0.0);
+        assert_eq!(metrics["qa.0.reputation"], 1.0);
+        assert_eq!(metrics["qa.excluded"], 1.0);
+        let honest: Vec<ClientId> = (0..6).map(ClientId).collect();
+        assert_eq!(agg.configure_fit(2, &all, 2).clients, honest);
+
+        // A restart: the reputations come back from the manifest's metrics.
+        let state = ResumeState::new(1, 0).with_reputation(reputation_in(&metrics));
+        let mut resumed = robust();
+        resumed.resume(&state).unwrap();
+        assert_eq!(resumed.configure_fit(2, &all, 2).clients, honest);
+        assert_eq!(robust().configure_fit(2, &all, 2).clients, all);
+        // Without detection nobody is left out, whatever the manifest says.
+        let mut plain = RobustAggregator::new(StrategyConfig::default(), Box::new(MedianRule));
+        plain.resume(&state).unwrap();
+        assert_eq!(plain.configure_fit(2, &all, 2).clients, all);
+    }
 }

@@ -142,15 +142,24 @@ fn default_server_learning_rate() -> f32 {
 /// ```toml
 /// [qa]
 /// validators = ["0x02…"]  # secp256k1 public keys, SEC1 hex (`fl-client key show` prints one)
+/// # plain_evidence = true  # instead of validators: the store is the coordinator's alone
 /// ```
 ///
-/// Without validators the evidence stays in the coordinator's checkpoint store in the clear.
+/// Evidence holds the flagged member's update, which can reveal its training data, and it is
+/// written into the checkpoint store, which others may read. So `[strategy.detection]`
+/// without validators is refused unless `plain_evidence = true` says that the store is the
+/// coordinator's alone (who saw every update anyway): then the evidence is kept there in the
+/// clear.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QaSection {
     /// The validators' public keys.
     #[serde(default)]
     pub validators: Vec<String>,
+    /// Keep evidence unsealed in the checkpoint store when there are no validators (only
+    /// for a store no one but the coordinator reads). Ignored when validators are listed.
+    #[serde(default)]
+    pub plain_evidence: bool,
 }
 
 impl QaSection {
@@ -459,6 +468,18 @@ impl FederationConfig {
         }
         self.strategy
             .check(self.privacy.as_ref(), self.secure_aggregation.as_ref())?;
+        if self.strategy.detection.is_some()
+            && self.qa.validators.is_empty()
+            && !self.qa.plain_evidence
+        {
+            return bad(
+                "[strategy.detection] writes each flagged member's update into the checkpoint \
+                 store as evidence, and an update can reveal the member's data: list [qa] \
+                 validators = [\"0x02…\"] to seal it to them, or set [qa] plain_evidence = true \
+                 if no one but the coordinator reads the store"
+                    .into(),
+            );
+        }
         if let Some(fb) = &self.fedbuff {
             if fb.buffer_size == 0 {
                 return bad("fedbuff.buffer_size must be at least 1".into());
@@ -782,6 +803,89 @@ allowed = ["0x00000000000000000000000000000000000000aa"]
             "{e}"
         );
         assert!(e.to_string().contains("reveals only their sum"), "{e}");
+    }
+
+    #[test]
+    fn a_median_under_homomorphic_aggregation_is_refused_at_load() {
+        let median = MINIMAL.replace("[members]", "[strategy]\nkind = \"median\"\n[members]");
+        let he = format!(
+            "{median}[secure_aggregation]\nprotocol = \"he\"\n\
+             [secure_aggregation.committee]\nmembers = 2\nthreshold = 2\nmin_contributors = 1\n"
+        );
+        let e = FederationConfig::parse(&he, Path::new(".")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Strategy(
+                    crate::strategy::BuildError::PerMemberUnderSecureAggregation { rule: "median" }
+                )
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("reveals only their sum"), "{e}");
+        // The same file with FedAvg (and two members for the committee of two) loads: the
+        // homomorphic section itself is not what is refused.
+        let fedavg = he
+            .replace("kind = \"median\"", "kind = \"fedavg\"")
+            .replace(
+                "allowed = [\"0x00000000000000000000000000000000000000aa\"]",
+                "allowed = [\"0x00000000000000000000000000000000000000aa\", \
+             \"0x00000000000000000000000000000000000000bb\"]",
+            );
+        if let Err(e) = FederationConfig::parse(&fedavg, Path::new(".")) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn a_federation_file_cannot_turn_on_an_attack() {
+        // Attacks are the simulator's and the `attack`-featured client's, never a federation
+        // setting: the file's tables deny unknown fields, and the error names the key.
+        let refused = |text: &str| {
+            let e = FederationConfig::parse(text, Path::new(".")).unwrap_err();
+            assert!(matches!(e, ConfigError::Toml(_)), "{e:?}");
+            let m = e.to_string();
+            assert!(m.contains("unknown field `attack`"), "{m}");
+        };
+        refused(&format!("attack = \"sign_flip\"\n{MINIMAL}"));
+        refused(&format!("{MINIMAL}[attack]\nkind = \"sign_flip\"\n"));
+        refused(&format!("{MINIMAL}[client]\nattack = \"sign_flip\"\n"));
+        refused(&MINIMAL.replace("[members]", "[strategy]\nattack = \"sign_flip\"\n[members]"));
+        refused(&MINIMAL.replace("min_clients = 1", "min_clients = 1\nattack = \"sign_flip\""));
+        // Without the key the same file loads.
+        assert!(FederationConfig::parse(MINIMAL, Path::new(".")).is_ok());
+    }
+
+    #[test]
+    fn detection_without_validators_needs_plain_evidence_said_out_loud() {
+        let detecting = MINIMAL.replace(
+            "[members]",
+            "[strategy]\nkind = \"median\"\n[strategy.detection]\n[members]",
+        );
+        // Evidence carries the flagged update: unsealed only when the file says so.
+        let e = FederationConfig::parse(&detecting, Path::new(".")).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            matches!(e, ConfigError::Invalid(_)) && m.contains("plain_evidence = true"),
+            "{m}"
+        );
+        assert!(m.contains("[qa] validators"), "{m}");
+        let plain = format!("{detecting}[qa]\nplain_evidence = true\n");
+        let c = FederationConfig::parse(&plain, Path::new(".")).unwrap();
+        assert!(c.qa.plain_evidence && c.qa.validators.is_empty());
+        // The secp256k1 generator point as a validator key.
+        let g = "0x0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+        let sealed = format!("{detecting}[qa]\nvalidators = [\"{g}\"]\n");
+        let c = FederationConfig::parse(&sealed, Path::new(".")).unwrap();
+        assert_eq!(c.qa.validator_keys().unwrap().len(), 1);
+        // Without detection there is no evidence, and nothing to say.
+        let median = MINIMAL.replace("[members]", "[strategy]\nkind = \"median\"\n[members]");
+        assert!(FederationConfig::parse(&median, Path::new(".")).is_ok());
+        let typo = format!("{detecting}[qa]\nplain_evidence = \"yes\"\n");
+        assert!(matches!(
+            FederationConfig::parse(&typo, Path::new(".")),
+            Err(ConfigError::Toml(_))
+        ));
     }
 
     #[test]

@@ -20,7 +20,9 @@
 //! which the aggregator writes into the round's checkpoint manifest ([`scores_in`] reads them
 //! back): rewards can be computed from the manifests, and anyone holding the validation set and
 //! the round's updates can recompute them (the permutations are seeded from the round seed).
-//! The on-chain anchor commits to the parameters and participants, not yet to the metrics.
+//! The on-chain anchor commits to the metrics too (their digest is a leaf of the anchored
+//! participants root, see `fl_aggregator::anchoring`), so a score changed after anchoring no
+//! longer matches the chain.
 //!
 //! A free rider (who sends the global model back) is a null player of the default game and
 //! scores exactly 0; a member whose update hurts the validation utility (label flipping) scores

@@ -6,7 +6,7 @@
 //! `cargo run -p benches --bin robust -- [rounds=N] [seeds=1,2,3] [tau=T] [max_norm=B]
 //! [rules=a,b] [attacks=a,b] [probe=1] [per_seed=1] [sybils=1] [flower=1] [partition=classes]
 //! [alpha=A] [dataset=fashion] [fashion_dir=D] [train_limit=N] [test_limit=N] [hidden=H] [epochs=E]
-//! [lr=L]`
+//! [lr=L] [cc_iterations=L] [scaling=F,F]`
 //! (rules and attacks filter by
 //! table label; flower adds Flower's Krum, MultiKrum, Bulyan, FedMedian and FedTrimmedAvg, run
 //! by `benches/flower/robust_agg.py` on the same updates, see `benches/flower/robust.sh`;
@@ -18,7 +18,9 @@
 //! (Debian's `dataset-fashion-mnist`, in `/usr/share/datasets/fashion-mnist` unless
 //! `fashion_dir` says otherwise): a seeded sample of `train_limit` (8,000) training and
 //! `test_limit` (2,000) test images, an MLP of `hidden` (128) units, `epochs` (2) local epochs
-//! of Adam at `lr` (0.01).
+//! of Adam at `lr` (0.01). `cc_iterations` sets both centered-clipping rows' iterations
+//! (1); `scaling` adds scaling attacks with the factors given (negative: a sign flip that
+//! strong).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -27,6 +29,7 @@ use examples::digits::DigitsConfig;
 use examples::robust::{
     attack_label, attacks, bench_template, dataset_label, flower_rules, rules, run_cell_with,
 };
+use fl_core::attack::Attack;
 
 fn main() -> ExitCode {
     let arg = |key: &str| {
@@ -49,6 +52,12 @@ fn main() -> ExitCode {
     let n = 20;
     let f = n / 5;
     let mut all = rules(n, f, tau, max_norm);
+    // `cc_iterations=L`: the clipping iterations of both centered-clipping rows (default 1).
+    if let Some(l) = arg("cc_iterations").and_then(|v| v.parse().ok()) {
+        all.iter_mut()
+            .filter_map(|r| r.strategy.centered_clipping.as_mut())
+            .for_each(|cc| cc.iterations = l);
+    }
     if arg("flower").is_some_and(|v| v == "1") {
         all.extend(flower_rules(n, f));
     }
@@ -56,10 +65,21 @@ fn main() -> ExitCode {
         .into_iter()
         .filter(|r| keep(&rule_filter, &r.label))
         .collect();
-    let attacks: Vec<_> = attacks()
+    let mut attacks: Vec<_> = attacks()
         .into_iter()
         .filter(|&a| keep(&attack_filter, &attack_label(a)))
         .collect();
+    // `scaling=-4,-1`: scaling attacks with these factors beside the list (a negative factor
+    // is a sign flip of that strength, Li et al. 2019's σ).
+    for factor in arg("scaling").iter().flat_map(|v| v.split(',')) {
+        match factor.parse::<f32>() {
+            Ok(factor) if factor.is_finite() => attacks.push(Some(Attack::Scaling { factor })),
+            _ => {
+                eprintln!("scaling={factor}: a finite number");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // `partition=classes` gives every member two labels; `alpha=` changes the Dirichlet skew.
     let partition = match arg("partition").as_deref() {
         None | Some("dirichlet") => fl_client::federation::PartitionKind::Dirichlet,

@@ -683,6 +683,9 @@ pub struct DetectionTrace {
     pub tampered_rejected: usize,
     /// Members excluded at the end.
     pub excluded: usize,
+    /// Per aggregated round: each scored member's consistency score
+    /// (`qa.<client>.consistency`, only with `consistency_window` > 0).
+    pub consistency: Vec<Vec<(ClientId, f64)>>,
 }
 
 /// Runs `base` under `rule` (which must set `detection`) with members `0..attackers` running
@@ -749,6 +752,15 @@ pub fn run_detection(
                     .collect();
                 trace.rounds.push((clients, flagged));
                 trace.excluded = metrics.get("qa.excluded").map_or(0, |v| *v as usize);
+                trace.consistency.push(
+                    metrics
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            let id = k.strip_prefix("qa.")?.strip_suffix(".consistency")?;
+                            Some((ClientId(id.parse().ok()?), *v))
+                        })
+                        .collect(),
+                );
                 let record = fl_aggregator::qa::RoundRecord {
                     federation_id: "bench-detection".into(),
                     round: *round,

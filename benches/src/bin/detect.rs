@@ -9,6 +9,10 @@
 //! [dataset=fashion ...]` (the Fashion-MNIST options of `examples::robust::bench_template`). With `exclude` > 0
 //! flagged members are left out of later rounds (the table then also says when the last
 //! attacker was excluded); the precision/recall table is measured with exclusion off.
+//! `consistency=W` turns on FLDetector-style consistency over `W` rounds
+//! (`fl_core::strategy::consistency`) and fills the last column: the AUC of round 10's
+//! consistency scores, the share of (attacker, honest member) pairs the score orders
+//! attacker-first (0.5 is chance; `-` when off).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
         threshold: arg("threshold").and_then(|v| v.parse().ok()).unwrap_or(3.5),
         exclude_below: arg("exclude").and_then(|v| v.parse().ok()).unwrap_or(0.0),
         reputation_rate: arg("rate").and_then(|v| v.parse().ok()).unwrap_or(0.3),
+        consistency_window: arg("consistency").and_then(|v| v.parse().ok()).unwrap_or(0),
     };
     let template = bench_template(|k: &str| arg(k));
     let rule_names = arg("rules").unwrap_or_else(|| "trimmed_mean,centered_clipping".into());
@@ -78,9 +83,9 @@ fn main() -> ExitCode {
         detection.exclude_below
     );
     println!(
-        "| rule | attack | precision r10 | recall r10 | precision r1-10 | recall r1-10 | honest flagged r1-10 | excluded at end | evidence accepted | tampered rejected | accuracy |"
+        "| rule | attack | precision r10 | recall r10 | precision r1-10 | recall r1-10 | honest flagged r1-10 | excluded at end | evidence accepted | tampered rejected | accuracy | consistency AUC r10 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let start = Instant::now();
     let mut failed = false;
     for rule in &rules {
@@ -92,6 +97,8 @@ fn main() -> ExitCode {
             let (mut accepted, mut tampered, mut flags) = (0usize, 0usize, 0usize);
             let mut excluded = Vec::new();
             let mut accs = Vec::new();
+            // Round 10's consistency scores: (attacker, honest) pairs ordered right, of all.
+            let (mut ordered, mut pairs) = (0.0f64, 0usize);
             for &seed in &seeds {
                 let base = DigitsConfig {
                     rounds,
@@ -119,6 +126,21 @@ fn main() -> ExitCode {
                 tampered += trace.tampered_rejected;
                 excluded.push(trace.excluded);
                 let bad = |c: &ClientId| (c.0 as usize) < attackers;
+                if let Some(scores) = trace
+                    .consistency
+                    .get(9.min(trace.consistency.len().max(1) - 1))
+                {
+                    for (a, sa) in scores.iter().filter(|(c, _)| bad(c)) {
+                        for (_, sh) in scores.iter().filter(|(c, _)| !bad(c) && c != a) {
+                            pairs += 1;
+                            ordered += match sa.total_cmp(sh) {
+                                std::cmp::Ordering::Greater => 1.0,
+                                std::cmp::Ordering::Equal => 0.5,
+                                std::cmp::Ordering::Less => 0.0,
+                            };
+                        }
+                    }
+                }
                 for (i, (clients, flagged)) in trace.rounds.iter().enumerate() {
                     flags += flagged.len();
                     let t = flagged.iter().filter(|c| bad(c)).count();
@@ -147,7 +169,7 @@ fn main() -> ExitCode {
             let honest_rounds = honest_seen.max(1);
             let mean = accs.iter().sum::<f64>() / accs.len().max(1) as f64;
             println!(
-                "| {} | {} | {} | {} | {} | {} | {:.1}% | {:?} | {accepted}/{flags} | {tampered}/{flags} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {} | {:.1}% | {:?} | {accepted}/{flags} | {tampered}/{flags} | {:.1} | {} |",
                 rule.label,
                 attack_label(attack),
                 ratio(tp10, tp10 + fp10),
@@ -156,7 +178,12 @@ fn main() -> ExitCode {
                 ratio(tp, tp + fneg),
                 100.0 * fp as f64 / honest_rounds as f64,
                 excluded,
-                100.0 * mean
+                100.0 * mean,
+                if pairs == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}", ordered / pairs as f64)
+                }
             );
         }
     }

@@ -68,7 +68,14 @@ pub struct DetectionConfig {
     /// Members whose reputation falls below this are left out of later rounds (default 0:
     /// nobody is excluded; see the module docs before turning it on).
     pub exclude_below: f64,
+    /// Rounds of FLDetector-style consistency to average (`qa.<client>.consistency`, see
+    /// [`consistency`](super::consistency)); 0, the default, turns it off (it keeps every
+    /// member's last update). At most [`MAX_CONSISTENCY_WINDOW`].
+    pub consistency_window: usize,
 }
+
+/// The largest [`DetectionConfig::consistency_window`].
+pub const MAX_CONSISTENCY_WINDOW: usize = 50;
 
 impl Default for DetectionConfig {
     fn default() -> Self {
@@ -76,6 +83,7 @@ impl Default for DetectionConfig {
             threshold: 3.5,
             reputation_rate: 0.3,
             exclude_below: 0.0,
+            consistency_window: 0,
         }
     }
 }
@@ -93,6 +101,12 @@ pub enum DetectionConfigError {
     /// The exclusion bound is outside [0, 1).
     #[error("[strategy.detection] exclude_below must be in [0, 1), not {0}")]
     Exclusion(f64),
+    /// The consistency window is too long.
+    #[error(
+        "[strategy.detection] consistency_window must be at most {MAX_CONSISTENCY_WINDOW} \
+         rounds, not {0}"
+    )]
+    Window(usize),
 }
 
 impl DetectionConfig {
@@ -109,6 +123,9 @@ impl DetectionConfig {
         }
         if !(self.exclude_below >= 0.0 && self.exclude_below < 1.0) {
             return Err(DetectionConfigError::Exclusion(self.exclude_below));
+        }
+        if self.consistency_window > MAX_CONSISTENCY_WINDOW {
+            return Err(DetectionConfigError::Window(self.consistency_window));
         }
         Ok(())
     }

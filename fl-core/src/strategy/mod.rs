@@ -78,6 +78,7 @@ mod anomaly;
 mod bulyan;
 mod centered_clipping;
 mod config;
+pub mod consistency;
 pub mod contribution;
 pub mod detection;
 mod fedavg;

@@ -14,6 +14,7 @@ use crate::params::ParamVec;
 use crate::round::{ClientId, Metrics};
 
 use super::anomaly::{MemberScore, score_members, score_metrics};
+use super::consistency::Consistency;
 use super::detection::{DetectionConfig, Detector, FlaggedUpdate, QaFindings};
 use super::fedavg::apply_optimizer;
 use super::preagg::PreAggregator;
@@ -54,6 +55,7 @@ pub struct RobustAggregator {
     metrics: Metrics,
     scores: Vec<MemberScore>,
     detector: Option<Detector>,
+    consistency: Option<Consistency>,
     findings: Option<QaFindings>,
 }
 
@@ -70,6 +72,7 @@ impl RobustAggregator {
             metrics: Metrics::new(),
             scores: Vec::new(),
             detector: None,
+            consistency: None,
             findings: None,
         }
     }
@@ -77,6 +80,9 @@ impl RobustAggregator {
     /// Flags anomalous members each round, keeps their reputations and leaves out those whose
     /// reputation fell below the bound (see [`detection`](super::detection)).
     pub fn with_detection(mut self, config: Option<DetectionConfig>) -> Self {
+        self.consistency = config
+            .filter(|c| c.consistency_window > 0)
+            .map(|c| Consistency::new(c.consistency_window));
         self.detector = config.map(Detector::new);
         self
     }
@@ -138,6 +144,12 @@ impl RobustAggregator {
         self.scores = score_members(&clients, &originals, &agg);
         self.metrics = score_metrics(&self.scores);
         self.findings = None;
+        if let Some(consistency) = self.consistency.as_mut() {
+            for (c, score) in consistency.observe(current.values(), &clients, &originals, &agg) {
+                self.metrics
+                    .insert(format!("qa.{}.consistency", c.0), score);
+            }
+        }
         if let Some(detector) = self.detector.as_mut() {
             let (reference, scores) = detector.observe(&clients, &originals, &agg);
             self.metrics.extend(detector.metrics(&reference, &scores));
@@ -431,6 +443,7 @@ pub(crate) mod tests {
             threshold: 3.5,
             reputation_rate: 1.0, // one flag drops the reputation to 0
             exclude_below: 0.5,
+            consistency_window: 0,
         };
         let robust = || {
             RobustAggregator::new(StrategyConfig::default(), Box::new(MedianRule))

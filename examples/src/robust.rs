@@ -753,12 +753,8 @@ pub fn run_detection(
                 trace.rounds.push((clients, flagged));
                 trace.excluded = metrics.get("qa.excluded").map_or(0, |v| *v as usize);
                 trace.consistency.push(
-                    metrics
-                        .iter()
-                        .filter_map(|(k, v)| {
-                            let id = k.strip_prefix("qa.")?.strip_suffix(".consistency")?;
-                            Some((ClientId(id.parse().ok()?), *v))
-                        })
+                    fl_core::strategy::detection::per_member_in(metrics, "consistency")
+                        .into_iter()
                         .collect(),
                 );
                 let record = fl_aggregator::qa::RoundRecord {

@@ -126,10 +126,8 @@ fn main() -> ExitCode {
                 tampered += trace.tampered_rejected;
                 excluded.push(trace.excluded);
                 let bad = |c: &ClientId| (c.0 as usize) < attackers;
-                if let Some(scores) = trace
-                    .consistency
-                    .get(9.min(trace.consistency.len().max(1) - 1))
-                {
+                // Round 10's scores, or the last round's in a shorter run.
+                if let Some(scores) = trace.consistency.get(9).or(trace.consistency.last()) {
                     for (a, sa) in scores.iter().filter(|(c, _)| bad(c)) {
                         for (_, sh) in scores.iter().filter(|(c, _)| !bad(c) && c != a) {
                             pairs += 1;

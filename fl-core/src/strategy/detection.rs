@@ -523,10 +523,19 @@ impl Detector {
 /// Reads `qa.<client>.reputation` entries back from a manifest's metrics (what
 /// [`Detector::metrics`] wrote), for [`ResumeState::with_reputation`](super::ResumeState::with_reputation).
 pub fn reputation_in(metrics: &Metrics) -> BTreeMap<ClientId, f64> {
+    per_member_in(metrics, "reputation")
+}
+
+/// Every `qa.<client>.<name>` entry of `metrics` by client (`name` e.g. `reputation`,
+/// `consistency`, `score`).
+pub fn per_member_in(metrics: &Metrics, name: &str) -> BTreeMap<ClientId, f64> {
     metrics
         .iter()
         .filter_map(|(k, v)| {
-            let id = k.strip_prefix("qa.")?.strip_suffix(".reputation")?;
+            let id = k
+                .strip_prefix("qa.")?
+                .strip_suffix(name)?
+                .strip_suffix('.')?;
             Some((ClientId(id.parse().ok()?), *v))
         })
         .collect()
